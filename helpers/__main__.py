@@ -1,0 +1,92 @@
+"""Command-line interface: ``python -m helpers <command> ...``.
+
+Each command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args)``.
+Only the chosen command's module is imported, so ``--help`` stays fast and a command never pays
+for another's imports.
+
+Contract for every command: exit 0 on success; on bad input one line ``error: ...`` on stderr and
+a non-zero exit, with a traceback only under ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from .util import UserError
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("helpers.demo", "build the offline demo models (tiny, deterministic, in the released layouts)"),
+    "catalog": ("helpers.catalog", "list the released models this project knows"),
+    "merge": ("helpers.merge", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
+    "to-gguf": ("helpers.gguf_export", "convert a merged Hugging Face model folder to GGUF"),
+    "quantize": ("helpers.quantize", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
+    "chat": ("helpers.infer", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
+    "finetune": ("helpers.finetune", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
+    "expand-vocab": ("helpers.vocab", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
+    "evaluate": ("helpers.evaluate", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
+    "pipeline": ("helpers.pipeline", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    """Build the top-level parser; only ``command``'s own arguments are loaded."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers",
+        description="Chinese LLaMA/Alpaca notebooks: merge, convert, quantize, chat, fine-tune, evaluate.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    for a in argv:
+        if a in COMMANDS:
+            return a
+        if not a.startswith("-"):
+            return None
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HELPERS_DEBUG") == "1"
+    try:
+        command = _command_in(argv)
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 0
+        rc = importlib.import_module(COMMANDS[args.command][0]).run(args)
+        return int(rc or 0)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract is one line, traceback only with --debug
+        if debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Where the notebooks run: Colab detection, secrets, model resolution (local dir or hub id), RAM.
+
+Model references are resolved in this order:
+
+1. an existing local path;
+2. ``$HELPERS_LOCAL_MODELS/<repo name>`` (an offline mirror: the demo assets, or a Drive folder of
+   downloaded models; smoke mode points it at the demo assets);
+3. the Hugging Face Hub (resumable download with ``huggingface_hub``; the token comes from Colab
+   secrets or ``HF_TOKEN`` and is never printed).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .util import UserError
+
+LOCAL_MODELS_ENV = "HELPERS_LOCAL_MODELS"
+
+
+def in_colab() -> bool:
+    """True when running inside Google Colab."""
+    return "google.colab" in sys.modules or any(k.startswith("COLAB_") for k in os.environ)
+
+
+def smoke_mode() -> bool:
+    """True when ``NOTEBOOK_SMOKE=1``: notebooks switch to the offline demo assets."""
+    return os.environ.get("NOTEBOOK_SMOKE") == "1"
+
+
+def get_secret(name: str) -> str | None:
+    """Return a secret from Colab's secrets panel, else from the environment, else None."""
+    if in_colab():
+        try:
+            from google.colab import userdata  # type: ignore[import-not-found]
+
+            value = userdata.get(name)
+            if value:
+                return value
+        except Exception:  # noqa: BLE001 - secret missing or access not granted
+            pass
+    return os.environ.get(name) or None
+
+
+def _looks_like_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
+
+
+def resolve_model(ref: str | Path, *, allow_patterns: list[str] | None = None, what: str = "model") -> Path:
+    """Return a local directory (or file) for ``ref``: a path, a mirrored repo or a hub download.
+
+    Args:
+        ref: a local path or a hub id such as ``hfl/chinese-alpaca-2-lora-7b``.
+        allow_patterns: file patterns to download from the hub (default: everything).
+        what: how to name the reference in error messages (``base model``, ``LoRA``).
+    """
+    ref_s = str(ref)
+    path = Path(ref_s).expanduser()
+    if path.exists():
+        return path
+    mirror = os.environ.get(LOCAL_MODELS_ENV)
+    if mirror and _looks_like_hub_id(ref_s):
+        candidate = Path(mirror) / ref_s.split("/")[-1]
+        if candidate.exists():
+            return candidate
+    if not _looks_like_hub_id(ref_s):
+        raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id like 'hfl/chinese-alpaca-2-lora-7b'")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise UserError(f"{what} {ref_s!r} is not available offline: download it first or set {LOCAL_MODELS_ENV}")
+    return _download(ref_s, allow_patterns=allow_patterns, what=what)
+
+
+def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    token = get_secret("HF_TOKEN")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, token=token))
+    except GatedRepoError:
+        raise UserError(
+            f"{repo_id} is gated: accept its licence on the hub, then add your token as the HF_TOKEN "
+            "secret (Colab: the key icon) or environment variable"
+        ) from None
+    except RepositoryNotFoundError:
+        raise UserError(f"{what} {repo_id!r} does not exist on the hub (or needs a token); check the name") from None
+
+
+def available_ram_bytes() -> int | None:
+    """Available system memory in bytes (None when it cannot be read)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

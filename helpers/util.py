@@ -1,0 +1,133 @@
+"""Small shared utilities: the user-facing error type, atomic outputs, hashing, progress bars.
+
+Every command follows the same contract: bad input raises :class:`UserError` with a message that
+says what is wrong and how to fix it; the CLI turns it into one ``error: ...`` line. Outputs are
+written under a temporary name next to their final place and renamed only when complete, so an
+interrupted run never leaves a file that looks finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment; the message says how to fix it."""
+
+
+def tmp_name(final: Path) -> Path:
+    """Return a unique temporary sibling path for ``final`` (same directory, so rename is atomic)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it to ``final``, on failure remove it.
+
+    Args:
+        final: where the finished file or directory should end up.
+        is_dir: create the temporary path as a directory.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(final)
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        remove(tmp)
+        raise
+    if final.exists():
+        remove(final)
+    os.replace(tmp, final)
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a directory tree if it exists."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as pretty JSON atomically (UTF-8, non-ASCII kept readable)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, turning a missing or malformed file into a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); re-download it") from None
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
+    """Return the hex SHA256 of a file, read in chunks (constant memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_sha256_listing(files: Iterable[Path], out: Path) -> Path:
+    """Write a ``sha256sum``-compatible listing of ``files`` (names relative to ``out``'s folder)."""
+    lines = [f"{sha256_file(f)}  {Path(f).name}\n" for f in sorted(files, key=lambda p: Path(p).name)]
+    with atomic_path(out) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")
+    return out
+
+
+def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it",
+             disable: bool | None = None) -> Iterable[T]:
+    """Wrap ``iterable`` in a tqdm progress bar (auto-selects the notebook widget when available)."""
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = os.environ.get("HELPERS_NO_PROGRESS") == "1"
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr)
+
+
+def human_bytes(n: float) -> str:
+    """Format a byte count as a short human-readable string (``1.5 GB``)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def free_disk_bytes(path: str | Path) -> int:
+    """Free bytes on the filesystem holding ``path`` (or its nearest existing parent)."""
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def require_free_disk(path: str | Path, needed: int, *, what: str = "the output") -> None:
+    """Raise :class:`UserError` when the filesystem of ``path`` has less than ``needed`` bytes free."""
+    free = free_disk_bytes(path)
+    if free < needed:
+        raise UserError(
+            f"not enough disk space for {what} in {path}: need about {human_bytes(needed)}, "
+            f"{human_bytes(free)} free; free some space or choose another --out"
+        )

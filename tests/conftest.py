@@ -1,0 +1,33 @@
+"""Shared pytest fixtures: the offline demo assets (built once per session) and ../shared fixtures."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+
+os.environ.setdefault("HELPERS_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """The ../shared/fixtures folder; skips the test when it is absent."""
+    path = SHARED / "fixtures"
+    if not path.is_dir():
+        pytest.skip("../shared/fixtures not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """The demo assets (``python -m helpers demo``), built once per test session."""
+    from helpers.demo import build_demo
+
+    out = tmp_path_factory.mktemp("demo") / "assets"
+    build_demo(out)
+    return out
