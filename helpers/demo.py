@@ -324,7 +324,7 @@ def build_demo(out: str | Path, *, overwrite: bool = False) -> Path:
 
     torch.manual_seed(0)
     with atomic_path(out, is_dir=True) as tmp:
-        base_sp = train_sentencepiece(corpus("en") + corpus("zh")[:8], vocab_size=640, model_type="bpe", llama_style=True)
+        base_sp = train_sentencepiece(corpus("en") + corpus("zh")[-8:], vocab_size=640, model_type="bpe", llama_style=True)
         zh_small = train_sentencepiece(corpus("zh"), vocab_size=900, model_type="unigram", llama_style=False)
         zh_big = train_sentencepiece(corpus("zh") + corpus("en"), vocab_size=1200, model_type="unigram", llama_style=False)
         v1_sp = merge_sentencepiece(base_sp, zh_small)

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Build ``notebooks/*.ipynb`` from their readable sources in ``notebooks/src/*.py``.
+
+Sources use the percent format (``# %%`` code cells, ``# %% [markdown]`` text cells, optional
+``tags=[...]``). The builder adds what every notebook shares, so the conventions live in one place:
+
+* ``{{BADGE}}`` in a markdown cell becomes the Open-in-Colab badge for that notebook's path;
+* ``{{CATALOG:lora,patch}}`` becomes a dropdown list of the catalog's names of those kinds;
+* a code cell whose first line is ``# %% setup`` (optionally ``setup llama_cpp``) becomes the
+  standard Setup cell: on Colab it installs this repository (and llama.cpp when asked); elsewhere
+  it only checks that ``helpers`` is importable.
+
+Outputs are never written, so the notebooks are committed clean.
+
+    python scripts/build_notebooks.py          # rebuild
+    python scripts/build_notebooks.py --check  # exit 1 when a notebook is out of date
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "notebooks" / "src"
+OUT = ROOT / "notebooks"
+# Change this in a fork: badges and the Colab install point here.
+GITHUB_REPO = "cllama-notebooks/chinese-llama-notebooks"
+BRANCH = "main"
+
+SETUP = '''# @title Setup: on Colab, install this project{extra_title}; elsewhere use your `pip install -e .`
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "chinese-llama-notebooks-helpers[colab] @ git+https://github.com/{repo}@{branch}"],
+                   check=True)
+{extra}
+import helpers
+
+print("helpers", helpers.__version__)'''
+
+LLAMA_CPP = '''    from helpers.quantize import colab_install_llama_cpp
+
+    colab_install_llama_cpp()  # prebuilt wheel for this runtime when there is one; says how long otherwise'''
+
+
+def badge(name: str) -> str:
+    url = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/{BRANCH}/notebooks/{name}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+def catalog_choices(kinds: list[str]) -> str:
+    """A Colab dropdown list of the catalog names of the given kinds."""
+    sys.path.insert(0, str(ROOT))
+    from helpers import catalog
+
+    return json.dumps([n for k in kinds for n in catalog.names(kind=k)], ensure_ascii=False)
+
+
+def parse(text: str) -> list[dict]:
+    """Split a percent-format source into cells: dicts with kind, tags, source."""
+    cells: list[dict] = []
+    for block in re.split(r"^(?=# %%)", text, flags=re.M):
+        if not block.strip():
+            continue
+        header, _, body = block.partition("\n")
+        kind = "markdown" if "[markdown]" in header else "code"
+        tags = re.findall(r'"([^"]+)"', header.split("tags=", 1)[1]) if "tags=" in header else []
+        setup = re.match(r"# %% setup(?:\s+(\w+))?", header)
+        body = body.strip("\n")
+        if kind == "markdown":
+            body = "\n".join(re.sub(r"^# ?", "", line) for line in body.splitlines())
+        cells.append({"kind": kind, "tags": tags, "source": body, "setup": setup})
+    return cells
+
+
+def render_cell(cell: dict, name: str) -> dict:
+    src = cell["source"]
+    if cell["setup"]:
+        extra = LLAMA_CPP if cell["setup"].group(1) == "llama_cpp" else ""
+        src = SETUP.format(repo=GITHUB_REPO, branch=BRANCH, extra=extra,
+                           extra_title=" and llama.cpp" if extra else "")
+        src = src.replace("\n\nimport helpers", "\nimport helpers") if not extra else src
+    src = src.replace("{{BADGE}}", badge(name))
+    src = re.sub(r"\{\{CATALOG:([a-z,]+)\}\}", lambda m: catalog_choices(m.group(1).split(",")), src)
+    meta: dict = {}
+    if cell["tags"]:
+        meta["tags"] = cell["tags"]
+    if cell["kind"] == "code" and src.lstrip().startswith("# @title"):
+        meta["cellView"] = "form"
+    out = {"cell_type": cell["kind"], "metadata": meta, "source": src.splitlines(keepends=True)}
+    if cell["kind"] == "code":
+        out.update(execution_count=None, outputs=[])
+    return out
+
+
+def build(src_path: Path) -> str:
+    name = src_path.stem + ".ipynb"
+    cells = [render_cell(c, name) for c in parse(src_path.read_text(encoding="utf-8"))]
+    for i, c in enumerate(cells):
+        c["id"] = f"{src_path.stem[:2]}-{i:02d}"
+    nb = {
+        "cells": cells,
+        "metadata": {
+            "accelerator": "GPU",
+            "colab": {"gpuType": "T4", "provenance": [], "name": name},
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a notebook differs from its source")
+    args = parser.parse_args(argv)
+    stale = []
+    for src in sorted(SRC.glob("*.py")):
+        target = OUT / (src.stem + ".ipynb")
+        text = build(src)
+        if target.exists() and target.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(target.name)
+        if not args.check:
+            target.write_text(text, encoding="utf-8")
+    if args.check and stale:
+        print("out of date (run python scripts/build_notebooks.py):", ", ".join(stale))
+        return 1
+    if not args.check:
+        print("rebuilt:", ", ".join(stale) or "nothing (all up to date)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

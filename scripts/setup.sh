@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Set up a local environment in .venv: CPU torch, the requirements, this package, and a portable
+# llama-cpp-python build (cached as a wheel so later setups take seconds).
+#
+#   scripts/setup.sh            # idempotent; rerun any time
+#   PYTHON=python3.11 scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+LLAMA_CPP_VERSION=${LLAMA_CPP_VERSION:-0.3.36}
+WHEEL_CACHE=${LLAMA_CPP_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cllama/wheels}
+# The default (native) build uses every instruction the build machine has and crashed on quantized
+# models here; a portable AVX2 build runs everywhere this project is tested.
+PORTABLE_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check -q)
+
+"${PIP[@]}" install --upgrade pip >/dev/null 2>&1 || true
+
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    log "installing $TORCH_SPEC (CPU build where available)"
+    "${PIP[@]}" install "$TORCH_SPEC"
+fi
+
+log "installing requirements and the helpers package"
+"${PIP[@]}" install -r requirements.txt -e ".[test,notebooks]"
+
+if ! "$PY" -c "import llama_cpp" >/dev/null 2>&1; then
+    mkdir -p "$WHEEL_CACHE"
+    wheel=$(ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+    if [ -z "$wheel" ]; then
+        log "building llama-cpp-python $LLAMA_CPP_VERSION (portable CPU build; about 10 minutes on 2 cores, once)"
+        CMAKE_ARGS="${CMAKE_ARGS:-$PORTABLE_CMAKE_ARGS}" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+            "${PIP[@]}" wheel --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEEL_CACHE"
+        wheel=$(ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl | head -n1)
+    else
+        log "using cached wheel $wheel"
+    fi
+    "${PIP[@]}" install "$wheel"
+fi
+# The OpenAI-compatible server cell of the inference notebook needs the server extras.
+"${PIP[@]}" install "llama-cpp-python[server]==$LLAMA_CPP_VERSION" >/dev/null 2>&1 || log "llama-cpp-python server extras not installed (optional)"
+
+"$PY" -c "import torch, transformers, peft, gguf, llama_cpp; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| llama-cpp-python', llama_cpp.__version__)"

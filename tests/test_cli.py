@@ -1,0 +1,65 @@
+"""The CLI contract shared by every command: --help lists them, bad input -> one `error:` line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from helpers.__main__ import COMMANDS
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "helpers", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_every_command():
+    r = cli("--help")
+    assert r.returncode == 0
+    for name in COMMANDS:
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_each_command_has_help(name):
+    r = cli(name, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "usage:" in r.stdout
+
+
+MISSING = "/nonexistent/path/for/the/test"
+
+BAD_INPUTS = {
+    "merge": ["merge", "--base", MISSING, "--lora", MISSING + "-lora", "--out", "{tmp}/out", "--format", "hf"],
+    "to-gguf": ["to-gguf", "--model", MISSING, "--out", "{tmp}/out.gguf"],
+    "quantize": ["quantize", "--model", MISSING + ".gguf", "--out", "{tmp}/out.gguf", "--type", "q4_k_m"],
+    "chat": ["chat", "--model", MISSING, "--prompt", "你好"],
+    "finetune": ["finetune", "--base", MISSING, "--data", MISSING + ".json", "--out", "{tmp}/out"],
+    "expand-vocab": ["expand-vocab", "--base", MISSING, "--add", MISSING + ".model", "--out", "{tmp}/out"],
+    "evaluate": ["evaluate", "--model", MISSING, "--ppl", MISSING + ".txt"],
+    "catalog": ["catalog", "no-such-model-anywhere"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_gives_one_error_line(name, tmp_path):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in BAD_INPUTS[name]]
+    r = cli(*args)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith(("WARNING", "warnings.warn"))]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not [p for p in tmp_path.iterdir()], "nothing may be left under the output name"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = cli("--debug", "merge", "--base", MISSING, "--lora", MISSING, "--out", str(tmp_path / "o"), "--format", "hf")
+    assert r.returncode != 0
+    assert "Traceback" in r.stderr
+
+
+def test_unknown_argument_is_a_usage_error():
+    r = cli("merge", "--no-such-flag")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,87 @@
+"""Notebook conventions, checked for every notebook in notebooks/ (they are executed by nbmake)."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_notebooks  # noqa: E402
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def src(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def test_there_are_notebooks_for_every_stage():
+    names = [p.name for p in NOTEBOOKS]
+    for stage in ("merge", "quantize", "inference", "finetune", "vocab"):
+        assert any(stage in n for n in names), f"no notebook for {stage}: {names}"
+
+
+def test_notebooks_are_built_from_their_sources():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_notebooks.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+class TestConventions:
+    def test_name(self, path):
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name)
+
+    def test_title_badge_and_overview(self, path):
+        cells = load(path)["cells"]
+        first = src(cells[0])
+        assert cells[0]["cell_type"] == "markdown" and first.startswith("# ")
+        assert f"blob/main/notebooks/{path.name})" in first, "Open-in-Colab badge must point at this notebook"
+        assert "colab-badge.svg" in first
+        text = first.lower()
+        for need in ("gpu", "ram", "disk", "time"):
+            assert need in text, f"the overview must state the {need} needs"
+
+    def test_setup_installs_only_on_colab(self, path):
+        code = [src(c) for c in load(path)["cells"] if c["cell_type"] == "code"]
+        setup = [c for c in code if "pip" in c and "install" in c]
+        assert setup, "a Setup cell installs the project on Colab"
+        for cell in setup:
+            assert '"google.colab" in sys.modules' in cell or "in_colab()" in cell
+
+    def test_exactly_one_parameters_cell(self, path):
+        cells = load(path)["cells"]
+        params = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+        assert len(params) == 1
+        body = src(params[0])
+        assert "# @param" in body
+        assert 'os.environ.get("NOTEBOOK_SMOKE") == "1"' in body, "smoke mode switches to the demo assets"
+        assert sum("# @param" in src(c) for c in cells) == 1, "all @param forms live in the parameters cell"
+
+    def test_committed_without_outputs(self, path):
+        for c in load(path)["cells"]:
+            if c["cell_type"] == "code":
+                assert c["outputs"] == [] and c["execution_count"] is None
+
+    def test_code_parses_and_stays_thin(self, path):
+        for c in load(path)["cells"]:
+            if c["cell_type"] != "code":
+                continue
+            code = "\n".join(line for line in src(c).splitlines() if not line.lstrip().startswith(("%", "!")))
+            tree = ast.parse(code)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef):
+                    assert node.end_lineno - node.lineno < 6, "long functions belong in helpers/"
+            assert len(src(c).splitlines()) <= 30, "cells stay short; move logic into helpers/"
+
+    def test_no_secrets(self, path):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"hf_[A-Za-z0-9]{30,}", text)
