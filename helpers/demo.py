@@ -18,7 +18,7 @@ folder                                 stands in for
 ``chinese-alpaca-2-lora-7b``           v2 Alpaca LoRA (``adapter_model.safetensors``)
 ``llama-3-chinese-8b-instruct-v2-lora`` v3 instruct LoRA (safetensors, same vocabulary)
 ``open-chinese-llama-7b-patch``        Open-Chinese-LLaMA full-weight delta, one ``.bin`` shard per layer
-``data/``                              Alpaca-format instructions, held-out text, a C-Eval-style CSV
+``data/``                              Alpaca-format instructions, text, a C-Eval-style CSV, a Chinese sp model
 =====================================  ==================================================================
 
 All widths are multiples of 256 so llama.cpp's K-quants apply. The sentencepiece tokenizers are
@@ -393,6 +393,7 @@ def build_demo(out: str | Path, *, overwrite: bool = False) -> Path:
         note("open-chinese-llama-7b-patch", kind="patch", base="llama-7b", vocab=v0)
 
         write_data(tmp / "data")
+        (tmp / "data" / "chinese_sp.model").write_bytes(zh_small)  # for the vocabulary-expansion notebook
         manifest["note"] = "tiny random models for tests and smoke runs; their replies are not meaningful"
         write_json(tmp / "manifest.json", manifest)
     return out

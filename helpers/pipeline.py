@@ -12,8 +12,66 @@ from pathlib import Path
 
 from .util import human_bytes
 
+DATA = Path(__file__).with_name("data")
 DEFAULT_MODEL = "chinese-alpaca-2-7b-lora"
 DEFAULT_PROMPT = "请详细介绍一下北京的名胜古迹。"
+
+
+def default_eval_text() -> str:
+    """A short Chinese text shipped with the package, for perplexity and token counts."""
+    return (DATA / "corpus_zh.txt").read_text(encoding="utf-8")
+
+
+def fetch_file(ref: str, out_dir: str | Path) -> Path:
+    """Return a local path for ``ref``: an existing file, or a URL downloaded once into ``out_dir``."""
+    from .util import UserError, atomic_path
+
+    if not ref.startswith(("http://", "https://")):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise UserError(f"{ref} not found: give an existing file or an https:// URL")
+        return path
+    import urllib.request
+
+    target = Path(out_dir) / ref.rstrip("/").rsplit("/", 1)[-1]
+    if not target.is_file():
+        with atomic_path(target) as tmp, urllib.request.urlopen(ref, timeout=60) as r:  # noqa: S310 - user-given URL
+            tmp.write_bytes(r.read())
+    return target
+
+
+def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
+    """Return an F16 GGUF for ``ref``, making it when needed (kept and reused on reruns).
+
+    ``ref`` may be a ``.gguf`` file (returned as is), a Hugging Face model folder (converted), or a
+    catalog name: a LoRA/patch release is merged straight into the GGUF, a full model is resolved
+    (downloaded) and converted.
+    """
+    from . import catalog
+    from .env import resolve_model
+    from .gguf_export import convert_hf_to_gguf
+    from .merge import merge
+    from .util import UserError
+
+    out_dir = Path(out_dir)
+    path = Path(str(ref)).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return path
+    if path.is_dir():
+        target = out_dir / f"{path.name}-f16.gguf"
+        return target if target.is_file() else convert_hf_to_gguf(path, target, outtype="f16")
+    entry = catalog.get(str(ref))
+    target = out_dir / f"{entry.name.removesuffix('-lora')}-f16.gguf"
+    if target.is_file():
+        return target
+    if entry.kind in ("lora", "patch"):
+        base, steps = catalog.merge_plan(entry.name)
+        patch = steps.pop() if entry.kind == "patch" else None
+        merge(base, steps, patch=patch, out=target, fmt="gguf", outtype="f16")
+        return target
+    if entry.kind == "gguf":
+        raise UserError(f"{entry.name} is already a GGUF repo: download a file from {entry.hub_id} and give its path")
+    return convert_hf_to_gguf(resolve_model(entry.hub_id, what="model"), target, outtype="f16", template=entry.template)
 
 
 def run_pipeline(out: str | Path, *, model: str = DEFAULT_MODEL, qtype: str = "q4_k_m",
@@ -30,7 +88,6 @@ def run_pipeline(out: str | Path, *, model: str = DEFAULT_MODEL, qtype: str = "q
     from . import catalog
     from .env import use_demo_assets
     from .infer import load_backend
-    from .merge import merge
     from .quantize import quantize
 
     out = Path(out)
@@ -47,12 +104,11 @@ def run_pipeline(out: str | Path, *, model: str = DEFAULT_MODEL, qtype: str = "q
     base, loras = catalog.merge_plan(model)
     print(f"merging {' + '.join(loras)} into {base} (offline stand-ins from {assets})", flush=True)
     t0 = time.perf_counter()
-    f16 = out / "merged-f16.gguf"
-    merge(base, loras, out=f16, fmt="gguf", outtype="f16")
+    f16 = f16_gguf(model, out)
     step("merge -> GGUF f16", t0)
 
     t0 = time.perf_counter()
-    quant = out / f"merged-{qtype}.gguf"
+    quant = out / f16.name.replace("-f16", f"-{qtype}")
     quantize(f16, quant, qtype=qtype)
     step(f"quantize {qtype}", t0)
 
