@@ -29,7 +29,8 @@ PIP=("$PY" -m pip --disable-pip-version-check -q)
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     log "installing $TORCH_SPEC (CPU build where available)"
-    "${PIP[@]}" install "$TORCH_SPEC"
+    # shellcheck disable=SC2086 # TORCH_SPEC may carry pip options (an index URL)
+    "${PIP[@]}" install $TORCH_SPEC
 fi
 
 log "installing requirements and the helpers package"
