@@ -18,6 +18,7 @@ folder                                 stands in for
 ``chinese-alpaca-2-lora-7b``           v2 Alpaca LoRA (``adapter_model.safetensors``)
 ``llama-3-chinese-8b-instruct-v2-lora`` v3 instruct LoRA (safetensors, same vocabulary)
 ``open-chinese-llama-7b-patch``        Open-Chinese-LLaMA full-weight delta, one ``.bin`` shard per layer
+``chinese-alpaca-2-1.3b``              a small full model with the v2 vocabulary, single ``pytorch_model.bin``
 ``data/``                              Alpaca-format instructions, text, a C-Eval-style CSV, a Chinese sp model
 =====================================  ==================================================================
 
@@ -65,6 +66,7 @@ class TinySpec:
 
 V1 = TinySpec(max_positions=2048, rms_eps=1e-6)
 V2 = TinySpec()
+V2_SMALL = TinySpec(layers=1)
 V3 = TinySpec(kv_heads=2, max_positions=8192, rope_theta=500000.0)
 
 
@@ -208,18 +210,24 @@ def _split_two(sd):
     return [first, second]
 
 
-def write_hf_model(d: Path, sd, config: dict, *, fmt: str, dtype: str = "float16", shards: list | None = None) -> None:
-    """Write an HF checkpoint: ``safetensors`` or legacy ``bin`` shards plus the index and configs."""
+def write_hf_model(d: Path, sd, config: dict, *, fmt: str, dtype: str = "float16", shards: list | None = None,
+                   single: bool = False) -> None:
+    """Write an HF checkpoint: ``safetensors`` or legacy ``bin`` shards plus the index and configs.
+
+    ``single`` writes one ``model.safetensors`` / ``pytorch_model.bin`` without an index.
+    """
     import torch
     from safetensors.torch import save_file
 
     tdtype = getattr(torch, dtype)
-    shards = shards if shards is not None else _split_two(sd)
+    shards = [sd] if single else (shards if shards is not None else _split_two(sd))
     n = len(shards)
     weight_map, total = {}, 0
     for i, shard in enumerate(shards, 1):
         shard = OrderedDict((k, v.to(tdtype).contiguous()) for k, v in shard.items())
         name = (f"model-{i:05d}-of-{n:05d}.safetensors" if fmt == "safetensors" else f"pytorch_model-{i:05d}-of-{n:05d}.bin")
+        if single:
+            name = "model.safetensors" if fmt == "safetensors" else "pytorch_model.bin"
         if fmt == "safetensors":
             save_file(shard, str(d / name), metadata={"format": "pt"})
         else:
@@ -228,7 +236,8 @@ def write_hf_model(d: Path, sd, config: dict, *, fmt: str, dtype: str = "float16
             weight_map[k] = name
             total += v.numel() * v.element_size()
     index = "model.safetensors.index.json" if fmt == "safetensors" else "pytorch_model.bin.index.json"
-    write_json(d / index, {"metadata": {"total_size": total}, "weight_map": weight_map})
+    if not single:
+        write_json(d / index, {"metadata": {"total_size": total}, "weight_map": weight_map})
     write_json(d / "config.json", config)
     gen = {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"], "pad_token_id": 0 if fmt == "bin" else None}
     write_json(d / "generation_config.json", {k: v for k, v in gen.items() if v is not None})
@@ -380,6 +389,13 @@ def build_demo(out: str | Path, *, overwrite: bool = False) -> Path:
                    base_name="meta-llama/Meta-Llama-3-8B-Instruct", old_peft=False, fmt="safetensors")
         note("llama-3-chinese-8b-instruct-v2-lora", kind="lora", base="Meta-Llama-3-8B-Instruct", vocab=v3_vocab,
              format="safetensors")
+
+        # Chinese-Alpaca-2-1.3B: a small full model sharing the v2 vocabulary, one single-file .bin
+        # checkpoint as released; the draft model for speculative decoding
+        d = tmp / "chinese-alpaca-2-1.3b"
+        vocab = _sp_tokenizer_files(d, v2_sp, pad=False)
+        write_hf_model(d, base_state_dict(V2_SMALL, vocab, seed=23), hf_config(V2_SMALL, vocab), fmt="bin", single=True)
+        note("chinese-alpaca-2-1.3b", kind="full", family="llama2", vocab=vocab, stands_for="hfl/chinese-alpaca-2-1.3b")
 
         # Open-Chinese-LLaMA: a full-weight delta, one .bin shard per layer (+ one for the rest)
         g = _gen(41)
