@@ -19,6 +19,7 @@ folder                                 stands in for
 ``llama-3-chinese-8b-instruct-v2-lora`` v3 instruct LoRA (safetensors, same vocabulary)
 ``open-chinese-llama-7b-patch``        Open-Chinese-LLaMA full-weight delta, one ``.bin`` shard per layer
 ``chinese-alpaca-2-1.3b``              a small full model with the v2 vocabulary, single ``pytorch_model.bin``
+``chinese-alpaca-2-7b``                the v2 Alpaca LoRA merged into the Llama-2 base (a full release)
 ``data/``                              Alpaca-format instructions, text, a C-Eval-style CSV, a Chinese sp model
 =====================================  ==================================================================
 
@@ -407,6 +408,16 @@ def build_demo(out: str | Path, *, overwrite: bool = False) -> Path:
         write_hf_model(d, patch, hf_config(V1, v0), fmt="bin", shards=shards)
         _sp_tokenizer_files(d, base_sp, pad=False)
         note("open-chinese-llama-7b-patch", kind="patch", base="llama-7b", vocab=v0)
+
+        # Chinese-Alpaca-2-7B, the released full model, is the v2 LoRA merged into Llama-2: build it
+        # the way users do, with this project's streaming merge (quietly, fp16 like the release)
+        from .merge import merge
+
+        merge(tmp / "Llama-2-7b-hf", [tmp / "chinese-alpaca-2-lora-7b"], out=tmp / "chinese-alpaca-2-7b", fmt="hf",
+              outtype="f16", progress=False, write_sha256=False)
+        (tmp / "chinese-alpaca-2-7b" / "merge.json").unlink()  # the job record holds absolute paths
+        note("chinese-alpaca-2-7b", kind="full", family="llama2", vocab=manifest["assets"]["chinese-alpaca-2-lora-7b"]["vocab"],
+             stands_for="hfl/chinese-alpaca-2-7b")
 
         write_data(tmp / "data")
         (tmp / "data" / "chinese_sp.model").write_bytes(zh_small)  # for the vocabulary-expansion notebook
