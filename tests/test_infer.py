@@ -1,0 +1,433 @@
+"""Inference: back-end parity, end-of-turn stops, long-context options, speculative decoding, CLI, notebook pieces."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from helpers.util import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+GREEDY = {"temperature": 0, "repetition_penalty": 1.0}
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def llama2_dir(demo) -> Path:
+    return demo / "Llama-2-7b-hf"
+
+
+@pytest.fixture(scope="module")
+def llama3_dir(demo) -> Path:
+    return demo / "Meta-Llama-3-8B-Instruct"
+
+
+def _convert(model_dir: Path, out: Path, **kw) -> Path:
+    gguf_export = pytest.importorskip("helpers.gguf_export", reason="helpers.gguf_export not available yet")
+    if not hasattr(gguf_export, "convert_hf_to_gguf"):
+        pytest.skip("helpers.gguf_export.convert_hf_to_gguf not available yet")
+    return gguf_export.convert_hf_to_gguf(model_dir, out, outtype="f16", **kw)
+
+
+@pytest.fixture(scope="module")
+def backends(llama2_dir, llama3_dir):
+    from helpers.infer import load_backend
+
+    cache: dict = {}
+
+    def get(which: str):
+        if which not in cache:
+            path, template = {"llama2": (llama2_dir, "llama2-zh"), "llama3": (llama3_dir, None)}[which]
+            cache[which] = load_backend(path, template=template)
+        return cache[which]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def ggufs(tmp_path_factory, llama2_dir, llama3_dir):
+    pytest.importorskip("llama_cpp")
+    out = tmp_path_factory.mktemp("gguf")
+    cache: dict = {}
+
+    def get(which: str) -> Path:
+        if which not in cache:
+            src = {"llama2": llama2_dir, "llama3": llama3_dir}[which]
+            cache[which] = _convert(src, out / f"{which}-f16.gguf", template="llama2-zh" if which == "llama2" else None)
+        return cache[which]
+
+    return get
+
+
+def _has_llama_cpp_and_writer() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False
+    try:
+        from helpers.gguf_export import convert_hf_to_gguf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _eot_model(src: Path, dst: Path, stop_token: str) -> Path:
+    """A copy of ``src`` whose every next-token choice is ``stop_token``.
+
+    A large constant on hidden dimension 0 of every embedding row dominates the residual stream; the
+    final norm keeps only that dimension and lm_head maps it to the stop token alone.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    if (dst / "tokenizer.json").is_file():
+        vocab = json.loads((dst / "tokenizer.json").read_text(encoding="utf-8"))
+        stop_id = next(t["id"] for t in vocab["added_tokens"] if t["content"] == stop_token)
+    else:
+        import sentencepiece as spm
+
+        stop_id = spm.SentencePieceProcessor(model_file=str(dst / "tokenizer.model")).piece_to_id(stop_token)
+    for shard in dst.glob("*.safetensors"):
+        sd = load_file(str(shard))
+        if "model.embed_tokens.weight" in sd:
+            w = sd["model.embed_tokens.weight"].float()
+            w[:, 0] += 50.0
+            sd["model.embed_tokens.weight"] = w.to(sd["model.embed_tokens.weight"].dtype)
+        if "model.norm.weight" in sd:
+            norm = torch.zeros_like(sd["model.norm.weight"])
+            norm[0] = 1.0
+            sd["model.norm.weight"] = norm
+        if "lm_head.weight" in sd:
+            head = torch.zeros_like(sd["lm_head.weight"])
+            head[stop_id, 0] = 1.0
+            sd["lm_head.weight"] = head
+        save_file(sd, str(shard), metadata={"format": "pt"})
+    return dst
+
+
+# ----------------------------------------------------------------------------- long context
+def test_ntk_alpha_formula():
+    from helpers.infer import ntk_alpha, ntk_rope_base
+
+    assert ntk_alpha(4096, 4096) == 1.0  # no scaling within the native context
+    assert ntk_alpha(1000, 4096) == 1.0
+    assert ntk_alpha(8192, 4096) == 3.0  # 8192 / 2048 - 1
+    assert ntk_alpha(12288, 4096) == 5.0
+    assert ntk_alpha(16384, 4096, coeff=1.1) == pytest.approx(7 * 1.1)
+    assert ntk_rope_base(10000.0, 1.0, 128) == 10000.0
+    assert ntk_rope_base(10000.0, 2.0, 128) == pytest.approx(10000.0 * 2 ** (128 / 126))
+    assert ntk_rope_base(10000.0, 4.0, 64) == pytest.approx(10000.0 * 4 ** (64 / 62))
+
+
+def test_plan_rope_options():
+    from helpers.infer import ntk_rope_base, plan_rope
+
+    args = {"native_ctx": 4096, "base": 10000.0, "head_dim": 128}
+    assert plan_rope(None, n_ctx=None, **args).kind == "config"
+    assert plan_rope("auto", n_ctx=4096, **args).kind == "config"
+    assert plan_rope("auto", n_ctx=16384, configured="linear", **args).kind == "config"
+    auto = plan_rope("auto", n_ctx=8192, **args)
+    assert (auto.kind, auto.factor, auto.n_ctx) == ("ntk", 3.0, 8192)
+    assert auto.base == pytest.approx(ntk_rope_base(10000.0, 3.0, 128))
+    fixed = plan_rope("ntk:4", n_ctx=None, **args)
+    assert fixed.factor == 4.0 and fixed.base == pytest.approx(10000.0 * 4 ** (128 / 126))
+    assert plan_rope("ntk", n_ctx=None, **args).factor == 3.0  # default target: twice the native context
+    lin = plan_rope("linear:4", n_ctx=None, **args)
+    assert (lin.kind, lin.factor, lin.n_ctx) == ("linear", 4.0, 16384)
+    for bad in ("ntk:0.5", "ntk:x", "magic", "linear:0.5"):
+        with pytest.raises(UserError):
+            plan_rope(bad, n_ctx=None, **args)
+
+
+def test_rope_scaling_reaches_transformers_rotary_embedding():
+    """Catalog PI/YaRN scaling and NTK end up in the rotary frequencies transformers computes."""
+    import torch
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from helpers.infer import RopePlan, _apply_rope_to_config, ntk_rope_base
+
+    def inv_freq(cfg):
+        return LlamaRotaryEmbedding(cfg).inv_freq.double()
+
+    def config():
+        return LlamaConfig(hidden_size=256, num_attention_heads=4, intermediate_size=768, num_hidden_layers=1,
+                           max_position_embeddings=4096, vocab_size=64)
+
+    d = 64
+    plain = inv_freq(config())
+    assert torch.allclose(plain, 1.0 / 10000.0 ** (torch.arange(0, d, 2).double() / d))
+    linear = config()
+    _apply_rope_to_config(linear, RopePlan("config", native_ctx=4096), {"type": "linear", "factor": 4.0})
+    assert linear.max_position_embeddings == 16384
+    assert torch.allclose(inv_freq(linear), plain / 4)
+    ntk = config()
+    base = ntk_rope_base(10000.0, 3.0, d)
+    _apply_rope_to_config(ntk, RopePlan("ntk", 3.0, base, 4096, 8192), None)
+    assert torch.allclose(inv_freq(ntk), 1.0 / base ** (torch.arange(0, d, 2).double() / d))
+    assert ntk.max_position_embeddings == 8192
+    yarn = config()
+    _apply_rope_to_config(yarn, RopePlan("config", native_ctx=4096),
+                          {"type": "yarn", "factor": 16.0, "original_max_position_embeddings": 4096})
+    emb = LlamaRotaryEmbedding(yarn)
+    assert yarn.rope_parameters["rope_type"] == "yarn"
+    assert emb.attention_scaling == pytest.approx(0.1 * math.log(16.0) + 1.0)
+    assert emb.inv_freq[-1] < plain[-1].float()  # low frequencies interpolated
+
+
+def test_ntk_option_on_both_backends(llama2_dir, ggufs):
+    from helpers.infer import load_backend, ntk_rope_base
+
+    hf = load_backend(llama2_dir, template="llama2-zh", rope="ntk:4")
+    want = ntk_rope_base(10000.0, 4.0, 64)
+    assert hf.model.config.rope_parameters["rope_theta"] == pytest.approx(want)
+    assert hf.model.model.rotary_emb.inv_freq[1].item() == pytest.approx(want ** (-2 / 64), rel=1e-5)
+    assert isinstance(hf.chat("你好", max_new_tokens=4, **GREEDY), str)
+    cpp = load_backend(ggufs("llama2"), rope="auto", n_ctx=8192)
+    assert cpp.n_ctx == 8192
+    assert cpp.llm.context_params.rope_freq_base == pytest.approx(ntk_rope_base(10000.0, 3.0, 64), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- back ends
+def test_quantization_refused_on_cpu(llama2_dir):
+    import torch
+
+    from helpers.infer import load_backend
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    for q in ("4bit", "8bit"):
+        with pytest.raises(UserError, match="CUDA GPU"):
+            load_backend(llama2_dir, quantization=q)
+
+
+def test_bad_inputs(llama2_dir, tmp_path):
+    from helpers.infer import load_backend
+
+    with pytest.raises(UserError, match="merge it first"):
+        load_backend("chinese-alpaca-2-7b-lora")
+    with pytest.raises(UserError):
+        load_backend(tmp_path / "missing")
+    with pytest.raises(UserError, match="convert it first"):
+        load_backend(llama2_dir, backend="llama.cpp")
+    with pytest.raises(UserError, match="unknown backend"):
+        load_backend(llama2_dir, backend="vllm")
+
+
+@pytest.mark.parametrize("which", ["llama2", "llama3"])
+def test_same_greedy_continuation_transformers_and_llama_cpp(which, backends, ggufs):
+    """F16 GGUF through llama.cpp and the HF folder through transformers pick the same greedy tokens."""
+    from helpers.infer import load_backend
+
+    hf = backends(which)
+    cpp = load_backend(ggufs(which), n_ctx=512)
+    assert cpp.template == hf.template
+    for prompt in ("The quick brown", "你好，请介绍一下自己"):
+        a = hf.generate(prompt, max_new_tokens=12, **GREEDY)
+        b = cpp.generate(prompt, max_new_tokens=12, **GREEDY)
+        assert a and a == b, (prompt, a, b)
+        assert hf.last_stats["new_tokens"] == cpp.last_stats["new_tokens"] == 12
+    a = hf.chat("你好", history=[("1+1=?", "2")], max_new_tokens=10, **GREEDY)
+    b = cpp.chat("你好", history=[("1+1=?", "2")], max_new_tokens=10, **GREEDY)
+    assert a == b
+    streamed = "".join(hf.chat("你好", history=[("1+1=?", "2")], max_new_tokens=10, stream=True, **GREEDY))
+    assert streamed == a
+
+
+@pytest.mark.parametrize("which, stop_token", [("llama3", "<|eot_id|>"), ("llama2", "</s>")])
+def test_stops_at_end_of_turn_token(which, stop_token, llama2_dir, llama3_dir, tmp_path):
+    from helpers.infer import load_backend
+
+    src = {"llama2": llama2_dir, "llama3": llama3_dir}[which]
+    folder = _eot_model(src, tmp_path / f"{which}-eot", stop_token)
+    hf = load_backend(folder, template="llama2-zh" if which == "llama2" else None)
+    candidates = [hf]
+    if _has_llama_cpp_and_writer():
+        candidates.append(load_backend(_convert(folder, tmp_path / f"{which}-eot.gguf",
+                                                template="llama2-zh" if which == "llama2" else None)))
+        assert candidates[-1].template == hf.template
+    for backend in candidates:
+        for gen in (GREEDY, {}):  # greedy and the release's sampling defaults
+            reply = backend.chat("你好，请介绍一下自己", max_new_tokens=32, **gen)
+            assert reply == "", (backend.name, reply)
+            assert backend.last_stats["new_tokens"] <= 1, (backend.name, backend.last_stats)
+            assert stop_token not in reply
+
+
+def test_stop_event_and_early_close(backends, llama2_dir, tmp_path):
+    from helpers.infer import load_backend
+
+    candidates = [backends("llama2")]
+    if _has_llama_cpp_and_writer():
+        candidates.append(load_backend(_convert(llama2_dir, tmp_path / "stop.gguf", template="llama2-zh"), n_ctx=256))
+    for backend in candidates:
+        ev = threading.Event()
+        ev.set()
+        backend.generate("hello", stop_event=ev, max_new_tokens=50, **GREEDY)
+        assert backend.last_stats["new_tokens"] <= 1, backend.name
+        it = backend.chat("hello", stream=True, max_new_tokens=50, **GREEDY)
+        next(it)
+        it.close()  # closing the stream stops the generation
+        assert backend.last_stats["new_tokens"] < 50, backend.name
+    assert not [t for t in threading.enumerate() if t.name == "helpers-generate"]
+
+
+def test_stop_filter():
+    from helpers.infer import StopFilter
+
+    f = StopFilter(["### Instruction:", "</s>"])
+    out = "".join(f.feed(p) for p in ["Hello", " wor", "ld\n\n##", "# Instr", "uction: more"]) + f.flush()
+    assert out == "Hello world\n\n" and f.hit
+    f = StopFilter(["</s>"])
+    assert f.feed("a <") == "a " and f.feed("b") == "<b" and f.flush() == ""
+    assert StopFilter(["</s>"]).feed("x</s>y") == "x"
+
+
+def test_history_truncated_by_tokens(backends, monkeypatch):
+    from helpers.templates import build_prompt
+
+    hf = backends("llama2")
+    seen: list[str] = []
+
+    def fake_stream(prompt, settings, stop_event):
+        seen.append(prompt)
+        yield "ok"
+
+    monkeypatch.setattr(hf, "_stream", fake_stream)
+    history = [(f"问题{i}" * 30, f"回答{i}" * 30) for i in range(20)]
+    assert hf.chat("最后的问题", history=history) == "ok"
+    prompt = seen[-1]
+    assert hf.count_tokens(prompt) <= 1024 < hf.count_tokens(build_prompt("llama2-zh", "最后的问题", history=history))
+    assert "问题19" in prompt and "问题0" not in prompt and prompt.endswith("最后的问题 [/INST]")
+    hf.chat("q", history=history, max_history_tokens=100000)
+    assert "问题0" in seen[-1]
+
+
+def test_template_from_gguf_metadata(llama2_dir, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from helpers.infer import gguf_metadata, load_backend
+
+    for template in ("alpaca", "llama2-zh"):
+        path = _convert(llama2_dir, tmp_path / f"model-{template}.gguf", template=template)
+        assert gguf_metadata(path).get("tokenizer.chat_template")
+        backend = load_backend(path, n_ctx=256)
+        assert backend.template == template
+        backend.close()
+
+
+# ----------------------------------------------------------------------------- speculative decoding
+def test_speculative_with_draft_equal_to_target(backends, capsys):
+    from helpers.infer import speculative_generate
+
+    hf = backends("llama2")
+    text, stats = speculative_generate(hf, hf, "[INST] 你好 [/INST]", max_new_tokens=24, **GREEDY)
+    assert text == hf.generate("[INST] 你好 [/INST]", max_new_tokens=24, **GREEDY).strip()
+    assert stats["tokens"] == stats["plain_tokens"] == 24 and stats["same_text"]
+    assert stats["draft_proposed"] > 0 and stats["acceptance_rate"] == 1.0
+    assert stats["target_passes"] < stats["tokens"]  # several tokens per verification pass
+    assert stats["speedup"] > 0
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_speculative_refuses_other_vocabulary(backends, demo, monkeypatch):
+    from helpers.infer import load_backend, speculative_generate
+
+    if (demo / "chinese-alpaca-2-1.3b").is_dir():  # a catalog name resolves through the local mirror
+        monkeypatch.setenv("HELPERS_LOCAL_MODELS", str(demo))
+        draft = load_backend("chinese-alpaca-2-1.3b")
+        assert draft.template == "llama2-zh" and draft.path.name == "chinese-alpaca-2-1.3b"
+    else:
+        draft = load_backend(demo / "Meta-Llama-3-8B-Instruct")
+    with pytest.raises(UserError, match="vocabulary"):
+        speculative_generate(backends("llama2"), draft, "hi", max_new_tokens=4)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HELPERS_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "helpers", "chat", *args], input=stdin, capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def test_cli_chat_hf_folder_and_interactive(llama2_dir):
+    r = _cli("--model", str(llama2_dir), "--prompt", "你好", "--max-new-tokens", "8", "--template", "llama2-zh")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+    r = _cli("--model", str(llama2_dir), "--max-new-tokens", "4", stdin="你好\n/reset\n再见\n\n")
+    assert r.returncode == 0, r.stderr
+    assert "history cleared" in r.stderr and len(r.stdout.strip().splitlines()) >= 2
+    r = _cli("--model", str(llama2_dir), "--prompt", "hi", "--4bit")
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_chat_gguf(ggufs):
+    r = _cli("--model", str(ggufs("llama3")), "--prompt", "你好", "--max-new-tokens", "8", "--temperature", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+# ----------------------------------------------------------------------------- notebook pieces
+def test_chat_widget_turns(backends):
+    pytest.importorskip("ipywidgets")
+    from helpers.chatui import chat_widget
+
+    hf = backends("llama2")
+    box = chat_widget(hf, temperature=0, max_new_tokens=6)
+    assert box.temperature.value == 0 and box.max_new_tokens.value == 6
+    assert box.system.value.startswith("You are a helpful assistant.")
+    reply = box.send("你好")
+    assert reply == hf.chat("你好", temperature=0, max_new_tokens=6)
+    assert box.history == [("你好", reply)] and "你好" in box.transcript.value
+    assert "tok/s" in box.status.value
+    box.send_button.click()  # empty question box: nothing happens
+    box.question.value = "再见"
+    box._on_send(box.send_button)
+    box._thread.join()
+    assert len(box.history) == 2
+    box.reset()
+    assert box.history == [] and box.transcript.value == ""
+    assert box._repr_mimebundle_()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_openai_server_round_trip(ggufs, tmp_path):
+    for module in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings"):
+        pytest.importorskip(module)
+    from helpers.chatui import openai_chat, start_openai_server
+
+    proc = start_openai_server(ggufs("llama3"), port=_free_port(), n_ctx=512, log_path=tmp_path / "server.log")
+    try:
+        port = proc.args[proc.args.index("--port") + 1]
+        reply = openai_chat(f"http://127.0.0.1:{port}", [{"role": "user", "content": "你好"}],
+                            max_new_tokens=8, temperature=0)
+        assert isinstance(reply, str) and reply
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    with pytest.raises(UserError, match="cannot reach"):
+        openai_chat(f"http://127.0.0.1:{_free_port()}", [{"role": "user", "content": "x"}], timeout=5)
+
+
+def test_openai_server_needs_extras(monkeypatch, tmp_path):
+    import importlib.util
+
+    from helpers import chatui
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sse_starlette" else real(name, *a))
+    with pytest.raises(UserError, match=r"llama-cpp-python\[server\]"):
+        chatui.start_openai_server(tmp_path / "x.gguf")
