@@ -431,3 +431,20 @@ def test_openai_server_needs_extras(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sse_starlette" else real(name, *a))
     with pytest.raises(UserError, match=r"llama-cpp-python\[server\]"):
         chatui.start_openai_server(tmp_path / "x.gguf")
+
+
+def test_speculative_with_small_draft_keeps_greedy_reply(demo, monkeypatch):
+    """Chinese-Alpaca-2-7B with the 1.3B draft (stand-ins): the same greedy reply as the target alone."""
+    from helpers.infer import load_backend, speculative_generate
+
+    if not ((demo / "chinese-alpaca-2-7b").is_dir() and (demo / "chinese-alpaca-2-1.3b").is_dir()):
+        pytest.skip("demo assets without the Chinese-Alpaca-2 7B/1.3B stand-ins")
+    monkeypatch.setenv("HELPERS_LOCAL_MODELS", str(demo))
+    target, draft = load_backend("chinese-alpaca-2-7b"), load_backend("chinese-alpaca-2-1.3b")
+    assert target.template == draft.template == "llama2-zh"
+    prompt = "[INST] <<SYS>>\nYou are a helpful assistant. 你是一个乐于助人的助手。\n<</SYS>>\n\n你好 [/INST]"
+    text, stats = speculative_generate(target, draft, prompt, max_new_tokens=16, num_assistant_tokens=4,
+                                       verbose=False, **GREEDY)
+    assert stats["same_text"] and text == target.generate(prompt, max_new_tokens=16, **GREEDY).strip()
+    assert stats["draft_proposed"] > 0 and 0.0 <= stats["acceptance_rate"] <= 1.0
+    assert stats["draft_accepted"] + stats["target_passes"] == stats["tokens"]
