@@ -80,9 +80,8 @@ chat_widget(bot, max_new_tokens=MAX_NEW_TOKENS)
 # %%
 from helpers.infer import openai_chat, start_openai_server
 
-gguf_path = getattr(bot, "model_path", None)
-if START_SERVER and gguf_path and str(gguf_path).endswith(".gguf"):
-    server = start_openai_server(gguf_path, port=8000)
+if START_SERVER and bot.name == "llama.cpp":
+    server = start_openai_server(bot.path, port=8000)
     print(openai_chat("http://127.0.0.1:8000/v1", [{"role": "user", "content": PROMPT}], max_tokens=MAX_NEW_TOKENS))
     server.terminate()
 else:
@@ -96,7 +95,7 @@ else:
 # %%
 from helpers.infer import speculative_generate
 
-if DRAFT_MODEL and bot.kind == "transformers":
+if DRAFT_MODEL and bot.name == "transformers":
     draft = load_backend(DRAFT_MODEL, backend="transformers")
     text, stats = speculative_generate(bot, draft, PROMPT, max_new_tokens=MAX_NEW_TOKENS)
     print(stats)
