@@ -1,0 +1,208 @@
+"""Quantization through llama.cpp: types, importance matrices, both back ends, sidecar files, errors."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import helpers.quantize as hq
+from helpers.util import UserError
+
+gguf = pytest.importorskip("gguf")
+
+
+@pytest.fixture(scope="module")
+def f16(demo, tmp_path_factory) -> Path:
+    from helpers.gguf_export import convert_hf_to_gguf
+
+    return convert_hf_to_gguf(demo / "Llama-2-7b-hf", tmp_path_factory.mktemp("q") / "l2-f16.gguf", outtype="f16")
+
+
+def file_type(path: Path) -> int:
+    return int(gguf.GGUFReader(str(path)).fields["general.file_type"].contents())
+
+
+def test_type_names():
+    assert hq.qtype_name("Q4_K_M") == "q4_k_m" and hq.qtype_name("q4_k") == "q4_k_m"
+    assert hq.FTYPES["q4_k_m"] == 15 and hq.FTYPES["q8_0"] == 7 and hq.FTYPES["bf16"] == 32
+    with pytest.raises(UserError, match="unknown quantization type"):
+        hq.qtype_name("q9_z")
+
+
+def test_iq_types_need_an_imatrix(f16, tmp_path):
+    with pytest.raises(UserError, match="importance matrix"):
+        hq.quantize(f16, tmp_path / "x.gguf", qtype="iq2_xxs")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_quantizer_says_how_to_install(f16, tmp_path, monkeypatch):
+    monkeypatch.setattr(hq, "llama_cpp_available", lambda: False)
+    monkeypatch.setattr(hq, "quantize_binary", lambda: None)
+    with pytest.raises(UserError, match="scripts/setup.sh"):
+        hq.quantize(f16, tmp_path / "x.gguf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_binary_backend_command_line(f16, tmp_path, monkeypatch):
+    """Without llama-cpp-python, a ``llama-quantize`` on PATH gets llama.cpp's documented arguments."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "args.json"
+    fake = bindir / "llama-quantize"
+    fake.write_text(f"#!{sys.executable}\nimport json, shutil, sys\njson.dump(sys.argv[1:], open({str(log)!r}, 'w'))\n"
+                    "shutil.copy(sys.argv[-4], sys.argv[-3])\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    imatrix = tmp_path / "m.imatrix"
+    imatrix.write_bytes(b"x")
+    monkeypatch.setattr(hq, "llama_cpp_available", lambda: False)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    out = hq.quantize(f16, tmp_path / "o.gguf", qtype="iq4_xs", imatrix=imatrix, threads=3)
+    args = json.loads(log.read_text())
+    assert args[:2] == ["--imatrix", str(imatrix)] and args[2] == str(f16)
+    assert args[4:] == ["IQ4_XS", "3"] and out.is_file()
+
+
+def test_quantize_hf_folder_writes_sidecars(demo, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from helpers.templates import ollama_template
+
+    out = hq.quantize(demo / "Meta-Llama-3-8B-Instruct", tmp_path / "l3-q4_k_m.gguf", threads=2)
+    assert file_type(out) == 15
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l3-q4_k_m.Modelfile", "l3-q4_k_m.gguf",
+                                                            "l3-q4_k_m.gguf.sha256"]  # temporary F16 removed
+    modelfile = (tmp_path / "l3-q4_k_m.Modelfile").read_text()
+    assert ollama_template("llama3") in modelfile and 'PARAMETER stop "<|eot_id|>"' in modelfile
+
+
+@pytest.mark.parametrize("qtype,ftype", [("q8_0", 7), ("q5_k_m", 17), ("q3_k_s", 11)])
+def test_types_and_cli(f16, tmp_path, qtype, ftype):
+    pytest.importorskip("llama_cpp")
+    from helpers.__main__ import main
+
+    out = tmp_path / f"{qtype}.gguf"
+    assert main(["quantize", "--model", str(f16), "--out", str(out), "--type", qtype.upper(), "--threads", "2"]) == 0
+    assert file_type(out) == ftype and out.stat().st_size < f16.stat().st_size
+    assert (tmp_path / f"{qtype}.gguf.sha256").is_file() and (tmp_path / f"{qtype}.Modelfile").is_file()
+
+
+def test_requantizing_is_refused(f16, tmp_path):
+    pytest.importorskip("llama_cpp")
+    q4 = hq.quantize(f16, tmp_path / "q4.gguf", threads=2, modelfile=False)
+    with pytest.raises(UserError, match="start from the F16"):
+        hq.quantize(q4, tmp_path / "q2.gguf", qtype="q2_k", threads=2)
+    assert not (tmp_path / "q2.gguf").exists()
+    with pytest.raises(UserError, match="not a GGUF"):
+        (tmp_path / "x.gguf").write_bytes(b"nope")
+        hq.quantize(tmp_path / "x.gguf", tmp_path / "y.gguf")
+
+
+# ------------------------------------------------------------------------------------------------ imatrix
+def activation_stats(model_dir: Path, texts: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """Sum of squared inputs of every projection (GGUF names), as llama-imatrix collects them."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = LlamaTokenizer.from_pretrained(model_dir)
+    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    sums: dict[str, np.ndarray] = {}
+    hooks = []
+    for i, layer in enumerate(model.model.layers):
+        for path, short in names.items():
+            mod = layer.get_submodule(path)
+            key = f"blk.{i}.{short}.weight"
+
+            def hook(_m, inputs, _out, key=key):
+                x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
+                sums[key] = sums.get(key, 0) + (x * x).sum(0).numpy()
+
+            hooks.append(mod.register_forward_hook(hook))
+    n = 0
+    with torch.no_grad():
+        for t in texts:
+            ids = tok(t, return_tensors="pt").input_ids
+            n += ids.shape[1]
+            model(ids)
+    for h in hooks:
+        h.remove()
+    return {k: v.astype(np.float32) for k, v in sums.items()}, n
+
+
+def write_imatrix_gguf(path: Path, sums: dict[str, np.ndarray], count: int) -> Path:
+    w = gguf.GGUFWriter(str(path), "imatrix")
+    w.add_type("imatrix")
+    w.add_array("imatrix.datasets", ["corpus_zh"])
+    w.add_uint32("imatrix.chunk_count", 1)
+    w.add_uint32("imatrix.chunk_size", count)
+    for name, s in sums.items():
+        w.add_tensor(name + ".in_sum2", s.reshape(1, -1))
+        w.add_tensor(name + ".counts", np.array([[float(count)]], dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_imatrix_legacy(path: Path, means: dict[str, np.ndarray], ncall: int) -> Path:
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", len(means)))
+        for name, v in means.items():
+            f.write(struct.pack("<i", len(name)) + name.encode() + struct.pack("<ii", ncall, v.size))
+            f.write((v * ncall).astype("<f4").tobytes())
+        f.write(struct.pack("<i", 1) + struct.pack("<i", 4) + b"demo")
+    return path
+
+
+@pytest.fixture(scope="module")
+def imatrix(demo, tmp_path_factory):
+    from helpers.demo import corpus
+
+    sums, n = activation_stats(demo / "Llama-2-7b-hf", corpus("zh")[:20])
+    d = tmp_path_factory.mktemp("imatrix")
+    return write_imatrix_gguf(d / "imatrix.gguf", sums, n), sums, n
+
+
+def test_read_imatrix_formats(imatrix, tmp_path):
+    path, sums, n = imatrix
+    got = hq.read_imatrix(path)
+    assert set(got) == set(sums) and len(got) == 14
+    for k in sums:
+        np.testing.assert_allclose(got[k], sums[k] / n, rtol=1e-6)
+    legacy = hq.read_imatrix(write_imatrix_legacy(tmp_path / "old.dat", got, ncall=5))
+    for k in got:
+        np.testing.assert_allclose(legacy[k], got[k], rtol=1e-6)
+    (tmp_path / "bad.dat").write_bytes(b"\x02\x00\x00\x00\xff")
+    with pytest.raises(UserError, match="not a llama.cpp importance matrix"):
+        hq.read_imatrix(tmp_path / "bad.dat")
+
+
+def test_imatrix_quantization(f16, imatrix, tmp_path, capsys):
+    pytest.importorskip("llama_cpp")
+    from llama_cpp import Llama
+
+    path, _, _ = imatrix
+    iq = hq.quantize(f16, tmp_path / "iq4_xs.gguf", qtype="iq4_xs", imatrix=path, threads=2, verbose=True)
+    assert "have importance matrix data with 14 entries" in capsys.readouterr().err
+    assert file_type(iq) == 30
+    llm = Llama(model_path=str(iq), logits_all=True, n_ctx=64, n_threads=2, verbose=False)
+    toks = llm.tokenize("北京是中国的首都。".encode(), add_bos=True, special=False)
+    llm.eval(toks)
+    assert np.isfinite(np.array(llm.scores[: len(toks)])).all()
+    # the importance matrix changes how K-quants round: same type, different bytes
+    plain = hq.quantize(f16, tmp_path / "plain.gguf", qtype="q4_k_m", threads=2, modelfile=False)
+    weighted = hq.quantize(f16, tmp_path / "weighted.gguf", qtype="q4_k_m", imatrix=path, threads=2, modelfile=False)
+    assert plain.stat().st_size == weighted.stat().st_size and plain.read_bytes() != weighted.read_bytes()
+
+
+def test_install_hint_and_availability():
+    assert "scripts/setup.sh" in hq.install_hint() and "llama-quantize" in hq.install_hint()
+    assert isinstance(hq.llama_cpp_available(), bool)
