@@ -52,7 +52,7 @@ def resolve_model(ref: str | Path, *, allow_patterns: list[str] | None = None, w
     """Return a local directory (or file) for ``ref``: a path, a mirrored repo or a hub download.
 
     Args:
-        ref: a local path or a hub id such as ``hfl/chinese-alpaca-2-lora-7b``.
+        ref: a local path, a hub id such as ``hfl/chinese-alpaca-2-lora-7b``, or a catalog name.
         allow_patterns: file patterns to download from the hub (default: everything).
         what: how to name the reference in error messages (``base model``, ``LoRA``).
     """
@@ -60,6 +60,12 @@ def resolve_model(ref: str | Path, *, allow_patterns: list[str] | None = None, w
     path = Path(ref_s).expanduser()
     if path.exists():
         return path
+    if not _looks_like_hub_id(ref_s):  # a catalog name such as "chinese-alpaca-2-7b"
+        from .catalog import find
+
+        entry = find(ref_s)
+        if entry is not None:
+            ref_s = entry.hub_id
     mirror = os.environ.get(LOCAL_MODELS_ENV)
     if mirror and _looks_like_hub_id(ref_s):
         candidate = Path(mirror) / ref_s.split("/")[-1]
