@@ -3,7 +3,7 @@
 A synthetic base with 7B-wide tensors (hidden 4096, FFN 11008, 32 heads, vocabulary 32000) and a
 Chinese-LLaMA-2-style LoRA (r=64 on the 7 projections, embeddings and lm_head expanded to 55296
 rows) are built at each requested depth. Then, each in its own child process (peak RSS read from
-``wait4``'s resource usage of that child):
+``wait4``'s resource usage of that child, spawned by a small runner process):
 
 * ours:  ``python -m helpers merge --format gguf --outtype f16``;
 * usual: PEFT ``resize_token_embeddings`` + ``merge_and_unload`` + ``save_pretrained``, then
@@ -47,17 +47,30 @@ for f in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 """
 
 
+# A fresh, small process starts each measured command: a child forked straight from this (large) process
+# would report this process's resident high-water mark as its own ru_maxrss (Linux keeps it across exec).
+RUNNER = r"""
+import json, os, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(p.pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"rc": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss}, f)
+"""
+
+
 def measure(cmd: list[str], *, env: dict | None = None) -> tuple[float, int]:
     """Run ``cmd`` in a child process; return (wall seconds, peak RSS bytes of that child)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{out.decode(errors='replace')[-3000:]}")
-    return wall, usage.ru_maxrss * 1024
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as res:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", RUNNER, res.name, *cmd], env={**os.environ, **(env or {})},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wall = time.perf_counter() - t0
+        info = json.loads(Path(res.name).read_text() or "{}")
+    if proc.returncode != 0 or info.get("rc") != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout.decode(errors='replace')[-3000:]}")
+    return wall, info["maxrss_kb"] * 1024
 
 
 def converter(workdir: Path, sdist: Path | None) -> Path:

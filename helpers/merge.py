@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
-from .util import UserError, human_bytes, read_json, require_free_disk, sha256_file, write_sha256_listing
+from .util import UserError, human_bytes, read_json, remove, require_free_disk, sha256_file, write_sha256_listing
 
 FORMATS = ("hf", "pth", "gguf")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -231,7 +231,9 @@ def _merged_tensor(name: str, inputs: _Inputs):
 def _check_values(name: str, w, outtype: str) -> None:
     if w.numel() == 0:
         return
-    hi, lo = float(w.max()), float(w.min())
+    import torch
+
+    lo, hi = (float(x) for x in torch.aminmax(w))
     if not (math.isfinite(hi) and math.isfinite(lo)):
         raise UserError(f"the merged {name} contains NaN or Inf: an input file is damaged; verify the downloads "
                         "(--sha256) and download the damaged files again")
@@ -347,8 +349,10 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
             if written + resumed != len(plan):
                 raise RuntimeError(f"only {written + resumed} of {len(plan)} tensors were written")
             outputs = sink.close()
-        except BaseException:
+        except BaseException as exc:
             sink.abort()
+            if isinstance(exc, UserError) and getattr(sink, "tmp", None) is not None:
+                remove(sink.tmp)  # a bad input fails the same way next time: keep nothing for a resume
             raise
     finally:
         inputs.close()

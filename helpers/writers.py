@@ -168,6 +168,7 @@ class HFSink(_FolderSink):
             if not (self.tmp / fname).is_file() or (self.tmp / fname).stat().st_size != done[fname]:
                 del done[fname]
         cfg = dict(config)
+        cfg.pop("dtype", None)  # transformers 5's name for it; torch_dtype is read by old and new versions
         cfg["torch_dtype"] = self.dtype_name
         write_json(self.tmp / "config.json", cfg)
         self._cur: int | None = None

@@ -186,6 +186,12 @@ def test_pth_output_round_trips(demo, merged, tmp_path, case, shards):
             assert torch.equal(wk[h * hd + 2 * i + 1], k_hf[h * hd + hd // 2 + i])
     assert torch.equal(wo, hf["model.layers.0.self_attn.o_proj.weight"])
     assert (out / "tokenizer.model").is_file() or (out / "tokenizer.json").is_file()
+    # and a Meta checkpoint is a base like any other: merging nothing into it gives the HF tensors back
+    again = tmp_path / "again"
+    merge(out, [], out=again, progress=False)
+    assert json.loads((again / "config.json").read_text())["num_key_value_heads"] == cfg["num_key_value_heads"]
+    back_hf = _hf_tensors(again)
+    assert sorted(back_hf) == sorted(hf) and all(torch.equal(back_hf[k], hf[k]) for k in hf)
 
 
 def test_rslora_fan_in_fan_out_and_embedding_lora(demo, tmp_path):
@@ -233,6 +239,31 @@ def test_sha256_verification_and_listing(demo, tmp_path):
         merge(demo / "Llama-2-7b-hf", [lora], out=tmp_path / "bad", progress=False,
               verify_sha256={"chinese-alpaca-2-lora-7b/adapter_model.safetensors": "0" * 64})
     assert not (tmp_path / "bad").exists()
+
+
+def test_sha256_listing_parser(tmp_path):
+    from helpers.merge import parse_sha256_file
+
+    f = tmp_path / "SHA256"
+    f.write_text(f"{'a' * 64}  adapter_model.bin\n{'b' * 64} *adapter_model.bin\n\n{'c' * 64}  ./x/config.json\n")
+    assert parse_sha256_file(f) == {"adapter_model.bin": {"a" * 64, "b" * 64}, "x/config.json": {"c" * 64}}
+    f.write_text("not a listing\n")
+    with pytest.raises(UserError, match="SHA256:1"):
+        parse_sha256_file(f)
+
+
+def test_nan_in_input_is_refused_and_leaves_nothing(demo, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    base = shutil.copytree(demo / "Llama-2-7b-hf", tmp_path / "base")
+    shard = base / "model-00002-of-00002.safetensors"
+    sd = load_file(shard)
+    name = next(k for k in sd if "mlp.up_proj" in k)
+    sd[name][3, 5] = float("nan")
+    save_file(sd, str(shard), metadata={"format": "pt"})
+    with pytest.raises(UserError, match=f"{name} contains NaN"):
+        merge(base, [demo / "chinese-alpaca-2-lora-7b"], out=tmp_path / "out", max_shard_bytes=1 << 20, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
 
 
 def test_gguf_output(demo, tmp_path):
