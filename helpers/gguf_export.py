@@ -1,4 +1,4 @@
-"""GGUF output: a streaming writer for merged LLaMA-family models, Ollama Modelfiles, checksums, export.
+"""GGUF output: a streaming writer for merged LLaMA-family models, and the ``to-gguf`` command.
 
 :class:`GGUFSink` receives the merge's float32 tensors (Hugging Face names, plan order) and writes one
 GGUF file (or llama.cpp-style ``-00001-of-0000N.gguf`` shards) as they arrive, so memory stays at about one
@@ -16,29 +16,35 @@ tensor. The file matches what llama.cpp's ``convert_hf_to_gguf.py`` writes for `
 
 On top of the converter it writes the chat template of the model's generation (``helpers.templates``),
 ``<|eot_id|>`` as the end-of-turn token, and the long-context RoPE scaling the catalog knows.
+
+The vocabulary part lives in :mod:`helpers.gguf_vocab`; Modelfile, checksum, shards and Colab export of the
+finished file in :mod:`helpers.export`. Their public names are re-exported here.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .export import export_file, gguf_template, read_metadata, split_gguf, write_checksum, write_modelfile
+from .gguf_vocab import LLAMA3_PRE_PATTERN, add_tokenizer, bpe_vocab, sentencepiece_vocab
 from .sink import TensorPlan
-from .util import UserError, atomic_path, human_bytes, progress, remove, tmp_name, write_sha256_listing
+from .util import UserError, human_bytes, progress, remove, tmp_name
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
+__all__ = [
+    "OUTTYPES", "GGUFSink", "permute_qk", "model_template", "convert_hf_to_gguf", "add_arguments", "run",
+    # re-exported from helpers.gguf_vocab and helpers.export
+    "LLAMA3_PRE_PATTERN", "sentencepiece_vocab", "bpe_vocab", "add_tokenizer",
+    "read_metadata", "gguf_template", "write_modelfile", "write_checksum", "split_gguf", "export_file",
+]
+
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
-LLAMA3_PRE_PATTERN = (  # Llama-3's pre-tokenizer split regex (tokenizer.json); llama.cpp calls it "llama-bpe"
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 _SKIP_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 
 
@@ -287,7 +293,8 @@ def _add_hparams(w, config: dict, n_layers: int, n_head: int, n_kv: int, vocab_s
     w.add_rope_dimension_count(head_dim)
 
 
-# ---------------------------------------------------------------------------------------------- tokenizer
+
+# ---------------------------------------------------------------------------------------------- template
 def _resolve_template(template: str | None, entry, tokenizer_dir: Path) -> str | None:
     """The template id to embed: explicit, else the catalog's, else what the tokenizer files say (None: unknown)."""
     from .templates import get_template, template_for_model
@@ -304,166 +311,6 @@ def _resolve_template(template: str | None, entry, tokenizer_dir: Path) -> str |
             found = template_for_model(str(tokenizer_dir))
         return None if found == "raw" else found
     return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        raise UserError(f"{path} is not valid JSON; re-download the tokenizer files") from None
-
-
-def _token_text(value: Any) -> str | None:
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
-def sentencepiece_vocab(tokenizer_dir: Path, vocab_size: int) -> tuple[list[bytes], list[float], list[int]]:
-    """Tokens, scores and token types of a sentencepiece tokenizer, laid out as llama.cpp's converter does."""
-    import gguf
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor()
-    try:
-        sp.LoadFromFile(str(tokenizer_dir / "tokenizer.model"))
-    except (OSError, RuntimeError) as exc:
-        raise UserError(f"{tokenizer_dir / 'tokenizer.model'} is not a sentencepiece model ({exc})") from None
-    TT = gguf.TokenType
-    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
-    scores = [-10000.0] * vocab_size
-    types = [int(TT.UNUSED)] * vocab_size
-    n_sp = sp.vocab_size()
-    if n_sp > vocab_size:
-        raise UserError(f"the tokenizer has {n_sp} pieces but the model only {vocab_size} embedding rows: "
-                        "tokenizer and weights do not belong together (v1 LLaMA 49953 vs Alpaca 49954?)")
-    for i in range(n_sp):
-        kind = TT.NORMAL
-        if sp.IsUnknown(i):
-            kind = TT.UNKNOWN
-        elif sp.IsControl(i):
-            kind = TT.CONTROL
-        elif sp.IsUnused(i):
-            kind = TT.UNUSED
-        elif sp.IsByte(i):
-            kind = TT.BYTE
-        tokens[i], scores[i], types[i] = sp.IdToPiece(i).encode("utf-8"), float(sp.GetScore(i)), int(kind)
-    for text, idx in _read_json(tokenizer_dir / "added_tokens.json").items():
-        if not isinstance(idx, int) or idx >= vocab_size:
-            raise UserError(f"added token {text!r} has id {idx}, beyond the model's {vocab_size} rows")
-        tokens[idx], scores[idx], types[idx] = text.encode("utf-8"), -1000.0, int(TT.USER_DEFINED)
-    decoder = _read_json(tokenizer_dir / "tokenizer_config.json").get("added_tokens_decoder") or {}
-    for key, data in decoder.items():
-        idx, text = int(key), data.get("content", "")
-        if idx >= vocab_size:
-            continue
-        if data.get("special") or (text.startswith("<|") and text.endswith("|>")):
-            types[idx] = int(TT.CONTROL)
-        else:
-            text = text.replace("\u2581", " ")
-            types[idx] = int(TT.USER_DEFINED)
-        tokens[idx], scores[idx] = text.encode("utf-8"), -1000.0
-    return tokens, scores, types
-
-
-def bpe_vocab(tokenizer_dir: Path, vocab_size: int) -> tuple[list[str], list[int], str]:
-    """Tokens, token types and pre-tokenizer name of a byte-level BPE ``tokenizer.json`` (Llama-3)."""
-    import gguf
-
-    data = _read_json(tokenizer_dir / "tokenizer.json")
-    model = data.get("model") or {}
-    if model.get("type") != "BPE":
-        raise UserError(f"{tokenizer_dir}/tokenizer.json is a {model.get('type')} tokenizer; only byte-level BPE "
-                        "(Llama-3) or a sentencepiece tokenizer.model can be exported")
-    pre = json.dumps(data.get("pre_tokenizer") or {})
-    if json.dumps(LLAMA3_PRE_PATTERN)[1:-1] not in pre:
-        raise UserError(f"{tokenizer_dir}/tokenizer.json does not use Llama-3's pre-tokenizer; use llama.cpp's "
-                        "convert_hf_to_gguf.py for this model")
-    reverse = {i: t for t, i in model.get("vocab", {}).items()}
-    added = {a["id"]: a for a in data.get("added_tokens", [])}
-    for i, a in added.items():
-        reverse[i] = a["content"]
-    if reverse and max(reverse) >= vocab_size:
-        raise UserError(f"tokenizer.json has ids up to {max(reverse)} but the model only {vocab_size} rows")
-    tokens, types = [], []
-    for i in range(vocab_size):
-        text = reverse.get(i)
-        if text is None:
-            tokens.append(f"[PAD{i}]")
-            types.append(int(gguf.TokenType.UNUSED))
-        elif i in added:
-            special = added[i].get("special") or (text.startswith("<|") and text.endswith("|>"))
-            tokens.append(text if special else text.replace("\u2581", " "))
-            types.append(int(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED))
-        else:
-            tokens.append(text)
-            types.append(int(gguf.TokenType.NORMAL))
-    return tokens, types, "llama-bpe"
-
-
-def add_tokenizer(w, tokenizer_dir: Path, *, vocab_size: int, config: dict | None = None,
-                  template: str | None = None, template_explicit: bool = False) -> None:
-    """Add the vocabulary, special tokens and chat template of ``tokenizer_dir`` to a GGUFWriter."""
-    import gguf
-
-    config = config or {}
-    sp_model = tokenizer_dir / "tokenizer.model"
-    use_sp = sp_model.is_file() and _is_sentencepiece(sp_model)
-    if use_sp:
-        tokens, scores, types = sentencepiece_vocab(tokenizer_dir, vocab_size)
-        w.add_tokenizer_model("llama")
-        w.add_tokenizer_pre("default")
-        w.add_token_list(tokens)
-        w.add_token_scores(scores)
-        w.add_token_types(types)
-        special = gguf.SpecialVocab(tokenizer_dir, n_vocab=len(tokens))
-        texts = [t.decode("utf-8", "replace") for t in tokens]
-    elif (tokenizer_dir / "tokenizer.json").is_file():
-        texts, types, pre = bpe_vocab(tokenizer_dir, vocab_size)
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre(pre)
-        w.add_token_list(texts)
-        w.add_token_types(types)
-        special = gguf.SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=len(texts))
-        special.add_special_token.setdefault("eos", False)  # byte-level BPE post-processors never append EOS
-    else:
-        raise UserError(f"no tokenizer in {tokenizer_dir}: need tokenizer.model (sentencepiece) or tokenizer.json")
-    _fill_special_ids(special, tokenizer_dir, texts, config)
-    if template is not None and (template != "raw" or template_explicit):
-        from .templates import jinja_chat_template
-
-        special.chat_template = jinja_chat_template(template)
-    special.add_to_gguf(w, quiet=True)
-    if "<|eot_id|>" in texts:
-        w.add_eot_token_id(texts.index("<|eot_id|>"))
-
-
-def _is_sentencepiece(path: Path) -> bool:
-    import sentencepiece as spm
-
-    try:
-        spm.SentencePieceProcessor().LoadFromFile(str(path))
-        return True
-    except (OSError, RuntimeError):
-        return False  # e.g. Llama-3's tiktoken file
-
-
-def _fill_special_ids(special, tokenizer_dir: Path, texts: list[str], config: dict) -> None:
-    """Special ids SpecialVocab could not resolve: from the config, the token strings, generation_config."""
-    ids = special.special_token_ids
-    for typ in ("bos", "eos", "unk", "pad"):
-        if typ not in ids and isinstance(config.get(f"{typ}_token_id"), int):
-            special._set_special_token(typ, config[f"{typ}_token_id"])
-    strings = {**_read_json(tokenizer_dir / "special_tokens_map.json"),
-               **_read_json(tokenizer_dir / "tokenizer_config.json")}
-    index = {t: i for i, t in reversed(list(enumerate(texts)))}
-    for typ in ("bos", "eos", "unk", "pad"):
-        text = _token_text(strings.get(f"{typ}_token"))
-        if typ not in ids and text in index:
-            special._set_special_token(typ, index[text])
-    gen_eos = _read_json(tokenizer_dir / "generation_config.json").get("eos_token_id")
-    if "eos" not in ids and gen_eos is not None:
-        special._set_special_token("eos", gen_eos[0] if isinstance(gen_eos, list) else gen_eos)
 
 
 # ---------------------------------------------------------------------------------------------- HF dir -> GGUF
@@ -509,160 +356,6 @@ def _convert(model_dir: str | Path, out_path: str | Path, *, outtype: str, templ
             sink.abort()
             raise
 
-
-def gguf_template(path: str | Path) -> str | None:
-    """The template id a GGUF's ``tokenizer.chat_template`` corresponds to (None: none or unknown)."""
-    from .templates import _from_chat_template
-
-    return _from_chat_template(read_metadata(path, ("tokenizer.chat_template",)).get("tokenizer.chat_template"))
-
-
-def read_metadata(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Scalar / string metadata of a GGUF (``keys``: only these); token arrays are skipped unless asked for."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    out = {}
-    for key, field in reader.fields.items():
-        if keys is not None and key not in keys:
-            continue
-        if keys is None and field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
-            continue
-        out[key] = field.contents()
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- Modelfile, checksum
-def write_modelfile(gguf_path: str | Path, *, template: str, system: str | None = None) -> Path:
-    """Write an Ollama Modelfile ``<stem>.Modelfile`` beside ``gguf_path``; returns its path.
-
-    ``ollama create NAME -f <stem>.Modelfile`` then imports the model with its prompt template, stop tokens,
-    default system prompt and the releases' sampling settings.
-    """
-    from .templates import generation_defaults, get_template, ollama_template
-
-    gguf_path = Path(gguf_path)
-    t = get_template(template)
-    system = t.default_system if system is None else system
-    lines = [f"FROM ./{gguf_path.name}", f'TEMPLATE """{ollama_template(t)}"""']
-    if system:
-        lines.append(f'SYSTEM """{system}"""')
-    stops = list(dict.fromkeys([*t.stop_strings, *([t.eot_token] if t.eot_token else [])]))
-    lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
-    g = generation_defaults(t.name)
-    lines += [f"PARAMETER temperature {g.temperature}", f"PARAMETER top_k {g.top_k}", f"PARAMETER top_p {g.top_p}",
-              f"PARAMETER repeat_penalty {g.repetition_penalty}"]
-    try:
-        ctx = read_metadata(gguf_path, ("llama.context_length",)).get("llama.context_length")
-    except Exception:  # noqa: BLE001 - a shard or a file being written: leave Ollama's default
-        ctx = None
-    if ctx:
-        lines.append(f"PARAMETER num_ctx {min(int(ctx), 8192)}")
-    out = gguf_path.with_name(gguf_path.stem + ".Modelfile")
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
-
-
-def write_checksum(path: str | Path) -> Path:
-    """Write ``<file>.sha256`` (``sha256sum -c`` format) beside ``path``; returns its path."""
-    path = Path(path)
-    return write_sha256_listing([path], path.with_name(path.name + ".sha256"))
-
-
-# ---------------------------------------------------------------------------------------------- split + export
-def split_gguf(path: str | Path, max_size: int) -> list[Path]:
-    """Rewrite a GGUF as llama.cpp-compatible shards ``<stem>-00001-of-0000N.gguf`` (each under ``max_size`` bytes
-    of tensor data); returns the shards (just ``path`` when it already fits). Same result as ``llama-gguf-split``.
-    """
-    import gguf
-    import numpy as np
-
-    path = Path(path)
-    reader = gguf.GGUFReader(str(path))
-    if sum(int(t.n_bytes) for t in reader.tensors) <= max_size:
-        return [path]
-    arch = reader.fields["general.architecture"].contents()
-    w = gguf.GGUFWriter(None, arch, split_max_size=int(max_size))
-    for key, field in reader.fields.items():
-        if key.startswith(("GGUF.", "split.")) or key == "general.architecture":
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(key, field.contents(), vtype, sub_type=sub)
-    for t in reader.tensors:
-        w.add_tensor_info(t.name, [int(x) for x in reversed(t.shape)], np.dtype(np.float32), int(t.n_bytes),
-                          raw_dtype=t.tensor_type)
-    tmpdir = tmp_name(path)
-    tmpdir.mkdir()
-    try:
-        w.write_header_to_file(path=tmpdir / path.name)
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        for t in reader.tensors:
-            w.write_tensor_data(np.ascontiguousarray(t.data))
-        w.close()
-        out = []
-        for src in w.format_shard_names(tmpdir / path.name):
-            os.replace(src, path.with_name(src.name))
-            out.append(path.with_name(src.name))
-    finally:
-        remove(tmpdir)
-    return out
-
-
-def export_file(path: str | Path, *, to_drive: bool = False, download: bool = False, split_gb: float | None = None,
-                drive_dir: str = "chinese-llama-alpaca") -> list[Path]:
-    """Show a file's size, optionally split it, copy it to Google Drive and/or download it (Colab only).
-
-    Sidecar files (``.Modelfile``, ``.sha256``) travel with the GGUF. Outside Colab it only reports the path.
-
-    Args:
-        path: the file to export.
-        to_drive: copy to ``/content/drive/MyDrive/<drive_dir>/`` (Drive must be mounted).
-        download: start a browser download through ``google.colab.files.download``.
-        split_gb: split a GGUF larger than this many GiB into ``-0000i-of-0000N.gguf`` shards first.
-        drive_dir: folder under MyDrive.
-    Returns:
-        the local files that were exported.
-    """
-    from .env import in_colab
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found")
-    size = path.stat().st_size
-    print(f"{path.name}: {human_bytes(size)}")
-    files = [path]
-    if split_gb and path.suffix == ".gguf" and size > split_gb * 1024**3:
-        files = split_gguf(path, int(split_gb * 1024**3))
-        for f in files:
-            write_checksum(f)
-            print(f"  shard {f.name}: {human_bytes(f.stat().st_size)}")
-        print("  llama.cpp loads the shards when given the first one; Ollama needs the unsplit file")
-    sidecars = (p for f in files for p in (f.with_name(f.name + ".sha256"), f.with_name(f.stem + ".Modelfile")))
-    extras = [p for p in sidecars if p.is_file()]
-    if not in_colab():
-        if to_drive or download:
-            print("  (not in Colab: nothing copied or downloaded)")
-        print(f"  saved at {path.resolve()}")
-        return files
-    if to_drive:
-        root = Path("/content/drive/MyDrive")
-        if not root.is_dir():
-            print("  Google Drive is not mounted: run `from google.colab import drive; drive.mount('/content/drive')`")
-        else:
-            dest = root / drive_dir
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in [*files, *extras]:
-                shutil.copy2(f, dest / f.name)
-            print(f"  copied to {dest}")
-    if download:
-        from google.colab import files as colab_files  # type: ignore[import-not-found]
-
-        for f in [*files, *extras]:
-            colab_files.download(str(f))
-    return files
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -11,6 +11,7 @@ Beside the output go an Ollama ``<stem>.Modelfile`` and ``<file>.sha256``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import shutil
@@ -18,6 +19,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .util import UserError, atomic_path, human_bytes, remove, tmp_name
@@ -154,16 +156,75 @@ def _quantize_python(src: Path, dst: Path, qtype: str, imatrix: Path | None, thr
 
     import llama_cpp
 
+    if not verbose:
+        with quiet_llama_log():
+            _run_python_quantizer(llama_cpp, src, dst, qtype, imatrix, threads)
+        return
     try:
         from llama_cpp._logger import logger as lcp_logger  # llama.cpp's log goes through this logger's level
     except ImportError:
         lcp_logger = logging.getLogger("llama-cpp-python")
     old_level = lcp_logger.level
-    lcp_logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    lcp_logger.setLevel(logging.DEBUG)
     try:
         _run_python_quantizer(llama_cpp, src, dst, qtype, imatrix, threads)
     finally:
         lcp_logger.setLevel(old_level)
+
+
+@contextlib.contextmanager
+def quiet_llama_log() -> Iterator[list[str]]:
+    """Collect llama.cpp's native log instead of printing it; on an exception, print what was collected.
+
+    Two channels are covered: the log callback (``llama_log_set``, which llama.cpp also hands to ggml) is
+    swapped for one that stores the text, and file descriptor 2 points to a temporary file for anything
+    written to stderr directly. Both are restored on exit (llama-cpp-python's own callback when it has one).
+    Filtering by level is not used: llama-cpp-python 0.3.x maps ggml's INFO level to WARNING, so the
+    ``llama-cpp-python`` logger's level does not hide the per-tensor lines.
+
+    Yields:
+        the list the log text is appended to (callback chunks first, then what reached file descriptor 2).
+    """
+    import tempfile
+
+    import llama_cpp
+
+    chunks: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level, text, user_data):  # noqa: ARG001 - ctypes signature
+        chunks.append(text.decode("utf-8", "replace") if text else "")
+
+    try:
+        from llama_cpp._logger import llama_log_callback as restore
+    except ImportError:
+        restore = None  # NULL: llama.cpp's default (stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fd = None
+    with tempfile.TemporaryFile() as capture:
+        try:
+            saved_fd = os.dup(2)
+            os.dup2(capture.fileno(), 2)
+        except OSError:  # no usable file descriptor 2: the callback still catches the log
+            saved_fd = None
+        llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+        failed = True
+        try:
+            yield chunks
+            failed = False
+        finally:
+            llama_cpp.llama_log_set(restore, ctypes.c_void_p(0))
+            if saved_fd is not None:
+                os.dup2(saved_fd, 2)
+                os.close(saved_fd)
+            capture.seek(0)
+            direct = capture.read().decode("utf-8", "replace")
+            if direct:
+                chunks.append(direct)
+            if failed and chunks:
+                sys.stderr.write("".join(chunks))
+                sys.stderr.flush()
 
 
 def _run_python_quantizer(llama_cpp, src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int) -> None:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -100,6 +102,41 @@ def test_requantizing_is_refused(f16, tmp_path):
     with pytest.raises(UserError, match="not a GGUF"):
         (tmp_path / "x.gguf").write_bytes(b"nope")
         hq.quantize(tmp_path / "x.gguf", tmp_path / "y.gguf")
+
+
+PER_TENSOR = re.compile(r"^\[\s*\d+/\s*\d+\]|converting to", re.M)  # llama.cpp's "[  3/ 21] blk.0... converting to"
+
+
+def test_cli_quantize_is_quiet(f16, tmp_path):
+    """``python -m helpers quantize`` shows its own progress lines, not llama.cpp's per-tensor log."""
+    pytest.importorskip("llama_cpp")
+    out = tmp_path / "q.gguf"
+    cmd = [sys.executable, "-m", "helpers", "quantize", "--model", str(f16), "--out", str(out), "--threads", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert file_type(out) == 15 and "quantizing l2-f16.gguf to q4_k_m" in r.stderr
+    assert not PER_TENSOR.search(r.stderr) and "llama_model_loader" not in r.stderr, r.stderr
+    assert f"wrote {out}" in r.stdout
+    loud = subprocess.run(cmd + ["--verbose"], capture_output=True, text=True, timeout=300)  # the check can fail
+    assert loud.returncode == 0 and len(PER_TENSOR.findall(loud.stderr)) >= 21, loud.stderr
+
+
+def test_quiet_log_is_restored_and_shown_on_failure(f16, tmp_path, capfd):
+    """In-process: quiet, then llama-cpp-python's own logging works again; a failed run prints the log it kept."""
+    pytest.importorskip("llama_cpp")
+    q8 = hq.quantize(f16, tmp_path / "q8.gguf", qtype="q8_0", threads=2, modelfile=False)
+    err = capfd.readouterr().err
+    assert not PER_TENSOR.search(err) and "quantizing" in err
+    hq.quantize(f16, tmp_path / "v.gguf", qtype="q8_0", threads=2, modelfile=False, verbose=True)
+    assert len(PER_TENSOR.findall(capfd.readouterr().err)) >= 21
+    with pytest.raises(UserError, match="start from the F16"):
+        hq.quantize(q8, tmp_path / "q2.gguf", qtype="q2_k", threads=2)
+    err = capfd.readouterr().err
+    assert "llama_model_loader" in err and "requantizing" in err, err
+    print("still on stderr", file=sys.stderr)
+    os.write(2, b"fd 2 restored\n")
+    err = capfd.readouterr().err
+    assert "still on stderr" in err and "fd 2 restored" in err
 
 
 # ------------------------------------------------------------------------------------------------ imatrix
