@@ -211,13 +211,12 @@ class GGUFSink:
             t = permute_qk(t, self._heads[0])
         elif name.endswith(("k_proj.weight", "k_proj.bias")):
             t = permute_qk(t, self._heads[1])
-        data = t.contiguous().numpy()
         if qtype == gguf.GGMLQuantizationType.F32:
-            out = data
-        elif qtype == gguf.GGMLQuantizationType.F16:
-            out = data.astype("float16")
+            out = t.contiguous().numpy()
+        elif qtype == gguf.GGMLQuantizationType.F16:  # torch's cast is several times faster than numpy's
+            out = t.to(torch.float16).contiguous().numpy()
         else:
-            out = gguf.quants.quantize(data, qtype)
+            out = gguf.quants.quantize(t.contiguous().numpy(), qtype)
         self._writer.write_tensor_data(out)
 
     def close(self) -> list[Path]:

@@ -27,15 +27,7 @@ def _shuffled(text: str, seed: int = 0) -> str:
     return "\n".join("".join(rng.sample(line, len(line))) for line in text.splitlines()) + "\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

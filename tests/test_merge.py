@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import torch_state
 
 from helpers.merge import merge
 from helpers.sources import open_checkpoint
@@ -22,14 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------------------------------------
 # the reference: plain torch, whole state dicts, W + alpha/r * B @ A
 def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    sd = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        sd.update(load_file(f))
-    for f in sorted(folder.glob("*.bin")):
-        sd.update(torch.load(f, map_location="cpu", weights_only=True))
-    return {k: v.float() for k, v in sd.items()}
+    return {k: v.float() for k, v in torch_state(folder).items()}
 
 
 def reference_merge(base: Path, loras: list[Path], patch: Path | None = None, *,

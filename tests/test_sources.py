@@ -9,19 +9,10 @@ import pytest
 import torch
 
 from helpers import sources
+from reference import torch_state
+
 from helpers.sources import open_adapter, open_checkpoint, tokenizer_vocab_size
 from helpers.util import UserError
-
-
-def torch_state(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    sd = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        sd.update(load_file(f))
-    for f in sorted(folder.glob("*.bin")):
-        sd.update(torch.load(f, map_location="cpu", weights_only=True))
-    return sd
 
 
 def _same(ckpt, ref: dict[str, torch.Tensor]) -> None:
