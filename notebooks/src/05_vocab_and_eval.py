@@ -56,7 +56,8 @@ from helpers.pipeline import default_eval_text, fetch_file
 from helpers.vocab import expand_vocab
 
 text = Path(EVAL_TEXT).read_text(encoding="utf-8") if EVAL_TEXT else default_eval_text()
-report = expand_vocab(resolve_model(BASE_TOKENIZER), fetch_file(CHINESE_SP_MODEL, OUTPUT_DIR),
+base_tokenizer = resolve_model(BASE_TOKENIZER, allow_patterns=["tokenizer*", "special_tokens_map.json"])
+report = expand_vocab(base_tokenizer, fetch_file(CHINESE_SP_MODEL, OUTPUT_DIR),
                       Path(OUTPUT_DIR) / "merged_tokenizer", sample_text=text)
 report
 
