@@ -345,19 +345,19 @@ def build_demo(out: str | Path, *, overwrite: bool = False) -> Path:
         def note(name, **info):
             manifest["assets"][name] = info
 
+        def original(name, spec, *, seed, fmt, family, stands_for):
+            """A sentencepiece-tokenizer base model in the layout its release used."""
+            sd = base_state_dict(spec, v0, seed=seed)
+            (tmp / name).mkdir()
+            write_hf_model(tmp / name, sd, hf_config(spec, v0), fmt=fmt)
+            _sp_tokenizer_files(tmp / name, base_sp, pad=False)
+            note(name, kind="full", family=family, vocab=v0, stands_for=stands_for)
+            return sd
+
         # originals
-        v1_base = base_state_dict(V1, v0, seed=1)
-        d = tmp / "llama-7b"
-        d.mkdir()
-        write_hf_model(d, v1_base, hf_config(V1, v0), fmt="bin")
-        _sp_tokenizer_files(d, base_sp, pad=False)
-        note("llama-7b", kind="full", family="llama", vocab=v0, stands_for="huggyllama/llama-7b")
-        v2_base = base_state_dict(V2, v0, seed=2)
-        d = tmp / "Llama-2-7b-hf"
-        d.mkdir()
-        write_hf_model(d, v2_base, hf_config(V2, v0), fmt="safetensors")
-        _sp_tokenizer_files(d, base_sp, pad=False)
-        note("Llama-2-7b-hf", kind="full", family="llama2", vocab=v0, stands_for="meta-llama/Llama-2-7b-hf")
+        v1_base = original("llama-7b", V1, seed=1, fmt="bin", family="llama", stands_for="huggyllama/llama-7b")
+        v2_base = original("Llama-2-7b-hf", V2, seed=2, fmt="safetensors", family="llama2",
+                           stands_for="meta-llama/Llama-2-7b-hf")
         d = tmp / "Meta-Llama-3-8B-Instruct"
         v3_vocab, ids = _llama3_tokenizer(d)
         v3_base = base_state_dict(V3, v3_vocab, seed=3)
