@@ -78,13 +78,35 @@ def resolve_model(ref: str | Path, *, allow_patterns: list[str] | None = None, w
     return _download(ref_s, allow_patterns=allow_patterns, what=what)
 
 
+# Weight formats in order of preference; a repo often carries the same weights in several.
+_WEIGHT_FORMATS = (("*.safetensors",), ("*.bin",), ("*.pth",))
+_OTHER_WEIGHTS = ["*.safetensors", "*.bin", "*.pth", "*.pt", "*.h5", "*.msgpack", "*.ckpt", "*.onnx", "*.gguf"]
+
+
+def redundant_weights(files: list[str]) -> list[str]:
+    """Patterns of files not to download: every weight copy but the preferred format's.
+
+    Llama-2/3 repos carry the same weights as safetensors, as ``.bin`` shards and (Llama-3) as
+    Meta's ``original/consolidated.00.pth``; downloading them all would double or triple the
+    download and the disk a free Colab runtime has. Safetensors win, then ``.bin``, then ``.pth``.
+    """
+    import fnmatch
+
+    top = [f for f in files if "/" not in f]
+    for fmt in _WEIGHT_FORMATS:
+        if any(fnmatch.fnmatch(f, pat) for f in top for pat in fmt):
+            return [p for p in _OTHER_WEIGHTS if p not in fmt] + ["original/*"]
+    return []
+
+
 def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     token = get_secret("HF_TOKEN")
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, token=token))
+        ignore = None if allow_patterns else redundant_weights(HfApi().list_repo_files(repo_id, token=token))
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, ignore_patterns=ignore, token=token))
     except GatedRepoError:
         raise UserError(
             f"{repo_id} is gated: accept its licence on the hub, then add your token as the HF_TOKEN "
