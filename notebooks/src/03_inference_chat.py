@@ -35,12 +35,16 @@ MAX_NEW_TOKENS = 400  # @param {type:"integer"}
 ROPE = ""  # @param ["", "auto", "ntk"]
 DRAFT_MODEL = "chinese-alpaca-2-1.3b"  # @param {type:"string"}
 START_SERVER = True  # @param {type:"boolean"}
+SERVER_MODEL = "chinese-alpaca-2-7b-gguf"  # @param {type:"string"}
 
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins, CPU, short replies
     from helpers.env import use_demo_assets
 
+    from helpers.pipeline import f16_gguf
+
     use_demo_assets()
     QUANTIZATION, MAX_NEW_TOKENS = "none", 16
+    SERVER_MODEL = str(f16_gguf("chinese-alpaca-2-7b", "smoke-output/03_inference"))
 
 # %% [markdown]
 # ## Load the model
@@ -75,17 +79,18 @@ chat_widget(bot, max_new_tokens=MAX_NEW_TOKENS)
 # %% [markdown]
 # ## An OpenAI-compatible server over a GGUF
 # This is how a laptop user plugs the model into other tools: `llama_cpp.server` speaks the
-# `/v1/chat/completions` API.
+# `/v1/chat/completions` API. It serves the GGUF loaded above, or `SERVER_MODEL` (the release's Q4_K GGUF).
 
 # %%
-from helpers.infer import openai_chat, start_openai_server
+from helpers.infer import openai_chat, resolve, start_openai_server
 
-if START_SERVER and bot.name == "llama.cpp":
-    server = start_openai_server(bot.path, port=8000)
-    print(openai_chat("http://127.0.0.1:8000/v1", [{"role": "user", "content": PROMPT}], max_tokens=MAX_NEW_TOKENS))
-    server.terminate()
-else:
-    print("load a GGUF (BACKEND = 'llama.cpp') to try the server")
+if START_SERVER:
+    gguf_path = bot.path if bot.name == "llama.cpp" else resolve(SERVER_MODEL)[0]
+    server = start_openai_server(gguf_path, port=8000)
+    try:
+        print(openai_chat("http://127.0.0.1:8000/v1", [{"role": "user", "content": PROMPT}], max_tokens=MAX_NEW_TOKENS))
+    finally:
+        server.terminate()
 
 # %% [markdown]
 # ## Speculative decoding
