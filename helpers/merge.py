@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
-from .util import UserError, human_bytes, read_json, remove, require_free_disk, sha256_file, write_sha256_listing
+from .util import UserError, human_bytes, read_json, remove, require_free_disk, sha256_file
 
 FORMATS = ("hf", "pth", "gguf")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -126,10 +126,8 @@ def parse_sha256_file(path: str | Path) -> dict[str, set[str]]:
 
 
 def _verify_inputs(inputs: _Inputs, expected: Mapping[str, str | Collection[str]]) -> int:
-    files = list(inputs.base.files) + [f for _, a in inputs.adapters for f in a.files]
-    files += list(inputs.patch.files) if inputs.patch is not None else []
     matched = 0
-    for f in files:
+    for f in _all_files(inputs):
         for key in (f"{f.parent.name}/{f.name}", f.name):
             if key in expected:
                 want = expected[key]
@@ -197,11 +195,12 @@ def _prepare(inputs: _Inputs) -> tuple[list, dict, Path, int]:
             if name not in shapes or p.shape(name) != shapes[name]:
                 raise UserError(f"the patch's {name} {list(p.shape(name))} does not fit the merged model "
                                 f"({list(shapes.get(name, ()))}); a patch applies to its own base, without LoRAs")
-    tok_dir = next((a.tokenizer_dir for _, a in reversed(inputs.adapters) if a.tokenizer_dir), base.tokenizer_dir)
+    tok_from = next((a for _, a in reversed(inputs.adapters) if a.tokenizer_dir), None)
+    tok_dir = tok_from.tokenizer_dir if tok_from else base.tokenizer_dir
     if tok_dir is None:
         raise UserError(f"no tokenizer (tokenizer.model or tokenizer.json) in {base.path} or the LoRA folders; "
                         "download the tokenizer files of the base model")
-    tv = tokenizer_vocab_size(tok_dir)
+    tv = tok_from.tokenizer_vocab if tok_from else tokenizer_vocab_size(tok_dir)  # an adapter counted its own
     if tv is not None and tv > vocab:
         raise UserError(f"the tokenizer in {tok_dir} has {tv} tokens but the merged model only {vocab} embedding rows; "
                         "use the tokenizer that belongs to the last LoRA or the base")
@@ -357,7 +356,9 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
     finally:
         inputs.close()
     if fmt == "gguf" and write_sha256:
-        outputs = [*outputs, write_sha256_listing([target], target.with_name(target.name + ".sha256"))]
+        from .export import write_checksum
+
+        outputs = [*outputs, write_checksum(target)]
     result = MergeResult(list(outputs), vocab, written, resumed, time.time() - t0, _peak_rss())
     print(f"merged into {target}: {written} tensors written" + (f", {resumed} resumed" if resumed else "")
           + f", vocabulary {vocab}, {result.seconds:.1f} s, peak RSS {human_bytes(result.peak_rss_bytes)}")
