@@ -114,6 +114,8 @@ def _already_done(target: Path, fmt: str, job: dict) -> bool:
 
 def parse_sha256_file(path: str | Path) -> dict[str, set[str]]:
     """Read a ``sha256sum``-format listing into ``{file name: {hex digests}}``."""
+    if not Path(path).is_file():
+        raise UserError(f"SHA256 listing {path} not found")
     listing: dict[str, set[str]] = {}
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -401,11 +403,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``python -m helpers merge``."""
     if not args.lora and not args.patch:
         print("note: no --lora or --patch given; the base model is converted unchanged")
-    expected = None
-    if args.sha256:
-        if not Path(args.sha256).is_file():
-            raise UserError(f"SHA256 listing {args.sha256} not found")
-        expected = parse_sha256_file(args.sha256)
+    expected = parse_sha256_file(args.sha256) if args.sha256 else None
     merge(args.base, args.lora, patch=args.patch, out=args.out, fmt=args.format, outtype=args.outtype,
           overwrite=args.overwrite, verify_sha256=expected, write_sha256=not args.no_sha256,
           progress=not args.no_progress, max_shard_bytes=args.shard_size, pth_shards=args.pth_shards)

@@ -244,6 +244,8 @@ def test_sha256_listing_parser(tmp_path):
     f.write_text("not a listing\n")
     with pytest.raises(UserError, match="SHA256:1"):
         parse_sha256_file(f)
+    with pytest.raises(UserError, match="not found"):  # the API call, not only the CLI, gets a clean error
+        parse_sha256_file(tmp_path / "missing.sha256")
 
 
 def test_nan_in_input_is_refused_and_leaves_nothing(demo, tmp_path):
