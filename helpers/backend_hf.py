@@ -207,11 +207,31 @@ def _torch_dtype(dtype: Any, on_gpu: bool):
     return value
 
 
+def _dtype_key() -> str:
+    """``from_pretrained``'s dtype keyword: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 def load_transformers(path: Path, *, template: str, quantization: str | None = None, device: str | None = None,
                       dtype: Any = None, n_ctx: int | None = None, rope: str | None = None,
                       trust_remote_code: bool = False, catalog_rope: dict | None = None,
                       defaults: dict | None = None) -> TransformersBackend:
     """Load an HF folder with transformers (see :func:`helpers.infer.load_backend` for the arguments)."""
+    model, tokenizer, ctx, where = _load_hf(path, quantization=quantization, device=device, dtype=dtype,
+                                            n_ctx=n_ctx, rope=rope, trust_remote_code=trust_remote_code,
+                                            catalog_rope=catalog_rope)
+    print(f"loaded {path.name} with transformers on {where}; template {template}", file=sys.stderr)
+    return TransformersBackend(model, tokenizer, template=template, path=path, n_ctx=ctx, defaults=defaults)
+
+
+def _load_hf(path: Path, *, quantization: str | None = None, device: str | None = None, dtype: Any = None,
+             n_ctx: int | None = None, rope: str | None = None, trust_remote_code: bool = False,
+             catalog_rope: dict | None = None) -> tuple[Any, Any, int, str]:
+    """Model (in eval mode, on its device) and tokenizer of an HF folder, the context in use and a
+    ``device (dtype)`` description; the arguments are those of :func:`load_transformers`."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -224,7 +244,6 @@ def load_transformers(path: Path, *, template: str, quantization: str | None = N
     if quantization and not on_gpu:
         raise UserError(f"{quantization} loading needs a CUDA GPU (bitsandbytes); on CPU load without "
                         "quantization (float32), or use a quantized GGUF with the llama.cpp back end")
-    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from . import load_tokenizer
@@ -248,7 +267,7 @@ def load_transformers(path: Path, *, template: str, quantization: str | None = N
         print(f"rope: {plan.describe()}", file=sys.stderr)
 
     torch_dtype = _torch_dtype(dtype, on_gpu)
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    dtype_key = _dtype_key()
     kwargs: dict[str, Any] = {"config": config, dtype_key: torch_dtype, "trust_remote_code": trust_remote_code}
     if quantization:
         try:
@@ -278,7 +297,5 @@ def load_transformers(path: Path, *, template: str, quantization: str | None = N
                         "embedding rows: the tokenizer files belong to another model (e.g. Alpaca vs LLaMA); "
                         "copy the tokenizer that was merged with these weights")
     ctx = plan.n_ctx or int(config.max_position_embeddings)
-    where = f"{device} ({quantization or str(torch_dtype).replace('torch.', '')})"
-    print(f"loaded {path.name} with transformers on {where}; template {template}", file=sys.stderr)
-    return TransformersBackend(model, tokenizer, template=template, path=path, n_ctx=ctx, defaults=defaults)
+    return model, tokenizer, ctx, f"{device} ({quantization or str(torch_dtype).replace('torch.', '')})"
 

@@ -143,15 +143,11 @@ def open_model(model: Any, *, backend: str = "auto", n_ctx: int = 512, dtype: st
     if gguf or not (path / "config.json").is_file():
         raise UserError(f"{path} is not a Hugging Face model folder; use backend='llama.cpp' for GGUF files")
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from . import load_tokenizer
+    from .backend_hf import _load_hf
 
-    cuda = torch.cuda.is_available()
-    tdtype = getattr(torch, dtype) if dtype else (torch.float16 if cuda else torch.float32)
-    net = AutoModelForCausalLM.from_pretrained(path, dtype=tdtype, low_cpu_mem_usage=True)
-    net.to("cuda" if cuda else "cpu").eval()
-    return _HFScorer(net, load_tokenizer(path))
+    net, tokenizer, _, _ = _load_hf(path, dtype=dtype or ("float16" if torch.cuda.is_available() else "float32"))
+    return _HFScorer(net, tokenizer)
 
 
 # ---------------------------------------------------------------------------------------------

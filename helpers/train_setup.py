@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .backend_hf import _dtype_key  # noqa: F401 - re-exported (finetune, train_compare)
 from .util import UserError, atomic_path
 
 if TYPE_CHECKING:
@@ -52,14 +53,6 @@ def _precision(config: FinetuneConfig, cuda: bool) -> str:
     import torch
 
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def _dtype_key() -> str:
-    """``from_pretrained``'s dtype keyword: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 def _version_kwargs(training_arguments: type, *, warmup: float, checkpointing: bool) -> dict:

@@ -108,6 +108,29 @@ def test_perplexity_matches_transformers_loss(trained, demo):
     assert perplexity(trained, text, n_ctx=32, stride=16) == pytest.approx(ref, rel=0.5)
 
 
+def test_open_model_uses_the_dtype_keyword_of_older_transformers(demo, monkeypatch):
+    """Before transformers 4.56 ``from_pretrained`` takes ``torch_dtype``; ``dtype`` would not set the precision."""
+    import torch
+    import transformers
+
+    from helpers.evaluate import open_model
+
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_from_pretrained(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(transformers, "__version__", "4.50.0")
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    with pytest.raises(Stop):
+        open_model(demo / "Llama-2-7b-hf", backend="transformers", dtype="bfloat16")
+    assert seen.get("torch_dtype") is torch.bfloat16 and "dtype" not in seen
+
+
 def test_perplexity_lower_on_training_text_than_shuffled(trained, demo, tmp_path):
     from helpers.evaluate import perplexity
 
