@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .export import export_file, gguf_template, read_metadata, split_gguf, write_checksum, write_modelfile
 from .gguf_vocab import LLAMA3_PRE_PATTERN, add_tokenizer, bpe_vocab, sentencepiece_vocab
 from .sink import TensorPlan
+from .sources import open_checkpoint, rope_to_meta
 from .util import UserError, human_bytes, progress, remove, tmp_name
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def permute_qk(w: "torch.Tensor", n_head: int) -> "torch.Tensor":
     rows = w.shape[0]
     if rows % (2 * n_head):
         raise UserError(f"cannot reorder a q/k projection of {rows} rows into {n_head} heads; check the config")
-    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return rope_to_meta(w, n_head)  # llama.cpp's interleaved order is Meta's
 
 
 def _rope(config: dict) -> tuple[float | None, dict]:
@@ -87,10 +88,8 @@ def _rope(config: dict) -> tuple[float | None, dict]:
 
 
 def _catalog_entry(*names: str | None):
-    try:
-        from . import catalog
-    except ImportError:  # written separately
-        return None
+    from . import catalog
+
     for n in names:
         if n:
             entry = catalog.find(n)
@@ -337,8 +336,6 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: 
 
 def _convert(model_dir: str | Path, out_path: str | Path, *, outtype: str, template: str | None, name: str | None,
              split_max_size: int) -> list[Path]:
-    from .sources import open_checkpoint
-
     model_dir = Path(model_dir)
     sink = GGUFSink(out_path, outtype=outtype, template=template, name=name or model_dir.name,
                     split_max_size=split_max_size)
