@@ -12,20 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .util import UserError
+from .util import UserError, read_json
 
 LLAMA3_PRE_PATTERN = (  # Llama-3's pre-tokenizer split regex (tokenizer.json); llama.cpp calls it "llama-bpe"
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        raise UserError(f"{path} is not valid JSON; re-download the tokenizer files") from None
 
 
 def _token_text(value: Any) -> str | None:
@@ -63,11 +56,11 @@ def sentencepiece_vocab(tokenizer_dir: Path, vocab_size: int) -> tuple[list[byte
         elif sp.IsByte(i):
             kind = TT.BYTE
         tokens[i], scores[i], types[i] = sp.IdToPiece(i).encode("utf-8"), float(sp.GetScore(i)), int(kind)
-    for text, idx in _read_json(tokenizer_dir / "added_tokens.json").items():
+    for text, idx in read_json(tokenizer_dir / "added_tokens.json", default={}).items():
         if not isinstance(idx, int) or idx >= vocab_size:
             raise UserError(f"added token {text!r} has id {idx}, beyond the model's {vocab_size} rows")
         tokens[idx], scores[idx], types[idx] = text.encode("utf-8"), -1000.0, int(TT.USER_DEFINED)
-    decoder = _read_json(tokenizer_dir / "tokenizer_config.json").get("added_tokens_decoder") or {}
+    decoder = read_json(tokenizer_dir / "tokenizer_config.json", default={}).get("added_tokens_decoder") or {}
     for key, data in decoder.items():
         idx, text = int(key), data.get("content", "")
         if idx >= vocab_size:
@@ -85,7 +78,7 @@ def bpe_vocab(tokenizer_dir: Path, vocab_size: int) -> tuple[list[str], list[int
     """Tokens, token types and pre-tokenizer name of a byte-level BPE ``tokenizer.json`` (Llama-3)."""
     import gguf
 
-    data = _read_json(tokenizer_dir / "tokenizer.json")
+    data = read_json(tokenizer_dir / "tokenizer.json", default={})
     model = data.get("model") or {}
     if model.get("type") != "BPE":
         raise UserError(f"{tokenizer_dir}/tokenizer.json is a {model.get('type')} tokenizer; only byte-level BPE "
@@ -169,13 +162,13 @@ def _fill_special_ids(special, tokenizer_dir: Path, texts: list[str], config: di
     for typ in ("bos", "eos", "unk", "pad"):
         if typ not in ids and isinstance(config.get(f"{typ}_token_id"), int):
             special._set_special_token(typ, config[f"{typ}_token_id"])
-    strings = {**_read_json(tokenizer_dir / "special_tokens_map.json"),
-               **_read_json(tokenizer_dir / "tokenizer_config.json")}
+    strings = {**read_json(tokenizer_dir / "special_tokens_map.json", default={}),
+               **read_json(tokenizer_dir / "tokenizer_config.json", default={})}
     index = {t: i for i, t in reversed(list(enumerate(texts)))}
     for typ in ("bos", "eos", "unk", "pad"):
         text = _token_text(strings.get(f"{typ}_token"))
         if typ not in ids and text in index:
             special._set_special_token(typ, index[text])
-    gen_eos = _read_json(tokenizer_dir / "generation_config.json").get("eos_token_id")
+    gen_eos = read_json(tokenizer_dir / "generation_config.json", default={}).get("eos_token_id")
     if "eos" not in ids and gen_eos is not None:
         special._set_special_token("eos", gen_eos[0] if isinstance(gen_eos, list) else gen_eos)

@@ -68,10 +68,21 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file, turning a missing or malformed file into a :class:`UserError`."""
+_REQUIRED: Any = object()
+
+
+def read_json(path: str | Path, *, default: Any = _REQUIRED) -> Any:
+    """Read a JSON file, turning a missing or malformed file into a :class:`UserError`.
+
+    Args:
+        path: the file.
+        default: returned when the file does not exist (optional files such as ``added_tokens.json``);
+            without it a missing file is an error.
+    """
     path = Path(path)
     if not path.is_file():
+        if default is not _REQUIRED:
+            return default
         raise UserError(f"{path} not found")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
