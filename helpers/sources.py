@@ -57,26 +57,25 @@ def _corrupt(path: Path, why: object) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # name mapping and the RoPE permutation
+def _rename(name: str, top: dict[str, str], layer: dict[str, str], src: str, dst: str) -> str | None:
+    """Map ``name`` through ``top`` or, for ``<src>N.<part>``, ``layer`` (to ``<dst>N.<new part>``)."""
+    stem = name.removesuffix(".weight")
+    if stem in top:
+        return top[stem] + ".weight"
+    m = re.fullmatch(re.escape(src) + r"(\d+)\.(.+)", stem)
+    if m and m.group(2) in layer:
+        return f"{dst}{m.group(1)}.{layer[m.group(2)]}.weight"
+    return None
+
+
 def meta_to_hf_name(name: str) -> str | None:
     """HF name of a Meta checkpoint tensor (``None`` for tensors HF does not keep, like ``rope.freqs``)."""
-    stem = name.removesuffix(".weight")
-    if stem in _META_TOP:
-        return _META_TOP[stem] + ".weight"
-    m = re.fullmatch(r"layers\.(\d+)\.(.+)", stem)
-    if m and m.group(2) in _META_LAYER:
-        return f"model.layers.{m.group(1)}.{_META_LAYER[m.group(2)]}.weight"
-    return None
+    return _rename(name, _META_TOP, _META_LAYER, "layers.", "model.layers.")
 
 
 def hf_to_meta_name(name: str) -> str | None:
     """Meta name of an HF tensor (``None`` when Meta's layout has no such tensor)."""
-    stem = name.removesuffix(".weight")
-    if stem in _HF_TOP:
-        return _HF_TOP[stem] + ".weight"
-    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", stem)
-    if m and m.group(2) in _HF_LAYER:
-        return f"layers.{m.group(1)}.{_HF_LAYER[m.group(2)]}.weight"
-    return None
+    return _rename(name, _HF_TOP, _HF_LAYER, "model.layers.", "layers.")
 
 
 def meta_split_dim(meta_name: str) -> int | None:
@@ -364,11 +363,13 @@ def _config_from_params(params: dict, shapes: dict[str, tuple[int, ...]]) -> dic
             "eos_token_id": eos, "tie_word_embeddings": False, "torch_dtype": "float16"}
 
 
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer.model").is_file() or (folder / "tokenizer.json").is_file()
+
+
 def _tokenizer_dir(folder: Path) -> Path | None:
-    for d in (folder, folder.parent):  # Meta releases keep tokenizer.model beside the size folders
-        if (d / "tokenizer.model").is_file() or (d / "tokenizer.json").is_file():
-            return d
-    return None
+    # Meta releases keep tokenizer.model beside the size folders
+    return next((d for d in (folder, folder.parent) if _has_tokenizer(d)), None)
 
 
 def _index_shards(folder: Path, index: Path) -> list[Path]:
@@ -484,8 +485,7 @@ class Adapter:
         self.lora: dict[str, LoraPair] = {}
         self.saved: dict[str, str] = {}
         self._parse_keys(list(self._store.keys()))
-        has_tok = (path / "tokenizer.model").is_file() or (path / "tokenizer.json").is_file()
-        self.tokenizer_dir = path if has_tok else None
+        self.tokenizer_dir = path if _has_tokenizer(path) else None
         self.tokenizer_vocab = tokenizer_vocab_size(path) if self.tokenizer_dir else None
         if self.tokenizer_dir:
             self.files += [path / f for f in TOKENIZER_FILES if (path / f).is_file()]
@@ -598,10 +598,8 @@ def tokenizer_vocab_size(folder: str | Path) -> int | None:
         except UserError:
             n = 0  # Llama-3's Meta tokenizer.model is tiktoken text, not sentencepiece
     if n:
-        if (folder / "added_tokens.json").is_file():
-            ids += [int(i) for i in read_json(folder / "added_tokens.json").values()]
-        if (folder / "tokenizer_config.json").is_file():
-            ids += [int(i) for i in (read_json(folder / "tokenizer_config.json").get("added_tokens_decoder") or {})]
+        ids += [int(i) for i in read_json(folder / "added_tokens.json", default={}).values()]
+        ids += [int(i) for i in (read_json(folder / "tokenizer_config.json", default={}).get("added_tokens_decoder") or {})]
         return max([n, *(i + 1 for i in ids)])
     tj = folder / "tokenizer.json"
     if tj.is_file():
