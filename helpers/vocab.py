@@ -14,7 +14,7 @@ import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .util import UserError, atomic_path, read_json, write_json
+from .util import UserError, atomic_path, write_json
 
 
 def _load_proto(src: str | Path | bytes):
@@ -263,11 +263,6 @@ class EmbeddingInitReport:
     out_dir: str
 
 
-def _added_tokens(tok_dir: Path) -> int:
-    f = tok_dir / "added_tokens.json"
-    return len(read_json(f)) if f.is_file() else 0
-
-
 def init_new_embeddings(model_dir: str | Path, new_tokenizer_dir: str | Path, out_dir: str | Path, *,
                         dtype: str = "auto") -> EmbeddingInitReport:
     """Give an HF LLaMA folder the expanded vocabulary, ready for PT (pre-training) fine-tuning.
@@ -290,15 +285,17 @@ def init_new_embeddings(model_dir: str | Path, new_tokenizer_dir: str | Path, ou
     model_dir, new_dir = Path(model_dir), Path(new_tokenizer_dir)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
-    new_sp = _sp_model_path(new_dir)
-    splits = split_new_pieces(model_dir, new_sp)
-    new_size = piece_count(new_sp) + _added_tokens(new_dir)
+    from .sources import tokenizer_vocab_size
+
+    splits = split_new_pieces(model_dir, _sp_model_path(new_dir))
+    new_size = tokenizer_vocab_size(new_dir)  # pieces + added tokens (added_tokens.json or tokenizer_config.json)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
                                                  low_cpu_mem_usage=True)
     old_size = model.get_input_embeddings().weight.shape[0]
-    if old_size != piece_count(model_dir / "tokenizer.model"):
+    old_pieces = piece_count(model_dir / "tokenizer.model")
+    if old_size != old_pieces:
         raise UserError(f"{model_dir} has {old_size} embedding rows but its tokenizer.model has "
-                        f"{piece_count(model_dir / 'tokenizer.model')} pieces; pass the base model, not an expanded one")
+                        f"{old_pieces} pieces; pass the base model, not an expanded one")
     init_embeddings_(model, splits, new_size)
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)

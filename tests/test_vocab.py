@@ -180,3 +180,27 @@ def test_init_new_embeddings_added_pad_and_errors(demo, tiny_pair, tmp_path):
     with pytest.raises(UserError, match="not found"):
         init_new_embeddings(base, demo / "Meta-Llama-3-8B-Instruct", tmp_path / "bad")  # BPE, no tokenizer.model
     assert not (tmp_path / "bad").exists()
+
+
+def test_init_new_embeddings_counts_tokens_added_in_tokenizer_config(demo, tmp_path):
+    """transformers' newer tokenizer folders list an added ``[PAD]`` only in tokenizer_config.json."""
+    import shutil
+
+    from helpers.vocab import init_new_embeddings, piece_count
+
+    src = demo / "chinese-llama-2-lora-7b"
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    shutil.copyfile(src / "tokenizer.model", tok / "tokenizer.model")
+    n = piece_count(tok / "tokenizer.model")
+    config = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["added_tokens_decoder"] = {str(n): {"content": "[PAD]", "lstrip": False, "normalized": False,
+                                                "rstrip": False, "single_word": False, "special": True}}
+    config["pad_token"] = "[PAD]"
+    (tok / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert not (tok / "added_tokens.json").exists()
+    report = init_new_embeddings(demo / "Llama-2-7b-hf", tok, tmp_path / "m")
+    assert report.new_size == n + 1  # the [PAD] id n needs a row
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text(encoding="utf-8"))
+    assert cfg["vocab_size"] == n + 1
+    assert _weights(tmp_path / "m")["model.embed_tokens.weight"].shape[0] == n + 1
