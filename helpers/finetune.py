@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -40,9 +39,9 @@ from .train_callbacks import (_callbacks, in_notebook, loss_figure, read_loss_cs
                               save_loss_plot, write_loss_csv)
 from .train_compare import Comparison, compare_answers  # noqa: F401 - re-exported
 from .train_memory import EMBEDDINGS, TARGETS, MemoryEstimate, detect_device, estimate_memory  # noqa: F401
-from .train_setup import (TOKENIZER_FILES, _copy_tokenizer, _dtype_key, _precision,  # noqa: F401 - re-exported
-                          _prepare_out, _resolve_template, _save_adapter, _version_kwargs)
-from .util import UserError, write_json
+from .train_setup import (TOKENIZER_FILES, _copy_tokenizer, _dtype_key, _load_base,  # noqa: F401 - re-exported
+                          _precision, _prepare_out, _resolve_template, _save_adapter, _version_kwargs)
+from .util import UserError, read_json, write_json
 
 DEFAULT_LR = {"sft": 1e-4, "pt": 2e-4}
 DEFAULT_WARMUP = {"sft": 0.03, "pt": 0.05}
@@ -240,7 +239,7 @@ def finetune(config: FinetuneConfig, *, callbacks: Sequence[Any] = ()) -> Finetu
     tok_dir = resolve_model(config.tokenizer, what="tokenizer") if config.tokenizer else base_dir
     if not (base_dir / "config.json").is_file():
         raise UserError(f"{base_dir} has no config.json; give a Hugging Face model folder as --base")
-    model_cfg = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    model_cfg = read_json(base_dir / "config.json")
     cuda = torch.cuda.is_available()
     if config.load_in_4bit and not cuda:
         raise UserError("--4bit (QLoRA) needs a CUDA GPU (bitsandbytes); on CPU train without --4bit")
@@ -266,19 +265,12 @@ def finetune(config: FinetuneConfig, *, callbacks: Sequence[Any] = ()) -> Finetu
     rows = read_loss_csv(out / "loss.csv") if resume_from else []
 
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, PrinterCallback, Trainer, TrainingArguments,
-                              set_seed)
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     set_seed(config.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    load: dict[str, Any] = {_dtype_key(): dtype}
-    if cuda:
-        load["device_map"] = {"": torch.cuda.current_device()}
-    if config.load_in_4bit:
-        load["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=sorted({"lm_head", *modules_to_save}))
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), **load)
+    model = _load_base(base_dir, dtype=dtype, load_in_4bit=config.load_in_4bit,
+                       skip_modules={"lm_head", *modules_to_save})
     if resize:
         model.resize_token_embeddings(vocab)
     model.config.use_cache = False

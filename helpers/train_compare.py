@@ -1,14 +1,12 @@
 """Before / after: the same prompt answered by the base model and by base + fine-tuned adapter."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .sft_data import eot_id, pad_id_of
-from .train_setup import _dtype_key
-from .util import UserError
+from .train_setup import _load_base
+from .util import UserError, read_json
 
 
 @dataclass(frozen=True)
@@ -38,30 +36,21 @@ def compare_answers(base: str | Path, adapter: str | Path, prompt: str, *, templ
     """
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from . import load_tokenizer
+    from .backend_hf import _torch_dtype
     from .env import resolve_model
     from .templates import build_prompt, get_template, template_for_model
 
     base_dir, adapter = resolve_model(base, what="base model"), Path(adapter)
-    info = json.loads((adapter / "finetune.json").read_text(encoding="utf-8")) \
-        if (adapter / "finetune.json").is_file() else {}
+    info = read_json(adapter / "finetune.json") if (adapter / "finetune.json").is_file() else {}
     name = template or info.get("template") or template_for_model(str(adapter))
     tmpl = get_template(name)
     tokenizer = load_tokenizer(adapter if (adapter / "tokenizer_config.json").is_file() else base_dir)
     cuda = torch.cuda.is_available()
-    load: dict[str, Any] = {_dtype_key(): (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-                            if cuda else torch.float32}
-    if cuda:
-        load["device_map"] = {"": torch.cuda.current_device()}
-    if load_in_4bit:
-        if not cuda:
-            raise UserError("load_in_4bit needs a CUDA GPU")
-        load["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                         bnb_4bit_use_double_quant=True,
-                                                         bnb_4bit_compute_dtype=load[_dtype_key()])
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), **load)
+    if load_in_4bit and not cuda:
+        raise UserError("load_in_4bit needs a CUDA GPU")
+    model = _load_base(base_dir, dtype=_torch_dtype(None, cuda), load_in_4bit=load_in_4bit)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model = PeftModel.from_pretrained(model, str(adapter))

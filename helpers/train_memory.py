@@ -6,12 +6,11 @@ the available RAM.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .util import UserError, human_bytes
+from .util import UserError, human_bytes, read_json
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 EMBEDDINGS = ("embed_tokens", "lm_head")
@@ -82,7 +81,7 @@ def _model_shape(base: str | Path | dict) -> dict:
         return base
     path = Path(str(base)).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+        return read_json(path / "config.json")
     from .catalog import find
 
     entry = find(str(base))

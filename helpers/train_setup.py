@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .backend_hf import _dtype_key  # noqa: F401 - re-exported (finetune, train_compare)
 from .util import UserError, atomic_path
@@ -53,6 +53,26 @@ def _precision(config: FinetuneConfig, cuda: bool) -> str:
     import torch
 
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _load_base(base_dir: Path, *, dtype: Any, load_in_4bit: bool, skip_modules: Sequence[str] = ()):
+    """The base model of a run: ``dtype`` weights, on the GPU when there is one.
+
+    ``load_in_4bit`` is QLoRA's NF4 with double quantization, computing in ``dtype``; ``skip_modules``
+    stay unquantized.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    load: dict[str, Any] = {_dtype_key(): dtype}
+    if torch.cuda.is_available():
+        load["device_map"] = {"": torch.cuda.current_device()}
+    if load_in_4bit:
+        skip = {"llm_int8_skip_modules": sorted(skip_modules)} if skip_modules else {}
+        load["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype, **skip)
+    return AutoModelForCausalLM.from_pretrained(str(base_dir), **load)
 
 
 def _version_kwargs(training_arguments: type, *, warmup: float, checkpointing: bool) -> dict:
