@@ -300,12 +300,13 @@ def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_c
 def gguf_type(path: str | Path) -> str:
     """Quantization type of a GGUF (``F16``, ``Q8_0``, ``Q4_K_M``...), from its metadata or else its name."""
     try:
-        from gguf import GGUFReader, LlamaFileType
+        from gguf import LlamaFileType
 
-        field_ = GGUFReader(str(path)).fields.get("general.file_type")
-        if field_ is not None:
-            name = LlamaFileType(int(field_.parts[field_.data[0]][0])).name
-            return name.replace("MOSTLY_", "").replace("ALL_", "")
+        from .backend_llamacpp import gguf_metadata
+
+        file_type = gguf_metadata(path).get("general.file_type")
+        if file_type is not None:
+            return LlamaFileType(int(file_type)).name.replace("MOSTLY_", "").replace("ALL_", "")
     except Exception:  # noqa: BLE001 - fall back to the file name
         pass
     m = re.search(r"(i?q\d_[a-z0-9_]+?|bf16|f16|f32)(?=\.gguf$|$)", Path(path).name, re.IGNORECASE)

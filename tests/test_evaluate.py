@@ -169,7 +169,7 @@ def test_kl_divergence_grows_with_quantization(ggufs, demo):
     assert q8.n_tokens == q4.n_tokens == same.n_tokens > 100
 
 
-def test_compare_quants_table_and_plot(ggufs, demo):
+def test_compare_quants_table_and_plot(ggufs, demo, tmp_path):
     from matplotlib.figure import Figure
 
     from helpers.evaluate import compare_quants, gguf_type, plot_quant_table
@@ -178,6 +178,9 @@ def test_compare_quants_table_and_plot(ggufs, demo):
                           n_ctx=128, stride=64)
     assert [r["type"] for r in rows] == ["F16", "Q8_0", "Q4_K_M"]
     assert [gguf_type(p) for p in ggufs.values()] == list(ggufs)
+    unnamed = tmp_path / "model.gguf"  # no type in the name: it comes from general.file_type
+    shutil.copyfile(ggufs["Q4_K_M"], unnamed)
+    assert gguf_type(unnamed) == "Q4_K_M"
     assert rows[0]["size"] > rows[1]["size"] > rows[2]["size"]
     assert rows[0]["kld"] == 0.0 and rows[1]["kld"] < rows[2]["kld"]
     assert all(r["ppl"] > 1 for r in rows)
