@@ -363,21 +363,15 @@ def _from_chat_template(text: Any) -> str | None:
 
 
 def _from_catalog(model: str) -> str | None:
-    try:
-        from helpers import catalog  # written separately; tolerate its absence
-    except ImportError:
-        return None
-    find = getattr(catalog, "find", None)
-    if find is None:
-        return None
+    from helpers.catalog import find
+
     names = [model]
     if Path(model).exists():
         names.append(Path(model).resolve().name)
     for name in names:
         entry = find(name)
-        template = getattr(entry, "template", None) if entry is not None else None
-        if template in TEMPLATES:
-            return template
+        if entry is not None and entry.template in TEMPLATES:
+            return entry.template
     return None
 
 
