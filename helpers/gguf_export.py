@@ -330,12 +330,14 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: 
         name: ``general.name`` / catalog name (default: the folder's name).
         split_max_size: bytes of tensor data per shard (0: one file); shards are ``<stem>-0000i-of-0000N.gguf``.
     """
-    files = _convert(model_dir, out_path, outtype=outtype, template=template, name=name, split_max_size=split_max_size)
+    files, _ = _convert(model_dir, out_path, outtype=outtype, template=template, name=name,
+                        split_max_size=split_max_size)
     return files[0]
 
 
 def _convert(model_dir: str | Path, out_path: str | Path, *, outtype: str, template: str | None, name: str | None,
-             split_max_size: int) -> list[Path]:
+             split_max_size: int) -> tuple[list[Path], str | None]:
+    """Convert; returns the files written and the template id embedded (None: none)."""
     model_dir = Path(model_dir)
     sink = GGUFSink(out_path, outtype=outtype, template=template, name=name or model_dir.name,
                     split_max_size=split_max_size)
@@ -347,7 +349,7 @@ def _convert(model_dir: str | Path, out_path: str | Path, *, outtype: str, templ
             sink.open(config=dict(ckpt.config), tokenizer_dir=Path(tokenizer_dir), plan=plan)
             for n in progress(names, desc=f"to GGUF {outtype}", unit="tensor"):
                 sink.write(n, ckpt.get(n))
-            return sink.close()
+            return sink.close(), sink.template
         except BaseException:
             sink.abort()
             raise
@@ -369,8 +371,9 @@ def run(args: argparse.Namespace) -> int:
     if not (model / "config.json").is_file():
         raise UserError(f"{model} is not a Hugging Face model folder (no config.json)")
     split = int(args.split_gb * 1024**3) if args.split_gb else 0
-    files = _convert(model, args.out, outtype=args.outtype, template=args.template, name=None, split_max_size=split)
-    template = model_template(model, args.template) or "raw"
+    files, template = _convert(model, args.out, outtype=args.outtype, template=args.template, name=None,
+                               split_max_size=split)
+    template = template or "raw"  # the Modelfile uses the template embedded in the GGUF
     for f in files:
         write_checksum(f)
         print(f"wrote {f} ({human_bytes(f.stat().st_size)})")

@@ -271,7 +271,7 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_TYPE, i
         modelfile: write ``<stem>.Modelfile`` and ``<file>.sha256`` beside ``out``.
         verbose: show llama.cpp's per-tensor log.
     """
-    from .gguf_export import convert_hf_to_gguf, gguf_template, model_template, write_checksum, write_modelfile
+    from .gguf_export import convert_hf_to_gguf, gguf_template, write_checksum, write_modelfile
 
     qtype = qtype_name(qtype)
     model, out = Path(model), Path(out)
@@ -295,13 +295,12 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_TYPE, i
             temp_f16 = out.with_name(tmp_name(out).name + ".f16.gguf")
             print(f"converting {model} to an F16 GGUF first ...", file=sys.stderr)
             src = convert_hf_to_gguf(model, temp_f16, outtype="f16", template=template)
-            found = model_template(model, template)
         else:
             src = model
             with open(src, "rb") as f:
                 if f.read(4) != b"GGUF":
                     raise UserError(f"{src} is not a GGUF file (give a .gguf or a Hugging Face model folder)")
-            found = template or gguf_template(src)
+        found = template or gguf_template(src)  # the Modelfile uses the template the GGUF carries
         start = time.time()
         print(f"quantizing {src.name} to {qtype} with {threads} threads "
               "(a 7B model takes a few minutes on 2 cores) ...", file=sys.stderr)

@@ -428,6 +428,22 @@ def test_cli_to_gguf(demo, tmp_path, capsys):
     assert (tmp_path / "l1.gguf.sha256").read_text() == f"{digest}  l1.gguf\n"
 
 
+def test_cli_modelfile_uses_the_embedded_template(demo, tmp_path):
+    """A folder named freely whose config names a catalog release: GGUF and Modelfile agree on the template."""
+    from helpers.__main__ import main
+    from helpers.templates import jinja_chat_template, ollama_template
+
+    model = tmp_path / "my-merged-model"
+    shutil.copytree(demo / "chinese-alpaca-2-7b", model)
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["_name_or_path"] = "hfl/chinese-alpaca-2-7b"
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    out = tmp_path / "m.gguf"
+    assert main(["to-gguf", "--model", str(model), "--out", str(out)]) == 0
+    assert fields(out)["tokenizer.chat_template"] == jinja_chat_template("llama2-zh")
+    assert ollama_template("llama2-zh") in (tmp_path / "m.Modelfile").read_text(encoding="utf-8")
+
+
 # ------------------------------------------------------------------------------------------------ Modelfile, split
 @pytest.mark.parametrize("template", ["alpaca", "llama2-zh", "llama3"])
 def test_modelfile(ours, tmp_path, template):

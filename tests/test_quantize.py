@@ -82,6 +82,24 @@ def test_quantize_hf_folder_writes_sidecars(demo, tmp_path):
     assert ollama_template("llama3") in modelfile and 'PARAMETER stop "<|eot_id|>"' in modelfile
 
 
+def test_quantize_hf_folder_modelfile_matches_embedded_template(demo, tmp_path):
+    """The catalog release named only in config.json's _name_or_path: GGUF and Modelfile agree."""
+    pytest.importorskip("llama_cpp")
+    import shutil
+
+    from helpers.gguf_export import gguf_template
+    from helpers.templates import ollama_template
+
+    model = tmp_path / "my-merged-model"
+    shutil.copytree(demo / "chinese-alpaca-2-7b", model)
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["_name_or_path"] = "hfl/chinese-alpaca-2-7b"
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    out = hq.quantize(model, tmp_path / "q" / "m-q8_0.gguf", qtype="q8_0", threads=2)
+    assert gguf_template(out) == "llama2-zh"
+    assert ollama_template("llama2-zh") in (tmp_path / "q" / "m-q8_0.Modelfile").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("qtype,ftype", [("q8_0", 7), ("q5_k_m", 17), ("q3_k_s", 11)])
 def test_types_and_cli(f16, tmp_path, qtype, ftype):
     pytest.importorskip("llama_cpp")
