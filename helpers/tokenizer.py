@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from helpers.util import UserError, atomic_path, write_json
+from helpers.util import UserError, atomic_path, read_json, write_json
 
 __all__ = ["load_tokenizer", "SentencePieceTokenizer"]
 
@@ -27,12 +27,8 @@ _FLAGS = ("lstrip", "rstrip", "single_word", "normalized", "special")
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); re-download the tokenizer files") from None
+    """An optional tokenizer JSON file as a dict (``{}`` when absent or not an object)."""
+    data = read_json(path, default={})
     return data if isinstance(data, dict) else {}
 
 
