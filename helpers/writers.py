@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
@@ -334,11 +335,8 @@ class PthSink(_FolderSink):
             sd = {}
             for tp in self.plan:
                 shape = self._piece_shape(tp.name, i)
-                numel = 1
-                for s in shape:
-                    numel *= s
-                sd[self.meta[tp.name]] = torch.from_file(str(self._piece(i, tp.name)), shared=False, size=numel,
-                                                         dtype=self.dtype).view(shape)
+                sd[self.meta[tp.name]] = torch.from_file(str(self._piece(i, tp.name)), shared=False,
+                                                         size=math.prod(shape), dtype=self.dtype).view(shape)
             self._fh_path = final.with_name(final.name + ".tmp")
             torch.save(sd, self._fh_path)
             del sd
