@@ -281,8 +281,9 @@ def _load_hf(path: Path, *, quantization: str | None = None, device: str | None 
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.float16)
             kwargs[dtype_key] = torch.float16
-        else:
+        else:  # LLM.int8 computes in fp16; a bf16 model would be cast on every matmul (and warn each time)
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+            kwargs[dtype_key] = torch.float16
     # load straight onto the device: a 7B fp16 model does not fit in Colab's CPU RAM on the way to the GPU
     kwargs["device_map"] = {"": torch.cuda.current_device() if device == "cuda" else device}
     try:
