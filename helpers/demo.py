@@ -95,21 +95,10 @@ def train_sentencepiece(lines: list[str], *, vocab_size: int, model_type: str, l
 
 def _sp_tokenizer_files(d: Path, model: bytes, *, pad: bool) -> int:
     """Write tokenizer.model + LlamaTokenizer configs (v1 Alpaca adds ``[PAD]``); return vocab size."""
-    from .vocab import piece_count
+    from .vocab import write_sp_tokenizer_files
 
     d.mkdir(parents=True, exist_ok=True)
-    (d / "tokenizer.model").write_bytes(model)
-    n = piece_count(model)
-    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-    config = {**special, "add_bos_token": True, "add_eos_token": False, "model_max_length": 1000000000000000019884624838656,
-              "tokenizer_class": "LlamaTokenizer", "clean_up_tokenization_spaces": False, "use_fast": False}
-    if pad:
-        special["pad_token"] = config["pad_token"] = "[PAD]"
-        write_json(d / "added_tokens.json", {"[PAD]": n})
-        n += 1
-    write_json(d / "special_tokens_map.json", special)
-    write_json(d / "tokenizer_config.json", config)
-    return n
+    return write_sp_tokenizer_files(d, model, pad=pad)
 
 
 def _llama3_tokenizer(d: Path) -> tuple[int, dict[str, int]]:

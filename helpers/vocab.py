@@ -157,16 +157,33 @@ def _special_names(sp) -> dict[str, str]:
     return names
 
 
-def write_tokenizer_dir(out_dir: str | Path, model: bytes) -> Path:
-    """Write ``tokenizer.model`` plus slow-``LlamaTokenizer`` config files into a new folder (atomically)."""
-    special = _special_names(sp_processor(model))
+def write_sp_tokenizer_files(folder: str | Path, model: bytes, *, pad: bool = False) -> int:
+    """Write ``tokenizer.model`` plus slow-``LlamaTokenizer`` configs into an existing folder.
+
+    With ``pad`` a ``[PAD]`` token is added after the pieces (as Chinese-Alpaca v1 did). Returns the
+    vocabulary size (pieces, plus one with ``pad``).
+    """
+    folder = Path(folder)
+    sp = sp_processor(model)
+    special = _special_names(sp)
     config = {**special, "add_bos_token": True, "add_eos_token": False, "clean_up_tokenization_spaces": False,
               "legacy": True, "model_max_length": 1000000000000000019884624838656, "sp_model_kwargs": {},
               "tokenizer_class": "LlamaTokenizer", "use_fast": False}
+    n = sp.get_piece_size()
+    (folder / "tokenizer.model").write_bytes(model)
+    if pad:
+        special["pad_token"] = config["pad_token"] = "[PAD]"
+        write_json(folder / "added_tokens.json", {"[PAD]": n})
+        n += 1
+    write_json(folder / "special_tokens_map.json", special)
+    write_json(folder / "tokenizer_config.json", config)
+    return n
+
+
+def write_tokenizer_dir(out_dir: str | Path, model: bytes) -> Path:
+    """Write ``tokenizer.model`` plus slow-``LlamaTokenizer`` config files into a new folder (atomically)."""
     with atomic_path(out_dir, is_dir=True) as tmp:
-        (tmp / "tokenizer.model").write_bytes(model)
-        write_json(tmp / "special_tokens_map.json", special)
-        write_json(tmp / "tokenizer_config.json", config)
+        write_sp_tokenizer_files(tmp, model)
     return Path(out_dir)
 
 
