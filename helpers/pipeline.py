@@ -40,6 +40,26 @@ def fetch_file(ref: str, out_dir: str | Path) -> Path:
     return target
 
 
+def merge_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str = "f16",
+                  base: str | None = None):
+    """Merge a catalog LoRA or patch release into its base, in the catalog's order.
+
+    Args:
+        name: catalog name of a ``lora`` or ``patch`` release (Plus releases bring their first LoRA).
+        out: output folder (``hf``/``pth``) or ``.gguf`` file.
+        fmt: ``gguf``, ``hf`` or ``pth``.
+        outtype: ``f16``, ``bf16``, ``f32`` or (gguf) ``q8_0``.
+        base: another base model (path or hub id) instead of the catalog's.
+    """
+    from . import catalog
+    from .merge import merge
+
+    entry = catalog.get(name)
+    default_base, steps = catalog.merge_plan(entry.name)
+    patch = steps.pop() if entry.kind == "patch" else None
+    return merge(base or default_base, steps, patch=patch, out=out, fmt=fmt, outtype=outtype)
+
+
 def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
     """Return an F16 GGUF for ``ref``, making it when needed (kept and reused on reruns).
 
@@ -50,7 +70,6 @@ def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
     from . import catalog
     from .env import resolve_model
     from .gguf_export import convert_hf_to_gguf
-    from .merge import merge
     from .util import UserError
 
     out_dir = Path(out_dir)
@@ -65,9 +84,7 @@ def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
     if target.is_file():
         return target
     if entry.kind in ("lora", "patch"):
-        base, steps = catalog.merge_plan(entry.name)
-        patch = steps.pop() if entry.kind == "patch" else None
-        merge(base, steps, patch=patch, out=target, fmt="gguf", outtype="f16")
+        merge_release(entry.name, target)
         return target
     if entry.kind == "gguf":
         raise UserError(f"{entry.name} is already a GGUF repo: download a file from {entry.hub_id} and give its path")

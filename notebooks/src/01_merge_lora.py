@@ -69,12 +69,11 @@ for i, lora in enumerate(loras, 1):
 # %%
 from pathlib import Path
 
-from helpers.merge import merge
+from helpers.pipeline import merge_release
 
 suffix = {"gguf": f"-{OUTTYPE}.gguf", "hf": "-hf", "pth": "-pth"}[OUTPUT_FORMAT]
 target = Path(OUTPUT_DIR) / f"{entry.name.removesuffix('-lora')}{suffix}"
-patch = loras.pop() if entry.kind == "patch" else None
-result = merge(base, loras, patch=patch, out=target, fmt=OUTPUT_FORMAT, outtype=OUTTYPE)
+result = merge_release(MODEL, target, fmt=OUTPUT_FORMAT, outtype=OUTTYPE, base=BASE_MODEL or None)
 result
 
 # %% [markdown]
