@@ -24,11 +24,6 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules or any(k.startswith("COLAB_") for k in os.environ)
 
 
-def smoke_mode() -> bool:
-    """True when ``NOTEBOOK_SMOKE=1``: notebooks switch to the offline demo assets."""
-    return os.environ.get("NOTEBOOK_SMOKE") == "1"
-
-
 def get_secret(name: str) -> str | None:
     """Return a secret from Colab's secrets panel, else from the environment, else None."""
     if in_colab():
