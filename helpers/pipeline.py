@@ -132,8 +132,6 @@ def run_pipeline(out: str | Path, *, model: str = DEFAULT_MODEL, qtype: str = "q
     t0 = time.perf_counter()
     backend = load_backend(str(quant), backend="llama.cpp")
     reply = backend.chat(prompt, max_new_tokens=max_new_tokens, temperature=0.0, do_sample=False)
-    if not isinstance(reply, str):
-        reply = "".join(reply)
     step("reply", t0)
 
     sizes = {p.name: p.stat().st_size for p in (f16, quant)}
