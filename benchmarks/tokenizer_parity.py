@@ -14,7 +14,7 @@ from pathlib import Path
 import sentencepiece as spm
 from transformers import AutoTokenizer
 
-from helpers import load_tokenizer
+from helpers.tokens import load_tokenizer
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 

@@ -14,7 +14,7 @@ __all__ = ["UserError", "load_tokenizer", "__version__"]
 
 
 def load_tokenizer(path, **kwargs):
-    """Load a tokenizer whose ids equal sentencepiece's (see :mod:`helpers.tokenizer`)."""
-    from .tokenizer import load_tokenizer as _load
+    """Load a tokenizer whose ids equal sentencepiece's (see :func:`helpers.tokens.load_tokenizer`)."""
+    from .tokens import load_tokenizer as load
 
-    return _load(path, **kwargs)
+    return load(path, **kwargs)

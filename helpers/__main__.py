@@ -1,6 +1,6 @@
 """Command-line interface: ``python -m helpers <command> ...``.
 
-Each command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args)``.
+Each command lives in a module of its sub-package, which provides ``add_arguments(parser)`` and ``run(args)``.
 Only the chosen command's module is imported, so ``--help`` stays fast and a command never pays
 for another's imports.
 
@@ -19,15 +19,15 @@ from .util import UserError
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("helpers.demo", "build the offline demo models (tiny, deterministic, in the released layouts)"),
-    "catalog": ("helpers.catalog", "list the released models this project knows"),
-    "merge": ("helpers.merge", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
-    "to-gguf": ("helpers.gguf_export", "convert a merged Hugging Face model folder to GGUF"),
-    "quantize": ("helpers.quantize", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
-    "chat": ("helpers.infer", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
-    "finetune": ("helpers.finetune", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
-    "expand-vocab": ("helpers.vocab", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
-    "evaluate": ("helpers.evaluate", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
+    "demo": ("helpers.demo.cli", "build the offline demo models (tiny, deterministic, in the released layouts)"),
+    "catalog": ("helpers.catalog.cli", "list the released models this project knows"),
+    "merge": ("helpers.merge.cli", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
+    "to-gguf": ("helpers.gguf.convert", "convert a merged Hugging Face model folder to GGUF"),
+    "quantize": ("helpers.gguf.llama_quantize", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
+    "chat": ("helpers.chat.cli", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
+    "finetune": ("helpers.train.cli", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
+    "expand-vocab": ("helpers.tokens.vocab", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
+    "evaluate": ("helpers.evaluate.cli", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
     "pipeline": ("helpers.pipeline", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
 }
 

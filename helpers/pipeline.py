@@ -10,22 +10,24 @@ import argparse
 import time
 from pathlib import Path
 
-from .util import human_bytes
-
-DATA = Path(__file__).with_name("data")
+from . import catalog
+from .chat import load_backend
+from .demo import use_demo_assets
+from .gguf import convert_hf_to_gguf, quantize
+from .hub import resolve_model
+from .merge import merge
+from .util import DATA_DIR, UserError, atomic_path, human_bytes
 DEFAULT_MODEL = "chinese-alpaca-2-7b-lora"
 DEFAULT_PROMPT = "请详细介绍一下北京的名胜古迹。"
 
 
 def default_eval_text() -> str:
     """A short Chinese text shipped with the package, for perplexity and token counts."""
-    return (DATA / "corpus_zh.txt").read_text(encoding="utf-8")
+    return (DATA_DIR / "corpus_zh.txt").read_text(encoding="utf-8")
 
 
 def fetch_file(ref: str, out_dir: str | Path) -> Path:
     """Return a local path for ``ref``: an existing file, or a URL downloaded once into ``out_dir``."""
-    from .util import UserError, atomic_path
-
     if not ref.startswith(("http://", "https://")):
         path = Path(ref).expanduser()
         if not path.is_file():
@@ -51,9 +53,6 @@ def merge_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str
         outtype: ``f16``, ``bf16``, ``f32`` or (gguf) ``q8_0``.
         base: another base model (path or hub id) instead of the catalog's.
     """
-    from . import catalog
-    from .merge import merge
-
     entry = catalog.get(name)
     default_base, steps = catalog.merge_plan(entry.name)
     patch = steps.pop() if entry.kind == "patch" else None
@@ -67,11 +66,6 @@ def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
     catalog name: a LoRA/patch release is merged straight into the GGUF, a full model is resolved
     (downloaded) and converted.
     """
-    from . import catalog
-    from .env import resolve_model
-    from .gguf_export import convert_hf_to_gguf
-    from .util import UserError
-
     out_dir = Path(out_dir)
     path = Path(str(ref)).expanduser()
     if path.suffix == ".gguf" and path.is_file():
@@ -102,11 +96,6 @@ def run_pipeline(out: str | Path, *, model: str = DEFAULT_MODEL, qtype: str = "q
         prompt: the question asked to the quantized model.
         max_new_tokens: length of the reply.
     """
-    from . import catalog
-    from .env import use_demo_assets
-    from .infer import load_backend
-    from .quantize import quantize
-
     out = Path(out)
     timings: dict[str, float] = {}
 

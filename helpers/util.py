@@ -20,6 +20,9 @@ from typing import Any, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 
 
+DATA_DIR = Path(__file__).with_name("data")  # text shipped with the package (demo corpus)
+
+
 class UserError(Exception):
     """A problem with the user's input or environment; the message says how to fix it."""
 

@@ -43,7 +43,7 @@ import helpers
 
 print("helpers", helpers.__version__)'''
 
-LLAMA_CPP = '''    from helpers.quantize import colab_install_llama_cpp
+LLAMA_CPP = '''    from helpers.gguf import colab_install_llama_cpp
 
     colab_install_llama_cpp()  # prebuilt wheel for this runtime when there is one; says how long otherwise'''
 

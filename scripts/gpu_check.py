@@ -12,9 +12,9 @@ import torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))
 import bitsandbytes, transformers, peft
 print("bnb", bitsandbytes.__version__, "transformers", transformers.__version__, "peft", peft.__version__)
-from helpers.env import use_demo_assets
+from helpers.demo import use_demo_assets
 demo = use_demo_assets("/tmp/demo")
-from helpers.infer import load_backend
+from helpers.chat import load_backend
 for q in ("4bit", "8bit", None):
     t0 = time.time()
     b = load_backend("chinese-alpaca-2-7b", backend="transformers", quantization=q)
@@ -23,7 +23,7 @@ for q in ("4bit", "8bit", None):
     print(f"[infer {q}] device={next(m.parameters()).device} dtype={next(m.parameters()).dtype} "
           f"linear={type(m.model.layers[0].self_attn.q_proj).__name__} reply={reply!r} {time.time()-t0:.1f}s", flush=True)
     del b, m; torch.cuda.empty_cache()
-from helpers.finetune import FinetuneConfig, finetune
+from helpers.train import FinetuneConfig, finetune
 out = Path("/tmp/qlora")
 cfg = FinetuneConfig(base=str(demo / "chinese-alpaca-2-7b"), data=str(demo / "data" / "sft_zh.json"), out=str(out),
                      max_steps=30, lr=2e-3, lora_r=8, lora_alpha=16, load_in_4bit=True, batch_size=4, grad_accum=1, save_steps=100)

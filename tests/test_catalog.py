@@ -14,6 +14,7 @@ import pytest
 from helpers import catalog
 from helpers.__main__ import main
 from helpers.catalog import CATALOG, ModelEntry
+from helpers.catalog.releases import check_catalog
 from helpers.util import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,11 +187,11 @@ def test_every_base_chain_is_consistent():
     broken = dataclasses.replace(CATALOG["chinese-alpaca-7b-lora"], base=("llama-13b",))  # wrong size
     entries = [broken if e.name == broken.name else e for e in CATALOG.values()]
     with pytest.raises(ValueError, match="base #0 'llama-13b'"):
-        catalog._check_catalog({e.name: e for e in entries}, entries)
+        check_catalog({e.name: e for e in entries}, entries)
     dangling = dataclasses.replace(broken, base=("llama-8b",))
     entries = [dangling if e.name == dangling.name else e for e in CATALOG.values()]
     with pytest.raises(ValueError, match="not in the catalog"):
-        catalog._check_catalog({e.name: e for e in entries}, entries)
+        check_catalog({e.name: e for e in entries}, entries)
 
 
 def test_get_and_find():

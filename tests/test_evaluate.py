@@ -36,7 +36,7 @@ def trained(demo, tmp_path_factory) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from helpers import load_tokenizer
+    from helpers.tokens import load_tokenizer
 
     src = demo / "Llama-2-7b-hf"
     torch.manual_seed(0)
@@ -59,11 +59,11 @@ def trained(demo, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ggufs(trained, tmp_path_factory) -> dict[str, Path]:
-    """F16 GGUF of the trained model and its Q8_0 / Q4_K_M quants (helpers.gguf_export + helpers.quantize)."""
+    """F16 GGUF of the trained model and its Q8_0 / Q4_K_M quants (helpers.gguf)."""
     pytest.importorskip("llama_cpp")
     try:
-        from helpers.gguf_export import convert_hf_to_gguf
-        from helpers.quantize import quantize
+        from helpers.gguf import convert_hf_to_gguf
+        from helpers.gguf import quantize
     except ImportError as exc:
         pytest.skip(f"GGUF export/quantize not available: {exc}")
     d = tmp_path_factory.mktemp("gguf")
@@ -94,7 +94,7 @@ def test_perplexity_matches_transformers_loss(trained, demo):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from helpers import load_tokenizer
+    from helpers.tokens import load_tokenizer
     from helpers.evaluate import perplexity
 
     text = _lines(demo / "data" / "heldout_zh.txt", 3)
@@ -172,7 +172,8 @@ def test_kl_divergence_grows_with_quantization(ggufs, demo):
 def test_compare_quants_table_and_plot(ggufs, demo, tmp_path):
     from matplotlib.figure import Figure
 
-    from helpers.evaluate import compare_quants, gguf_type, plot_quant_table
+    from helpers.evaluate import compare_quants, plot_quant_table
+    from helpers.gguf import gguf_type
 
     rows = compare_quants(ggufs["F16"], [ggufs["Q8_0"], ggufs["Q4_K_M"]], _lines(demo / "data" / "heldout_zh.txt", 10),
                           n_ctx=128, stride=64)
@@ -291,7 +292,7 @@ def test_multiple_choice_picks_planted_answer(planted_b, demo, tmp_path):
 def test_multiple_choice_through_llama_cpp(planted_b, demo, tmp_path):
     pytest.importorskip("llama_cpp")
     try:
-        from helpers.gguf_export import convert_hf_to_gguf
+        from helpers.gguf import convert_hf_to_gguf
     except ImportError as exc:
         pytest.skip(f"GGUF export not available: {exc}")
     from helpers.evaluate import multiple_choice

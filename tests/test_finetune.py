@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(demo, out, **kw):
-    from helpers.finetune import FinetuneConfig
+    from helpers.train import FinetuneConfig
 
     settings = dict(base=str(demo / "Llama-2-7b-hf"), data=str(demo / "data" / "sft_zh.json"), out=str(out),
                     lr=2e-3, lora_r=8, lora_alpha=16, lora_dropout=0.0, batch_size=4, grad_accum=1,
@@ -30,19 +30,19 @@ def _config(demo, out, **kw):
 
 @pytest.fixture(scope="module")
 def trained(demo, tmp_path_factory):
-    from helpers.finetune import finetune
+    from helpers.train import finetune
 
     out = tmp_path_factory.mktemp("ft") / "adapter"
     return finetune(_config(demo, out))
 
 
 def _batch(demo, n=16):
-    from helpers import load_tokenizer
-    from helpers.finetune import DataCollator, build_dataset, pad_id_of
+    from helpers.tokens import load_tokenizer
+    from helpers.train import DataCollator, build_dataset, pad_id_of
 
     cfg = _config(demo, "/unused", template="llama2-zh")
     tok = load_tokenizer(demo / "Llama-2-7b-hf")
-    from helpers.templates import get_template
+    from helpers.tokens import get_template
 
     examples = build_dataset(cfg, tok, get_template("llama2-zh"))[:n]
     return DataCollator(pad_id_of(tok))(examples)
@@ -57,7 +57,7 @@ def _load(path, adapter=None):
         from peft import PeftModel
 
         if len(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("modules_to_save") or []):
-            from helpers import load_tokenizer
+            from helpers.tokens import load_tokenizer
 
             model.resize_token_embeddings(len(load_tokenizer(adapter)))
         model = PeftModel.from_pretrained(model, str(adapter))
@@ -89,7 +89,7 @@ def test_training_lowers_the_loss(trained, demo):
 def test_output_layout(trained, demo):
     from safetensors import safe_open
 
-    from helpers.finetune import read_loss_csv
+    from helpers.train import read_loss_csv
 
     out = trained.out
     cfg = json.loads((out / "adapter_config.json").read_text())
@@ -113,8 +113,6 @@ def test_output_layout(trained, demo):
 def test_merged_adapter_reproduces_peft_logits(trained, demo, tmp_path):
     import torch
 
-    if not (ROOT / "helpers" / "merge.py").is_file():
-        pytest.skip("helpers/merge.py not written yet")
     merged = tmp_path / "merged"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "helpers", "merge", "--base", str(demo / "Llama-2-7b-hf"), "--lora",
@@ -132,7 +130,7 @@ def test_merged_adapter_reproduces_peft_logits(trained, demo, tmp_path):
 
 
 def test_resume_continues_from_the_checkpoint(demo, tmp_path):
-    from helpers.finetune import finetune, read_loss_csv
+    from helpers.train import finetune, read_loss_csv
 
     out = tmp_path / "run"
     first = finetune(_config(demo, out, max_steps=4, save_steps=2))
@@ -157,9 +155,9 @@ def test_resume_continues_from_the_checkpoint(demo, tmp_path):
 
 
 def test_labels_mask_the_prompt_exactly(demo):
-    from helpers import load_tokenizer
-    from helpers.finetune import IGNORE, tokenize_sft
-    from helpers.templates import build_prompt
+    from helpers.tokens import load_tokenizer
+    from helpers.train import IGNORE, tokenize_sft
+    from helpers.tokens import build_prompt
 
     tok = load_tokenizer(demo / "Llama-2-7b-hf")
     record = {"instruction": "请把下面这句话复述一遍。", "input": "今天天气很好。", "output": "今天天气很好。"}
@@ -179,9 +177,9 @@ def test_labels_mask_the_prompt_exactly(demo):
 
 
 def test_llama3_target_ends_with_eot(demo):
-    from helpers import load_tokenizer
-    from helpers.finetune import IGNORE, tokenize_sft
-    from helpers.templates import build_prompt
+    from helpers.tokens import load_tokenizer
+    from helpers.train import IGNORE, tokenize_sft
+    from helpers.tokens import build_prompt
 
     tok = load_tokenizer(demo / "Meta-Llama-3-8B-Instruct")
     record = {"instruction": "你好", "input": "", "output": "你好！"}
@@ -193,7 +191,7 @@ def test_llama3_target_ends_with_eot(demo):
 
 
 def test_collator_pads_ids_and_labels():
-    from helpers.finetune import DataCollator
+    from helpers.train import DataCollator
 
     batch = DataCollator(7)([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [1], "labels": [5]}])
     assert batch["input_ids"].tolist() == [[1, 2, 3], [1, 7, 7]]
@@ -202,8 +200,8 @@ def test_collator_pads_ids_and_labels():
 
 
 def test_pt_mode_groups_text_into_blocks(demo):
-    from helpers import load_tokenizer
-    from helpers.finetune import build_dataset, group_texts
+    from helpers.tokens import load_tokenizer
+    from helpers.train import build_dataset, group_texts
 
     assert group_texts([[1, 2, 3], [4, 5], [6, 7, 8]], 3) == [[1, 2, 3], [4, 5, 6]]
     tok = load_tokenizer(demo / "Llama-2-7b-hf")
@@ -220,7 +218,7 @@ def test_pt_mode_groups_text_into_blocks(demo):
 
 
 def test_pt_training_runs(demo, tmp_path):
-    from helpers.finetune import finetune
+    from helpers.train import finetune
 
     res = finetune(_config(demo, tmp_path / "pt", mode="pt", data=str(demo / "data" / "pt_zh.txt"), block_size=64,
                            max_steps=3))
@@ -228,7 +226,7 @@ def test_pt_training_runs(demo, tmp_path):
 
 
 def test_bad_sft_records_are_refused(tmp_path):
-    from helpers.finetune import load_sft_records
+    from helpers.train import load_sft_records
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "x"}]), encoding="utf-8")
@@ -245,8 +243,8 @@ def test_bad_sft_records_are_refused(tmp_path):
 def test_expanded_vocabulary_trains_embeddings_and_merges(demo, tmp_path):
     import torch
 
-    from helpers import load_tokenizer
-    from helpers.finetune import finetune
+    from helpers.tokens import load_tokenizer
+    from helpers.train import finetune
 
     tok_dir = demo / "chinese-alpaca-lora-7b"
     res = finetune(_config(demo, tmp_path / "v1", base=str(demo / "llama-7b"), tokenizer=str(tok_dir), max_steps=3))
@@ -256,8 +254,6 @@ def test_expanded_vocabulary_trains_embeddings_and_merges(demo, tmp_path):
     cfg = json.loads((res.out / "adapter_config.json").read_text())
     assert set(cfg["modules_to_save"]) == {"embed_tokens", "lm_head"}
     assert (res.out / "added_tokens.json").is_file()
-    if not (ROOT / "helpers" / "merge.py").is_file():
-        return
     merged = tmp_path / "merged"
     r = subprocess.run([sys.executable, "-m", "helpers", "merge", "--base", str(demo / "llama-7b"), "--lora",
                         str(res.out), "--out", str(merged), "--format", "hf"], capture_output=True, text=True,
@@ -282,7 +278,7 @@ T4 = 15 * 1024 ** 3
 
 
 def test_memory_estimate_refuses_13b_16bit_on_a_t4():
-    from helpers.finetune import estimate_memory
+    from helpers.train import estimate_memory
 
     est = estimate_memory(LLAMA_13B, load_in_4bit=False, lora_r=64, seq_len=512, batch_size=1, device_bytes=T4,
                           device_name="T4")
@@ -308,7 +304,7 @@ def test_memory_estimate_refuses_13b_16bit_on_a_t4():
 
 
 def test_memory_estimate_from_a_folder_and_the_catalog(demo):
-    from helpers.finetune import estimate_memory
+    from helpers.train import estimate_memory
 
     est = estimate_memory(str(demo / "Llama-2-7b-hf"), load_in_4bit=False, lora_r=8, seq_len=64, device_bytes=T4,
                           device_name="T4")
@@ -318,7 +314,7 @@ def test_memory_estimate_from_a_folder_and_the_catalog(demo):
 
 
 def test_config_validation(demo, tmp_path):
-    from helpers.finetune import FinetuneConfig
+    from helpers.train import FinetuneConfig
 
     ok = dict(base="b", data=str(demo / "data" / "sft_zh.json"), out=str(tmp_path / "o"))
     cfg = FinetuneConfig(**ok)
@@ -336,7 +332,7 @@ def test_config_validation(demo, tmp_path):
 def test_4bit_without_gpu_is_refused(demo, tmp_path):
     import torch
 
-    from helpers.finetune import finetune
+    from helpers.train import finetune
 
     if torch.cuda.is_available():
         pytest.skip("has a GPU")
@@ -364,7 +360,7 @@ def test_cli_trains_and_resumes(demo, tmp_path, capsys):
 
 
 def test_compare_answers(trained, demo):
-    from helpers.finetune import compare_answers
+    from helpers.train import compare_answers
 
     cmp = compare_answers(str(demo / "Llama-2-7b-hf"), trained.out, "请计算三加五等于多少？", max_new_tokens=6)
     before, after = cmp
@@ -373,7 +369,8 @@ def test_compare_answers(trained, demo):
 
 
 def test_sample_data(tmp_path):
-    from helpers.finetune import load_sft_records, sample_data
+    from helpers.train import load_sft_records
+    from helpers.demo import sample_data
 
     path = sample_data(tmp_path)
     assert len(load_sft_records(path)) >= 64
@@ -382,7 +379,7 @@ def test_sample_data(tmp_path):
 
 def test_live_plot_updates_one_notebook_image(monkeypatch):
     ipd = pytest.importorskip("IPython.display")
-    from helpers.finetune import _callbacks
+    from helpers.train import trainer_callbacks as _callbacks
 
     shown = []
 

@@ -115,7 +115,7 @@ def alpaca_v1(demo, tmp_path_factory) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from helpers.vocab import piece_count
+    from helpers.tokens import piece_count
 
     src, tok = demo / "llama-7b", demo / "chinese-alpaca-lora-7b"
     out = tmp_path_factory.mktemp("alpaca") / "chinese-alpaca-lora-7b"  # the release's name: the catalog knows it
@@ -143,7 +143,7 @@ def alpaca_v1(demo, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ours(demo, alpaca_v1, tmp_path_factory):
     """Our GGUFs: {(model, outtype): path} for the demo Llama-2, Llama-3 and the v1 Alpaca folder."""
-    from helpers.gguf_export import convert_hf_to_gguf
+    from helpers.gguf import convert_hf_to_gguf
 
     d = tmp_path_factory.mktemp("ours")
     models = {"llama2": demo / "Llama-2-7b-hf", "llama3": demo / "Meta-Llama-3-8B-Instruct", "alpaca": alpaca_v1}
@@ -202,7 +202,7 @@ def test_matches_llama_cpp_converter(ours, reference_converter, tmp_path, model,
     if model == "alpaca":
         tokens = f["tokenizer.ggml.tokens"]
         assert tokens[-1] == "[PAD]" and f["tokenizer.ggml.token_type"][-1] == gguf.TokenType.USER_DEFINED
-        from helpers.templates import jinja_chat_template
+        from helpers.tokens import jinja_chat_template
 
         assert f["tokenizer.chat_template"] == jinja_chat_template("alpaca")  # from the catalog entry
     assert f["general.file_type"] == {"f16": 1, "q8_0": 7}[outtype]
@@ -212,7 +212,7 @@ def test_qk_permutation_is_llama_cpp_interleaving():
     """Rotate-half (HF) pairs (i, i + d/2) become adjacent rows (2i, 2i + 1) in each head."""
     import torch
 
-    from helpers.gguf_export import permute_qk
+    from helpers.gguf import permute_qk
 
     n_head, head_dim = 2, 8
     w = torch.arange(n_head * head_dim, dtype=torch.float32)[:, None].repeat(1, 3)
@@ -253,7 +253,7 @@ def rel_err(a, b) -> float:
 @pytest.mark.parametrize("model", ["llama2", "llama3"])
 def test_logits_match_transformers(ours, tmp_path, model):
     pytest.importorskip("llama_cpp")
-    from helpers.quantize import quantize
+    from helpers.gguf import quantize
 
     errors = {}
     for outtype, bound in (("f16", 2e-3), ("q8_0", 3e-2)):
@@ -284,8 +284,8 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
     """A 1-layer, 64-wide GGUF with ``tokenizer_dir``'s vocabulary (zero weights: for vocab / metadata checks)."""
     import torch
 
-    from helpers.gguf_export import GGUFSink
-    from helpers.sink import TensorPlan
+    from helpers.checkpoint import TensorPlan
+    from helpers.gguf import GGUFSink, describe_model
 
     cfg = tiny_config(vocab, **config_extra)
     h, f = 64, 128
@@ -295,7 +295,8 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
                  ("mlp.down_proj", (h, f)), ("input_layernorm", (h,)), ("post_attention_layernorm", (h,))):
         shapes[f"model.layers.0.{k}.weight"] = s
     shapes.update({"model.norm.weight": (h,), "lm_head.weight": (vocab, h)})
-    sink = GGUFSink(out, outtype="f16", template=template, name=name, split_max_size=split_max_size)
+    card = describe_model(cfg, tokenizer_dir, name=name, template=template)
+    sink = GGUFSink(out, outtype="f16", card=card, split_max_size=split_max_size)
     sink.open(config=cfg, tokenizer_dir=tokenizer_dir, plan=[TensorPlan(k, s) for k, s in shapes.items()])
     for k, s in shapes.items():
         sink.write(k, torch.ones(s) if len(s) == 1 else torch.randn(s) * 0.02)
@@ -303,7 +304,7 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
 
 
 def sp_vocab_size(tokenizer_dir: Path) -> int:
-    from helpers.vocab import piece_count
+    from helpers.tokens import piece_count
 
     n = piece_count((tokenizer_dir / "tokenizer.model").read_bytes())
     added = tokenizer_dir / "added_tokens.json"
@@ -360,7 +361,7 @@ def test_llama3_tokenization_matches_hf(ours, demo):
     lines = zh_lines() + ["Hello, world! It's 2024 and we're testing.", "  spaces   and\ttabs\n"]
     for text in lines:
         assert llm.tokenize(text.encode(), add_bos=True, special=False) == hf.encode(text).ids, text
-    from helpers.templates import get_template
+    from helpers.tokens import get_template
 
     chat = get_template("llama3").render([{"role": "user", "content": "你好，请介绍一下自己。"}])
     assert llm.tokenize(chat.encode(), add_bos=True, special=True) == hf.encode(chat).ids
@@ -373,7 +374,7 @@ def test_llama3_tokenization_matches_hf(ours, demo):
 
 # ------------------------------------------------------------------------------------------------ metadata
 def test_chat_template_and_catalog(demo, tmp_path):
-    from helpers.templates import jinja_chat_template
+    from helpers.tokens import jinja_chat_template
 
     tok = demo / "chinese-alpaca-2-lora-7b"
     (p,) = tiny_gguf(tok, tmp_path / "a.gguf", sp_vocab_size(tok))  # catalog: chinese-alpaca-2 -> llama2-zh
@@ -410,7 +411,7 @@ def test_bad_inputs_leave_nothing(demo, tmp_path):
         tiny_gguf(tok, tmp_path / "x.gguf", sp_vocab_size(demo / "Llama-2-7b-hf"))
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(UserError, match="output type"):
-        from helpers.gguf_export import GGUFSink
+        from helpers.gguf import GGUFSink
 
         GGUFSink(tmp_path / "x.gguf", outtype="q4_k_m")
     assert main(["to-gguf", "--model", str(tok), "--out", str(tmp_path / "x.gguf")]) == 2
@@ -431,7 +432,7 @@ def test_cli_to_gguf(demo, tmp_path, capsys):
 def test_cli_modelfile_uses_the_embedded_template(demo, tmp_path):
     """A folder named freely whose config names a catalog release: GGUF and Modelfile agree on the template."""
     from helpers.__main__ import main
-    from helpers.templates import jinja_chat_template, ollama_template
+    from helpers.tokens import jinja_chat_template, ollama_template
 
     model = tmp_path / "my-merged-model"
     shutil.copytree(demo / "chinese-alpaca-2-7b", model)
@@ -447,8 +448,8 @@ def test_cli_modelfile_uses_the_embedded_template(demo, tmp_path):
 # ------------------------------------------------------------------------------------------------ Modelfile, split
 @pytest.mark.parametrize("template", ["alpaca", "llama2-zh", "llama3"])
 def test_modelfile(ours, tmp_path, template):
-    from helpers.gguf_export import write_modelfile
-    from helpers.templates import get_template, ollama_template
+    from helpers.gguf import write_modelfile
+    from helpers.tokens import get_template, ollama_template
 
     src = ours("llama3" if template == "llama3" else "llama2")
     g = tmp_path / "m.gguf"
@@ -465,7 +466,7 @@ def test_modelfile(ours, tmp_path, template):
 
 
 def test_split_and_export(ours, tmp_path, capsys):
-    from helpers.gguf_export import export_file, split_gguf, write_checksum
+    from helpers.gguf import export_file, split_gguf, write_checksum
 
     g = tmp_path / "model.gguf"
     shutil.copy(ours("llama2"), g)

@@ -31,15 +31,14 @@ def llama3_dir(demo) -> Path:
 
 
 def _convert(model_dir: Path, out: Path, **kw) -> Path:
-    gguf_export = pytest.importorskip("helpers.gguf_export", reason="helpers.gguf_export not available yet")
-    if not hasattr(gguf_export, "convert_hf_to_gguf"):
-        pytest.skip("helpers.gguf_export.convert_hf_to_gguf not available yet")
-    return gguf_export.convert_hf_to_gguf(model_dir, out, outtype="f16", **kw)
+    from helpers.gguf import convert_hf_to_gguf
+
+    return convert_hf_to_gguf(model_dir, out, outtype="f16", **kw)
 
 
 @pytest.fixture(scope="module")
 def backends(llama2_dir, llama3_dir):
-    from helpers.infer import load_backend
+    from helpers.chat import load_backend
 
     cache: dict = {}
 
@@ -67,16 +66,10 @@ def ggufs(tmp_path_factory, llama2_dir, llama3_dir):
     return get
 
 
-def _has_llama_cpp_and_writer() -> bool:
+def _has_llama_cpp() -> bool:
     import importlib.util
 
-    if importlib.util.find_spec("llama_cpp") is None:
-        return False
-    try:
-        from helpers.gguf_export import convert_hf_to_gguf  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def _eot_model(src: Path, dst: Path, stop_token: str) -> Path:
@@ -116,7 +109,7 @@ def _eot_model(src: Path, dst: Path, stop_token: str) -> Path:
 
 # ----------------------------------------------------------------------------- long context
 def test_ntk_alpha_formula():
-    from helpers.infer import ntk_alpha, ntk_rope_base
+    from helpers.chat import ntk_alpha, ntk_rope_base
 
     assert ntk_alpha(4096, 4096) == 1.0  # no scaling within the native context
     assert ntk_alpha(1000, 4096) == 1.0
@@ -129,7 +122,7 @@ def test_ntk_alpha_formula():
 
 
 def test_plan_rope_options():
-    from helpers.infer import ntk_rope_base, plan_rope
+    from helpers.chat import ntk_rope_base, plan_rope
 
     args = {"native_ctx": 4096, "base": 10000.0, "head_dim": 128}
     assert plan_rope(None, n_ctx=None, **args).kind == "config"
@@ -154,7 +147,7 @@ def test_rope_scaling_reaches_transformers_rotary_embedding():
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from helpers.infer import RopePlan, _apply_rope_to_config, ntk_rope_base
+    from helpers.chat import RopePlan, apply_rope_to_config as _apply_rope_to_config, ntk_rope_base
 
     def inv_freq(cfg):
         return LlamaRotaryEmbedding(cfg).inv_freq.double()
@@ -185,7 +178,7 @@ def test_rope_scaling_reaches_transformers_rotary_embedding():
 
 
 def test_ntk_option_on_both_backends(llama2_dir, ggufs):
-    from helpers.infer import load_backend, ntk_rope_base
+    from helpers.chat import load_backend, ntk_rope_base
 
     hf = load_backend(llama2_dir, template="llama2-zh", rope="ntk:4")
     want = ntk_rope_base(10000.0, 4.0, 64)
@@ -201,7 +194,7 @@ def test_ntk_option_on_both_backends(llama2_dir, ggufs):
 def test_quantization_refused_on_cpu(llama2_dir):
     import torch
 
-    from helpers.infer import load_backend
+    from helpers.chat import load_backend
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -211,7 +204,7 @@ def test_quantization_refused_on_cpu(llama2_dir):
 
 
 def test_bad_inputs(llama2_dir, tmp_path):
-    from helpers.infer import load_backend
+    from helpers.chat import load_backend
 
     with pytest.raises(UserError, match="merge it first"):
         load_backend("chinese-alpaca-2-7b-lora")
@@ -226,7 +219,7 @@ def test_bad_inputs(llama2_dir, tmp_path):
 @pytest.mark.parametrize("which", ["llama2", "llama3"])
 def test_same_greedy_continuation_transformers_and_llama_cpp(which, backends, ggufs):
     """F16 GGUF through llama.cpp and the HF folder through transformers pick the same greedy tokens."""
-    from helpers.infer import load_backend
+    from helpers.chat import load_backend
 
     hf = backends(which)
     cpp = load_backend(ggufs(which), n_ctx=512)
@@ -245,13 +238,13 @@ def test_same_greedy_continuation_transformers_and_llama_cpp(which, backends, gg
 
 @pytest.mark.parametrize("which, stop_token", [("llama3", "<|eot_id|>"), ("llama2", "</s>")])
 def test_stops_at_end_of_turn_token(which, stop_token, llama2_dir, llama3_dir, tmp_path):
-    from helpers.infer import load_backend
+    from helpers.chat import load_backend
 
     src = {"llama2": llama2_dir, "llama3": llama3_dir}[which]
     folder = _eot_model(src, tmp_path / f"{which}-eot", stop_token)
     hf = load_backend(folder, template="llama2-zh" if which == "llama2" else None)
     candidates = [hf]
-    if _has_llama_cpp_and_writer():
+    if _has_llama_cpp():
         candidates.append(load_backend(_convert(folder, tmp_path / f"{which}-eot.gguf",
                                                 template="llama2-zh" if which == "llama2" else None)))
         assert candidates[-1].template == hf.template
@@ -264,10 +257,10 @@ def test_stops_at_end_of_turn_token(which, stop_token, llama2_dir, llama3_dir, t
 
 
 def test_stop_event_and_early_close(backends, llama2_dir, tmp_path):
-    from helpers.infer import load_backend
+    from helpers.chat import load_backend
 
     candidates = [backends("llama2")]
-    if _has_llama_cpp_and_writer():
+    if _has_llama_cpp():
         candidates.append(load_backend(_convert(llama2_dir, tmp_path / "stop.gguf", template="llama2-zh"), n_ctx=256))
     for backend in candidates:
         ev = threading.Event()
@@ -282,7 +275,7 @@ def test_stop_event_and_early_close(backends, llama2_dir, tmp_path):
 
 
 def test_stop_filter():
-    from helpers.infer import StopFilter
+    from helpers.chat import StopFilter
 
     f = StopFilter(["### Instruction:", "</s>"])
     out = "".join(f.feed(p) for p in ["Hello", " wor", "ld\n\n##", "# Instr", "uction: more"]) + f.flush()
@@ -293,7 +286,7 @@ def test_stop_filter():
 
 
 def test_history_truncated_by_tokens(backends, monkeypatch):
-    from helpers.templates import build_prompt
+    from helpers.tokens import build_prompt
 
     hf = backends("llama2")
     seen: list[str] = []
@@ -314,7 +307,8 @@ def test_history_truncated_by_tokens(backends, monkeypatch):
 
 def test_template_from_gguf_metadata(llama2_dir, tmp_path):
     pytest.importorskip("llama_cpp")
-    from helpers.infer import gguf_metadata, load_backend
+    from helpers.gguf import read_metadata as gguf_metadata
+    from helpers.chat import load_backend
 
     for template in ("alpaca", "llama2-zh"):
         path = _convert(llama2_dir, tmp_path / f"model-{template}.gguf", template=template)
@@ -326,7 +320,7 @@ def test_template_from_gguf_metadata(llama2_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- speculative decoding
 def test_speculative_with_draft_equal_to_target(backends, capsys):
-    from helpers.infer import speculative_generate
+    from helpers.chat import speculative_generate
 
     hf = backends("llama2")
     text, stats = speculative_generate(hf, hf, "[INST] 你好 [/INST]", max_new_tokens=24, **GREEDY)
@@ -339,7 +333,7 @@ def test_speculative_with_draft_equal_to_target(backends, capsys):
 
 
 def test_speculative_refuses_other_vocabulary(backends, demo, monkeypatch):
-    from helpers.infer import load_backend, speculative_generate
+    from helpers.chat import load_backend, speculative_generate
 
     if (demo / "chinese-alpaca-2-1.3b").is_dir():  # a catalog name resolves through the local mirror
         monkeypatch.setenv("HELPERS_LOCAL_MODELS", str(demo))
@@ -378,7 +372,7 @@ def test_cli_chat_gguf(ggufs):
 # ----------------------------------------------------------------------------- notebook pieces
 def test_chat_widget_turns(backends):
     pytest.importorskip("ipywidgets")
-    from helpers.chatui import chat_widget
+    from helpers.chat import chat_widget
 
     hf = backends("llama2")
     box = chat_widget(hf, temperature=0, max_new_tokens=6)
@@ -407,7 +401,7 @@ def _free_port() -> int:
 def test_openai_server_round_trip(ggufs, tmp_path):
     for module in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings"):
         pytest.importorskip(module)
-    from helpers.chatui import openai_chat, start_openai_server
+    from helpers.chat import openai_chat, start_openai_server
 
     proc = start_openai_server(ggufs("llama3"), port=_free_port(), n_ctx=512, log_path=tmp_path / "server.log")
     try:
@@ -425,7 +419,7 @@ def test_openai_server_round_trip(ggufs, tmp_path):
 def test_openai_server_needs_extras(monkeypatch, tmp_path):
     import importlib.util
 
-    from helpers import chatui
+    from helpers import chat as chatui
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sse_starlette" else real(name, *a))
@@ -435,7 +429,7 @@ def test_openai_server_needs_extras(monkeypatch, tmp_path):
 
 def test_speculative_with_small_draft_keeps_greedy_reply(demo, monkeypatch):
     """Chinese-Alpaca-2-7B with the 1.3B draft (stand-ins): the same greedy reply as the target alone."""
-    from helpers.infer import load_backend, speculative_generate
+    from helpers.chat import load_backend, speculative_generate
 
     if not ((demo / "chinese-alpaca-2-7b").is_dir() and (demo / "chinese-alpaca-2-1.3b").is_dir()):
         pytest.skip("demo assets without the Chinese-Alpaca-2 7B/1.3B stand-ins")

@@ -14,7 +14,7 @@ import torch
 from reference import torch_state
 
 from helpers.merge import merge
-from helpers.sources import open_checkpoint
+from helpers.checkpoint import open_checkpoint
 from helpers.util import UserError, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -263,7 +263,6 @@ def test_nan_in_input_is_refused_and_leaves_nothing(demo, tmp_path):
 
 
 def test_gguf_output(demo, tmp_path):
-    pytest.importorskip("helpers.gguf_export")
     from gguf import GGUFReader
 
     out = tmp_path / "m.gguf"

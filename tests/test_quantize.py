@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import helpers.quantize as hq
+import helpers.gguf.llama_quantize as hq
 from helpers.util import UserError
 
 gguf = pytest.importorskip("gguf")
@@ -21,7 +21,7 @@ gguf = pytest.importorskip("gguf")
 
 @pytest.fixture(scope="module")
 def f16(demo, tmp_path_factory) -> Path:
-    from helpers.gguf_export import convert_hf_to_gguf
+    from helpers.gguf import convert_hf_to_gguf
 
     return convert_hf_to_gguf(demo / "Llama-2-7b-hf", tmp_path_factory.mktemp("q") / "l2-f16.gguf", outtype="f16")
 
@@ -72,7 +72,7 @@ def test_binary_backend_command_line(f16, tmp_path, monkeypatch):
 
 def test_quantize_hf_folder_writes_sidecars(demo, tmp_path):
     pytest.importorskip("llama_cpp")
-    from helpers.templates import ollama_template
+    from helpers.tokens import ollama_template
 
     out = hq.quantize(demo / "Meta-Llama-3-8B-Instruct", tmp_path / "l3-q4_k_m.gguf", threads=2)
     assert file_type(out) == 15
@@ -87,8 +87,8 @@ def test_quantize_hf_folder_modelfile_matches_embedded_template(demo, tmp_path):
     pytest.importorskip("llama_cpp")
     import shutil
 
-    from helpers.gguf_export import gguf_template
-    from helpers.templates import ollama_template
+    from helpers.gguf import gguf_template
+    from helpers.tokens import ollama_template
 
     model = tmp_path / "my-merged-model"
     shutil.copytree(demo / "chinese-alpaca-2-7b", model)

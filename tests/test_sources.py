@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import sources
+from helpers.checkpoint import files as sources
 from reference import torch_state
 
-from helpers.sources import open_adapter, open_checkpoint, tokenizer_vocab_size
+from helpers.checkpoint import open_adapter, open_checkpoint
+from helpers.tokens import tokenizer_vocab_size
 from helpers.util import UserError
 
 
@@ -55,7 +56,7 @@ def test_single_file_checkpoints(demo, tmp_path):
             assert sorted(ckpt.names()) == sorted(ref)
 
 
-# Meta's layout, written out independently of helpers.sources
+# Meta's layout, written out independently of helpers.checkpoint
 META_NAMES = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",
               "self_attn.o_proj": "attention.wo", "mlp.gate_proj": "feed_forward.w1",
               "mlp.down_proj": "feed_forward.w2", "mlp.up_proj": "feed_forward.w3",

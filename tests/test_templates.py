@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from helpers import templates as T
+from helpers import tokens as T
 from helpers.util import UserError
 
 HEADER = "Below is an instruction that describes a task. Write a response that appropriately completes the request."

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from helpers.tokenizer import load_tokenizer
+from helpers.tokens import load_tokenizer
 from helpers.util import UserError
 
 spm = pytest.importorskip("sentencepiece")
@@ -155,7 +155,7 @@ def test_save_load_round_trip_and_added_pad(tiny, tmp_path):
 
 
 def test_chat_template_by_id(tiny):
-    from helpers.templates import build_prompt
+    from helpers.tokens import build_prompt
 
     sp = _sp(tiny)
     tok = load_tokenizer(tiny, chat_template="llama2-zh")

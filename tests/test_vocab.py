@@ -43,9 +43,9 @@ def tiny_pair(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_expand_generated_tokenizers(tiny_pair, tmp_path):
-    from helpers import load_tokenizer
+    from helpers.tokens import load_tokenizer
     from helpers.demo import corpus
-    from helpers.vocab import expand_vocab
+    from helpers.tokens import expand_vocab
 
     base, add = tiny_pair
     base_pieces, add_pieces = _pieces(base), _pieces(add)
@@ -82,7 +82,7 @@ def test_expand_generated_tokenizers(tiny_pair, tmp_path):
 
 
 def test_expand_llama_32k_plus_chinese_20k(shared_fixtures, tmp_path):
-    from helpers.vocab import expand_vocab
+    from helpers.tokens import expand_vocab
 
     base = shared_fixtures / "llama-2-tokenizer-32k" / "tokenizer.model"
     add = shared_fixtures / "chinese_sp_20k.model"
@@ -129,7 +129,7 @@ def _weights(folder: Path) -> dict:
 def test_init_new_embeddings_mean_of_old_pieces(demo, tmp_path):
     import torch
 
-    from helpers.vocab import init_new_embeddings, piece_count, sp_processor, split_new_pieces
+    from helpers.tokens import init_new_embeddings, piece_count, sp_processor, split_new_pieces
 
     base = demo / "Llama-2-7b-hf"
     new_tok = demo / "chinese-llama-2-lora-7b"  # the demo base tokenizer + a Chinese vocabulary
@@ -162,7 +162,7 @@ def test_init_new_embeddings_mean_of_old_pieces(demo, tmp_path):
 def test_init_new_embeddings_added_pad_and_errors(demo, tiny_pair, tmp_path):
     import torch
 
-    from helpers.vocab import init_new_embeddings, piece_count
+    from helpers.tokens import init_new_embeddings, piece_count
 
     base = demo / "Llama-2-7b-hf"
     alpaca = demo / "chinese-alpaca-lora-7b"  # Chinese vocabulary on the same base pieces, plus an added [PAD]
@@ -186,7 +186,7 @@ def test_init_new_embeddings_counts_tokens_added_in_tokenizer_config(demo, tmp_p
     """transformers' newer tokenizer folders list an added ``[PAD]`` only in tokenizer_config.json."""
     import shutil
 
-    from helpers.vocab import init_new_embeddings, piece_count
+    from helpers.tokens import init_new_embeddings, piece_count
 
     src = demo / "chinese-llama-2-lora-7b"
     tok = tmp_path / "tok"

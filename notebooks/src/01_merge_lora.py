@@ -41,7 +41,7 @@ SAVE_TO_DRIVE = False  # @param {type:"boolean"}
 DOWNLOAD = False  # @param {type:"boolean"}
 
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids resolve to tiny offline stand-ins
-    from helpers.env import use_demo_assets
+    from helpers.demo import use_demo_assets
 
     use_demo_assets()
     OUTPUT_DIR = "smoke-output/01_merge"
@@ -92,7 +92,7 @@ for f in files:
 # Colab runtimes get recycled: copy the result to Drive before a long download.
 
 # %%
-from helpers.gguf_export import export_file
+from helpers.gguf import export_file
 
 if target.is_file():
     export_file(target, to_drive=SAVE_TO_DRIVE, download=DOWNLOAD)

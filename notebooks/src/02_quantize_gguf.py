@@ -40,7 +40,7 @@ SAVE_TO_DRIVE = False  # @param {type:"boolean"}
 DOWNLOAD = False  # @param {type:"boolean"}
 
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins for the same hub ids
-    from helpers.env import use_demo_assets
+    from helpers.demo import use_demo_assets
 
     DEMO = use_demo_assets()
     MODEL, QUANT_TYPES, OUTPUT_DIR = "chinese-alpaca-2-7b-lora", "q8_0,q4_k_m", "smoke-output/02_quantize"
@@ -62,7 +62,7 @@ print(f16)
 # ## Quantize
 
 # %%
-from helpers.quantize import quantize
+from helpers.gguf import quantize
 
 types = [t.strip().lower() for t in QUANT_TYPES.split(",") if t.strip()]
 quants = {t: quantize(f16, Path(OUTPUT_DIR) / f16.name.replace("-f16", f"-{t}"), qtype=t) for t in types}
@@ -86,7 +86,7 @@ rows
 # Each GGUF has a `Modelfile` (for `ollama create`) and a `.sha256` beside it.
 
 # %%
-from helpers.gguf_export import export_file
+from helpers.gguf import export_file
 
 for path in quants.values():
     export_file(path, to_drive=SAVE_TO_DRIVE, download=DOWNLOAD, split_gb=SPLIT_GB or None)

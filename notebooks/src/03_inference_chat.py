@@ -38,7 +38,7 @@ START_SERVER = True  # @param {type:"boolean"}
 SERVER_MODEL = "chinese-alpaca-2-7b-gguf"  # @param {type:"string"}
 
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins, CPU, short replies
-    from helpers.env import use_demo_assets
+    from helpers.demo import use_demo_assets
 
     from helpers.pipeline import f16_gguf
 
@@ -53,7 +53,7 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins, CPU, 
 # %%
 import torch
 
-from helpers.infer import load_backend
+from helpers.chat import load_backend
 
 quant = None if QUANTIZATION == "none" or not torch.cuda.is_available() else QUANTIZATION
 bot = load_backend(MODEL, backend=BACKEND, quantization=quant, rope=ROPE or None)
@@ -72,7 +72,7 @@ print()
 # History is kept and trimmed by tokens; the stop button interrupts a reply; the sliders set sampling.
 
 # %%
-from helpers.infer import chat_widget
+from helpers.chat import chat_widget
 
 chat_widget(bot, max_new_tokens=MAX_NEW_TOKENS)
 
@@ -82,7 +82,7 @@ chat_widget(bot, max_new_tokens=MAX_NEW_TOKENS)
 # `/v1/chat/completions` API. It serves the GGUF loaded above, or `SERVER_MODEL` (the release's Q4_K GGUF).
 
 # %%
-from helpers.infer import openai_chat, resolve, start_openai_server
+from helpers.chat import openai_chat, resolve, start_openai_server
 
 if START_SERVER:
     gguf_path = bot.path if bot.name == "llama.cpp" else resolve(SERVER_MODEL)[0]
@@ -98,7 +98,7 @@ if START_SERVER:
 # big model checks in one pass; the reply is the same, only faster.
 
 # %%
-from helpers.infer import speculative_generate
+from helpers.chat import speculative_generate
 
 if DRAFT_MODEL and bot.name == "transformers":
     draft = load_backend(DRAFT_MODEL, backend="transformers")

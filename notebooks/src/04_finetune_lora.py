@@ -40,7 +40,7 @@ OUTPUT_DIR = "/content/finetune"  # @param {type:"string"}
 TEST_PROMPT = "请计算三加五等于多少？"  # @param {type:"string"}
 
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins, a few CPU steps
-    from helpers.env import use_demo_assets
+    from helpers.demo import use_demo_assets
 
     use_demo_assets()
     LOAD_IN_4BIT, MAX_STEPS, LEARNING_RATE, LORA_R, LORA_ALPHA = False, 6, 1e-3, 8, 16
@@ -52,8 +52,9 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins, a few
 # gradient checkpointing. It refuses early (for example 13B in 16-bit on a T4) instead of crashing later.
 
 # %%
-from helpers.env import resolve_model
-from helpers.finetune import FinetuneConfig, estimate_memory, sample_data
+from helpers.hub import resolve_model
+from helpers.train import FinetuneConfig, estimate_memory
+from helpers.demo import sample_data
 
 base_dir = resolve_model(BASE_MODEL)
 data = sample_data(OUTPUT_DIR) if DATA == "sample" else DATA
@@ -66,7 +67,7 @@ print(estimate_memory(str(base_dir), load_in_4bit=LOAD_IN_4BIT, lora_r=LORA_R, s
 # The loss plot updates while it trains; an interrupted run resumes from its last checkpoint.
 
 # %%
-from helpers.finetune import finetune
+from helpers.train import finetune
 
 result = finetune(config)
 result
@@ -76,7 +77,7 @@ result
 # The same prompt, answered by the base model and by the base model with the new adapter.
 
 # %%
-from helpers.finetune import compare_answers
+from helpers.train import compare_answers
 
 before, after = compare_answers(str(base_dir), result.adapter_dir, TEST_PROMPT, max_new_tokens=32)
 print("before:", before)

@@ -38,7 +38,7 @@ SHOTS = 0  # @param [0, 5]
 OUTPUT_DIR = "/content/vocab_eval"  # @param {type:"string"}
 
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins
-    from helpers.env import use_demo_assets
+    from helpers.demo import use_demo_assets
 
     DEMO = use_demo_assets()
     CHINESE_SP_MODEL = str(DEMO / "data" / "chinese_sp.model")
@@ -51,9 +51,9 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins
 # %%
 from pathlib import Path
 
-from helpers.env import resolve_model
+from helpers.hub import resolve_model
 from helpers.pipeline import default_eval_text, fetch_file
-from helpers.vocab import expand_vocab
+from helpers.tokens import expand_vocab
 
 text = Path(EVAL_TEXT).read_text(encoding="utf-8") if EVAL_TEXT else default_eval_text()
 base_tokenizer = resolve_model(BASE_TOKENIZER, allow_patterns=["tokenizer*", "special_tokens_map.json"])
@@ -93,6 +93,6 @@ if MC_CSV:
 
 # %% [markdown]
 # ## Next steps
-# - Prepare a model for the new vocabulary with `helpers.vocab.init_new_embeddings`, then continue
+# - Prepare a model for the new vocabulary with `helpers.tokens.init_new_embeddings`, then continue
 #   pre-training with `04_finetune_lora.ipynb` in `pt` mode.
 # - `02_quantize_gguf.ipynb` compares quantization types on the same text.

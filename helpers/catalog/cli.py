@@ -1,0 +1,45 @@
+"""``python -m helpers catalog [NAME] [--kind K] [--generation G] [--json]``: print the catalog."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .entry import GENERATIONS, KINDS
+from .lookup import get, merge_plan, names
+from .releases import CATALOG
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m helpers catalog``."""
+    parser.add_argument("name", nargs="?", help="show one model (catalog name or hub id) and its merge plan")
+    parser.add_argument("--kind", choices=KINDS, help="only this kind of release")
+    parser.add_argument("--generation", choices=GENERATIONS, help="only this generation")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the catalog (or one entry) as a table or JSON."""
+    if getattr(args, "name", None):
+        entry = get(args.name)
+        data = entry.to_dict()
+        if entry.base:
+            base, steps = merge_plan(entry.name)
+            data["merge_plan"] = {"base": base, "apply": steps}
+        if args.json:
+            print(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            print("\n".join(f"{k}: {v}" for k, v in data.items()))
+        return 0
+    entries = [CATALOG[n] for n in names(kind=args.kind, generation=args.generation)]
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2, ensure_ascii=False))
+        return 0
+    rows = [["name", "kind", "hub id", "vocab", "template", "context"]]
+    rows += [[e.name, e.kind, e.hub_id, str(e.vocab_size), e.template, str(e.context_length)] for e in entries]
+    print(_table(rows))
+    return 0

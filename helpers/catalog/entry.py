@@ -1,0 +1,97 @@
+"""One released model artefact: :class:`ModelEntry` and the vocabularies of its fields."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("lora", "full", "patch", "gguf")
+GENERATIONS = ("v1", "v2", "v3", "ocl", "original")
+FAMILIES = ("llama", "llama2", "llama3")
+TEMPLATES = ("alpaca", "llama2-zh", "llama3", "raw")
+
+_SIZE_RE = re.compile(r"^\d+(\.\d+)?B$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One released model artefact.
+
+    Attributes:
+        name: catalog key, lowercase (``chinese-alpaca-2-7b-lora``).
+        hub_id: Hugging Face repo id (``hfl/chinese-alpaca-2-lora-7b``).
+        kind: ``lora`` | ``full`` | ``patch`` | ``gguf``.
+        generation: ``v1`` | ``v2`` | ``v3`` | ``ocl`` | ``original`` (Meta's own weights).
+        family: architecture family of the weights: ``llama`` (LLaMA-1), ``llama2``, ``llama3``.
+        size: parameter count as released (``1.3B``, ``7B``, ``13B``, ``33B``, ``8B``).
+        vocab_size: rows of the embedding matrix after merging.
+        template: prompt template id: ``alpaca``, ``llama2-zh``, ``llama3`` or ``raw`` (plain continuation).
+        context_length: native trained context in tokens.
+        rope_scaling: HF-config-style RoPE scaling of long-context models, else ``None``.
+        base: for ``lora``/``patch``: catalog names to apply first, in order (the original base, then
+            earlier LoRAs). Empty for ``full``/``gguf``.
+        instruct: an instruction/chat model (needs its template).
+        needs_trust_remote_code: the HF weights ship custom modelling code (64K YaRN models).
+        notes: one short remark for people choosing a model.
+    """
+
+    name: str
+    hub_id: str
+    kind: str
+    generation: str
+    family: str
+    size: str
+    vocab_size: int
+    template: str
+    context_length: int
+    rope_scaling: dict | None = field(default=None, hash=False)
+    base: tuple[str, ...] = ()
+    instruct: bool = False
+    needs_trust_remote_code: bool = False
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        def bad(what: str) -> ValueError:
+            return ValueError(f"catalog entry {self.name!r}: {what}")
+
+        if not self.name or self.name != self.name.lower() or any(c.isspace() for c in self.name):
+            raise bad("name must be non-empty lowercase without spaces")
+        if self.hub_id.count("/") != 1 or not all(self.hub_id.split("/")):
+            raise bad(f"hub_id {self.hub_id!r} must look like 'owner/repo'")
+        for attr, allowed in (("kind", KINDS), ("generation", GENERATIONS), ("family", FAMILIES),
+                              ("template", TEMPLATES)):
+            if getattr(self, attr) not in allowed:
+                raise bad(f"{attr} {getattr(self, attr)!r} is not one of {', '.join(allowed)}")
+        if not _SIZE_RE.match(self.size):
+            raise bad(f"size {self.size!r} must look like '7B' or '1.3B'")
+        if not isinstance(self.vocab_size, int) or self.vocab_size <= 0:
+            raise bad("vocab_size must be a positive int")
+        if not isinstance(self.context_length, int) or self.context_length <= 0:
+            raise bad("context_length must be a positive int")
+        object.__setattr__(self, "base", tuple(self.base))
+        if self.kind in ("lora", "patch") and not self.base:
+            raise bad(f"a {self.kind} needs a base to be merged into")
+        if self.kind in ("full", "gguf") and self.base:
+            raise bad(f"a {self.kind} model has no base")
+        if self.generation == "original" and self.kind != "full":
+            raise bad("original (Meta) models are listed as full models")
+        if self.instruct != (self.template != "raw"):
+            raise bad("instruct models need a chat template and base models the 'raw' template")
+        if self.rope_scaling is not None:
+            if not isinstance(self.rope_scaling, dict) or "type" not in self.rope_scaling \
+                    or "factor" not in self.rope_scaling:
+                raise bad("rope_scaling must be a dict with 'type' and 'factor'")
+            object.__setattr__(self, "rope_scaling", dict(self.rope_scaling))
+
+    @property
+    def is_instruct(self) -> bool:
+        """Same as :attr:`instruct`."""
+        return self.instruct
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (``base`` as a list)."""
+        d = dataclasses.asdict(self)
+        d["base"] = list(self.base)
+        return d
+

@@ -1,0 +1,30 @@
+"""Chat: one interface over transformers and llama.cpp, long context, speculative decoding, widget and server.
+
+:func:`load_backend` takes an HF folder, a ``.gguf`` file, a hub id or a catalog name and returns a
+:class:`Backend` whose :meth:`Backend.chat` renders the release's own prompt template, drops the oldest turns
+beyond a token budget, generates (streamed or not) and stops at the template's end-of-turn tokens and stop
+strings, which never appear in the reply.
+
+- :mod:`.backend`: the :class:`Backend` interface and :class:`StopFilter`;
+- :mod:`.hf` / :mod:`.llamacpp`: the transformers and llama.cpp back ends;
+- :mod:`.load`: :func:`load_backend` and :func:`resolve`;
+- :mod:`.longctx`: RoPE scaling plans (NTK, linear, YaRN);
+- :mod:`.speculative`: :func:`speculative_generate`;
+- :mod:`.widget` / :mod:`.server`: the notebook chat box and the OpenAI-compatible server;
+- :mod:`.cli`: ``python -m helpers chat``.
+"""
+from __future__ import annotations
+
+from .backend import GEN_KEYS, Backend, StopFilter
+from .hf import TransformersBackend, load_hf_model, load_transformers
+from .llamacpp import LlamaCppBackend, load_llama_cpp
+from .load import load_backend, pick_gguf, resolve
+from .longctx import RopePlan, apply_rope_to_config, ntk_alpha, ntk_rope_base, plan_rope
+from .server import openai_chat, start_openai_server
+from .speculative import speculative_generate
+from .widget import ChatBox, chat_widget
+
+__all__ = ["GEN_KEYS", "Backend", "ChatBox", "LlamaCppBackend", "RopePlan", "StopFilter", "TransformersBackend",
+           "apply_rope_to_config", "chat_widget", "load_backend", "load_hf_model", "load_llama_cpp",
+           "load_transformers", "ntk_alpha", "ntk_rope_base", "openai_chat", "pick_gguf", "plan_rope", "resolve",
+           "speculative_generate", "start_openai_server"]

@@ -1,0 +1,176 @@
+"""A PEFT LoRA folder opened for merging, in every layout that was released: :func:`open_adapter`.
+
+Old (2023) PEFT layouts included: ``adapter_model.bin`` pickles (read with ``weights_only``), configs with
+fields newer PEFT does not know, ``modules_to_save`` keys without the ``modules_to_save.default`` infix.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..tokens import has_tokenizer, tokenizer_files, tokenizer_vocab_size
+from ..util import UserError, read_json
+from .files import SafetensorsFile, corrupt_message, fresh_tensor, torch_load
+
+if TYPE_CHECKING:
+    import torch
+
+_LORA_KEY = re.compile(r"(?P<mod>.+)\.(?P<ab>lora_A|lora_B)(?:\.[\w-]+)?\.weight")
+_LORA_EMB_KEY = re.compile(r"(?P<mod>.+)\.(?P<ab>lora_embedding_A|lora_embedding_B)(?:\.[\w-]+)?")
+_SAVED_KEY = re.compile(r"(?P<mod>.+)\.modules_to_save\.[\w-]+\.(?P<p>weight|bias)")
+
+
+@dataclass(frozen=True)
+class LoraPair:
+    """Keys of one LoRA pair in the adapter file and how to apply it to a base weight."""
+
+    a: str
+    b: str
+    scaling: float
+    transpose: bool  # fan_in_fan_out (Conv1D-style weights) or an embedding LoRA
+
+
+class Adapter:
+    """A PEFT LoRA folder. Use :func:`open_adapter`.
+
+    Attributes:
+        path: the folder.
+        config: ``adapter_config.json`` as a dict.
+        r, alpha, scaling: rank, ``lora_alpha`` and ``alpha / r`` (``alpha / sqrt(r)`` with rsLoRA).
+        fan_in_fan_out: base weights stored transposed (GPT-2 ``Conv1D``).
+        lora: HF weight name -> :class:`LoraPair`.
+        saved: HF weight name -> key of its ``modules_to_save`` replacement in the adapter file.
+        tokenizer_dir, tokenizer_vocab: the folder's tokenizer and its size (``None`` without one).
+        files: files read (config, weights), for checksums.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        cfg_path = path / "adapter_config.json"
+        if not cfg_path.is_file():
+            raise UserError(f"{path} has no adapter_config.json, so it is not a complete LoRA folder; "
+                            "download adapter_config.json from the LoRA's repository")
+        self.config = cfg = read_json(cfg_path)
+        if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+            raise UserError(f"{path} is a {cfg.get('peft_type')} adapter; only LoRA adapters can be merged")
+        try:
+            self.r = int(cfg["r"])
+            self.alpha = float(cfg.get("lora_alpha", 8))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{cfg_path} lacks a valid 'r'; download it again") from None
+        self.use_rslora = bool(cfg.get("use_rslora", False))
+        self.fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
+        self.scaling = self._scale(self.r, self.alpha)
+        st, binf = path / "adapter_model.safetensors", path / "adapter_model.bin"
+        if st.is_file():
+            self._store: Any = SafetensorsFile(st)
+            self.weights_file = st
+        elif binf.is_file():
+            self._store = torch_load(binf)
+            self.weights_file = binf
+        else:
+            raise UserError(f"{path} has no adapter_model.safetensors or adapter_model.bin; download it again")
+        self.files = [cfg_path, self.weights_file]
+        self.lora: dict[str, LoraPair] = {}
+        self.saved: dict[str, str] = {}
+        self._parse_keys(list(self._store.keys()))
+        self.tokenizer_dir = path if has_tokenizer(path) else None
+        self.tokenizer_vocab = tokenizer_vocab_size(path) if self.tokenizer_dir else None
+        if self.tokenizer_dir:
+            self.files += tokenizer_files(path)
+
+    def _scale(self, r: int, alpha: float) -> float:
+        return alpha / (math.sqrt(r) if self.use_rslora else r)
+
+    def _module_scale(self, module: str) -> float:
+        def pick(pattern: dict, default: float) -> float:
+            for key, value in (pattern or {}).items():
+                if re.match(rf"(.*\.)?({key})$", module):
+                    return float(value)
+            return default
+
+        r = pick(self.config.get("rank_pattern"), self.r)
+        return self._scale(int(r), pick(self.config.get("alpha_pattern"), self.alpha))
+
+    def _parse_keys(self, keys: list[str]) -> None:
+        halves: dict[str, dict[str, str]] = {}
+        for key in keys:
+            k = key.removeprefix("base_model.model.")
+            if m := (_LORA_KEY.fullmatch(k) or _LORA_EMB_KEY.fullmatch(k)):
+                halves.setdefault(m["mod"], {})[m["ab"]] = key
+            elif m := _SAVED_KEY.fullmatch(k):
+                self.saved[f"{m['mod']}.{m['p']}"] = key
+            elif ".original_module." in k:
+                continue
+            elif "lora_magnitude_vector" in k:
+                raise UserError(f"{self.path} is a DoRA adapter; merging DoRA is not supported")
+            elif k.endswith((".weight", ".bias")):  # old PEFT: modules_to_save saved under the plain name
+                self.saved[k] = key
+        for mod, ab in halves.items():
+            emb = "lora_embedding_A" in ab or "lora_embedding_B" in ab
+            a, b = (ab.get("lora_embedding_A"), ab.get("lora_embedding_B")) if emb else (ab.get("lora_A"), ab.get("lora_B"))
+            if a is None or b is None:
+                raise UserError(corrupt_message(self.weights_file, f"{mod} has only half of its LoRA pair"))
+            self.lora[f"{mod}.weight"] = LoraPair(a, b, self._module_scale(mod), emb or self.fan_in_fan_out)
+
+    def key_shape(self, key: str) -> tuple[int, ...]:
+        s = self._store
+        return s.shape(key) if isinstance(s, SafetensorsFile) else tuple(s[key].shape)
+
+    def _get(self, key: str, dtype: "torch.dtype") -> "torch.Tensor":
+        s = self._store
+        return s.get(key, dtype=dtype) if isinstance(s, SafetensorsFile) else fresh_tensor(s[key], dtype)
+
+    def delta_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of the weight the LoRA pair for ``name`` adds to."""
+        p = self.lora[name]
+        a, b = self.key_shape(p.a), self.key_shape(p.b)
+        return (a[1], b[0]) if p.transpose else (b[0], a[1])
+
+    def saved_shape(self, name: str) -> tuple[int, ...]:
+        return self.key_shape(self.saved[name])
+
+    def get_saved(self, name: str) -> "torch.Tensor":
+        """The ``modules_to_save`` replacement for ``name``, as a fresh float32 tensor."""
+        import torch
+
+        return self._get(self.saved[name], torch.float32)
+
+    def add_delta(self, w: "torch.Tensor", name: str) -> None:
+        """``w += scaling * B @ A`` in place (transposed for fan_in_fan_out / embedding LoRAs)."""
+        import torch
+
+        p = self.lora[name]
+        a, b = self._get(p.a, torch.float32), self._get(p.b, torch.float32)
+        if p.transpose:
+            w.addmm_(a.t(), b.t(), alpha=p.scaling)
+        else:
+            w.addmm_(b, a, alpha=p.scaling)
+
+    @property
+    def embed_rows(self) -> int | None:
+        """Rows of the saved embeddings (or lm_head): the LoRA's vocabulary, ``None`` if it saves neither."""
+        for n in ("model.embed_tokens.weight", "lm_head.weight"):
+            if n in self.saved:
+                return self.saved_shape(n)[0]
+        return None
+
+    def close(self) -> None:
+        if isinstance(self._store, SafetensorsFile):
+            self._store.close()
+        self._store = {}
+
+
+def open_adapter(path: str | Path) -> Adapter:
+    """Open a PEFT LoRA folder (``adapter_config.json`` + ``adapter_model.{safetensors,bin}``).
+
+    Raises:
+        UserError: missing config or weights, pickled code in ``adapter_model.bin``, a corrupt file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"LoRA folder {path} not found")
+    return Adapter(path)

@@ -1,0 +1,57 @@
+"""The tensor plan, and the contract between whatever streams tensors (the merge, ``to-gguf``) and the writers.
+
+The merge knows every output tensor's name and shape before it computes any of them (from the base
+checkpoint's headers and the LoRAs' ``modules_to_save`` shapes). It hands that plan to a sink,
+then streams each finished tensor, in plan order, as float32 in Hugging Face naming
+(``model.layers.0.self_attn.q_proj.weight``, ``lm_head.weight``, ...). Writers that need a header
+first (GGUF) use the plan; writers that shard (HF, Meta .pth) use it to decide shard boundaries.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """One output tensor: HF name and shape."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+
+class TensorSink(Protocol):
+    """Something that turns a stream of tensors into files.
+
+    The output is built under :attr:`partial` (a hidden sibling of the final name) and moved into place by
+    :meth:`close`, which also writes the checksums when the sink was asked to; nothing ever appears under a
+    final name before it is complete.
+    """
+
+    partial: Path  # where the unfinished output lives
+
+    def open(self, *, config: dict, tokenizer_dir: Path, plan: list[TensorPlan]) -> None:
+        """Start: ``config`` is the HF config.json dict (``vocab_size`` updated), ``plan`` every tensor in order."""
+
+    def done(self, name: str) -> bool:
+        """True when ``name`` is already safely on disk from an earlier, interrupted run (resume)."""
+
+    def write(self, name: str, tensor: "torch.Tensor") -> None:
+        """Receive one finished float32 tensor, in plan order."""
+
+    def close(self) -> list[Path]:
+        """Finish, write checksums if asked, move outputs to their final names and return them."""
+
+    def abort(self, *, keep_partial: bool) -> None:
+        """Stop after a failure: keep what a resume can use (``keep_partial``), or delete the partial output.
+        Final names are never touched."""

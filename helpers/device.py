@@ -1,0 +1,31 @@
+"""Where tensors compute: the torch dtype to load a model in, and the keyword transformers names it by."""
+from __future__ import annotations
+
+from typing import Any
+
+from .util import UserError
+
+
+def torch_dtype(dtype: Any, on_gpu: bool):
+    """The torch dtype for ``dtype`` (a name, a torch dtype, or ``None``/``"auto"``: bf16/fp16 on GPU, fp32 on CPU)."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        if not on_gpu:
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
+    value = getattr(torch, names.get(str(dtype), str(dtype)), None)
+    if not isinstance(value, torch.dtype):
+        raise UserError(f"unknown dtype {dtype!r}; use float16, bfloat16 or float32")
+    return value
+
+
+def dtype_kwarg() -> str:
+    """``from_pretrained``'s dtype keyword: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"

@@ -1,0 +1,209 @@
+"""Perplexity over sliding windows, and the KL divergence of a quantized model from its reference.
+
+- :func:`perplexity`: sliding window of ``n_ctx`` tokens moved by ``stride``; every token after the
+  first is scored exactly once, with at least ``n_ctx - stride`` tokens of context after the first window.
+- :func:`kl_divergence`: the same windows through a reference (F16) and a quantized model;
+  KL(P_ref || P_quant) per token, averaged, plus the top-1 agreement and both perplexities.
+- :func:`compare_quants` / :func:`plot_quant_table`: the notebooks' table of types, sizes and quality.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..gguf import gguf_type
+from ..util import UserError, progress
+from .scorers import open_model
+
+
+def read_text(text_or_file: str | Path) -> str:
+    """A :class:`~pathlib.Path` (or a string naming an existing file) is read as UTF-8; other strings are text."""
+    if isinstance(text_or_file, Path) or (isinstance(text_or_file, str) and "\n" not in text_or_file
+                                          and len(text_or_file) < 4096 and os.path.isfile(text_or_file)):
+        path = Path(text_or_file)
+        if not path.is_file():
+            raise UserError(f"text file {path} not found")
+        return path.read_text(encoding="utf-8")
+    return str(text_or_file)
+
+
+def windows(n: int, n_ctx: int, stride: int) -> Iterator[tuple[int, int, int]]:
+    """Sliding windows over ``n`` tokens: ``(begin, end, first)``; targets ``first..end-1`` are scored.
+
+    The first window scores all its tokens after the first; each later window starts with
+    ``n_ctx - stride`` (at least 1) already-scored tokens as context and scores the rest, so every
+    position ``t >= 1`` is scored exactly once.
+    """
+    if not 0 < stride <= n_ctx:
+        raise UserError(f"stride must be between 1 and n_ctx ({n_ctx}); got {stride}")
+    context = max(n_ctx - stride, 1)
+    begin, first = 0, 1
+    while True:
+        end = min(begin + n_ctx, n)
+        yield begin, end, first
+        if end >= n:
+            return
+        begin, first = end - context, end
+
+
+def log_softmax(x):
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def _token_ids(scorer, text: str) -> list[int]:
+    ids = scorer.encode(text, bos=True)
+    if len(ids) < 2:
+        raise UserError("the text is too short to measure (fewer than 2 tokens)")
+    return ids
+
+
+def _window_logprobs(scorer, ids: list[int], n_ctx: int, stride: int, desc: str):
+    """Yield ``(logprobs of the predicting positions, target ids)`` per window."""
+    n_ctx = min(n_ctx, scorer.max_ctx)
+    spans = list(windows(len(ids), n_ctx, min(stride, n_ctx)))
+    for begin, end, first in progress(spans, desc=desc, unit="window"):
+        logits = scorer.logits(ids[begin:end])
+        yield log_softmax(logits[first - 1 - begin: end - 1 - begin]), ids[first:end]
+
+
+def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n_ctx: int = 512,
+               stride: int = 256) -> float:
+    """Perplexity of ``model`` on a text: ``exp`` of the mean negative log-likelihood per token.
+
+    Args:
+        model: GGUF path, HF folder, ``llama_cpp.Llama`` (with ``logits_all``) or ``(model, tokenizer)``.
+        text_or_file: the text, or a path to a UTF-8 file (BOS is prepended once).
+        backend: ``auto``, ``transformers`` or ``llama.cpp``.
+        n_ctx: window length in tokens.
+        stride: how far the window moves; the first ``n_ctx - stride`` tokens of later windows are context only.
+    """
+    import numpy as np
+
+    scorer = open_model(model, backend=backend, n_ctx=n_ctx)
+    ids = _token_ids(scorer, read_text(text_or_file))
+    nll, count = 0.0, 0
+    for logp, targets in _window_logprobs(scorer, ids, n_ctx, stride, "perplexity"):
+        nll -= float(logp[np.arange(len(targets)), targets].sum())
+        count += len(targets)
+    return math.exp(nll / count)
+
+
+@dataclass(frozen=True)
+class KLReport:
+    """Token-level comparison of a quantized model with its reference.
+
+    Attributes:
+        mean_kld: mean KL(P_ref || P_quant) in nats per token.
+        max_kld: the largest per-token KL divergence.
+        top1_agreement: share of positions where both models' most likely token is the same.
+        ppl_ref: perplexity of the reference on the text.
+        ppl_quant: perplexity of the quantized model on the text.
+        n_tokens: scored positions.
+    """
+
+    mean_kld: float
+    max_kld: float
+    top1_agreement: float
+    ppl_ref: float
+    ppl_quant: float
+    n_tokens: int
+
+    def __post_init__(self) -> None:
+        if self.n_tokens <= 0:
+            raise ValueError("n_tokens must be positive")
+
+
+def _kl(ref, quant, text: str, n_ctx: int, stride: int) -> KLReport:
+    import numpy as np
+
+    if ref.n_vocab != quant.n_vocab:
+        raise UserError(f"the models have different vocabularies ({ref.n_vocab} vs {quant.n_vocab}); "
+                        "compare a quant only with the F16 it was made from")
+    ids = _token_ids(ref, text)
+    n_ctx = min(n_ctx, ref.max_ctx, quant.max_ctx)
+    spans = list(windows(len(ids), n_ctx, min(stride, n_ctx)))
+    kl_sum = kl_max = nll_r = nll_q = 0.0
+    agree = count = 0
+    for begin, end, first in progress(spans, desc="KL divergence", unit="window"):
+        rows = slice(first - 1 - begin, end - 1 - begin)
+        lp = log_softmax(ref.logits(ids[begin:end])[rows])
+        lq = log_softmax(quant.logits(ids[begin:end])[rows])
+        kld = np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
+        targets, pos = ids[first:end], np.arange(end - first)
+        kl_sum, kl_max = kl_sum + float(kld.sum()), max(kl_max, float(kld.max()))
+        nll_r -= float(lp[pos, targets].sum())
+        nll_q -= float(lq[pos, targets].sum())
+        agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
+        count += len(targets)
+    return KLReport(mean_kld=kl_sum / count, max_kld=kl_max, top1_agreement=agree / count,
+                    ppl_ref=math.exp(nll_r / count), ppl_quant=math.exp(nll_q / count), n_tokens=count)
+
+
+def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_ctx: int = 512,
+                  stride: int = 256, backend: str = "auto") -> KLReport:
+    """KL divergence of a quantized model's next-token distributions from its reference's (F16).
+
+    Both models read the same tokens (the reference's tokenization) in the same windows.
+
+    Args:
+        reference_gguf: the F16 GGUF (or any model :func:`open_model` accepts).
+        quant_gguf: the quantized GGUF made from it.
+        text: text or a path to a UTF-8 file.
+        n_ctx: window length; stride: window step (see :func:`perplexity`).
+        backend: passed to :func:`open_model` for both.
+    """
+    ref = open_model(reference_gguf, backend=backend, n_ctx=n_ctx)
+    quant = open_model(quant_gguf, backend=backend, n_ctx=n_ctx)
+    return _kl(ref, quant, read_text(text), n_ctx, stride)
+
+
+def compare_quants(f16_gguf: str | Path, quant_paths: Sequence[str | Path], text: str | Path, *,
+                   n_ctx: int = 512, stride: int = 256) -> list[dict]:
+    """One row per model for the notebooks' table: type, size, perplexity and KL divergence from the F16.
+
+    Returns:
+        dicts with ``type``, ``path``, ``size`` (bytes), ``size_gb``, ``ppl``, ``kld``, ``max_kld``, ``top1``;
+        the F16 comes first (kld 0).
+    """
+    text = read_text(text)
+    ref = open_model(f16_gguf, backend="llama.cpp", n_ctx=n_ctx)
+    rows = []
+    for path in [f16_gguf, *quant_paths]:
+        size = Path(path).stat().st_size
+        if Path(path) == Path(f16_gguf):
+            ppl = perplexity(ref, text, n_ctx=n_ctx, stride=stride)
+            row = dict(ppl=ppl, kld=0.0, max_kld=0.0, top1=1.0)
+        else:
+            r = _kl(ref, open_model(path, backend="llama.cpp", n_ctx=n_ctx), text, n_ctx, stride)
+            row = dict(ppl=r.ppl_quant, kld=r.mean_kld, max_kld=r.max_kld, top1=r.top1_agreement)
+        rows.append({"type": gguf_type(path), "path": str(path), "size": size, "size_gb": size / 1e9, **row})
+    return rows
+
+
+def plot_quant_table(rows: Sequence[dict], *, title: str = "quantization: size, perplexity, KL divergence"):
+    """Bar chart of :func:`compare_quants` rows (size, perplexity, mean KLD per type); returns the Figure."""
+    from matplotlib.figure import Figure
+
+    if not rows:
+        raise UserError("no rows to plot; run compare_quants first")
+    names = [r["type"] for r in rows]
+    fig = Figure(figsize=(max(6.0, 1.2 * len(rows) * 3), 3.6))
+    big = max(r["size"] for r in rows) >= 1e9
+    panels = [("size (GB)" if big else "size (MB)", [r["size"] / (1e9 if big else 1e6) for r in rows]),
+              ("perplexity", [r["ppl"] for r in rows]), ("mean KL divergence (nats)", [r["kld"] for r in rows])]
+    for i, (label, values) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        bars = ax.bar(names, values, color=["#4c72b0", "#55a868", "#c44e52"][i])
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

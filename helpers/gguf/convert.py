@@ -1,0 +1,88 @@
+"""``to-gguf``: a merged Hugging Face LLaMA folder to GGUF, one tensor at a time, through :class:`GGUFSink`.
+
+``python -m helpers to-gguf --model DIR --out FILE.gguf [--outtype f16] [--template ID] [--split-gb N]``
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..checkpoint import TensorPlan, open_checkpoint
+from ..util import UserError, human_bytes, progress
+from .card import describe_model
+from .export import write_modelfile
+from .sink import GGUFSink
+from .types import WRITE_TYPES
+
+
+def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",
+                       template: str | None = None, name: str | None = None, split_max_size: int = 0,
+                       sha256: bool = False) -> Path:
+    """Convert a Hugging Face LLaMA folder to GGUF; returns the file (the first shard when split).
+
+    The arguments are those of :func:`convert_to_gguf_files`.
+    """
+    return convert_to_gguf_files(model_dir, out_path, outtype=outtype, template=template, name=name,
+                                 split_max_size=split_max_size, sha256=sha256)[0]
+
+
+def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",
+                          template: str | None = None, name: str | None = None, split_max_size: int = 0,
+                          sha256: bool = False) -> list[Path]:
+    """Convert a Hugging Face LLaMA folder to GGUF, one tensor at a time; returns the files written.
+
+    Args:
+        model_dir: folder with config.json, the weights (safetensors or .bin shards) and the tokenizer.
+        out_path: the ``.gguf`` to write (atomically: a temporary name until complete).
+        outtype: ``f32``, ``f16``, ``bf16`` or ``q8_0``.
+        template: prompt template id for the embedded chat template (default: from catalog / tokenizer).
+        name: ``general.name`` / catalog name (default: the folder's name).
+        split_max_size: bytes of tensor data per shard (0: one file); shards are ``<stem>-0000i-of-0000N.gguf``.
+        sha256: write ``<file>.sha256`` beside each file.
+
+    Returns:
+        the GGUF files (the first shard first; one file unless ``split_max_size`` splits it).
+    """
+    model_dir = Path(model_dir)
+    with open_checkpoint(model_dir) as ckpt:
+        names = list(ckpt.names())
+        plan = [TensorPlan(n, tuple(ckpt.shape(n))) for n in names]
+        tokenizer_dir = Path(ckpt.tokenizer_dir or model_dir)
+        card = describe_model(ckpt.config, tokenizer_dir, name=name or model_dir.name, template=template)
+        sink = GGUFSink(out_path, outtype=outtype, card=card, split_max_size=split_max_size, sha256=sha256)
+        try:
+            sink.open(config=dict(ckpt.config), tokenizer_dir=tokenizer_dir, plan=plan)
+            for n in progress(names, desc=f"to GGUF {outtype}", unit="tensor"):
+                sink.write(n, ckpt.get(n))
+            return sink.close()
+        except BaseException as exc:
+            sink.abort(keep_partial=not isinstance(exc, UserError))
+            raise
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m helpers to-gguf``."""
+    parser.add_argument("--model", required=True, help="Hugging Face model folder (merged model)")
+    parser.add_argument("--out", required=True, help="output .gguf file")
+    parser.add_argument("--outtype", default="f16", choices=WRITE_TYPES, help="type of the 2-D weights (default f16)")
+    parser.add_argument("--template", default=None, help="prompt template id (alpaca, llama2-zh, llama3, raw); "
+                                                         "default: from the catalog / tokenizer files")
+    parser.add_argument("--split-gb", type=float, default=None, help="split into shards of at most this many GiB")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``python -m helpers to-gguf``: the GGUF, its ``.sha256`` and (one file) an Ollama Modelfile."""
+    model = Path(args.model)
+    if not (model / "config.json").is_file():
+        raise UserError(f"{model} is not a Hugging Face model folder (no config.json)")
+    split = int(args.split_gb * 1024**3) if args.split_gb else 0
+    files = convert_to_gguf_files(model, args.out, outtype=args.outtype, template=args.template, split_max_size=split,
+                                  sha256=True)
+    for f in files:
+        print(f"wrote {f} ({human_bytes(f.stat().st_size)})")
+    if len(files) == 1:
+        from .metadata import gguf_template
+
+        template = gguf_template(files[0]) or "raw"  # the Modelfile uses the template embedded in the GGUF
+        print(f"wrote {write_modelfile(files[0], template=template)} (template {template})")
+    return 0

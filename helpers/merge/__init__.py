@@ -1,0 +1,23 @@
+"""The streaming merge: LoRAs (in order) or a full-weight patch into a base model, to HF, Meta ``.pth`` or GGUF.
+
+- :mod:`.core`: :func:`merge`, in three steps: preflight, stream, finish;
+- :mod:`.options`: :class:`MergeOptions` and :class:`MergeResult`;
+- :mod:`.inputs`: opening the inputs and verifying their SHA256;
+- :mod:`.preflight`: every check before anything is written, and the :class:`MergePlan`;
+- :mod:`.stream`: the tensor-by-tensor pass;
+- :mod:`.job`: what makes two merges the same job;
+- :mod:`.writers`: the HF safetensors and Meta ``.pth`` sinks (the GGUF sink is :class:`helpers.gguf.GGUFSink`);
+- :mod:`.cli`: ``python -m helpers merge``.
+"""
+from __future__ import annotations
+
+from .core import make_sink, merge
+from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
+from .options import FORMATS, OUTTYPES, MergeOptions, MergeResult
+from .preflight import MergePlan, plan_merge
+from .stream import INTERRUPT_ENV, merged_tensor
+from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params
+
+__all__ = ["DEFAULT_SHARD_BYTES", "FORMATS", "INTERRUPT_ENV", "OUTTYPES", "HFSink", "MergeInputs", "MergeOptions",
+           "MergePlan", "MergeResult", "PthSink", "make_sink", "merge", "merged_tensor", "meta_params", "open_inputs",
+           "parse_sha256_file", "plan_merge", "verify_inputs"]

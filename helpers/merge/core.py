@@ -1,0 +1,114 @@
+"""``merge()``: LoRA adapters (one or several, in order) or a full-weight patch into a base model, in one pass.
+
+Three named steps:
+
+1. **preflight** (:mod:`.preflight`): resolve and open the inputs, verify their checksums, check them against
+   each other, plan the output and check the disk, all before anything is written;
+2. **stream** (:mod:`.stream`): compute each tensor in float32 and hand it to a sink, the HF or Meta ``.pth``
+   writer (:mod:`.writers`) or :class:`helpers.gguf.GGUFSink`;
+3. **finish**: the sink renames its partial output into place (with checksums); the result is reported.
+
+Outputs are built under a hidden partial name and renamed when complete; a rerun resumes an interrupted job and
+says so when the job is already done.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any, Collection, Mapping
+
+from ..checkpoint import TensorSink
+from ..gguf import GGUFSink, describe_model
+from ..util import UserError, human_bytes, read_json
+from .inputs import MergeInputs, label, open_inputs, verify_inputs
+from .job import already_done, job_identity
+from .options import DTYPES, MergeOptions, MergeResult
+from .preflight import MergePlan, check_resources, describe, plan_merge
+from .stream import stream
+from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process so far, in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: MergeInputs, *, job: dict,
+              name: str) -> TensorSink:
+    """The writer for ``options.fmt``, given everything it writes besides the tensors."""
+    if options.fmt == "gguf":
+        card = describe_model(plan.config, plan.tokenizer_dir, name=name)
+        return GGUFSink(target, outtype=options.outtype, card=card, sha256=options.write_sha256)
+    fingerprint = json.dumps([job, [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in inputs.files()]])
+    extra: dict[str, Any] = {"merge.json": {"job": job, "vocab_size": plan.vocab_size}}
+    dtype = DTYPES[options.outtype]
+    if options.fmt == "pth":
+        return PthSink(target, n_shards=options.pth_shards, dtype=dtype, job=fingerprint, sha256=options.write_sha256,
+                       extra_json=extra)
+    gen = inputs.base_dir / "generation_config.json" if inputs.base_dir.is_dir() else None
+    extra["generation_config.json"] = (read_json(gen) if gen and gen.is_file() else
+                                       {k: plan.config[k] for k in ("bos_token_id", "eos_token_id") if k in plan.config})
+    return HFSink(target, max_shard_bytes=options.max_shard_bytes or DEFAULT_SHARD_BYTES, dtype=dtype,
+                  job=fingerprint, sha256=options.write_sha256, extra_json=extra)
+
+
+def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions) -> tuple[list[Path], int, int]:
+    """Open the sink, stream every tensor, close it; returns ``(outputs, written, resumed)``.
+
+    A bad input (:class:`UserError`) fails the same way next time, so its partial output is deleted; any other
+    interruption keeps it for a resume.
+    """
+    try:
+        sink.open(config=plan.config, tokenizer_dir=plan.tokenizer_dir, plan=plan.tensors)
+        written, resumed = stream(plan, inputs, sink, outtype=options.outtype, show_progress=options.progress)
+        return sink.close(), written, resumed
+    except BaseException as exc:
+        sink.abort(keep_partial=not isinstance(exc, UserError))
+        raise
+
+
+def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str | Path | None = None,
+          out: str | Path, fmt: str = "hf", outtype: str = "f16", overwrite: bool = False,
+          verify_sha256: Mapping[str, str | Collection[str]] | None = None, write_sha256: bool = True,
+          progress: bool = True, max_shard_bytes: int | None = None, pth_shards: int | None = None) -> MergeResult:
+    """Merge ``loras`` (in order) and/or ``patch`` into ``base`` and write the result.
+
+    Args:
+        base: base model folder or hub id (HF safetensors / .bin shards, or Meta .pth).
+        loras: LoRA folders or hub ids, applied in this order.
+        patch: a full-weight delta checkpoint (Open-Chinese-LLaMA), added last.
+        out: output folder (``hf``/``pth``), or ``.gguf`` file (a folder gets ``ggml-model-<outtype>.gguf``).
+        fmt, outtype, overwrite, verify_sha256, write_sha256, progress, max_shard_bytes, pth_shards: see
+            :class:`MergeOptions`.
+
+    Raises:
+        UserError: any problem with the inputs, found before anything is written.
+    """
+    t0 = time.time()
+    options = MergeOptions(fmt=fmt, outtype=outtype, overwrite=overwrite, verify_sha256=verify_sha256,
+                           write_sha256=write_sha256, progress=progress, max_shard_bytes=max_shard_bytes,
+                           pth_shards=pth_shards)
+    loras = list(loras)
+    target = options.target(out)
+    job = job_identity(base, loras, patch, options)
+    if not overwrite and already_done(target, fmt, job):
+        print(f"already merged into {target} (use --overwrite to merge again)")
+        return MergeResult([target], 0, 0, seconds=time.time() - t0, peak_rss_bytes=peak_rss(), already_merged=True)
+
+    inputs = open_inputs(base, loras, patch)
+    try:
+        if verify_sha256:
+            print(f"verified SHA256 of {verify_inputs(inputs, verify_sha256)} input files")
+        plan = plan_merge(inputs)
+        print(describe(plan, inputs, target, check_resources(plan, target, options)))
+        sink = make_sink(options, target, plan, inputs, job=job, name=label(loras[-1] if loras else patch or base))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        outputs, written, resumed = _write(plan, inputs, sink, options)
+    finally:
+        inputs.close()
+    result = MergeResult(list(outputs), plan.vocab_size, written, resumed, time.time() - t0, peak_rss())
+    print(f"merged into {target}: {written} tensors written" + (f", {resumed} resumed" if resumed else "")
+          + f", vocabulary {plan.vocab_size}, {result.seconds:.1f} s, peak RSS {human_bytes(result.peak_rss_bytes)}")
+    return result

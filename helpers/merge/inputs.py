@@ -1,0 +1,96 @@
+"""The inputs of a merge: the base checkpoint, the LoRA adapters in order, an optional patch; and their checksums."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Collection, Mapping
+
+from ..checkpoint import Adapter, Checkpoint, open_adapter, open_checkpoint
+from ..hub import resolve_model
+from ..util import UserError, sha256_file
+
+
+def label(ref: str | Path) -> str:
+    """How a model reference is named in messages: the folder or repo name."""
+    return Path(str(ref)).name or str(ref)
+
+
+@dataclass
+class MergeInputs:
+    """The opened inputs: ``base``, ``adapters`` as ``(label, Adapter)`` in order, and the patch."""
+
+    base: Checkpoint
+    base_dir: Path
+    adapters: list[tuple[str, Adapter]] = field(default_factory=list)
+    patch: Checkpoint | None = None
+    patch_label: str = ""
+
+    def files(self) -> list[Path]:
+        """Every input file (weights, configs, tokenizers), for checksums and change detection."""
+        files = list(self.base.files) + [f for _, a in self.adapters for f in a.files]
+        return files + (list(self.patch.files) if self.patch is not None else [])
+
+    def close(self) -> None:
+        """Close every open file."""
+        for obj in [self.base, self.patch, *(a for _, a in self.adapters)]:
+            if obj is not None:
+                obj.close()
+
+
+def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | None) -> MergeInputs:
+    """Resolve (download when needed) and open the base, the LoRAs and the patch.
+
+    Raises:
+        UserError: a reference cannot be resolved, or a file is missing, truncated or unsafe.
+    """
+    base_dir = resolve_model(base, what="base model")
+    lora_dirs = [resolve_model(x, what="LoRA") for x in loras]
+    patch_dir = resolve_model(patch, what="patch") if patch else None
+    inputs = MergeInputs(base=open_checkpoint(base_dir), base_dir=base_dir)
+    try:
+        for ref, d in zip(loras, lora_dirs):
+            inputs.adapters.append((label(ref), open_adapter(d)))
+        if patch_dir is not None:
+            inputs.patch, inputs.patch_label = open_checkpoint(patch_dir), label(patch)
+    except BaseException:
+        inputs.close()
+        raise
+    return inputs
+
+
+def parse_sha256_file(path: str | Path) -> dict[str, set[str]]:
+    """Read a ``sha256sum``-format listing into ``{file name: {hex digests}}``."""
+    if not Path(path).is_file():
+        raise UserError(f"SHA256 listing {path} not found")
+    listing: dict[str, set[str]] = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise UserError(f"{path}:{n} is not a sha256sum line ('<64 hex digits>  <file name>')")
+        listing.setdefault(parts[1].lstrip("*").removeprefix("./"), set()).add(parts[0].lower())
+    return listing
+
+
+def verify_inputs(inputs: MergeInputs, expected: Mapping[str, str | Collection[str]]) -> int:
+    """Check input files against ``expected`` digests (keys ``dir/name`` or ``name``); returns how many matched.
+
+    Raises:
+        UserError: a file's digest differs, or no input file is listed at all.
+    """
+    matched = 0
+    for f in inputs.files():
+        for key in (f"{f.parent.name}/{f.name}", f.name):
+            if key in expected:
+                want = expected[key]
+                want = {want} if isinstance(want, str) else set(want)
+                got = sha256_file(f)
+                if got not in {w.lower() for w in want}:
+                    raise UserError(f"{f} has SHA256 {got}, expected {' or '.join(sorted(want))}; "
+                                    "the file is damaged or a different version: download it again")
+                matched += 1
+                break
+    if not matched:
+        raise UserError("none of the input files appear in the SHA256 listing; check the listing's file names")
+    return matched

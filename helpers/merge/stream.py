@@ -1,0 +1,81 @@
+"""The streaming pass: each output tensor computed in float32 from its inputs and handed to a sink.
+
+For every tensor of the plan, in order:
+
+1. start from the base tensor, or from the ``modules_to_save`` replacement of the *last* LoRA that has one (the
+   expanded ``embed_tokens`` / ``lm_head``: its row count becomes the vocabulary);
+2. add ``scaling * B @ A`` of every later LoRA, in the order given (Alpaca-Plus: LLaMA-Plus first);
+3. add the patch tensor (Open-Chinese-LLaMA: ``patched = base + patch``);
+4. check for NaN/Inf and values beyond the output type, and write it.
+
+Peak memory is about one tensor plus the LoRAs, whatever the depth of the model.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING
+
+from ..checkpoint import TensorSink
+from ..util import UserError, progress
+from .inputs import MergeInputs
+from .preflight import MergePlan
+
+if TYPE_CHECKING:
+    import torch
+
+INTERRUPT_ENV = "HELPERS_MERGE_INTERRUPT_AFTER"  # tests: simulate Ctrl-C after N tensors
+
+
+def merged_tensor(name: str, inputs: MergeInputs) -> "torch.Tensor":
+    """The merged float32 tensor ``name`` (a fresh tensor the caller owns)."""
+    import torch
+
+    ads = [a for _, a in inputs.adapters]
+    start = max((i for i, a in enumerate(ads) if name in a.saved), default=-1)
+    w = ads[start].get_saved(name) if start >= 0 else inputs.base.get(name, dtype=torch.float32)
+    for ad in ads[max(start, 0):]:
+        if name in ad.lora:
+            ad.add_delta(w, name)
+    if inputs.patch is not None and name in inputs.patch:
+        w.add_(inputs.patch.get(name))
+    return w
+
+
+def check_values(name: str, w: "torch.Tensor", outtype: str) -> None:
+    """Refuse NaN/Inf (a damaged input) and values float16 cannot hold when writing f16."""
+    if w.numel() == 0:
+        return
+    import torch
+
+    lo, hi = (float(x) for x in torch.aminmax(w))
+    if not (math.isfinite(hi) and math.isfinite(lo)):
+        raise UserError(f"the merged {name} contains NaN or Inf: an input file is damaged; verify the downloads "
+                        "(--sha256) and download the damaged files again")
+    if outtype == "f16" and max(abs(hi), abs(lo)) > 65504:
+        raise UserError(f"the merged {name} has values up to {max(abs(hi), abs(lo)):.4g}, beyond float16; "
+                        "use --outtype bf16 or f32")
+
+
+def stream(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, *, outtype: str, show_progress: bool
+           ) -> tuple[int, int]:
+    """Compute and write every tensor the sink does not already hold; returns ``(written, resumed)``."""
+    written = resumed = 0
+    limit = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
+    for tp in progress(plan.tensors, total=len(plan.tensors), desc="merge", unit="tensor",
+                       disable=not show_progress or None):
+        if sink.done(tp.name):
+            resumed += 1
+            continue
+        w = merged_tensor(tp.name, inputs)
+        if tuple(w.shape) != tp.shape:
+            raise RuntimeError(f"{tp.name}: computed {tuple(w.shape)}, planned {tp.shape}")
+        check_values(tp.name, w, outtype)
+        sink.write(tp.name, w)
+        del w
+        written += 1
+        if limit and written >= limit:
+            raise KeyboardInterrupt
+    if written + resumed != len(plan.tensors):
+        raise RuntimeError(f"only {written + resumed} of {len(plan.tensors)} tensors were written")
+    return written, resumed

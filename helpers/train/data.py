@@ -1,0 +1,151 @@
+"""Training data of the fine-tuning: Alpaca records (SFT) or plain text blocks (PT), tokenized and batched.
+
+SFT examples are prompt + output + end-of-turn with labels -100 over the prompt; PT text is concatenated
+and cut into ``block_size`` blocks. :class:`DataCollator` right-pads a batch.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from ..tokens import build_prompt, get_template
+from ..util import UserError, progress
+
+if TYPE_CHECKING:
+    from .config import FinetuneConfig
+
+IGNORE = -100
+
+
+def _files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+        if not files:
+            raise UserError(f"no {'/'.join(suffixes)} files in {path}")
+        return files
+    return [path]
+
+
+def load_sft_records(path: str | Path) -> list[dict]:
+    """Read Alpaca-format records from a JSON list, a JSONL file or a folder of ``*.json``/``*.jsonl``."""
+    records: list[dict] = []
+    for file in _files(Path(path), (".json", ".jsonl")):
+        text = file.read_text(encoding="utf-8-sig")
+        try:
+            if file.suffix.lower() == ".jsonl":
+                items = [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{file} is not valid JSON ({exc}); SFT data is a list of "
+                            '{"instruction", "input", "output"} records') from None
+        if isinstance(items, dict):
+            items = items.get("data", items.get("train", [items]))
+        if not isinstance(items, list):
+            raise UserError(f"{file} must hold a list of instruction records")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("instruction"), str) \
+                    or not isinstance(item.get("output"), str):
+                raise UserError(f"{file} record {i} needs string 'instruction' and 'output' fields "
+                                "(and optionally 'input'); got " + repr(item)[:120])
+            if item.get("input") is not None and not isinstance(item["input"], str):
+                raise UserError(f"{file} record {i}: 'input' must be a string")
+            records.append(item)
+    if not records:
+        raise UserError(f"{path} holds no instruction records")
+    return records
+
+
+def eot_id(tokenizer, template) -> int:
+    """Id of the template's end-of-turn token (``</s>`` or ``<|eot_id|>``), falling back to EOS."""
+    token = getattr(template, "eot_token", None)
+    if token:
+        idx = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(idx, int) and idx >= 0 and idx != tokenizer.unk_token_id:
+            return idx
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no end-of-sequence token; use the model's own tokenizer files")
+    return int(tokenizer.eos_token_id)
+
+
+def tokenize_sft(record: dict, tokenizer, template, *, max_seq_length: int, eot: int | None = None) -> dict:
+    """One SFT example: ``input_ids`` = prompt + output + end-of-turn, ``labels`` -100 over the prompt.
+
+    The prompt is tokenized with the tokenizer's BOS (none for Llama-3, as its SFT did) and the target
+    without special tokens; both are truncated together to ``max_seq_length``.
+    """
+    template = get_template(template)
+    instruction = record["instruction"]
+    if record.get("input"):
+        instruction = f"{instruction}\n{record['input']}"
+    prompt = build_prompt(template, instruction)
+    add_bos = template.family != "llama3"
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=add_bos)["input_ids"])
+    target_ids = list(tokenizer(record["output"], add_special_tokens=False)["input_ids"])
+    target_ids.append(eot if eot is not None else eot_id(tokenizer, template))
+    ids = (prompt_ids + target_ids)[:max_seq_length]
+    labels = ([IGNORE] * len(prompt_ids) + target_ids)[:max_seq_length]
+    return {"input_ids": ids, "labels": labels}
+
+
+def group_texts(token_lists: Iterable[Sequence[int]], block_size: int) -> list[list[int]]:
+    """Concatenate token lists and cut them into ``block_size`` blocks (the remainder is dropped)."""
+    flat = [t for ids in token_lists for t in ids]
+    return [flat[i:i + block_size] for i in range(0, len(flat) - block_size + 1, block_size)]
+
+
+def build_dataset(config: FinetuneConfig, tokenizer, template=None) -> list[dict]:
+    """Tokenize the run's data into ``{"input_ids", "labels"}`` examples."""
+    if config.mode == "pt":
+        lines = []
+        for file in _files(Path(config.data), (".txt",)):
+            lines += [ln for ln in file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+        blocks = group_texts((tokenizer(ln)["input_ids"] for ln in lines), config.block_size)
+        if not blocks:
+            raise UserError(f"{config.data} has fewer than block_size={config.block_size} tokens; "
+                            "add text or lower --block-size")
+        examples = [{"input_ids": b, "labels": list(b)} for b in blocks]
+    else:
+        records = load_sft_records(config.data)[: config.max_samples]
+        eot = eot_id(tokenizer, template)
+        examples = [tokenize_sft(r, tokenizer, template, max_seq_length=config.max_seq_length, eot=eot)
+                    for r in progress(records, desc="tokenizing", unit="record")]
+        kept = [e for e in examples if any(x != IGNORE for x in e["labels"])]
+        if len(kept) < len(examples):
+            print(f"note: {len(examples) - len(kept)} records whose prompt fills max_seq_length="
+                  f"{config.max_seq_length} were skipped", file=sys.stderr)
+        if not kept:
+            raise UserError("every prompt is longer than --max-seq-length; raise it")
+        examples = kept
+    return examples[: config.max_samples] if config.max_samples else examples
+
+
+def pad_id_of(tokenizer) -> int:
+    """Padding id: the tokenizer's pad, else unk, else eos (as the releases did)."""
+    for idx in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
+        if idx is not None:
+            return int(idx)
+    return 0
+
+
+class DataCollator:
+    """Right-pads ``input_ids`` with ``pad_id``, ``labels`` with -100, and builds the attention mask."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"], dtype=torch.long)
+            labels[i, :n] = torch.tensor(f["labels"], dtype=torch.long)
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
