@@ -410,10 +410,12 @@ def test_bad_inputs_leave_nothing(demo, tmp_path):
     with pytest.raises(UserError, match="do not belong together"):
         tiny_gguf(tok, tmp_path / "x.gguf", sp_vocab_size(demo / "Llama-2-7b-hf"))
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(UserError, match="output type"):
-        from helpers.gguf import GGUFSink
+    from helpers.gguf import GGUFSink
 
-        GGUFSink(tmp_path / "x.gguf", outtype="q4_k_m")
+    with pytest.raises(UserError, match="unknown GGUF output type"):
+        GGUFSink(tmp_path / "x.gguf", outtype="q4_k_z")
+    with pytest.raises(UserError, match="needs an importance matrix"):
+        GGUFSink(tmp_path / "x.gguf", outtype="iq3_xxs")
     assert main(["to-gguf", "--model", str(tok), "--out", str(tmp_path / "x.gguf")]) == 2
     assert list(tmp_path.iterdir()) == []
 

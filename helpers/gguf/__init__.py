@@ -1,11 +1,13 @@
 """GGUF: the streaming writer, llama.cpp quantization, metadata, Ollama Modelfiles and exports.
 
-- :mod:`.sink`: :class:`GGUFSink`, the writer the merge and ``to-gguf`` stream tensors into;
+- :mod:`.sink`: :class:`GGUFSink`, the writer the merge and ``to-gguf`` stream tensors into (float types, or any
+  llama.cpp quantization type in the same pass, with :mod:`.ggml` (llama.cpp's kernels) and :mod:`.quant_rules`
+  (its per-tensor type choice)); resumable after an interruption;
 - :mod:`.card`: :class:`ModelCard` (name, chat template, catalog RoPE scaling), resolved by :func:`describe_model`;
 - :mod:`.hparams`, :mod:`.vocab`: the hyper-parameter keys and the tokenizer, as llama.cpp's converter writes them;
 - :mod:`.convert`: ``to-gguf`` (an HF folder to GGUF);
 - :mod:`.llama_quantize`: ``quantize`` with llama.cpp's quantizer (:mod:`.imatrix` for importance matrices);
-- :mod:`.types`: the output and quantization type names;
+- :mod:`.types`: the output and quantization type names (:func:`gguf_outtype` checks one);
 - :mod:`.metadata`: reading a GGUF's metadata back (template, type);
 - :mod:`.export`: Modelfile, checksum, shards, Drive/download from Colab;
 - :mod:`.llamacpp`: llama-cpp-python's availability, its Colab install and a quiet log.
@@ -22,13 +24,13 @@ from .llamacpp import (LLAMA_CPP_VERSION, colab_install_llama_cpp, install_hint,
 from .metadata import gguf_template, gguf_type, read_metadata
 from .llama_quantize import quantize
 from .sink import GGUFSink, permute_qk
-from .types import DEFAULT_QUANT, FTYPES, NEEDS_IMATRIX, WRITE_TYPES, qtype_name
+from .types import DEFAULT_QUANT, FTYPES, NEEDS_IMATRIX, WRITE_TYPES, gguf_outtype, qtype_name
 from .vocab import add_tokenizer, bpe_vocab, sentencepiece_vocab
 
 __all__ = [
     "DEFAULT_QUANT", "FTYPES", "GGUFSink", "LLAMA_CPP_VERSION", "ModelCard", "NEEDS_IMATRIX", "WRITE_TYPES",
     "add_tokenizer", "bpe_vocab", "colab_install_llama_cpp", "convert_hf_to_gguf", "convert_to_gguf_files",
-    "describe_model", "export_file", "gguf_template", "gguf_type", "install_hint", "llama_cpp_available",
+    "describe_model", "export_file", "gguf_outtype", "gguf_template", "gguf_type", "install_hint", "llama_cpp_available",
     "permute_qk", "qtype_name", "quantize", "quantize_binary", "quiet_llama_log", "read_imatrix", "read_metadata",
     "rope_settings", "sentencepiece_vocab", "split_gguf", "write_checksum", "write_modelfile",
 ]

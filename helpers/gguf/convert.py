@@ -1,10 +1,12 @@
 """``to-gguf``: a merged Hugging Face LLaMA folder to GGUF, one tensor at a time, through :class:`GGUFSink`.
 
-``python -m helpers to-gguf --model DIR --out FILE.gguf [--outtype f16] [--template ID] [--split-gb N]``
+``python -m helpers to-gguf --model DIR --out FILE.gguf [--outtype f16|q4_k_m|...] [--imatrix FILE]
+[--template ID] [--split-gb N]``; an interrupted conversion resumes when rerun.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..checkpoint import TensorPlan, open_checkpoint
@@ -12,48 +14,64 @@ from ..util import UserError, human_bytes, progress
 from .card import describe_model
 from .export import write_modelfile
 from .sink import GGUFSink
-from .types import WRITE_TYPES
+from .types import WRITE_TYPES, gguf_outtype
 
 
 def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",
                        template: str | None = None, name: str | None = None, split_max_size: int = 0,
-                       sha256: bool = False) -> Path:
+                       sha256: bool = False, imatrix: str | Path | None = None) -> Path:
     """Convert a Hugging Face LLaMA folder to GGUF; returns the file (the first shard when split).
 
     The arguments are those of :func:`convert_to_gguf_files`.
     """
     return convert_to_gguf_files(model_dir, out_path, outtype=outtype, template=template, name=name,
-                                 split_max_size=split_max_size, sha256=sha256)[0]
+                                 split_max_size=split_max_size, sha256=sha256, imatrix=imatrix)[0]
+
+
+def _fingerprint(model_dir: Path, files: list[Path]) -> str:
+    """What makes two conversions the same job: the folder and its files (name, size, modification time)."""
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(files) if f.is_file()]
+    return json.dumps([str(model_dir.resolve()), stats])
 
 
 def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",
                           template: str | None = None, name: str | None = None, split_max_size: int = 0,
-                          sha256: bool = False) -> list[Path]:
+                          sha256: bool = False, imatrix: str | Path | None = None) -> list[Path]:
     """Convert a Hugging Face LLaMA folder to GGUF, one tensor at a time; returns the files written.
 
     Args:
         model_dir: folder with config.json, the weights (safetensors or .bin shards) and the tokenizer.
         out_path: the ``.gguf`` to write (atomically: a temporary name until complete).
-        outtype: ``f32``, ``f16``, ``bf16`` or ``q8_0``.
+        outtype: ``f32``, ``f16``, ``bf16`` or a llama.cpp quantization type (``q8_0``, ``q4_k_m``, ...),
+            quantized in memory exactly as llama.cpp's quantizer would quantize the F16 GGUF.
         template: prompt template id for the embedded chat template (default: from catalog / tokenizer).
         name: ``general.name`` / catalog name (default: the folder's name).
         split_max_size: bytes of tensor data per shard (0: one file); shards are ``<stem>-0000i-of-0000N.gguf``.
         sha256: write ``<file>.sha256`` beside each file.
+        imatrix: importance matrix for the quantized types (needed by ``iq*`` and ``q2_k_s``).
 
     Returns:
         the GGUF files (the first shard first; one file unless ``split_max_size`` splits it).
     """
+    outtype = gguf_outtype(outtype, imatrix=imatrix is not None)  # a bad type fails before anything is read
     model_dir = Path(model_dir)
     with open_checkpoint(model_dir) as ckpt:
         names = list(ckpt.names())
         plan = [TensorPlan(n, tuple(ckpt.shape(n))) for n in names]
         tokenizer_dir = Path(ckpt.tokenizer_dir or model_dir)
         card = describe_model(ckpt.config, tokenizer_dir, name=name or model_dir.name, template=template)
-        sink = GGUFSink(out_path, outtype=outtype, card=card, split_max_size=split_max_size, sha256=sha256)
+        sink = GGUFSink(out_path, outtype=outtype, card=card, split_max_size=split_max_size, sha256=sha256,
+                        imatrix=imatrix, job=_fingerprint(model_dir, list(model_dir.iterdir())))
         try:
             sink.open(config=dict(ckpt.config), tokenizer_dir=tokenizer_dir, plan=plan)
-            for n in progress(names, desc=f"to GGUF {outtype}", unit="tensor"):
+            resumed = 0
+            for n in progress(names, desc=f"to GGUF {sink.outtype}", unit="tensor"):
+                if sink.done(n):
+                    resumed += 1
+                    continue
                 sink.write(n, ckpt.get(n))
+            if resumed:
+                print(f"resumed an interrupted conversion: {resumed} tensors were already written")
             return sink.close()
         except BaseException as exc:
             sink.abort(keep_partial=not isinstance(exc, UserError))
@@ -64,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m helpers to-gguf``."""
     parser.add_argument("--model", required=True, help="Hugging Face model folder (merged model)")
     parser.add_argument("--out", required=True, help="output .gguf file")
-    parser.add_argument("--outtype", default="f16", choices=WRITE_TYPES, help="type of the 2-D weights (default f16)")
+    parser.add_argument("--outtype", default="f16", type=str.lower, metavar="TYPE",
+                        help="f16 (default), bf16, f32, or a llama.cpp quantization type quantized in the same pass: "
+                             + ", ".join(t for t in WRITE_TYPES if t not in ("f16", "bf16", "f32")))
+    parser.add_argument("--imatrix", default=None, help="importance matrix from llama-imatrix (needed for iq* types)")
     parser.add_argument("--template", default=None, help="prompt template id (alpaca, llama2-zh, llama3, raw); "
                                                          "default: from the catalog / tokenizer files")
     parser.add_argument("--split-gb", type=float, default=None, help="split into shards of at most this many GiB")
@@ -77,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{model} is not a Hugging Face model folder (no config.json)")
     split = int(args.split_gb * 1024**3) if args.split_gb else 0
     files = convert_to_gguf_files(model, args.out, outtype=args.outtype, template=args.template, split_max_size=split,
-                                  sha256=True)
+                                  sha256=True, imatrix=args.imatrix)
     for f in files:
         print(f"wrote {f} ({human_bytes(f.stat().st_size)})")
     if len(files) == 1:

@@ -60,6 +60,85 @@ def read_imatrix(path: str | Path) -> dict[str, "list[float]"]:
     return out
 
 
+def imatrix_metadata(path: str | Path) -> tuple[list[str], int]:
+    """The datasets an importance matrix was computed on and its number of chunks (0: not recorded), as
+    llama-quantize records them in the GGUFs it writes (``quantize.imatrix.dataset`` / ``.chunks_count``)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"GGUF":
+        import gguf
+
+        fields = gguf.GGUFReader(str(path)).fields
+        datasets = fields["imatrix.datasets"].contents() if "imatrix.datasets" in fields else []
+        chunks = fields["imatrix.chunk_count"].contents() if "imatrix.chunk_count" in fields else 0
+        return [str(d) for d in datasets], int(chunks)
+    with open(path, "rb") as f:  # legacy: the entries, then optionally the chunk count and one dataset name
+        (n,) = struct.unpack("<i", f.read(4))
+        for _ in range(n):
+            (length,) = struct.unpack("<i", f.read(4))
+            f.seek(length, 1)
+            _, nval = struct.unpack("<ii", f.read(8))
+            f.seek(4 * nval, 1)
+        tail = f.read(8)
+        if len(tail) < 4:
+            return [], 0
+        (chunks,) = struct.unpack("<i", tail[:4])
+        if len(tail) < 8:
+            return [], chunks
+        (length,) = struct.unpack("<i", tail[4:])
+        name = f.read(length) if length > 0 else b""
+        return ([name.decode("utf-8", "replace")] if len(name) == length > 0 else []), chunks
+
+
+def imatrix_weights(data: dict | None, tensors: list, ftype: str) -> dict:
+    """The importance weights of each tensor llama.cpp's quantizer would quantize with them, checked as it checks
+    them.
+
+    Args:
+        data: the importance matrix (:func:`read_imatrix`), or None.
+        tensors: ``(GGUF name, shape in torch order, target type)`` of every tensor; those that stay F32 or F16
+            are not quantized and take no weights.
+        ftype: the quantization mix (``iq2_xxs``, ``q2_k_s``...), for the types that cannot do without weights.
+
+    Raises:
+        UserError: an entry of the wrong length (another model), or a tensor that needs weights has none.
+    """
+    import gguf
+
+    from .quant_rules import requires_imatrix
+
+    found = {}
+    for name, shape, qtype in tensors:
+        if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            continue
+        vals = (data or {}).get(name)
+        if vals is not None and vals.size != shape[-1]:
+            if name != "token_embd.weight":  # llama.cpp ignores a token_embd entry that does not fit
+                raise UserError(f"the importance matrix has {vals.size} values for {name}, which has {shape[-1]} "
+                                "columns; it was computed for another model")
+            vals = None
+        if vals is None and requires_imatrix(name, qtype, ftype):
+            why = "no importance matrix" if data is None else "no entry for it in the importance matrix"
+            raise UserError(f"{name} needs importance data for {qtype.name} in {ftype}, and there is {why}; "
+                            "compute the importance matrix on this model (llama-imatrix)")
+        if vals is not None:
+            found[name] = vals
+    return found
+
+
+def add_imatrix_keys(writer, path: Path, n_entries: int) -> None:
+    """Add the ``quantize.imatrix.*`` keys llama-quantize writes when it quantizes with importance matrix ``path``
+    (its name as given, the first dataset, the number of entries, the number of chunks)."""
+    datasets, chunks = imatrix_metadata(path)
+    writer.add_string("quantize.imatrix.file", str(path)[:127])
+    if datasets:
+        writer.add_string("quantize.imatrix.dataset", datasets[0][:127])
+    writer.add_uint32("quantize.imatrix.entries_count", n_entries)
+    if chunks > 0:
+        writer.add_uint32("quantize.imatrix.chunks_count", chunks)
+
+
 def imatrix_struct(data: dict):
     """A NULL-terminated ``llama_model_imatrix_data`` array (and the buffers it points to, to keep alive)."""
     import llama_cpp

@@ -1,32 +1,44 @@
 """The GGUF writer: :class:`GGUFSink` streams float32 tensors in Hugging Face naming into a GGUF file.
 
-Memory stays at about one tensor. The file matches what llama.cpp's ``convert_hf_to_gguf.py`` writes for
-``LlamaForCausalLM``:
+Memory stays at about one tensor. At ``f32`` / ``f16`` / ``bf16`` the file matches what llama.cpp's
+``convert_hf_to_gguf.py`` writes for ``LlamaForCausalLM``:
 
 - tensor names from :func:`gguf.get_tensor_name_map` (``blk.N.attn_q``, ``ffn_down``, ``token_embd``, ``output``);
 - q/k rows reordered from Hugging Face's rotate-half RoPE layout to llama.cpp's interleaved one
   (k with the number of key/value heads, for grouped-query attention);
-- 1-D tensors and norms in F32, the rest in the chosen type (F32, F16, BF16 or Q8_0, quantized with
-  :func:`gguf.quants.quantize`; Q8_0 falls back to F16 for rows that are not multiples of 32, as the converter does);
+- 1-D tensors and norms in F32, the rest in the chosen type;
 - the same hyper-parameter keys (:mod:`.hparams`), ``general.file_type`` and quantization version;
 - the vocabulary (:mod:`.vocab`).
+
+At a llama.cpp quantization type (``q4_k_m``, ``q8_0``, ``iq4_xs`` ...) each tensor is quantized in memory as
+it arrives, with llama.cpp's kernels (:mod:`.ggml`) and its per-tensor type rules (:mod:`.quant_rules`),
+from the values an F16 GGUF would hold: the tensors are byte for byte those llama.cpp's quantizer makes from
+this writer's F16 output, without that F16 file ever being written.
 
 On top of the converter it writes the chat template of the model's generation, ``<|eot_id|>`` as the
 end-of-turn token, and the long-context RoPE scaling the catalog knows, all from the :class:`ModelCard` the
 caller passes.
+
+The file is built in ``.<name>.partial/`` beside the output (:class:`PartialGGUF`), which records how far it
+is complete. Reopened for the same job (same inputs, type, importance matrix, metadata), the sink goes on
+from there and reports the tensors already written as :meth:`done`; a partial folder of another job is
+discarded. Split output (``split_max_size``) resumes the same way.
 """
 from __future__ import annotations
 
-import os
+import hashlib
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..checkpoint import TensorPlan, rope_to_meta
-from ..util import UserError, remove, tmp_name
+from ..util import UserError, remove
 from .card import ModelCard
 from .export import write_checksum
 from .hparams import add_hparams
-from .types import write_types
+from .imatrix import add_imatrix_keys, imatrix_weights, read_imatrix
+from .partial import ALIGNMENT, PartialGGUF, render_headers
+from .types import FLOAT_TYPES, FTYPES, gguf_outtype
 from .vocab import add_tokenizer
 
 if TYPE_CHECKING:
@@ -47,35 +59,68 @@ def permute_qk(w: "torch.Tensor", n_head: int) -> "torch.Tensor":
     return rope_to_meta(w, n_head)  # llama.cpp's interleaved order is Meta's
 
 
+class _Entry(NamedTuple):
+    hf: str  # name in the plan
+    name: str  # GGUF name ("" for buffers that are not written)
+    qtype: Any  # gguf.GGMLQuantizationType
+    shape: tuple[int, ...]
+    shard: int  # which file
+    offset: int  # where its data goes in that file
+    imatrix: Any  # importance weights for this tensor (numpy) or None
+
+
 class GGUFSink:
     """A :class:`helpers.checkpoint.TensorSink` that streams tensors into one GGUF file (architecture ``llama``).
 
     Args:
         out_path: the final ``.gguf`` path (shards, if any, are named ``<stem>-00001-of-0000N.gguf``).
-        outtype: ``f32``, ``f16``, ``bf16`` or ``q8_0`` for the 2-D weights.
+        outtype: ``f32``, ``f16``, ``bf16``, or any llama.cpp quantization type (``q8_0``, ``q4_k_m``,
+            ``q6_k``, ...; ``iq*`` and ``q2_k_s`` need ``imatrix``).
         card: name, chat template and catalog RoPE scaling (:func:`helpers.gguf.describe_model`).
         split_max_size: start a new shard before this many bytes of tensor data (0: one file).
         sha256: write ``<file>.sha256`` beside each finished file.
+        imatrix: an importance matrix (llama-imatrix's output, GGUF tensor names) for the quantized types.
+        job: identity of the job (inputs and settings); a partial output of another job is not resumed.
+        threads: quantization threads (default: every core this process may use).
+
+    Raises:
+        UserError: an unknown type, or a type that needs an importance matrix without one.
     """
 
     def __init__(self, out_path: str | Path, *, outtype: str = "f16", card: ModelCard | None = None,
-                 split_max_size: int = 0, sha256: bool = False) -> None:
+                 split_max_size: int = 0, sha256: bool = False, imatrix: str | Path | None = None, job: str = "",
+                 threads: int | None = None) -> None:
         self.out_path = Path(out_path)
-        self.outtype = outtype.lower()
-        self.qtype, self.ftype = write_types(self.outtype)
+        self.outtype = gguf_outtype(outtype, imatrix=imatrix is not None)
+        self.quantized = self.outtype not in FLOAT_TYPES
+        if imatrix is not None and not self.quantized:
+            raise UserError(f"an importance matrix is used only when quantizing; {self.outtype} takes none")
         self.card = card or ModelCard()
         self.split_max_size = int(split_max_size)
         self.sha256 = sha256
-        self.partial: Path = tmp_name(self.out_path)  # a hidden folder beside the output while it is written
-        self._writer = None
-        self._started = False
-        self._expected: list[tuple[str, str, Any, tuple[int, ...]]] = []  # (hf name, gguf name, qtype, shape)
+        self.job = job
+        self.threads = threads
+        self.imatrix_path = Path(imatrix) if imatrix is not None else None
+        self._imatrix: dict | None = None
+        if self.imatrix_path is not None:
+            self._imatrix = read_imatrix(self.imatrix_path)
+        if self.quantized:
+            from .ggml import ggml_library
+
+            ggml_library()  # llama-cpp-python missing: say so before anything is written
+        self.partial: Path = self.out_path.with_name(f".{self.out_path.name}.partial")
+        self._entries: list[_Entry] = []
+        self._index: dict[str, int] = {}
+        self._files: PartialGGUF | None = None
+        self._names: list[str] = []  # file name of each shard
+        self._resumed = 0
         self._pos = 0
         self._heads = (0, 0)
 
     # ------------------------------------------------------------------ TensorSink protocol
     def open(self, *, config: dict, tokenizer_dir: Path, plan: list[TensorPlan]) -> None:
-        """Write the header, metadata and tensor infos; tensors follow through :meth:`write`."""
+        """Plan every tensor's type, then write the header, metadata and tensor infos, or resume an interrupted
+        file of the same job; tensors follow through :meth:`write`."""
         import gguf
         import numpy as np
 
@@ -87,118 +132,168 @@ class GGUFSink:
         n_head = int(config["num_attention_heads"])
         n_kv = int(config.get("num_key_value_heads") or n_head)
         self._heads = (n_head, n_kv)
+        names, embed_rows = self._gguf_names(plan, n_layers)
+        vocab_size = int(config.get("vocab_size") or embed_rows or 0)
+        if embed_rows is not None and embed_rows != vocab_size:
+            raise UserError(f"config vocab_size {vocab_size} differs from the {embed_rows} rows of embed_tokens; "
+                            "fix config.json (the merge sets it from the tokenizer)")
+        types = self._tensor_types(names, plan, n_layers, n_head, n_kv)
+
+        card = self.card
+        w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA], split_max_size=self.split_max_size)
+        w.add_type(gguf.GGUFType.MODEL)
+        w.add_name(card.name or self.out_path.stem)
+        add_hparams(w, config, n_layers, n_head, n_kv, vocab_size, card)
+        if not self.quantized:  # the converter's place for them; llama.cpp's quantizer moves them to the end
+            w.add_file_type(FTYPES[self.outtype])
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        add_tokenizer(w, Path(tokenizer_dir), vocab_size=vocab_size, config=config, template=card.template,
+                      template_explicit=card.template_explicit)
+        order = [(p, new) for p, new in zip(plan, names) if new]
+        if self.quantized:  # llama.cpp's quantizer writes the tensors sorted (by block, then name): so do we
+            from .quant_rules import order_key
+
+            order.sort(key=lambda item: order_key(item[1]))
+        for p, new in order:
+            block, size = gguf.GGML_QUANT_SIZES[types[new]]
+            w.add_tensor_info(new, p.shape, np.dtype(np.float32), p.numel // block * size, raw_dtype=types[new])
+        total = sum(p.numel for p, _ in order)
+        w.add_size_label(gguf.size_label(total, total, 0, 0))
+        imatrix = {}
+        if self.quantized:
+            from .ggml import check_type
+
+            for qtype in set(types.values()):
+                check_type(int(qtype))
+            imatrix = imatrix_weights(self._imatrix, [(n, p.shape, types[n]) for p, n in order], self.outtype)
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            w.add_file_type(FTYPES[self.outtype])
+            if self._imatrix is not None:
+                add_imatrix_keys(w, self.imatrix_path, len(self._imatrix))
+        self._names = [p.name for p in w.format_shard_names(Path(self.out_path.name))]
+        slots = [{n: ti.nbytes for n, ti in shard.items()} for shard in w.tensors]  # before the writer forgets them
+        headers = render_headers(w, self.partial, self.out_path.name)
+        where, sizes = {}, []
+        for i, (header, shard) in enumerate(zip(headers, slots)):
+            offset = len(header)
+            for n, nbytes in shard.items():
+                where[n] = (i, offset)
+                offset += nbytes + (-nbytes % ALIGNMENT)
+            sizes.append(offset)
+        self._entries = [_Entry(p.name, new, types.get(new), tuple(p.shape), *where.get(new, (0, 0)), imatrix.get(new))
+                         for p, new in zip(plan, names)]
+        self._index = {e.hf: i for i, e in enumerate(self._entries)}
+        self._files = PartialGGUF(self.partial, self._names, headers, sizes, self._key(headers))
+        self._pos = self._resumed = self._files.done
+
+    def done(self, name: str) -> bool:
+        """True for the tensors an interrupted run of the same job already wrote (they come first in the plan)."""
+        return self._index[name] < self._resumed
+
+    def write(self, name: str, tensor: "torch.Tensor") -> None:
+        """Convert one tensor (permute q/k, cast or quantize), append it to its file and record it."""
+        import gguf
+        import torch
+
+        if self._files is None:
+            raise RuntimeError("GGUFSink.write called before open")
+        if self._pos >= len(self._entries) or self._entries[self._pos].hf != name:
+            want = self._entries[self._pos].hf if self._pos < len(self._entries) else "nothing"
+            raise RuntimeError(f"GGUFSink got {name!r}, expected {want!r} (tensors must come in plan order)")
+        e = self._entries[self._pos]
+        if e.name:
+            t = tensor.detach().to("cpu", torch.float32)
+            if tuple(t.shape) != e.shape:
+                raise UserError(f"tensor {name} has shape {tuple(t.shape)}, the plan said {e.shape}")
+            if name.endswith(("q_proj.weight", "q_proj.bias")):
+                t = permute_qk(t, self._heads[0])
+            elif name.endswith(("k_proj.weight", "k_proj.bias")):
+                t = permute_qk(t, self._heads[1])
+            T = gguf.GGMLQuantizationType
+            if e.qtype == T.F32:
+                out = t.contiguous().numpy()
+            elif e.qtype == T.F16:  # torch's cast is several times faster than numpy's
+                out = t.to(torch.float16).contiguous().numpy()
+            elif e.qtype == T.BF16:
+                out = gguf.quants.quantize(t.contiguous().numpy(), e.qtype)
+            else:
+                from .ggml import quantize
+
+                out = quantize(t.reshape(-1, e.shape[-1]), int(e.qtype), imatrix=e.imatrix, via_f16=True,
+                               threads=self.threads)
+            del t
+            self._files.put(e.shard, e.offset, out)
+        self._pos += 1
+        self._files.advance()
+
+    def close(self) -> list[Path]:
+        """Finish the file(s), move them to their final names and write their checksums when asked; returns the
+        GGUF paths (first shard first)."""
+        if self._files is None:
+            raise RuntimeError("GGUFSink.close called before open")
+        missing = [e.hf for e in self._entries[self._pos:] if e.name]
+        if missing:
+            self.abort(keep_partial=False)
+            raise RuntimeError(f"GGUFSink closed with {len(missing)} tensors not written (first: {missing[0]})")
+        finals = self._files.finish(self.out_path.parent)
+        self._files = None
+        if self.sha256:
+            for f in finals:
+                write_checksum(f)
+        return finals
+
+    def abort(self, *, keep_partial: bool = False) -> None:
+        """Stop: keep the partial output for a resume (``keep_partial``; only complete tensors are recorded), or
+        delete it (bad input). Final names are never touched."""
+        if self._files is not None:
+            self._files.abort(keep=keep_partial)
+            self._files = None
+        elif not keep_partial:
+            remove(self.partial)
+
+    # ------------------------------------------------------------------ planning
+    def _gguf_names(self, plan: list[TensorPlan], n_layers: int) -> tuple[list[str], int | None]:
+        import gguf
+
         tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
-        embed_rows = None
+        names, embed_rows = [], None
         for p in plan:
             if p.name.endswith(_SKIP_SUFFIXES):
-                self._expected.append((p.name, "", None, p.shape))
+                names.append("")
                 continue
             new = tmap.get_name(p.name, try_suffixes=(".weight", ".bias"))
             if new is None:
                 raise UserError(f"tensor {p.name!r} has no GGUF name in the llama architecture; is this a LLaMA model?")
             if new == "token_embd.weight":
                 embed_rows = p.shape[0]
-            qtype = self.qtype
-            if len(p.shape) <= 1 or new.endswith("_norm.weight"):
-                qtype = gguf.GGMLQuantizationType.F32
-            elif qtype == gguf.GGMLQuantizationType.Q8_0 and p.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
-                qtype = gguf.GGMLQuantizationType.F16  # the converter's fallback for rows that do not split into blocks
-            self._expected.append((p.name, new, qtype, tuple(p.shape)))
-        vocab_size = int(config.get("vocab_size") or embed_rows or 0)
-        if embed_rows is not None and embed_rows != vocab_size:
-            raise UserError(f"config vocab_size {vocab_size} differs from the {embed_rows} rows of embed_tokens; "
-                            "fix config.json (the merge sets it from the tokenizer)")
+            names.append(new)
+        return names, embed_rows
 
-        card = self.card
-        w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA], split_max_size=self.split_max_size)
-        self._writer = w
-        w.add_type(gguf.GGUFType.MODEL)
-        w.add_name(card.name or self.out_path.stem)
-        add_hparams(w, config, n_layers, n_head, n_kv, vocab_size, card)
-        w.add_file_type(int(self.ftype))
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        add_tokenizer(w, Path(tokenizer_dir), vocab_size=vocab_size, config=config, template=card.template,
-                      template_explicit=card.template_explicit)
-        for _, new, qtype, shape in self._expected:
-            if not new:
-                continue
-            block, size = gguf.GGML_QUANT_SIZES[qtype]
-            n = int(np.prod(shape)) if shape else 1
-            w.add_tensor_info(new, shape, np.dtype(np.float32), n // block * size, raw_dtype=qtype)
-        total = sum(int(np.prod(s)) for _, new, _, s in self._expected if new)
-        w.add_size_label(gguf.size_label(total, total, 0, 0))
-        self.partial.mkdir(parents=True)
-        self._started = True
-        w.write_header_to_file(path=self.partial / self.out_path.name)
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-
-    def done(self, name: str) -> bool:
-        """A GGUF is written in one pass, so nothing is ever resumed."""
-        return False
-
-    def write(self, name: str, tensor: "torch.Tensor") -> None:
-        """Convert one tensor (permute q/k, cast or quantize) and append it to the file."""
+    def _tensor_types(self, names: list[str], plan: list[TensorPlan], n_layers: int, n_head: int,
+                      n_kv: int) -> dict:
+        """The GGML type of every tensor: the converter's for the float types, llama.cpp's quantizer's (applied to
+        this writer's F16 output) for the others."""
         import gguf
-        import torch
 
-        if self._writer is None:
-            raise RuntimeError("GGUFSink.write called before open")
-        if self._pos >= len(self._expected) or self._expected[self._pos][0] != name:
-            want = self._expected[self._pos][0] if self._pos < len(self._expected) else "nothing"
-            raise RuntimeError(f"GGUFSink got {name!r}, expected {want!r} (tensors must come in plan order)")
-        _, new, qtype, shape = self._expected[self._pos]
-        self._pos += 1
-        if not new:
-            return
-        t = tensor.detach().to("cpu", torch.float32)
-        if tuple(t.shape) != shape:
-            raise UserError(f"tensor {name} has shape {tuple(t.shape)}, the plan said {shape}")
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
-            t = permute_qk(t, self._heads[0])
-        elif name.endswith(("k_proj.weight", "k_proj.bias")):
-            t = permute_qk(t, self._heads[1])
-        if qtype == gguf.GGMLQuantizationType.F32:
-            out = t.contiguous().numpy()
-        elif qtype == gguf.GGMLQuantizationType.F16:  # torch's cast is several times faster than numpy's
-            out = t.to(torch.float16).contiguous().numpy()
-        else:
-            out = gguf.quants.quantize(t.contiguous().numpy(), qtype)
-        self._writer.write_tensor_data(out)
+        from .types import float_type
 
-    def close(self) -> list[Path]:
-        """Finish the file(s), write their checksums when asked and move them to their final names; returns the
-        GGUF paths (first shard first)."""
-        if self._writer is None or not self._started:
-            raise RuntimeError("GGUFSink.close called before open")
-        missing = [e[0] for e in self._expected[self._pos:] if e[1]]
-        if missing:
-            self.abort(keep_partial=False)
-            raise RuntimeError(f"GGUFSink closed with {len(missing)} tensors not written (first: {missing[0]})")
-        self._writer.close()
-        names = self._writer.format_shard_names(self.partial / self.out_path.name)
-        finals = []
-        for src in names:
-            dst = self.out_path.with_name(src.name)
-            if dst.exists():
-                remove(dst)
-            os.replace(src, dst)
-            finals.append(dst)
-            if self.sha256:
-                write_checksum(dst)
-        remove(self.partial)
-        self._writer = None
-        return finals
+        T = gguf.GGMLQuantizationType
+        base = float_type("f16" if self.quantized else self.outtype)
+        f16_types = {}
+        for p, new in zip(plan, names):
+            if new:
+                f16_types[new] = (T.F32 if len(p.shape) <= 1 or new.endswith("_norm.weight") else base, p.shape)
+        if not self.quantized:
+            return {n: t for n, (t, _) in f16_types.items()}
+        from .quant_rules import ModelShape, tensor_types
 
-    def abort(self, *, keep_partial: bool = False) -> None:
-        """Close and delete the partial output (a GGUF is written in one pass, so nothing is kept for a resume);
-        final names are never touched."""
-        del keep_partial
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except Exception:  # noqa: BLE001 - best effort while cleaning up
-                pass
-            self._writer = None
-        if self._started:
-            remove(self.partial)
+        return tensor_types(self.outtype, [(n, s, t) for n, (t, s) in f16_types.items()],
+                            ModelShape(n_layers, n_head, n_kv), has_imatrix=self._imatrix is not None)
+
+    def _key(self, headers: list[bytes]) -> str:
+        h = hashlib.sha256(json.dumps([self.job, self.outtype, str(self.imatrix_path or "")]).encode())
+        if self.imatrix_path is not None:
+            h.update(self.imatrix_path.read_bytes())
+        for data in headers:
+            h.update(hashlib.sha256(data).digest())
+        return h.hexdigest()[:32]

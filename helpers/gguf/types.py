@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from ..util import UserError
 
-# Types the streaming writer (merge, to-gguf) produces itself; everything else goes through llama.cpp's quantizer.
-WRITE_TYPES = ("f32", "f16", "bf16", "q8_0")
 DEFAULT_QUANT = "q4_k_m"
 
 # llama.cpp file type (``llama_ftype`` in llama.h) of every quantization type name
@@ -17,6 +15,17 @@ FTYPES: dict[str, int] = {
 }
 ALIASES = {"q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}
 NEEDS_IMATRIX = frozenset(t for t in FTYPES if t.startswith("iq")) | {"q2_k_s"}
+FLOAT_TYPES = ("f32", "f16", "bf16")
+# Types the streaming GGUF writer (merge, to-gguf) produces: the float types, and every llama.cpp mix, quantized
+# in memory under llama.cpp's per-tensor rules (:mod:`.quant_rules`)
+WRITE_TYPES = FLOAT_TYPES + tuple(t for t in FTYPES if t not in FLOAT_TYPES)
+# bits per weight of each mix's base type, for disk-space estimates (the mixes give some tensors more)
+BITS_PER_WEIGHT = {"f32": 32.0, "f16": 16.0, "bf16": 16.0, "q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0,
+                   "q8_0": 8.5, "q2_k": 2.625, "q2_k_s": 2.625, "q3_k_s": 3.4375, "q3_k_m": 3.4375,
+                   "q3_k_l": 3.4375, "q4_k_s": 4.5, "q4_k_m": 4.5, "q5_k_s": 5.5, "q5_k_m": 5.5, "q6_k": 6.5625,
+                   "iq2_xxs": 2.0625, "iq2_xs": 2.3125, "iq2_s": 2.3125, "iq2_m": 2.5, "iq3_xxs": 3.0625,
+                   "iq3_xs": 3.4375, "iq3_s": 3.4375, "iq3_m": 3.4375, "iq1_s": 1.5625, "iq1_m": 1.75,
+                   "iq4_nl": 4.5, "iq4_xs": 4.25, "tq1_0": 1.6875, "tq2_0": 2.0625}
 
 
 def qtype_name(qtype: str) -> str:
@@ -27,17 +36,24 @@ def qtype_name(qtype: str) -> str:
     return key
 
 
-def write_types(outtype: str):
-    """(GGML tensor type, llama file type) of a type the streaming writer produces (:data:`WRITE_TYPES`)."""
+def gguf_outtype(outtype: str, *, imatrix: bool = False) -> str:
+    """Normalise and check a GGUF output type (``Q4_K_M`` -> ``q4_k_m``, ``q4_k`` -> ``q4_k_m``).
+
+    Raises:
+        UserError: an unknown type, or an ``iq*`` / ``q2_k_s`` type without an importance matrix.
+    """
+    key = ALIASES.get(outtype.strip().lower(), outtype.strip().lower())
+    if key not in WRITE_TYPES:
+        raise UserError(f"unknown GGUF output type {outtype!r}; choose one of: {', '.join(WRITE_TYPES)}")
+    if key in NEEDS_IMATRIX and not imatrix:
+        raise UserError(f"{key} needs an importance matrix: pass --imatrix FILE (made by llama-imatrix), "
+                        "or choose a K-quant such as q4_k_m")
+    return key
+
+
+def float_type(outtype: str):
+    """The GGML tensor type of a float output type (``f32``, ``f16``, ``bf16``)."""
     import gguf
 
-    table = {
-        "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
-        "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
-        "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
-        "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
-    }
-    if outtype not in table:
-        raise UserError(f"unknown GGUF output type {outtype!r}; choose one of {', '.join(WRITE_TYPES)} "
-                        "(K-quants such as q4_k_m: write f16, then run `python -m helpers quantize`)")
-    return table[outtype]
+    return {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+            "bf16": gguf.GGMLQuantizationType.BF16}[outtype]

@@ -7,6 +7,8 @@ from .core import merge
 from .inputs import parse_sha256_file
 from .options import FORMATS, OUTTYPES
 
+_QUANTS = ", ".join(t for t in OUTTYPES if t not in ("f16", "bf16", "f32"))
+
 
 def _size(text: str) -> int:
     """A size such as ``2GB`` or ``500MB`` in bytes (argparse type)."""
@@ -27,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch", help="full-weight delta to add (Open-Chinese-LLaMA patch)")
     parser.add_argument("--out", required=True, help="output folder (hf, pth) or .gguf file")
     parser.add_argument("--format", choices=FORMATS, default="hf", help="output format (default: hf)")
-    parser.add_argument("--outtype", choices=OUTTYPES, default="f16", help="tensor type (default: f16)")
+    parser.add_argument("--outtype", default="f16", type=str.lower, metavar="TYPE",
+                        help="f16 (default), bf16 or f32; with --format gguf also a llama.cpp quantization type, "
+                             f"quantized in the same pass (no F16 file): {_QUANTS}")
+    parser.add_argument("--imatrix", metavar="FILE", help="importance matrix from llama-imatrix for a quantized GGUF "
+                                                          "(needed for the iq* types and q2_k_s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--sha256", metavar="FILE", help="verify input files against this sha256sum listing")
     parser.add_argument("--no-sha256", action="store_true", help="do not write a SHA256SUMS listing of the outputs")
@@ -43,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
     expected = parse_sha256_file(args.sha256) if args.sha256 else None
     merge(args.base, args.lora, patch=args.patch, out=args.out, fmt=args.format, outtype=args.outtype,
           overwrite=args.overwrite, verify_sha256=expected, write_sha256=not args.no_sha256,
-          progress=not args.no_progress, max_shard_bytes=args.shard_size, pth_shards=args.pth_shards)
+          progress=not args.no_progress, max_shard_bytes=args.shard_size, pth_shards=args.pth_shards,
+          imatrix=args.imatrix)
     return 0

@@ -38,10 +38,11 @@ def peak_rss() -> int:
 def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: MergeInputs, *, job: dict,
               name: str) -> TensorSink:
     """The writer for ``options.fmt``, given everything it writes besides the tensors."""
+    fingerprint = json.dumps([job, [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in inputs.files()]])
     if options.fmt == "gguf":
         card = describe_model(plan.config, plan.tokenizer_dir, name=name)
-        return GGUFSink(target, outtype=options.outtype, card=card, sha256=options.write_sha256)
-    fingerprint = json.dumps([job, [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in inputs.files()]])
+        return GGUFSink(target, outtype=options.outtype, card=card, sha256=options.write_sha256,
+                        imatrix=options.imatrix, job=fingerprint)
     extra: dict[str, Any] = {"merge.json": {"job": job, "vocab_size": plan.vocab_size}}
     dtype = DTYPES[options.outtype]
     if options.fmt == "pth":
@@ -72,7 +73,8 @@ def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: Merg
 def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str | Path | None = None,
           out: str | Path, fmt: str = "hf", outtype: str = "f16", overwrite: bool = False,
           verify_sha256: Mapping[str, str | Collection[str]] | None = None, write_sha256: bool = True,
-          progress: bool = True, max_shard_bytes: int | None = None, pth_shards: int | None = None) -> MergeResult:
+          progress: bool = True, max_shard_bytes: int | None = None, pth_shards: int | None = None,
+          imatrix: str | Path | None = None) -> MergeResult:
     """Merge ``loras`` (in order) and/or ``patch`` into ``base`` and write the result.
 
     Args:
@@ -80,8 +82,9 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
         loras: LoRA folders or hub ids, applied in this order.
         patch: a full-weight delta checkpoint (Open-Chinese-LLaMA), added last.
         out: output folder (``hf``/``pth``), or ``.gguf`` file (a folder gets ``ggml-model-<outtype>.gguf``).
-        fmt, outtype, overwrite, verify_sha256, write_sha256, progress, max_shard_bytes, pth_shards: see
-            :class:`MergeOptions`.
+        fmt, outtype, overwrite, verify_sha256, write_sha256, progress, max_shard_bytes, pth_shards, imatrix: see
+            :class:`MergeOptions` (``fmt="gguf"`` with a quantization ``outtype`` such as ``q4_k_m`` quantizes each
+            tensor as it is merged, exactly as llama.cpp's quantizer would quantize the F16 GGUF).
 
     Raises:
         UserError: any problem with the inputs, found before anything is written.
@@ -89,7 +92,7 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
     t0 = time.time()
     options = MergeOptions(fmt=fmt, outtype=outtype, overwrite=overwrite, verify_sha256=verify_sha256,
                            write_sha256=write_sha256, progress=progress, max_shard_bytes=max_shard_bytes,
-                           pth_shards=pth_shards)
+                           pth_shards=pth_shards, imatrix=imatrix)
     loras = list(loras)
     target = options.target(out)
     job = job_identity(base, loras, patch, options)

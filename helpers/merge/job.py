@@ -13,8 +13,11 @@ def job_identity(base: str | Path, loras: list[str | Path], patch: str | Path | 
         p = Path(str(ref)).expanduser()
         return str(p.resolve()) if p.exists() else str(ref)
 
-    return {"base": ident(base), "loras": [ident(x) for x in loras], "patch": ident(patch) if patch else None,
-            "format": options.fmt, "outtype": options.outtype}
+    job = {"base": ident(base), "loras": [ident(x) for x in loras], "patch": ident(patch) if patch else None,
+           "format": options.fmt, "outtype": options.outtype}
+    if options.imatrix is not None:
+        job["imatrix"] = ident(options.imatrix)
+    return job
 
 
 def already_done(target: Path, fmt: str, job: dict) -> bool:

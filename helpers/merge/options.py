@@ -5,13 +5,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Mapping
 
-from ..gguf import WRITE_TYPES
+from ..gguf.types import BITS_PER_WEIGHT, FLOAT_TYPES, WRITE_TYPES, gguf_outtype
 from ..util import UserError
 
 FORMATS = ("hf", "pth", "gguf")
-OUTTYPES = WRITE_TYPES  # f32, f16, bf16 for every format; q8_0 for gguf
+OUTTYPES = WRITE_TYPES  # f32, f16, bf16 for every format; every llama.cpp quantization type for gguf
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}  # torch dtype of each HF / .pth outtype
-BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+# bytes per weight written, for the disk check (quantization mixes give some tensors up to ~2 more bits)
+BYTES_PER_VALUE = {t: (b if t in FLOAT_TYPES else b + 2.0) / 8 for t, b in BITS_PER_WEIGHT.items()}
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,15 @@ class MergeOptions:
 
     Attributes:
         fmt: ``hf``, ``pth`` or ``gguf``.
-        outtype: ``f32``, ``f16``, ``bf16`` (any format) or ``q8_0`` (gguf only).
+        outtype: ``f32``, ``f16``, ``bf16`` (any format) or, for gguf, any llama.cpp quantization type
+            (``q8_0``, ``q4_k_m``, ...; case and the aliases ``q4_k`` etc. are normalised), quantized in the same pass.
         overwrite: replace an existing output (only once the new one is complete).
         verify_sha256: ``{file name: digest(s)}`` that input files must match (``dir/name`` or ``name``).
         write_sha256: write a ``SHA256SUMS`` listing (a ``.sha256`` file beside a GGUF).
         progress: show a progress bar.
         max_shard_bytes: HF shard size (default 2 GiB).
         pth_shards: number of ``consolidated.NN.pth`` shards (default: as the releases).
+        imatrix: importance matrix for a quantized GGUF (required by ``iq*`` and ``q2_k_s``).
     """
 
     fmt: str = "hf"
@@ -37,13 +40,21 @@ class MergeOptions:
     progress: bool = True
     max_shard_bytes: int | None = None
     pth_shards: int | None = None
+    imatrix: str | Path | None = None
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise UserError(f"unknown format {self.fmt!r}; use one of {', '.join(FORMATS)}")
-        if self.outtype not in OUTTYPES or (self.outtype == "q8_0" and self.fmt != "gguf"):
+        if self.fmt == "gguf":
+            object.__setattr__(self, "outtype", gguf_outtype(self.outtype, imatrix=self.imatrix is not None))
+        elif self.outtype not in FLOAT_TYPES:
             raise UserError(f"--outtype {self.outtype} is not available for --format {self.fmt}; use f16, bf16 or f32"
-                            + (" (q8_0 is for gguf)" if self.outtype == "q8_0" else ""))
+                            " (quantization types are for gguf)")
+        if self.imatrix is not None:
+            if self.outtype in FLOAT_TYPES:
+                raise UserError("--imatrix is used only when quantizing: choose a quantized --outtype with --format gguf")
+            if not Path(self.imatrix).expanduser().is_file():
+                raise UserError(f"importance matrix {self.imatrix} not found")
 
     def target(self, out: str | Path) -> Path:
         """The output path: ``out`` itself, or ``out/ggml-model-<outtype>.gguf`` for a GGUF into a folder."""

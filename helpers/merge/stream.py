@@ -43,7 +43,8 @@ def merged_tensor(name: str, inputs: MergeInputs) -> "torch.Tensor":
 
 
 def check_values(name: str, w: "torch.Tensor", outtype: str) -> None:
-    """Refuse NaN/Inf (a damaged input) and values float16 cannot hold when writing f16."""
+    """Refuse NaN/Inf (a damaged input) and values float16 cannot hold when writing f16 or a quantized GGUF
+    (quantized from the values an F16 GGUF would hold, as llama.cpp's quantizer does)."""
     if w.numel() == 0:
         return
     import torch
@@ -52,8 +53,9 @@ def check_values(name: str, w: "torch.Tensor", outtype: str) -> None:
     if not (math.isfinite(hi) and math.isfinite(lo)):
         raise UserError(f"the merged {name} contains NaN or Inf: an input file is damaged; verify the downloads "
                         "(--sha256) and download the damaged files again")
-    if outtype == "f16" and max(abs(hi), abs(lo)) > 65504:
-        raise UserError(f"the merged {name} has values up to {max(abs(hi), abs(lo)):.4g}, beyond float16; "
+    if outtype not in ("f32", "bf16") and max(abs(hi), abs(lo)) > 65504:
+        what = "float16" if outtype == "f16" else f"float16, through which {outtype} is quantized"
+        raise UserError(f"the merged {name} has values up to {max(abs(hi), abs(lo)):.4g}, beyond {what}; "
                         "use --outtype bf16 or f32")
 
 
