@@ -100,7 +100,7 @@ def converter(workdir: Path, sdist: Path | None) -> Path:
 def tokenizers(workdir: Path) -> tuple[Path, Path]:
     """Sentencepiece tokenizers of exactly 32000 and 55296 pieces (the demo's, padded with filler pieces)."""
     from helpers.demo import build_demo
-    from helpers.tokens import add_pieces, piece_count
+    from helpers.tokens.sentencepiece import add_pieces, piece_count
 
     demo = build_demo(workdir / "demo")
     src = demo / "Llama-2-7b-hf"

@@ -209,6 +209,31 @@ def test_with_importance_matrix(cases, f16, tmp_path, case, qtype):
         assert any(not np.array_equal(a[n].data, b[n].data) for n in a)
 
 
+def test_float16_rounding_is_torchs():
+    """The quantizer rounds through float16 with ggml's conversion; the F16 GGUF is written by torch's."""
+    import torch
+
+    from helpers.gguf.ggml import round_through_f16
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1 << 20, generator=g) * torch.exp(torch.randn(1 << 20, generator=g) * 7)  # 1e-20 ... 1e+20
+    x[:8] = torch.tensor([65504.0, 65519.99, 65520.0, 6.1035e-05, 5.9605e-08, 2.9802e-08, -2.9803e-08, -0.0])
+    assert torch.equal(torch.from_numpy(round_through_f16(x.numpy())), x.half().float())
+
+
+def test_imatrix_metadata_of_legacy_files(tmp_path):
+    """llama-imatrix's old .dat: entries, then (optionally) the chunk count and the dataset name."""
+    import struct
+
+    from helpers.gguf.imatrix import imatrix_metadata
+
+    body = struct.pack("<i", 1) + struct.pack("<i", 3) + b"abc" + struct.pack("<ii", 2, 4) + b"\0" * 16
+    (tmp_path / "a.dat").write_bytes(body)
+    (tmp_path / "b.dat").write_bytes(body + struct.pack("<ii", 7, 5) + b"wiki2")
+    assert imatrix_metadata(tmp_path / "a.dat") == ([], 0)
+    assert imatrix_metadata(tmp_path / "b.dat") == (["wiki2"], 7)
+
+
 def test_to_gguf_quantizes_in_one_pass(demo, tmp_path):
     from helpers.__main__ import main
     from helpers.gguf import convert_hf_to_gguf

@@ -47,7 +47,8 @@ class TensorSink(Protocol):
         """True when ``name`` is already safely on disk from an earlier, interrupted run (resume)."""
 
     def write(self, name: str, tensor: "torch.Tensor") -> None:
-        """Receive one finished float32 tensor, in plan order."""
+        """Receive one finished float32 tensor, in plan order (the sink may keep it until the next call, so the
+        caller must not change it afterwards)."""
 
     def close(self) -> list[Path]:
         """Finish, write checksums if asked, move outputs to their final names and return them."""

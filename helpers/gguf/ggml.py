@@ -44,7 +44,7 @@ def ggml_library() -> ctypes.CDLL:
         UserError: llama-cpp-python is not installed (with the install hint) or ships no libggml-base.
     """
     try:
-        import llama_cpp  # noqa: F401 - loads ggml's dependencies the way llama-cpp-python does
+        import llama_cpp  # loads ggml's dependencies the way llama-cpp-python does
     except Exception:  # noqa: BLE001 - ImportError, or OSError from a broken native library
         raise UserError(install_hint()) from None
     lib_dir = Path(llama_cpp.__file__).resolve().parent / "lib"
@@ -66,6 +66,9 @@ def ggml_library() -> ctypes.CDLL:
     lib.ggml_blck_size.restype = i64
     lib.ggml_type_size.argtypes = [c_int]
     lib.ggml_type_size.restype = size_t
+    for f in (lib.ggml_fp32_to_fp16_row, lib.ggml_fp16_to_fp32_row):
+        f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, i64]
+        f.restype = None
     return lib
 
 
@@ -94,6 +97,27 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _round_f16(ptr: int, n: int) -> "np.ndarray":
+    """``n`` float32 values at address ``ptr`` rounded to float16 and back, in a new float32 array."""
+    import numpy as np
+
+    lib = ggml_library()
+    half = np.empty(n, dtype=np.float16)
+    out = np.empty(n, dtype=np.float32)
+    lib.ggml_fp32_to_fp16_row(ptr, half.ctypes.data, n)
+    lib.ggml_fp16_to_fp32_row(half.ctypes.data, out.ctypes.data, n)
+    return out
+
+
+def round_through_f16(a: "np.ndarray") -> "np.ndarray":
+    """float32 values rounded to float16 and back with ggml's conversions (what :func:`quantize` does with
+    ``via_f16``)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return _round_f16(a.ctypes.data, a.size).reshape(a.shape)
+
+
 def _pool(threads: int) -> ThreadPoolExecutor:
     """A thread pool of ``threads`` workers, kept for the next tensor (starting threads is not free)."""
     if threads not in _pools:
@@ -110,7 +134,9 @@ def quantize(t: "torch.Tensor", qtype: int, *, imatrix: "np.ndarray | None" = No
         qtype: the ggml type (a :class:`gguf.GGMLQuantizationType` value).
         imatrix: importance weights, one per column (float32), or None.
         via_f16: round every value through float16 first, chunk by chunk (what a quantizer reading an F16
-            GGUF sees), without a float16 copy of the whole tensor.
+            GGUF sees), without a float16 copy of the whole tensor. ggml's own conversions are used (round to
+            nearest even, as torch's ``.half()`` which writes the F16 GGUF: the tests compare the results); they
+            run single-threaded inside each worker, where torch's would start thread teams of their own.
         threads: worker threads (default: every core this process may use).
     """
     import numpy as np
@@ -140,13 +166,13 @@ def quantize(t: "torch.Tensor", qtype: int, *, imatrix: "np.ndarray | None" = No
 
     def work(r0: int) -> int:
         n = min(step, nrows - r0)
+        ptr = src + r0 * n_per_row * 4
+        scratch = None
         if via_f16:
-            chunk = t[r0:r0 + n].to(torch.float16).to(torch.float32)
-            ptr = chunk.data_ptr()
-        else:
-            chunk, ptr = None, src + r0 * n_per_row * 4
+            scratch = _round_f16(ptr, n * n_per_row)
+            ptr = scratch.ctypes.data
         done = lib.ggml_quantize_chunk(qtype, ptr, dst + r0 * rsize, 0, n, n_per_row, w_ptr)
-        del chunk
+        del scratch
         return int(done)
 
     starts = range(0, nrows, step)

@@ -102,12 +102,17 @@ def imatrix_weights(data: dict | None, tensors: list, ftype: str) -> dict:
         ftype: the quantization mix (``iq2_xxs``, ``q2_k_s``...), for the types that cannot do without weights.
 
     Raises:
-        UserError: an entry of the wrong length (another model), or a tensor that needs weights has none.
+        UserError: non-finite values, an entry of the wrong length (another model), or a tensor that needs
+            weights has none.
     """
     import gguf
+    import numpy as np
 
     from .quant_rules import requires_imatrix
 
+    for name, vals in (data or {}).items():
+        if not np.all(np.isfinite(vals)):
+            raise UserError(f"importance matrix entry {name} has non-finite values; recompute it")
     found = {}
     for name, shape, qtype in tensors:
         if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
@@ -127,7 +132,7 @@ def imatrix_weights(data: dict | None, tensors: list, ftype: str) -> dict:
     return found
 
 
-def add_imatrix_keys(writer, path: Path, n_entries: int) -> None:
+def add_imatrix_keys(writer, path: str | Path, n_entries: int) -> None:
     """Add the ``quantize.imatrix.*`` keys llama-quantize writes when it quantizes with importance matrix ``path``
     (its name as given, the first dataset, the number of entries, the number of chunks)."""
     datasets, chunks = imatrix_metadata(path)

@@ -22,10 +22,10 @@ cannot be quantized without an importance matrix; :func:`order_key` is the quant
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-import gguf
+import gguf  # the type enum and block sizes; this module is imported only when quantizing
 
 T = gguf.GGMLQuantizationType
 

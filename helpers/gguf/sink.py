@@ -11,9 +11,12 @@ Memory stays at about one tensor. At ``f32`` / ``f16`` / ``bf16`` the file match
 - the vocabulary (:mod:`.vocab`).
 
 At a llama.cpp quantization type (``q4_k_m``, ``q8_0``, ``iq4_xs`` ...) each tensor is quantized in memory as
-it arrives, with llama.cpp's kernels (:mod:`.ggml`) and its per-tensor type rules (:mod:`.quant_rules`),
-from the values an F16 GGUF would hold: the tensors are byte for byte those llama.cpp's quantizer makes from
-this writer's F16 output, without that F16 file ever being written.
+it arrives (in the background, while the next one is computed), with llama.cpp's kernels (:mod:`.ggml`) and
+its per-tensor type rules (:mod:`.quant_rules`), from the values an F16 GGUF would hold, and written into its
+slot in llama.cpp's tensor order, with the metadata in llama.cpp's key order: the file is byte for byte the
+one llama.cpp's quantizer makes from this writer's F16 output (with an importance matrix, the
+``quantize.imatrix.*`` keys the llama-quantize tool adds are written too), without that F16 file ever being
+written.
 
 On top of the converter it writes the chat template of the model's generation, ``<|eot_id|>`` as the
 end-of-turn token, and the long-context RoPE scaling the catalog knows, all from the :class:`ModelCard` the
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -101,6 +105,7 @@ class GGUFSink:
         self.job = job
         self.threads = threads
         self.imatrix_path = Path(imatrix) if imatrix is not None else None
+        self._imatrix_name = os.fspath(imatrix) if imatrix is not None else ""  # as given, for quantize.imatrix.file
         self._imatrix: dict | None = None
         if self.imatrix_path is not None:
             self._imatrix = read_imatrix(self.imatrix_path)
@@ -115,6 +120,8 @@ class GGUFSink:
         self._names: list[str] = []  # file name of each shard
         self._resumed = 0
         self._pos = 0
+        self._pending: Any = None  # the tensor being quantized in the background (a Future)
+        self._worker: Any = None
         self._heads = (0, 0)
 
     # ------------------------------------------------------------------ TensorSink protocol
@@ -169,7 +176,7 @@ class GGUFSink:
             w.add_quantization_version(gguf.GGML_QUANT_VERSION)
             w.add_file_type(FTYPES[self.outtype])
             if self._imatrix is not None:
-                add_imatrix_keys(w, self.imatrix_path, len(self._imatrix))
+                add_imatrix_keys(w, self._imatrix_name, len(self._imatrix))
         self._names = [p.name for p in w.format_shard_names(Path(self.out_path.name))]
         slots = [{n: ti.nbytes for n, ti in shard.items()} for shard in w.tensors]  # before the writer forgets them
         headers = render_headers(w, self.partial, self.out_path.name)
@@ -191,7 +198,11 @@ class GGUFSink:
         return self._index[name] < self._resumed
 
     def write(self, name: str, tensor: "torch.Tensor") -> None:
-        """Convert one tensor (permute q/k, cast or quantize), append it to its file and record it."""
+        """Convert one tensor (permute q/k, cast or quantize), write it into its slot and record it.
+
+        A tensor to quantize is quantized in the background while the caller computes the next one (at most one
+        at a time, so memory holds two tensors); the sink keeps a reference to ``tensor`` until then.
+        """
         import gguf
         import torch
 
@@ -210,33 +221,61 @@ class GGUFSink:
             elif name.endswith(("k_proj.weight", "k_proj.bias")):
                 t = permute_qk(t, self._heads[1])
             T = gguf.GGMLQuantizationType
+            if e.qtype not in (T.F32, T.F16, T.BF16):
+                self._wait()
+                self._pending = self._background().submit(self._quantize, e, t)
+                self._pos += 1
+                return
             if e.qtype == T.F32:
                 out = t.contiguous().numpy()
             elif e.qtype == T.F16:  # torch's cast is several times faster than numpy's
                 out = t.to(torch.float16).contiguous().numpy()
-            elif e.qtype == T.BF16:
-                out = gguf.quants.quantize(t.contiguous().numpy(), e.qtype)
             else:
-                from .ggml import quantize
-
-                out = quantize(t.reshape(-1, e.shape[-1]), int(e.qtype), imatrix=e.imatrix, via_f16=True,
-                               threads=self.threads)
+                out = gguf.quants.quantize(t.contiguous().numpy(), e.qtype)
             del t
+            self._wait()
             self._files.put(e.shard, e.offset, out)
+        else:
+            self._wait()
         self._pos += 1
         self._files.advance()
+
+    def _quantize(self, e: _Entry, t: "torch.Tensor") -> None:
+        """Quantize one tensor with llama.cpp's kernels from its float16 values, write and record it."""
+        from .ggml import quantize
+
+        out = quantize(t.reshape(-1, e.shape[-1]), int(e.qtype), imatrix=e.imatrix, via_f16=True,
+                       threads=self.threads)
+        del t
+        self._files.put(e.shard, e.offset, out)
+        self._files.advance()
+
+    def _background(self):
+        if self._worker is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="gguf-sink")
+        return self._worker
+
+    def _wait(self) -> None:
+        """Wait for the tensor being quantized in the background (its error, if any, is raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def close(self) -> list[Path]:
         """Finish the file(s), move them to their final names and write their checksums when asked; returns the
         GGUF paths (first shard first)."""
         if self._files is None:
             raise RuntimeError("GGUFSink.close called before open")
+        self._wait()
         missing = [e.hf for e in self._entries[self._pos:] if e.name]
         if missing:
             self.abort(keep_partial=False)
             raise RuntimeError(f"GGUFSink closed with {len(missing)} tensors not written (first: {missing[0]})")
         finals = self._files.finish(self.out_path.parent)
         self._files = None
+        self._stop_worker()
         if self.sha256:
             for f in finals:
                 write_checksum(f)
@@ -245,11 +284,21 @@ class GGUFSink:
     def abort(self, *, keep_partial: bool = False) -> None:
         """Stop: keep the partial output for a resume (``keep_partial``; only complete tensors are recorded), or
         delete it (bad input). Final names are never touched."""
+        try:
+            self._wait()  # a tensor being quantized finishes (and counts) first
+        except BaseException:  # noqa: BLE001 - it is not recorded, which is all a resume needs
+            pass
+        self._stop_worker()
         if self._files is not None:
             self._files.abort(keep=keep_partial)
             self._files = None
         elif not keep_partial:
             remove(self.partial)
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
 
     # ------------------------------------------------------------------ planning
     def _gguf_names(self, plan: list[TensorPlan], n_layers: int) -> tuple[list[str], int | None]:
