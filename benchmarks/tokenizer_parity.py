@@ -1,5 +1,5 @@
 """How often transformers' automatic conversion of a released sentencepiece tokenizer disagrees
-with sentencepiece, and whether ``helpers.load_tokenizer`` does.
+with sentencepiece, and whether ``helpers.tokens.load_tokenizer`` does.
 
     .venv/bin/python benchmarks/tokenizer_parity.py [TOKENIZER_DIR] [ALPACA_JSON]
 
@@ -29,7 +29,7 @@ def main() -> None:
     a = sum(auto.encode(t, add_special_tokens=False) != r for t, r in zip(lines, ref))
     o = sum(ours.encode(t, add_special_tokens=False) != r for t, r in zip(lines, ref))
     print(f"{len(lines)} lines; AutoTokenizer ({type(auto).__name__}) differs from sentencepiece on {a} "
-          f"({a / len(lines):.1%}); helpers.load_tokenizer differs on {o}")
+          f"({a / len(lines):.1%}); helpers.tokens.load_tokenizer differs on {o}")
 
 
 if __name__ == "__main__":

@@ -61,11 +61,8 @@ def trained(demo, tmp_path_factory) -> Path:
 def ggufs(trained, tmp_path_factory) -> dict[str, Path]:
     """F16 GGUF of the trained model and its Q8_0 / Q4_K_M quants (helpers.gguf)."""
     pytest.importorskip("llama_cpp")
-    try:
-        from helpers.gguf import convert_hf_to_gguf
-        from helpers.gguf import quantize
-    except ImportError as exc:
-        pytest.skip(f"GGUF export/quantize not available: {exc}")
+    from helpers.gguf import convert_hf_to_gguf, quantize
+
     d = tmp_path_factory.mktemp("gguf")
     f16 = convert_hf_to_gguf(trained, d / "tiny-f16.gguf", outtype="f16")
     return {"F16": f16, "Q8_0": quantize(f16, d / "tiny-q8_0.gguf", qtype="q8_0", modelfile=False),
@@ -291,11 +288,8 @@ def test_multiple_choice_picks_planted_answer(planted_b, demo, tmp_path):
 
 def test_multiple_choice_through_llama_cpp(planted_b, demo, tmp_path):
     pytest.importorskip("llama_cpp")
-    try:
-        from helpers.gguf import convert_hf_to_gguf
-    except ImportError as exc:
-        pytest.skip(f"GGUF export not available: {exc}")
     from helpers.evaluate import multiple_choice
+    from helpers.gguf import convert_hf_to_gguf
 
     gguf = convert_hf_to_gguf(planted_b, tmp_path / "planted-f16.gguf", outtype="f16")
     csv_path = demo / "data" / "ceval_sample.csv"

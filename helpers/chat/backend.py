@@ -62,7 +62,7 @@ class Backend:
     Attributes:
         name: ``transformers`` or ``llama.cpp``.
         template: the prompt template id (:mod:`helpers.templates`).
-        tokenizer: the tokenizer (``helpers.load_tokenizer`` for HF folders).
+        tokenizer: the tokenizer (:func:`helpers.tokens.load_tokenizer` for HF folders).
         path: the model folder or GGUF file.
         n_ctx: the context length in use.
         defaults: sampling settings applied when a call leaves them out.

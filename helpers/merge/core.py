@@ -48,13 +48,14 @@ def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: Merg
         return PthSink(target, n_shards=options.pth_shards, dtype=dtype, job=fingerprint, sha256=options.write_sha256,
                        extra_json=extra)
     gen = inputs.base_dir / "generation_config.json" if inputs.base_dir.is_dir() else None
-    extra["generation_config.json"] = (read_json(gen) if gen and gen.is_file() else
-                                       {k: plan.config[k] for k in ("bos_token_id", "eos_token_id") if k in plan.config})
+    ids = {k: plan.config[k] for k in ("bos_token_id", "eos_token_id") if k in plan.config}
+    extra["generation_config.json"] = read_json(gen) if gen and gen.is_file() else ids
     return HFSink(target, max_shard_bytes=options.max_shard_bytes or DEFAULT_SHARD_BYTES, dtype=dtype,
                   job=fingerprint, sha256=options.write_sha256, extra_json=extra)
 
 
-def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions) -> tuple[list[Path], int, int]:
+def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions
+           ) -> tuple[list[Path], int, int]:
     """Open the sink, stream every tensor, close it; returns ``(outputs, written, resumed)``.
 
     A bad input (:class:`UserError`) fails the same way next time, so its partial output is deleted; any other
