@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..catalog import family_of_config, find
-from ..device import dtype_kwarg
+from ..device import bf16_native, dtype_kwarg
 from ..tokens import template_for_model
 from ..util import UserError
 
@@ -49,9 +49,7 @@ def pick_precision(config: FinetuneConfig, cuda: bool) -> str:
         return config.precision
     if not cuda:
         return "fp32"
-    import torch
-
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if bf16_native() else "fp16"
 
 
 def load_base(base_dir: Path, *, dtype: Any, load_in_4bit: bool, skip_modules: Sequence[str] = ()):
