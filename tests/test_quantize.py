@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import helpers.gguf.llama_quantize as hq
+import helpers.gguf.llamacpp as hq_llamacpp
 from helpers.util import UserError
 
 gguf = pytest.importorskip("gguf")
@@ -261,3 +262,42 @@ def test_imatrix_quantization(f16, imatrix, tmp_path, capsys):
 def test_install_hint_and_availability():
     assert "scripts/setup.sh" in hq.install_hint() and "llama-quantize" in hq.install_hint()
     assert isinstance(hq.llama_cpp_available(), bool)
+
+
+# ---------------------------------------------------------------------------------------------- Colab install plan
+@pytest.mark.parametrize("cuda, want_gpu, tags, expect_tag, expect_gpu", [
+    (None, False, (), "cpu", False),                           # CPU runtime
+    ("12.4", False, ("cu121", "cu124"), "cpu", False),         # conversion / quantization: the CPU wheel
+    ("12.4", True, ("cu121", "cu122", "cu124", "cu125"), "cu124", True),  # the matching CUDA wheel
+    ("12.6", True, ("cu121", "cu122", "cu124", "cu125"), "cu125", True),  # newest wheel a 12.6 runtime runs
+    ("12.0", True, ("cu121", "cu124"), "cpu", False),          # no wheel old enough: CPU, never a silent build
+    ("13.0", True, ("cu121", "cu124"), "cpu", False),          # another major version
+])
+def test_colab_wheel_choice(cuda, want_gpu, tags, expect_tag, expect_gpu):
+    plan = hq_llamacpp.plan_wheel(cuda=cuda, want_gpu=want_gpu, cuda_tags=tags)
+    assert (plan.tag, plan.gpu) == (expect_tag, expect_gpu)
+    if want_gpu and cuda and not expect_gpu:
+        assert "20-60 minutes" in plan.note and "build_from_source=True" in plan.note
+
+
+def test_colab_install_never_builds_from_source_unasked(monkeypatch):
+    """A missing CUDA wheel means the CPU wheel, and a failed wheel install is an error that names the source
+    build and its time, never a 20-60 minute build nobody asked for."""
+    import subprocess
+    import sys
+    import types
+
+    calls = []
+    monkeypatch.setattr(hq_llamacpp, "llama_cpp_available", lambda: False)
+    monkeypatch.setattr(hq_llamacpp, "available_cuda_tags", lambda version: ["cu121"])
+    fake_torch = types.SimpleNamespace(version=types.SimpleNamespace(cuda="12.0"),
+                                       cuda=types.SimpleNamespace(is_available=lambda: True))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 1)
+    with pytest.raises(UserError, match="build_from_source=True"):
+        hq_llamacpp.colab_install_llama_cpp(gpu=True)
+    assert len(calls) == 1 and "--only-binary" in calls[0] and calls[0][-1].endswith("/cpu")
+    calls.clear()
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw.get("env", {}))) or 0)
+    plan = hq_llamacpp.colab_install_llama_cpp(gpu=True, build_from_source=True)
+    assert plan.tag is None and "--no-binary" in calls[0][0] and "GGML_CUDA=on" in calls[0][1]["CMAKE_ARGS"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .card import ModelCard, describe_model
 from .convert import convert_hf_to_gguf, convert_to_gguf_files
-from .export import export_file, split_gguf, write_checksum, write_modelfile
+from .export import export_file, modelfile_path, ollama_command, split_gguf, write_checksum, write_modelfile
 from .hparams import rope_settings
 from .imatrix import read_imatrix
 from .llamacpp import (LLAMA_CPP_VERSION, colab_install_llama_cpp, install_hint, llama_cpp_available, quantize_binary,
@@ -29,6 +29,6 @@ __all__ = [
     "DEFAULT_QUANT", "FTYPES", "GGUFSink", "LLAMA_CPP_VERSION", "ModelCard", "NEEDS_IMATRIX", "WRITE_TYPES",
     "add_tokenizer", "bpe_vocab", "colab_install_llama_cpp", "convert_hf_to_gguf", "convert_to_gguf_files",
     "describe_model", "export_file", "gguf_template", "gguf_type", "install_hint", "llama_cpp_available",
-    "permute_qk", "qtype_name", "quantize", "quantize_binary", "quiet_llama_log", "read_imatrix", "read_metadata",
+    "modelfile_path", "ollama_command", "permute_qk", "qtype_name", "quantize", "quantize_binary", "quiet_llama_log", "read_imatrix", "read_metadata",
     "rope_settings", "sentencepiece_vocab", "split_gguf", "write_checksum", "write_modelfile",
 ]

@@ -6,7 +6,8 @@ Three named steps:
    each other, plan the output and check the disk, all before anything is written;
 2. **stream** (:mod:`.stream`): compute each tensor in float32 and hand it to a sink, the HF or Meta ``.pth``
    writer (:mod:`.writers`) or :class:`helpers.gguf.GGUFSink`;
-3. **finish**: the sink renames its partial output into place (with checksums); the result is reported.
+3. **finish**: the sink renames its partial output into place (with checksums), a GGUF gets its Ollama Modelfile,
+   and the result is reported.
 
 Outputs are built under a hidden partial name and renamed when complete; a rerun resumes an interrupted job and
 says so when the job is already done.
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from ..checkpoint import TensorSink
-from ..gguf import GGUFSink, describe_model
+from ..gguf import GGUFSink, describe_model, write_modelfile
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import already_done, job_identity
@@ -109,6 +110,8 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
         outputs, written, resumed = _write(plan, inputs, sink, options)
     finally:
         inputs.close()
+    if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports a single file with its Modelfile
+        outputs.append(write_modelfile(outputs[0], template=sink.card.template or "raw"))
     result = MergeResult(list(outputs), plan.vocab_size, written, resumed, time.time() - t0, peak_rss())
     print(f"merged into {target}: {written} tensors written" + (f", {resumed} resumed" if resumed else "")
           + f", vocabulary {plan.vocab_size}, {result.seconds:.1f} s, peak RSS {human_bytes(result.peak_rss_bytes)}")
