@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the offline demo assets (built once per session) and ../shared fixtures."""
+"""Shared pytest fixtures: the offline demo assets (built once per session), the released tokenizers vendored
+in tests/data, and ../shared fixtures."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+DATA = ROOT / "tests" / "data"
 
 os.environ.setdefault("HELPERS_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,8 +17,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
+def released_tokenizers() -> dict[str, Path]:
+    """The Apache-2.0 released tokenizers vendored in tests/data (see its README), by their ../shared names:
+    ``"chinese-llama-2-tokenizer"`` (a tokenizer folder) and ``"chinese_sp_20k.model"`` (a sentencepiece model)."""
+    return {name: DATA / name for name in ("chinese-llama-2-tokenizer", "chinese_sp_20k.model")}
+
+
+@pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
-    """The ../shared/fixtures folder; skips the test when it is absent."""
+    """The ../shared/fixtures folder (the LLaMA-2 32k tokenizer, the Alpaca JSON set); skips the test when absent."""
     path = SHARED / "fixtures"
     if not path.is_dir():
         pytest.skip("../shared/fixtures not available")
