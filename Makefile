@@ -1,6 +1,7 @@
 # The README's two commands:
 #   make demo   set up .venv, then run the offline demo job (demo assets -> merge -> GGUF -> quantize -> a reply)
-#   make test   set up .venv, then run every unit test and execute every notebook in smoke mode
+#   make test   set up .venv, then run every unit test and execute every notebook in smoke mode, downloading
+#               the tiny stand-ins through a local hub twin (notebooks/conftest.py; NOTEBOOK_HUB=offline: no twin)
 PY := .venv/bin/python
 OUT ?= out/demo
 PYTEST_ARGS ?=

@@ -40,7 +40,7 @@ OUTPUT_DIR = "/content/merged"  # @param {type:"string"}
 SAVE_TO_DRIVE = False  # @param {type:"boolean"}
 DOWNLOAD = False  # @param {type:"boolean"}
 
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids resolve to tiny offline stand-ins
+if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids, tiny stand-ins (from HF_ENDPOINT if set)
     from helpers.demo import use_demo_assets
 
     use_demo_assets()

@@ -39,7 +39,7 @@ SPLIT_GB = 0  # @param {type:"number"}
 SAVE_TO_DRIVE = False  # @param {type:"boolean"}
 DOWNLOAD = False  # @param {type:"boolean"}
 
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins for the same hub ids
+if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins for the same hub ids (from HF_ENDPOINT if set)
     from helpers.demo import use_demo_assets
 
     DEMO = use_demo_assets()
