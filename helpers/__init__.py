@@ -9,4 +9,4 @@ Heavy libraries (torch, transformers, llama_cpp) are imported lazily inside the 
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -82,14 +82,11 @@ def list_files(ref: str | Path, *, what: str = "model") -> list[str]:
     Lists without downloading, so a caller can choose one file of a repo that holds several (GGUF quants).
     """
     ref_s = str(ref)
-    path = Path(ref_s).expanduser()
+    path = _local_path(ref_s)
     hub_id = current_hub_id(ref_s.strip())
-    mirror = os.environ.get(LOCAL_MODELS_ENV)
-    if not path.exists() and mirror and looks_like_hub_id(hub_id):
-        path = Path(mirror) / hub_id.split("/")[-1]
-    if path.is_dir():
+    if path is not None and path.is_dir():
         return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    if path.is_file():
+    if path is not None:
         return [path.name]
     if not looks_like_hub_id(hub_id):
         raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id like 'hfl/chinese-alpaca-2-lora-7b'")
@@ -98,6 +95,47 @@ def list_files(ref: str | Path, *, what: str = "model") -> list[str]:
 
     with _hub_errors(hub_id, what):
         return sorted(HfApi(endpoint=hub_endpoint()).list_repo_files(hub_id, token=get_secret("HF_TOKEN")))
+
+
+def file_sizes(ref: str | Path, *, what: str = "model") -> dict[str, int]:
+    """``{file name: bytes}`` of the files a :func:`resolve_model` of ``ref`` would fetch or read (duplicate
+    weight copies left out), from the local folder or the hub's listing; nothing is downloaded.
+
+    Raises:
+        UserError: not found, offline with no local copy, or the hub cannot be reached.
+    """
+    ref_s = str(ref)
+    path = _local_path(ref_s)
+    if path is not None and path.is_dir():
+        names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+        sizes = {n: (path / n).stat().st_size for n in names}
+    elif path is not None:
+        return {path.name: path.stat().st_size}
+    else:
+        hub_id = current_hub_id(ref_s.strip())
+        if not looks_like_hub_id(hub_id):
+            raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id")
+        _require_online(hub_id, what)
+        from huggingface_hub import HfApi
+
+        with _hub_errors(hub_id, what):
+            entries = HfApi(endpoint=hub_endpoint()).list_repo_tree(hub_id, recursive=True,
+                                                                     token=get_secret("HF_TOKEN"))
+            sizes = {e.path: int(e.size or 0) for e in entries if getattr(e, "size", None) is not None}
+    skip = redundant_weights(list(sizes))
+    return {n: b for n, b in sorted(sizes.items()) if not any(fnmatch.fnmatch(n, p) for p in skip)}
+
+
+def _local_path(ref: str) -> Path | None:
+    """The local file or folder ``ref`` names, directly or through the ``$HELPERS_LOCAL_MODELS`` mirror."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    hub_id = current_hub_id(ref.strip())
+    mirror = os.environ.get(LOCAL_MODELS_ENV)
+    if mirror and looks_like_hub_id(hub_id) and (Path(mirror) / hub_id.split("/")[-1]).exists():
+        return Path(mirror) / hub_id.split("/")[-1]
+    return None
 
 
 # Weight formats in order of preference; a repo often carries the same weights in several.

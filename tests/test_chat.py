@@ -439,6 +439,7 @@ def test_speculative_with_small_draft_keeps_greedy_reply(demo, monkeypatch):
     target, draft = load_backend("chinese-alpaca-2-7b"), load_backend("chinese-alpaca-2-1.3b")
     assert target.template == draft.template == "llama2-zh"
     prompt = "[INST] <<SYS>>\nYou are a helpful assistant. 你是一个乐于助人的助手。\n<</SYS>>\n\n你好 [/INST]"
+    assert target.prompt("你好") == prompt  # what chat() sends, and what the notebook hands to speculative decoding
     text, stats = speculative_generate(target, draft, prompt, max_new_tokens=16, num_assistant_tokens=4,
                                        verbose=False, **GREEDY)
     assert stats["same_text"] and text == target.generate(prompt, max_new_tokens=16, **GREEDY).strip()

@@ -18,7 +18,7 @@
 # %% [markdown]
 # ## Setup
 
-# %% setup llama_cpp
+# %% setup llama_cpp_gpu
 
 # %% [markdown]
 # ## Parameters
@@ -104,7 +104,8 @@ from helpers.chat import speculative_generate
 
 if DRAFT_MODEL and bot.name == "transformers":
     draft = load_backend(DRAFT_MODEL, backend="transformers")
-    text, stats = speculative_generate(bot, draft, PROMPT, max_new_tokens=MAX_NEW_TOKENS)
+    prompt = bot.prompt(PROMPT, system=SYSTEM_PROMPT or None)  # the templated text chat() would send
+    text, stats = speculative_generate(bot, draft, prompt, max_new_tokens=MAX_NEW_TOKENS)
     print(stats)
 
 # %% [markdown]
