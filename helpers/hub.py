@@ -76,10 +76,16 @@ def redundant_weights(files: list[str]) -> list[str]:
 
 
 def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str) -> Path:
+    import logging
+
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+    _check_reachable(repo_id)
     token = get_secret("HF_TOKEN")
+    retries = logging.getLogger("huggingface_hub.utils._http")  # its "Retrying in 8s" lines
+    level = retries.level
+    retries.setLevel(logging.ERROR)
     try:
         ignore = None if allow_patterns else redundant_weights(HfApi().list_repo_files(repo_id, token=token))
         return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, ignore_patterns=ignore, token=token))
@@ -90,3 +96,32 @@ def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str) -> P
         ) from None
     except RepositoryNotFoundError:
         raise UserError(f"{what} {repo_id!r} does not exist on the hub (or needs a token); check the name") from None
+    except Exception as exc:
+        if _NO_CONNECTION & {c.__name__ for c in type(exc).__mro__}:
+            raise hub_unreachable(repo_id, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__) from None
+        raise
+    finally:
+        retries.setLevel(level)
+
+
+_NO_CONNECTION = {"ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "LocalEntryNotFoundError"}
+
+
+def hub_unreachable(repo_id: str, why: str) -> UserError:
+    """The error for a hub that cannot be reached: what failed and the three ways out."""
+    return UserError(f"cannot reach the Hugging Face hub to download {repo_id} ({why}); check the network, or set "
+                     "HF_ENDPOINT to a mirror, or give a local folder instead of the hub id")
+
+
+def _check_reachable(repo_id: str) -> None:
+    """Fail at once when the hub's host name does not resolve (no DNS), instead of after a minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    try:
+        socket.getaddrinfo(url.hostname or "", url.port or 443)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise hub_unreachable(repo_id, f"{url.hostname}: {exc.strerror or exc}") from None

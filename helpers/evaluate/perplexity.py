@@ -15,19 +15,27 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..gguf import gguf_type
-from ..util import UserError, progress
+from ..util import UserError, progress, read_utf8
 from .scorers import open_model
 
 
 def read_text(text_or_file: str | Path) -> str:
-    """A :class:`~pathlib.Path` (or a string naming an existing file) is read as UTF-8; other strings are text."""
+    """A :class:`~pathlib.Path` (or a string naming an existing file) is read as UTF-8; other strings are text.
+
+    Raises:
+        UserError: a missing or binary file, or no text at all (empty or only whitespace): nothing to measure.
+    """
     if isinstance(text_or_file, Path) or (isinstance(text_or_file, str) and "\n" not in text_or_file
                                           and len(text_or_file) < 4096 and os.path.isfile(text_or_file)):
         path = Path(text_or_file)
         if not path.is_file():
             raise UserError(f"text file {path} not found")
-        return path.read_text(encoding="utf-8")
-    return str(text_or_file)
+        text, source = read_utf8(path, what="a UTF-8 text file to measure"), str(path)
+    else:
+        text, source = str(text_or_file), "the text"
+    if not text.strip():
+        raise UserError(f"{source} has no text (it is empty or only whitespace); give the text to measure")
+    return text
 
 
 def windows(n: int, n_ctx: int, stride: int) -> Iterator[tuple[int, int, int]]:
@@ -86,8 +94,9 @@ def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n
     """
     import numpy as np
 
+    text = read_text(text_or_file)  # before loading the model: a bad file fails at once
     scorer = open_model(model, backend=backend, n_ctx=n_ctx)
-    ids = _token_ids(scorer, read_text(text_or_file))
+    ids = _token_ids(scorer, text)
     nll, count = 0.0, 0
     for logp, targets in _window_logprobs(scorer, ids, n_ctx, stride, "perplexity"):
         nll -= float(logp[np.arange(len(targets)), targets].sum())
@@ -159,9 +168,10 @@ def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_c
         n_ctx: window length; stride: window step (see :func:`perplexity`).
         backend: passed to :func:`open_model` for both.
     """
+    text = read_text(text)
     ref = open_model(reference_gguf, backend=backend, n_ctx=n_ctx)
     quant = open_model(quant_gguf, backend=backend, n_ctx=n_ctx)
-    return _kl(ref, quant, read_text(text), n_ctx, stride)
+    return _kl(ref, quant, text, n_ctx, stride)
 
 
 def compare_quants(f16_gguf: str | Path, quant_paths: Sequence[str | Path], text: str | Path, *,
