@@ -22,9 +22,10 @@ from .util import UserError, free_disk_bytes, human_bytes, remove
 
 def stale_temps(final: str | Path) -> list[Path]:
     """The temporaries :func:`tmp_name` made for ``final`` that are still on disk (``.<name>.tmp-<8 hex>``, with or
-    without a further suffix such as ``.f16.gguf``): left by a run that was killed before it could remove them."""
+    without a further suffix such as ``.f16.gguf``, and temporaries of those: ``..<name>.tmp-<hex>.f16.gguf.tmp-<hex>``):
+    left by a run that was killed before it could remove them."""
     final = Path(final)
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.tmp-[0-9a-f]{{8}}(\..+)?")
+    pattern = re.compile(rf"\.+{re.escape(final.name)}\.tmp-[0-9a-f]{{8}}(\..+)?")
     folder = final.parent
     return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
 

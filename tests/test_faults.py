@@ -83,7 +83,8 @@ def test_kill9_to_gguf_then_rerun_is_identical(demo, clean, tmp_path, site):
     assert hidden(tmp_path) == []
 
 
-@pytest.mark.parametrize("src,site", [("q4.gguf", "quantize.written:1"), ("q4-hf.gguf", "quantize.f16:1")])
+@pytest.mark.parametrize("src,site", [("q4.gguf", "quantize.written:1"), ("q4-hf.gguf", "to-gguf.tensor:3"),
+                                      ("q4-hf.gguf", "quantize.f16:1")])
 def test_kill9_quantize_then_rerun_is_identical(demo, clean, tmp_path, src, site):
     model = clean("f16.gguf") if src == "q4.gguf" else demo / "Llama-2-7b-hf"
     args = ["quantize", "--model", model, "--out", tmp_path / src, "--threads", "2"]
