@@ -16,9 +16,11 @@ copy is removed from the cache. ``HELPERS_VERIFY_SHA256=0`` skips that check.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from .catalog import ModelEntry, find
@@ -228,6 +230,9 @@ class _hub_errors:
         if isinstance(exc, RepositoryNotFoundError):
             raise UserError(f"{self.what} {self.repo_id!r} does not exist on {where} (or needs a token); "
                             "check the name") from None
+        if _NO_CONNECTION & {c.__name__ for c in type(exc).__mro__}:
+            raise hub_unreachable(self.repo_id, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                                  ) from None
         if isinstance(exc, HfHubHTTPError) or type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore",
                                                                                       "requests"):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -239,9 +244,10 @@ class _hub_errors:
 def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str) -> Path:
     from huggingface_hub import HfApi, snapshot_download
 
+    _check_reachable(repo_id)
     token = get_secret("HF_TOKEN")
     endpoint = hub_endpoint()
-    with _hub_errors(repo_id, what):
+    with _quiet_retries(), _hub_errors(repo_id, what):
         ignore = None if allow_patterns else redundant_weights(
             HfApi(endpoint=endpoint).list_repo_files(repo_id, token=token))
         folder = Path(snapshot_download(repo_id, allow_patterns=allow_patterns, ignore_patterns=ignore, token=token,
@@ -250,3 +256,40 @@ def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str) -> P
     if entry is not None and entry.hub_id.lower() == repo_id.lower():
         verify_published(entry, folder)
     return folder
+
+
+@contextlib.contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """Silence huggingface_hub's "Retrying in 8s" lines; an unreachable hub is reported once, with the fixes."""
+    import logging
+
+    retries = logging.getLogger("huggingface_hub.utils._http")
+    level = retries.level
+    retries.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        retries.setLevel(level)
+
+
+_NO_CONNECTION = {"ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "LocalEntryNotFoundError"}
+
+
+def hub_unreachable(repo_id: str, why: str) -> UserError:
+    """The error for a hub that cannot be reached: what failed and the three ways out."""
+    return UserError(f"cannot reach the Hugging Face hub to download {repo_id} ({why}); check the network, or set "
+                     "HF_ENDPOINT to a mirror, or give a local folder instead of the hub id")
+
+
+def _check_reachable(repo_id: str) -> None:
+    """Fail at once when the hub's host name does not resolve (no DNS), instead of after a minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(hub_endpoint() or constants.ENDPOINT)
+    try:
+        socket.getaddrinfo(url.hostname or "", url.port or 443)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise hub_unreachable(repo_id, f"{url.hostname}: {exc.strerror or exc}") from None

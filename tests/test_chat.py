@@ -420,6 +420,151 @@ def test_openai_server_round_trip(ggufs, tmp_path):
         openai_chat(f"http://127.0.0.1:{_free_port()}", [{"role": "user", "content": "x"}], timeout=5)
 
 
+SERVER_EXTRAS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+@pytest.fixture(scope="module")
+def served(ggufs):
+    """One server for the request tests, started with HOST=0.0.0.0 in the environment (which must not matter)."""
+    for module in SERVER_EXTRAS:
+        pytest.importorskip(module)
+    from helpers.chat import start_openai_server
+
+    port, before = _free_port(), os.environ.get("HOST")
+    os.environ["HOST"] = "0.0.0.0"
+    try:
+        proc = start_openai_server(ggufs("llama3"), port=port, n_ctx=256)
+    finally:
+        os.environ.pop("HOST") if before is None else os.environ.__setitem__("HOST", before)
+    yield proc, port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _post(port: int, path: str, body: bytes) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(data)
+    except ValueError:
+        return resp.status, {}
+
+
+_USER = [{"role": "user", "content": "x"}]
+MALFORMED = {
+    "not-json": ("/v1/chat/completions", b'{"messages": ['),
+    "not-an-object": ("/v1/chat/completions", b"[1, 2]"),
+    "no-messages": ("/v1/chat/completions", b"{}"),
+    "messages-not-a-list": ("/v1/chat/completions", b'{"messages": "hi"}'),
+    "empty-messages": ("/v1/chat/completions", b'{"messages": []}'),
+    "unknown-role": ("/v1/chat/completions", json.dumps({"messages": [{"role": "robot", "content": "x"}]}).encode()),
+    "no-content": ("/v1/chat/completions", json.dumps({"messages": [{"role": "user"}]}).encode()),
+    "image-content": ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}], "max_tokens": 2}).encode()),
+    "temperature-not-a-number": ("/v1/chat/completions", json.dumps({"messages": _USER, "temperature": "hot"}).encode()),
+    "negative-max-tokens": ("/v1/chat/completions", json.dumps({"messages": _USER, "max_tokens": -5}).encode()),
+    "bad-grammar": ("/v1/chat/completions", json.dumps({"messages": _USER, "grammar": "root ::= ((",
+                                                        "max_tokens": 2}).encode()),
+    "bad-logit-bias": ("/v1/chat/completions", json.dumps({"messages": _USER, "logit_bias": {"abc": 1},
+                                                           "max_tokens": 2}).encode()),
+    "token-outside-vocabulary": ("/v1/completions", b'{"prompt": [999999], "max_tokens": 2}'),
+    "completion-not-json": ("/v1/completions", b'{"prompt": '),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_openai_server_answers_400_to_malformed_requests(served, case):
+    """Raw HTTP: a malformed body is the client's error (400, OpenAI-style), and the server lives on."""
+    proc, port = served
+    status, data = _post(port, *MALFORMED[case])
+    assert status == 400, (status, data)
+    assert data["error"]["type"] == "invalid_request_error" and data["error"]["message"]
+    status, data = _post(port, "/v1/chat/completions", json.dumps({"messages": _USER, "max_tokens": 2}).encode())
+    assert status == 200 and data["choices"][0]["message"]["role"] == "assistant"
+    assert proc.poll() is None
+
+
+def test_openai_server_listens_on_localhost_only(served):
+    """Bound to 127.0.0.1 although HOST=0.0.0.0 was in its environment (llama-cpp-python's own main obeys HOST)."""
+    proc, port = served
+    table = Path("/proc/net/tcp")
+    if not table.is_file():
+        pytest.skip("needs Linux's /proc/net/tcp")
+    listening = [line.split()[1] for line in table.read_text().splitlines()[1:]
+                 if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port]
+    assert listening == ["0100007F:%04X" % port], listening
+    assert proc.log_path.is_file()
+
+
+class _OtherServer:
+    """Something else already serving HTTP on a port, answering 200 to every request (another OpenAI server)."""
+
+    def __enter__(self) -> int:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                body = b'{"object": "list", "data": [{"id": "other"}]}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self.httpd.server_address[1]
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_openai_server_on_a_busy_port_reports_failure(ggufs, monkeypatch, checked):
+    """A port another server answers on: refused before starting; and should the port be taken between the check
+    and the bind, the answer of the other server is not mistaken for ours."""
+    for module in SERVER_EXTRAS:
+        pytest.importorskip(module)
+    from helpers.chat import server, start_openai_server
+
+    with _OtherServer() as port:
+        if not checked:
+            monkeypatch.setattr(server, "_port_in_use", lambda host, port: False)
+        with pytest.raises(UserError, match="already in use" if checked else "exited"):
+            proc = start_openai_server(ggufs("llama3"), port=port, n_ctx=256, wait=60)
+            proc.terminate()
+
+
+def test_openai_server_serves_a_model_in_a_read_only_folder(ggufs, tmp_path):
+    """The log goes to a writable place, not beside the model."""
+    for module in SERVER_EXTRAS:
+        pytest.importorskip(module)
+    from faults import readonly_folder
+
+    from helpers.chat import openai_chat, start_openai_server
+
+    gguf = ggufs("llama3")
+    with readonly_folder(tmp_path / "ro", files=[gguf]) as ro:
+        port = _free_port()
+        proc = start_openai_server(ro / gguf.name, port=port, n_ctx=256)
+        try:
+            assert ro not in proc.log_path.parents and proc.log_path.is_file()
+            assert openai_chat(f"http://127.0.0.1:{port}", _USER, max_new_tokens=2, temperature=0) is not None
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def test_openai_server_needs_extras(monkeypatch, tmp_path):
     import importlib.util
 

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "helpers"
 # Lower layers first. A unit may import from its own layer's units only if that makes no cycle, and from lower
 # layers freely; never from a higher layer. docs/ARCHITECTURE.md shows the same picture.
 LAYERS = [
-    ["util"],
+    ["util", "disk"],
     ["env", "device", "catalog"],
     ["hub", "tokens"],
     ["checkpoint"],

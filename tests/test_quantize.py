@@ -140,18 +140,25 @@ def test_cli_quantize_is_quiet(f16, tmp_path):
     assert loud.returncode == 0 and len(PER_TENSOR.findall(loud.stderr)) >= 21, loud.stderr
 
 
-def test_quiet_log_is_restored_and_shown_on_failure(f16, tmp_path, capfd):
-    """In-process: quiet, then llama-cpp-python's own logging works again; a failed run prints the log it kept."""
+def test_quiet_log_is_restored_and_kept_on_failure(f16, imatrix, tmp_path, capfd, monkeypatch):
+    """In-process: quiet, then llama-cpp-python's own logging works again; a run llama.cpp fails keeps the log it
+    collected in a file the one-line error names, instead of printing it."""
     pytest.importorskip("llama_cpp")
     q8 = hq.quantize(f16, tmp_path / "q8.gguf", qtype="q8_0", threads=2, modelfile=False)
     err = capfd.readouterr().err
     assert not PER_TENSOR.search(err) and "quantizing" in err
     hq.quantize(f16, tmp_path / "v.gguf", qtype="q8_0", threads=2, modelfile=False, verbose=True)
     assert len(PER_TENSOR.findall(capfd.readouterr().err)) >= 21
-    with pytest.raises(UserError, match="start from the F16"):
+    with pytest.raises(UserError, match="start from the F16"):  # refused before llama.cpp runs: no log at all
         hq.quantize(q8, tmp_path / "q2.gguf", qtype="q2_k", threads=2)
-    err = capfd.readouterr().err
-    assert "llama_model_loader" in err and "requantizing" in err, err
+    assert "llama_model_loader" not in capfd.readouterr().err
+    monkeypatch.setenv("HELPERS_LOG_DIR", str(tmp_path / "logs"))
+    path, sums, n = imatrix  # an importance matrix of the wrong width: only llama.cpp finds out
+    bad = write_imatrix_gguf(tmp_path / "bad.imatrix", {k: v[:10] for k, v in sums.items()}, n)
+    with pytest.raises(UserError, match=r"imatrix size 10 is different.*its log is in .*quantize-iq\.log"):
+        hq.quantize(f16, tmp_path / "iq.gguf", qtype="iq4_xs", imatrix=bad, threads=2)
+    assert "llama_model_loader" not in capfd.readouterr().err and not (tmp_path / "iq.gguf").exists()
+    assert "llama_model_loader" in (tmp_path / "logs" / "quantize-iq.log").read_text()
     print("still on stderr", file=sys.stderr)
     os.write(2, b"fd 2 restored\n")
     err = capfd.readouterr().err

@@ -6,13 +6,14 @@ The prompt: question, ``\\nA. ...`` lines, ``\\n答案：``; few-shot under the 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..tokens import build_prompt
-from ..util import UserError, progress
+from ..util import UserError, progress, read_utf8
 from .perplexity import log_softmax
 from .scorers import scoring
 
@@ -40,8 +41,8 @@ def read_mc_csv(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found; pass a CSV with columns id,question,A,B,C,D,answer")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
+    text = read_utf8(path, what="a UTF-8 CSV with columns id,question,A,B,C,D,answer")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     missing = {"question", *LETTERS} - set(rows[0] if rows else {})
     if not rows or missing:
         raise UserError(f"{path} lacks the C-Eval columns {sorted(missing) or 'and rows'}; "

@@ -16,19 +16,27 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..gguf import gguf_type
-from ..util import UserError, progress
+from ..util import UserError, progress, read_utf8
 from .scorers import scoring
 
 
 def read_text(text_or_file: str | Path) -> str:
-    """A :class:`~pathlib.Path` (or a string naming an existing file) is read as UTF-8; other strings are text."""
+    """A :class:`~pathlib.Path` (or a string naming an existing file) is read as UTF-8; other strings are text.
+
+    Raises:
+        UserError: a missing or binary file, or no text at all (empty or only whitespace): nothing to measure.
+    """
     if isinstance(text_or_file, Path) or (isinstance(text_or_file, str) and "\n" not in text_or_file
                                           and len(text_or_file) < 4096 and os.path.isfile(text_or_file)):
         path = Path(text_or_file)
         if not path.is_file():
             raise UserError(f"text file {path} not found")
-        return path.read_text(encoding="utf-8")
-    return str(text_or_file)
+        text, source = read_utf8(path, what="a UTF-8 text file to measure"), str(path)
+    else:
+        text, source = str(text_or_file), "the text"
+    if not text.strip():
+        raise UserError(f"{source} has no text (it is empty or only whitespace); give the text to measure")
+    return text
 
 
 def windows(n: int, n_ctx: int, stride: int) -> Iterator[tuple[int, int, int]]:

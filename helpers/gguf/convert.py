@@ -1,6 +1,9 @@
 """``to-gguf``: a merged Hugging Face LLaMA folder to GGUF, one tensor at a time, through :class:`GGUFSink`.
 
 ``python -m helpers to-gguf --model DIR --out FILE.gguf [--outtype f16] [--template ID] [--split-gb N]``
+
+The output appears only when complete; one run at a time writes it (a lock beside it), a rerun after a killed
+run removes that run's temporaries, and a disk too small or read-only is one error line saying so.
 """
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import TensorPlan, open_checkpoint
-from ..util import UserError, human_bytes, progress
+from ..disk import claim_output, disk_errors
+from ..tokens import tokenizer_files
+from ..util import UserError, fault_point, human_bytes, progress, require_free_disk
 from .card import describe_model
 from .export import write_modelfile
 from .sink import GGUFSink
@@ -24,6 +29,18 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: 
     """
     return convert_to_gguf_files(model_dir, out_path, outtype=outtype, template=template, name=name,
                                  split_max_size=split_max_size, sha256=sha256)[0]
+
+
+BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}  # the 2-D weights of each write type
+
+
+def gguf_bytes(plan: list[TensorPlan], outtype: str, tokenizer_dir: Path | None) -> int:
+    """About the disk a GGUF of ``plan`` needs: 2-D weights in ``outtype``, 1-D tensors in F32, the vocabulary
+    (about the size of the tokenizer files) and a small margin for the header."""
+    per = BYTES_PER_VALUE.get(outtype, 2.0)
+    data = int(sum(tp.numel * (4.0 if len(tp.shape) <= 1 else per) for tp in plan))
+    vocab = sum(f.stat().st_size for f in tokenizer_files(tokenizer_dir)) if tokenizer_dir else 0
+    return data + vocab + data // 200 + (1 << 20)
 
 
 def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",
@@ -42,22 +59,47 @@ def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtyp
 
     Returns:
         the GGUF files (the first shard first; one file unless ``split_max_size`` splits it).
+
+    Raises:
+        UserError: a bad model folder, another run writing the same output, a full or read-only disk.
     """
-    model_dir = Path(model_dir)
+    out_path = Path(out_path)
+    with claim_output(out_path, what="the GGUF", sidecars=gguf_sidecars(out_path)):
+        return write_gguf(model_dir, out_path, outtype=outtype, template=template, name=name,
+                          split_max_size=split_max_size, sha256=sha256)
+
+
+def gguf_sidecars(gguf_path: Path) -> list[Path]:
+    """The files written beside a GGUF: its ``.sha256`` and its Ollama ``.Modelfile``."""
+    return [gguf_path.with_name(gguf_path.name + ".sha256"), gguf_path.with_name(gguf_path.stem + ".Modelfile")]
+
+
+def write_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16", template: str | None = None,
+               name: str | None = None, split_max_size: int = 0, sha256: bool = False,
+               what: str = "the GGUF") -> list[Path]:
+    """The conversion itself, for a caller that already holds the output (:func:`convert_to_gguf_files` takes the
+    lock; ``quantize`` writes its temporary F16 this way): checks the free space first, and turns a full or
+    read-only disk met on the way into one error line naming ``what``. Other arguments as
+    :func:`convert_to_gguf_files`."""
+    model_dir, out_path = Path(model_dir), Path(out_path)
     with open_checkpoint(model_dir) as ckpt:
         names = list(ckpt.names())
         plan = [TensorPlan(n, tuple(ckpt.shape(n))) for n in names]
         tokenizer_dir = Path(ckpt.tokenizer_dir or model_dir)
+        needed = gguf_bytes(plan, outtype, tokenizer_dir)
+        require_free_disk(out_path.parent, needed, what=what)
         card = describe_model(ckpt.config, tokenizer_dir, name=name or model_dir.name, template=template)
         sink = GGUFSink(out_path, outtype=outtype, card=card, split_max_size=split_max_size, sha256=sha256)
-        try:
-            sink.open(config=dict(ckpt.config), tokenizer_dir=tokenizer_dir, plan=plan)
-            for n in progress(names, desc=f"to GGUF {outtype}", unit="tensor"):
-                sink.write(n, ckpt.get(n))
-            return sink.close()
-        except BaseException as exc:
-            sink.abort(keep_partial=not isinstance(exc, UserError))
-            raise
+        with disk_errors(out_path.parent, needed=needed, what=what):
+            try:
+                sink.open(config=dict(ckpt.config), tokenizer_dir=tokenizer_dir, plan=plan)
+                for n in progress(names, desc=f"to GGUF {outtype}", unit="tensor"):
+                    sink.write(n, ckpt.get(n))
+                    fault_point("to-gguf.tensor")
+                return sink.close()
+            except BaseException as exc:
+                sink.abort(keep_partial=not isinstance(exc, UserError))
+                raise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,13 +118,15 @@ def run(args: argparse.Namespace) -> int:
     if not (model / "config.json").is_file():
         raise UserError(f"{model} is not a Hugging Face model folder (no config.json)")
     split = int(args.split_gb * 1024**3) if args.split_gb else 0
-    files = convert_to_gguf_files(model, args.out, outtype=args.outtype, template=args.template, split_max_size=split,
-                                  sha256=True)
-    for f in files:
-        print(f"wrote {f} ({human_bytes(f.stat().st_size)})")
-    if len(files) == 1:
-        from .metadata import gguf_template
+    out = Path(args.out)
+    with claim_output(out, what="the GGUF", sidecars=gguf_sidecars(out)):
+        files = write_gguf(model, out, outtype=args.outtype, template=args.template, split_max_size=split, sha256=True)
+        for f in files:
+            print(f"wrote {f} ({human_bytes(f.stat().st_size)})")
+        if len(files) == 1:
+            from .metadata import gguf_template
 
-        template = gguf_template(files[0]) or "raw"  # the Modelfile uses the template embedded in the GGUF
-        print(f"wrote {write_modelfile(files[0], template=template)} (template {template})")
+            template = gguf_template(files[0]) or "raw"  # the Modelfile uses the template embedded in the GGUF
+            with disk_errors(out.parent, what="the Modelfile"):
+                print(f"wrote {write_modelfile(files[0], template=template)} (template {template})")
     return 0

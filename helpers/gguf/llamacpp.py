@@ -47,8 +47,9 @@ def install_hint() -> str:
 
 
 @contextlib.contextmanager
-def quiet_llama_log() -> Iterator[list[str]]:
-    """Collect llama.cpp's native log instead of printing it; on an exception, print what was collected.
+def quiet_llama_log(*, log_file: str | Path | None = None) -> Iterator[list[str]]:
+    """Collect llama.cpp's native log instead of printing it; on an exception, write what was collected to
+    ``log_file`` (the caller names it in its one-line error), or print it without one.
 
     Two channels are covered: the log callback (``llama_log_set``, which llama.cpp also hands to ggml) is
     swapped for one that stores the text, and file descriptor 2 points to a temporary file for anything
@@ -96,7 +97,9 @@ def quiet_llama_log() -> Iterator[list[str]]:
             direct = capture.read().decode("utf-8", "replace")
             if direct:
                 chunks.append(direct)
-            if failed and chunks:
+            if failed and chunks and log_file is not None:
+                Path(log_file).write_text("".join(chunks), encoding="utf-8")
+            elif failed and chunks:
                 sys.stderr.write("".join(chunks))
                 sys.stderr.flush()
 

@@ -115,6 +115,8 @@ class GGUFSink:
         w.add_type(gguf.GGUFType.MODEL)
         w.add_name(card.name or self.out_path.stem)
         add_hparams(w, config, n_layers, n_head, n_kv, vocab_size, card)
+        for key, value in card.extra_metadata.items():
+            w.add_string(key, value)
         w.add_file_type(int(self.ftype))
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         add_tokenizer(w, Path(tokenizer_dir), vocab_size=vocab_size, config=config, template=card.template,

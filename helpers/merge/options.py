@@ -11,7 +11,6 @@ from ..util import UserError
 FORMATS = ("hf", "pth", "gguf")
 OUTTYPES = WRITE_TYPES  # f32, f16, bf16 for every format; q8_0 for gguf
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}  # torch dtype of each HF / .pth outtype
-BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
 
 
 @dataclass(frozen=True)
