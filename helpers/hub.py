@@ -277,8 +277,9 @@ _NO_CONNECTION = {"ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutE
 
 def hub_unreachable(repo_id: str, why: str) -> UserError:
     """The error for a hub that cannot be reached: what failed and the three ways out."""
-    return UserError(f"cannot reach the Hugging Face hub to download {repo_id} ({why}); check the network, or set "
-                     "HF_ENDPOINT to a mirror, or give a local folder instead of the hub id")
+    where = hub_endpoint() or "the Hugging Face hub"
+    return UserError(f"cannot reach {where} to download {repo_id} ({why}); check the network, or set HF_ENDPOINT "
+                     "to a (working) mirror, or give a local folder instead of the hub id")
 
 
 def _check_reachable(repo_id: str) -> None:
