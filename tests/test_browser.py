@@ -57,6 +57,8 @@ def test_chat_widget_streams_in_the_browser(tmp_path):
         skip_or_fail("no Chromium found: apt-get install chromium (scripts/setup.sh does as root) or set CHROMIUM")
     if importlib.util.find_spec("playwright") is None:
         skip_or_fail("playwright is not installed: pip install playwright (the test extra)")
+    from playwright.sync_api import Error as PlaywrightError
+
     widgets, frontend = frontend_for_widgets()
     nb, at = _chat_cells()  # the notebook up to its chat box: Setup, Parameters (smoke mode), Load, a reply, Chat box
     nb["cells"] = nb["cells"][: at + 1]
@@ -72,29 +74,10 @@ def test_chat_widget_streams_in_the_browser(tmp_path):
             return (f"front end: {frontend.name}, ipywidgets {widgets}\npage errors: {page.errors[-5:]}\n"
                     f"page text (tail):\n{body[-2500:]}\n{server.log_tail()}")
 
-        # On connecting, the widget manager asks the kernel which widgets exist (comm_info) and rebuilds them; cells
-        # that make widgets before that reply race it (the classic front end then shows nothing): wait for it.
-        comm_info: list[bool] = []
-        page.on("websocket", lambda ws: ws.on("framereceived", lambda data: comm_info.append(
-            "comm_info_reply" in (data if isinstance(data, str) else data.decode("utf-8", "replace")))))
-        page.goto(server.url("chat.ipynb"))
-        wait_until(lambda: page.evaluate(frontend.kernel_ready_js) and any(comm_info), timeout=120,
-                   what="the notebook's kernel and the widget manager's comm_info_reply", context=context)
-        page.evaluate(frontend.run_all_js)
-        wait_until(lambda: _rendered(page, context), timeout=300, what="the chat box (running the notebook's cells)",
-                   context=context)
-        _check_controls(page, context)
-        first, snaps = _turn(page, "你好", context)
-        streaming = [s for s in dict.fromkeys(snaps) if CURSOR in s]
-        assert len(streaming) >= 2, f"the reply did not stream (transcript states seen: {snaps})"
-        assert "tok/s" in page.locator(".cllama-status").inner_text()
-        second, _ = _turn(page, "再见", context)
-        assert second.startswith(first), "the first exchange must stay in the transcript"
-        state = json.loads(server.run_in_kernel(
-            "import json, sys, ipywidgets\nfrom helpers.chat import ChatBox\n"
-            "boxes = [v for v in Out.values() if isinstance(v, ChatBox)]\n"
-            "print(json.dumps({'prefix': sys.prefix, 'ipywidgets': ipywidgets.__version__,"
-            " 'histories': [b.history for b in boxes]}))"))
+        try:
+            first, streaming, second, state = _drive(page, server, context)
+        except PlaywrightError as exc:  # an action's own 30 s timeout: show where the page was
+            pytest.fail(f"{exc}\n{context()}", pytrace=False)
     assert (state["prefix"], state["ipywidgets"]) == (sys.prefix, widgets), "the kernel must run the tested packages"
     assert len(state["histories"]) == 1, state
     history = state["histories"][0]
@@ -105,6 +88,36 @@ def test_chat_widget_streams_in_the_browser(tmp_path):
     for seen in streaming:  # each streamed state showed a growing part of the final reply
         assert seen.startswith(f"you: {q1}model: ") and seen.endswith(f" {CURSOR}"), seen
         assert _as_shown(r1).startswith(seen.removeprefix(f"you: {q1}model: ").removesuffix(f" {CURSOR}")), (seen, r1)
+
+
+def _drive(page, server, context) -> tuple[str, list[str], str, dict]:
+    """Open the notebook, run its cells, check the controls, chat twice. Returns the transcript after each turn,
+    the states it went through while the first reply streamed, and the kernel's view (its ChatBox histories)."""
+    frontend = server.frontend
+    # On connecting, the widget manager asks the kernel which widgets exist (comm_info) and rebuilds them; cells
+    # that make widgets before that reply race it (the classic front end then shows nothing): wait for it.
+    comm_info: list[bool] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda data: comm_info.append(
+        "comm_info_reply" in (data if isinstance(data, str) else data.decode("utf-8", "replace")))))
+    page.goto(server.url("chat.ipynb"))
+    wait_until(lambda: page.evaluate(frontend.kernel_ready_js) and any(comm_info), timeout=120,
+               what="the notebook's kernel and the widget manager's comm_info_reply", context=context)
+    page.evaluate(frontend.run_all_js)
+    wait_until(lambda: _rendered(page, context), timeout=300, what="the chat box (running the notebook's cells)",
+               context=context)
+    _check_controls(page, context)
+    first, snaps = _turn(page, "你好", context)
+    streaming = [s for s in dict.fromkeys(snaps) if CURSOR in s]
+    assert len(streaming) >= 2, f"the reply did not stream (transcript states seen: {snaps})"
+    assert "tok/s" in page.locator(".cllama-status").inner_text()
+    second, _ = _turn(page, "再见", context)
+    assert second.startswith(first), "the first exchange must stay in the transcript"
+    state = json.loads(server.run_in_kernel(
+        "import json, sys, ipywidgets\nfrom helpers.chat import ChatBox\n"
+        "boxes = [v for v in Out.values() if isinstance(v, ChatBox)]\n"
+        "print(json.dumps({'prefix': sys.prefix, 'ipywidgets': ipywidgets.__version__,"
+        " 'histories': [b.history for b in boxes]}))"))
+    return first, streaming, second, state
 
 
 def _rendered(page, context) -> bool:
