@@ -64,4 +64,22 @@ if ! "$HUBTWIN_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exi
     "$HUBTWIN_VENV/bin/python" -m pip --disable-pip-version-check -q install "olah==$OLAH_VERSION"
 fi
 
+# The browser tests (tests/test_browser.py) drive the chat widget with headless Chromium through Playwright
+# (installed with the test extra); they skip when no Chromium-family browser is found.
+have_browser() {
+    [ -n "${CHROMIUM:-}" ] && return 0
+    for b in chromium chromium-browser google-chrome google-chrome-stable; do command -v "$b" >/dev/null && return 0; done
+    return 1
+}
+if ! have_browser; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing Chromium (apt-get) for the browser tests"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get install -y -q --no-install-recommends chromium || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }; } >/dev/null 2>&1 \
+            || log "could not install Chromium: the browser tests will skip"
+    else
+        log "no Chromium found and not root: the browser tests will skip (install chromium, or set CHROMIUM=/path/to/chrome)"
+    fi
+fi
+
 "$PY" -c "import torch, transformers, peft, gguf, llama_cpp; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| llama-cpp-python', llama_cpp.__version__)"

@@ -374,6 +374,7 @@ def test_cli_chat_gguf(ggufs):
 
 
 # ----------------------------------------------------------------------------- notebook pieces
+@pytest.mark.widget
 def test_chat_widget_turns(backends):
     pytest.importorskip("ipywidgets")
     from helpers.chat import chat_widget
@@ -382,6 +383,8 @@ def test_chat_widget_turns(backends):
     box = chat_widget(hf, temperature=0, max_new_tokens=6)
     assert box.temperature.value == 0 and box.max_new_tokens.value == 6
     assert box.system.value.startswith("You are a helpful assistant.")
+    settings = box.widget.children[3]
+    assert settings.get_title(0) == "settings" and settings.selected_index is None  # titled, collapsed (7 and 8)
     reply = box.send("你好")
     assert reply == hf.chat("你好", temperature=0, max_new_tokens=6)
     assert box.history == [("你好", reply)] and "你好" in box.transcript.value
@@ -393,7 +396,38 @@ def test_chat_widget_turns(backends):
     assert len(box.history) == 2
     box.reset()
     assert box.history == [] and box.transcript.value == ""
-    assert box._repr_mimebundle_()
+
+
+@pytest.mark.widget
+def test_chat_widget_displays_in_a_kernel():
+    """A notebook cell ending with the chat box shows the widget, not a traceback (ipywidgets 7 and 8)."""
+    pytest.importorskip("ipywidgets")
+    from jupyter_client.manager import start_new_kernel
+
+    code = ("from pathlib import Path\nfrom helpers.chat import chat_widget\n"
+            "class Stub:\n    name, template, path = 'stub', 'llama2-zh', Path('model')\n"
+            "    def settings(self, **kw):\n"
+            "        return {'temperature': 0.2, 'top_k': 40, 'top_p': 0.9, 'repetition_penalty': 1.1,"
+            " 'max_new_tokens': 16, **kw}\n"
+            "box = chat_widget(Stub())\nbox")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    shown: list[dict] = []
+    printed: list[str] = []
+    try:
+        kc.execute_interactive(code, timeout=120, output_hook=shown.append)
+        kc.execute_interactive("print(box.widget.model_id)", timeout=30,
+                               output_hook=lambda m: printed.append(m["content"].get("text", "")
+                                                                    if m["content"].get("name") == "stdout" else ""))
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    errors = [m["content"] for m in shown if m["msg_type"] == "error"]
+    assert not errors, errors
+    views = [m["content"]["data"]["application/vnd.jupyter.widget-view+json"] for m in shown
+             if m["msg_type"] in ("display_data", "execute_result")
+             and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+    assert [v["model_id"] for v in views] == ["".join(printed).strip()], (views, printed)
 
 
 def _free_port() -> int:
