@@ -1,11 +1,17 @@
 # The README's two commands:
 #   make demo   set up .venv, then run the offline demo job (demo assets -> merge -> GGUF -> quantize -> a reply)
-#   make test   set up .venv, then run every unit test and execute every notebook in smoke mode
+#   make test   set up .venv, then run every unit test and execute every notebook in smoke mode, downloading
+#               the tiny stand-ins through a local hub twin (notebooks/conftest.py; NOTEBOOK_HUB=offline: no twin),
+#               plus the chat box tests, browser included, under Colab's ipywidgets 7 in .venv-colab
+# and, for Colab's package versions (ci/colab-constraints.txt):
+#   make colab-versions   the notebooks in smoke mode and the chat box tests in .venv-colab
 PY := .venv/bin/python
 OUT ?= out/demo
 PYTEST_ARGS ?=
+COLAB_VENV ?= .venv-colab
+COLAB_PY := $(COLAB_VENV)/bin/python
 
-.PHONY: setup demo test unit notebooks clean
+.PHONY: setup demo test unit notebooks clean colab-env colab-versions
 
 setup:
 	@scripts/setup.sh
@@ -19,9 +25,18 @@ unit: setup
 notebooks: setup
 	NOTEBOOK_SMOKE=1 $(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=900 notebooks $(PYTEST_ARGS)
 
-test: setup
+test: setup colab-env
 	$(PY) -m pytest -q -n 2 --dist loadfile tests $(PYTEST_ARGS)
 	NOTEBOOK_SMOKE=1 $(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=900 notebooks $(PYTEST_ARGS)
+	$(COLAB_PY) -m pytest -q -m widget tests $(PYTEST_ARGS)
+
+# An overlay venv over .venv with Colab's pins (scripts/colab_env.sh explains it).
+colab-env: setup
+	@VENV=.venv COLAB_VENV=$(COLAB_VENV) scripts/colab_env.sh
+
+colab-versions: colab-env
+	$(COLAB_PY) -m pytest -q -m widget tests $(PYTEST_ARGS)
+	NOTEBOOK_SMOKE=1 $(COLAB_PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=900 notebooks $(PYTEST_ARGS)
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache $(COLAB_VENV)

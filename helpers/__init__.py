@@ -1,20 +1,12 @@
-"""Shared helpers behind the Chinese LLaMA/Alpaca notebooks.
+"""Shared helpers behind the Chinese LLaMA/Alpaca notebooks, in sub-packages by concern.
 
-The notebooks stay thin and call these modules; ``python -m helpers --help`` lists the same
-operations as command-line tools. Heavy libraries (torch, transformers) are imported lazily inside
-the functions that need them.
+From the base checkpoint to a GGUF: :mod:`helpers.checkpoint` reads the base and the LoRAs tensor by tensor,
+:mod:`helpers.merge` merges them in one streaming pass, :mod:`helpers.gguf` writes (and quantizes) the GGUF,
+with the tokenizer and prompt template from :mod:`helpers.tokens`. :mod:`helpers.chat`, :mod:`helpers.train` and
+:mod:`helpers.evaluate` use the result; :mod:`helpers.catalog` knows every release, :mod:`helpers.hub` finds it,
+:mod:`helpers.demo` builds offline stand-ins. ``python -m helpers --help`` lists the command-line tools.
+Heavy libraries (torch, transformers, llama_cpp) are imported lazily inside the functions that need them.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .util import UserError  # noqa: E402
-
-__all__ = ["UserError", "load_tokenizer", "__version__"]
-
-
-def load_tokenizer(path, **kwargs):
-    """Load a tokenizer whose ids equal sentencepiece's (see :func:`helpers.tokens.load_tokenizer`)."""
-    from .tokens import load_tokenizer as load
-
-    return load(path, **kwargs)
+__version__ = "0.2.0"

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Sequence
 
+from .disk import disk_error_message
 from .util import UserError
 
 # command -> (module, one-line help)
@@ -86,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the contract is one line, traceback only with --debug
         if debug:
             raise
+        disk = disk_error_message(exc)  # a full or read-only disk, wherever it was met
+        if disk is not None:
+            print(f"error: {disk}", file=sys.stderr)
+            return 2
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"error: {type(exc).__name__}: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1

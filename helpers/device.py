@@ -6,6 +6,20 @@ from typing import Any
 from .util import UserError
 
 
+def bf16_native() -> bool:
+    """True on a CUDA GPU that computes bf16 natively (compute capability 8.0 and up: A100, L4, H100...).
+
+    ``torch.cuda.is_bf16_supported()`` also says True on a T4 (7.5), where bf16 is emulated and slow; models and
+    training there run in fp16.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    major, _minor = torch.cuda.get_device_capability()
+    return major >= 8
+
+
 def torch_dtype(dtype: Any, on_gpu: bool):
     """The torch dtype for ``dtype`` (a name, a torch dtype, or ``None``/``"auto"``: bf16/fp16 on GPU, fp32 on CPU)."""
     import torch
@@ -13,7 +27,7 @@ def torch_dtype(dtype: Any, on_gpu: bool):
     if dtype is None or dtype == "auto":
         if not on_gpu:
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if bf16_native() else torch.float16
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}

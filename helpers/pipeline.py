@@ -104,7 +104,7 @@ def run_pipeline(out: str | Path, *, model: str = DEFAULT_MODEL, qtype: str = "q
         print(f"[{name}] done in {timings[name]:.1f}s", flush=True)
 
     t0 = time.perf_counter()
-    assets = use_demo_assets(out / "assets")
+    assets = use_demo_assets(out / "assets", through_hub=False)  # offline whatever HF_ENDPOINT says
     step("demo assets", t0)
 
     base, loras = catalog.merge_plan(model)

@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
@@ -93,6 +95,19 @@ def read_json(path: str | Path, *, default: Any = _REQUIRED) -> Any:
         raise UserError(f"{path} is not valid JSON ({exc}); re-download it") from None
 
 
+def read_utf8(path: str | Path, *, what: str = "a UTF-8 text file") -> str:
+    """Read a text file as UTF-8 (a byte-order mark is dropped), turning a missing or binary file into a
+    :class:`UserError` that says what was expected (``what``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                        f"give {what}") from None
+
+
 def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
     """Return the hex SHA256 of a file, read in chunks (constant memory)."""
     h = hashlib.sha256()
@@ -145,3 +160,59 @@ def require_free_disk(path: str | Path, needed: int, *, what: str = "the output"
             f"not enough disk space for {what} in {path}: need about {human_bytes(needed)}, "
             f"{human_bytes(free)} free; free some space or choose another --out"
         )
+
+
+def tree_bytes(path: str | Path) -> int:
+    """Bytes of the files under ``path`` (a file's own size; 0 when it does not exist)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def sample_digest(path: str | Path, *, whole_below: int = 16 << 20, blocks: int = 64, block: int = 64 << 10) -> str:
+    """A cheap content fingerprint of a file: SHA256 of its size and of the whole file when it is small, else of
+    its first MiB (headers), its last 64 KiB and ``blocks`` blocks spread evenly in between.
+
+    Replacing a file by another version or another download (different data everywhere) changes it; an edit
+    that keeps the size and touches no sampled block does not (``--sha256`` verification catches that)."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= whole_below:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+            return h.hexdigest()
+        offsets = [0, size - block] + [(size - block) * i // (blocks + 1) for i in range(1, blocks + 1)]
+        for i, off in enumerate(offsets):
+            f.seek(off)
+            h.update(f.read(1 << 20 if i == 0 else block))
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------- logs, test faults
+def log_dir() -> Path:
+    """A writable folder for logs: ``$HELPERS_LOG_DIR``, else ``~/.cache/cllama/logs``, else the temp folder."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    for d in (os.environ.get("HELPERS_LOG_DIR"), cache / "cllama" / "logs", Path(tempfile.gettempdir()) / "cllama-logs"):
+        if d:
+            with contextlib.suppress(OSError):
+                Path(d).mkdir(parents=True, exist_ok=True)
+                if os.access(d, os.W_OK):
+                    return Path(d)
+    raise UserError("no writable folder for logs; set HELPERS_LOG_DIR to one")
+
+
+FAULT_ENV = "HELPERS_FAULT_KILL"  # tests: "<site>:<n>" kills the process the n-th time it passes fault_point(site)
+_fault_hits: dict[str, int] = {}
+
+
+def fault_point(site: str) -> None:
+    """A place where the fault-injection tests kill the process with SIGKILL, as ``kill -9`` would (no cleanup
+    runs); does nothing unless ``$HELPERS_FAULT_KILL`` names ``site``."""
+    spec = os.environ.get(FAULT_ENV)
+    if spec and spec.rpartition(":")[0] == site:
+        _fault_hits[site] = _fault_hits.get(site, 0) + 1
+        if _fault_hits[site] >= int(spec.rpartition(":")[2]):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -28,7 +28,15 @@ SRC = ROOT / "notebooks" / "src"
 OUT = ROOT / "notebooks"
 # Change this in a fork: badges and the Colab install point here.
 GITHUB_REPO = "cllama-notebooks/chinese-llama-notebooks"
-BRANCH = "main"
+
+
+def revision() -> str:
+    """The release tag the notebooks and the package they install come from (``v`` + the package version):
+    a notebook opened from a tag installs exactly the code it was written for, never a later ``main``."""
+    sys.path.insert(0, str(ROOT))
+    import helpers
+
+    return f"v{helpers.__version__}"
 
 SETUP = '''# @title Setup: on Colab, install this project{extra_title}; elsewhere use your `pip install -e .`
 import subprocess
@@ -45,11 +53,15 @@ print("helpers", helpers.__version__)'''
 
 LLAMA_CPP = '''    from helpers.gguf import colab_install_llama_cpp
 
-    colab_install_llama_cpp()  # prebuilt wheel for this runtime when there is one; says how long otherwise'''
+    colab_install_llama_cpp({args})  # {comment}'''
+LLAMA_CPP_VARIANTS = {  # `# %% setup <variant>` in a notebook source
+    "llama_cpp": ("", "the prebuilt CPU wheel: conversion and quantization need no GPU"),
+    "llama_cpp_gpu": ("gpu=True", "a CUDA wheel when one fits this runtime, else the CPU wheel; never a slow build"),
+}
 
 
 def badge(name: str) -> str:
-    url = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/{BRANCH}/notebooks/{name}"
+    url = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/{revision()}/notebooks/{name}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
@@ -81,8 +93,9 @@ def parse(text: str) -> list[dict]:
 def render_cell(cell: dict, name: str) -> dict:
     src = cell["source"]
     if cell["setup"]:
-        extra = LLAMA_CPP if cell["setup"].group(1) == "llama_cpp" else ""
-        src = SETUP.format(repo=GITHUB_REPO, branch=BRANCH, extra=extra,
+        variant = LLAMA_CPP_VARIANTS.get(cell["setup"].group(1) or "")
+        extra = LLAMA_CPP.format(args=variant[0], comment=variant[1]) if variant else ""
+        src = SETUP.format(repo=GITHUB_REPO, branch=revision(), extra=extra,
                            extra_title=" and llama.cpp" if extra else "")
         src = src.replace("\n\nimport helpers", "\nimport helpers") if not extra else src
     src = src.replace("{{BADGE}}", badge(name))

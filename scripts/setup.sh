@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a local environment in .venv: CPU torch, the requirements, this package, and a portable
-# llama-cpp-python build (cached as a wheel so later setups take seconds).
+# llama-cpp-python build (cached as a wheel so later setups take seconds); and, for the tests only,
+# .venv-hubtwin with olah, the local Hugging Face mirror the tests download through (tests/hubtwin.py).
 #
 #   scripts/setup.sh            # idempotent; rerun any time
 #   PYTHON=python3.11 scripts/setup.sh
@@ -11,6 +12,8 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 LLAMA_CPP_VERSION=${LLAMA_CPP_VERSION:-0.3.36}
+HUBTWIN_VENV=${HUBTWIN_VENV:-.venv-hubtwin}
+OLAH_VERSION=${OLAH_VERSION:-0.5.4}
 WHEEL_CACHE=${LLAMA_CPP_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cllama/wheels}
 # The default (native) build uses every instruction the build machine has and crashed on quantized
 # models here; a portable AVX2 build runs everywhere this project is tested.
@@ -51,5 +54,32 @@ if ! "$PY" -c "import llama_cpp" >/dev/null 2>&1; then
 fi
 # The OpenAI-compatible server cell of the inference notebook needs the server extras.
 "${PIP[@]}" install "llama-cpp-python[server]==$LLAMA_CPP_VERSION" >/dev/null 2>&1 || log "llama-cpp-python server extras not installed (optional)"
+
+# The hub twin's server. olah is a test tool, never a dependency of helpers, and gets its own environment:
+# its dependency fastapi-utils pins psutil<6, which would downgrade the psutil of .venv. The tests run it
+# as a subprocess (tests/hubtwin.py finds it here, or at $HUBTWIN_PYTHON).
+if ! "$HUBTWIN_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('olah') != '$OLAH_VERSION')" >/dev/null 2>&1; then
+    log "installing olah $OLAH_VERSION into $HUBTWIN_VENV (the local hub the tests download through)"
+    [ -x "$HUBTWIN_VENV/bin/python" ] || "$PYTHON" -m venv "$HUBTWIN_VENV"
+    "$HUBTWIN_VENV/bin/python" -m pip --disable-pip-version-check -q install "olah==$OLAH_VERSION"
+fi
+
+# The browser tests (tests/test_browser.py) drive the chat widget with headless Chromium through Playwright
+# (installed with the test extra); they skip when no Chromium-family browser is found.
+have_browser() {
+    [ -n "${CHROMIUM:-}" ] && return 0
+    for b in chromium chromium-browser google-chrome google-chrome-stable; do command -v "$b" >/dev/null && return 0; done
+    return 1
+}
+if ! have_browser; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing Chromium (apt-get) for the browser tests"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get install -y -q --no-install-recommends chromium || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }; } >/dev/null 2>&1 \
+            || log "could not install Chromium: the browser tests will skip"
+    else
+        log "no Chromium found and not root: the browser tests will skip (install chromium, or set CHROMIUM=/path/to/chrome)"
+    fi
+fi
 
 "$PY" -c "import torch, transformers, peft, gguf, llama_cpp; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| llama-cpp-python', llama_cpp.__version__)"

@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the offline demo assets (built once per session) and ../shared fixtures."""
+"""Shared pytest fixtures: the offline demo assets and the hub twin (each built once per session), the released
+tokenizers vendored in tests/data, and ../shared fixtures."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+DATA = ROOT / "tests" / "data"
 
 os.environ.setdefault("HELPERS_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,8 +17,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
+def released_tokenizers() -> dict[str, Path]:
+    """The Apache-2.0 released tokenizers vendored in tests/data (see its README), by their ../shared names:
+    ``"chinese-llama-2-tokenizer"`` (a tokenizer folder) and ``"chinese_sp_20k.model"`` (a sentencepiece model)."""
+    return {name: DATA / name for name in ("chinese-llama-2-tokenizer", "chinese_sp_20k.model")}
+
+
+@pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
-    """The ../shared/fixtures folder; skips the test when it is absent."""
+    """The ../shared/fixtures folder (the LLaMA-2 32k tokenizer, the Alpaca JSON set); skips the test when absent."""
     path = SHARED / "fixtures"
     if not path.is_dir():
         pytest.skip("../shared/fixtures not available")
@@ -42,3 +51,44 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def hub_twin(tmp_path_factory, demo):
+    """The hub twin (``tests/hubtwin.py``): the demo assets under their real hub ids, served by olah.
+
+    Built once per session into a temp folder; the server runs on a free 127.0.0.1 port for the session and is
+    stopped at its end. Yields a :class:`hubtwin.HubTwin` (``.endpoint`` for ``HF_ENDPOINT``, ``.log`` the server
+    log, ``.repos`` what it serves, ``.downloads()`` what was downloaded).
+    """
+    import hubtwin
+
+    root = tmp_path_factory.mktemp("hubtwin")
+    hubtwin.build_mirror(root / "mirror", demo)
+    twin = hubtwin.start(root / "mirror", root / "server")
+    try:
+        yield twin
+    finally:
+        twin.stop()
+
+
+@pytest.fixture
+def hub_env(hub_twin, tmp_path, monkeypatch):
+    """Point this process at the hub twin like a fresh Colab runtime at the hub: ``HF_ENDPOINT``, an empty
+    ``HF_HOME``, online, no local mirror folder. ``huggingface_hub`` reads these once when imported, so its
+    offline switch and cache folder are patched too (not its endpoint: ``helpers.hub`` passes ``HF_ENDPOINT``
+    explicitly, and direct calls in tests pass ``endpoint=``). Returns the twin."""
+    from huggingface_hub import constants
+
+    import hubtwin
+
+    home = tmp_path / "hf-home"
+    monkeypatch.setenv("HF_ENDPOINT", hub_twin.endpoint)
+    monkeypatch.setenv("NO_PROXY", hubtwin.no_proxy_for_loopback())
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HELPERS_LOCAL_MODELS", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    return hub_twin

@@ -74,14 +74,51 @@ ALL_HUB_IDS = V1_HUB_IDS + V2_HUB_IDS + V3_HUB_IDS + OCL_HUB_IDS + ORIGINAL_HUB_
 def test_every_seed_model_is_in_the_catalog(hub_id):
     entry = catalog.find(hub_id)
     assert entry is not None, hub_id
-    assert entry.hub_id == hub_id  # spelled exactly as the seed gives it
+    if hub_id.startswith("ziqingyang/"):  # moved to the hfl organisation: the seed's id is a former id
+        assert entry.hub_id == "hfl/" + hub_id.split("/")[1] and hub_id in entry.aliases
+    else:
+        assert entry.hub_id == hub_id  # spelled exactly as the seed gives it
 
 
 @pytest.mark.parametrize("name", V1_NAMED_ONLY)
 def test_v1_33b_and_pro_models_are_listed(name):
     entry = catalog.get(name)
     assert entry.generation == "v1" and entry.kind == "lora"
-    assert entry.hub_id.startswith("ziqingyang/chinese-")
+    assert entry.hub_id.startswith("hfl/chinese-") and entry.aliases == ("ziqingyang/" + entry.hub_id[4:],)
+
+
+def test_moved_v1_loras_are_found_by_either_id():
+    v1 = [e for e in CATALOG.values() if e.generation == "v1"]
+    assert len(v1) == 15
+    for e in v1:
+        (old,) = e.aliases
+        assert old.startswith("ziqingyang/") and e.hub_id == "hfl/" + old.split("/")[1]
+        assert catalog.get(old) is e and catalog.get(e.hub_id) is e and catalog.get(old.upper()) is e
+    assert catalog.get("hfl/chinese-alpaca-plus-lora-7b").name == "chinese-alpaca-plus-7b-lora"
+    assert catalog.get("hfl/chinese-llama-lora-7b").name == "chinese-llama-7b-lora"
+    assert all(not e.aliases for e in CATALOG.values() if e.generation != "v1")
+
+
+# The SHA256.md the v1 README links (ymcui/Chinese-LLaMA-Alpaca), copied by hand: two tokenizers, three adapters.
+PUBLISHED = {
+    "chinese-llama-7b-lora": ("2a2c24d096f5d509f24946fdbd8c25e1ce4a0acb955902f7436d74c0c0379d86",
+                              "e2676d4ca29ca1750f6ff203328d73b189321dc5776ceede037cbd36541d70c0"),
+    "chinese-alpaca-plus-13b-lora": ("a1fcdcb6d7e1068f925fb36ec78632c76058ba12ba352bed4d44060b8e6f4706",
+                                     "2d967e855b1213a439df6c8ce2791f869c84b4f3b6cfacf22b86440b8192a2f8"),
+    "chinese-alpaca-pro-33b-lora": ("0e7ba4951f605d2c0a7f0bcb983d7f6ed075c8dd23fbbcbc8a8c9643247212a3",
+                                    "2d967e855b1213a439df6c8ce2791f869c84b4f3b6cfacf22b86440b8192a2f8"),
+}
+
+
+def test_published_sha256_of_the_v1_loras():
+    for name, (adapter, tokenizer) in PUBLISHED.items():
+        assert CATALOG[name].sha256 == {"adapter_model.bin": adapter, "tokenizer.model": tokenizer}
+    v1 = [e for e in CATALOG.values() if e.generation == "v1"]
+    assert len({e.sha256["adapter_model.bin"] for e in v1}) == len(v1)  # one per release
+    tokenizers = {e.instruct: {x.sha256["tokenizer.model"] for x in v1 if x.instruct == e.instruct} for e in v1}
+    assert all(len(t) == 1 for t in tokenizers.values()) and tokenizers[True] != tokenizers[False]
+    assert all(e.sha256 is None for e in CATALOG.values() if e.generation != "v1")
+    assert catalog.get("ziqingyang/chinese-alpaca-lora-7b").to_dict()["sha256"]["tokenizer.model"].startswith("2d967e85")
 
 
 def test_no_seed_hub_link_is_missing():
@@ -147,17 +184,18 @@ def test_templates_and_contexts():
 
 def test_plus_merge_order():
     assert catalog.merge_plan("chinese-alpaca-plus-7b-lora") == (
-        "huggyllama/llama-7b", ["ziqingyang/chinese-llama-plus-lora-7b", "ziqingyang/chinese-alpaca-plus-lora-7b"])
-    # by hub id too, and the 13B pair uses the 13B base (the seed table's "LLaMA-7B" there is a typo)
+        "huggyllama/llama-7b", ["hfl/chinese-llama-plus-lora-7b", "hfl/chinese-alpaca-plus-lora-7b"])
+    # by (former) hub id too, and the 13B pair uses the 13B base (the seed table's "LLaMA-7B" there is a typo);
+    # plans name the current ids, the ones downloads use
     assert catalog.merge_plan("ziqingyang/chinese-alpaca-plus-lora-13b") == (
-        "huggyllama/llama-13b", ["ziqingyang/chinese-llama-plus-lora-13b", "ziqingyang/chinese-alpaca-plus-lora-13b"])
+        "huggyllama/llama-13b", ["hfl/chinese-llama-plus-lora-13b", "hfl/chinese-alpaca-plus-lora-13b"])
     assert catalog.merge_plan("chinese-alpaca-pro-33b-lora") == (
-        "huggyllama/llama-30b", ["ziqingyang/chinese-llama-plus-lora-33b", "ziqingyang/chinese-alpaca-pro-lora-33b"])
+        "huggyllama/llama-30b", ["hfl/chinese-llama-plus-lora-33b", "hfl/chinese-alpaca-pro-lora-33b"])
     assert catalog.get("chinese-alpaca-plus-7b-lora").base == ("llama-7b", "chinese-llama-plus-7b-lora")
 
 
 @pytest.mark.parametrize("name, plan", [
-    ("chinese-alpaca-13b-lora", ("huggyllama/llama-13b", ["ziqingyang/chinese-alpaca-lora-13b"])),
+    ("chinese-alpaca-13b-lora", ("huggyllama/llama-13b", ["hfl/chinese-alpaca-lora-13b"])),
     ("chinese-alpaca-2-7b-lora", ("meta-llama/Llama-2-7b-hf", ["hfl/chinese-alpaca-2-lora-7b"])),
     ("chinese-llama-2-13b-16k-lora", ("meta-llama/Llama-2-13b-hf", ["hfl/chinese-llama-2-lora-13b-16k"])),
     ("llama-3-chinese-8b-instruct-lora", ("meta-llama/Meta-Llama-3-8B", ["hfl/llama-3-chinese-8b-instruct-lora"])),
@@ -191,6 +229,10 @@ def test_every_base_chain_is_consistent():
     dangling = dataclasses.replace(broken, base=("llama-8b",))
     entries = [dangling if e.name == dangling.name else e for e in CATALOG.values()]
     with pytest.raises(ValueError, match="not in the catalog"):
+        check_catalog({e.name: e for e in entries}, entries)
+    clash = dataclasses.replace(CATALOG["chinese-alpaca-7b-lora"], aliases=("hfl/chinese-llama-lora-7b",))
+    entries = [clash if e.name == clash.name else e for e in CATALOG.values()]
+    with pytest.raises(ValueError, match="duplicate hub ids"):
         check_catalog({e.name: e for e in entries}, entries)
 
 
@@ -316,7 +358,8 @@ def test_model_entry_validation():
     for bad in ({"kind": "awq"}, {"generation": "v4"}, {"family": "mistral"}, {"template": "chatml"},
                 {"vocab_size": 0}, {"name": "X-7B"}, {"hub_id": "no-owner"}, {"size": "7b"},
                 {"kind": "lora"}, {"base": ("llama-2-7b",)}, {"instruct": True},
-                {"rope_scaling": {"factor": 4.0}}):
+                {"rope_scaling": {"factor": 4.0}}, {"aliases": ("no-owner",)}, {"sha256": {"a.bin": "ABC"}},
+                {"sha256": {}}):
         with pytest.raises(ValueError):
             ModelEntry(**{**good, **bad})
     e = ModelEntry(**{**good, "kind": "lora", "base": ["llama-2-7b"]})
@@ -344,7 +387,8 @@ def test_cli_table_filters_and_errors(capsys):
     assert "hfl/chinese-alpaca-2-lora-7b-64k" in lines[-1] and lines[-1].split()[-1] == "65536"
     assert main(["catalog", "chinese-alpaca-plus-7b-lora", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
-    assert one["merge_plan"]["apply"][0] == "ziqingyang/chinese-llama-plus-lora-7b"
+    assert one["merge_plan"]["apply"][0] == "hfl/chinese-llama-plus-lora-7b"
+    assert one["aliases"] == ["ziqingyang/chinese-alpaca-plus-lora-7b"]
     assert main(["catalog", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown model") and len(err.strip().splitlines()) == 1

@@ -61,11 +61,8 @@ def trained(demo, tmp_path_factory) -> Path:
 def ggufs(trained, tmp_path_factory) -> dict[str, Path]:
     """F16 GGUF of the trained model and its Q8_0 / Q4_K_M quants (helpers.gguf)."""
     pytest.importorskip("llama_cpp")
-    try:
-        from helpers.gguf import convert_hf_to_gguf
-        from helpers.gguf import quantize
-    except ImportError as exc:
-        pytest.skip(f"GGUF export/quantize not available: {exc}")
+    from helpers.gguf import convert_hf_to_gguf, quantize
+
     d = tmp_path_factory.mktemp("gguf")
     f16 = convert_hf_to_gguf(trained, d / "tiny-f16.gguf", outtype="f16")
     return {"F16": f16, "Q8_0": quantize(f16, d / "tiny-q8_0.gguf", qtype="q8_0", modelfile=False),
@@ -189,6 +186,38 @@ def test_compare_quants_table_and_plot(ggufs, demo, tmp_path):
     assert isinstance(fig, Figure) and len(fig.axes) == 3
 
 
+def test_quality_table_loads_one_model_at_a_time(ggufs, demo, monkeypatch):
+    """An F16 7B and its Q4_K_M do not fit a T4 (or Colab's RAM) together: never hold two models at once,
+    and get the same figures as measuring each pair directly."""
+    import llama_cpp
+
+    from helpers.evaluate import compare_quants, kl_divergence, perplexity
+
+    text = _lines(demo / "data" / "heldout_zh.txt", 10)
+    direct = [perplexity(ggufs["F16"], text, n_ctx=128, stride=64),
+              *(kl_divergence(ggufs["F16"], ggufs[t], text, n_ctx=128, stride=64) for t in ("Q8_0", "Q4_K_M"))]
+    live, peak = set(), []
+    real_init, real_close = llama_cpp.Llama.__init__, llama_cpp.Llama.close
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        live.add(id(self))
+        peak.append(len(live))
+
+    def close(self):
+        live.discard(id(self))
+        real_close(self)
+
+    monkeypatch.setattr(llama_cpp.Llama, "__init__", init)
+    monkeypatch.setattr(llama_cpp.Llama, "close", close)
+    rows = compare_quants(ggufs["F16"], [ggufs["Q8_0"], ggufs["Q4_K_M"]], text, n_ctx=128, stride=64)
+    assert len(peak) == 3 and max(peak) == 1 and not live
+    assert rows[0]["ppl"] == pytest.approx(direct[0], rel=1e-9)
+    for row, kl in zip(rows[1:], direct[1:]):
+        assert (row["ppl"], row["kld"], row["top1"]) == pytest.approx((kl.ppl_quant, kl.mean_kld, kl.top1_agreement),
+                                                                      rel=1e-9)
+
+
 # ---------------------------------------------------------------------------------------------- multiple choice
 def _sp_letter_ids(model_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Sentencepiece ids of each letter right after ``答案：`` and with the dummy-prefix space (``▁A``)."""
@@ -291,11 +320,8 @@ def test_multiple_choice_picks_planted_answer(planted_b, demo, tmp_path):
 
 def test_multiple_choice_through_llama_cpp(planted_b, demo, tmp_path):
     pytest.importorskip("llama_cpp")
-    try:
-        from helpers.gguf import convert_hf_to_gguf
-    except ImportError as exc:
-        pytest.skip(f"GGUF export not available: {exc}")
     from helpers.evaluate import multiple_choice
+    from helpers.gguf import convert_hf_to_gguf
 
     gguf = convert_hf_to_gguf(planted_b, tmp_path / "planted-f16.gguf", outtype="f16")
     csv_path = demo / "data" / "ceval_sample.csv"

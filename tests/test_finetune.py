@@ -359,6 +359,26 @@ def test_cli_trains_and_resumes(demo, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: finetune: data")
 
 
+def test_compare_answers_loads_the_base_in_4bit_on_a_gpu(trained, demo, monkeypatch):
+    """Right after training on a 15 GB T4 an unquantized 7B base would not fit: the default is NF4 on a GPU."""
+    import torch
+
+    from helpers.train import compare as compare_module
+
+    seen = {}
+
+    def fake_load_base(base_dir, *, dtype, load_in_4bit, skip_modules=()):
+        seen["4bit"] = load_in_4bit
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))  # a T4
+    monkeypatch.setattr(compare_module, "load_base", fake_load_base)
+    with pytest.raises(RuntimeError, match="stop here"):
+        compare_module.compare_answers(str(demo / "Llama-2-7b-hf"), trained.out, "你好")
+    assert seen == {"4bit": True}
+
+
 def test_compare_answers(trained, demo):
     from helpers.train import compare_answers
 

@@ -340,9 +340,9 @@ def test_chinese_tokenization_matches_sentencepiece(demo, tmp_path, folder):
 
 
 @pytest.mark.parametrize("fixture,vocab", [("chinese-llama-2-tokenizer", 55296), ("llama-2-tokenizer-32k", 32000)])
-def test_released_tokenizer_matches_sentencepiece(shared_fixtures, tmp_path, fixture, vocab):
+def test_released_tokenizer_matches_sentencepiece(request, released_tokenizers, tmp_path, fixture, vocab):
     pytest.importorskip("llama_cpp")
-    tok = shared_fixtures / fixture
+    tok = released_tokenizers.get(fixture) or request.getfixturevalue("shared_fixtures") / fixture
     if not (tok / "tokenizer.model").is_file():
         pytest.skip(f"{fixture} not in the shared fixtures")
     (path,) = tiny_gguf(tok, tmp_path / "vocab.gguf", vocab)

@@ -273,6 +273,24 @@ def test_gguf_output(demo, tmp_path):
     assert (tmp_path / "m.gguf.sha256").read_text().split()[0] == sha256_file(out)
 
 
+def test_gguf_output_comes_with_the_modelfile_ollama_needs(demo, tmp_path, capsys):
+    """The notebooks tell users to run `ollama create NAME -f <stem>.Modelfile`: that file must exist beside
+    the merged GGUF, point at it, and carry the release's template."""
+    from helpers.gguf import export_file, ollama_command
+    from helpers.tokens import ollama_template
+
+    out = tmp_path / "chinese-alpaca-2-7b-f16.gguf"
+    result = merge(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"], out=out, fmt="gguf", progress=False)
+    modelfile = tmp_path / "chinese-alpaca-2-7b-f16.Modelfile"
+    assert modelfile in result.outputs
+    text = modelfile.read_text(encoding="utf-8")
+    assert text.startswith(f"FROM ./{out.name}\n") and ollama_template("llama2-zh") in text
+    command = ollama_command(out)
+    assert command == "ollama create chinese-alpaca-2-7b-f16 -f chinese-alpaca-2-7b-f16.Modelfile"
+    export_file(out)
+    assert command in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------
 # the CLI: bad inputs, resume, idempotence
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

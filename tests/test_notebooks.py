@@ -44,11 +44,21 @@ class TestConventions:
         cells = load(path)["cells"]
         first = src(cells[0])
         assert cells[0]["cell_type"] == "markdown" and first.startswith("# ")
-        assert f"blob/main/notebooks/{path.name})" in first, "Open-in-Colab badge must point at this notebook"
+        assert f"blob/{build_notebooks.revision()}/notebooks/{path.name})" in first, \
+            "Open-in-Colab badge must point at this notebook, at the release it belongs to"
         assert "colab-badge.svg" in first
         text = first.lower()
         for need in ("gpu", "ram", "disk", "time"):
             assert need in text, f"the overview must state the {need} needs"
+
+    def test_setup_installs_the_release_it_belongs_to(self, path):
+        """Colab installs the package from the same tag the notebook is opened from, never a moving branch, and
+        leaves Colab's own ipywidgets alone (Colab supports 7.x only)."""
+        setup = next(src(c) for c in load(path)["cells"] if c["cell_type"] == "code" and "pip" in src(c))
+        version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+        assert build_notebooks.revision() == f"v{version}"
+        assert f"@v{version}\"" in setup and "@main" not in setup
+        assert "ipywidgets" not in setup
 
     def test_setup_installs_only_on_colab(self, path):
         code = [src(c) for c in load(path)["cells"] if c["cell_type"] == "code"]
@@ -85,3 +95,27 @@ class TestConventions:
     def test_no_secrets(self, path):
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"hf_[A-Za-z0-9]{30,}", text)
+
+
+def test_speculative_decoding_gets_the_templated_prompt():
+    """Speculative decoding measures acceptance and speed-up on what the model really reads: the chat template
+    around the question, as chat() sends it, never the raw question."""
+    tree = ast.parse((ROOT / "notebooks" / "src" / "03_inference_chat.py").read_text(encoding="utf-8"))
+    assigned = {t.id: n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name)}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and getattr(n.func, "id", getattr(n.func, "attr", "")) == "speculative_generate"]
+    assert calls, "the inference notebook demonstrates speculative decoding"
+    for call in calls:
+        prompt = call.args[2]
+        prompt = assigned.get(prompt.id, prompt) if isinstance(prompt, ast.Name) else prompt
+        assert isinstance(prompt, ast.Call) and getattr(prompt.func, "attr", "") == "prompt", ast.unparse(prompt)
+
+
+def test_ollama_instructions_name_the_file_that_is_written():
+    """The GGUF writers put ``<stem>.Modelfile`` beside each GGUF: no notebook or README tells users to pass a
+    file called plain ``Modelfile``."""
+    texts = {p.name: p.read_text(encoding="utf-8") for p in [*NOTEBOOKS, ROOT / "README.md"]}
+    wrong = {name: m.group(0) for name, text in texts.items()
+             for m in re.finditer(r"ollama create\s+\S+\s+-f\s+(\S+)", text) if not m.group(1).strip("`'\",.").endswith(".Modelfile")}
+    assert wrong == {}

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import helpers.gguf.llama_quantize as hq
+import helpers.gguf.llamacpp as hq_llamacpp
 from helpers.util import UserError
 
 gguf = pytest.importorskip("gguf")
@@ -139,18 +140,25 @@ def test_cli_quantize_is_quiet(f16, tmp_path):
     assert loud.returncode == 0 and len(PER_TENSOR.findall(loud.stderr)) >= 21, loud.stderr
 
 
-def test_quiet_log_is_restored_and_shown_on_failure(f16, tmp_path, capfd):
-    """In-process: quiet, then llama-cpp-python's own logging works again; a failed run prints the log it kept."""
+def test_quiet_log_is_restored_and_kept_on_failure(f16, imatrix, tmp_path, capfd, monkeypatch):
+    """In-process: quiet, then llama-cpp-python's own logging works again; a run llama.cpp fails keeps the log it
+    collected in a file the one-line error names, instead of printing it."""
     pytest.importorskip("llama_cpp")
     q8 = hq.quantize(f16, tmp_path / "q8.gguf", qtype="q8_0", threads=2, modelfile=False)
     err = capfd.readouterr().err
     assert not PER_TENSOR.search(err) and "quantizing" in err
     hq.quantize(f16, tmp_path / "v.gguf", qtype="q8_0", threads=2, modelfile=False, verbose=True)
     assert len(PER_TENSOR.findall(capfd.readouterr().err)) >= 21
-    with pytest.raises(UserError, match="start from the F16"):
+    with pytest.raises(UserError, match="start from the F16"):  # refused before llama.cpp runs: no log at all
         hq.quantize(q8, tmp_path / "q2.gguf", qtype="q2_k", threads=2)
-    err = capfd.readouterr().err
-    assert "llama_model_loader" in err and "requantizing" in err, err
+    assert "llama_model_loader" not in capfd.readouterr().err
+    monkeypatch.setenv("HELPERS_LOG_DIR", str(tmp_path / "logs"))
+    path, sums, n = imatrix  # an importance matrix of the wrong width: only llama.cpp finds out
+    bad = write_imatrix_gguf(tmp_path / "bad.imatrix", {k: v[:10] for k, v in sums.items()}, n)
+    with pytest.raises(UserError, match=r"imatrix size 10 is different.*its log is in .*quantize-iq\.log"):
+        hq.quantize(f16, tmp_path / "iq.gguf", qtype="iq4_xs", imatrix=bad, threads=2)
+    assert "llama_model_loader" not in capfd.readouterr().err and not (tmp_path / "iq.gguf").exists()
+    assert "llama_model_loader" in (tmp_path / "logs" / "quantize-iq.log").read_text()
     print("still on stderr", file=sys.stderr)
     os.write(2, b"fd 2 restored\n")
     err = capfd.readouterr().err
@@ -261,3 +269,42 @@ def test_imatrix_quantization(f16, imatrix, tmp_path, capsys):
 def test_install_hint_and_availability():
     assert "scripts/setup.sh" in hq.install_hint() and "llama-quantize" in hq.install_hint()
     assert isinstance(hq.llama_cpp_available(), bool)
+
+
+# ---------------------------------------------------------------------------------------------- Colab install plan
+@pytest.mark.parametrize("cuda, want_gpu, tags, expect_tag, expect_gpu", [
+    (None, False, (), "cpu", False),                           # CPU runtime
+    ("12.4", False, ("cu121", "cu124"), "cpu", False),         # conversion / quantization: the CPU wheel
+    ("12.4", True, ("cu121", "cu122", "cu124", "cu125"), "cu124", True),  # the matching CUDA wheel
+    ("12.6", True, ("cu121", "cu122", "cu124", "cu125"), "cu125", True),  # newest wheel a 12.6 runtime runs
+    ("12.0", True, ("cu121", "cu124"), "cpu", False),          # no wheel old enough: CPU, never a silent build
+    ("13.0", True, ("cu121", "cu124"), "cpu", False),          # another major version
+])
+def test_colab_wheel_choice(cuda, want_gpu, tags, expect_tag, expect_gpu):
+    plan = hq_llamacpp.plan_wheel(cuda=cuda, want_gpu=want_gpu, cuda_tags=tags)
+    assert (plan.tag, plan.gpu) == (expect_tag, expect_gpu)
+    if want_gpu and cuda and not expect_gpu:
+        assert "20-60 minutes" in plan.note and "build_from_source=True" in plan.note
+
+
+def test_colab_install_never_builds_from_source_unasked(monkeypatch):
+    """A missing CUDA wheel means the CPU wheel, and a failed wheel install is an error that names the source
+    build and its time, never a 20-60 minute build nobody asked for."""
+    import subprocess
+    import sys
+    import types
+
+    calls = []
+    monkeypatch.setattr(hq_llamacpp, "llama_cpp_available", lambda: False)
+    monkeypatch.setattr(hq_llamacpp, "available_cuda_tags", lambda version: ["cu121"])
+    fake_torch = types.SimpleNamespace(version=types.SimpleNamespace(cuda="12.0"),
+                                       cuda=types.SimpleNamespace(is_available=lambda: True))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 1)
+    with pytest.raises(UserError, match="build_from_source=True"):
+        hq_llamacpp.colab_install_llama_cpp(gpu=True)
+    assert len(calls) == 1 and "--only-binary" in calls[0] and calls[0][-1].endswith("/cpu")
+    calls.clear()
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw.get("env", {}))) or 0)
+    plan = hq_llamacpp.colab_install_llama_cpp(gpu=True, build_from_source=True)
+    assert plan.tag is None and "--no-binary" in calls[0][0] and "GGML_CUDA=on" in calls[0][1]["CMAKE_ARGS"]

@@ -261,5 +261,5 @@ def test_template_for_model_from_gguf_and_folder(tmp_path, capsys):
     assert "raw" in capsys.readouterr().err
 
 
-def test_template_for_model_fixture_vocab(shared_fixtures):
-    assert T.template_for_model(str(shared_fixtures / "chinese-llama-2-tokenizer")) == "llama2-zh"
+def test_template_for_model_fixture_vocab(released_tokenizers):
+    assert T.template_for_model(str(released_tokenizers["chinese-llama-2-tokenizer"])) == "llama2-zh"

@@ -5,11 +5,13 @@ import io
 import json
 import pickle
 import random
+import re
 import shutil
 
 import pytest
 
 from helpers.tokens import load_tokenizer
+from helpers.tokens.tokenizer import tokenizer_class
 from helpers.util import UserError
 
 spm = pytest.importorskip("sentencepiece")
@@ -65,7 +67,7 @@ TRICKY = [
 def test_tiny_model_parity(tiny):
     sp = _sp(tiny)
     tok = load_tokenizer(tiny)
-    assert type(tok).__name__ == "SentencePieceTokenizer" and not tok.is_fast
+    assert isinstance(tok, tokenizer_class()) and not tok.is_fast
     assert len(tok) == sp.get_piece_size() == 360
     assert (tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (sp.bos_id(), sp.eos_id(), sp.unk_id())
     assert tok.pad_token is None  # sentencepiece defines none: callers decide
@@ -189,6 +191,25 @@ def test_bpe_folder_uses_fast_tokenizer(tmp_path):
     assert tok.convert_tokens_to_ids("<|eot_id|>") == reference.token_to_id("<|eot_id|>")
 
 
+def test_tokenizer_class_for_the_installed_transformers(monkeypatch):
+    import sys
+
+    import transformers
+
+    from helpers.tokens.tokenizer import LlamaFolderMixin
+
+    try:  # transformers 5
+        from transformers.tokenization_utils_sentencepiece import SentencePieceBackend as base
+    except ImportError:  # transformers 4
+        base = transformers.LlamaTokenizer
+    assert issubclass(tokenizer_class(), base) and issubclass(tokenizer_class(), LlamaFolderMixin)
+    # without SentencePieceBackend (transformers 4) the slow LlamaTokenizer is the base
+    monkeypatch.setitem(sys.modules, "transformers.tokenization_utils_sentencepiece", None)
+    legacy = tokenizer_class()
+    assert legacy.__name__ == "LegacyLlamaTokenizer"
+    assert issubclass(legacy, transformers.LlamaTokenizer) and issubclass(legacy, LlamaFolderMixin)
+
+
 def test_missing_or_bad_files(tmp_path):
     with pytest.raises(UserError, match="tokenizer.model"):
         load_tokenizer(tmp_path)
@@ -199,20 +220,74 @@ def test_missing_or_bad_files(tmp_path):
         load_tokenizer(tmp_path / "absent")
 
 
-# ----------------------------------------------------------------------------- released tokenizers (../shared)
+# ----------------------------------------------------------------------------- released tokenizers (tests/data)
+
+
+@pytest.fixture(scope="module")
+def zh2(released_tokenizers):
+    return released_tokenizers["chinese-llama-2-tokenizer"]
+
+
+@pytest.fixture(scope="module")
+def repo_zh_lines(tmp_path_factory) -> list[str]:
+    """Chinese text shipped in the repo, so parity runs on a plain clone: the demo corpus, its clauses, the demo's
+    instruction data, the templates' Chinese system prompts, and the tricky strings above."""
+    from helpers.demo import corpus
+    from helpers.demo.data import write_data
+    from helpers.tokens import ZH_SYSTEM, ZH_SYSTEM_LONG
+
+    lines = corpus("zh")
+    clauses = [c for line in lines for c in re.split("[，。、；：！？]", line) if c.strip()]
+    folder = tmp_path_factory.mktemp("demo-data")
+    write_data(folder)
+    sft = json.loads((folder / "sft_zh.json").read_text(encoding="utf-8"))
+    records = [row[key] for row in sft for key in ("instruction", "input", "output") if row[key]]
+    return list(dict.fromkeys(lines + clauses + records + [ZH_SYSTEM, ZH_SYSTEM_LONG] + TRICKY))
+
+
+def _assert_sentencepiece_parity(tok, sp, lines: list[str]) -> None:
+    """Ids, BOS wrapping and decoding equal sentencepiece's (the independent reference) on every line."""
+    mismatches = [t for t in lines if tok.encode(t, add_special_tokens=False) != sp.encode(t)]
+    assert mismatches == []
+    for text in lines:
+        ids = sp.encode(text)
+        assert tok(text)["input_ids"] == [sp.bos_id(), *ids]
+        if sp.unk_id() in ids:  # no byte fallback: "<unk>" in transformers, " ⁇ " in sentencepiece
+            continue
+        assert tok.decode(ids) == sp.decode(ids)
+        assert tok.decode([sp.bos_id(), *ids, sp.eos_id()], skip_special_tokens=True) == sp.decode(ids)
+
+
+def _auto_mismatches(folder, sp, lines: list[str]) -> int:
+    """Lines where transformers' AutoTokenizer (the converted fast tokenizer) disagrees with sentencepiece."""
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(str(folder))
+    return sum(auto.encode(t, add_special_tokens=False) != sp.encode(t) for t in lines)
+
+
+def test_chinese_llama2_parity_on_repo_text(zh2, repo_zh_lines):
+    sp = _sp(zh2)
+    assert len(repo_zh_lines) > 300
+    _assert_sentencepiece_parity(load_tokenizer(zh2), sp, repo_zh_lines)
+    # the same check catches transformers' converted fast tokenizer (the trap load_tokenizer avoids)
+    auto_mismatches = _auto_mismatches(zh2, sp, repo_zh_lines)
+    if auto_mismatches == 0:
+        pytest.skip("this transformers version's AutoTokenizer matches sentencepiece on every line")
+    assert auto_mismatches > 0
+
+
+def test_chinese_sp_20k_parity_on_repo_text(released_tokenizers, repo_zh_lines):
+    model = released_tokenizers["chinese_sp_20k.model"]
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    tok = load_tokenizer(model)  # a bare .model file: no configs beside it
+    assert len(tok) == sp.get_piece_size() == 20000
+    _assert_sentencepiece_parity(tok, sp, repo_zh_lines)
 
 
 def _fixture_lines(shared_fixtures) -> list[str]:
     data = json.loads((shared_fixtures / "ruozhiba_qa2449_gpt4o.json").read_text(encoding="utf-8"))
     return [row[key] for row in data for key in ("instruction", "output") if row.get(key)]
-
-
-@pytest.fixture(scope="module")
-def zh2(shared_fixtures):
-    folder = shared_fixtures / "chinese-llama-2-tokenizer"
-    if not (folder / "tokenizer.model").is_file():
-        pytest.skip("chinese-llama-2-tokenizer fixture not available")
-    return folder
 
 
 def test_chinese_llama2_parity_on_every_line(zh2, shared_fixtures):
@@ -222,17 +297,15 @@ def test_chinese_llama2_parity_on_every_line(zh2, shared_fixtures):
     assert len(lines) > 4000
     mismatches = [t for t in lines if tok.encode(t, add_special_tokens=False) != sp.encode(t)]
     assert mismatches == []
+    assert [t for t in lines if tok.decode(sp.encode(t)) != sp.decode(sp.encode(t))] == []
     # the same check catches transformers' converted fast tokenizer (the trap load_tokenizer avoids)
-    from transformers import AutoTokenizer
-
-    auto = AutoTokenizer.from_pretrained(str(zh2))
-    auto_mismatches = sum(auto.encode(t, add_special_tokens=False) != sp.encode(t) for t in lines)
+    auto_mismatches = _auto_mismatches(zh2, sp, lines)
     if auto_mismatches == 0:
         pytest.skip("this transformers version's AutoTokenizer matches sentencepiece on every line")
     assert auto_mismatches > 0
 
 
-def test_chinese_llama2_known_ids_specials_decode(zh2, shared_fixtures):
+def test_chinese_llama2_known_ids_specials_decode(zh2, repo_zh_lines):
     sp = _sp(zh2)
     tok = load_tokenizer(zh2)
     assert len(tok) == 55296
@@ -245,18 +318,18 @@ def test_chinese_llama2_known_ids_specials_decode(zh2, shared_fixtures):
     expected = [1, *sp.encode("[INST] <<SYS>>\n系统\n<</SYS>>\n\n问 [/INST] 答"), 2, 1,
                 *sp.encode("[INST] 详细介绍一下 [/INST]")]
     assert tok.encode(prompt) == expected
-    for text in _fixture_lines(shared_fixtures)[:300]:
+    for text in repo_zh_lines[:300]:
         ids = sp.encode(text)
         assert tok.decode(ids) == sp.decode(ids)
         assert tok.decode(tok.encode(text), skip_special_tokens=True) == sp.decode(ids)
 
 
-def test_chinese_llama2_save_load(zh2, tmp_path, shared_fixtures):
+def test_chinese_llama2_save_load(zh2, tmp_path, repo_zh_lines):
     tok = load_tokenizer(zh2)
     tok.save_pretrained(tmp_path / "out")
     again = load_tokenizer(tmp_path / "out")
     assert len(again) == 55296 and again.pad_token_id == tok.pad_token_id
-    for text in _fixture_lines(shared_fixtures)[:200]:
+    for text in repo_zh_lines[:200]:
         assert again.encode(text) == tok.encode(text)
 
 

@@ -81,13 +81,13 @@ def test_expand_generated_tokenizers(tiny_pair, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
 
 
-def test_expand_llama_32k_plus_chinese_20k(shared_fixtures, tmp_path):
+def test_expand_llama_32k_plus_chinese_20k(shared_fixtures, released_tokenizers, tmp_path):
     from helpers.tokens import expand_vocab
 
     base = shared_fixtures / "llama-2-tokenizer-32k" / "tokenizer.model"
-    add = shared_fixtures / "chinese_sp_20k.model"
+    add = released_tokenizers["chinese_sp_20k.model"]
     qa = shared_fixtures / "ruozhiba_qa2449_gpt4o.json"
-    for f in (base, add, qa):
+    for f in (base, qa):
         if not f.is_file():
             pytest.skip(f"{f.name} not in ../shared/fixtures")
     lines = [item["output"] for item in json.loads(qa.read_text(encoding="utf-8"))[:300]]
@@ -98,6 +98,28 @@ def test_expand_llama_32k_plus_chinese_20k(shared_fixtures, tmp_path):
     before, after = _n_tokens(base, lines), _n_tokens(tmp_path / "zh" / "tokenizer.model", lines)
     assert before >= 1.5 * after, (before, after)
     assert report.ratio >= 1.5
+
+
+def test_expand_with_released_chinese_20k(tiny_pair, released_tokenizers, tmp_path):
+    """The real 20k Chinese model (vendored) merged into the generated LLaMA-style base: runs on a plain clone."""
+    from helpers.demo import corpus
+    from helpers.tokens import expand_vocab, load_tokenizer
+
+    base, add = tiny_pair[0], released_tokenizers["chinese_sp_20k.model"]
+    base_pieces = _pieces(base)
+    known = {p for p, _, _ in base_pieces}
+    expected_new = [p for p, _, t in _pieces(add) if t == 1 and p not in known]  # 1: NORMAL
+    assert len(expected_new) > 19000
+    zh = corpus("zh")
+    report = expand_vocab(base, add, tmp_path / "zh", sample_text="\n".join(zh))
+    merged = _pieces(tmp_path / "zh" / "tokenizer.model")
+    assert merged[: len(base_pieces)] == base_pieces
+    assert [p for p, _, _ in merged[len(base_pieces):]] == expected_new and report.added == len(expected_new)
+    before, after = _n_tokens(base, zh), _n_tokens(tmp_path / "zh" / "tokenizer.model", zh)
+    assert (report.tokens_before, report.tokens_after) == (before, after) and before >= 1.5 * after
+    tok, sp = load_tokenizer(tmp_path / "zh"), _sp(tmp_path / "zh" / "tokenizer.model")
+    assert len(tok) == len(merged)
+    assert all(tok.encode(line, add_special_tokens=False) == sp.encode(line) for line in zh)
 
 
 def test_cli_expand_vocab(tiny_pair, tmp_path, capsys):

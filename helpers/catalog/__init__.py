@@ -8,6 +8,7 @@ the LLaMA-Plus LoRA first); :func:`check_family` refuses a LoRA from another gen
 - :mod:`.releases`: the data, :data:`CATALOG`;
 - :mod:`.lookup`: :func:`find`, :func:`get`, :func:`names`, :func:`merge_plan`;
 - :mod:`.family`: :func:`family_of_config`, :func:`family_of_lora`, :func:`check_family`;
+- :mod:`.shapes`: the architectures of the released sizes (:func:`config_of`);
 - :mod:`.cli`: ``python -m helpers catalog``.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .entry import FAMILIES, GENERATIONS, KINDS, TEMPLATES, ModelEntry
 from .family import check_family, family_of_config, family_of_lora
 from .lookup import find, get, merge_plan, names
 from .releases import CATALOG
+from .shapes import ARCHITECTURES, config_of
 
-__all__ = ["CATALOG", "FAMILIES", "GENERATIONS", "KINDS", "TEMPLATES", "ModelEntry", "check_family", "family_of_config",
-           "family_of_lora", "find", "get", "merge_plan", "names"]
+__all__ = ["ARCHITECTURES", "CATALOG", "FAMILIES", "GENERATIONS", "KINDS", "TEMPLATES", "ModelEntry", "check_family", "config_of",
+           "family_of_config", "family_of_lora", "find", "get", "merge_plan", "names"]

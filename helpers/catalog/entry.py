@@ -12,6 +12,7 @@ FAMILIES = ("llama", "llama2", "llama3")
 TEMPLATES = ("alpaca", "llama2-zh", "llama3", "raw")
 
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?B$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class ModelEntry:
         instruct: an instruction/chat model (needs its template).
         needs_trust_remote_code: the HF weights ship custom modelling code (64K YaRN models).
         notes: one short remark for people choosing a model.
+        aliases: earlier hub ids of the same repo (it moved to another organisation); lookups accept them and
+            downloads use :attr:`hub_id`, the current location.
+        sha256: SHA256 digests the release's authors published for its files, ``{file name: hex digest}``;
+            downloads of those files are checked against them.
     """
 
     name: str
@@ -50,6 +55,8 @@ class ModelEntry:
     instruct: bool = False
     needs_trust_remote_code: bool = False
     notes: str = ""
+    aliases: tuple[str, ...] = ()
+    sha256: dict[str, str] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         def bad(what: str) -> ValueError:
@@ -57,8 +64,15 @@ class ModelEntry:
 
         if not self.name or self.name != self.name.lower() or any(c.isspace() for c in self.name):
             raise bad("name must be non-empty lowercase without spaces")
-        if self.hub_id.count("/") != 1 or not all(self.hub_id.split("/")):
-            raise bad(f"hub_id {self.hub_id!r} must look like 'owner/repo'")
+        for hub_id in (self.hub_id, *self.aliases):
+            if hub_id.count("/") != 1 or not all(hub_id.split("/")):
+                raise bad(f"hub id {hub_id!r} must look like 'owner/repo'")
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        if self.sha256 is not None:
+            if not isinstance(self.sha256, dict) or not self.sha256 \
+                    or not all(k and isinstance(v, str) and _SHA256_RE.match(v) for k, v in self.sha256.items()):
+                raise bad("sha256 must map file names to 64 lowercase hex digits")
+            object.__setattr__(self, "sha256", dict(self.sha256))
         for attr, allowed in (("kind", KINDS), ("generation", GENERATIONS), ("family", FAMILIES),
                               ("template", TEMPLATES)):
             if getattr(self, attr) not in allowed:
@@ -93,5 +107,6 @@ class ModelEntry:
         """A JSON-ready dict of every field (``base`` as a list)."""
         d = dataclasses.asdict(self)
         d["base"] = list(self.base)
+        d["aliases"] = list(self.aliases)
         return d
 

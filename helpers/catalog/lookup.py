@@ -9,11 +9,12 @@ from .releases import CATALOG
 
 
 def _lookup_table() -> dict[str, str]:
-    """Lowercase name / hub id / unambiguous hub repo name -> catalog name."""
+    """Lowercase name / hub id / former hub id / unambiguous hub repo name -> catalog name."""
     table: dict[str, str] = {}
     for e in CATALOG.values():
         table[e.name] = e.name
-        table[e.hub_id.lower()] = e.name
+        for hub_id in (e.hub_id, *e.aliases):
+            table[hub_id.lower()] = e.name
     repos: dict[str, set[str]] = {}
     for e in CATALOG.values():
         repos.setdefault(e.hub_id.split("/")[1].lower(), set()).add(e.name)
@@ -38,7 +39,8 @@ def _normalize(query: str) -> str:
 def find(name_or_hub_id: str) -> ModelEntry | None:
     """Return the entry for a catalog name or hub id (case-insensitive), or ``None``.
 
-    The repo part of a hub id alone (``chinese-alpaca-2-lora-7b``) also works when it is unambiguous.
+    The repo part of a hub id alone (``chinese-alpaca-2-lora-7b``) also works when it is unambiguous, and so
+    does a repo's former hub id (``ziqingyang/chinese-alpaca-plus-lora-7b``, now ``hfl/...``).
     """
     key = _LOOKUP.get(_normalize(name_or_hub_id))
     return CATALOG[key] if key else None
@@ -76,7 +78,8 @@ def merge_plan(name: str) -> tuple[str, list[str]]:
     """Return ``(original base hub id, [hub ids to apply in order, ending with this one])``.
 
     Example: ``merge_plan("chinese-alpaca-plus-7b-lora")`` ->
-    ``("huggyllama/llama-7b", ["ziqingyang/chinese-llama-plus-lora-7b", "ziqingyang/chinese-alpaca-plus-lora-7b"])``.
+    ``("huggyllama/llama-7b", ["hfl/chinese-llama-plus-lora-7b", "hfl/chinese-alpaca-plus-lora-7b"])``
+    (current hub ids, the ones to download).
 
     Raises:
         UserError: unknown name, or a full/GGUF model (nothing to merge).

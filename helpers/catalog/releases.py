@@ -22,10 +22,43 @@ def _m(name: str, hub_id: str, kind: str, generation: str, family: str, size: st
                       template != "raw", remote_code, notes)
 
 
-def _v1(name: str, hub: str, size: str, base: tuple[str, ...], *, notes: str = "") -> ModelEntry:
+# The v1 LoRAs were published as ziqingyang/<repo> (the names the seed READMEs give) and now live in the hfl
+# organisation on the hub: downloads use hfl/<repo>, lookups accept both.
+_V1_OWNER, _V1_FORMER_OWNER = "hfl", "ziqingyang"
+
+# SHA256 the v1 project published for each LoRA's files (SHA256.md of ymcui/Chinese-LLaMA-Alpaca, which the seed
+# README links): adapter_model.bin per release, and tokenizer.model per type (every LLaMA LoRA ships the LLaMA
+# tokenizer, every Alpaca one the Alpaca tokenizer, whatever the size or version).
+_V1_TOKENIZER_SHA256 = {
+    "llama": "e2676d4ca29ca1750f6ff203328d73b189321dc5776ceede037cbd36541d70c0",
+    "alpaca": "2d967e855b1213a439df6c8ce2791f869c84b4f3b6cfacf22b86440b8192a2f8",
+}
+_V1_ADAPTER_SHA256 = {
+    "chinese-llama-7b-lora": "2a2c24d096f5d509f24946fdbd8c25e1ce4a0acb955902f7436d74c0c0379d86",
+    "chinese-llama-plus-7b-lora": "8c928db86b2a0cf73f019832f921eb7e1e069ca21441b4bfa12c4381c6cc46be",
+    "chinese-llama-13b-lora": "6a4ce789d219bde122f8d9a20371937f2aa2ee86a2311d9f5e303df2e774f9fc",
+    "chinese-llama-plus-13b-lora": "784fcff9c4bdf4e77d442a01158e121caf8fcce0f97ffb32396fe7a3617ee7e8",
+    "chinese-llama-33b-lora": "93a449bafb71ff1bb74a4a21e64e102e5078e5c3898eb40d013790072a0fa3de",
+    "chinese-llama-plus-33b-lora": "16f2544f4b5be9840dbb1a8071a9bc42627ed4232be3b0b600b43f7b4b5f08a7",
+    "chinese-alpaca-7b-lora": "0d9b6ed8e4a7d1ae590a16c89a452a488d66ff07e45487972f61c2b6e46e36de",
+    "chinese-alpaca-plus-7b-lora": "4ee0bf805c312a9a771624d481fbdb4485e1b0a70cd2a8da9f96137f177b795d",
+    "chinese-alpaca-pro-7b-lora": "3cd2776908c3f5efe68bf6cf0248cb0e80fb7c55a52b8406325c9f0ca37b8594",
+    "chinese-alpaca-13b-lora": "cb8dda3c005f3343a0740dcd7237fbb600cb14b6bff9b6f3d488c086a2f08ada",
+    "chinese-alpaca-plus-13b-lora": "a1fcdcb6d7e1068f925fb36ec78632c76058ba12ba352bed4d44060b8e6f4706",
+    "chinese-alpaca-pro-13b-lora": "f076b20fc2390ddbc35fd56d580d46ea834b33bbae34a4bb3cb7b571e60602e0",
+    "chinese-alpaca-33b-lora": "6b39da4c682e715a9de30b247b7e9b812d2d54f7d320ec9b452000a5cd4d178d",
+    "chinese-alpaca-plus-33b-lora": "411f5b9351abcc33c13a82bdd97ddcff81ad7993a8ddb83085b7ea97fad92fc7",
+    "chinese-alpaca-pro-33b-lora": "0e7ba4951f605d2c0a7f0bcb983d7f6ed075c8dd23fbbcbc8a8c9643247212a3",
+}
+
+
+def _v1(name: str, repo: str, size: str, base: tuple[str, ...], *, notes: str = "") -> ModelEntry:
     alpaca = "alpaca" in name  # Alpaca LoRAs carry one extra [PAD] row: 49954 vs 49953
-    return _m(name, hub, "lora", "v1", "llama", size, 49954 if alpaca else 49953,
-              "alpaca" if alpaca else "raw", _V1, base, notes=notes)
+    entry = _m(name, f"{_V1_OWNER}/{repo}", "lora", "v1", "llama", size, 49954 if alpaca else 49953,
+               "alpaca" if alpaca else "raw", _V1, base, notes=notes)
+    sha256 = {"adapter_model.bin": _V1_ADAPTER_SHA256[name],
+              "tokenizer.model": _V1_TOKENIZER_SHA256["alpaca" if alpaca else "llama"]}
+    return dataclasses.replace(entry, aliases=(f"{_V1_FORMER_OWNER}/{repo}",), sha256=sha256)
 
 
 def _v2(name: str, hub: str, kind: str, size: str, base: tuple[str, ...] = (), *, ctx: int = _V2,
@@ -39,7 +72,7 @@ def _v3(name: str, hub: str, kind: str, base: tuple[str, ...] = (), *, notes: st
               base, notes=notes)
 
 
-_NOT_IN_SEED = "hub id follows the upstream ziqingyang naming rule; the seed README only names this model"
+_NOT_IN_SEED = "hub id follows the upstream naming rule; the seed README only names this model"
 _PLUS = "merge the LLaMA-Plus LoRA first, then this one"
 
 _ENTRIES: list[ModelEntry] = [
@@ -54,27 +87,27 @@ _ENTRIES: list[ModelEntry] = [
     _m("llama-3-8b-instruct", "meta-llama/Meta-Llama-3-8B-Instruct", "full", "original", "llama3", "8B",
        128256, "llama3", _V3),
     # Chinese-LLaMA / Chinese-Alpaca v1: LoRA only (vocab 49953 / 49954), merged into the original LLaMA
-    _v1("chinese-llama-7b-lora", "ziqingyang/chinese-llama-lora-7b", "7B", ("llama-7b",)),
-    _v1("chinese-llama-13b-lora", "ziqingyang/chinese-llama-lora-13b", "13B", ("llama-13b",)),
-    _v1("chinese-llama-33b-lora", "ziqingyang/chinese-llama-lora-33b", "33B", ("llama-33b",), notes=_NOT_IN_SEED),
-    _v1("chinese-llama-plus-7b-lora", "ziqingyang/chinese-llama-plus-lora-7b", "7B", ("llama-7b",)),
-    _v1("chinese-llama-plus-13b-lora", "ziqingyang/chinese-llama-plus-lora-13b", "13B", ("llama-13b",)),
-    _v1("chinese-llama-plus-33b-lora", "ziqingyang/chinese-llama-plus-lora-33b", "33B", ("llama-33b",),
+    _v1("chinese-llama-7b-lora", "chinese-llama-lora-7b", "7B", ("llama-7b",)),
+    _v1("chinese-llama-13b-lora", "chinese-llama-lora-13b", "13B", ("llama-13b",)),
+    _v1("chinese-llama-33b-lora", "chinese-llama-lora-33b", "33B", ("llama-33b",), notes=_NOT_IN_SEED),
+    _v1("chinese-llama-plus-7b-lora", "chinese-llama-plus-lora-7b", "7B", ("llama-7b",)),
+    _v1("chinese-llama-plus-13b-lora", "chinese-llama-plus-lora-13b", "13B", ("llama-13b",)),
+    _v1("chinese-llama-plus-33b-lora", "chinese-llama-plus-lora-33b", "33B", ("llama-33b",),
         notes=_NOT_IN_SEED),
-    _v1("chinese-alpaca-7b-lora", "ziqingyang/chinese-alpaca-lora-7b", "7B", ("llama-7b",)),
-    _v1("chinese-alpaca-13b-lora", "ziqingyang/chinese-alpaca-lora-13b", "13B", ("llama-13b",)),
-    _v1("chinese-alpaca-33b-lora", "ziqingyang/chinese-alpaca-lora-33b", "33B", ("llama-33b",), notes=_NOT_IN_SEED),
-    _v1("chinese-alpaca-plus-7b-lora", "ziqingyang/chinese-alpaca-plus-lora-7b", "7B",
+    _v1("chinese-alpaca-7b-lora", "chinese-alpaca-lora-7b", "7B", ("llama-7b",)),
+    _v1("chinese-alpaca-13b-lora", "chinese-alpaca-lora-13b", "13B", ("llama-13b",)),
+    _v1("chinese-alpaca-33b-lora", "chinese-alpaca-lora-33b", "33B", ("llama-33b",), notes=_NOT_IN_SEED),
+    _v1("chinese-alpaca-plus-7b-lora", "chinese-alpaca-plus-lora-7b", "7B",
         ("llama-7b", "chinese-llama-plus-7b-lora"), notes=_PLUS),
-    _v1("chinese-alpaca-plus-13b-lora", "ziqingyang/chinese-alpaca-plus-lora-13b", "13B",
+    _v1("chinese-alpaca-plus-13b-lora", "chinese-alpaca-plus-lora-13b", "13B",
         ("llama-13b", "chinese-llama-plus-13b-lora"), notes=_PLUS),
-    _v1("chinese-alpaca-plus-33b-lora", "ziqingyang/chinese-alpaca-plus-lora-33b", "33B",
+    _v1("chinese-alpaca-plus-33b-lora", "chinese-alpaca-plus-lora-33b", "33B",
         ("llama-33b", "chinese-llama-plus-33b-lora"), notes=f"{_PLUS}; {_NOT_IN_SEED}"),
-    _v1("chinese-alpaca-pro-7b-lora", "ziqingyang/chinese-alpaca-pro-lora-7b", "7B",
+    _v1("chinese-alpaca-pro-7b-lora", "chinese-alpaca-pro-lora-7b", "7B",
         ("llama-7b", "chinese-llama-plus-7b-lora"), notes=f"{_PLUS}; {_NOT_IN_SEED}"),
-    _v1("chinese-alpaca-pro-13b-lora", "ziqingyang/chinese-alpaca-pro-lora-13b", "13B",
+    _v1("chinese-alpaca-pro-13b-lora", "chinese-alpaca-pro-lora-13b", "13B",
         ("llama-13b", "chinese-llama-plus-13b-lora"), notes=f"{_PLUS}; {_NOT_IN_SEED}"),
-    _v1("chinese-alpaca-pro-33b-lora", "ziqingyang/chinese-alpaca-pro-lora-33b", "33B",
+    _v1("chinese-alpaca-pro-33b-lora", "chinese-alpaca-pro-lora-33b", "33B",
         ("llama-33b", "chinese-llama-plus-33b-lora"), notes=f"{_PLUS}; {_NOT_IN_SEED}"),
     # Chinese-LLaMA-2 / Chinese-Alpaca-2 (v2): full Hugging Face models, vocab 55296, 4K context
     _v2("chinese-llama-2-1.3b", "hfl/chinese-llama-2-1.3b", "full", "1.3B",
@@ -147,9 +180,9 @@ def check_catalog(catalog: dict[str, ModelEntry], entries: list[ModelEntry]) -> 
     """Fail loudly on a malformed catalog: duplicate keys/hub ids, dangling or misordered bases."""
     if len(catalog) != len(entries):
         raise ValueError("duplicate catalog names")
-    hubs = [e.hub_id.lower() for e in entries]
+    hubs = [h.lower() for e in entries for h in (e.hub_id, *e.aliases)]
     if len(set(hubs)) != len(hubs):
-        raise ValueError("duplicate hub ids in the catalog")
+        raise ValueError("duplicate hub ids (or aliases) in the catalog")
     for e in entries:
         for i, b in enumerate(e.base):
             if b not in catalog:

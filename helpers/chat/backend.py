@@ -62,7 +62,7 @@ class Backend:
     Attributes:
         name: ``transformers`` or ``llama.cpp``.
         template: the prompt template id (:mod:`helpers.templates`).
-        tokenizer: the tokenizer (``helpers.load_tokenizer`` for HF folders).
+        tokenizer: the tokenizer (:func:`helpers.tokens.load_tokenizer` for HF folders).
         path: the model folder or GGUF file.
         n_ctx: the context length in use.
         defaults: sampling settings applied when a call leaves them out.
@@ -166,14 +166,23 @@ class Backend:
             stop_event: set it to stop early.
             **gen: sampling settings, as for :meth:`generate`.
         """
-        template = get_template(self.template)
         s = self.settings(**gen)
         budget = max_history_tokens or self._history_budget(s["max_new_tokens"])
-        kept = truncate_history(template, user, list(history), count_tokens=self.count_tokens,
-                                max_tokens=budget, system=system)
-        prompt = build_prompt(template, user, history=kept, system=system)
+        prompt = self.prompt(user, history=history, system=system, max_tokens=budget)
         pieces = lstrip_stream(self._stream(prompt, s, stop_event))
         return pieces if stream else "".join(pieces)
+
+    def prompt(self, user: str, *, history: Sequence[tuple[str, str]] = (), system: str | None = None,
+               max_tokens: int | None = None) -> str:
+        """The prompt :meth:`chat` sends for ``user``: the model's template around the turns, the oldest turns
+        dropped until it fits ``max_tokens`` (no limit when None). Give it to :meth:`generate` or to
+        :func:`helpers.chat.speculative_generate`, which take templated text."""
+        template = get_template(self.template)
+        kept = list(history)
+        if max_tokens is not None:
+            kept = truncate_history(template, user, kept, count_tokens=self.count_tokens, max_tokens=max_tokens,
+                                    system=system)
+        return build_prompt(template, user, history=kept, system=system)
 
     def _history_budget(self, max_new_tokens: int) -> int:
         room = max(self.n_ctx - max_new_tokens, 64)

@@ -6,35 +6,69 @@ before the weights load.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..catalog import ModelEntry, find
 from ..gguf import read_metadata
-from ..hub import resolve_model
+from ..hub import list_files, resolve_model
 from ..tokens import get_template, template_for_model
 from ..util import UserError
 from .backend import GEN_KEYS, Backend
 from .hf import load_transformers
 from .llamacpp import load_llama_cpp
 
-def pick_gguf(folder: Path, quant: str) -> Path:
-    """The one GGUF in ``folder`` whose name contains ``quant`` (or the only GGUF there)."""
-    files = sorted(folder.rglob("*.gguf"))
-    if not files:
-        raise UserError(f"no .gguf file in {folder} (looked for names containing {quant!r}; "
+
+def _is_imatrix(name: str) -> bool:
+    """``ggml-model-q4_k-im.gguf``: the release's importance-matrix variant of a quant (``-im`` suffix)."""
+    return Path(name).stem.lower().endswith("-im")
+
+
+def choose_gguf(names: list[str], quant: str, *, where: str = "the repo") -> str:
+    """Pick one GGUF among ``names`` for ``quant``.
+
+    The GGUF releases hold several quants, each also as an importance-matrix (``-im``) variant
+    (``ggml-model-q4_k.gguf``, ``ggml-model-q4_k-im.gguf``, ...). ``quant`` picks the files whose name
+    contains it; the plain file unless ``quant`` itself ends in ``-im`` (``q4_k-im``); among several, the one
+    where it is a whole name part (``q4_k`` prefers ``q4_k`` over ``q4_k_m``).
+
+    Raises:
+        UserError: no GGUF, or no single file for ``quant``; the message lists the files to choose from.
+    """
+    ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
+    if not ggufs:
+        raise UserError(f"no .gguf file in {where} (looked for names containing {quant!r}; "
                         "pass gguf_quant=... or the path of the file)")
-    if len(files) == 1:
-        return files[0]
-    chosen = [f for f in files if quant.lower() in f.name.lower()]
+    if len(ggufs) == 1:
+        return ggufs[0]
+    q = quant.lower().strip()
+    want_im = q.endswith("-im")
+    q = q.removesuffix("-im")
+    chosen = [n for n in ggufs if q in Path(n).name.lower() and _is_imatrix(n) == want_im]
+    if len(chosen) > 1:
+        whole = [n for n in chosen if q in re.split(r"[-.]", Path(n).stem.lower().removesuffix("-im"))]
+        chosen = whole or chosen
     if len(chosen) == 1:
         return chosen[0]
-    raise UserError(f"{folder} holds several GGUF files ({', '.join(f.name for f in files)}); pass one file")
+    listing = ", ".join(Path(n).name for n in ggufs)
+    raise UserError(f"{where} holds several GGUF files ({listing}) and {quant!r} does not pick one: pass "
+                    "gguf_quant= with a quant from those names (add '-im' for the importance-matrix variant) "
+                    "or the path of one file")
+
+
+def pick_gguf(folder: Path, quant: str) -> Path:
+    """The GGUF in ``folder`` for ``quant`` (see :func:`choose_gguf`), or the only GGUF there."""
+    names = [p.relative_to(folder).as_posix() for p in folder.rglob("*.gguf")]
+    return folder / choose_gguf(names, quant, where=str(folder))
 
 
 def resolve(model: str | Path, *, gguf_quant: str = "q4_k") -> tuple[Path, ModelEntry | None]:
-    """Resolve ``model`` to a local HF folder or ``.gguf`` file; also return its catalog entry (or None)."""
+    """Resolve ``model`` to a local HF folder or ``.gguf`` file; also return its catalog entry (or None).
+
+    For a catalog GGUF repo only the one chosen file is downloaded (see :func:`choose_gguf`).
+    """
     ref = str(model)
     path = Path(ref).expanduser()
     entry = None if path.exists() else find(ref)
@@ -42,10 +76,11 @@ def resolve(model: str | Path, *, gguf_quant: str = "q4_k") -> tuple[Path, Model
         if entry.kind in ("lora", "patch"):
             raise UserError(f"{entry.name} is a {entry.kind}, not a model you can chat with: merge it first "
                             f"(python -m helpers merge ...) and chat with the merged folder or GGUF")
-        patterns = [f"*{gguf_quant}*.gguf", "*.md", "*.json"] if entry.kind == "gguf" else None
-        path = resolve_model(entry.hub_id, allow_patterns=patterns)
-        if entry.kind == "gguf" and path.is_dir():
-            return pick_gguf(path, gguf_quant), entry
+        if entry.kind == "gguf":
+            name = choose_gguf(list_files(entry.hub_id), gguf_quant, where=entry.hub_id)
+            path = resolve_model(entry.hub_id, allow_patterns=[name, "*.md", "*.json"])
+            return (path / name if path.is_dir() else path), entry
+        path = resolve_model(entry.hub_id)
     else:
         path = resolve_model(ref)
         if path.is_dir():
@@ -72,7 +107,8 @@ def load_backend(model: str | Path, *, backend: str = "auto", quantization: str 
         rope: long-context option, see :mod:`helpers.longctx`.
         trust_remote_code: run the model repo's own Python code (the 64K models ship some); off unless asked.
         template: force a template id; by default it comes from the catalog or the model's files/metadata.
-        gguf_quant: which GGUF of a catalog GGUF repo to fetch (file name contains it).
+        gguf_quant: which GGUF of a catalog GGUF repo to fetch (``q4_k``, ``q8_0``, ``q4_k-im`` for the
+            importance-matrix variant ...; see :func:`choose_gguf`).
         **defaults: sampling defaults for this backend (``temperature``, ``max_new_tokens``...).
     """
     if backend not in ("auto", "transformers", "llama.cpp", "llama_cpp", "llamacpp"):

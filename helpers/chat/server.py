@@ -7,26 +7,53 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
+import uuid
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..util import UserError
+from ..disk import disk_errors
+from ..util import UserError, log_dir
 
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding ``helpers``, for the server process
 SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port`` (the check uvicorn's own bind would fail)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _instance(url: str) -> str | None:
+    """The instance id the server at ``url`` reports (None: no answer, or not one of ours)."""
+    try:
+        with urllib.request.urlopen(url + "/helpers/instance", timeout=2) as resp:
+            return json.loads(resp.read().decode("utf-8")).get("instance")
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
 
 
 def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = "127.0.0.1",
                         chat_format: str | None = None, n_ctx: int = 4096, n_gpu_layers: int | None = None,
                         wait: float = 120.0, log_path: str | Path | None = None) -> subprocess.Popen:
-    """Start ``python -m llama_cpp.server`` on a GGUF and wait until it answers.
+    """Start an OpenAI-compatible server (llama-cpp-python's, :mod:`.openai_app`) on a GGUF and wait until it answers.
 
     Without ``chat_format`` the server formats chats with the GGUF's own ``tokenizer.chat_template``
-    (our GGUFs carry the release's template). Stop it with ``proc.terminate()``.
+    (our GGUFs carry the release's template). A malformed request gets HTTP 400. It listens on ``host`` only
+    (127.0.0.1 unless told otherwise; the ``HOST``/``PORT`` environment variables do not change that). Stop it
+    with ``proc.terminate()``; ``proc.log_path`` is where its output goes.
 
     Args:
         gguf_path: the model file.
@@ -34,10 +61,12 @@ def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = 
         chat_format: a llama-cpp-python chat format name (e.g. ``llama-2``, ``llama-3``), if wanted.
         n_ctx: context length; n_gpu_layers: layers on the GPU (default: all when supported).
         wait: seconds to wait for the server to come up (0: do not wait).
-        log_path: where the server's output goes (default: beside the GGUF, ``<name>.server.log``).
+        log_path: where the server's output goes (default: ``openai-server-<port>.log`` in
+            :func:`helpers.util.log_dir`, so a model in a read-only folder can be served).
 
     Raises:
-        UserError: llama-cpp-python's server extras are missing, or the server exits or never answers.
+        UserError: llama-cpp-python's server extras are missing, the port is taken, or the server exits or never
+            answers (the error quotes the end of its log).
     """
     missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
     if importlib.util.find_spec("llama_cpp") is None:
@@ -48,32 +77,33 @@ def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise UserError(f"GGUF file {gguf_path} not found")
+    if _port_in_use(host, port):
+        raise UserError(f"port {port} on {host} is already in use (another server?); stop it or choose another port")
     if n_gpu_layers is None:
         import llama_cpp
 
         n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--host", host, "--port", str(port),
-           "--n_ctx", str(n_ctx), "--n_gpu_layers", str(n_gpu_layers)]
+    instance = uuid.uuid4().hex
+    cmd = [sys.executable, "-m", "helpers.chat.openai_app", "--model", str(gguf_path), "--host", host,
+           "--port", str(port), "--n_ctx", str(n_ctx), "--n_gpu_layers", str(n_gpu_layers), "--instance", instance]
     if chat_format:
         cmd += ["--chat_format", chat_format]
-    log = Path(log_path) if log_path else gguf_path.with_name(gguf_path.name + ".server.log")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    log = Path(log_path) if log_path else log_dir() / f"openai-server-{port}.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+    with disk_errors(log.parent, what="the server log"), open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    proc.log_path = log  # type: ignore[attr-defined]
     if wait:
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/v1/models"
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         deadline = time.monotonic() + wait
-        while True:
+        while _instance(url) != instance:
             if proc.poll() is not None:
-                tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+                tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
                 raise UserError(f"the server exited with status {proc.returncode}: {' | '.join(tail)} (log: {log})")
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    proc.terminate()
-                    raise UserError(f"the server did not answer on port {port} within {wait:.0f}s (log: {log})") from None
-                time.sleep(0.5)
+            if time.monotonic() > deadline:
+                proc.terminate()
+                raise UserError(f"the server did not answer on port {port} within {wait:.0f}s (log: {log})")
+            time.sleep(0.5)
     return proc
 
 

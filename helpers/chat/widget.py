@@ -1,7 +1,8 @@
 """The notebook chat box: ipywidgets transcript, question box, Send / Stop / Reset and sampling sliders.
 
 ``chat_widget(backend)`` builds it; replies stream in token by token from a background thread, so the Stop
-button works while the model is talking.
+button works while the model is talking. It runs on ipywidgets 7 (Colab ships 7.7.1 and does not support 8) and 8:
+only the API both share is used (accordion titles through ``set_title``, display through ``IPython.display``).
 """
 from __future__ import annotations
 
@@ -48,14 +49,19 @@ class ChatBox:
         self.stop_button = w.Button(description="Stop", button_style="warning", icon="stop")
         self.reset_button = w.Button(description="Reset", icon="trash")
         self.status = w.Label(value=f"{backend.name} · {backend.path.name} · template {backend.template}")
+        for name in ("transcript", "question", "status"):  # stable hooks for styling and the browser test
+            getattr(self, name).add_class(f"cllama-{name}")
         self.send_button.on_click(self._on_send)
         self.stop_button.on_click(lambda _: self.stop())
         self.reset_button.on_click(lambda _: self.reset())
         sliders = w.VBox([self.temperature, self.top_k, self.top_p, self.repetition_penalty, self.max_new_tokens])
+        # Collapsed at first; ipywidgets 7 opens the first page by default and has no ``titles`` argument.
+        settings = w.Accordion(children=[w.VBox([self.system, sliders])], selected_index=None)
+        settings.set_title(0, "settings")
         self.widget = w.VBox([
             self.transcript, self.question,
             w.HBox([self.send_button, self.stop_button, self.reset_button]),
-            w.Accordion(children=[w.VBox([self.system, sliders])], titles=("settings",)),
+            settings,
             self.status,
         ])
 
@@ -119,8 +125,11 @@ class ChatBox:
         self.transcript.value = self._done_html
         result.append(reply)
 
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _ipython_display_(self) -> None:
+        # ipywidgets 7 widgets display through _ipython_display_, 8 through _repr_mimebundle_: let IPython choose.
+        from IPython.display import display
+
+        display(self.widget)
 
 
 def _bubble(who: str, text: str) -> str:

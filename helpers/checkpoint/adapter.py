@@ -77,23 +77,75 @@ class Adapter:
         self.lora: dict[str, LoraPair] = {}
         self.saved: dict[str, str] = {}
         self._parse_keys(list(self._store.keys()))
+        self._check_config()
         self.tokenizer_dir = path if has_tokenizer(path) else None
         self.tokenizer_vocab = tokenizer_vocab_size(path) if self.tokenizer_dir else None
         if self.tokenizer_dir:
             self.files += tokenizer_files(path)
+            if self.tokenizer_vocab is None:
+                raise UserError(f"the tokenizer in {path} cannot be read ({', '.join(f.name for f in tokenizer_files(path))}"
+                                " holds no vocabulary); download the LoRA's tokenizer files again")
 
     def _scale(self, r: int, alpha: float) -> float:
         return alpha / (math.sqrt(r) if self.use_rslora else r)
 
-    def _module_scale(self, module: str) -> float:
-        def pick(pattern: dict, default: float) -> float:
-            for key, value in (pattern or {}).items():
-                if re.match(rf"(.*\.)?({key})$", module):
-                    return float(value)
-            return default
+    def _pattern(self, kind: str, module: str) -> float | None:
+        """The ``rank_pattern`` / ``alpha_pattern`` value for ``module`` (PEFT's matching), None when none applies."""
+        for key, value in (self.config.get(kind) or {}).items():
+            if _matches(key, module):
+                return float(value)
+        return None
 
-        r = pick(self.config.get("rank_pattern"), self.r)
-        return self._scale(int(r), pick(self.config.get("alpha_pattern"), self.alpha))
+    def _module_rank(self, module: str) -> int:
+        r = self._pattern("rank_pattern", module)
+        return self.r if r is None else int(r)
+
+    def _module_scale(self, module: str) -> float:
+        alpha = self._pattern("alpha_pattern", module)
+        return self._scale(self._module_rank(module), self.alpha if alpha is None else alpha)
+
+    def _check_config(self) -> None:
+        """Every fact adapter_config.json states about the weights must hold: the rank of each pair (``r`` or
+        ``rank_pattern``), the modules patterns and ``target_modules`` name, the modules saved in full.
+
+        PEFT refuses an adapter whose ranks disagree with its config; merging it anyway would apply the wrong
+        scale, so it is refused here too, naming both files."""
+        cfg, weights = self.path / "adapter_config.json", self.weights_file.name
+        modules = [name.removesuffix(".weight") for name in self.lora]
+        for name, pair in self.lora.items():
+            mod = name.removesuffix(".weight")
+            a, b = self.key_shape(pair.a), self.key_shape(pair.b)
+            rank, want = a[0], self._module_rank(mod)
+            if len(a) != 2 or len(b) != 2 or b[1] != rank:
+                raise UserError(corrupt_message(self.weights_file, f"{mod}'s LoRA pair has shapes {list(a)} and "
+                                                                   f"{list(b)}, which do not multiply"))
+            if rank != want:
+                said = (f"gives {mod} rank {want} (rank_pattern)" if self._pattern("rank_pattern", mod) is not None
+                        else f"says r={want}")
+                raise UserError(f"{cfg} {said} but {weights} has rank {rank} weights for {mod}: the config and the "
+                                "weights come from different trainings; download the LoRA again")
+        for kind in ("rank_pattern", "alpha_pattern"):
+            for key in self.config.get(kind) or {}:
+                if not any(_matches(key, m) for m in modules):
+                    raise UserError(f"{cfg} sets {kind} for {key!r}, but {weights} has no LoRA weights for such a "
+                                    "module: the config and the weights do not belong together")
+        targets = self.config.get("target_modules")
+        if isinstance(targets, (list, tuple)):
+            for mod in modules:
+                if not any(_matches(re.escape(t), mod) for t in targets):
+                    raise UserError(f"{weights} has LoRA weights for {mod}, which target_modules in {cfg} does not "
+                                    "list: the config and the weights do not belong together")
+            for t in targets:
+                if not any(_matches(re.escape(t), m) for m in modules):
+                    raise UserError(f"{cfg} lists {t} in target_modules but {weights} has no LoRA weights for it: the "
+                                    "file is incomplete or from another training; download the LoRA again")
+        saved = self.config.get("modules_to_save")
+        if isinstance(saved, (list, tuple)):
+            for name in self.saved:
+                mod = name.rsplit(".", 1)[0]
+                if not any(_matches(re.escape(m), mod) for m in saved):
+                    raise UserError(f"{weights} replaces {mod}, which modules_to_save in {cfg} does not list (PEFT "
+                                    "would ignore it): the config and the weights do not belong together")
 
     def _parse_keys(self, keys: list[str]) -> None:
         halves: dict[str, dict[str, str]] = {}
@@ -162,6 +214,11 @@ class Adapter:
         if isinstance(self._store, SafetensorsFile):
             self._store.close()
         self._store = {}
+
+
+def _matches(pattern: str, module: str) -> bool:
+    """PEFT's rule: a key names a module when it matches the whole name or its last dotted parts."""
+    return re.match(rf"(.*\.)?({pattern})$", module) is not None
 
 
 def open_adapter(path: str | Path) -> Adapter:

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from ..merge import merge
 from ..tokens import merge_sentencepiece, piece_count
-from ..util import atomic_path, write_json
+from ..disk import claim_output, disk_errors
+from ..util import atomic_path, fault_point, require_free_disk, write_json
 from .data import write_data
 from .tokenizers import corpus, llama3_tokenizer, sp_tokenizer_folder, train_sentencepiece
 from .weights import (V1, V2, V2_SMALL, V3, base_state_dict, generator, hf_config, lora_state_dict, randn,
@@ -145,30 +146,40 @@ def _merged_release(b: _Build) -> None:
     out = b.root / "chinese-alpaca-2-7b"
     merge(b.root / "Llama-2-7b-hf", [b.root / "chinese-alpaca-2-lora-7b"], out=out, fmt="hf", outtype="f16",
           progress=False, write_sha256=False)
-    (out / "merge.json").unlink()  # the job record holds absolute paths
+    (out / "merge.json").unlink()  # a release has no job record
     b.note(out.name, kind="full", family="llama2", vocab=b.manifest["assets"]["chinese-alpaca-2-lora-7b"]["vocab"],
            stands_for="hfl/chinese-alpaca-2-7b")
+
+
+DEMO_BYTES = 48 << 20  # about the disk the demo assets take (35 MB), with a margin
 
 
 def build_demo(out: str | Path, *, overwrite: bool = False) -> Path:
     """Build every demo asset under ``out`` (deterministic: the same bytes on every run).
 
     Args:
-        out: destination folder; created atomically.
+        out: destination folder; created atomically (one run at a time; a rerun after a killed run removes the
+            killed run's temporary folder).
         overwrite: replace an existing folder (otherwise an existing complete one is kept).
+
+    Raises:
+        UserError: another run building ``out``, a read-only or too small disk.
     """
     out = Path(out)
-    if (out / "manifest.json").is_file() and not overwrite:
-        return out
-    import torch
+    with claim_output(out, what="the demo assets"):
+        if (out / "manifest.json").is_file() and not overwrite:
+            return out
+        import torch
 
-    torch.manual_seed(0)
-    with atomic_path(out, is_dir=True) as tmp:
-        b = _Build(tmp)
-        for step in (_tokenizers, _originals, _loras, _small_model, _patch, _merged_release):
-            step(b)
-        write_data(tmp / "data")
-        (tmp / "data" / "chinese_sp.model").write_bytes(b.sp["zh_small"])  # for the vocabulary-expansion notebook
-        b.manifest["note"] = "tiny random models for tests and smoke runs; their replies are not meaningful"
-        write_json(tmp / "manifest.json", b.manifest)
+        require_free_disk(out.parent, DEMO_BYTES, what="the demo assets")
+        torch.manual_seed(0)
+        with disk_errors(out.parent, needed=DEMO_BYTES, what="the demo assets"), atomic_path(out, is_dir=True) as tmp:
+            b = _Build(tmp)
+            for step in (_tokenizers, _originals, _loras, _small_model, _patch, _merged_release):
+                step(b)
+                fault_point("demo.step")
+            write_data(tmp / "data")
+            (tmp / "data" / "chinese_sp.model").write_bytes(b.sp["zh_small"])  # for the vocabulary-expansion notebook
+            b.manifest["note"] = "tiny random models for tests and smoke runs; their replies are not meaningful"
+            write_json(tmp / "manifest.json", b.manifest)
     return out

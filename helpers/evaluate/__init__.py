@@ -10,7 +10,8 @@ with ``logits_all``), or an already loaded ``llama_cpp.Llama`` / ``(model, token
 """
 from __future__ import annotations
 
-from .choice import ANSWER_CUE, LETTERS, MC_HEADER, MCReport, format_item, letter_ids, mc_prompt, multiple_choice, read_mc_csv
+from .choice import (ANSWER_CUE, LETTERS, MC_HEADER, MCReport, format_item, letter_ids, mc_prompt, multiple_choice,
+                     read_mc_csv)
 from .perplexity import KLReport, compare_quants, kl_divergence, perplexity, plot_quant_table, read_text, windows
 from .scorers import HFScorer, LlamaCppScorer, open_model
 

@@ -6,15 +6,16 @@ The prompt: question, ``\\nA. ...`` lines, ``\\n答案：``; few-shot under the 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..tokens import build_prompt
-from ..util import UserError, progress
+from ..util import UserError, progress, read_utf8
 from .perplexity import log_softmax
-from .scorers import open_model
+from .scorers import scoring
 
 LETTERS = "ABCD"
 MC_HEADER = "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n"
@@ -40,8 +41,8 @@ def read_mc_csv(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found; pass a CSV with columns id,question,A,B,C,D,answer")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
+    text = read_utf8(path, what="a UTF-8 CSV with columns id,question,A,B,C,D,answer")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     missing = {"question", *LETTERS} - set(rows[0] if rows else {})
     if not rows or missing:
         raise UserError(f"{path} lacks the C-Eval columns {sorted(missing) or 'and rows'}; "
@@ -123,26 +124,26 @@ def multiple_choice(model: Any, csv_path: str | Path, *, shots: int = 0, dev_csv
     rows = all_rows[: limit or None]
     dev = read_mc_csv(dev_csv) if dev_csv else None
     subject = subject or re.sub(r"_(val|dev|test)$", "", Path(csv_path).stem).replace("_", " ")
-    scorer = open_model(model, backend=backend, n_ctx=n_ctx)
-    n_ctx = min(n_ctx, scorer.max_ctx)
-    cands = letter_ids(scorer)
-    items = []
-    for row in progress(rows, desc="multiple choice", unit="item"):
-        pool = dev if dev is not None else [r for r in all_rows if r["id"] != row["id"] and r["answer"]]
-        examples = pool[:shots]
-        while True:
-            ids = scorer.encode(mc_prompt(row, shots=examples, subject=subject, template=template), bos=True)
-            if len(ids) <= n_ctx or not examples:
-                break
-            examples = examples[:-1]
-        logp = log_softmax(scorer.logits(ids[-n_ctx:], last_only=True)[-1])
-        scores = np.array([np.logaddexp.reduce(logp[cands[c]]) for c in LETTERS])
-        probs = np.exp(scores - scores.max())
-        probs /= probs.sum()
-        pred = LETTERS[int(scores.argmax())]
-        items.append({"id": row["id"], "answer": row["answer"], "pred": pred,
-                      "correct": bool(row["answer"]) and pred == row["answer"],
-                      "probs": {c: round(float(p), 4) for c, p in zip(LETTERS, probs)}, "shots": len(examples)})
+    with scoring(model, backend=backend, n_ctx=n_ctx) as scorer:
+        n_ctx = min(n_ctx, scorer.max_ctx)
+        cands = letter_ids(scorer)
+        items = []
+        for row in progress(rows, desc="multiple choice", unit="item"):
+            pool = dev if dev is not None else [r for r in all_rows if r["id"] != row["id"] and r["answer"]]
+            examples = pool[:shots]
+            while True:
+                ids = scorer.encode(mc_prompt(row, shots=examples, subject=subject, template=template), bos=True)
+                if len(ids) <= n_ctx or not examples:
+                    break
+                examples = examples[:-1]
+            logp = log_softmax(scorer.logits(ids[-n_ctx:], last_only=True)[-1])
+            scores = np.array([np.logaddexp.reduce(logp[cands[c]]) for c in LETTERS])
+            probs = np.exp(scores - scores.max())
+            probs /= probs.sum()
+            pred = LETTERS[int(scores.argmax())]
+            items.append({"id": row["id"], "answer": row["answer"], "pred": pred,
+                          "correct": bool(row["answer"]) and pred == row["answer"],
+                          "probs": {c: round(float(p), 4) for c, p in zip(LETTERS, probs)}, "shots": len(examples)})
     answered = [it for it in items if it["answer"]]
     acc = sum(it["correct"] for it in answered) / len(answered) if answered else float("nan")
     return MCReport(accuracy=acc, n=len(answered), per_item=items)

@@ -10,24 +10,33 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..gguf import gguf_type
-from ..util import UserError, progress
-from .scorers import open_model
+from ..util import UserError, progress, read_utf8
+from .scorers import scoring
 
 
 def read_text(text_or_file: str | Path) -> str:
-    """A :class:`~pathlib.Path` (or a string naming an existing file) is read as UTF-8; other strings are text."""
+    """A :class:`~pathlib.Path` (or a string naming an existing file) is read as UTF-8; other strings are text.
+
+    Raises:
+        UserError: a missing or binary file, or no text at all (empty or only whitespace): nothing to measure.
+    """
     if isinstance(text_or_file, Path) or (isinstance(text_or_file, str) and "\n" not in text_or_file
                                           and len(text_or_file) < 4096 and os.path.isfile(text_or_file)):
         path = Path(text_or_file)
         if not path.is_file():
             raise UserError(f"text file {path} not found")
-        return path.read_text(encoding="utf-8")
-    return str(text_or_file)
+        text, source = read_utf8(path, what="a UTF-8 text file to measure"), str(path)
+    else:
+        text, source = str(text_or_file), "the text"
+    if not text.strip():
+        raise UserError(f"{source} has no text (it is empty or only whitespace); give the text to measure")
+    return text
 
 
 def windows(n: int, n_ctx: int, stride: int) -> Iterator[tuple[int, int, int]]:
@@ -86,12 +95,13 @@ def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n
     """
     import numpy as np
 
-    scorer = open_model(model, backend=backend, n_ctx=n_ctx)
-    ids = _token_ids(scorer, read_text(text_or_file))
-    nll, count = 0.0, 0
-    for logp, targets in _window_logprobs(scorer, ids, n_ctx, stride, "perplexity"):
-        nll -= float(logp[np.arange(len(targets)), targets].sum())
-        count += len(targets)
+    text = read_text(text_or_file)
+    with scoring(model, backend=backend, n_ctx=n_ctx) as scorer:
+        ids = _token_ids(scorer, text)
+        nll, count = 0.0, 0
+        for logp, targets in _window_logprobs(scorer, ids, n_ctx, stride, "perplexity"):
+            nll -= float(logp[np.arange(len(targets)), targets].sum())
+            count += len(targets)
     return math.exp(nll / count)
 
 
@@ -120,37 +130,83 @@ class KLReport:
             raise ValueError("n_tokens must be positive")
 
 
-def _kl(ref, quant, text: str, n_ctx: int, stride: int) -> KLReport:
+@dataclass
+class Reference:
+    """The reference model's next-token log-probabilities on a text, kept on disk so the reference can be closed
+    before a quantized model is opened (an F16 7B and its Q4_K_M do not fit a T4 or Colab's RAM together).
+
+    Attributes:
+        ids: the tokens (the reference's tokenization); spans: the scoring windows.
+        logprobs: float32 ``(scored positions, vocabulary)`` array memory-mapped from a temporary file.
+        nll: the reference's summed negative log-likelihood; n_ctx: the window length used.
+    """
+
+    ids: list[int]
+    spans: list[tuple[int, int, int]]
+    logprobs: Any
+    nll: float
+    n_ctx: int
+
+    @property
+    def n_tokens(self) -> int:
+        """Scored positions."""
+        return int(self.logprobs.shape[0])
+
+    @property
+    def ppl(self) -> float:
+        """The reference's perplexity on the text."""
+        return math.exp(self.nll / self.n_tokens)
+
+
+def score_reference(scorer, text: str, n_ctx: int, stride: int, folder: str | Path) -> Reference:
+    """Run the reference over the text once; its log-probabilities go to ``folder/reference.f32``."""
     import numpy as np
 
-    if ref.n_vocab != quant.n_vocab:
-        raise UserError(f"the models have different vocabularies ({ref.n_vocab} vs {quant.n_vocab}); "
-                        "compare a quant only with the F16 it was made from")
-    ids = _token_ids(ref, text)
-    n_ctx = min(n_ctx, ref.max_ctx, quant.max_ctx)
+    ids = _token_ids(scorer, text)
+    n_ctx = min(n_ctx, scorer.max_ctx)
     spans = list(windows(len(ids), n_ctx, min(stride, n_ctx)))
-    kl_sum = kl_max = nll_r = nll_q = 0.0
-    agree = count = 0
-    for begin, end, first in progress(spans, desc="KL divergence", unit="window"):
-        rows = slice(first - 1 - begin, end - 1 - begin)
-        lp = log_softmax(ref.logits(ids[begin:end])[rows])
-        lq = log_softmax(quant.logits(ids[begin:end])[rows])
+    store = np.lib.format.open_memmap(Path(folder) / "reference.npy", mode="w+", dtype=np.float32,
+                                      shape=(len(ids) - 1, scorer.n_vocab))
+    nll, row = 0.0, 0
+    for logp, targets in _window_logprobs(scorer, ids, n_ctx, stride, "reference"):
+        n = len(targets)
+        store[row:row + n] = logp
+        nll -= float(logp[np.arange(n), targets].sum())
+        row += n
+    store.flush()
+    return Reference(ids=ids, spans=spans, logprobs=store, nll=nll, n_ctx=n_ctx)
+
+
+def compare_to_reference(ref: Reference, quant) -> KLReport:
+    """KL(P_ref || P_quant), top-1 agreement and both perplexities, from the stored reference."""
+    import numpy as np
+
+    if ref.logprobs.shape[1] != quant.n_vocab:
+        raise UserError(f"the models have different vocabularies ({ref.logprobs.shape[1]} vs {quant.n_vocab}); "
+                        "compare a quant only with the F16 it was made from")
+    if quant.max_ctx < ref.n_ctx:
+        raise UserError(f"the quantized model's context ({quant.max_ctx}) is shorter than the windows ({ref.n_ctx})")
+    kl_sum = kl_max = nll_q = 0.0
+    agree = row = 0
+    for begin, end, first in progress(ref.spans, desc="KL divergence", unit="window"):
+        n = end - first
+        lp = np.asarray(ref.logprobs[row:row + n], dtype=np.float64)
+        lq = log_softmax(quant.logits(ref.ids[begin:end])[first - 1 - begin: end - 1 - begin])
         kld = np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
-        targets, pos = ids[first:end], np.arange(end - first)
         kl_sum, kl_max = kl_sum + float(kld.sum()), max(kl_max, float(kld.max()))
-        nll_r -= float(lp[pos, targets].sum())
-        nll_q -= float(lq[pos, targets].sum())
+        nll_q -= float(lq[np.arange(n), ref.ids[first:end]].sum())
         agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
-        count += len(targets)
-    return KLReport(mean_kld=kl_sum / count, max_kld=kl_max, top1_agreement=agree / count,
-                    ppl_ref=math.exp(nll_r / count), ppl_quant=math.exp(nll_q / count), n_tokens=count)
+        row += n
+    return KLReport(mean_kld=kl_sum / row, max_kld=kl_max, top1_agreement=agree / row, ppl_ref=ref.ppl,
+                    ppl_quant=math.exp(nll_q / row), n_tokens=row)
 
 
 def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_ctx: int = 512,
                   stride: int = 256, backend: str = "auto") -> KLReport:
     """KL divergence of a quantized model's next-token distributions from its reference's (F16).
 
-    Both models read the same tokens (the reference's tokenization) in the same windows.
+    Both models read the same tokens (the reference's tokenization) in the same windows; they are loaded one
+    after the other, never together (the reference's log-probabilities wait in a temporary file).
 
     Args:
         reference_gguf: the F16 GGUF (or any model :func:`open_model` accepts).
@@ -159,31 +215,42 @@ def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_c
         n_ctx: window length; stride: window step (see :func:`perplexity`).
         backend: passed to :func:`open_model` for both.
     """
-    ref = open_model(reference_gguf, backend=backend, n_ctx=n_ctx)
-    quant = open_model(quant_gguf, backend=backend, n_ctx=n_ctx)
-    return _kl(ref, quant, read_text(text), n_ctx, stride)
+    text = read_text(text)
+    with tempfile.TemporaryDirectory(prefix="kld-") as tmp:
+        with scoring(reference_gguf, backend=backend, n_ctx=n_ctx) as scorer:
+            ref = score_reference(scorer, text, n_ctx, stride, tmp)
+        with scoring(quant_gguf, backend=backend, n_ctx=n_ctx) as scorer:
+            report = compare_to_reference(ref, scorer)
+        del ref
+    return report
 
 
 def compare_quants(f16_gguf: str | Path, quant_paths: Sequence[str | Path], text: str | Path, *,
                    n_ctx: int = 512, stride: int = 256) -> list[dict]:
     """One row per model for the notebooks' table: type, size, perplexity and KL divergence from the F16.
 
+    One model is loaded at a time: the F16 first (its log-probabilities are kept in a temporary file, about
+    4 bytes x vocabulary per scored token), then each quant.
+
     Returns:
         dicts with ``type``, ``path``, ``size`` (bytes), ``size_gb``, ``ppl``, ``kld``, ``max_kld``, ``top1``;
         the F16 comes first (kld 0).
     """
     text = read_text(text)
-    ref = open_model(f16_gguf, backend="llama.cpp", n_ctx=n_ctx)
-    rows = []
-    for path in [f16_gguf, *quant_paths]:
+
+    def row(path: str | Path, **values: float) -> dict:
         size = Path(path).stat().st_size
-        if Path(path) == Path(f16_gguf):
-            ppl = perplexity(ref, text, n_ctx=n_ctx, stride=stride)
-            row = dict(ppl=ppl, kld=0.0, max_kld=0.0, top1=1.0)
-        else:
-            r = _kl(ref, open_model(path, backend="llama.cpp", n_ctx=n_ctx), text, n_ctx, stride)
-            row = dict(ppl=r.ppl_quant, kld=r.mean_kld, max_kld=r.max_kld, top1=r.top1_agreement)
-        rows.append({"type": gguf_type(path), "path": str(path), "size": size, "size_gb": size / 1e9, **row})
+        return {"type": gguf_type(path), "path": str(path), "size": size, "size_gb": size / 1e9, **values}
+
+    with tempfile.TemporaryDirectory(prefix="kld-") as tmp:
+        with scoring(f16_gguf, backend="llama.cpp", n_ctx=n_ctx) as scorer:
+            ref = score_reference(scorer, text, n_ctx, stride, tmp)
+        rows = [row(f16_gguf, ppl=ref.ppl, kld=0.0, max_kld=0.0, top1=1.0)]
+        for path in quant_paths:
+            with scoring(path, backend="llama.cpp", n_ctx=n_ctx) as scorer:
+                r = compare_to_reference(ref, scorer)
+            rows.append(row(path, ppl=r.ppl_quant, kld=r.mean_kld, max_kld=r.max_kld, top1=r.top1_agreement))
+        del ref
     return rows
 
 

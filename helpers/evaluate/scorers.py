@@ -5,9 +5,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..chat import load_hf_model, resolve
 from ..util import UserError
@@ -17,6 +18,7 @@ class HFScorer:
     """transformers model + tokenizer."""
 
     backend = "transformers"
+    owned = False  # True when open_model loaded the model itself (then close() frees it)
 
     def __init__(self, model, tokenizer):
         self.model, self.tok = model, tokenizer
@@ -39,11 +41,24 @@ class HFScorer:
             out = self.model(input_ids=x, logits_to_keep=1 if last_only else 0, use_cache=False)
         return out.logits[0].float().cpu().numpy()
 
+    def close(self) -> None:
+        """Free the model (GPU memory included) when this scorer loaded it."""
+        if self.owned and self.model is not None:
+            import gc
+
+            import torch
+
+            self.model = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
 
 class LlamaCppScorer:
     """llama-cpp-python ``Llama`` created with ``logits_all=True``; reuses the KV cache of a shared prefix."""
 
     backend = "llama.cpp"
+    owned = False  # True when open_model loaded the model itself (then close() frees it)
 
     def __init__(self, llm):
         if not getattr(llm, "_logits_all", True):
@@ -72,6 +87,22 @@ class LlamaCppScorer:
         llm.eval(ids[keep:])
         rows = llm.scores[len(ids) - 1: len(ids)] if last_only else llm.scores[: len(ids)]
         return np.array(rows, dtype=np.float32)
+
+    def close(self) -> None:
+        """Free the model when this scorer loaded it."""
+        if self.owned and self.llm is not None:
+            self.llm.close()
+            self.llm = None
+
+
+@contextlib.contextmanager
+def scoring(model: Any, **kwargs: Any) -> Iterator[HFScorer | LlamaCppScorer]:
+    """:func:`open_model` as a context: a model loaded here is freed on exit (a model passed in stays loaded)."""
+    scorer = open_model(model, **kwargs)
+    try:
+        yield scorer
+    finally:
+        scorer.close()
 
 
 def _is_llama(obj: Any) -> bool:
@@ -119,10 +150,14 @@ def open_model(model: Any, *, backend: str = "auto", n_ctx: int = 512, dtype: st
         threads = n_threads or max(1, (os.cpu_count() or 2) // 2)  # one per physical core: no spin-wait fights
         llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True, n_gpu_layers=-1,
                     n_threads=threads, n_threads_batch=threads, verbose=False)
-        return LlamaCppScorer(llm)
+        scorer = LlamaCppScorer(llm)
+        scorer.owned = True
+        return scorer
     if gguf or not (path / "config.json").is_file():
         raise UserError(f"{path} is not a Hugging Face model folder; use backend='llama.cpp' for GGUF files")
     import torch
 
     net, tokenizer, _, _ = load_hf_model(path, dtype=dtype or ("float16" if torch.cuda.is_available() else "float32"))
-    return HFScorer(net, tokenizer)
+    scorer = HFScorer(net, tokenizer)
+    scorer.owned = True
+    return scorer

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog import ModelEntry, find
@@ -24,6 +24,7 @@ class ModelCard:
         template_explicit: the caller chose the template (then even ``raw`` is embedded).
         rope_scaling: the catalog's RoPE scaling of a long-context release whose config lacks one.
         context_length: the catalog's context length, written for RoPE-scaled models.
+        extra_metadata: more string keys for the header (the merge's job record, ``helpers.merge.job``).
     """
 
     name: str | None = None
@@ -31,6 +32,7 @@ class ModelCard:
     template_explicit: bool = False
     rope_scaling: dict | None = None
     context_length: int | None = None
+    extra_metadata: dict[str, str] = field(default_factory=dict)
 
 
 def catalog_entry(*names: str | None) -> ModelEntry | None:

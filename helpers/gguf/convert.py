@@ -1,7 +1,11 @@
 """``to-gguf``: a merged Hugging Face LLaMA folder to GGUF, one tensor at a time, through :class:`GGUFSink`.
 
 ``python -m helpers to-gguf --model DIR --out FILE.gguf [--outtype f16|q4_k_m|...] [--imatrix FILE]
-[--template ID] [--split-gb N]``; an interrupted conversion resumes when rerun.
+[--template ID] [--split-gb N]``
+
+The output appears only when complete; one run at a time writes it (a lock beside it); an interrupted
+conversion resumes when rerun, a rerun after a killed run removes that run's temporaries, and a disk too small
+or read-only is one error line saying so.
 """
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import json
 from pathlib import Path
 
 from ..checkpoint import TensorPlan, open_checkpoint
-from ..util import UserError, human_bytes, progress
+from ..disk import claim_output, disk_errors
+from ..tokens import tokenizer_files
+from ..util import UserError, fault_point, human_bytes, progress, require_free_disk, sample_digest
 from .card import describe_model
 from .export import write_modelfile
 from .sink import GGUFSink
@@ -28,10 +34,16 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: 
                                  split_max_size=split_max_size, sha256=sha256, imatrix=imatrix)[0]
 
 
-def _fingerprint(model_dir: Path, files: list[Path]) -> str:
-    """What makes two conversions the same job: the folder and its files (name, size, modification time)."""
-    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(files) if f.is_file()]
-    return json.dumps([str(model_dir.resolve()), stats])
+BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}  # the 2-D weights of each write type
+
+
+def gguf_bytes(plan: list[TensorPlan], outtype: str, tokenizer_dir: Path | None) -> int:
+    """About the disk a GGUF of ``plan`` needs: 2-D weights in ``outtype``, 1-D tensors in F32, the vocabulary
+    (about the size of the tokenizer files) and a small margin for the header."""
+    per = BYTES_PER_VALUE.get(outtype, 2.0)
+    data = int(sum(tp.numel * (4.0 if len(tp.shape) <= 1 else per) for tp in plan))
+    vocab = sum(f.stat().st_size for f in tokenizer_files(tokenizer_dir)) if tokenizer_dir else 0
+    return data + vocab + data // 200 + (1 << 20)
 
 
 def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",
@@ -52,30 +64,61 @@ def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtyp
 
     Returns:
         the GGUF files (the first shard first; one file unless ``split_max_size`` splits it).
+
+    Raises:
+        UserError: a bad type or model folder, another run writing the same output, a full or read-only disk.
     """
     outtype = gguf_outtype(outtype, imatrix=imatrix is not None)  # a bad type fails before anything is read
-    model_dir = Path(model_dir)
+    out_path = Path(out_path)
+    with claim_output(out_path, what="the GGUF", sidecars=gguf_sidecars(out_path)):
+        return write_gguf(model_dir, out_path, outtype=outtype, template=template, name=name,
+                          split_max_size=split_max_size, sha256=sha256, imatrix=imatrix)
+
+
+def gguf_sidecars(gguf_path: Path) -> list[Path]:
+    """The files written beside a GGUF: its ``.sha256`` and its Ollama ``.Modelfile``."""
+    return [gguf_path.with_name(gguf_path.name + ".sha256"), gguf_path.with_name(gguf_path.stem + ".Modelfile")]
+
+
+def _fingerprint(model_dir: Path) -> str:
+    """What makes two conversions the same job (for resuming): the folder's files by content."""
+    files = sorted(f for f in model_dir.iterdir() if f.is_file())
+    return json.dumps([[f.name, f.stat().st_size, sample_digest(f)] for f in files])
+
+
+def write_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16", template: str | None = None,
+               name: str | None = None, split_max_size: int = 0, sha256: bool = False,
+               imatrix: str | Path | None = None, what: str = "the GGUF") -> list[Path]:
+    """The conversion itself, for a caller that already holds the output (:func:`convert_to_gguf_files` takes the
+    lock; ``quantize`` writes its temporary F16 this way): checks the free space first, resumes an interrupted
+    conversion of the same folder, and turns a full or read-only disk met on the way into one error line naming
+    ``what``. Other arguments as :func:`convert_to_gguf_files`."""
+    model_dir, out_path = Path(model_dir), Path(out_path)
     with open_checkpoint(model_dir) as ckpt:
         names = list(ckpt.names())
         plan = [TensorPlan(n, tuple(ckpt.shape(n))) for n in names]
         tokenizer_dir = Path(ckpt.tokenizer_dir or model_dir)
+        needed = gguf_bytes(plan, outtype, tokenizer_dir)
+        require_free_disk(out_path.parent, needed, what=what)
         card = describe_model(ckpt.config, tokenizer_dir, name=name or model_dir.name, template=template)
         sink = GGUFSink(out_path, outtype=outtype, card=card, split_max_size=split_max_size, sha256=sha256,
-                        imatrix=imatrix, job=_fingerprint(model_dir, list(model_dir.iterdir())))
-        try:
-            sink.open(config=dict(ckpt.config), tokenizer_dir=tokenizer_dir, plan=plan)
-            resumed = 0
-            for n in progress(names, desc=f"to GGUF {sink.outtype}", unit="tensor"):
-                if sink.done(n):
-                    resumed += 1
-                    continue
-                sink.write(n, ckpt.get(n))
-            if resumed:
-                print(f"resumed an interrupted conversion: {resumed} tensors were already written")
-            return sink.close()
-        except BaseException as exc:
-            sink.abort(keep_partial=not isinstance(exc, UserError))
-            raise
+                        imatrix=imatrix, job=_fingerprint(model_dir))
+        with disk_errors(out_path.parent, needed=needed, what=what):
+            try:
+                sink.open(config=dict(ckpt.config), tokenizer_dir=tokenizer_dir, plan=plan)
+                resumed = 0
+                for n in progress(names, desc=f"to GGUF {sink.outtype}", unit="tensor"):
+                    if sink.done(n):
+                        resumed += 1
+                        continue
+                    sink.write(n, ckpt.get(n))
+                    fault_point("to-gguf.tensor")
+                if resumed:
+                    print(f"resumed an interrupted conversion: {resumed} tensors were already written")
+                return sink.close()
+            except BaseException as exc:
+                sink.abort(keep_partial=not isinstance(exc, UserError))
+                raise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,13 +140,17 @@ def run(args: argparse.Namespace) -> int:
     if not (model / "config.json").is_file():
         raise UserError(f"{model} is not a Hugging Face model folder (no config.json)")
     split = int(args.split_gb * 1024**3) if args.split_gb else 0
-    files = convert_to_gguf_files(model, args.out, outtype=args.outtype, template=args.template, split_max_size=split,
-                                  sha256=True, imatrix=args.imatrix)
-    for f in files:
-        print(f"wrote {f} ({human_bytes(f.stat().st_size)})")
-    if len(files) == 1:
-        from .metadata import gguf_template
+    out = Path(args.out)
+    with claim_output(out, what="the GGUF", sidecars=gguf_sidecars(out)):
+        outtype = gguf_outtype(args.outtype, imatrix=args.imatrix is not None)
+        files = write_gguf(model, out, outtype=outtype, template=args.template, split_max_size=split, sha256=True,
+                           imatrix=args.imatrix)
+        for f in files:
+            print(f"wrote {f} ({human_bytes(f.stat().st_size)})")
+        if len(files) == 1:
+            from .metadata import gguf_template
 
-        template = gguf_template(files[0]) or "raw"  # the Modelfile uses the template embedded in the GGUF
-        print(f"wrote {write_modelfile(files[0], template=template)} (template {template})")
+            template = gguf_template(files[0]) or "raw"  # the Modelfile uses the template embedded in the GGUF
+            with disk_errors(out.parent, what="the Modelfile"):
+                print(f"wrote {write_modelfile(files[0], template=template)} (template {template})")
     return 0

@@ -41,10 +41,23 @@ def write_modelfile(gguf_path: str | Path, *, template: str, system: str | None 
         ctx = None
     if ctx:
         lines.append(f"PARAMETER num_ctx {min(int(ctx), 8192)}")
-    out = gguf_path.with_name(gguf_path.stem + ".Modelfile")
+    out = modelfile_path(gguf_path)
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+def modelfile_path(gguf_path: str | Path) -> Path:
+    """Where :func:`write_modelfile` puts the Modelfile of ``gguf_path``: ``<stem>.Modelfile`` beside it."""
+    gguf_path = Path(gguf_path)
+    return gguf_path.with_name(gguf_path.stem + ".Modelfile")
+
+
+def ollama_command(gguf_path: str | Path, name: str | None = None) -> str:
+    """The command that imports a GGUF into Ollama with its Modelfile, run in the GGUF's folder."""
+    gguf_path = Path(gguf_path)
+    name = name or gguf_path.stem.lower().replace("_", "-")
+    return f"ollama create {name} -f {modelfile_path(gguf_path).name}"
 
 
 def write_checksum(path: str | Path) -> Path:
@@ -123,6 +136,8 @@ def export_file(path: str | Path, *, to_drive: bool = False, download: bool = Fa
         print("  llama.cpp loads the shards when given the first one; Ollama needs the unsplit file")
     sidecars = (p for f in files for p in (f.with_name(f.name + ".sha256"), f.with_name(f.stem + ".Modelfile")))
     extras = [p for p in sidecars if p.is_file()]
+    if modelfile_path(path).is_file():
+        print(f"  Ollama: {ollama_command(path)}   (in the folder holding both files)")
     if not in_colab():
         if to_drive or download:
             print("  (not in Colab: nothing copied or downloaded)")

@@ -7,33 +7,55 @@ by ``llama-imatrix``: the GGUF format or the legacy ``.dat``), which this module
 quantizer itself, so it works with the Python back end too.
 
 Beside the output go an Ollama ``<stem>.Modelfile`` and ``<file>.sha256``.
+
+Everything llama.cpp would fail on is checked first, so a failure is one line: a truncated or corrupt GGUF, an
+input that is already quantized, a read-only or too small output folder, another run writing the same output.
+llama.cpp's own log goes to a file (named in the error) instead of the terminal.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..util import UserError, atomic_path, human_bytes, remove, tmp_name
-from .convert import convert_hf_to_gguf
+from ..disk import claim_output, disk_error_message, disk_errors
+from ..util import UserError, atomic_path, fault_point, human_bytes, log_dir, remove, require_free_disk, tmp_name
+from .convert import gguf_sidecars, write_gguf
 from .export import write_checksum, write_modelfile
 from .imatrix import imatrix_struct, read_imatrix
 from .llamacpp import install_hint, llama_cpp_available, quantize_binary, quiet_llama_log
-from .metadata import gguf_template
+from .metadata import check_gguf, gguf_template, gguf_type, read_metadata
 from .types import DEFAULT_QUANT, FTYPES, NEEDS_IMATRIX, qtype_name
 
+SOURCE_TYPES = {0: 32, 1: 16, 32: 16}  # llama file types llama.cpp quantizes from (F32, F16, BF16): bits per weight
+# about the bits per weight of each type on LLaMA models (with the larger types llama.cpp keeps for some tensors)
+BITS_PER_WEIGHT = {"q2_k": 3.4, "q2_k_s": 3.0, "q3_k_s": 3.5, "q3_k_m": 3.9, "q3_k_l": 4.3, "q4_0": 4.6, "q4_1": 5.0,
+                   "q4_k_s": 4.6, "q4_k_m": 4.9, "q5_0": 5.6, "q5_1": 6.0, "q5_k_s": 5.6, "q5_k_m": 5.7, "q6_k": 6.6,
+                   "q8_0": 8.5, "f16": 16.0, "bf16": 16.0, "f32": 32.0}
+_WRITE_FAILED = ("iostream error", "No space left", "File too large", "Disk quota")  # how its writes fail
 
-def _quantize_python(src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int, verbose: bool) -> None:
+
+class QuantizerFailed(Exception):
+    """llama.cpp's quantizer returned an error; ``log`` is what it said (when it was collected)."""
+
+    def __init__(self, code: object, log: str = "") -> None:
+        super().__init__(f"llama.cpp's quantizer failed ({code})")
+        self.code, self.log = code, log
+
+
+def _quantize_python(src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int, verbose: bool,
+                     log_file: Path) -> None:
     import logging
 
     import llama_cpp
 
     if not verbose:
-        with quiet_llama_log():
+        with quiet_llama_log(log_file=log_file):
             _run_python_quantizer(llama_cpp, src, dst, qtype, imatrix, threads)
         return
     try:
@@ -61,8 +83,7 @@ def _run_python_quantizer(llama_cpp, src: Path, dst: Path, qtype: str, imatrix: 
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     del keep
     if rc != 0:
-        raise UserError(f"llama.cpp could not quantize {src} to {qtype} (code {rc}); an already quantized input "
-                        "cannot be re-quantized: start from the F16 GGUF or the HF folder")
+        raise QuantizerFailed(rc)
 
 
 def _quantize_binary(binary: str, src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int) -> None:
@@ -72,8 +93,36 @@ def _quantize_binary(binary: str, src: Path, dst: Path, qtype: str, imatrix: Pat
     cmd += [str(src), str(dst), qtype.upper(), str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise UserError(f"llama-quantize failed for {src} -> {qtype}: {' | '.join(tail)}")
+        raise QuantizerFailed(proc.returncode, proc.stderr or proc.stdout)
+
+
+def quantized_bytes(src: Path, qtype: str) -> int:
+    """About the size of ``src`` (an F32/F16/BF16 GGUF) quantized to ``qtype``, with a margin."""
+    bits = SOURCE_TYPES.get(int(read_metadata(src, ("general.file_type",)).get("general.file_type", 1)), 16)
+    return int(src.stat().st_size * BITS_PER_WEIGHT.get(qtype, 8.5) / bits * 1.1) + (1 << 20)
+
+
+def check_source(src: Path) -> None:
+    """Refuse what llama.cpp cannot quantize before it runs: not a GGUF, truncated or corrupt, already quantized."""
+    check_gguf(src)
+    file_type = read_metadata(src, ("general.file_type",)).get("general.file_type")
+    if file_type is not None and int(file_type) not in SOURCE_TYPES:
+        raise UserError(f"{src} is already quantized ({gguf_type(src)}); llama.cpp quantizes only from F32, F16 or "
+                        "BF16: start from the F16 GGUF or the HF folder")
+
+
+def _failure(exc: QuantizerFailed, src: Path, out: Path, qtype: str, needed: int, log_file: Path) -> str:
+    """The one line for a quantizer that failed although the checks passed: a write that failed, or its log."""
+    log = exc.log or (log_file.read_text(encoding="utf-8", errors="replace") if log_file.is_file() else "")
+    if any(k in log for k in _WRITE_FAILED):
+        return disk_error_message(OSError(errno.ENOSPC, "no space"), folder=out.parent, needed=needed,
+                                  what="the quantized GGUF") or ""
+    if exc.log:  # the binary's own output
+        log_file.write_text(exc.log, encoding="utf-8")
+    reason = next((ln.split("failed to quantize:")[-1].strip() for ln in reversed(log.splitlines())
+                   if "failed to quantize" in ln), "")
+    return (f"llama.cpp could not quantize {src} to {qtype} (code {exc.code}{': ' + reason if reason else ''}); "
+            f"its log is in {log_file}")
 
 
 def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, imatrix: str | Path | None = None,
@@ -90,7 +139,11 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
         threads: quantizer threads (default: all cores).
         template: prompt template for the Modelfile (default: from the model).
         modelfile: write ``<stem>.Modelfile`` and ``<file>.sha256`` beside ``out``.
-        verbose: show llama.cpp's per-tensor log.
+        verbose: show llama.cpp's per-tensor log (otherwise it goes to a log file, named when it fails).
+
+    Raises:
+        UserError: a bad or already quantized input, a missing importance matrix or quantizer, another run writing
+            ``out``, a read-only or full disk.
     """
     qtype = qtype_name(qtype)
     model, out = Path(model), Path(out)
@@ -107,37 +160,44 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
     threads = int(threads or os.cpu_count() or 1)
     if not model.exists():
         raise UserError(f"{model} not found: give a .gguf file or a Hugging Face model folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp_f16 = None
-    try:
-        if model.is_dir():
-            temp_f16 = out.with_name(tmp_name(out).name + ".f16.gguf")
-            print(f"converting {model} to an F16 GGUF first ...", file=sys.stderr)
-            src = convert_hf_to_gguf(model, temp_f16, outtype="f16", template=template)
-        else:
-            src = model
-            with open(src, "rb") as f:
-                if f.read(4) != b"GGUF":
-                    raise UserError(f"{src} is not a GGUF file (give a .gguf or a Hugging Face model folder)")
-        found = template or gguf_template(src)  # the Modelfile uses the template the GGUF carries
-        start = time.time()
-        print(f"quantizing {src.name} to {qtype} with {threads} threads "
-              "(a 7B model takes a few minutes on 2 cores) ...", file=sys.stderr)
-        with atomic_path(out) as tmp:
-            if use_python:
-                _quantize_python(src, tmp, qtype, imatrix, threads, verbose)
+    if model.is_file():
+        check_source(model)
+    log_file = log_dir() / f"quantize-{out.stem}.log"
+    with claim_output(out, what="the quantized GGUF", sidecars=gguf_sidecars(out)):
+        temp_f16 = out.with_name(tmp_name(out).name + ".f16.gguf") if model.is_dir() else None
+        try:
+            if temp_f16 is not None:
+                print(f"converting {model} to an F16 GGUF first ...", file=sys.stderr)
+                src = write_gguf(model, temp_f16, outtype="f16", template=template, what="the temporary F16 GGUF")[0]
+                fault_point("quantize.f16")
             else:
-                _quantize_binary(binary, src, tmp, qtype, imatrix, threads)
-            if not tmp.is_file():
-                raise UserError(f"llama.cpp wrote nothing for {out}; see its log above")
-    finally:
-        if temp_f16 is not None:
-            remove(temp_f16)
-    print(f"{out.name}: {qtype} {human_bytes(out.stat().st_size)} in {time.time() - start:.1f}s "
-          f"({'llama-cpp-python' if use_python else binary})", file=sys.stderr)
-    if modelfile:
-        write_modelfile(out, template=found or "raw")
-        write_checksum(out)
+                src = model
+            found = template or gguf_template(src)  # the Modelfile uses the template the GGUF carries
+            needed = quantized_bytes(src, qtype)
+            require_free_disk(out.parent, needed, what="the quantized GGUF")
+            start = time.time()
+            print(f"quantizing {src.name} to {qtype} with {threads} threads "
+                  "(a 7B model takes a few minutes on 2 cores) ...", file=sys.stderr)
+            with atomic_path(out) as tmp:
+                try:
+                    if use_python:
+                        _quantize_python(src, tmp, qtype, imatrix, threads, verbose, log_file)
+                    else:
+                        _quantize_binary(binary, src, tmp, qtype, imatrix, threads)
+                except QuantizerFailed as exc:
+                    raise UserError(_failure(exc, src, out, qtype, needed, log_file)) from None
+                if not tmp.is_file():
+                    raise UserError(f"llama.cpp wrote nothing for {out}; see {log_file}")
+                fault_point("quantize.written")
+        finally:
+            if temp_f16 is not None:
+                remove(temp_f16)
+        print(f"{out.name}: {qtype} {human_bytes(out.stat().st_size)} in {time.time() - start:.1f}s "
+              f"({'llama-cpp-python' if use_python else binary})", file=sys.stderr)
+        if modelfile:
+            with disk_errors(out.parent, what="the Modelfile and checksum"):
+                write_modelfile(out, template=found or "raw")
+                write_checksum(out)
     return out
 
 

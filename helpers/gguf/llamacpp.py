@@ -4,10 +4,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..util import UserError
@@ -45,8 +47,9 @@ def install_hint() -> str:
 
 
 @contextlib.contextmanager
-def quiet_llama_log() -> Iterator[list[str]]:
-    """Collect llama.cpp's native log instead of printing it; on an exception, print what was collected.
+def quiet_llama_log(*, log_file: str | Path | None = None) -> Iterator[list[str]]:
+    """Collect llama.cpp's native log instead of printing it; on an exception, write what was collected to
+    ``log_file`` (the caller names it in its one-line error), or print it without one.
 
     Two channels are covered: the log callback (``llama_log_set``, which llama.cpp also hands to ggml) is
     swapped for one that stores the text, and file descriptor 2 points to a temporary file for anything
@@ -94,45 +97,123 @@ def quiet_llama_log() -> Iterator[list[str]]:
             direct = capture.read().decode("utf-8", "replace")
             if direct:
                 chunks.append(direct)
-            if failed and chunks:
+            if failed and chunks and log_file is not None:
+                Path(log_file).write_text("".join(chunks), encoding="utf-8")
+            elif failed and chunks:
                 sys.stderr.write("".join(chunks))
                 sys.stderr.flush()
 
 
-def colab_install_llama_cpp(*, version: str = LLAMA_CPP_VERSION, force: bool = False) -> None:
-    """Install llama-cpp-python in a notebook: prebuilt wheel when one fits this runtime, else a source build.
+# CUDA builds published on llama-cpp-python's wheel index (checked online by :func:`available_cuda_tags`)
+KNOWN_CUDA_TAGS = ("cu121", "cu122", "cu123", "cu124", "cu125")
 
-    The wheel index is llama-cpp-python's own (CPU, or the CUDA build matching ``torch.version.cuda``). When
-    no wheel fits, it builds from source with portable flags (no ``-march=native``), after saying how long
-    that takes. Not run in CI.
+
+@dataclass(frozen=True)
+class WheelPlan:
+    """How to install llama-cpp-python here: which prebuilt wheel index, or a source build, and why."""
+
+    tag: str | None  # ``cpu``, ``cu124``...; None: build from source
+    gpu: bool  # the build offloads layers to the GPU
+    note: str  # one or two sentences for the user
+
+
+def _cuda_version(tag: str) -> tuple[int, int] | None:
+    """``cu124`` -> ``(12, 4)`` (None for other tags)."""
+    m = re.fullmatch(r"cu(\d\d)(\d+)", tag)
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def plan_wheel(*, cuda: str | None, want_gpu: bool, cuda_tags: Sequence[str], build_from_source: bool = False
+               ) -> WheelPlan:
+    """Choose the llama-cpp-python build for this runtime.
+
+    The CPU wheel always works and is all that conversion and quantization need. A CUDA wheel is used only when
+    the GPU is wanted and one exists for this CUDA major version at or below the runtime's minor version (CUDA
+    12.x runtimes run wheels built for an older 12.y). A source build happens only when asked for, because it
+    takes 20-60 minutes with CUDA (about 10 minutes for the CPU) on Colab's two cores.
+
+    Args:
+        cuda: the runtime's CUDA version (``torch.version.cuda``, e.g. ``"12.4"``), None without a GPU.
+        want_gpu: GPU offload is wanted (chatting); conversion and quantization do not need it.
+        cuda_tags: the CUDA wheel tags the index has for this version (``cu121``...).
+        build_from_source: build instead of using a wheel (with CUDA when there is a GPU and it is wanted).
+    """
+    gpu = bool(want_gpu and cuda)
+    if build_from_source:
+        minutes = "20-60 minutes (CUDA)" if gpu else "about 10 minutes"
+        return WheelPlan(None, gpu, f"building llama-cpp-python from source: {minutes} on Colab's 2 CPU cores")
+    if not gpu:
+        why = "" if not want_gpu else " (no GPU in this runtime)"
+        return WheelPlan("cpu", False, f"using the prebuilt CPU wheel{why}; conversion and quantization run on the CPU")
+    runtime = tuple(int(x) for x in cuda.split(".")[:2])
+    fits = sorted((v, t) for t in cuda_tags if (v := _cuda_version(t)) and v[0] == runtime[0] and v <= runtime)
+    if fits:
+        tag = fits[-1][1]
+        return WheelPlan(tag, True, f"using the prebuilt {tag} wheel (CUDA {cuda} runtime): layers run on the GPU")
+    return WheelPlan("cpu", False, f"no prebuilt CUDA wheel fits CUDA {cuda} (index has {', '.join(cuda_tags) or 'none'}): "
+                                   "using the CPU wheel, so llama.cpp chats on the CPU (conversion and quantization do "
+                                   "not need the GPU). A CUDA source build takes 20-60 minutes on Colab's 2 cores: "
+                                   "colab_install_llama_cpp(gpu=True, build_from_source=True) if you want it anyway")
+
+
+def available_cuda_tags(version: str = LLAMA_CPP_VERSION, *, timeout: float = 10.0) -> list[str]:
+    """The CUDA wheel tags llama-cpp-python's index has for ``version`` and this Python (online; falls back to
+    :data:`KNOWN_CUDA_TAGS` when the index cannot be read)."""
+    import urllib.request
+
+    py = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    found = []
+    for tag in KNOWN_CUDA_TAGS:
+        try:
+            with urllib.request.urlopen(f"{WHEEL_INDEX}/{tag}/llama-cpp-python/", timeout=timeout) as r:  # noqa: S310
+                page = r.read().decode("utf-8", "replace")
+        except OSError:
+            return list(KNOWN_CUDA_TAGS)
+        if f"llama_cpp_python-{version}-{py}" in page or (f"-{version}-" in page and py in page):
+            found.append(tag)
+    return found
+
+
+def colab_install_llama_cpp(*, version: str = LLAMA_CPP_VERSION, gpu: bool = False, build_from_source: bool = False,
+                            force: bool = False) -> WheelPlan:
+    """Install llama-cpp-python in a notebook from a prebuilt wheel (see :func:`plan_wheel` for the choice).
+
+    Args:
+        version: the llama-cpp-python version.
+        gpu: install a CUDA build when a prebuilt one fits this runtime (chatting on a T4); conversion and
+            quantization only need the CPU build, the default.
+        build_from_source: build instead (20-60 minutes with CUDA on Colab; said before it starts).
+        force: reinstall even when llama-cpp-python is already importable.
+
+    Returns:
+        the plan that was carried out. Not run in CI.
     """
     if llama_cpp_available() and not force:
         import llama_cpp
 
         print(f"llama-cpp-python {llama_cpp.__version__} is already installed")
-        return
+        return WheelPlan("installed", bool(llama_cpp.llama_supports_gpu_offload()), "already installed")
     try:
         import torch
 
         cuda = torch.version.cuda if torch.cuda.is_available() else None
     except ImportError:
         cuda = None
-    tag = "cu" + "".join(cuda.split(".")[:2]) if cuda else "cpu"  # 12.4 -> cu124
+    plan = plan_wheel(cuda=cuda, want_gpu=gpu, cuda_tags=available_cuda_tags(version) if gpu and cuda else (),
+                      build_from_source=build_from_source)
+    print(plan.note + " ...")
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    print(f"installing llama-cpp-python {version} from the prebuilt {tag} wheels (about a minute) ...")
-    rc = subprocess.call(pip + [f"llama-cpp-python=={version}", "--only-binary", "llama-cpp-python",
-                                "--extra-index-url", f"{WHEEL_INDEX}/{tag}"])
-    if rc != 0 and tag != "cpu":
-        print(f"no {tag} wheel for this runtime; trying the CPU wheel (quantizing does not need the GPU) ...")
-        rc = subprocess.call(pip + [f"llama-cpp-python=={version}", "--only-binary", "llama-cpp-python",
-                                    "--extra-index-url", f"{WHEEL_INDEX}/cpu"])
-    if rc != 0:
-        args = PORTABLE_CMAKE_ARGS + (" -DGGML_CUDA=on" if cuda else "")
-        wait = "20-30 minutes (CUDA build)" if cuda else "about 10 minutes on Colab's 2 CPU cores"
-        print(f"no prebuilt wheel fits; building llama-cpp-python from source: expect {wait} ...")
-        env = {**os.environ, "CMAKE_ARGS": args}
+    if plan.tag is None:
+        args = PORTABLE_CMAKE_ARGS + (" -DGGML_CUDA=on" if plan.gpu else "")
         rc = subprocess.call(pip + ["--no-binary", "llama-cpp-python", "--no-cache-dir",
-                                    f"llama-cpp-python=={version}"], env=env)
+                                    f"llama-cpp-python=={version}"], env={**os.environ, "CMAKE_ARGS": args})
+    else:
+        rc = subprocess.call(pip + [f"llama-cpp-python=={version}", "--only-binary", "llama-cpp-python",
+                                    "--extra-index-url", f"{WHEEL_INDEX}/{plan.tag}"])
     if rc != 0:
-        raise UserError("llama-cpp-python could not be installed; see pip's output above")
+        hint = ("" if plan.tag is None else
+                "; no prebuilt wheel could be installed: colab_install_llama_cpp(build_from_source=True) builds one "
+                "(about 10 minutes for the CPU)")
+        raise UserError(f"llama-cpp-python could not be installed; see pip's output above{hint}")
     print("llama-cpp-python installed")
+    return plan

@@ -151,6 +151,8 @@ class GGUFSink:
         w.add_type(gguf.GGUFType.MODEL)
         w.add_name(card.name or self.out_path.stem)
         add_hparams(w, config, n_layers, n_head, n_kv, vocab_size, card)
+        for key, value in card.extra_metadata.items():  # e.g. the merge's job record
+            w.add_string(key, value)
         if not self.quantized:  # the converter's place for them; llama.cpp's quantizer moves them to the end
             w.add_file_type(FTYPES[self.outtype])
             w.add_quantization_version(gguf.GGML_QUANT_VERSION)

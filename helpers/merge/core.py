@@ -6,13 +6,16 @@ Three named steps:
    each other, plan the output and check the disk, all before anything is written;
 2. **stream** (:mod:`.stream`): compute each tensor in float32 and hand it to a sink, the HF or Meta ``.pth``
    writer (:mod:`.writers`) or :class:`helpers.gguf.GGUFSink`;
-3. **finish**: the sink renames its partial output into place (with checksums); the result is reported.
+3. **finish**: the sink renames its partial output into place (with checksums), a GGUF gets its Ollama Modelfile,
+   and the result is reported.
 
 Outputs are built under a hidden partial name and renamed when complete; a rerun resumes an interrupted job and
-says so when the job is already done.
+says so when the job is already done (the same inputs, by content, and the same options: :mod:`.job`). One run at
+a time writes an output (a lock beside it); a full or read-only disk is one error line that says how much is needed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import time
@@ -20,12 +23,13 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from ..checkpoint import TensorSink
-from ..gguf import GGUFSink, describe_model
+from ..disk import claim_output, disk_errors
+from ..gguf import GGUFSink, describe_model, gguf_sidecars, write_modelfile
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
-from .job import already_done, job_identity
+from .job import JOB_KEY, already_done, job_identity
 from .options import DTYPES, MergeOptions, MergeResult
-from .preflight import MergePlan, check_resources, describe, plan_merge
+from .preflight import MergePlan, check_resources, describe, output_bytes, plan_merge
 from .stream import stream
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink
 
@@ -38,24 +42,26 @@ def peak_rss() -> int:
 def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: MergeInputs, *, job: dict,
               name: str) -> TensorSink:
     """The writer for ``options.fmt``, given everything it writes besides the tensors."""
-    fingerprint = json.dumps([job, [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in inputs.files()]])
     if options.fmt == "gguf":
         card = describe_model(plan.config, plan.tokenizer_dir, name=name)
+        card = dataclasses.replace(card, extra_metadata={JOB_KEY: json.dumps(job, sort_keys=True)})
         return GGUFSink(target, outtype=options.outtype, card=card, sha256=options.write_sha256,
-                        imatrix=options.imatrix, job=fingerprint)
+                        imatrix=options.imatrix, job=json.dumps(job, sort_keys=True))
+    fingerprint = json.dumps(job, sort_keys=True)
     extra: dict[str, Any] = {"merge.json": {"job": job, "vocab_size": plan.vocab_size}}
     dtype = DTYPES[options.outtype]
     if options.fmt == "pth":
         return PthSink(target, n_shards=options.pth_shards, dtype=dtype, job=fingerprint, sha256=options.write_sha256,
                        extra_json=extra)
     gen = inputs.base_dir / "generation_config.json" if inputs.base_dir.is_dir() else None
-    extra["generation_config.json"] = (read_json(gen) if gen and gen.is_file() else
-                                       {k: plan.config[k] for k in ("bos_token_id", "eos_token_id") if k in plan.config})
+    ids = {k: plan.config[k] for k in ("bos_token_id", "eos_token_id") if k in plan.config}
+    extra["generation_config.json"] = read_json(gen) if gen and gen.is_file() else ids
     return HFSink(target, max_shard_bytes=options.max_shard_bytes or DEFAULT_SHARD_BYTES, dtype=dtype,
                   job=fingerprint, sha256=options.write_sha256, extra_json=extra)
 
 
-def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions) -> tuple[list[Path], int, int]:
+def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions
+           ) -> tuple[list[Path], int, int]:
     """Open the sink, stream every tensor, close it; returns ``(outputs, written, resumed)``.
 
     A bad input (:class:`UserError`) fails the same way next time, so its partial output is deleted; any other
@@ -95,22 +101,27 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
                            pth_shards=pth_shards, imatrix=imatrix)
     loras = list(loras)
     target = options.target(out)
-    job = job_identity(base, loras, patch, options)
-    if not overwrite and already_done(target, fmt, job):
-        print(f"already merged into {target} (use --overwrite to merge again)")
-        return MergeResult([target], 0, 0, seconds=time.time() - t0, peak_rss_bytes=peak_rss(), already_merged=True)
-
-    inputs = open_inputs(base, loras, patch)
-    try:
-        if verify_sha256:
-            print(f"verified SHA256 of {verify_inputs(inputs, verify_sha256)} input files")
-        plan = plan_merge(inputs)
-        print(describe(plan, inputs, target, check_resources(plan, target, options)))
-        sink = make_sink(options, target, plan, inputs, job=job, name=label(loras[-1] if loras else patch or base))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        outputs, written, resumed = _write(plan, inputs, sink, options)
-    finally:
-        inputs.close()
+    what = f"the merged model ({fmt})"
+    with claim_output(target, what=what, sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
+        inputs = open_inputs(base, loras, patch)
+        try:
+            job = job_identity(inputs, options)
+            if not overwrite and already_done(target, fmt, job):
+                print(f"already merged into {target} (use --overwrite to merge again)")
+                return MergeResult([target], 0, 0, seconds=time.time() - t0, peak_rss_bytes=peak_rss(),
+                                   already_merged=True)
+            if verify_sha256:
+                print(f"verified SHA256 of {verify_inputs(inputs, verify_sha256)} input files")
+            plan = plan_merge(inputs)
+            sink = make_sink(options, target, plan, inputs, job=job,
+                             name=label(loras[-1] if loras else patch or base))
+            print(describe(plan, inputs, target, check_resources(plan, target, options, partial=sink.partial)))
+            with disk_errors(target.parent, needed=output_bytes(plan, options), what=what):
+                outputs, written, resumed = _write(plan, inputs, sink, options)
+                if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports one file with its Modelfile
+                    outputs.append(write_modelfile(outputs[0], template=sink.card.template or "raw"))
+        finally:
+            inputs.close()
     result = MergeResult(list(outputs), plan.vocab_size, written, resumed, time.time() - t0, peak_rss())
     print(f"merged into {target}: {written} tensors written" + (f", {resumed} resumed" if resumed else "")
           + f", vocabulary {plan.vocab_size}, {result.seconds:.1f} s, peak RSS {human_bytes(result.peak_rss_bytes)}")

@@ -7,7 +7,7 @@ from typing import Collection, Mapping
 
 from ..checkpoint import Adapter, Checkpoint, open_adapter, open_checkpoint
 from ..hub import resolve_model
-from ..util import UserError, sha256_file
+from ..util import UserError, read_utf8, sha256_file
 
 
 def label(ref: str | Path) -> str:
@@ -63,7 +63,7 @@ def parse_sha256_file(path: str | Path) -> dict[str, set[str]]:
     if not Path(path).is_file():
         raise UserError(f"SHA256 listing {path} not found")
     listing: dict[str, set[str]] = {}
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_utf8(path, what="a sha256sum listing").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.strip().split(maxsplit=1)

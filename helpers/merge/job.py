@@ -1,36 +1,113 @@
-"""The identity of a merge job, and whether an output already holds it."""
+"""The identity of a merge job, and whether an output already holds it.
+
+"Already merged" must mean: the same inputs and the same options. Inputs are identified by content, not by
+path, and cheaply, without hashing a 13 GB model on every run: each input file (weights, index, configs,
+tokenizer files, the LoRA's own ``config.json``) is recorded as ``[name, size, sample digest]``, where the sample
+digest (:func:`helpers.util.sample_digest`) hashes small files whole and, of large ones, the first MiB (the
+safetensors header: names, shapes, dtypes), the last 64 KiB and 64 blocks spread evenly in between.
+
+What it catches: another release or version of a file, a re-trained LoRA written over the old one (its data
+differs everywhere), a truncated or grown file, any edit of a config or tokenizer, a file added or removed.
+What it does not: an in-place edit that keeps the size and touches none of the sampled blocks (a flipped bit in
+the middle of a shard); ``--sha256`` verification is the tool for that. Modification times are left out on
+purpose: copying the same inputs elsewhere (Drive to local disk) must not make a finished merge look stale,
+and the output's bytes must not depend on the inputs' dates.
+
+The job is recorded where a later run reads it back cheaply and where it cannot drift from the output: in
+``merge.json`` inside an HF / ``.pth`` folder, and as the GGUF metadata key :data:`JOB_KEY` inside a GGUF (a
+sidecar file beside a GGUF could survive the GGUF being replaced by another tool; the key travels with the bytes
+it describes and is written in the same atomic rename).
+"""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
-from ..util import UserError, read_json
+from ..gguf import read_metadata
+from ..tokens import tokenizer_files
+from ..util import UserError, read_json, sample_digest
+from .inputs import MergeInputs
 from .options import MergeOptions
 
+JOB_KEY = "helpers.merge.job"  # GGUF metadata key: the job as a JSON string
 
-def job_identity(base: str | Path, loras: list[str | Path], patch: str | Path | None, options: MergeOptions) -> dict:
-    """What makes two merges the same job: the inputs (resolved paths or hub ids), the format and the type."""
-    def ident(ref):
-        p = Path(str(ref)).expanduser()
-        return str(p.resolve()) if p.exists() else str(ref)
 
-    job = {"base": ident(base), "loras": [ident(x) for x in loras], "patch": ident(patch) if patch else None,
-           "format": options.fmt, "outtype": options.outtype}
+def _files(root: Path, files: list[Path]) -> list[list]:
+    """``[name relative to root, size, sample digest]`` of each distinct file, in name order."""
+    rows = {os.path.relpath(f, root): f for f in files if f.is_file()}
+    return [[name, rows[name].stat().st_size, sample_digest(rows[name])] for name in sorted(rows)]
+
+
+def input_fingerprint(inputs: MergeInputs) -> list[dict]:
+    """Every input file by content, per input (``base``, ``lora 1``..., ``patch``), in merge order."""
+    base = inputs.base
+    extra = tokenizer_files(base.tokenizer_dir) if base.tokenizer_dir else []
+    roles = [("base", inputs.base_dir, [*base.files, *extra, inputs.base_dir / "generation_config.json"])]
+    roles += [(f"lora {i}", a.path, [*a.files, a.path / "config.json"]) for i, (_, a) in enumerate(inputs.adapters, 1)]
+    if inputs.patch is not None:
+        roles.append(("patch", inputs.patch.path, list(inputs.patch.files)))
+    return [{"role": role, "files": _files(root if root.is_dir() else root.parent, files)} for role, root, files in roles]
+
+
+def job_identity(inputs: MergeInputs, options: MergeOptions) -> dict:
+    """What makes two merges the same job: the inputs by content and every option that changes the output."""
+    opts: dict = {"format": options.fmt, "outtype": options.outtype, "sha256": options.write_sha256}
+    if options.fmt == "hf":
+        opts["shard_bytes"] = options.max_shard_bytes
+    if options.fmt == "pth":
+        opts["pth_shards"] = options.pth_shards
     if options.imatrix is not None:
-        job["imatrix"] = ident(options.imatrix)
-    return job
+        opts["imatrix"] = sample_digest(Path(options.imatrix))
+    return {"inputs": input_fingerprint(inputs), "options": opts}
+
+
+def recorded_job(target: Path, fmt: str) -> dict | None:
+    """The job an existing output records (None: it records none, so it is not a merge output)."""
+    if fmt == "gguf":
+        if not target.is_file():
+            return None
+        try:
+            text = read_metadata(target, (JOB_KEY,)).get(JOB_KEY)
+        except UserError:  # not a GGUF at all
+            return None
+        try:
+            return json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            return None
+    info = target / "merge.json"
+    return read_json(info).get("job") if info.is_file() else None
+
+
+def job_difference(old: dict, new: dict) -> str:
+    """What differs between a recorded job and this one, in a few words."""
+    if not isinstance(old, dict) or "inputs" not in old or "options" not in old:
+        return "its record comes from an older version of this tool"
+    changed = [f"{k} {old['options'].get(k)} -> {v}" for k, v in new["options"].items() if old["options"].get(k) != v]
+    if changed:
+        return "other options: " + ", ".join(changed)
+    if [i["role"] for i in old["inputs"]] != [i["role"] for i in new["inputs"]]:
+        return f"other inputs: {', '.join(i['role'] for i in old['inputs'])}"
+    for was, now in zip(old["inputs"], new["inputs"]):
+        before, after = {f[0]: f for f in was["files"]}, {f[0]: f for f in now["files"]}
+        differ = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+        if differ:
+            return f"{now['role']}: {', '.join(differ[:3])} changed since the run that wrote it"
+    return "another job"
 
 
 def already_done(target: Path, fmt: str, job: dict) -> bool:
-    """True if ``target`` holds this finished job; raise if it holds something else."""
+    """True if ``target`` holds this finished job; False if there is nothing there; raise if it holds anything else
+    (an unrelated file, another merge, the same merge of inputs that changed since)."""
     if not target.exists():
         return False
-    if fmt == "gguf":
+    old = recorded_job(target, fmt)
+    if old == job:
         return True
-    info = target / "merge.json"
-    if info.is_file():
-        if read_json(info).get("job") == job:
-            return True
-        raise UserError(f"{target} holds a different merge; pass --overwrite to replace it or choose another --out")
-    if target.is_dir() and not any(target.iterdir()):
-        return False
-    raise UserError(f"{target} exists and is not a merge output; choose another --out or pass --overwrite")
+    if old is None:
+        if target.is_dir() and not any(target.iterdir()):
+            return False
+        raise UserError(f"{target} exists and is not the output of this merge (it records no merge job); pass "
+                        "--overwrite to replace it or choose another --out")
+    raise UserError(f"{target} holds a different merge ({job_difference(old, job)}); pass --overwrite to merge "
+                    "again into it, or choose another --out")

@@ -5,14 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Mapping
 
-from ..gguf.types import BITS_PER_WEIGHT, FLOAT_TYPES, WRITE_TYPES, gguf_outtype
+from ..gguf import FLOAT_TYPES, WRITE_TYPES, gguf_outtype
 from ..util import UserError
 
 FORMATS = ("hf", "pth", "gguf")
 OUTTYPES = WRITE_TYPES  # f32, f16, bf16 for every format; every llama.cpp quantization type for gguf
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}  # torch dtype of each HF / .pth outtype
-# bytes per weight written, for the disk check (quantization mixes give some tensors up to ~2 more bits)
-BYTES_PER_VALUE = {t: (b if t in FLOAT_TYPES else b + 2.0) / 8 for t, b in BITS_PER_WEIGHT.items()}
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from pathlib import Path
 from ..catalog import check_family, family_of_config, family_of_lora
 from ..checkpoint import Adapter, TensorPlan
 from ..env import available_ram_bytes
+from ..gguf import gguf_bytes
 from ..tokens import tokenizer_vocab_size
-from ..util import UserError, human_bytes, read_json, require_free_disk
+from ..util import UserError, human_bytes, read_json, require_free_disk, tree_bytes
 from .inputs import MergeInputs
-from .options import BYTES_PER_VALUE, MergeOptions
+from .options import MergeOptions
 
 VOCAB_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
 _SKIP = "rotary_emb.inv_freq"  # buffers some old checkpoints saved; never merged or written
@@ -45,6 +46,53 @@ class MergePlan:
         return max(tp.numel for tp in self.tensors) * 4
 
 
+def check_config(config: dict, shapes: dict, *, source: str, vocab: int | None = None) -> None:
+    """Every size ``config`` states must be what the tensors have: vocabulary (``vocab``, else the embedding
+    rows), hidden and FFN widths, layers, attention and key/value heads (grouped-query attention).
+
+    Args:
+        config: an HF config.json dict.
+        shapes: tensor name -> shape of the weights it describes.
+        source: the config's file, named in the message beside the tensor it contradicts.
+        vocab: the vocabulary the config must state (default: the rows of ``embed_tokens``).
+    """
+    def refuse(key: str, actual: object, evidence: str) -> None:
+        raise UserError(f"{source} says {key} {config[key]} but the weights have {actual} ({evidence}): the config "
+                        "does not belong to these weights; download config.json again")
+
+    def shape(name: str) -> tuple[int, ...] | None:
+        return shapes.get(name)
+
+    def has(key: str) -> bool:
+        return isinstance(config.get(key), int) and not isinstance(config.get(key), bool)
+
+    emb, q, k = (shape("model.embed_tokens.weight"), shape("model.layers.0.self_attn.q_proj.weight"),
+                 shape("model.layers.0.self_attn.k_proj.weight"))
+    rows = vocab if vocab is not None else emb[0] if emb else None
+    if has("vocab_size") and rows is not None and config["vocab_size"] != rows:
+        refuse("vocab_size", rows, f"model.embed_tokens.weight has {rows} rows")
+    hidden = emb[1] if emb else q[1] if q else None
+    if has("hidden_size") and hidden is not None and config["hidden_size"] != hidden:
+        refuse("hidden_size", hidden, f"model.embed_tokens.weight is {list(emb or q)}")
+    gate = shape("model.layers.0.mlp.gate_proj.weight")
+    if has("intermediate_size") and gate and config["intermediate_size"] != gate[0]:
+        refuse("intermediate_size", gate[0], f"model.layers.0.mlp.gate_proj.weight is {list(gate)}")
+    layers = len({n.split(".")[2] for n in shapes if n.startswith("model.layers.")})
+    if has("num_hidden_layers") and layers and config["num_hidden_layers"] != layers:
+        refuse("num_hidden_layers", layers, f"model.layers.0 to model.layers.{layers - 1}")
+    if not (has("num_attention_heads") and q and hidden):
+        return
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or (hidden // heads if heads and hidden % heads == 0 else None)
+    if not head_dim or heads * head_dim != q[0]:
+        refuse("num_attention_heads", f"q_proj rows {q[0]}", f"model.layers.0.self_attn.q_proj.weight is {list(q)}")
+    kv = config.get("num_key_value_heads") or heads
+    if k and kv * head_dim != k[0]:
+        config = {**config, "num_key_value_heads": kv}
+        refuse("num_key_value_heads", f"k_proj rows {k[0]}, not {kv * head_dim}",
+               f"model.layers.0.self_attn.k_proj.weight is {list(k)}")
+
+
 def _fit_adapter(label: str, ad: Adapter, shapes: dict, family: str, vocab: int, vocab_from: str) -> tuple[int, str]:
     """Check one LoRA against the model merged so far (``shapes`` updated in place); returns the new vocabulary
     and where it comes from."""
@@ -72,7 +120,11 @@ def _fit_adapter(label: str, ad: Adapter, shapes: dict, family: str, vocab: int,
             raise UserError(f"{label} replaces {name} with a {list(s)} tensor, which does not fit the base "
                             f"({list(shapes.get(name, ()))}); it was made for another model")
         shapes[name] = s
-    return (rows, label) if rows is not None else (vocab, vocab_from)
+    vocab, vocab_from = (rows, label) if rows is not None else (vocab, vocab_from)
+    if (ad.path / "config.json").is_file():  # long-context LoRAs ship the config of the merged model
+        check_config(read_json(ad.path / "config.json"), shapes, source=f"{label}'s config.json ({ad.path})",
+                     vocab=vocab)
+    return vocab, vocab_from
 
 
 def _fit_patch(inputs: MergeInputs, shapes: dict, family: str) -> None:
@@ -87,17 +139,27 @@ def _fit_patch(inputs: MergeInputs, shapes: dict, family: str) -> None:
                             f"({list(shapes.get(name, ()))}); a patch applies to its own base, without LoRAs")
 
 
-def _pick_tokenizer(inputs: MergeInputs, vocab: int) -> Path:
-    """The last LoRA's tokenizer, else the base's; it must not define more ids than the merged embeddings have."""
-    tok_from = next((a for _, a in reversed(inputs.adapters) if a.tokenizer_dir), None)
-    tok_dir = tok_from.tokenizer_dir if tok_from else inputs.base.tokenizer_dir
+def _pick_tokenizer(inputs: MergeInputs, vocab: int, vocab_from: str) -> Path:
+    """The last LoRA's tokenizer, else the base's. It must not define more ids than the merged embeddings have,
+    nor fewer when the embeddings come from another input (a LoRA that expands the vocabulary without its
+    tokenizer would otherwise get the base's, beside embeddings of another size)."""
+    tok_from = next(((lb, a) for lb, a in reversed(inputs.adapters) if a.tokenizer_dir), None)
+    tok_dir = tok_from[1].tokenizer_dir if tok_from else inputs.base.tokenizer_dir
     if tok_dir is None:
         raise UserError(f"no tokenizer (tokenizer.model or tokenizer.json) in {inputs.base.path} or the LoRA folders; "
                         "download the tokenizer files of the base model")
-    tv = tok_from.tokenizer_vocab if tok_from else tokenizer_vocab_size(tok_dir)  # an adapter counted its own
+    tv = tok_from[1].tokenizer_vocab if tok_from else tokenizer_vocab_size(tok_dir)  # an adapter counted its own
     if tv is not None and tv > vocab:
         raise UserError(f"the tokenizer in {tok_dir} has {tv} tokens but the merged model only {vocab} embedding rows; "
                         "use the tokenizer that belongs to the last LoRA or the base")
+    tok_label = tok_from[0] if tok_from else "the base model"
+    if tv is not None and tv != vocab and tok_label != vocab_from:
+        own = dict(inputs.adapters).get(vocab_from)
+        fix = (f"{vocab_from} ships no tokenizer: put the tokenizer files that came with it into its folder "
+               "(download them again)" if own is not None and own.tokenizer_dir is None
+               else "use LoRAs made to go together, in their order")
+        raise UserError(f"{vocab_from} gives the merged model {vocab} embedding rows but the tokenizer that would go "
+                        f"with them ({tok_label}'s, in {tok_dir}) has {tv} tokens; {fix}")
     return tok_dir
 
 
@@ -122,6 +184,9 @@ def plan_merge(inputs: MergeInputs) -> MergePlan:
     base = inputs.base
     family = family_of_config(base.config)
     shapes = {n: base.shape(n) for n in base.names() if not n.endswith(_SKIP)}
+    folder = base.path if base.path.is_dir() else base.path.parent
+    cfg_file = next((f for f in (folder / "config.json", folder / "params.json") if f.is_file()), folder)
+    check_config(base.config, shapes, source=f"the base model's {cfg_file.name} ({cfg_file})")
     base_vocab = shapes.get("model.embed_tokens.weight", (int(base.config.get("vocab_size", 0)),))[0]
     vocab, vocab_from = base_vocab, "the base model"
     for label, ad in inputs.adapters:
@@ -133,15 +198,22 @@ def plan_merge(inputs: MergeInputs) -> MergePlan:
     if inputs.patch is not None:
         _fit_patch(inputs, shapes, family)
     return MergePlan(tensors=[TensorPlan(n, tuple(s)) for n, s in shapes.items()],
-                     config=_merged_config(inputs, vocab), tokenizer_dir=_pick_tokenizer(inputs, vocab),
+                     config=_merged_config(inputs, vocab), tokenizer_dir=_pick_tokenizer(inputs, vocab, vocab_from),
                      vocab_size=vocab, base_vocab=base_vocab)
 
 
-def check_resources(plan: MergePlan, target: Path, options: MergeOptions) -> int:
-    """Refuse when the output's filesystem lacks the space; returns the estimated peak RAM in bytes."""
-    numel = sum(tp.numel for tp in plan.tensors)
-    out_bytes = int(numel * BYTES_PER_VALUE[options.outtype] * (2 if options.fmt == "pth" else 1)) + (16 << 20)
-    require_free_disk(target.parent, out_bytes, what=f"the merged model ({options.fmt})")
+def output_bytes(plan: MergePlan, options: MergeOptions) -> int:
+    """Disk the finished output needs: the tensors in the output type (twice for ``.pth``: staged pieces, then the
+    shards), the tokenizer files and a small margin for configs and checksums."""
+    return gguf_bytes(plan.tensors, options.outtype, plan.tokenizer_dir) * (2 if options.fmt == "pth" else 1)
+
+
+def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, partial: Path | None = None) -> int:
+    """Refuse when the output's filesystem lacks the space still needed (what ``partial``, the unfinished output of
+    an interrupted run, already holds is not needed again); returns the estimated peak RAM in bytes."""
+    need = output_bytes(plan, options) - (tree_bytes(partial) if partial is not None else 0)
+    require_free_disk(target.parent, max(need, 1 << 20), what=f"the merged model ({options.fmt})"
+                      + (", resuming" if partial is not None and partial.exists() else ""))
     return 2 * plan.largest_bytes + (400 << 20)
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import TensorPlan, hf_to_meta_name, meta_split_dim, rope_to_meta
 from ..tokens import tokenizer_files
-from ..util import UserError, remove, tmp_name, write_json, write_sha256_listing
+from ..util import UserError, fault_point, remove, tmp_name, write_json, write_sha256_listing
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +45,7 @@ def write_tensor(fh, t: "torch.Tensor", dtype: "torch.dtype") -> int:
     for i in range(0, flat.numel(), CHUNK_ELEMENTS):
         c = flat[i:i + CHUNK_ELEMENTS].to(dtype).contiguous()
         fh.write(memoryview(c.view(torch.uint8).numpy()))
+    fault_point("merge.write")
     return flat.numel() * dtype.itemsize
 
 
@@ -80,6 +81,8 @@ class _FolderSink:
             if self.partial.exists():
                 remove(self.partial)  # left by another job: start over
             state = {"key": key}
+        for stale in self.partial.glob("**/*.tmp*") if self.partial.is_dir() else ():
+            remove(stale)  # files a killed run was writing (shards, staged pieces, the state's temporary)
         self.partial.mkdir(parents=True, exist_ok=True)
         self.state = state
         self._save_state()
@@ -110,6 +113,7 @@ class _FolderSink:
         if self.sha256:
             files = [p for p in self.partial.iterdir() if p.is_file() and p.name != "SHA256SUMS"]
             write_sha256_listing(files, self.partial / "SHA256SUMS")
+        fault_point("merge.finish")
         if self.final.exists():  # --overwrite: swap, then drop the old output
             trash = tmp_name(self.final)
             os.replace(self.final, trash)
@@ -346,6 +350,7 @@ class PthSink(_FolderSink):
             self._fh_path = None
             self.state["assembled"].append(final.name)
             self._save_state()
+            fault_point("merge.assemble")
         write_json(self.partial / "params.json", self.params)
         remove(self.staging)
         return self._finish()

@@ -60,7 +60,8 @@ def tokenizer_vocab_size(folder: str | Path) -> int | None:
             n = 0
     if n:
         ids += [int(i) for i in read_json(folder / "added_tokens.json", default={}).values()]
-        ids += [int(i) for i in (read_json(folder / "tokenizer_config.json", default={}).get("added_tokens_decoder") or {})]
+        decoder = read_json(folder / "tokenizer_config.json", default={}).get("added_tokens_decoder") or {}
+        ids += [int(i) for i in decoder]
         return max([n, *(i + 1 for i in ids)])
     tj = folder / "tokenizer.json"
     if tj.is_file():

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..util import atomic_path, progress
+from ..util import atomic_path, fault_point, progress
 
 
 def read_loss_csv(path: str | Path) -> list[tuple[int, float]]:
@@ -111,6 +111,9 @@ def trainer_callbacks():
                 write_loss_csv(self.csv_path, self.rows)
                 if self.bar is not None:
                     self.bar.set_postfix({"tok/s": f"{self.tokens_per_second:.0f}", "loss": f"{logs['loss']:.4f}"})
+
+        def on_save(self, args, state, control, **kw):
+            fault_point("finetune.save")
 
         def on_train_end(self, args, state, control, **kw):
             if self.bar is not None:

@@ -25,7 +25,8 @@ class Comparison:
 
 
 def compare_answers(base: str | Path, adapter: str | Path, prompt: str, *, template: str | None = None,
-                    max_new_tokens: int = 128, system: str | None = None, load_in_4bit: bool = False) -> Comparison:
+                    max_new_tokens: int = 128, system: str | None = None, load_in_4bit: bool | None = None
+                    ) -> Comparison:
     """Answer ``prompt`` greedily with the base model and with the fine-tuned adapter applied.
 
     Args:
@@ -35,7 +36,8 @@ def compare_answers(base: str | Path, adapter: str | Path, prompt: str, *, templ
         template: prompt template; ``None``: the one recorded in ``finetune.json``, else the model's.
         max_new_tokens: reply length limit.
         system: system prompt (``None``: the template's default).
-        load_in_4bit: load the base in NF4 (GPU), e.g. a 7B model on a T4.
+        load_in_4bit: load the base in NF4 (GPU); ``None``: on a GPU, yes (right after training, an unquantized
+            7B base would not fit beside what is left on a 15 GB T4), on CPU no.
     """
     import torch
     from peft import PeftModel
@@ -46,6 +48,8 @@ def compare_answers(base: str | Path, adapter: str | Path, prompt: str, *, templ
     tmpl = get_template(name)
     tokenizer = load_tokenizer(adapter if (adapter / "tokenizer_config.json").is_file() else base_dir)
     cuda = torch.cuda.is_available()
+    if load_in_4bit is None:
+        load_in_4bit = cuda
     if load_in_4bit and not cuda:
         raise UserError("load_in_4bit needs a CUDA GPU")
     model = load_base(base_dir, dtype=torch_dtype(None, cuda), load_in_4bit=load_in_4bit)

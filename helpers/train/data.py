@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..tokens import build_prompt, get_template
-from ..util import UserError, progress
+from ..util import UserError, progress, read_utf8
 
 if TYPE_CHECKING:
     from .config import FinetuneConfig
@@ -32,7 +32,7 @@ def load_sft_records(path: str | Path) -> list[dict]:
     """Read Alpaca-format records from a JSON list, a JSONL file or a folder of ``*.json``/``*.jsonl``."""
     records: list[dict] = []
     for file in _files(Path(path), (".json", ".jsonl")):
-        text = file.read_text(encoding="utf-8-sig")
+        text = read_utf8(file, what='a UTF-8 JSON/JSONL file of {"instruction", "input", "output"} records')
         try:
             if file.suffix.lower() == ".jsonl":
                 items = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -101,7 +101,7 @@ def build_dataset(config: FinetuneConfig, tokenizer, template=None) -> list[dict
     if config.mode == "pt":
         lines = []
         for file in _files(Path(config.data), (".txt",)):
-            lines += [ln for ln in file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+            lines += [ln for ln in read_utf8(file, what="UTF-8 text for pre-training").splitlines() if ln.strip()]
         blocks = group_texts((tokenizer(ln)["input_ids"] for ln in lines), config.block_size)
         if not blocks:
             raise UserError(f"{config.data} has fewer than block_size={config.block_size} tokens; "

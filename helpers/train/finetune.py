@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..disk import claim_output
 from ..hub import resolve_model
 from ..tokens import Template, copy_tokenizer_files, get_template, load_tokenizer
 from ..util import UserError, read_json, write_json
@@ -244,14 +245,15 @@ def finetune(config: FinetuneConfig, *, callbacks: Sequence[Any] = ()) -> Finetu
     run = plan_run(config)
     dataset = build_dataset(config, run.tokenizer, run.template)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    resume_from = prepare_out(out, config.resume)
-    rows = read_loss_csv(out / "loss.csv") if resume_from else []
-    model, trainable = build_model(config, run)
-    trainer, output, log, seconds = train(config, run, model, dataset, resume_from=resume_from, rows=rows,
-                                          callbacks=callbacks)
-    result = finish(config, run, model, trainer, output, log, seconds=seconds, trainable=trainable,
-                    resume_from=resume_from, rows=rows)
+    with claim_output(out, what="the adapter and its checkpoints"):
+        out.mkdir(parents=True, exist_ok=True)
+        resume_from = prepare_out(out, config.resume)
+        rows = read_loss_csv(out / "loss.csv") if resume_from else []
+        model, trainable = build_model(config, run)
+        trainer, output, log, seconds = train(config, run, model, dataset, resume_from=resume_from, rows=rows,
+                                              callbacks=callbacks)
+        result = finish(config, run, model, trainer, output, log, seconds=seconds, trainable=trainable,
+                        resume_from=resume_from, rows=rows)
     del trainer, model
     if run.cuda:
         torch.cuda.empty_cache()

@@ -10,15 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..catalog import find
+from ..catalog import config_of, find
 from ..env import available_ram_bytes
 from ..util import UserError, human_bytes, read_json
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 EMBEDDINGS = ("embed_tokens", "lm_head")
-# (hidden, intermediate, layers, heads, kv heads) of the released sizes, for estimates before download
-_SHAPES = {"1.3B": (4096, 11008, 4, 32, 32), "7B": (4096, 11008, 32, 32, 32), "8B": (4096, 14336, 32, 32, 8),
-           "13B": (5120, 13824, 40, 40, 40), "33B": (6656, 17920, 60, 52, 52)}
 
 
 @dataclass(frozen=True)
@@ -83,11 +80,10 @@ def _model_shape(base: str | Path | dict) -> dict:
     if path.is_dir() and (path / "config.json").is_file():
         return read_json(path / "config.json")
     entry = find(str(base))
-    if entry is None or entry.size not in _SHAPES:
+    config = config_of(entry) if entry is not None else None
+    if config is None:
         raise UserError(f"cannot estimate memory for {base}: give a model folder with config.json or a catalog name")
-    h, f, n, a, kv = _SHAPES[entry.size]
-    return {"hidden_size": h, "intermediate_size": f, "num_hidden_layers": n, "num_attention_heads": a,
-            "num_key_value_heads": kv, "vocab_size": entry.vocab_size}
+    return config
 
 
 def estimate_memory(base: str | Path | dict, *, load_in_4bit: bool, lora_r: int = 64, seq_len: int = 512,

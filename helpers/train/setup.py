@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..catalog import family_of_config, find
-from ..device import dtype_kwarg
+from ..device import bf16_native, dtype_kwarg
 from ..tokens import template_for_model
 from ..util import UserError
 
@@ -49,9 +50,7 @@ def pick_precision(config: FinetuneConfig, cuda: bool) -> str:
         return config.precision
     if not cuda:
         return "fp32"
-    import torch
-
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if bf16_native() else "fp16"
 
 
 def load_base(base_dir: Path, *, dtype: Any, load_in_4bit: bool, skip_modules: Sequence[str] = ()):
@@ -88,12 +87,30 @@ def version_kwargs(training_arguments: type, *, warmup: float, checkpointing: bo
     return kw
 
 
+def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """The Trainer's checkpoints in step order, after removing those a killed run left unfinished (and the
+    temporary folders of :func:`save_adapter`). The Trainer writes ``trainer_state.json`` last, so a checkpoint
+    without a readable one was interrupted while being saved."""
+    for tmp in ckpt_dir.parent.glob(".adapter-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    found = []
+    for d in sorted(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.is_dir() else []:
+        try:
+            step = int(d.name.split("-", 1)[1])
+            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            print(f"note: removing {d.name}, which an interrupted run left incomplete", file=sys.stderr)
+            shutil.rmtree(d, ignore_errors=True)
+            continue
+        found.append((step, d))
+    return [d for _, d in sorted(found)]
+
+
 def prepare_out(out: Path, resume: bool | None) -> str | None:
     """Return the checkpoint to resume from (or None), applying the resume policy."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     ckpt_dir = out / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    done = complete_checkpoints(ckpt_dir)
+    last = str(done[-1]) if done else None
     if resume is True and last is None:
         raise UserError(f"--resume: no checkpoint in {ckpt_dir}; run without --resume to start")
     if resume is False and ckpt_dir.exists():
@@ -115,6 +132,12 @@ def save_adapter(model, out: Path, *, embeddings_saved: bool) -> None:
     try:
         model.save_pretrained(str(tmp), safe_serialization=True,
                               save_embedding_layers=False if embeddings_saved else "auto")
+        cfg = tmp / "adapter_config.json"
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+        for key in ("target_modules", "modules_to_save"):  # PEFT keeps them in sets: same run, same bytes
+            if isinstance(data.get(key), list):
+                data[key] = sorted(data[key])
+        cfg.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
         files = sorted(tmp.iterdir(), key=lambda p: p.name == "adapter_config.json")
         for f in files:
             if f.is_file() and f.name != "README.md":  # skip PEFT's boilerplate model card

@@ -40,7 +40,7 @@ OUTPUT_DIR = "/content/merged"  # @param {type:"string"}
 SAVE_TO_DRIVE = False  # @param {type:"boolean"}
 DOWNLOAD = False  # @param {type:"boolean"}
 
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids resolve to tiny offline stand-ins
+if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids, tiny stand-ins (from HF_ENDPOINT if set)
     from helpers.demo import use_demo_assets
 
     use_demo_assets()
@@ -101,4 +101,5 @@ if target.is_file():
 # ## Next steps
 # - `02_quantize_gguf.ipynb`: Q4_K_M and other llama.cpp types, with a quality table.
 # - `03_inference_chat.ipynb`: chat with the merged model (transformers or llama.cpp).
-# - On a laptop: `ollama create my-model -f Modelfile` next to the GGUF, or `llama-cli -m <file>.gguf`.
+# - On a laptop: `ollama create <name> -f <file>.Modelfile` in the folder holding the GGUF and its Modelfile (the
+#   export cell prints the exact command), or `llama-cli -m <file>.gguf`.

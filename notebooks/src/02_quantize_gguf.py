@@ -6,7 +6,7 @@
 # Turns a model (a released full model, a LoRA release merged on the fly, an HF folder or an F16
 # GGUF) into one or several llama.cpp quantization types, then measures what each costs in quality:
 # file size, perplexity on held-out Chinese text, and KL divergence against the F16 model. Each GGUF
-# gets an Ollama `Modelfile` (right template and stop tokens) and a SHA256 beside it.
+# gets an Ollama `<file>.Modelfile` (right template and stop tokens) and a SHA256 beside it.
 #
 # | needs | 7B | 13B |
 # |---|---|---|
@@ -39,7 +39,7 @@ SPLIT_GB = 0  # @param {type:"number"}
 SAVE_TO_DRIVE = False  # @param {type:"boolean"}
 DOWNLOAD = False  # @param {type:"boolean"}
 
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins for the same hub ids
+if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins for the same hub ids (from HF_ENDPOINT if set)
     from helpers.demo import use_demo_assets
 
     DEMO = use_demo_assets()
@@ -83,7 +83,8 @@ rows
 
 # %% [markdown]
 # ## Save to Drive or download
-# Each GGUF has a `Modelfile` (for `ollama create`) and a `.sha256` beside it.
+# Each GGUF has a `<file>.Modelfile` (for `ollama create`) and a `.sha256` beside it; the export prints the
+# `ollama create` command.
 
 # %%
 from helpers.gguf import export_file
@@ -93,5 +94,6 @@ for path in quants.values():
 
 # %% [markdown]
 # ## Next steps
-# - On a laptop: `ollama create chinese-alpaca-2 -f Modelfile`, then `ollama run chinese-alpaca-2`.
+# - On a laptop, in the folder holding both files: `ollama create chinese-alpaca-2 -f <file>.Modelfile`, then
+#   `ollama run chinese-alpaca-2`.
 # - `03_inference_chat.ipynb` chats with the GGUF through llama.cpp.

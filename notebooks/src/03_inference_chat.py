@@ -18,7 +18,7 @@
 # %% [markdown]
 # ## Setup
 
-# %% setup llama_cpp
+# %% setup llama_cpp_gpu
 
 # %% [markdown]
 # ## Parameters
@@ -37,14 +37,15 @@ DRAFT_MODEL = "chinese-alpaca-2-1.3b"  # @param {type:"string"}
 START_SERVER = True  # @param {type:"boolean"}
 SERVER_MODEL = "chinese-alpaca-2-7b-gguf"  # @param {type:"string"}
 
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins, CPU, short replies
+if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set), CPU, short replies
     from helpers.demo import use_demo_assets
-
-    from helpers.pipeline import f16_gguf
 
     use_demo_assets()
     QUANTIZATION, MAX_NEW_TOKENS = "none", 16
-    SERVER_MODEL = str(f16_gguf("chinese-alpaca-2-7b", "smoke-output/03_inference"))
+    if not os.environ.get("HF_ENDPOINT"):  # offline, the demo assets hold no GGUF release repo: make a GGUF
+        from helpers.pipeline import f16_gguf
+
+        SERVER_MODEL = str(f16_gguf("chinese-alpaca-2-7b", "smoke-output/03_inference"))
 
 # %% [markdown]
 # ## Load the model
@@ -79,7 +80,8 @@ chat_widget(bot, max_new_tokens=MAX_NEW_TOKENS)
 # %% [markdown]
 # ## An OpenAI-compatible server over a GGUF
 # This is how a laptop user plugs the model into other tools: `llama_cpp.server` speaks the
-# `/v1/chat/completions` API. It serves the GGUF loaded above, or `SERVER_MODEL` (the release's Q4_K GGUF).
+# `/v1/chat/completions` API. It serves the GGUF loaded above, or `SERVER_MODEL` (the release's Q4_K GGUF;
+# `resolve(SERVER_MODEL, gguf_quant="q4_k-im")` picks its importance-matrix variant instead).
 
 # %%
 from helpers.chat import openai_chat, resolve, start_openai_server
@@ -102,7 +104,8 @@ from helpers.chat import speculative_generate
 
 if DRAFT_MODEL and bot.name == "transformers":
     draft = load_backend(DRAFT_MODEL, backend="transformers")
-    text, stats = speculative_generate(bot, draft, PROMPT, max_new_tokens=MAX_NEW_TOKENS)
+    prompt = bot.prompt(PROMPT, system=SYSTEM_PROMPT or None)  # the templated text chat() would send
+    text, stats = speculative_generate(bot, draft, prompt, max_new_tokens=MAX_NEW_TOKENS)
     print(stats)
 
 # %% [markdown]

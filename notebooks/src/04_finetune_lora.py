@@ -39,7 +39,7 @@ LORA_ALPHA = 128  # @param {type:"integer"}
 OUTPUT_DIR = "/content/finetune"  # @param {type:"string"}
 TEST_PROMPT = "请计算三加五等于多少？"  # @param {type:"string"}
 
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins, a few CPU steps
+if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set), a few CPU steps
     from helpers.demo import use_demo_assets
 
     use_demo_assets()

@@ -37,7 +37,7 @@ MC_CSV = ""  # @param {type:"string"}
 SHOTS = 0  # @param [0, 5]
 OUTPUT_DIR = "/content/vocab_eval"  # @param {type:"string"}
 
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny offline stand-ins
+if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set)
     from helpers.demo import use_demo_assets
 
     DEMO = use_demo_assets()

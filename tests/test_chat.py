@@ -178,13 +178,20 @@ def test_rope_scaling_reaches_transformers_rotary_embedding():
 
 
 def test_ntk_option_on_both_backends(llama2_dir, ggufs):
+    import torch
+
     from helpers.chat import load_backend, ntk_rope_base
 
     hf = load_backend(llama2_dir, template="llama2-zh", rope="ntk:4")
     want = ntk_rope_base(10000.0, 4.0, 64)
     assert hf.model.config.rope_parameters["rope_theta"] == pytest.approx(want)
     assert hf.model.model.rotary_emb.inv_freq[1].item() == pytest.approx(want ** (-2 / 64), rel=1e-5)
-    assert isinstance(hf.chat("你好", max_new_tokens=4, **GREEDY), str)
+    plain = load_backend(llama2_dir, template="llama2-zh")
+    ids, _ = hf.encode("北京是中国的首都，也是一座历史悠久的城市。")
+    with torch.inference_mode():
+        scaled, unscaled = hf.model(input_ids=ids).logits[0], plain.model(input_ids=ids).logits[0]
+    assert torch.allclose(scaled[0], unscaled[0], atol=1e-5)  # position 0 is not rotated
+    assert not torch.allclose(scaled[1:], unscaled[1:], atol=1e-3)  # later positions see the new base
     cpp = load_backend(ggufs("llama2"), rope="auto", n_ctx=8192)
     assert cpp.n_ctx == 8192
     assert cpp.llm.context_params.rope_freq_base == pytest.approx(ntk_rope_base(10000.0, 3.0, 64), rel=1e-5)
@@ -335,12 +342,9 @@ def test_speculative_with_draft_equal_to_target(backends, capsys):
 def test_speculative_refuses_other_vocabulary(backends, demo, monkeypatch):
     from helpers.chat import load_backend, speculative_generate
 
-    if (demo / "chinese-alpaca-2-1.3b").is_dir():  # a catalog name resolves through the local mirror
-        monkeypatch.setenv("HELPERS_LOCAL_MODELS", str(demo))
-        draft = load_backend("chinese-alpaca-2-1.3b")
-        assert draft.template == "llama2-zh" and draft.path.name == "chinese-alpaca-2-1.3b"
-    else:
-        draft = load_backend(demo / "Meta-Llama-3-8B-Instruct")
+    monkeypatch.setenv("HELPERS_LOCAL_MODELS", str(demo))  # a catalog name resolves through the local mirror
+    draft = load_backend("chinese-alpaca-2-1.3b")
+    assert draft.template == "llama2-zh" and draft.path.name == "chinese-alpaca-2-1.3b"
     with pytest.raises(UserError, match="vocabulary"):
         speculative_generate(backends("llama2"), draft, "hi", max_new_tokens=4)
 
@@ -370,6 +374,7 @@ def test_cli_chat_gguf(ggufs):
 
 
 # ----------------------------------------------------------------------------- notebook pieces
+@pytest.mark.widget
 def test_chat_widget_turns(backends):
     pytest.importorskip("ipywidgets")
     from helpers.chat import chat_widget
@@ -378,6 +383,8 @@ def test_chat_widget_turns(backends):
     box = chat_widget(hf, temperature=0, max_new_tokens=6)
     assert box.temperature.value == 0 and box.max_new_tokens.value == 6
     assert box.system.value.startswith("You are a helpful assistant.")
+    settings = box.widget.children[3]
+    assert settings.get_title(0) == "settings" and settings.selected_index is None  # titled, collapsed (7 and 8)
     reply = box.send("你好")
     assert reply == hf.chat("你好", temperature=0, max_new_tokens=6)
     assert box.history == [("你好", reply)] and "你好" in box.transcript.value
@@ -389,7 +396,38 @@ def test_chat_widget_turns(backends):
     assert len(box.history) == 2
     box.reset()
     assert box.history == [] and box.transcript.value == ""
-    assert box._repr_mimebundle_()
+
+
+@pytest.mark.widget
+def test_chat_widget_displays_in_a_kernel():
+    """A notebook cell ending with the chat box shows the widget, not a traceback (ipywidgets 7 and 8)."""
+    pytest.importorskip("ipywidgets")
+    from jupyter_client.manager import start_new_kernel
+
+    code = ("from pathlib import Path\nfrom helpers.chat import chat_widget\n"
+            "class Stub:\n    name, template, path = 'stub', 'llama2-zh', Path('model')\n"
+            "    def settings(self, **kw):\n"
+            "        return {'temperature': 0.2, 'top_k': 40, 'top_p': 0.9, 'repetition_penalty': 1.1,"
+            " 'max_new_tokens': 16, **kw}\n"
+            "box = chat_widget(Stub())\nbox")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    shown: list[dict] = []
+    printed: list[str] = []
+    try:
+        kc.execute_interactive(code, timeout=120, output_hook=shown.append)
+        kc.execute_interactive("print(box.widget.model_id)", timeout=30,
+                               output_hook=lambda m: printed.append(m["content"].get("text", "")
+                                                                    if m["content"].get("name") == "stdout" else ""))
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    errors = [m["content"] for m in shown if m["msg_type"] == "error"]
+    assert not errors, errors
+    views = [m["content"]["data"]["application/vnd.jupyter.widget-view+json"] for m in shown
+             if m["msg_type"] in ("display_data", "execute_result")
+             and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+    assert [v["model_id"] for v in views] == ["".join(printed).strip()], (views, printed)
 
 
 def _free_port() -> int:
@@ -416,6 +454,151 @@ def test_openai_server_round_trip(ggufs, tmp_path):
         openai_chat(f"http://127.0.0.1:{_free_port()}", [{"role": "user", "content": "x"}], timeout=5)
 
 
+SERVER_EXTRAS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+@pytest.fixture(scope="module")
+def served(ggufs):
+    """One server for the request tests, started with HOST=0.0.0.0 in the environment (which must not matter)."""
+    for module in SERVER_EXTRAS:
+        pytest.importorskip(module)
+    from helpers.chat import start_openai_server
+
+    port, before = _free_port(), os.environ.get("HOST")
+    os.environ["HOST"] = "0.0.0.0"
+    try:
+        proc = start_openai_server(ggufs("llama3"), port=port, n_ctx=256)
+    finally:
+        os.environ.pop("HOST") if before is None else os.environ.__setitem__("HOST", before)
+    yield proc, port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _post(port: int, path: str, body: bytes) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(data)
+    except ValueError:
+        return resp.status, {}
+
+
+_USER = [{"role": "user", "content": "x"}]
+MALFORMED = {
+    "not-json": ("/v1/chat/completions", b'{"messages": ['),
+    "not-an-object": ("/v1/chat/completions", b"[1, 2]"),
+    "no-messages": ("/v1/chat/completions", b"{}"),
+    "messages-not-a-list": ("/v1/chat/completions", b'{"messages": "hi"}'),
+    "empty-messages": ("/v1/chat/completions", b'{"messages": []}'),
+    "unknown-role": ("/v1/chat/completions", json.dumps({"messages": [{"role": "robot", "content": "x"}]}).encode()),
+    "no-content": ("/v1/chat/completions", json.dumps({"messages": [{"role": "user"}]}).encode()),
+    "image-content": ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}], "max_tokens": 2}).encode()),
+    "temperature-not-a-number": ("/v1/chat/completions", json.dumps({"messages": _USER, "temperature": "hot"}).encode()),
+    "negative-max-tokens": ("/v1/chat/completions", json.dumps({"messages": _USER, "max_tokens": -5}).encode()),
+    "bad-grammar": ("/v1/chat/completions", json.dumps({"messages": _USER, "grammar": "root ::= ((",
+                                                        "max_tokens": 2}).encode()),
+    "bad-logit-bias": ("/v1/chat/completions", json.dumps({"messages": _USER, "logit_bias": {"abc": 1},
+                                                           "max_tokens": 2}).encode()),
+    "token-outside-vocabulary": ("/v1/completions", b'{"prompt": [999999], "max_tokens": 2}'),
+    "completion-not-json": ("/v1/completions", b'{"prompt": '),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_openai_server_answers_400_to_malformed_requests(served, case):
+    """Raw HTTP: a malformed body is the client's error (400, OpenAI-style), and the server lives on."""
+    proc, port = served
+    status, data = _post(port, *MALFORMED[case])
+    assert status == 400, (status, data)
+    assert data["error"]["type"] == "invalid_request_error" and data["error"]["message"]
+    status, data = _post(port, "/v1/chat/completions", json.dumps({"messages": _USER, "max_tokens": 2}).encode())
+    assert status == 200 and data["choices"][0]["message"]["role"] == "assistant"
+    assert proc.poll() is None
+
+
+def test_openai_server_listens_on_localhost_only(served):
+    """Bound to 127.0.0.1 although HOST=0.0.0.0 was in its environment (llama-cpp-python's own main obeys HOST)."""
+    proc, port = served
+    table = Path("/proc/net/tcp")
+    if not table.is_file():
+        pytest.skip("needs Linux's /proc/net/tcp")
+    listening = [line.split()[1] for line in table.read_text().splitlines()[1:]
+                 if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port]
+    assert listening == ["0100007F:%04X" % port], listening
+    assert proc.log_path.is_file()
+
+
+class _OtherServer:
+    """Something else already serving HTTP on a port, answering 200 to every request (another OpenAI server)."""
+
+    def __enter__(self) -> int:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                body = b'{"object": "list", "data": [{"id": "other"}]}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self.httpd.server_address[1]
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_openai_server_on_a_busy_port_reports_failure(ggufs, monkeypatch, checked):
+    """A port another server answers on: refused before starting; and should the port be taken between the check
+    and the bind, the answer of the other server is not mistaken for ours."""
+    for module in SERVER_EXTRAS:
+        pytest.importorskip(module)
+    from helpers.chat import server, start_openai_server
+
+    with _OtherServer() as port:
+        if not checked:
+            monkeypatch.setattr(server, "_port_in_use", lambda host, port: False)
+        with pytest.raises(UserError, match="already in use" if checked else "exited"):
+            proc = start_openai_server(ggufs("llama3"), port=port, n_ctx=256, wait=60)
+            proc.terminate()
+
+
+def test_openai_server_serves_a_model_in_a_read_only_folder(ggufs, tmp_path):
+    """The log goes to a writable place, not beside the model."""
+    for module in SERVER_EXTRAS:
+        pytest.importorskip(module)
+    from faults import readonly_folder
+
+    from helpers.chat import openai_chat, start_openai_server
+
+    gguf = ggufs("llama3")
+    with readonly_folder(tmp_path / "ro", files=[gguf]) as ro:
+        port = _free_port()
+        proc = start_openai_server(ro / gguf.name, port=port, n_ctx=256)
+        try:
+            assert ro not in proc.log_path.parents and proc.log_path.is_file()
+            assert openai_chat(f"http://127.0.0.1:{port}", _USER, max_new_tokens=2, temperature=0) is not None
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def test_openai_server_needs_extras(monkeypatch, tmp_path):
     import importlib.util
 
@@ -431,12 +614,11 @@ def test_speculative_with_small_draft_keeps_greedy_reply(demo, monkeypatch):
     """Chinese-Alpaca-2-7B with the 1.3B draft (stand-ins): the same greedy reply as the target alone."""
     from helpers.chat import load_backend, speculative_generate
 
-    if not ((demo / "chinese-alpaca-2-7b").is_dir() and (demo / "chinese-alpaca-2-1.3b").is_dir()):
-        pytest.skip("demo assets without the Chinese-Alpaca-2 7B/1.3B stand-ins")
     monkeypatch.setenv("HELPERS_LOCAL_MODELS", str(demo))
     target, draft = load_backend("chinese-alpaca-2-7b"), load_backend("chinese-alpaca-2-1.3b")
     assert target.template == draft.template == "llama2-zh"
     prompt = "[INST] <<SYS>>\nYou are a helpful assistant. 你是一个乐于助人的助手。\n<</SYS>>\n\n你好 [/INST]"
+    assert target.prompt("你好") == prompt  # what chat() sends, and what the notebook hands to speculative decoding
     text, stats = speculative_generate(target, draft, prompt, max_new_tokens=16, num_assistant_tokens=4,
                                        verbose=False, **GREEDY)
     assert stats["same_text"] and text == target.generate(prompt, max_new_tokens=16, **GREEDY).strip()

@@ -1,0 +1,127 @@
+"""Smoke runs of the notebooks (``NOTEBOOK_SMOKE=1 pytest --nbmake notebooks``) download through a hub twin.
+
+A Colab user's first cells download the models from the hub. In smoke mode each pytest process (each xdist
+worker) starts the hub twin (``tests/hubtwin.py``: the tiny demo stand-ins under their real hub ids, served by
+olah on 127.0.0.1; the mirror is built once per run and shared by the workers) and puts ``HF_ENDPOINT`` in
+``os.environ`` before nbmake starts any kernel; kernels inherit the environment, so the notebooks download
+through it exactly as from huggingface.co. Every notebook gets an empty ``HF_HOME`` and its earlier smoke outputs
+(``notebooks/smoke-output/NN_*``) removed, like a fresh Colab runtime.
+
+After each notebook its downloads are read from the server's access log: the files :data:`EXPECTED` names must
+have been downloaded and none that :data:`NOT_DOWNLOADED` names, or the notebook fails.
+
+``NOTEBOOK_HUB=offline`` keeps the old offline smoke mode (the stand-ins read from a local folder, no server).
+Without ``NOTEBOOK_SMOKE=1`` (the GPU job with real models) nothing here runs.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# notebook -> (hub id, file) its smoke defaults must download
+EXPECTED: dict[str, list[tuple[str, str]]] = {
+    "01_merge_lora.ipynb": [("meta-llama/Llama-2-7b-hf", "model-00001-of-00002.safetensors"),
+                            ("meta-llama/Llama-2-7b-hf", "model-00002-of-00002.safetensors"),
+                            ("hfl/chinese-alpaca-2-lora-7b", "adapter_model.safetensors"),
+                            ("hfl/chinese-alpaca-2-lora-7b", "tokenizer.model")],
+    "02_quantize_gguf.ipynb": [("meta-llama/Llama-2-7b-hf", "model-00001-of-00002.safetensors"),
+                               ("hfl/chinese-alpaca-2-lora-7b", "adapter_model.safetensors")],
+    "03_inference_chat.ipynb": [("hfl/chinese-alpaca-2-7b", "model.safetensors"),
+                                ("hfl/chinese-alpaca-2-1.3b", "pytorch_model.bin"),
+                                ("hfl/chinese-alpaca-2-7b-gguf", "ggml-model-q4_k.gguf")],
+    "04_finetune_lora.ipynb": [("hfl/chinese-alpaca-2-7b", "model.safetensors"),
+                               ("hfl/chinese-alpaca-2-7b", "tokenizer.model")],
+    "05_vocab_and_eval.ipynb": [("huggyllama/llama-7b", "tokenizer.model"),
+                                ("hfl/chinese-alpaca-2-7b", "model.safetensors")],
+}
+# files no notebook may download: second copies of weights, GGUFs not asked for, weights of a tokenizer-only fetch
+NOT_DOWNLOADED = [r"^meta-llama/Llama-2-7b-hf/pytorch_model", r"/original/", r"-gguf/(?!ggml-model-q4_k\.gguf$).*\.gguf$",
+                  r"^huggyllama/llama-7b/.*\.bin$"]
+
+
+def _enabled(config: pytest.Config) -> bool:
+    """Smoke mode through the twin, in a process that runs notebooks (not the xdist controller)."""
+    if os.environ.get("NOTEBOOK_SMOKE") != "1" or os.environ.get("NOTEBOOK_HUB", "twin") == "offline":
+        return False
+    if hasattr(config, "workerinput"):  # an xdist worker: it runs notebooks
+        return True
+    return not getattr(config.option, "numprocesses", None)  # no xdist workers: this process runs them
+
+
+def _shared_dir(config: pytest.Config) -> Path:
+    """A folder all workers of this run share (the mirror is built there once)."""
+    run = config.workerinput["testrunuid"] if hasattr(config, "workerinput") else uuid.uuid4().hex
+    factory = getattr(config, "_tmp_path_factory", None)
+    base = factory.getbasetemp() if factory is not None else Path(tempfile.gettempdir())
+    base = base.parent if hasattr(config, "workerinput") else base
+    path = base / f"hubtwin-{run[:12]}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build (once per run) and start the twin; point this process's future kernels at it."""
+    config = session.config
+    if not _enabled(config):
+        return
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    import hubtwin
+    from helpers.demo import use_demo_assets
+
+    shared = _shared_dir(config)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        demo = use_demo_assets(through_hub=True)  # the folder the notebooks read their data files from
+        hubtwin.build_mirror(shared / "mirror", demo)
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    work = shared / f"server-{worker}"
+    twin = hubtwin.start(shared / "mirror", work)
+    config._hub_twin = twin
+    for var in ("HF_HUB_OFFLINE", "HELPERS_LOCAL_MODELS", "TRANSFORMERS_OFFLINE"):
+        os.environ.pop(var, None)
+    os.environ.update({"HF_ENDPOINT": twin.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+                       "HF_HOME": str(work / "hf-home"), "NO_PROXY": hubtwin.no_proxy_for_loopback()})
+    print(f"\nnotebooks download through the hub twin at {twin.endpoint} (log {twin.log})", file=sys.stderr)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop this process's twin."""
+    twin = getattr(session.config, "_hub_twin", None)
+    if twin is not None:
+        twin.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Run the notebook with a fresh HF cache, then check its downloads in the twin's log."""
+    twin = getattr(item.config, "_hub_twin", None)
+    if twin is None:
+        return (yield)
+    path = Path(str(item.path))
+    name = path.name
+    os.environ["HF_HOME"] = str(twin.log.parent / "hf-home" / name)  # like a fresh runtime: nothing cached
+    for old in (path.parent / "smoke-output").glob(f"{name[:3]}*"):  # nor outputs of an earlier run to reuse
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    since = twin.log_size()
+    result = yield
+    got = {f"{repo}/{file}" for repo, file in twin.downloads(since)}
+    if name not in EXPECTED:
+        raise AssertionError(f"{name}: add the files its smoke run downloads to EXPECTED in notebooks/conftest.py "
+                             f"(it downloaded: {sorted(got)})")
+    missing = [f"{repo}/{file}" for repo, file in EXPECTED[name] if f"{repo}/{file}" not in got]
+    extra = sorted(f for f in got if any(re.search(p, f) for p in NOT_DOWNLOADED))
+    if missing or extra:
+        raise AssertionError(f"{name} through the hub twin: not downloaded {missing}, downloaded though it must not "
+                             f"be {extra}; all downloads: {json.dumps(sorted(got))} (log {twin.log})")
+    return result

@@ -1,0 +1,222 @@
+"""The package's architecture, checked statically: layers that only point down, public names across packages,
+and notebook imports that resolve.
+
+Units are the top-level modules and sub-packages of ``helpers`` (``util``, ``catalog``, ``gguf``, ``merge``...).
+Every import counts, inside functions too; only ``if TYPE_CHECKING:`` blocks are left out.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "helpers"
+
+# Lower layers first. A unit may import from its own layer's units only if that makes no cycle, and from lower
+# layers freely; never from a higher layer. docs/ARCHITECTURE.md shows the same picture.
+LAYERS = [
+    ["util", "disk"],
+    ["env", "device", "catalog"],
+    ["hub", "tokens"],
+    ["checkpoint"],
+    ["gguf"],
+    ["merge", "chat"],
+    ["train", "evaluate"],
+    ["demo"],
+    ["pipeline"],
+    ["__main__", "__init__"],
+]
+LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+
+
+def _unit(module: str) -> str | None:
+    """``helpers.gguf.sink`` -> ``gguf``; ``helpers`` -> ``__init__``; other packages -> None."""
+    parts = module.split(".")
+    if parts[0] != "helpers":
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """Every ``(absolute module, imported names, line)`` of a source file, TYPE_CHECKING blocks left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[tuple[str, list[str], int]] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for sub in child.orelse:
+                    visit(sub)
+                continue
+            if isinstance(child, ast.Import):
+                for alias in child.names:
+                    found.append((alias.name, [], child.lineno))
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")
+                    base = base[: len(base) - (child.level - 1)]
+                    target = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    target = child.module or ""
+                names = [a.name for a in child.names]
+                if not child.module and child.level:  # `from . import x`: x may be a module of the package
+                    for n in names:
+                        found.append((f"{target}.{n}", [], child.lineno))
+                else:
+                    found.append((target, names, child.lineno))
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _edges() -> list[tuple[str, str, str, int]]:
+    """(from unit, to unit, file, line) for every import between two different units."""
+    edges = []
+    for path in SOURCES:
+        src = _unit(_module_name(path))
+        for target, _, line in _imports(path):
+            dst = _unit(target)
+            if dst is not None and dst != src:
+                edges.append((src, dst, str(path.relative_to(ROOT)), line))
+    return edges
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(_module_name(p)) for p in SOURCES}
+    assert units - set(LAYER_OF) == set(), "add new modules / sub-packages to LAYERS (and docs/ARCHITECTURE.md)"
+
+
+def test_imports_only_point_down():
+    upward = [f"{f}:{line}: {src} (layer {LAYER_OF[src]}) imports {dst} (layer {LAYER_OF[dst]})"
+              for src, dst, f, line in _edges() if LAYER_OF[dst] > LAYER_OF[src]]
+    assert upward == []
+
+
+def test_no_import_cycle_between_units():
+    graph: dict[str, set[str]] = {}
+    for src, dst, _, _ in _edges():
+        graph.setdefault(src, set()).add(dst)
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := dfs(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for unit in sorted(graph):
+        if unit not in state:
+            cycle = dfs(unit)
+            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_private_name_crosses_a_unit():
+    leaks = []
+    for path in SOURCES:
+        src = _unit(_module_name(path))
+        for target, names, line in _imports(path):
+            dst = _unit(target)
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if dst is not None and dst != src and private:
+                leaks.append(f"{path.relative_to(ROOT)}:{line}: {', '.join(private)} from {target}")
+    assert leaks == [], "names used by another unit must be public"
+
+
+def test_layout_checks_can_fail(tmp_path):
+    """The checks above see imports inside functions and skip TYPE_CHECKING blocks."""
+    f = tmp_path / "helpers" / "util.py"
+    f.parent.mkdir()
+    f.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .merge import x\n"
+                 "def g():\n    from .gguf import _private\n", encoding="utf-8")
+    global ROOT
+    saved = ROOT
+    ROOT = tmp_path
+    try:
+        found = _imports(f)
+    finally:
+        ROOT = saved
+    assert [(t, n) for t, n, _ in found] == [("typing", ["TYPE_CHECKING"]), ("helpers.gguf", ["_private"])]
+
+
+# ------------------------------------------------------------------------------------------- notebooks and scripts
+def _notebook_imports() -> list[tuple[str, str, list[str]]]:
+    """``(where, module, names)`` of every ``from helpers... import ...`` / ``import helpers...`` in the notebooks,
+    their sources, the scripts and the benchmarks."""
+    found = []
+    sources = [*sorted((ROOT / "notebooks" / "src").glob("*.py")), *sorted((ROOT / "scripts").glob("*.py")),
+               *sorted((ROOT / "benchmarks").glob("*.py"))]
+    texts = [(str(p.relative_to(ROOT)), p.read_text(encoding="utf-8")) for p in sources]
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+        texts.append((str(nb.relative_to(ROOT)), code))
+    for where, text in texts:
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "helpers":
+                found.append((where, node.module, [a.name for a in node.names]))
+            elif isinstance(node, ast.Import):
+                found += [(where, a.name, []) for a in node.names if a.name.split(".")[0] == "helpers"]
+    return found
+
+
+def test_notebook_and_script_imports_resolve():
+    imports = _notebook_imports()
+    assert len(imports) > 20, "the scan found the notebooks' imports"
+    missing = []
+    for where, module, names in imports:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            missing.append(f"{where}: {module} ({exc})")
+            continue
+        for name in names:
+            if not hasattr(mod, name):
+                try:
+                    importlib.import_module(f"{module}.{name}")
+                except ImportError:
+                    missing.append(f"{where}: {module}.{name}")
+    assert missing == []
+
+
+def test_notebooks_use_public_names():
+    private = [f"{where}: {module} {n}" for where, module, names in _notebook_imports() for n in names
+               if n.startswith("_")]
+    assert private == []
+
+
+@pytest.mark.parametrize("limit", [500])
+def test_no_module_over_the_size_limit(limit):
+    big = {str(p.relative_to(ROOT)): n for p in SOURCES if (n := len(p.read_text(encoding="utf-8").splitlines())) > limit}
+    assert big == {}
