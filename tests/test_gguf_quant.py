@@ -145,17 +145,24 @@ def tensors(path: Path) -> dict:
 
 
 def assert_same_quantization(ours: Path, ref: Path) -> None:
-    """Tensor for tensor (name, type, shape, bytes), then the metadata, then the whole file."""
+    """Tensor for tensor (name, type, shape, bytes), their order and padding in the data section, then the
+    metadata. A merge records its job (inputs and options, ``helpers.merge.job``) in its GGUF; the F16 the
+    reference was quantized from records its own (f16) job, so that one key may differ: nothing else may."""
+    from helpers.merge.job import JOB_KEY
+
     a, b = tensors(ours), tensors(ref)
-    assert sorted(a) == sorted(b)
+    assert list(a) == list(b)  # the same order
+    base_a, base_b = min(t.data_offset for t in a.values()), min(t.data_offset for t in b.values())
     for name, t in a.items():
         r = b[name]
         assert (t.tensor_type.name, list(t.shape)) == (r.tensor_type.name, list(r.shape)), name
+        assert t.data_offset - base_a == r.data_offset - base_b, name  # the same padding
         assert np.array_equal(np.asarray(t.data).view(np.uint8), np.asarray(r.data).view(np.uint8)), name
     fa, fb = gguf.GGUFReader(str(ours)).fields, gguf.GGUFReader(str(ref)).fields
     assert list(fa) == list(fb)
-    assert all(fa[k].contents() == fb[k].contents() for k in fa if not k.startswith("GGUF."))
-    assert ours.read_bytes() == ref.read_bytes()  # tensor order and padding too
+    assert all(fa[k].contents() == fb[k].contents() for k in fa if not k.startswith("GGUF.") and k != JOB_KEY)
+    if JOB_KEY not in fa:
+        assert ours.read_bytes() == ref.read_bytes()  # to-gguf: the whole file
 
 
 def one_pass(cases, case: str, qtype: str, out: Path, **kw) -> Path:
@@ -309,7 +316,7 @@ def test_interrupted_gguf_merge_resumes(cases, tmp_path, monkeypatch, qtype):
     assert res.tensors_resumed == 7 and res.tensors_written == len(tensors(out)) - 7
     clean = one_pass(cases, "llama2", qtype, tmp_path / "clean" / "m.gguf")
     assert out.read_bytes() == clean.read_bytes()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["m.gguf"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.Modelfile", "m.gguf"]
 
 
 def test_partial_of_another_job_is_discarded(cases, tmp_path, monkeypatch):
@@ -322,7 +329,7 @@ def test_partial_of_another_job_is_discarded(cases, tmp_path, monkeypatch):
     res = merge(base, loras, out=out, fmt="gguf", outtype="q5_k_m", progress=False, write_sha256=False)
     assert res.tensors_resumed == 0
     assert out.read_bytes() == one_pass(cases, "llama2", "q5_k_m", tmp_path / "clean" / "m.gguf").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.gguf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.Modelfile", "m.gguf"]
 
 
 def test_split_output_resumes(demo, tmp_path, monkeypatch):
@@ -388,4 +395,4 @@ def test_kill_9_then_rerun(cases, tmp_path):
     assert "resumed" in rerun.stdout
     clean = one_pass(cases, "odd", "q4_k_m", tmp_path / "clean" / "m.gguf")
     assert out.read_bytes() == clean.read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.gguf", "m.gguf.sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.Modelfile", "m.gguf", "m.gguf.sha256"]
