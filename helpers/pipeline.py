@@ -50,7 +50,7 @@ def merge_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str
         name: catalog name of a ``lora`` or ``patch`` release (Plus releases bring their first LoRA).
         out: output folder (``hf``/``pth``) or ``.gguf`` file.
         fmt: ``gguf``, ``hf`` or ``pth``.
-        outtype: ``f16``, ``bf16``, ``f32`` or (gguf) ``q8_0``.
+        outtype: ``f16``, ``bf16``, ``f32`` or (gguf) any llama.cpp quantization type (``q4_k_m``, ...).
         base: another base model (path or hub id) instead of the catalog's.
     """
     entry = catalog.get(name)

@@ -1,8 +1,8 @@
 """llama.cpp's quantization kernels, called through ctypes from the libggml that llama-cpp-python ships.
 
 Only a handful of ggml functions are bound (``ggml_quantize_chunk``, ``ggml_quantize_init``,
-``ggml_quantize_requires_imatrix``, ``ggml_row_size``, ``ggml_blck_size``, ``ggml_type_size``), so the bytes
-written are those llama.cpp's own quantizer would write. :func:`quantize` splits a tensor's rows into
+``ggml_quantize_requires_imatrix``, ``ggml_row_size``, ``ggml_blck_size``, ``ggml_type_size`` and the float16
+row conversions), so the bytes written are those llama.cpp's own quantizer would write. :func:`quantize` splits a tensor's rows into
 chunks and quantizes them on a thread pool: ctypes releases the GIL during each call, and quantizing a row
 never depends on another row, so the result does not depend on how the rows are split.
 """
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-CHUNK_ELEMENTS = 1 << 22  # at most this many values per work item (a 16 MB float32 scratch buffer)
+CHUNK_ELEMENTS = 1 << 20  # at most this many values per work item (tens of ms of work; small chunks balance the load)
 SMALL_ELEMENTS = 1 << 18  # tensors this small are quantized on the calling thread
 _pools: dict[int, ThreadPoolExecutor] = {}
 
@@ -162,7 +162,7 @@ def quantize(t: "torch.Tensor", qtype: int, *, imatrix: "np.ndarray | None" = No
     src, dst = t.data_ptr(), out.ctypes.data
     w_ptr = weights.ctypes.data if weights is not None else None
     threads = max(1, threads or default_threads())
-    step = max(1, min(-(-nrows // (4 * threads)), CHUNK_ELEMENTS // n_per_row))
+    step = max(1, min(-(-nrows // (8 * threads)), CHUNK_ELEMENTS // n_per_row))
 
     def work(r0: int) -> int:
         n = min(step, nrows - r0)
