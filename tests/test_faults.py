@@ -245,6 +245,9 @@ def test_write_failure_mid_write_is_one_line(demo, clean, tmp_path, command):
         assert hidden(tmp_path) == [".m.partial"]
         assert cli(*make(demo, tmp_path)).returncode == 0
         assert_same_tree(tmp_path / "m", clean("hf"))
+    if command == "to-gguf":  # a conversion keeps its partial for a resume; quantize's temporary F16 leaves nothing
+        assert hidden(tmp_path) == [".f16.gguf.partial"]
+        assert cli(*make(demo, tmp_path)).returncode == 0
     assert hidden(tmp_path) == []
 
 

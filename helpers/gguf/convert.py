@@ -88,11 +88,12 @@ def _fingerprint(model_dir: Path) -> str:
 
 def write_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16", template: str | None = None,
                name: str | None = None, split_max_size: int = 0, sha256: bool = False,
-               imatrix: str | Path | None = None, what: str = "the GGUF") -> list[Path]:
+               imatrix: str | Path | None = None, what: str = "the GGUF", resumable: bool = True) -> list[Path]:
     """The conversion itself, for a caller that already holds the output (:func:`convert_to_gguf_files` takes the
     lock; ``quantize`` writes its temporary F16 this way): checks the free space first, resumes an interrupted
     conversion of the same folder, and turns a full or read-only disk met on the way into one error line naming
-    ``what``. Other arguments as :func:`convert_to_gguf_files`."""
+    ``what``. With ``resumable`` false (a temporary file) a failure leaves no partial output behind. Other
+    arguments as :func:`convert_to_gguf_files`."""
     model_dir, out_path = Path(model_dir), Path(out_path)
     with open_checkpoint(model_dir) as ckpt:
         names = list(ckpt.names())
@@ -117,7 +118,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f
                     print(f"resumed an interrupted conversion: {resumed} tensors were already written")
                 return sink.close()
             except BaseException as exc:
-                sink.abort(keep_partial=not isinstance(exc, UserError))
+                sink.abort(keep_partial=resumable and not isinstance(exc, UserError))
                 raise
 
 

@@ -168,7 +168,8 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
         try:
             if temp_f16 is not None:
                 print(f"converting {model} to an F16 GGUF first ...", file=sys.stderr)
-                src = write_gguf(model, temp_f16, outtype="f16", template=template, what="the temporary F16 GGUF")[0]
+                src = write_gguf(model, temp_f16, outtype="f16", template=template, what="the temporary F16 GGUF",
+                                 resumable=False)[0]
                 fault_point("quantize.f16")
             else:
                 src = model

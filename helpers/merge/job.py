@@ -52,7 +52,9 @@ def input_fingerprint(inputs: MergeInputs) -> list[dict]:
 
 def job_identity(inputs: MergeInputs, options: MergeOptions) -> dict:
     """What makes two merges the same job: the inputs by content and every option that changes the output."""
-    opts: dict = {"format": options.fmt, "outtype": options.outtype, "sha256": options.write_sha256}
+    opts: dict = {"format": options.fmt, "outtype": options.outtype}
+    if options.fmt != "gguf":  # SHA256SUMS lives inside the folder; a GGUF's .sha256 is beside it, not in it
+        opts["sha256"] = options.write_sha256
     if options.fmt == "hf":
         opts["shard_bytes"] = options.max_shard_bytes
     if options.fmt == "pth":
