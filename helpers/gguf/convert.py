@@ -19,6 +19,7 @@ from ..tokens import tokenizer_files
 from ..util import UserError, fault_point, human_bytes, progress, require_free_disk, sample_digest
 from .card import describe_model
 from .export import write_modelfile
+from .layout import data_bytes
 from .sink import GGUFSink
 from .types import WRITE_TYPES, gguf_outtype
 
@@ -34,16 +35,13 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: 
                                  split_max_size=split_max_size, sha256=sha256, imatrix=imatrix)[0]
 
 
-BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}  # the 2-D weights of each write type
-
-
-def gguf_bytes(plan: list[TensorPlan], outtype: str, tokenizer_dir: Path | None) -> int:
-    """About the disk a GGUF of ``plan`` needs: 2-D weights in ``outtype``, 1-D tensors in F32, the vocabulary
-    (about the size of the tokenizer files) and a small margin for the header."""
-    per = BYTES_PER_VALUE.get(outtype, 2.0)
-    data = int(sum(tp.numel * (4.0 if len(tp.shape) <= 1 else per) for tp in plan))
+def gguf_bytes(config: dict, plan: list[TensorPlan], outtype: str, tokenizer_dir: Path | None, *,
+               has_imatrix: bool = False) -> int:
+    """The disk a GGUF of ``plan`` needs: the tensor data exactly as the writer lays it out in ``outtype``
+    (:func:`helpers.gguf.layout.data_bytes`), plus the header (about the size of the tokenizer files, which it
+    holds) and 1 MiB for the rest of the metadata."""
     vocab = sum(f.stat().st_size for f in tokenizer_files(tokenizer_dir)) if tokenizer_dir else 0
-    return data + vocab + data // 200 + (1 << 20)
+    return data_bytes(config, plan, outtype, has_imatrix=has_imatrix) + vocab + (1 << 20)
 
 
 def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",
@@ -99,7 +97,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f
         names = list(ckpt.names())
         plan = [TensorPlan(n, tuple(ckpt.shape(n))) for n in names]
         tokenizer_dir = Path(ckpt.tokenizer_dir or model_dir)
-        needed = gguf_bytes(plan, outtype, tokenizer_dir)
+        needed = gguf_bytes(ckpt.config, plan, outtype, tokenizer_dir, has_imatrix=imatrix is not None)
         require_free_disk(out_path.parent, needed, what=what)
         card = describe_model(ckpt.config, tokenizer_dir, name=name or model_dir.name, template=template)
         sink = GGUFSink(out_path, outtype=outtype, card=card, split_max_size=split_max_size, sha256=sha256,

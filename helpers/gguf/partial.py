@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..util import remove, write_json
+from .layout import ALIGNMENT
 
 STATE = ".gguf-state.json"
-ALIGNMENT = 32  # GGUF's default data alignment
 SYNC_SECONDS = 2.0  # record progress (after syncing the data) at most this often: a kill loses at most this much
 
 

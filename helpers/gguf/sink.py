@@ -40,16 +40,14 @@ from ..util import UserError, remove
 from .card import ModelCard
 from .export import write_checksum
 from .hparams import add_hparams
+from .layout import ALIGNMENT, gguf_names, tensor_types
 from .imatrix import add_imatrix_keys, imatrix_weights, read_imatrix
-from .partial import ALIGNMENT, PartialGGUF, render_headers
+from .partial import PartialGGUF, render_headers
 from .types import FLOAT_TYPES, FTYPES, gguf_outtype
 from .vocab import add_tokenizer
 
 if TYPE_CHECKING:
     import torch
-
-_SKIP_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
-
 
 def permute_qk(w: "torch.Tensor", n_head: int) -> "torch.Tensor":
     """Reorder q/k projection rows from HF's rotate-half RoPE layout to llama.cpp's interleaved layout.
@@ -139,12 +137,13 @@ class GGUFSink:
         n_head = int(config["num_attention_heads"])
         n_kv = int(config.get("num_key_value_heads") or n_head)
         self._heads = (n_head, n_kv)
-        names, embed_rows = self._gguf_names(plan, n_layers)
+        names, embed_rows = gguf_names(plan, n_layers)
         vocab_size = int(config.get("vocab_size") or embed_rows or 0)
         if embed_rows is not None and embed_rows != vocab_size:
             raise UserError(f"config vocab_size {vocab_size} differs from the {embed_rows} rows of embed_tokens; "
                             "fix config.json (the merge sets it from the tokenizer)")
-        types = self._tensor_types(names, plan, n_layers, n_head, n_kv)
+        types = tensor_types(plan, names, self.outtype, n_layers=n_layers, n_head=n_head, n_kv=n_kv,
+                             has_imatrix=self._imatrix is not None)
 
         card = self.card
         w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA], split_max_size=self.split_max_size)
@@ -303,44 +302,6 @@ class GGUFSink:
             self._worker = None
 
     # ------------------------------------------------------------------ planning
-    def _gguf_names(self, plan: list[TensorPlan], n_layers: int) -> tuple[list[str], int | None]:
-        import gguf
-
-        tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
-        names, embed_rows = [], None
-        for p in plan:
-            if p.name.endswith(_SKIP_SUFFIXES):
-                names.append("")
-                continue
-            new = tmap.get_name(p.name, try_suffixes=(".weight", ".bias"))
-            if new is None:
-                raise UserError(f"tensor {p.name!r} has no GGUF name in the llama architecture; is this a LLaMA model?")
-            if new == "token_embd.weight":
-                embed_rows = p.shape[0]
-            names.append(new)
-        return names, embed_rows
-
-    def _tensor_types(self, names: list[str], plan: list[TensorPlan], n_layers: int, n_head: int,
-                      n_kv: int) -> dict:
-        """The GGML type of every tensor: the converter's for the float types, llama.cpp's quantizer's (applied to
-        this writer's F16 output) for the others."""
-        import gguf
-
-        from .types import float_type
-
-        T = gguf.GGMLQuantizationType
-        base = float_type("f16" if self.quantized else self.outtype)
-        f16_types = {}
-        for p, new in zip(plan, names):
-            if new:
-                f16_types[new] = (T.F32 if len(p.shape) <= 1 or new.endswith("_norm.weight") else base, p.shape)
-        if not self.quantized:
-            return {n: t for n, (t, _) in f16_types.items()}
-        from .quant_rules import ModelShape, tensor_types
-
-        return tensor_types(self.outtype, [(n, s, t) for n, (t, s) in f16_types.items()],
-                            ModelShape(n_layers, n_head, n_kv), has_imatrix=self._imatrix is not None)
-
     def _key(self, headers: list[bytes]) -> str:
         h = hashlib.sha256(json.dumps([self.job, self.outtype, str(self.imatrix_path or "")]).encode())
         if self.imatrix_path is not None:

@@ -13,7 +13,7 @@ from ..catalog import check_family, family_of_config, family_of_lora
 from ..checkpoint import Adapter, TensorPlan
 from ..env import available_ram_bytes
 from ..gguf import gguf_bytes
-from ..tokens import tokenizer_vocab_size
+from ..tokens import tokenizer_files, tokenizer_vocab_size
 from ..util import UserError, human_bytes, read_json, require_free_disk, tree_bytes
 from .inputs import MergeInputs
 from .options import MergeOptions
@@ -203,9 +203,14 @@ def plan_merge(inputs: MergeInputs) -> MergePlan:
 
 
 def output_bytes(plan: MergePlan, options: MergeOptions) -> int:
-    """Disk the finished output needs: the tensors in the output type (twice for ``.pth``: staged pieces, then the
-    shards), the tokenizer files and a small margin for configs and checksums."""
-    return gguf_bytes(plan.tensors, options.outtype, plan.tokenizer_dir) * (2 if options.fmt == "pth" else 1)
+    """Disk the finished output needs: a GGUF exactly as the writer lays it out; HF and ``.pth`` tensors in their
+    dtype (twice for ``.pth``: staged pieces, then the shards), the tokenizer files and 1 MiB for the rest."""
+    if options.fmt == "gguf":
+        return gguf_bytes(plan.config, plan.tensors, options.outtype, plan.tokenizer_dir,
+                          has_imatrix=options.imatrix is not None)
+    tokenizer = sum(f.stat().st_size for f in tokenizer_files(plan.tokenizer_dir))
+    data = sum(tp.numel for tp in plan.tensors) * (4 if options.outtype == "f32" else 2)
+    return data * (2 if options.fmt == "pth" else 1) + tokenizer + (1 << 20)
 
 
 def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, partial: Path | None = None) -> int:
