@@ -22,6 +22,7 @@ from .util import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("helpers.demo.cli", "build the offline demo models (tiny, deterministic, in the released layouts)"),
     "catalog": ("helpers.catalog.cli", "list the released models this project knows"),
+    "plan": ("helpers.merge.plan_cli", "what a merge will download, write and hold, and whether it fits here"),
     "merge": ("helpers.merge.cli", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
     "to-gguf": ("helpers.gguf.convert", "convert a merged Hugging Face model folder to GGUF"),
     "quantize": ("helpers.gguf.llama_quantize", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),

@@ -128,6 +128,32 @@ def file_sizes(ref: str | Path, *, what: str = "model") -> dict[str, int]:
     return {n: b for n, b in sorted(sizes.items()) if not any(fnmatch.fnmatch(n, p) for p in skip)}
 
 
+def hub_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloads: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``
+    (read now, so a notebook that sets ``HF_HOME`` is followed)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def cached_files(repo_id: str, names: list[str]) -> set[str]:
+    """Which of ``names`` of hub repo ``repo_id`` are already complete in the hub cache (nothing is downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = set()
+    for name in names:
+        path = try_to_load_from_cache(current_hub_id(repo_id), name, cache_dir=hub_cache_dir())
+        if isinstance(path, str) and Path(path).is_file():
+            found.add(name)
+    return found
+
+
+def is_local(ref: str | Path) -> bool:
+    """True when ``ref`` is a file or folder on this machine (directly or through ``$HELPERS_LOCAL_MODELS``)."""
+    return _local_path(str(ref)) is not None
+
+
 def _local_path(ref: str) -> Path | None:
     """The local file or folder ``ref`` names, directly or through the ``$HELPERS_LOCAL_MODELS`` mirror."""
     path = Path(ref).expanduser()

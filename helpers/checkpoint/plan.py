@@ -56,3 +56,22 @@ class TensorSink(Protocol):
     def abort(self, *, keep_partial: bool) -> None:
         """Stop after a failure: keep what a resume can use (``keep_partial``), or delete the partial output.
         Final names are never touched."""
+
+
+def llama_plan(config: dict) -> list[TensorPlan]:
+    """The tensors of a LLaMA-architecture model with this ``config.json`` (HF names and shapes, in the order the
+    released checkpoints list them): what a checkpoint holds before it is downloaded."""
+    h, f = int(config["hidden_size"]), int(config["intermediate_size"])
+    heads = int(config["num_attention_heads"])
+    kv = int(config.get("num_key_value_heads") or heads) * int(config.get("head_dim") or h // heads)
+    vocab = int(config["vocab_size"])
+    plan = [TensorPlan("model.embed_tokens.weight", (vocab, h))]
+    for i in range(int(config["num_hidden_layers"])):
+        p = f"model.layers.{i}."
+        plan += [TensorPlan(p + "self_attn.q_proj.weight", (h, h)), TensorPlan(p + "self_attn.k_proj.weight", (kv, h)),
+                 TensorPlan(p + "self_attn.v_proj.weight", (kv, h)), TensorPlan(p + "self_attn.o_proj.weight", (h, h)),
+                 TensorPlan(p + "mlp.gate_proj.weight", (f, h)), TensorPlan(p + "mlp.up_proj.weight", (f, h)),
+                 TensorPlan(p + "mlp.down_proj.weight", (h, f)), TensorPlan(p + "input_layernorm.weight", (h,)),
+                 TensorPlan(p + "post_attention_layernorm.weight", (h,))]
+    plan += [TensorPlan("model.norm.weight", (h,)), TensorPlan("lm_head.weight", (vocab, h))]
+    return plan
