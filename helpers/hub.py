@@ -106,13 +106,19 @@ def file_sizes(ref: str | Path, *, what: str = "model") -> dict[str, int]:
     Raises:
         UserError: not found, offline with no local copy, or the hub cannot be reached.
     """
+    return {n: size for n, (size, _sha) in file_listing(ref, what=what).items()}
+
+
+def file_listing(ref: str | Path, *, what: str = "model") -> dict[str, tuple[int, str]]:
+    """``{file name: (bytes, sha256)}`` as :func:`file_sizes`; the sha256 is the hub's LFS digest (``""`` for
+    small files and local folders)."""
     ref_s = str(ref)
     path = _local_path(ref_s)
     if path is not None and path.is_dir():
         names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
-        sizes = {n: (path / n).stat().st_size for n in names}
+        listing = {n: ((path / n).stat().st_size, "") for n in names}
     elif path is not None:
-        return {path.name: path.stat().st_size}
+        return {path.name: (path.stat().st_size, "")}
     else:
         hub_id = current_hub_id(ref_s.strip())
         if not looks_like_hub_id(hub_id):
@@ -120,12 +126,13 @@ def file_sizes(ref: str | Path, *, what: str = "model") -> dict[str, int]:
         _require_online(hub_id, what)
         from huggingface_hub import HfApi
 
-        with _hub_errors(hub_id, what):
+        with _quiet_retries(), _hub_errors(hub_id, what):
             entries = HfApi(endpoint=hub_endpoint()).list_repo_tree(hub_id, recursive=True,
                                                                      token=get_secret("HF_TOKEN"))
-            sizes = {e.path: int(e.size or 0) for e in entries if getattr(e, "size", None) is not None}
-    skip = redundant_weights(list(sizes))
-    return {n: b for n, b in sorted(sizes.items()) if not any(fnmatch.fnmatch(n, p) for p in skip)}
+            listing = {e.path: (int(e.size), str(getattr(getattr(e, "lfs", None), "sha256", "") or ""))
+                       for e in entries if getattr(e, "size", None) is not None}
+    skip = redundant_weights(list(listing))
+    return {n: v for n, v in sorted(listing.items()) if not any(fnmatch.fnmatch(n, p) for p in skip)}
 
 
 def hub_cache_dir() -> Path:
@@ -219,6 +226,71 @@ def verify_published(entry: ModelEntry, folder: Path) -> int:
 
 
 _VERIFIED: set[tuple[str, int, int]] = set()  # files already found to match, by (real path, size, mtime)
+
+
+def fetch_file(repo_id: str, filename: str, *, what: str = "model") -> Path:
+    """Download one file of a hub repo into the hub cache (resumable; nothing else of the repo); returns its path.
+
+    Raises:
+        UserError: offline, unreachable, gated or missing (one line, as :func:`resolve_model`).
+    """
+    from huggingface_hub import hf_hub_download
+
+    hub_id = current_hub_id(repo_id)
+    _require_online(hub_id, what)
+    with _quiet_retries(), _hub_errors(hub_id, what):
+        return Path(hf_hub_download(hub_id, filename, token=get_secret("HF_TOKEN"), endpoint=hub_endpoint(),
+                                    cache_dir=hub_cache_dir()))
+
+
+def forget_file(path: str | Path) -> None:
+    """Delete a downloaded file from the hub cache (the snapshot link and its blob) to give its disk back.
+
+    Only files inside :func:`hub_cache_dir` are touched: a user's own folder is never deleted from.
+    """
+    path = Path(path)
+    cache = hub_cache_dir().resolve()
+    if cache not in path.absolute().parents and cache not in path.resolve().parents:
+        raise ValueError(f"{path} is not in the hub cache {cache}; refusing to delete it")
+    _remove_cached(path)
+
+
+def download_small_files(repo_id: str, *, what: str = "model") -> Path:
+    """Download every file of a hub repo but its weights (configs, index, tokenizer); returns the snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    hub_id = current_hub_id(repo_id)
+    _require_online(hub_id, what)
+    _check_reachable(hub_id)
+    with _quiet_retries(), _hub_errors(hub_id, what):
+        return Path(snapshot_download(hub_id, ignore_patterns=[*_OTHER_WEIGHTS, "original/*"],
+                                      token=get_secret("HF_TOKEN"), endpoint=hub_endpoint(), cache_dir=hub_cache_dir()))
+
+
+def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[str, tuple[str, tuple[int, ...], int]]]:
+    """``{shard: {tensor: (dtype, shape, data start)}}`` of a hub repo's safetensors shards, read with HTTP range
+    requests (a few hundred kB), before any shard is downloaded."""
+    from huggingface_hub import HfApi
+
+    hub_id = current_hub_id(repo_id)
+    _require_online(hub_id, what)
+    with _quiet_retries(), _hub_errors(hub_id, what):
+        meta = HfApi(endpoint=hub_endpoint()).get_safetensors_metadata(hub_id, token=get_secret("HF_TOKEN"))
+    return {shard: {name: (t.dtype, tuple(t.shape), int(t.data_offsets[0])) for name, t in info.tensors.items()}
+            for shard, info in meta.files_metadata.items()}
+
+
+def safetensors_file_header(repo_id: str, filename: str, *, what: str = "model") -> dict[str, tuple[int, ...]]:
+    """``{tensor: shape}`` of one safetensors file of a hub repo, read with an HTTP range request (its header
+    only)."""
+    from huggingface_hub import HfApi
+
+    hub_id = current_hub_id(repo_id)
+    _require_online(hub_id, what)
+    with _quiet_retries(), _hub_errors(hub_id, what):
+        meta = HfApi(endpoint=hub_endpoint()).parse_safetensors_file_metadata(hub_id, filename,
+                                                                             token=get_secret("HF_TOKEN"))
+    return {name: tuple(t.shape) for name, t in meta.tensors.items()}
 
 
 def _remove_cached(path: Path) -> None:

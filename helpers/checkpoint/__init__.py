@@ -13,9 +13,10 @@ from .files import SafetensorsFile, corrupt_message, torch_load
 from .model import Checkpoint, open_checkpoint
 from .names import hf_to_meta_name, meta_split_dim, meta_to_hf_name, rope_to_hf, rope_to_meta
 from .plan import TensorPlan, TensorSink, llama_plan
+from .streamed import StreamedCheckpoint
 
 __all__ = [
-    "Adapter", "Checkpoint", "LoraPair", "SafetensorsFile", "TensorPlan", "TensorSink", "corrupt_message",
-    "hf_to_meta_name", "llama_plan", "meta_split_dim", "meta_to_hf_name", "open_adapter", "open_checkpoint",
-    "rope_to_hf", "rope_to_meta", "torch_load",
+    "Adapter", "Checkpoint", "LoraPair", "SafetensorsFile", "StreamedCheckpoint", "TensorPlan", "TensorSink",
+    "corrupt_message", "hf_to_meta_name", "llama_plan", "meta_split_dim", "meta_to_hf_name", "open_adapter",
+    "open_checkpoint", "rope_to_hf", "rope_to_meta", "torch_load",
 ]

@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"quantized in the same pass (no F16 file): {_QUANTS}")
     parser.add_argument("--imatrix", metavar="FILE", help="importance matrix from llama-imatrix for a quantized GGUF "
                                                           "(needed for the iq* types and q2_k_s)")
+    disk = parser.add_mutually_exclusive_group()
+    disk.add_argument("--low-disk", dest="low_disk", action="store_true", default=None,
+                      help="fetch a hub base one shard at a time, deleting each once merged (peak disk: the largest "
+                           "shard + the LoRAs + the output); default: only when the full download would not fit")
+    disk.add_argument("--no-low-disk", dest="low_disk", action="store_false", help="download the base whole")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--sha256", metavar="FILE", help="verify input files against this sha256sum listing")
     parser.add_argument("--no-sha256", action="store_true", help="do not write a SHA256SUMS listing of the outputs")
@@ -50,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
     merge(args.base, args.lora, patch=args.patch, out=args.out, fmt=args.format, outtype=args.outtype,
           overwrite=args.overwrite, verify_sha256=expected, write_sha256=not args.no_sha256,
           progress=not args.no_progress, max_shard_bytes=args.shard_size, pth_shards=args.pth_shards,
-          imatrix=args.imatrix)
+          imatrix=args.imatrix, low_disk=args.low_disk)
     return 0

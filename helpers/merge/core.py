@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -25,10 +26,12 @@ from typing import Any, Collection, Mapping
 from ..checkpoint import TensorSink
 from ..disk import claim_output, disk_errors
 from ..gguf import GGUFSink, describe_model, gguf_sidecars, write_modelfile
+from ..hub import is_local
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import JOB_KEY, already_done, job_identity
 from .options import DTYPES, MergeOptions, MergeResult
+from .planner import plan_resources
 from .preflight import MergePlan, check_resources, describe, output_bytes, plan_merge
 from .stream import stream
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink
@@ -60,6 +63,32 @@ def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: Merg
                   job=fingerprint, sha256=options.write_sha256, extra_json=extra)
 
 
+def choose_low_disk(base: str | Path, loras: list, patch: str | Path | None, options: MergeOptions,
+                    target: Path) -> bool:
+    """Plan the merge's disk and RAM before anything is downloaded, when something must be (:mod:`.planner`);
+    refuse what cannot fit with one line naming what would, and choose low-disk mode (with a message) when only
+    that fits. Returns whether to stream the base one shard at a time."""
+    refs = [base, *loras, *([patch] if patch else [])]
+    if all(is_local(r) for r in refs) or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if options.low_disk:
+            print("note: low-disk mode streams a base from the hub; this one is already on this machine")
+        return False
+    plan = plan_resources(str(base), [str(x) for x in loras], str(patch) if patch else None, options=options,
+                          out=target, partial=target.with_name(f".{target.name}.partial"))
+    print(plan.summary())
+    stream = bool(options.low_disk)
+    if options.low_disk is None and not plan.fits and plan.fits_low_disk:
+        print("the full download does not fit: low-disk mode (each base shard is deleted once merged)")
+        stream = True
+    if stream and not plan.sources[0].streamable:
+        raise UserError(f"low-disk mode needs a base on the hub in several safetensors shards; {base} is not one: "
+                        "merge without --low-disk")
+    refusal = plan.refusal(low_disk=stream)
+    if refusal:
+        raise UserError(refusal)
+    return stream
+
+
 def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions
            ) -> tuple[list[Path], int, int]:
     """Open the sink, stream every tensor, close it; returns ``(outputs, written, resumed)``.
@@ -80,7 +109,7 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
           out: str | Path, fmt: str = "hf", outtype: str = "f16", overwrite: bool = False,
           verify_sha256: Mapping[str, str | Collection[str]] | None = None, write_sha256: bool = True,
           progress: bool = True, max_shard_bytes: int | None = None, pth_shards: int | None = None,
-          imatrix: str | Path | None = None) -> MergeResult:
+          imatrix: str | Path | None = None, low_disk: bool | None = None) -> MergeResult:
     """Merge ``loras`` (in order) and/or ``patch`` into ``base`` and write the result.
 
     Args:
@@ -88,7 +117,8 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
         loras: LoRA folders or hub ids, applied in this order.
         patch: a full-weight delta checkpoint (Open-Chinese-LLaMA), added last.
         out: output folder (``hf``/``pth``), or ``.gguf`` file (a folder gets ``ggml-model-<outtype>.gguf``).
-        fmt, outtype, overwrite, verify_sha256, write_sha256, progress, max_shard_bytes, pth_shards, imatrix: see
+        fmt, outtype, overwrite, verify_sha256, write_sha256, progress, max_shard_bytes, pth_shards, imatrix,
+            low_disk: see
             :class:`MergeOptions` (``fmt="gguf"`` with a quantization ``outtype`` such as ``q4_k_m`` quantizes each
             tensor as it is merged, exactly as llama.cpp's quantizer would quantize the F16 GGUF).
 
@@ -98,12 +128,13 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
     t0 = time.time()
     options = MergeOptions(fmt=fmt, outtype=outtype, overwrite=overwrite, verify_sha256=verify_sha256,
                            write_sha256=write_sha256, progress=progress, max_shard_bytes=max_shard_bytes,
-                           pth_shards=pth_shards, imatrix=imatrix)
+                           pth_shards=pth_shards, imatrix=imatrix, low_disk=low_disk)
     loras = list(loras)
     target = options.target(out)
     what = f"the merged model ({fmt})"
     with claim_output(target, what=what, sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
-        inputs = open_inputs(base, loras, patch)
+        stream = choose_low_disk(base, loras, patch, options, target)
+        inputs = open_inputs(base, loras, patch, stream_base=stream)
         try:
             job = job_identity(inputs, options)
             if not overwrite and already_done(target, fmt, job):

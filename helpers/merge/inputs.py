@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Mapping
 
-from ..checkpoint import Adapter, Checkpoint, open_adapter, open_checkpoint
+from ..checkpoint import Adapter, Checkpoint, StreamedCheckpoint, open_adapter, open_checkpoint
 from ..hub import resolve_model
 from ..util import UserError, read_utf8, sha256_file
 
@@ -37,16 +37,27 @@ class MergeInputs:
                 obj.close()
 
 
-def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | None) -> MergeInputs:
+def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | None, *,
+                stream_base: bool = False) -> MergeInputs:
     """Resolve (download when needed) and open the base, the LoRAs and the patch.
+
+    Args:
+        base, loras, patch: folders or hub ids.
+        stream_base: read a hub base one safetensors shard at a time (:class:`StreamedCheckpoint`, low-disk mode)
+            instead of downloading it whole.
 
     Raises:
         UserError: a reference cannot be resolved, or a file is missing, truncated or unsafe.
     """
-    base_dir = resolve_model(base, what="base model")
     lora_dirs = [resolve_model(x, what="LoRA") for x in loras]
     patch_dir = resolve_model(patch, what="patch") if patch else None
-    inputs = MergeInputs(base=open_checkpoint(base_dir), base_dir=base_dir)
+    if stream_base:
+        checkpoint: Checkpoint = StreamedCheckpoint(str(base), what="base model")
+        base_dir = checkpoint.path
+    else:
+        base_dir = resolve_model(base, what="base model")
+        checkpoint = open_checkpoint(base_dir)
+    inputs = MergeInputs(base=checkpoint, base_dir=base_dir)
     try:
         for ref, d in zip(loras, lora_dirs):
             inputs.adapters.append((label(ref), open_adapter(d)))

@@ -33,21 +33,36 @@ from .options import MergeOptions
 JOB_KEY = "helpers.merge.job"  # GGUF metadata key: the job as a JSON string
 
 
-def _files(root: Path, files: list[Path]) -> list[list]:
-    """``[name relative to root, size, sample digest]`` of each distinct file, in name order."""
-    rows = {os.path.relpath(f, root): f for f in files if f.is_file()}
-    return [[name, rows[name].stat().st_size, sample_digest(rows[name])] for name in sorted(rows)]
+def file_digest(path: Path) -> str:
+    """The digest that identifies a file: the hub's sha256 of a large file downloaded into the hub cache (its blob
+    is named by it, so nothing is read, and it equals what the hub's listing says of a file never downloaded),
+    else :func:`helpers.util.sample_digest`."""
+    blob = path.resolve()
+    if path.is_symlink() and blob.parent.name == "blobs" and len(blob.name) == 64:
+        return f"sha256:{blob.name}"
+    return sample_digest(path)
+
+
+def _files(root: Path, files: list[Path], remote: list[list] = ()) -> list[list]:
+    """``[name relative to root, size, digest]`` of each distinct file (and of the ``remote`` ones, files on the hub
+    not downloaded: ``[name, size, sha256]``), in name order."""
+    rows = {os.path.relpath(f, root): [f.stat().st_size, file_digest(f)] for f in files if f.is_file()}
+    rows.update({name: [size, f"sha256:{sha}" if sha else ""] for name, size, sha in remote})
+    return [[name, *rows[name]] for name in sorted(rows)]
 
 
 def input_fingerprint(inputs: MergeInputs) -> list[dict]:
     """Every input file by content, per input (``base``, ``lora 1``..., ``patch``), in merge order."""
     base = inputs.base
     extra = tokenizer_files(base.tokenizer_dir) if base.tokenizer_dir else []
-    roles = [("base", inputs.base_dir, [*base.files, *extra, inputs.base_dir / "generation_config.json"])]
-    roles += [(f"lora {i}", a.path, [*a.files, a.path / "config.json"]) for i, (_, a) in enumerate(inputs.adapters, 1)]
+    remote = getattr(base, "remote_files", [])  # a base streamed from the hub: its shards by the hub's sha256
+    roles = [("base", inputs.base_dir, [*base.files, *extra, inputs.base_dir / "generation_config.json"], remote)]
+    roles += [(f"lora {i}", a.path, [*a.files, a.path / "config.json"], [])
+              for i, (_, a) in enumerate(inputs.adapters, 1)]
     if inputs.patch is not None:
-        roles.append(("patch", inputs.patch.path, list(inputs.patch.files)))
-    return [{"role": role, "files": _files(root if root.is_dir() else root.parent, files)} for role, root, files in roles]
+        roles.append(("patch", inputs.patch.path, list(inputs.patch.files), []))
+    return [{"role": role, "files": _files(root if root.is_dir() else root.parent, files, remote)}
+            for role, root, files, remote in roles]
 
 
 def job_identity(inputs: MergeInputs, options: MergeOptions) -> dict:

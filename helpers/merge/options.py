@@ -28,6 +28,9 @@ class MergeOptions:
         max_shard_bytes: HF shard size (default 2 GiB).
         pth_shards: number of ``consolidated.NN.pth`` shards (default: as the releases).
         imatrix: importance matrix for a quantized GGUF (required by ``iq*`` and ``q2_k_s``).
+        low_disk: fetch a hub base one safetensors shard at a time, deleting each before the next (peak disk: the
+            largest shard + the LoRAs + the output); ``None``: only when the planner says the full download would
+            not fit.
     """
 
     fmt: str = "hf"
@@ -39,6 +42,7 @@ class MergeOptions:
     max_shard_bytes: int | None = None
     pth_shards: int | None = None
     imatrix: str | Path | None = None
+    low_disk: bool | None = None
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:

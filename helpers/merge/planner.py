@@ -23,9 +23,10 @@ from ..catalog import ModelEntry, config_of, find
 from ..checkpoint import TensorPlan, llama_plan
 from ..env import available_ram_bytes
 from ..gguf import BITS_PER_WEIGHT, data_bytes, gguf_names, tensor_nbytes, tensor_types
-from ..hub import cached_files, current_hub_id, file_sizes, hub_cache_dir, is_local
+from ..hub import (cached_files, current_hub_id, fetch_file, file_sizes, hub_cache_dir, is_local,
+                   safetensors_file_header)
 from ..tokens import tokenizer_files
-from ..util import UserError, free_disk_bytes, human_bytes
+from ..util import UserError, free_disk_bytes, human_bytes, read_json, tree_bytes
 from .options import MergeOptions
 
 LIBRARIES = 256 << 20  # torch, numpy, gguf and the interpreter: what a merge holds before its first tensor
@@ -250,11 +251,7 @@ def planned_model(sources: list[SourceFiles]) -> tuple[dict, list[TensorPlan], i
             inputs.close()
         tokenizer = sum(f.stat().st_size for f in tokenizer_files(plan.tokenizer_dir))
         return plan.config, plan.tensors, tokenizer
-    base = find(current_hub_id(sources[0].ref)) if not is_local(sources[0].ref) else None
-    config = config_of(base) if base is not None else _local_config(sources[0])
-    if config is None:
-        raise UserError(f"cannot plan {sources[0].ref}: it is neither a local model nor a catalog release; download "
-                        "it first or give its folder")
+    config = _base_config(sources[0])
     for s in sources[1:]:
         vocab = _lora_vocab(s)
         if vocab and vocab > config["vocab_size"]:
@@ -264,8 +261,27 @@ def planned_model(sources: list[SourceFiles]) -> tuple[dict, list[TensorPlan], i
     return config, llama_plan(config), tokenizer
 
 
+def _base_config(source: SourceFiles) -> dict:
+    """The base's config.json: from disk, from the hub (one small file), or, for an estimated catalog release,
+    the catalog's architecture.
+
+    Raises:
+        UserError: a base neither local nor on the hub nor in the catalog.
+    """
+    if is_local(source.ref):
+        return _local_config(source)
+    if not source.estimated and "config.json" in source.files:
+        return read_json(fetch_file(source.ref, "config.json", what="base model"))
+    entry = find(current_hub_id(source.ref))
+    config = config_of(entry) if entry is not None else None
+    if config is None:
+        raise UserError(f"cannot plan {source.ref}: it has no config.json and is not a catalog release")
+    return config
+
+
 def _lora_vocab(source: SourceFiles) -> int | None:
-    """The vocabulary a LoRA sets: its saved embeddings' rows when it is local, else its catalog entry's."""
+    """The vocabulary a LoRA sets: the rows of its saved embeddings (from its files, or from the safetensors
+    header on the hub), else its catalog entry's."""
     if is_local(source.ref):
         from ..checkpoint import open_adapter
         from ..hub import resolve_model
@@ -275,6 +291,10 @@ def _lora_vocab(source: SourceFiles) -> int | None:
             return adapter.embed_rows
         finally:
             adapter.close()
+    if not source.estimated and "adapter_model.safetensors" in source.files:
+        shapes = safetensors_file_header(source.ref, "adapter_model.safetensors", what=source.role)
+        rows = [s[0] for n, s in shapes.items() if ("embed_tokens" in n or "lm_head" in n) and "lora_" not in n]
+        return max(rows) if rows else None
     entry = find(current_hub_id(source.ref))
     return entry.vocab_size if entry is not None and entry.kind == "lora" else None
 
@@ -304,7 +324,7 @@ def peak_ram(config: dict, tensors: list[TensorPlan], options: MergeOptions) -> 
 
 def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *, options: MergeOptions,
                    out: str | Path, offline: bool = False, free_disk: int | None = None,
-                   free_ram: int | None = None) -> ResourcePlan:
+                   free_ram: int | None = None, partial: str | Path | None = None) -> ResourcePlan:
     """Plan a merge before anything is downloaded.
 
     Args:
@@ -313,6 +333,7 @@ def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *
         out: the output path (its filesystem's free space counts, and the hub cache's).
         offline: estimate catalog releases from their architectures instead of reading the hub's listing.
         free_disk, free_ram: assume these instead of measuring (e.g. free Colab's 78 GB and 12.7 GB).
+        partial: the unfinished output of an interrupted run: what it holds is not needed again.
 
     Raises:
         UserError: an input that cannot be found or listed, or a base whose architecture is unknown here.
@@ -324,7 +345,9 @@ def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *
     if free_disk is None:
         places = {free_disk_bytes(target.parent), free_disk_bytes(hub_cache_dir())}
         free_disk = min(places)
-    return ResourcePlan(sources=sources, options=options, output_bytes=output_size(config, tensors, options, tokenizer),
+    written = tree_bytes(partial) if partial is not None else 0
+    return ResourcePlan(sources=sources, options=options,
+                        output_bytes=max(output_size(config, tensors, options, tokenizer) - written, 0),
                         ram_bytes=peak_ram(config, tensors, options), free_disk=free_disk,
                         free_ram=available_ram_bytes() if free_ram is None else free_ram, out_dir=target)
 
