@@ -261,7 +261,6 @@ def download_small_files(repo_id: str, *, what: str = "model") -> Path:
 
     hub_id = current_hub_id(repo_id)
     _require_online(hub_id, what)
-    _check_reachable(hub_id)
     with _quiet_retries(), _hub_errors(hub_id, what):
         return Path(snapshot_download(hub_id, ignore_patterns=[*_OTHER_WEIGHTS, "original/*"],
                                       token=get_secret("HF_TOKEN"), endpoint=hub_endpoint(), cache_dir=hub_cache_dir()))
@@ -302,8 +301,11 @@ def _remove_cached(path: Path) -> None:
 
 
 def _require_online(hub_id: str, what: str) -> None:
+    """Refuse in offline mode, and fail at once (not after a minute of retries) when the hub's name does not
+    resolve."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise UserError(f"{what} {hub_id!r} is not available offline: download it first or set {LOCAL_MODELS_ENV}")
+    _check_reachable(hub_id)
 
 
 class _hub_errors:

@@ -58,16 +58,25 @@ class StreamedCheckpoint(Checkpoint):
             self._release()
             path = fetch_file(self.repo_id, shard, what=self.what)
             self.fetched.append(shard)
-            reader = SafetensorsFile(path)
-            wrong = [n for n, s in self._shapes.items() if self._where[n] == shard
-                     and (n not in reader.entries or reader.shape(n) != s)]
-            if wrong:
-                reader.close()
-                self._drop(shard, path)
-                raise UserError(f"{self.repo_id}: the downloaded {shard} does not hold what its header on the hub said "
-                                f"({wrong[0]}); it was removed from the cache: run again to download it afresh")
-            self._current = (shard, reader)
+            self._current = (shard, self._open(shard, path))
         return self._current[1].get(name, dtype=dtype)
+
+    def _open(self, shard: str, path: Path) -> SafetensorsFile:
+        """The downloaded shard, checked against the header the hub gave; a damaged one is removed from the cache
+        (so that the next run downloads it afresh, instead of trusting it) and reported in one line."""
+        try:
+            reader = SafetensorsFile(path)
+        except UserError as exc:
+            self._drop(shard, path)
+            raise UserError(f"{exc}; it was removed from the hub cache: run again to download it afresh") from None
+        wrong = [n for n, s in self._shapes.items() if self._where[n] == shard
+                 and (n not in reader.entries or reader.shape(n) != s)]
+        if wrong:
+            reader.close()
+            self._drop(shard, path)
+            raise UserError(f"{self.repo_id}: the downloaded {shard} does not hold what its header on the hub said "
+                            f"({wrong[0]}); it was removed from the hub cache: run again to download it afresh")
+        return reader
 
     def _release(self) -> None:
         """Close the current shard and, unless it was in the cache before this run, delete it."""

@@ -39,9 +39,9 @@ def gguf_bytes(config: dict, plan: list[TensorPlan], outtype: str, tokenizer_dir
                has_imatrix: bool = False) -> int:
     """The disk a GGUF of ``plan`` needs: the tensor data exactly as the writer lays it out in ``outtype``
     (:func:`helpers.gguf.layout.data_bytes`), plus the header (about the size of the tokenizer files, which it
-    holds) and 1 MiB for the rest of the metadata."""
+    holds) and 64 KiB for the rest of the metadata."""
     vocab = sum(f.stat().st_size for f in tokenizer_files(tokenizer_dir)) if tokenizer_dir else 0
-    return data_bytes(config, plan, outtype, has_imatrix=has_imatrix) + vocab + (1 << 20)
+    return data_bytes(config, plan, outtype, has_imatrix=has_imatrix) + vocab + (64 << 10)
 
 
 def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",

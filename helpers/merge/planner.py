@@ -8,8 +8,8 @@ catalog's architectures when the inputs are not here yet:
 - **output**: the finished output, exactly as the writers lay it out (GGUF at any type, HF or ``.pth``);
 - **peak disk**: downloads + output normally; in *low-disk mode* (the base fetched and deleted one shard at a
   time) the largest base shard + the rest of the downloads + output;
-- **peak RAM**: about 250 MB of libraries, the largest tensor in float32, and the largest tensor as written
-  (its float16 copy, or its quantized bytes); flat in the model's depth.
+- **peak RAM** (:mod:`.sizes`): about 250 MB of libraries, then at the worst moment a tensor in float32 and
+  as written (its float16 copy, or its quantized bytes; two neighbours for a quantized GGUF); flat in depth.
 
 :class:`ResourcePlan` says whether it fits the free disk and RAM it measured (or those it is told to assume, e.g.
 free Colab's), and :meth:`ResourcePlan.refusal` names what would fit instead.
@@ -22,15 +22,14 @@ from pathlib import Path
 from ..catalog import ModelEntry, config_of, find
 from ..checkpoint import TensorPlan, llama_plan
 from ..env import available_ram_bytes
-from ..gguf import BITS_PER_WEIGHT, data_bytes, gguf_names, tensor_nbytes, tensor_types
+from ..gguf import BITS_PER_WEIGHT
 from ..hub import (cached_files, current_hub_id, fetch_file, file_sizes, hub_cache_dir, is_local,
-                   safetensors_file_header)
+                   safetensors_file_header, safetensors_headers)
 from ..tokens import tokenizer_files
 from ..util import UserError, free_disk_bytes, human_bytes, read_json, tree_bytes
 from .options import MergeOptions
+from .sizes import output_size, peak_ram
 
-LIBRARIES = 256 << 20  # torch, numpy, gguf and the interpreter: what a merge holds before its first tensor
-HF_CHUNK = 64 << 20  # HF / .pth writers convert in chunks of this size
 WEIGHTS = (".safetensors", ".bin", ".pth", ".pt")
 TOKENIZER = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
              "added_tokens.json")
@@ -258,7 +257,7 @@ def planned_model(sources: list[SourceFiles]) -> tuple[dict, list[TensorPlan], i
             config["vocab_size"] = vocab
     tokenizer = next((sum(b for n, b in s.files.items() if n in TOKENIZER) for s in reversed(sources)
                       if any(n in TOKENIZER for n in s.files)), 0)
-    return config, llama_plan(config), tokenizer
+    return config, _hub_order(sources[0], llama_plan(config)), tokenizer
 
 
 def _base_config(source: SourceFiles) -> dict:
@@ -299,27 +298,18 @@ def _lora_vocab(source: SourceFiles) -> int | None:
     return entry.vocab_size if entry is not None and entry.kind == "lora" else None
 
 
-def output_size(config: dict, tensors: list[TensorPlan], options: MergeOptions, tokenizer_bytes: int) -> int:
-    """Bytes of the finished output: a GGUF exactly as the writer lays it out, HF / ``.pth`` tensors in their dtype
-    (twice for ``.pth``: staged pieces, then the shards), plus the tokenizer and 1 MiB of metadata."""
-    if options.fmt == "gguf":
-        data = data_bytes(config, tensors, options.outtype, has_imatrix=options.imatrix is not None)
-        return data + tokenizer_bytes + (1 << 20)
-    data = sum(tp.numel for tp in tensors) * (4 if options.outtype == "f32" else 2)
-    return data * (2 if options.fmt == "pth" else 1) + tokenizer_bytes + (1 << 20)
-
-
-def peak_ram(config: dict, tensors: list[TensorPlan], options: MergeOptions) -> int:
-    """The merge's peak RAM: libraries, the largest tensor in float32, and the largest tensor as written."""
-    largest = max(tp.numel for tp in tensors) * 4
-    if options.fmt != "gguf":
-        return LIBRARIES + largest + HF_CHUNK
-    n_layers, n_head = int(config["num_hidden_layers"]), int(config["num_attention_heads"])
-    names, _ = gguf_names(tensors, n_layers)
-    types = tensor_types(tensors, names, options.outtype, n_layers=n_layers, n_head=n_head,
-                         n_kv=int(config.get("num_key_value_heads") or n_head), has_imatrix=options.imatrix is not None)
-    written = max(tensor_nbytes(tp.shape, types[n]) for tp, n in zip(tensors, names) if n)
-    return LIBRARIES + largest + written
+def _hub_order(source: SourceFiles, tensors: list[TensorPlan]) -> list[TensorPlan]:
+    """``tensors`` in the order the hub base's safetensors shards hold them (the order they are merged in), read
+    from the shards' headers; unchanged when the base has no safetensors or its headers cannot be read."""
+    if source.estimated or is_local(source.ref) or not any(n.endswith(".safetensors") for n in source.files):
+        return tensors
+    try:
+        headers = safetensors_headers(source.ref, what=source.role)
+    except UserError:
+        return tensors
+    order = {name: i for i, name in enumerate(n for shard in sorted(headers)
+                                              for n, _ in sorted(headers[shard].items(), key=lambda kv: kv[1][2]))}
+    return sorted(tensors, key=lambda tp: order.get(tp.name, len(order)))
 
 
 def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *, options: MergeOptions,

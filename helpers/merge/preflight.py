@@ -12,11 +12,11 @@ from pathlib import Path
 from ..catalog import check_family, family_of_config, family_of_lora
 from ..checkpoint import Adapter, TensorPlan
 from ..env import available_ram_bytes
-from ..gguf import gguf_bytes
 from ..tokens import tokenizer_files, tokenizer_vocab_size
 from ..util import UserError, human_bytes, read_json, require_free_disk, tree_bytes
 from .inputs import MergeInputs
 from .options import MergeOptions
+from .sizes import output_size, peak_ram
 
 VOCAB_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
 _SKIP = "rotary_emb.inv_freq"  # buffers some old checkpoints saved; never merged or written
@@ -39,11 +39,6 @@ class MergePlan:
     tokenizer_dir: Path
     vocab_size: int
     base_vocab: int
-
-    @property
-    def largest_bytes(self) -> int:
-        """Bytes of the largest tensor in float32."""
-        return max(tp.numel for tp in self.tensors) * 4
 
 
 def check_config(config: dict, shapes: dict, *, source: str, vocab: int | None = None) -> None:
@@ -203,14 +198,9 @@ def plan_merge(inputs: MergeInputs) -> MergePlan:
 
 
 def output_bytes(plan: MergePlan, options: MergeOptions) -> int:
-    """Disk the finished output needs: a GGUF exactly as the writer lays it out; HF and ``.pth`` tensors in their
-    dtype (twice for ``.pth``: staged pieces, then the shards), the tokenizer files and 1 MiB for the rest."""
-    if options.fmt == "gguf":
-        return gguf_bytes(plan.config, plan.tensors, options.outtype, plan.tokenizer_dir,
-                          has_imatrix=options.imatrix is not None)
+    """Disk the finished output needs (:func:`.sizes.output_size`)."""
     tokenizer = sum(f.stat().st_size for f in tokenizer_files(plan.tokenizer_dir))
-    data = sum(tp.numel for tp in plan.tensors) * (4 if options.outtype == "f32" else 2)
-    return data * (2 if options.fmt == "pth" else 1) + tokenizer + (1 << 20)
+    return output_size(plan.config, plan.tensors, options, tokenizer)
 
 
 def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, partial: Path | None = None) -> int:
@@ -219,7 +209,7 @@ def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, par
     need = output_bytes(plan, options) - (tree_bytes(partial) if partial is not None else 0)
     require_free_disk(target.parent, max(need, 1 << 20), what=f"the merged model ({options.fmt})"
                       + (", resuming" if partial is not None and partial.exists() else ""))
-    return 2 * plan.largest_bytes + (400 << 20)
+    return peak_ram(plan.config, plan.tensors, options)
 
 
 def describe(plan: MergePlan, inputs: MergeInputs, target: Path, ram_estimate: int) -> str:
