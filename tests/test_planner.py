@@ -152,3 +152,9 @@ def test_plan_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "helpers", "plan", "chinese-alpaca-plus-33b-lora", "--offline",
                         "--disk-gb", "20", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1 and "does NOT fit" in r.stdout
+
+
+def test_readme_colab_table_is_current():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "colab_table.py"), "--check"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
