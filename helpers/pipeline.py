@@ -15,7 +15,7 @@ from .chat import load_backend
 from .demo import use_demo_assets
 from .gguf import convert_hf_to_gguf, quantize
 from .hub import resolve_model
-from .merge import merge
+from .merge import MergeOptions, ResourcePlan, merge, plan_resources
 from .util import DATA_DIR, UserError, atomic_path, human_bytes
 DEFAULT_MODEL = "chinese-alpaca-2-7b-lora"
 DEFAULT_PROMPT = "请详细介绍一下北京的名胜古迹。"
@@ -42,21 +42,37 @@ def fetch_file(ref: str, out_dir: str | Path) -> Path:
     return target
 
 
-def merge_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str = "f16",
-                  base: str | None = None):
+def _release_inputs(name: str, base: str | None) -> tuple[str, list[str], str | None]:
+    """(base, LoRAs in order, patch) of a catalog LoRA or patch release; ``base`` replaces the catalog's."""
+    entry = catalog.get(name)
+    default_base, steps = catalog.merge_plan(entry.name)
+    patch = steps.pop() if entry.kind == "patch" else None
+    return base or default_base, steps, patch
+
+
+def plan_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str = "q4_k_m",
+                 base: str | None = None) -> ResourcePlan:
+    """What merging a catalog release will download, write and hold, and whether it fits here (nothing is
+    downloaded); the arguments are those of :func:`merge_release`."""
+    base, loras, patch = _release_inputs(name, base)
+    return plan_resources(base, loras, patch, options=MergeOptions(fmt=fmt, outtype=outtype), out=out)
+
+
+def merge_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str = "q4_k_m",
+                  base: str | None = None, low_disk: bool | None = None):
     """Merge a catalog LoRA or patch release into its base, in the catalog's order.
 
     Args:
         name: catalog name of a ``lora`` or ``patch`` release (Plus releases bring their first LoRA).
         out: output folder (``hf``/``pth``) or ``.gguf`` file.
         fmt: ``gguf``, ``hf`` or ``pth``.
-        outtype: ``f16``, ``bf16``, ``f32`` or (gguf) any llama.cpp quantization type (``q4_k_m``, ...).
+        outtype: ``f16``, ``bf16``, ``f32`` or (gguf) any llama.cpp quantization type (``q4_k_m``, ...), quantized
+            in the same pass.
         base: another base model (path or hub id) instead of the catalog's.
+        low_disk: stream the base one shard at a time (``None``: only when the full download would not fit).
     """
-    entry = catalog.get(name)
-    default_base, steps = catalog.merge_plan(entry.name)
-    patch = steps.pop() if entry.kind == "patch" else None
-    return merge(base or default_base, steps, patch=patch, out=out, fmt=fmt, outtype=outtype)
+    base, loras, patch = _release_inputs(name, base)
+    return merge(base, loras, patch=patch, out=out, fmt=fmt, outtype=outtype, low_disk=low_disk)
 
 
 def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
@@ -78,7 +94,7 @@ def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
     if target.is_file():
         return target
     if entry.kind in ("lora", "patch"):
-        merge_release(entry.name, target)
+        merge_release(entry.name, target, outtype="f16")
         return target
     if entry.kind == "gguf":
         raise UserError(f"{entry.name} is already a GGUF repo: download a file from {entry.hub_id} and give its path")

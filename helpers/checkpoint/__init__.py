@@ -4,7 +4,8 @@
 - :mod:`.model`: :func:`open_checkpoint` (HF safetensors / ``.bin`` shards, Meta ``.pth``), in HF naming;
 - :mod:`.adapter`: :func:`open_adapter` (PEFT LoRA folders, old layouts included);
 - :mod:`.names`: Meta <-> HF tensor names and the RoPE row permutations;
-- :mod:`.plan`: :class:`TensorPlan` and the :class:`TensorSink` protocol that writers implement.
+- :mod:`.plan`: :class:`TensorPlan`, :func:`llama_plan` and the :class:`TensorSink` protocol that writers implement;
+- :mod:`.streamed`: :class:`StreamedCheckpoint`, a hub base read one safetensors shard at a time (low-disk mode).
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 - :mod:`.core`: :func:`merge`, in three steps: preflight, stream, finish;
 - :mod:`.options`: :class:`MergeOptions` and :class:`MergeResult`;
 - :mod:`.inputs`: opening the inputs and verifying their SHA256;
+- :mod:`.planner`: before any download, what a merge fetches, writes and holds (:func:`plan_resources`,
+  ``python -m helpers plan``); :mod:`.sizes`: output bytes and peak RAM;
 - :mod:`.preflight`: every check before anything is written, and the :class:`MergePlan`;
 - :mod:`.stream`: the tensor-by-tensor pass;
 - :mod:`.job`: what makes two merges the same job;
@@ -14,10 +16,13 @@ from __future__ import annotations
 from .core import make_sink, merge
 from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
 from .options import FORMATS, OUTTYPES, MergeOptions, MergeResult
+from .planner import ResourcePlan, plan_resources
 from .preflight import MergePlan, plan_merge
 from .stream import INTERRUPT_ENV, merged_tensor
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params
 
-__all__ = ["DEFAULT_SHARD_BYTES", "FORMATS", "INTERRUPT_ENV", "OUTTYPES", "HFSink", "MergeInputs", "MergeOptions",
-           "MergePlan", "MergeResult", "PthSink", "make_sink", "merge", "merged_tensor", "meta_params", "open_inputs",
-           "parse_sha256_file", "plan_merge", "verify_inputs"]
+__all__ = [
+    "DEFAULT_SHARD_BYTES", "FORMATS", "HFSink", "INTERRUPT_ENV", "MergeInputs", "MergeOptions", "MergePlan",
+    "MergeResult", "OUTTYPES", "PthSink", "ResourcePlan", "make_sink", "merge", "merged_tensor", "meta_params",
+    "open_inputs", "parse_sha256_file", "plan_merge", "plan_resources", "verify_inputs",
+]

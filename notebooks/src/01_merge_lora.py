@@ -7,22 +7,25 @@
 # patch) that only work once merged into the original Meta model, with the vocabulary expanded to
 # the Chinese one (49953 / 49954 / 55296 tokens). This notebook does that in **one streaming pass**:
 # it reads the base model one tensor at a time, applies every LoRA in order (Plus models need two),
-# and writes a GGUF for llama.cpp / Ollama, a Hugging Face folder, or Meta `.pth` files.
+# and writes the GGUF you want for llama.cpp / Ollama, **quantized in the same pass** (Q4_K_M by
+# default, no F16 file in between), or a Hugging Face folder, or Meta `.pth` files.
 #
-# | needs | 7B | 13B |
-# |---|---|---|
-# | GPU | not needed (a CPU runtime is enough) | not needed |
-# | RAM | about 2-3 GB peak (free Colab has 12.7 GB) | about 3-4 GB |
-# | disk | base 13.5 GB + output 13.5 GB (F16) or 7.2 GB (Q8_0) | base 26 GB + output 26 GB / 14 GB |
-# | time | 10-20 min, mostly the download | 20-40 min |
+# | needs (Q4_K_M) | 7B | 13B | 33B |
+# |---|---|---|---|
+# | GPU | not needed (a CPU runtime is enough) | not needed | not needed |
+# | RAM | about 1.3 GB peak (free Colab has 12.7 GB) | about 1.5 GB | about 1.8 GB |
+# | disk | 17.5 GB (13.5 GB download + 3.9 GB output) | 33 GB | 81 GB: low-disk mode, 30 GB |
+# | time | 20-40 min: the download, then quantizing on 2 cores | 40-80 min | 2-3 h |
 #
+# The plan cell says before any download whether it fits; when only low-disk mode fits (the base
+# fetched one shard at a time, each deleted once merged), the merge switches to it by itself.
 # The result keeps the LoRA's tokenizer: never mix the LLaMA and Alpaca tokenizers.
-# For 4-bit GGUFs continue with `02_quantize_gguf.ipynb`; to chat, `03_inference_chat.ipynb`.
+# To compare quantization types, `02_quantize_gguf.ipynb`; to chat, `03_inference_chat.ipynb`.
 
 # %% [markdown]
 # ## Setup
 
-# %% setup
+# %% setup llama_cpp
 
 # %% [markdown]
 # ## Parameters
@@ -35,7 +38,8 @@ import os
 MODEL = "chinese-alpaca-2-7b-lora"  # @param {{CATALOG:lora,patch}} {allow-input: true}
 BASE_MODEL = ""  # @param {type:"string"}
 OUTPUT_FORMAT = "gguf"  # @param ["gguf", "hf", "pth"]
-OUTTYPE = "f16"  # @param ["f16", "q8_0", "bf16", "f32"]
+OUTTYPE = "q4_k_m"  # @param ["q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "q3_k_m", "f16", "bf16", "f32"]
+LOW_DISK = "auto"  # @param ["auto", "yes", "no"]
 OUTPUT_DIR = "/content/merged"  # @param {type:"string"}
 SAVE_TO_DRIVE = False  # @param {type:"boolean"}
 DOWNLOAD = False  # @param {type:"boolean"}
@@ -62,18 +66,32 @@ for i, lora in enumerate(loras, 1):
     print(f"step {i}:", lora)
 
 # %% [markdown]
-# ## Merge
-# Downloads what is missing (resumable), checks that the LoRA fits the base, prints a RAM estimate,
-# then streams the merge. Rerunning after an interruption resumes; rerunning a finished merge is a no-op.
+# ## Plan: does it fit?
+# From the hub's file listing, before anything is downloaded: what will be fetched, the output's
+# size, the peak disk (normally, and in low-disk mode) and the peak RAM, against what this runtime has.
 
 # %%
 from pathlib import Path
 
-from helpers.pipeline import merge_release
+from helpers.pipeline import plan_release
 
 suffix = {"gguf": f"-{OUTTYPE}.gguf", "hf": "-hf", "pth": "-pth"}[OUTPUT_FORMAT]
 target = Path(OUTPUT_DIR) / f"{entry.name.removesuffix('-lora')}{suffix}"
-result = merge_release(MODEL, target, fmt=OUTPUT_FORMAT, outtype=OUTTYPE, base=BASE_MODEL or None)
+plan = plan_release(MODEL, target, fmt=OUTPUT_FORMAT, outtype=OUTTYPE, base=BASE_MODEL or None)
+print(plan.summary())
+
+# %% [markdown]
+# ## Merge
+# Downloads what is missing (resumable), checks that the LoRA fits the base, then streams the merge,
+# quantizing each tensor as it goes. Rerunning after an interruption resumes; rerunning a finished
+# merge is a no-op; what cannot fit is refused before the download with a line saying what would.
+
+# %%
+from helpers.pipeline import merge_release
+
+low_disk = {"auto": None, "yes": True, "no": False}[LOW_DISK]
+result = merge_release(MODEL, target, fmt=OUTPUT_FORMAT, outtype=OUTTYPE, base=BASE_MODEL or None,
+                       low_disk=low_disk)
 result
 
 # %% [markdown]
@@ -99,7 +117,7 @@ if target.is_file():
 
 # %% [markdown]
 # ## Next steps
-# - `02_quantize_gguf.ipynb`: Q4_K_M and other llama.cpp types, with a quality table.
+# - `02_quantize_gguf.ipynb`: other llama.cpp types from an F16 GGUF, with a size / perplexity / KL table.
 # - `03_inference_chat.ipynb`: chat with the merged model (transformers or llama.cpp).
 # - On a laptop: `ollama create <name> -f <file>.Modelfile` in the folder holding the GGUF and its Modelfile (the
 #   export cell prints the exact command), or `llama-cli -m <file>.gguf`.
