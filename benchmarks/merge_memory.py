@@ -58,14 +58,14 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def measure(cmd: list[str], *, env: dict | None = None) -> tuple[float, int]:
-    """Run ``cmd`` in a child process; return (wall seconds, peak RSS bytes of that child)."""
+def measure(cmd: list[str], *, env: dict | None = None, cwd: Path | None = None) -> tuple[float, int]:
+    """Run ``cmd`` in a child process (in ``cwd``); return (wall seconds, peak RSS bytes of that child)."""
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".json") as res:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", RUNNER, res.name, *cmd], env={**os.environ, **(env or {})},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
         wall = time.perf_counter() - t0
         info = json.loads(Path(res.name).read_text() or "{}")
     if proc.returncode != 0 or info.get("rc") != 0:
@@ -97,56 +97,93 @@ def converter(workdir: Path, sdist: Path | None) -> Path:
     return dest
 
 
-def tokenizers(workdir: Path) -> tuple[Path, Path]:
-    """Sentencepiece tokenizers of exactly 32000 and 55296 pieces (the demo's, padded with filler pieces)."""
+def tokenizer(workdir: Path, n: int) -> Path:
+    """A sentencepiece tokenizer folder of exactly ``n`` pieces (the demo's, padded with filler pieces)."""
     from helpers.demo import build_demo
     from helpers.tokens.sentencepiece import add_pieces, piece_count
 
-    demo = build_demo(workdir / "demo")
-    src = demo / "Llama-2-7b-hf"
-    out = []
-    for n in (VOCAB, NEW_VOCAB):
-        d = workdir / f"tok-{n}"
-        d.mkdir(exist_ok=True)
-        model = (src / "tokenizer.model").read_bytes()
-        model = add_pieces(model, [f"\u2581filler{i}" for i in range(n - piece_count(model))])
-        assert piece_count(model) == n
-        (d / "tokenizer.model").write_bytes(model)
-        for f in ("tokenizer_config.json", "special_tokens_map.json"):
-            shutil.copyfile(src / f, d / f)
-        out.append(d)
-    return out[0], out[1]
+    d = workdir / f"tok-{n}"
+    if (d / "tokenizer.model").is_file():
+        return d
+    src = build_demo(workdir / "demo") / "Llama-2-7b-hf"
+    d.mkdir(exist_ok=True)
+    model = (src / "tokenizer.model").read_bytes()
+    model = add_pieces(model, [f"\u2581filler{i}" for i in range(n - piece_count(model))])
+    assert piece_count(model) == n
+    for f in ("tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(src / f, d / f)
+    (d / "tokenizer.model").write_bytes(model)
+    return d
 
 
-def build_inputs(workdir: Path, layers: int, tok_base: Path, tok_lora: Path) -> tuple[Path, Path]:
-    """Write the synthetic base (one safetensors shard per layer) and its LoRA."""
+def tokenizers(workdir: Path) -> tuple[Path, Path]:
+    """Sentencepiece tokenizers of exactly 32000 and 55296 pieces."""
+    return tokenizer(workdir, VOCAB), tokenizer(workdir, NEW_VOCAB)
+
+
+PROJECTIONS = {"q_proj": (HIDDEN, HIDDEN), "k_proj": (HIDDEN, HIDDEN), "v_proj": (HIDDEN, HIDDEN),
+               "o_proj": (HIDDEN, HIDDEN), "gate_proj": (FFN, HIDDEN), "up_proj": (FFN, HIDDEN),
+               "down_proj": (HIDDEN, FFN)}  # (out, in) of each projection of a layer
+
+
+def module_of(proj: str) -> str:
+    return "mlp" if proj in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+
+
+def random_fp16(seed: int):
+    """``rnd(*shape, std=0.02)``: normal float16 tensors from a generator seeded with ``seed``."""
     import torch
-    from safetensors.torch import save_file
 
-    from helpers.demo import TARGETS, TinySpec, hf_config
-
-    base, lora = workdir / f"base-L{layers}", workdir / f"lora-L{layers}"
-    if (base / "done").is_file() and (lora / "done").is_file():
-        return base, lora
-    for d in (base, lora):
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, std=0.02):
         return (torch.randn(*shape, generator=g) * std).half()
 
-    spec = TinySpec(hidden=HIDDEN, intermediate=FFN, layers=layers, heads=HEADS, kv_heads=HEADS)
-    shapes = {"q_proj": (HIDDEN, HIDDEN), "k_proj": (HIDDEN, HIDDEN), "v_proj": (HIDDEN, HIDDEN),
-              "o_proj": (HIDDEN, HIDDEN), "gate_proj": (FFN, HIDDEN), "up_proj": (FFN, HIDDEN),
-              "down_proj": (HIDDEN, FFN)}
+    return rnd
+
+
+def built(folder: Path) -> bool:
+    """True when ``folder`` was finished by an earlier run (its ``done`` marker); else it is made empty."""
+    if (folder / "done").is_file():
+        return True
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return False
+
+
+def lora_state(layers: int, targets: tuple[str, ...], rank: int, vocab: int, rnd) -> dict:
+    """A LoRA state dict in PEFT naming: rank-``rank`` pairs on ``targets`` of every layer, plus the expanded
+    ``embed_tokens`` / ``lm_head`` (``vocab`` rows) saved in full under their plain names."""
+    sd = {}
+    for i in range(layers):
+        for t in targets:
+            out_f, in_f = PROJECTIONS[t]
+            p = f"base_model.model.model.layers.{i}.{module_of(t)}.{t}."
+            sd[p + "lora_A.weight"] = rnd(rank, in_f, std=0.01)
+            sd[p + "lora_B.weight"] = rnd(out_f, rank, std=0.01)
+    sd["base_model.model.model.embed_tokens.weight"] = rnd(vocab, HIDDEN, std=1.0)
+    sd["base_model.model.lm_head.weight"] = rnd(vocab, HIDDEN)
+    return sd
+
+
+def build_base(workdir: Path, layers: int, tok_base: Path, *, llama1: bool = False) -> Path:
+    """Write the synthetic 7B-wide base (one safetensors shard per layer) into ``workdir/base-L<layers>``
+    (``base-v1-L<layers>``: LLaMA-1's config, 2048 positions and rms_norm_eps 1e-6)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from helpers.demo import TinySpec, hf_config
+
+    base = workdir / f"base-{'v1-' if llama1 else ''}L{layers}"
+    if built(base):
+        return base
+    rnd = random_fp16(0)
+    spec = TinySpec(hidden=HIDDEN, intermediate=FFN, layers=layers, heads=HEADS, kv_heads=HEADS,
+                    **({"max_positions": 2048, "rms_eps": 1e-6} if llama1 else {}))
     shards, weight_map = [], {}
     shards.append({"model.embed_tokens.weight": rnd(VOCAB, HIDDEN, std=1.0)})
     for i in range(layers):
-        sd = {}
-        for t, shape in shapes.items():
-            mod = "mlp" if t in ("gate_proj", "up_proj", "down_proj") else "self_attn"
-            sd[f"model.layers.{i}.{mod}.{t}.weight"] = rnd(*shape)
+        sd = {f"model.layers.{i}.{module_of(t)}.{t}.weight": rnd(*shape) for t, shape in PROJECTIONS.items()}
         sd[f"model.layers.{i}.input_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.float16)
         sd[f"model.layers.{i}.post_attention_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.float16)
         shards.append(sd)
@@ -162,16 +199,20 @@ def build_inputs(workdir: Path, layers: int, tok_base: Path, tok_lora: Path) -> 
     (base / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
     for f in tok_base.iterdir():
         shutil.copyfile(f, base / f.name)
+    (base / "done").touch()
+    return base
 
-    sd = {}
-    for i in range(layers):
-        for t, (out_f, in_f) in shapes.items():
-            mod = "mlp" if t in ("gate_proj", "up_proj", "down_proj") else "self_attn"
-            p = f"base_model.model.model.layers.{i}.{mod}.{t}."
-            sd[p + "lora_A.weight"] = rnd(RANK, in_f, std=0.01)
-            sd[p + "lora_B.weight"] = rnd(out_f, RANK, std=0.01)
-    sd["base_model.model.model.embed_tokens.weight"] = rnd(NEW_VOCAB, HIDDEN, std=1.0)
-    sd["base_model.model.lm_head.weight"] = rnd(NEW_VOCAB, HIDDEN)
+
+def build_inputs(workdir: Path, layers: int, tok_base: Path, tok_lora: Path) -> tuple[Path, Path]:
+    """Write the synthetic base (one safetensors shard per layer) and its LoRA."""
+    from safetensors.torch import save_file
+
+    from helpers.demo import TARGETS
+
+    base, lora = build_base(workdir, layers, tok_base), workdir / f"lora-L{layers}"
+    if built(lora):
+        return base, lora
+    sd = lora_state(layers, tuple(PROJECTIONS), RANK, NEW_VOCAB, random_fp16(1))
     save_file(sd, str(lora / "adapter_model.safetensors"), metadata={"format": "pt"})
     del sd
     (lora / "adapter_config.json").write_text(json.dumps({
@@ -180,7 +221,6 @@ def build_inputs(workdir: Path, layers: int, tok_base: Path, tok_lora: Path) -> 
         "peft_type": "LORA", "r": RANK, "target_modules": list(TARGETS), "task_type": "CAUSAL_LM"}))
     for f in tok_lora.iterdir():
         shutil.copyfile(f, lora / f.name)
-    (base / "done").touch()
     (lora / "done").touch()
     return base, lora
 

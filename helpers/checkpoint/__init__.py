@@ -1,6 +1,8 @@
 """Checkpoints: lazy, tensor-by-tensor access to base models, LoRA adapters and patches, and the tensor plan.
 
 - :mod:`.files`: weight files (safetensors by positioned reads, pickles with ``weights_only``);
+- :mod:`.torchzip`: :func:`open_pickle`, torch's zip-format ``.bin`` files read tensor by tensor (positioned reads,
+  an unpickler that only rebuilds tensor descriptions);
 - :mod:`.model`: :func:`open_checkpoint` (HF safetensors / ``.bin`` shards, Meta ``.pth``), in HF naming;
 - :mod:`.adapter`: :func:`open_adapter` (PEFT LoRA folders, old layouts included);
 - :mod:`.names`: Meta <-> HF tensor names and the RoPE row permutations;
@@ -15,9 +17,10 @@ from .model import Checkpoint, open_checkpoint
 from .names import hf_to_meta_name, meta_split_dim, meta_to_hf_name, rope_to_hf, rope_to_meta
 from .plan import TensorPlan, TensorSink, llama_plan
 from .streamed import StreamedCheckpoint
+from .torchzip import open_pickle
 
 __all__ = [
     "Adapter", "Checkpoint", "LoraPair", "SafetensorsFile", "StreamedCheckpoint", "TensorPlan", "TensorSink",
     "corrupt_message", "hf_to_meta_name", "llama_plan", "meta_split_dim", "meta_to_hf_name", "open_adapter",
-    "open_checkpoint", "rope_to_hf", "rope_to_meta", "torch_load",
+    "open_checkpoint", "open_pickle", "rope_to_hf", "rope_to_meta", "torch_load",
 ]

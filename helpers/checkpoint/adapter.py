@@ -1,6 +1,7 @@
 """A PEFT LoRA folder opened for merging, in every layout that was released: :func:`open_adapter`.
 
-Old (2023) PEFT layouts included: ``adapter_model.bin`` pickles (read with ``weights_only``), configs with
+Old (2023) PEFT layouts included: ``adapter_model.bin`` pickles (read tensor by tensor with
+:func:`~.torchzip.open_pickle`, never unpickling code), configs with
 fields newer PEFT does not know, ``modules_to_save`` keys without the ``modules_to_save.default`` infix.
 """
 from __future__ import annotations
@@ -9,11 +10,12 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..tokens import has_tokenizer, tokenizer_files, tokenizer_vocab_size
 from ..util import UserError, read_json
-from .files import SafetensorsFile, corrupt_message, fresh_tensor, torch_load
+from .files import SafetensorsFile, corrupt_message
+from .torchzip import LoadedPickle, TorchZipFile, open_pickle
 
 if TYPE_CHECKING:
     import torch
@@ -66,10 +68,10 @@ class Adapter:
         self.scaling = self._scale(self.r, self.alpha)
         st, binf = path / "adapter_model.safetensors", path / "adapter_model.bin"
         if st.is_file():
-            self._store: Any = SafetensorsFile(st)
+            self._store: SafetensorsFile | TorchZipFile | LoadedPickle = SafetensorsFile(st)
             self.weights_file = st
         elif binf.is_file():
-            self._store = torch_load(binf)
+            self._store = open_pickle(binf)
             self.weights_file = binf
         else:
             raise UserError(f"{path} has no adapter_model.safetensors or adapter_model.bin; download it again")
@@ -169,12 +171,10 @@ class Adapter:
             self.lora[f"{mod}.weight"] = LoraPair(a, b, self._module_scale(mod), emb or self.fan_in_fan_out)
 
     def key_shape(self, key: str) -> tuple[int, ...]:
-        s = self._store
-        return s.shape(key) if isinstance(s, SafetensorsFile) else tuple(s[key].shape)
+        return self._store.shape(key)
 
     def _get(self, key: str, dtype: "torch.dtype") -> "torch.Tensor":
-        s = self._store
-        return s.get(key, dtype=dtype) if isinstance(s, SafetensorsFile) else fresh_tensor(s[key], dtype)
+        return self._store.get(key, dtype=dtype)
 
     def delta_shape(self, name: str) -> tuple[int, ...]:
         """Shape of the weight the LoRA pair for ``name`` adds to."""
@@ -211,9 +211,7 @@ class Adapter:
         return None
 
     def close(self) -> None:
-        if isinstance(self._store, SafetensorsFile):
-            self._store.close()
-        self._store = {}
+        self._store.close()
 
 
 def _matches(pattern: str, module: str) -> bool:

@@ -4,14 +4,16 @@
   (A memory map would be simpler, but every page it touches stays in the process's resident set until the
   file is closed, so reading a 13 GB model through one grows RSS by 13 GB.) Conversion to float32 happens
   in small chunks.
+* :func:`read_tensor`: the positioned, chunk-converting read both that class and :mod:`.torchzip` use.
 * :func:`torch_load`: ``torch.load(weights_only=True, mmap=True)``: tensors only, never pickled code.
 """
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..util import UserError
 
@@ -28,6 +30,50 @@ def corrupt_message(path: Path, why: object) -> str:
     """The error message for a damaged file: what is wrong (first line of ``why``) and to download it again."""
     why = str(why).strip().splitlines()[0].split(". ")[0][:160] if str(why).strip() else "unreadable"
     return f"{path} is truncated or corrupt ({why}); delete it and download it again"
+
+
+def refused_message(path: Path) -> str:
+    """The error message for a pickle that holds Python objects besides tensors (refused, never executed)."""
+    return (f"{path} contains pickled Python objects besides tensors, which could run code when loaded; "
+            "refused (nothing was executed). Download the file again from the official repository, or use "
+            "its .safetensors version")
+
+
+def _readinto(fh: BinaryIO, path: Path, buf: "torch.Tensor") -> None:
+    view = memoryview(buf.numpy()).cast("B")
+    got = 0
+    while got < len(view):
+        n = fh.readinto(view[got:])
+        if not n:
+            raise UserError(corrupt_message(path, "unexpected end of file"))
+        got += n
+
+
+def read_tensor(fh: BinaryIO, path: Path, pos: int, shape: tuple[int, ...], src: "torch.dtype", *,
+                dtype: "torch.dtype | None" = None) -> "torch.Tensor":
+    """Read a contiguous tensor of ``src`` values stored at byte ``pos`` of the open file ``fh`` (``path``
+    names it in errors). With another ``dtype``, convert chunk by chunk (peak: the result + ``CHUNK_BYTES``).
+
+    Raises:
+        UserError: the file ends before the tensor does.
+    """
+    import torch
+
+    fh.seek(pos)
+    numel = math.prod(shape)
+    if dtype is None or dtype == src:
+        buf = torch.empty(numel * src.itemsize, dtype=torch.uint8)
+        _readinto(fh, path, buf)
+        return buf.view(src).reshape(shape)
+    out = torch.empty(shape, dtype=dtype)
+    flat, item = out.view(-1), src.itemsize
+    step = max(1, CHUNK_BYTES // item)
+    buf = torch.empty(min(step, numel) * item, dtype=torch.uint8)
+    for i in range(0, numel, step):
+        n = min(step, numel - i)
+        _readinto(fh, path, buf[: n * item])
+        flat[i:i + n].copy_(buf[: n * item].view(src))
+    return out
 
 
 class SafetensorsFile:
@@ -75,37 +121,17 @@ class SafetensorsFile:
 
         return getattr(torch, self.entries[name][0])
 
-    def _readinto(self, buf: "torch.Tensor") -> None:
-        view = memoryview(buf.numpy()).cast("B")
-        got = 0
-        while got < len(view):
-            n = self._fh.readinto(view[got:])
-            if not n:
-                raise UserError(corrupt_message(self.path, "unexpected end of file"))
-            got += n
-
     def get(self, name: str, *, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
         """Read one tensor; with ``dtype``, convert chunk by chunk (peak: the result + 64 MB)."""
         import torch
 
         sdt, shape, b, e = self.entries[name]
         src = getattr(torch, sdt)
+        if e - b != math.prod(shape) * src.itemsize:
+            raise UserError(corrupt_message(self.path, f"{name} takes {e - b} bytes, not those of {list(shape)} {sdt}"))
         if self._fh is None:
             self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open between reads, closed in close()
-        self._fh.seek(self._start + b)
-        if dtype is None or dtype == src:
-            buf = torch.empty(e - b, dtype=torch.uint8)
-            self._readinto(buf)
-            return buf.view(src).reshape(shape)
-        out = torch.empty(shape, dtype=dtype)
-        flat, item = out.view(-1), src.itemsize
-        step = max(1, CHUNK_BYTES // item)
-        buf = torch.empty(min(step, flat.numel()) * item, dtype=torch.uint8)
-        for i in range(0, flat.numel(), step):
-            n = min(step, flat.numel() - i)
-            self._readinto(buf[: n * item])
-            flat[i:i + n].copy_(buf[: n * item].view(src))
-        return out
+        return read_tensor(self._fh, self.path, self._start + b, shape, src, dtype=dtype)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -131,10 +157,7 @@ def torch_load(path: Path) -> dict[str, Any]:
             obj = load(False)  # pre-1.6 (non-zip) serialization cannot be memory-mapped
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
-            raise UserError(
-                f"{path} contains pickled Python objects besides tensors, which could run code when loaded; "
-                "refused (nothing was executed). Download the file again from the official repository, or use "
-                "its .safetensors version") from None
+            raise UserError(refused_message(path)) from None
         raise UserError(corrupt_message(path, exc)) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as exc:
         raise UserError(corrupt_message(path, exc)) from None

@@ -3,8 +3,8 @@
 Whatever the layout on disk:
 
 * safetensors (``model.safetensors`` or shards + ``model.safetensors.index.json``), read by positioned reads;
-* legacy pickled shards (``pytorch_model-*.bin`` + index, or ``pytorch_model.bin``): loaded with
-  ``torch.load(weights_only=True, mmap=True)``, one shard at a time;
+* legacy pickled shards (``pytorch_model-*.bin`` + index, or ``pytorch_model.bin``): zip-format ones read tensor
+  by tensor with positioned reads (:mod:`.torchzip`), pre-1.6 pickles loaded whole, one shard at a time;
 * Meta's ``consolidated.NN.pth`` + ``params.json``: tensor-parallel pieces are concatenated, names are mapped to
   Hugging Face's, and ``wq``/``wk`` are permuted from Meta's interleaved RoPE layout to Hugging Face's
   rotate-half layout (``wk`` with ``n_kv_heads``).
@@ -18,6 +18,7 @@ from ..tokens import find_tokenizer_dir
 from ..util import UserError, read_json
 from .files import SafetensorsFile, fresh_tensor, torch_load
 from .names import meta_split_dim, meta_to_hf_name, rope_to_hf
+from .torchzip import open_pickle
 
 if TYPE_CHECKING:
     import torch
@@ -82,27 +83,27 @@ class _SafetensorsCheckpoint(Checkpoint):
 
 
 class _BinCheckpoint(Checkpoint):
-    """Pickled shards; at most one is loaded (memory-mapped) at a time."""
+    """Pickled shards (:func:`~.torchzip.open_pickle`): zip-format ones read tensor by tensor, pre-1.6 ones loaded
+    whole; at most one shard is open (or loaded) at a time."""
 
     def __init__(self, path: Path, config: dict, files: list[Path], shards: list[Path]) -> None:
         super().__init__(path, config, files, "bin")
-        self._current: tuple[Path, dict] | None = None
-        for s in shards:
-            sd = torch_load(s)
-            for k, v in sd.items():
-                self._shapes[k], self._where[k] = tuple(v.shape), s
-            del sd
+        self._current: Any = None
+        for f in map(open_pickle, shards):
+            for k in f.keys():
+                self._shapes[k], self._where[k] = f.shape(k), f
 
     def get(self, name, *, dtype=None):
-        shard = self._where[name]
-        if self._current is None or self._current[0] != shard:
-            self._current = None
-            self._current = (shard, torch_load(shard))
-        t = self._current[1][name]
-        return fresh_tensor(t, dtype) if dtype is not None else t
+        f = self._where[name]
+        if self._current is not f:
+            self.close()
+            self._current = f
+        return f.get(name, dtype=dtype)
 
     def close(self):
-        self._current = None
+        if self._current is not None:
+            self._current.close()
+            self._current = None
 
 
 class _MetaCheckpoint(Checkpoint):
