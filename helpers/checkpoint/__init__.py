@@ -1,6 +1,6 @@
 """Checkpoints: lazy, tensor-by-tensor access to base models, LoRA adapters and patches, and the tensor plan.
 
-- :mod:`.files`: weight files (safetensors by positioned reads, pickles with ``weights_only``);
+- :mod:`.files`: safetensors read by positioned reads; legacy pickles with ``weights_only``;
 - :mod:`.torchzip`: :func:`open_pickle`, torch's zip-format ``.bin`` files read tensor by tensor (positioned reads,
   an unpickler that only rebuilds tensor descriptions);
 - :mod:`.model`: :func:`open_checkpoint` (HF safetensors / ``.bin`` shards, Meta ``.pth``), in HF naming;

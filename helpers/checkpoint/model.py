@@ -5,7 +5,7 @@ Whatever the layout on disk:
 * safetensors (``model.safetensors`` or shards + ``model.safetensors.index.json``), read by positioned reads;
 * legacy pickled shards (``pytorch_model-*.bin`` + index, or ``pytorch_model.bin``): zip-format ones read tensor
   by tensor with positioned reads (:mod:`.torchzip`), pre-1.6 pickles loaded whole, one shard at a time;
-* Meta's ``consolidated.NN.pth`` + ``params.json``: tensor-parallel pieces are concatenated, names are mapped to
+* Meta's ``consolidated.NN.pth`` + ``params.json``, read the same way: tensor-parallel pieces are concatenated, names are mapped to
   Hugging Face's, and ``wq``/``wk`` are permuted from Meta's interleaved RoPE layout to Hugging Face's
   rotate-half layout (``wk`` with ``n_kv_heads``).
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..tokens import find_tokenizer_dir
 from ..util import UserError, read_json
-from .files import SafetensorsFile, fresh_tensor, torch_load
+from .files import SafetensorsFile
 from .names import meta_split_dim, meta_to_hf_name, rope_to_hf
 from .torchzip import open_pickle
 
@@ -110,20 +110,20 @@ class _MetaCheckpoint(Checkpoint):
     """Meta ``consolidated.NN.pth`` shards: pieces concatenated, renamed, q/k permuted to HF order."""
 
     def __init__(self, path: Path, params: dict, files: list[Path], shards: list[Path]) -> None:
-        self._parts = [torch_load(s) for s in shards]
+        self._parts = [open_pickle(s) for s in shards]  # read tensor by tensor, never whole (13 GB for 7B)
         first = self._parts[0]
         self._meta: dict[str, str] = {}
         shapes: dict[str, tuple[int, ...]] = {}
-        for k, v in first.items():
+        for k in first.keys():
             hf = meta_to_hf_name(k)
             if hf is None:
                 continue
-            missing = [s.name for s, p in zip(shards, self._parts) if k not in p]
+            missing = [s.name for s, p in zip(shards, self._parts) if k not in p.keys()]
             if missing:
                 raise UserError(f"{k} is missing from {', '.join(missing)}; the download is incomplete: download it again")
-            dim, shape = meta_split_dim(k), list(v.shape)
+            dim, shape = meta_split_dim(k), list(first.shape(k))
             if dim is not None and len(self._parts) > 1:
-                shape[dim] = sum(p[k].shape[dim] for p in self._parts)
+                shape[dim] = sum(p.shape(k)[dim] for p in self._parts)
             self._meta[hf], shapes[hf] = k, tuple(shape)
         super().__init__(path, _config_from_params(params, shapes), files, "meta")
         self.params = params
@@ -135,17 +135,17 @@ class _MetaCheckpoint(Checkpoint):
         k = self._meta[name]
         dim = meta_split_dim(k)
         if dim is None or len(self._parts) == 1:
-            t = self._parts[0][k]
-            t = fresh_tensor(t, dtype) if dtype is not None else t
+            t = self._parts[0].get(k, dtype=dtype)
         else:
-            t = torch.cat([p[k] for p in self._parts], dim=dim)
-            t = t.to(dtype) if dtype is not None else t
+            t = torch.cat([p.get(k, dtype=dtype) for p in self._parts], dim=dim)
         if name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = self.config["num_attention_heads" if "q_proj" in name else "num_key_value_heads"]
             t = rope_to_hf(t, heads).contiguous()
         return t
 
     def close(self):
+        for part in self._parts:
+            part.close()
         self._parts = []
 
 
