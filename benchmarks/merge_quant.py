@@ -11,10 +11,14 @@ process sent to storage (``write_bytes`` of ``/proc/<pid>/io``, read before the 
   ``llama_model_quantize``) to q4_k_m, both on every core.
 
 The two Q4_K_M files are then compared byte for byte. With ``--repeat N`` the two paths alternate N times and
-the best run of each is shown (on a shared machine). The generated inputs stay in ``--workdir`` for the next
-run. Not part of the test suite; needs about 6 GB of disk for 3 layers:
+the best run of each is shown (on a shared machine). Then, with ``--hub`` (on by default), the same inputs are
+served by the tests' hub twin (olah on 127.0.0.1, ``tests/hubtwin.py``) under hub ids, and the one-pass merge
+runs from the hub into an empty cache twice: downloading the base whole, and in low-disk mode (one shard at a
+time, each deleted once merged); a thread samples the bytes under the cache and the output folder, for the
+peak disk of each against the target "largest shard + LoRA + output". The generated inputs stay in
+``--workdir`` for the next run. Not part of the test suite; needs about 10 GB of disk for 3 layers:
 
-    .venv/bin/python benchmarks/merge_quant.py [--layers 3] [--qtype q4_k_m] [--repeat 3] [--workdir DIR]
+    .venv/bin/python benchmarks/merge_quant.py [--layers 3] [--qtype q4_k_m] [--repeat 3] [--no-hub] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -81,6 +85,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/merge-quant-bench"))
     ap.add_argument("--repeat", type=int, default=1, help="alternate the two paths this many times, keep the best")
     ap.add_argument("--keep", action="store_true", help="keep the outputs (the generated inputs are always kept)")
+    ap.add_argument("--no-hub", dest="hub", action="store_false", help="skip the low-disk run through the hub twin")
     args = ap.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -137,6 +142,85 @@ def main() -> None:
     print(f"the two {args.qtype} files are {'identical' if same else 'DIFFERENT'}")
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
+    if args.hub:
+        low_disk(work, base, lora, args.qtype, args.layers)
+
+
+def apparent(*folders: Path) -> int:
+    """Bytes of the regular files under ``folders`` (symbolic links not counted twice)."""
+    total = 0
+    for folder in folders:
+        for p in folder.rglob("*"):
+            try:
+                if p.is_file() and not p.is_symlink():
+                    total += p.stat().st_size
+            except FileNotFoundError:  # renamed or deleted while listed
+                pass
+    return total
+
+
+def peak_disk(cmd: list[str], env: dict, folders: list[Path]) -> tuple[int, float]:
+    """Run ``cmd``; the peak of the bytes under ``folders`` while it runs (sampled every 10 ms), and its wall time."""
+    import threading
+
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], apparent(*folders))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    proc = subprocess.run(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done.set()
+    thread.join()
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.decode(errors='replace')[-3000:]}")
+    return max(peak[0], apparent(*folders)), time.perf_counter() - t0
+
+
+def low_disk(work: Path, base: Path, lora: Path, qtype: str, layers: int) -> None:
+    """The one-pass merge from the hub twin: the base downloaded whole vs one shard at a time."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import hubtwin
+
+    def stage(folder: Path) -> dict[str, Path]:
+        return {"bench/llama-7b-wide": base, "bench/chinese-lora-7b-wide": lora}
+
+    print(f"\nserving the inputs from the hub twin (building the mirror in {work / 'mirror'} once) ...", flush=True)
+    hubtwin.build_mirror_from(work / f"mirror-L{layers}", stage)
+    twin = hubtwin.start(work / f"mirror-L{layers}", work / "twin")
+    gb = 1 << 30
+    try:
+        shards = sorted(f.stat().st_size for f in base.glob("*.safetensors"))
+        lora_bytes = sum(f.stat().st_size for f in lora.iterdir() if f.is_file())
+        rows = []
+        for mode in ("--no-low-disk", "--low-disk"):
+            home, out = work / "hf-home", work / "hub-out"
+            for d in (home, out):
+                shutil.rmtree(d, ignore_errors=True)
+                d.mkdir()
+            env = {"HF_ENDPOINT": twin.endpoint, "HF_HOME": str(home), "HF_HUB_OFFLINE": "0",
+                   "NO_PROXY": hubtwin.no_proxy_for_loopback(), "HELPERS_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+            cmd = [sys.executable, "-m", "helpers", "merge", "--base", "bench/llama-7b-wide", "--lora",
+                   "bench/chinese-lora-7b-wide", "--format", "gguf", "--outtype", qtype, "--no-sha256",
+                   "--no-progress", "--out", str(out / "m.gguf"), mode]
+            peak, wall = peak_disk(cmd, env, [home, out])
+            rows.append((mode, peak, wall, (out / "m.gguf").stat().st_size))
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+    finally:
+        twin.stop()
+    output = rows[0][3]
+    print(f"base {sum(shards) / gb:.2f} GB in {len(shards)} shards (largest {shards[-1] / gb:.2f} GB), "
+          f"LoRA {lora_bytes / gb:.2f} GB, output {output / gb:.2f} GB")
+    for mode, peak, wall, _ in rows:
+        print(f"  merge {mode:14s} peak disk {peak / gb:6.2f} GB, {wall:6.1f}s")
+    target = shards[-1] + lora_bytes + output
+    print(f"low-disk peak / full download peak: {rows[1][1] / rows[0][1]:.2f}; low-disk peak {rows[1][1] / gb:.2f} GB "
+          f"vs largest shard + LoRA + output {target / gb:.2f} GB")
 
 
 if __name__ == "__main__":

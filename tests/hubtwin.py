@@ -34,6 +34,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = Path(__file__).with_name("hubtwin_server.py")
@@ -180,14 +181,21 @@ def build_mirror(root: str | Path, demo: str | Path) -> dict[str, list[str]]:
     Returns ``{hub id: [file names]}`` (also written to ``root/twin.json``). Nothing is left under ``root`` if
     the build fails (it is built beside it and renamed).
     """
-    root, demo = Path(root), Path(demo)
+    return build_mirror_from(root, lambda stage: _stage(Path(demo), stage))
+
+
+def build_mirror_from(root: str | Path, stage: "Callable[[Path], dict[str, Path]]") -> dict[str, list[str]]:
+    """Build a twin's repositories under ``root/models/`` from ``stage(folder)``, which fills ``folder`` and returns
+    ``{hub id: folder of its files}`` (any models: the benchmarks serve bigger ones than the demo). As
+    :func:`build_mirror`: built beside ``root`` and renamed; an existing complete ``root`` is reused."""
+    root = Path(root)
     if (root / "twin.json").is_file():
         return json.loads((root / "twin.json").read_text())
     work = root.with_name(root.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     (work / "stage").mkdir(parents=True)
     listing = {hub_id: _git_repo(files, work / "mirror" / "models" / hub_id, hub_id)
-               for hub_id, files in _stage(demo, work / "stage").items()}
+               for hub_id, files in stage(work / "stage").items()}
     (work / "mirror" / "twin.json").write_text(json.dumps(listing, indent=1, sort_keys=True))
     shutil.rmtree(work / "stage")
     os.replace(work / "mirror", root)
