@@ -22,6 +22,8 @@ from .util import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("helpers.demo.cli", "build the offline demo models (tiny, deterministic, in the released layouts)"),
     "catalog": ("helpers.catalog.cli", "list the released models this project knows"),
+    "colab-check": ("helpers.colab.cli", "before any download: what a notebook's parameters need (GPU, RAM, disk, "
+                                         "wheels) against this runtime or free Colab's"),
     "plan": ("helpers.merge.plan_cli", "what a merge will download, write and hold, and whether it fits here"),
     "merge": ("helpers.merge.cli", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
     "to-gguf": ("helpers.gguf.convert", "convert a merged Hugging Face model folder to GGUF"),

@@ -50,12 +50,24 @@ def _release_inputs(name: str, base: str | None) -> tuple[str, list[str], str | 
     return base or default_base, steps, patch
 
 
+def release_target(name: str, out_dir: str | Path, fmt: str = "gguf", outtype: str = "q4_k_m") -> Path:
+    """Where the merge notebook writes a release: ``chinese-alpaca-2-7b-q4_k_m.gguf``, ``...-hf`` or ``...-pth``
+    in ``out_dir`` (the catalog name without ``-lora``)."""
+    suffix = {"gguf": f"-{outtype}.gguf", "hf": "-hf", "pth": "-pth"}.get(fmt)
+    if suffix is None:
+        raise UserError(f"unknown output format {fmt!r}; use gguf, hf or pth")
+    return Path(out_dir) / f"{catalog.get(name).name.removesuffix('-lora')}{suffix}"
+
+
 def plan_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str = "q4_k_m",
-                 base: str | None = None) -> ResourcePlan:
+                 base: str | None = None, free_disk: int | None = None, free_ram: int | None = None,
+                 offline: bool = False) -> ResourcePlan:
     """What merging a catalog release will download, write and hold, and whether it fits here (nothing is
-    downloaded); the arguments are those of :func:`merge_release`."""
+    downloaded); the arguments are those of :func:`merge_release`, plus those of
+    :func:`helpers.merge.plan_resources` (``free_disk``/``free_ram`` to assume, ``offline`` estimates)."""
     base, loras, patch = _release_inputs(name, base)
-    return plan_resources(base, loras, patch, options=MergeOptions(fmt=fmt, outtype=outtype), out=out)
+    return plan_resources(base, loras, patch, options=MergeOptions(fmt=fmt, outtype=outtype), out=out,
+                          free_disk=free_disk, free_ram=free_ram, offline=offline)
 
 
 def merge_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str = "q4_k_m",

@@ -56,7 +56,8 @@ LLAMA_CPP = '''    from helpers.gguf import colab_install_llama_cpp
     colab_install_llama_cpp({args})  # {comment}'''
 LLAMA_CPP_VARIANTS = {  # `# %% setup <variant>` in a notebook source
     "llama_cpp": ("", "the prebuilt CPU wheel: conversion and quantization need no GPU"),
-    "llama_cpp_gpu": ("gpu=True", "a CUDA wheel when one fits this runtime, else the CPU wheel; never a slow build"),
+    "llama_cpp_gpu": ("gpu=True, server=True", "a CUDA wheel when one fits this runtime, else the CPU wheel; never a "
+                      "slow build; with the OpenAI-compatible server's modules"),
 }
 
 

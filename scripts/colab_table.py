@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from helpers import catalog  # noqa: E402
+from helpers.colab import FREE_COLAB_DISK, FREE_COLAB_RAM  # noqa: E402
 from helpers.merge.options import MergeOptions  # noqa: E402
 from helpers.merge.planner import plan_resources  # noqa: E402
 
 GB = 1 << 30
-RAM, DISK = 12.7, 78.0  # free Colab (GiB)
 START, END = "<!-- colab-fit:start -->", "<!-- colab-fit:end -->"
 
 
@@ -40,7 +40,7 @@ def table() -> str:
         patch = loras.pop() if entry.kind == "patch" else None
         for outtype in ("q4_k_m", "q8_0"):
             p = plan_resources(base, loras, patch, options=MergeOptions(fmt="gguf", outtype=outtype), out="/content",
-                               offline=True, free_disk=int(DISK * GB), free_ram=int(RAM * GB))
+                               offline=True, free_disk=FREE_COLAB_DISK, free_ram=FREE_COLAB_RAM)
             verdict = ("fits" if p.fits and p.ram_fits else "low-disk mode" if p.fits_low_disk and p.ram_fits
                        else "does not fit")
             rows.append(f"| {name} | {entry.size} | {outtype.upper()} | {gb(p.ram_bytes)} | {gb(p.output_bytes)} | "

@@ -6,7 +6,7 @@ the QLoRA adapter reproduces PEFT's logits.
 
     python scripts/gpu_check.py
 """
-import os, sys, time, json
+import time
 from pathlib import Path
 import torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))

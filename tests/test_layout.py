@@ -28,6 +28,7 @@ LAYERS = [
     ["train", "evaluate"],
     ["demo"],
     ["pipeline"],
+    ["colab"],
     ["__main__", "__init__"],
 ]
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}

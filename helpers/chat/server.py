@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..disk import disk_errors
+from ..gguf import server_extras_missing
 from ..util import UserError, log_dir
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding ``helpers``, for the server process
-SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -68,7 +68,7 @@ def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = 
         UserError: llama-cpp-python's server extras are missing, the port is taken, or the server exits or never
             answers (the error quotes the end of its log).
     """
-    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+    missing = server_extras_missing()
     if importlib.util.find_spec("llama_cpp") is None:
         missing.insert(0, "llama_cpp")
     if missing:

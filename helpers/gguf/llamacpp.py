@@ -28,6 +28,17 @@ def llama_cpp_available() -> bool:
     return True
 
 
+# what llama-cpp-python's OpenAI-compatible server imports beyond the wheel (its ``[server]`` extra)
+SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+def server_extras_missing() -> list[str]:
+    """The modules of llama-cpp-python's ``[server]`` extra that are not installed."""
+    import importlib.util
+
+    return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+
+
 def quantize_binary() -> str | None:
     """Path of a ``llama-quantize`` binary on PATH (``$LLAMA_QUANTIZE`` overrides), else None."""
     env = os.environ.get("LLAMA_QUANTIZE")
@@ -175,7 +186,7 @@ def available_cuda_tags(version: str = LLAMA_CPP_VERSION, *, timeout: float = 10
 
 
 def colab_install_llama_cpp(*, version: str = LLAMA_CPP_VERSION, gpu: bool = False, build_from_source: bool = False,
-                            force: bool = False) -> WheelPlan:
+                            server: bool = False, force: bool = False) -> WheelPlan:
     """Install llama-cpp-python in a notebook from a prebuilt wheel (see :func:`plan_wheel` for the choice).
 
     Args:
@@ -183,12 +194,13 @@ def colab_install_llama_cpp(*, version: str = LLAMA_CPP_VERSION, gpu: bool = Fal
         gpu: install a CUDA build when a prebuilt one fits this runtime (chatting on a T4); conversion and
             quantization only need the CPU build, the default.
         build_from_source: build instead (20-60 minutes with CUDA on Colab; said before it starts).
+        server: also install the ``[server]`` extra (the OpenAI-compatible server's web modules).
         force: reinstall even when llama-cpp-python is already importable.
 
     Returns:
         the plan that was carried out. Not run in CI.
     """
-    if llama_cpp_available() and not force:
+    if llama_cpp_available() and not force and not (server and server_extras_missing()):
         import llama_cpp
 
         print(f"llama-cpp-python {llama_cpp.__version__} is already installed")
@@ -203,12 +215,13 @@ def colab_install_llama_cpp(*, version: str = LLAMA_CPP_VERSION, gpu: bool = Fal
                       build_from_source=build_from_source)
     print(plan.note + " ...")
     pip = [sys.executable, "-m", "pip", "install", "-q"]
+    spec = f"llama-cpp-python{'[server]' if server else ''}=={version}"
     if plan.tag is None:
         args = PORTABLE_CMAKE_ARGS + (" -DGGML_CUDA=on" if plan.gpu else "")
         rc = subprocess.call(pip + ["--no-binary", "llama-cpp-python", "--no-cache-dir",
-                                    f"llama-cpp-python=={version}"], env={**os.environ, "CMAKE_ARGS": args})
+                                    spec], env={**os.environ, "CMAKE_ARGS": args})
     else:
-        rc = subprocess.call(pip + [f"llama-cpp-python=={version}", "--only-binary", "llama-cpp-python",
+        rc = subprocess.call(pip + [spec, "--only-binary", "llama-cpp-python",
                                     "--extra-index-url", f"{WHEEL_INDEX}/{plan.tag}"])
     if rc != 0:
         hint = ("" if plan.tag is None else

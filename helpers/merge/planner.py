@@ -148,6 +148,12 @@ class ResourcePlan:
         if self.fits if not low_disk else self.fits_low_disk:
             return None
         need = self.peak_disk_low if low_disk else self.peak_disk
+        return (f"the merge needs {human_bytes(need)} of disk ({human_bytes(self.download_bytes)} to download, "
+                f"{human_bytes(self.output_bytes)} of output) but {human_bytes(self.free_disk)} are free: "
+                + self.disk_fixes(low_disk=low_disk))
+
+    def disk_fixes(self, *, low_disk: bool = False) -> str:
+        """What would make the disk fit: low-disk mode, a smaller type, another place ("use ..., or ...")."""
         ways = []
         if not low_disk and self.fits_low_disk:
             ways.append(f"low-disk mode (--low-disk: {human_bytes(self.peak_disk_low)})")
@@ -155,9 +161,7 @@ class ResourcePlan:
         if smaller:
             ways.append(smaller)
         ways.append("another output folder or runtime with more free space")
-        return (f"the merge needs {human_bytes(need)} of disk ({human_bytes(self.download_bytes)} to download, "
-                f"{human_bytes(self.output_bytes)} of output) but {human_bytes(self.free_disk)} are free: use "
-                + ", or ".join(ways))
+        return "use " + ", or ".join(ways)
 
 
 def _smaller_type(plan: ResourcePlan) -> str | None:
@@ -250,7 +254,7 @@ def planned_model(sources: list[SourceFiles]) -> tuple[dict, list[TensorPlan], i
             inputs.close()
         tokenizer = sum(f.stat().st_size for f in tokenizer_files(plan.tokenizer_dir))
         return plan.config, plan.tensors, tokenizer
-    config = _base_config(sources[0])
+    config = source_config(sources[0])
     for s in sources[1:]:
         vocab = _lora_vocab(s)
         if vocab and vocab > config["vocab_size"]:
@@ -260,8 +264,8 @@ def planned_model(sources: list[SourceFiles]) -> tuple[dict, list[TensorPlan], i
     return config, _hub_order(sources[0], llama_plan(config)), tokenizer
 
 
-def _base_config(source: SourceFiles) -> dict:
-    """The base's config.json: from disk, from the hub (one small file), or, for an estimated catalog release,
+def source_config(source: SourceFiles) -> dict:
+    """A model's config.json: from disk, from the hub (one small file), or, for an estimated catalog release,
     the catalog's architecture.
 
     Raises:

@@ -17,7 +17,7 @@
 # | disk | 17.5 GB (13.5 GB download + 3.9 GB output) | 33 GB | 81 GB: low-disk mode, 30 GB |
 # | time | 20-40 min: the download, then quantizing on 2 cores | 40-80 min | 2-3 h |
 #
-# The plan cell says before any download whether it fits; when only low-disk mode fits (the base
+# The check cell says before any download whether it fits; when only low-disk mode fits (the base
 # fetched one shard at a time, each deleted once merged), the merge switches to it by itself.
 # The result keeps the LoRA's tokenizer: never mix the LLaMA and Alpaca tokenizers.
 # To compare quantization types, `02_quantize_gguf.ipynb`; to chat, `03_inference_chat.ipynb`.
@@ -66,19 +66,18 @@ for i, lora in enumerate(loras, 1):
     print(f"step {i}:", lora)
 
 # %% [markdown]
-# ## Plan: does it fit?
-# From the hub's file listing, before anything is downloaded: what will be fetched, the output's
-# size, the peak disk (normally, and in low-disk mode) and the peak RAM, against what this runtime has.
+# ## Does it fit this runtime?
+# From the hub's file listing, before anything is downloaded: what will be fetched, the output's size, the
+# peak disk (normally, and in low-disk mode) and the peak RAM, against what this runtime has. It stops here,
+# saying what to change, when the merge will not fit. (From a terminal:
+# `python -m helpers colab-check 01_merge_lora --colab cpu --set MODEL=chinese-alpaca-2-13b-lora`.)
 
 # %%
-from pathlib import Path
+from helpers.colab import colab_check
+from helpers.pipeline import release_target
 
-from helpers.pipeline import plan_release
-
-suffix = {"gguf": f"-{OUTTYPE}.gguf", "hf": "-hf", "pth": "-pth"}[OUTPUT_FORMAT]
-target = Path(OUTPUT_DIR) / f"{entry.name.removesuffix('-lora')}{suffix}"
-plan = plan_release(MODEL, target, fmt=OUTPUT_FORMAT, outtype=OUTTYPE, base=BASE_MODEL or None)
-print(plan.summary())
+target = release_target(MODEL, OUTPUT_DIR, OUTPUT_FORMAT, OUTTYPE)
+fit = colab_check("01_merge_lora", globals())
 
 # %% [markdown]
 # ## Merge

@@ -47,6 +47,17 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins for the same h
     EVAL_TEXT = str(DEMO / "data" / "heldout_zh.txt")
 
 # %% [markdown]
+# ## Does it fit this runtime?
+# Before any download: what these parameters need (GPU and its memory, RAM, disk, llama.cpp, bitsandbytes)
+# against what this runtime has. It stops here, saying what to change, when they will not fit.
+# (From a terminal: `python -m helpers colab-check 02_quantize_gguf --colab t4 --set NAME=VALUE`.)
+
+# %%
+from helpers.colab import colab_check
+
+fit = colab_check("02_quantize_gguf", globals())
+
+# %% [markdown]
 # ## Make the F16 GGUF
 # A LoRA or patch release is merged straight into a GGUF; a full model is converted tensor by tensor.
 

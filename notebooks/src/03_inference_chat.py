@@ -48,6 +48,17 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
         SERVER_MODEL = str(f16_gguf("chinese-alpaca-2-7b", "smoke-output/03_inference"))
 
 # %% [markdown]
+# ## Does it fit this runtime?
+# Before any download: what these parameters need (GPU and its memory, RAM, disk, llama.cpp, bitsandbytes)
+# against what this runtime has. It stops here, saying what to change, when they will not fit.
+# (From a terminal: `python -m helpers colab-check 03_inference_chat --colab t4 --set NAME=VALUE`.)
+
+# %%
+from helpers.colab import colab_check
+
+fit = colab_check("03_inference_chat", globals())
+
+# %% [markdown]
 # ## Load the model
 # On a CPU runtime 4/8-bit loading is refused (bitsandbytes needs a GPU): choose `none` or a GGUF.
 

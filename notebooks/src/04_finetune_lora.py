@@ -47,20 +47,30 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
     OUTPUT_DIR = "smoke-output/04_finetune"
 
 # %% [markdown]
-# ## Check that it fits
-# The estimate covers weights, LoRA parameters with their optimizer state, and activations with
-# gradient checkpointing. It refuses early (for example 13B in 16-bit on a T4) instead of crashing later.
+# ## Does it fit this runtime?
+# Before the base model is downloaded: the memory estimate (weights, LoRA parameters with their optimizer
+# state, activations with gradient checkpointing), the GPU that QLoRA needs, and the disk. It stops here
+# (for example 13B in 16-bit on a T4) instead of crashing an hour later. (From a terminal:
+# `python -m helpers colab-check 04_finetune_lora --colab t4 --set LOAD_IN_4BIT=false`.)
 
 # %%
-from helpers.hub import resolve_model
-from helpers.train import FinetuneConfig, estimate_memory
+from helpers.colab import colab_check
+
+fit = colab_check("04_finetune_lora", globals())
+
+# %% [markdown]
+# ## Get the base model and the data
+
+# %%
 from helpers.demo import sample_data
+from helpers.hub import resolve_model
+from helpers.train import FinetuneConfig
 
 base_dir = resolve_model(BASE_MODEL)
 data = sample_data(OUTPUT_DIR) if DATA == "sample" else DATA
 config = FinetuneConfig(base=str(base_dir), data=str(data), out=OUTPUT_DIR, mode=MODE, max_steps=MAX_STEPS,
                         lr=LEARNING_RATE, lora_r=LORA_R, lora_alpha=LORA_ALPHA, load_in_4bit=LOAD_IN_4BIT)
-print(estimate_memory(str(base_dir), load_in_4bit=LOAD_IN_4BIT, lora_r=LORA_R, seq_len=config.max_seq_length, batch_size=1))
+config
 
 # %% [markdown]
 # ## Train

@@ -46,6 +46,17 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
     OUTPUT_DIR = "smoke-output/05_vocab_eval"
 
 # %% [markdown]
+# ## Does it fit this runtime?
+# Before any download: what these parameters need (GPU and its memory, RAM, disk, llama.cpp, bitsandbytes)
+# against what this runtime has. It stops here, saying what to change, when they will not fit.
+# (From a terminal: `python -m helpers colab-check 05_vocab_and_eval --colab t4 --set NAME=VALUE`.)
+
+# %%
+from helpers.colab import colab_check
+
+fit = colab_check("05_vocab_and_eval", globals())
+
+# %% [markdown]
 # ## Merge the Chinese pieces into the tokenizer
 
 # %%
