@@ -308,3 +308,25 @@ def test_colab_install_never_builds_from_source_unasked(monkeypatch):
     monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw.get("env", {}))) or 0)
     plan = hq_llamacpp.colab_install_llama_cpp(gpu=True, build_from_source=True)
     assert plan.tag is None and "--no-binary" in calls[0][0] and "GGML_CUDA=on" in calls[0][1]["CMAKE_ARGS"]
+
+
+def test_colab_install_adds_the_server_extra_when_asked_even_over_an_installed_wheel(monkeypatch):
+    """Notebook 03 starts llama-cpp-python's OpenAI server, whose web modules the plain wheel lacks: its setup asks
+    for the ``[server]`` extra, which is installed even when llama-cpp-python itself already is."""
+    import subprocess
+    import sys
+    import types
+
+    calls = []
+    monkeypatch.setattr(hq_llamacpp, "llama_cpp_available", lambda: True)
+    monkeypatch.setattr(hq_llamacpp, "server_extras_missing", lambda: ["sse_starlette"])
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(
+        version=types.SimpleNamespace(cuda=None), cuda=types.SimpleNamespace(is_available=lambda: False)))
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    hq_llamacpp.colab_install_llama_cpp(server=True)
+    assert len(calls) == 1 and f"llama-cpp-python[server]=={hq_llamacpp.LLAMA_CPP_VERSION}" in calls[0]
+    calls.clear()
+    monkeypatch.setattr(hq_llamacpp, "server_extras_missing", lambda: [])
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(__version__="x",
+                                                                        llama_supports_gpu_offload=lambda: False))
+    assert hq_llamacpp.colab_install_llama_cpp(server=True).tag == "installed" and calls == []
