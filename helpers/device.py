@@ -6,6 +6,20 @@ from typing import Any
 from .util import UserError
 
 
+def cuda_gpu() -> tuple[str, int, str] | None:
+    """The CUDA GPU torch sees: its short name (``T4``, ``A100-SXM4-40GB``), free bytes and torch's CUDA version;
+    None without torch, without a GPU, or with a broken CUDA setup."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        name = torch.cuda.get_device_name(0).replace("Tesla ", "").replace("NVIDIA ", "")
+        return name, int(torch.cuda.mem_get_info()[0]), str(torch.version.cuda)
+    except Exception:  # noqa: BLE001 - a broken CUDA setup counts as no GPU
+        return None
+
+
 def bf16_native() -> bool:
     """True on a CUDA GPU that computes bf16 natively (compute capability 8.0 and up: A100, L4, H100...).
 

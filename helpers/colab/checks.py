@@ -17,7 +17,7 @@ from ..train import estimate_memory
 from ..util import UserError, human_bytes
 from .report import NO, OK, SLOW, CheckReport, Need, bytes_need, wheel_need
 from .runtime import Runtime
-from .sizing import (CHAT_CONTEXT, LIBRARIES, RUNTIME_OVERHEAD, gguf_file, kv_cache_bytes, model_files,
+from .sizing import (CHAT_CONTEXT, LIBRARIES, RUNTIME_OVERHEAD, GGUFFile, gguf_file, kv_cache_bytes, model_files,
                      weight_bytes)
 
 GET_GPU = "Runtime > Change runtime type > T4 GPU"
@@ -99,14 +99,14 @@ def check_quantize(p: dict[str, Any], rt: Runtime) -> CheckReport:
     quants = sum(int(f16 * BITS_PER_WEIGHT[t] / 16) for t in types)
     disk = bytes_need("disk", peak + quants, rt.disk, fix="fewer types, or another runtime with more free space",
                       detail=f"F16 GGUF and {len(types)} quantized file(s): {', '.join(types)}")
-    needs += [disk] + merge_needs[1:]
+    needs += [disk] + [n for n in merge_needs if n.what == "RAM"]
     needs.append(bytes_need("RAM", f16 + LIBRARIES, rt.ram, detail="scoring the F16 GGUF with llama.cpp",
                             slow_fix="llama.cpp maps the file and reads what does not fit from disk: the comparison "
                                      "runs, slowly"))
     return CheckReport("02_quantize_gguf", rt, f"{ref} -> F16 -> {', '.join(types)}", needs, notes)
 
 
-def _llama_cpp_needs(gguf: Any, rt: Runtime, what: str) -> tuple[list[Need], int]:
+def _llama_cpp_needs(gguf: GGUFFile, rt: Runtime, what: str) -> tuple[list[Need], int]:
     """llama.cpp running ``gguf``: the wheel, and its memory on the GPU (CUDA wheel) or in RAM; the download."""
     config = gguf.config or {}
     n_ctx = min(int(config.get("max_position_embeddings") or CHAT_CONTEXT), CHAT_CONTEXT)
@@ -132,12 +132,16 @@ def _transformers_memory(ref: str, quantization: str | None, rt: Runtime) -> tup
             files.config)
 
 
-def _model_needs(p: dict[str, Any], rt: Runtime, quantization: str, *, draft: str = "", n_ctx: int = CHAT_CONTEXT,
-                 logits: bool = False) -> tuple[list[Need], int]:
-    """Loading ``MODEL`` as the notebook does (GGUF -> llama.cpp, else transformers; 4/8-bit only on a GPU), with
-    an optional draft model, for ``n_ctx`` tokens (``logits``: the float32 logits of a whole window too, as
+def _model_gguf(p: dict[str, Any]) -> GGUFFile | None:
+    """The GGUF that ``MODEL`` names when the notebook runs it with llama.cpp (None: transformers loads it)."""
+    return gguf_file(p["MODEL"]) if p.get("BACKEND", "auto") in ("auto", "llama.cpp") else None
+
+
+def _model_needs(p: dict[str, Any], rt: Runtime, quantization: str, gguf: GGUFFile | None, *, draft: str = "",
+                 n_ctx: int = CHAT_CONTEXT, logits: bool = False) -> tuple[list[Need], int]:
+    """Loading ``MODEL`` as the notebook does (``gguf``: with llama.cpp, else transformers; 4/8-bit only on a GPU),
+    with an optional draft model, for ``n_ctx`` tokens (``logits``: the float32 logits of a whole window too, as
     scoring keeps them): the memory rows and the bytes to download."""
-    gguf = gguf_file(p["MODEL"]) if p.get("BACKEND", "auto") in ("auto", "llama.cpp") else None
     if gguf is not None:
         return _llama_cpp_needs(gguf, rt, "model")
     needs: list[Need] = []
@@ -168,12 +172,12 @@ def _model_needs(p: dict[str, Any], rt: Runtime, quantization: str, *, draft: st
 
 def check_chat(p: dict[str, Any], rt: Runtime) -> CheckReport:
     """``03_inference_chat``: the model (and draft) in GPU memory or RAM, bitsandbytes, llama.cpp and its server."""
-    needs, download = _model_needs(p, rt, p.get("QUANTIZATION", "none"), draft=p.get("DRAFT_MODEL", ""))
+    gguf = _model_gguf(p)
+    needs, download = _model_needs(p, rt, p.get("QUANTIZATION", "none"), gguf, draft=p.get("DRAFT_MODEL", ""))
     if p.get("START_SERVER"):
         needs.append(wheel_need("llama.cpp server", rt.llama_cpp_server,
                                 fix="pip install 'llama-cpp-python[server]', or START_SERVER=False"))
-        uses_model = gguf_file(p["MODEL"]) is not None
-        server = None if uses_model else gguf_file(p.get("SERVER_MODEL") or "")
+        server = None if gguf is not None else gguf_file(p.get("SERVER_MODEL") or "")  # else it serves MODEL
         if server is not None:
             server_needs, server_download = _llama_cpp_needs(server, dataclasses.replace(rt, llama_cpp_gpu=False),
                                                              "server")
@@ -222,7 +226,7 @@ def check_finetune(p: dict[str, Any], rt: Runtime) -> CheckReport:
 def check_eval(p: dict[str, Any], rt: Runtime) -> CheckReport:
     """``05_vocab_and_eval``: the scored model in GPU memory or RAM (no quantization) and its download."""
     window = MC_CONTEXT if p.get("MC_CSV") else PPL_CONTEXT
-    needs, download = _model_needs(p, rt, "none", n_ctx=window, logits=True)
+    needs, download = _model_needs(p, rt, "none", _model_gguf(p), n_ctx=window, logits=True)
     needs.insert(0, bytes_need("disk", download, rt.disk, fix="another runtime with more free space",
                                detail="downloads; the tokenizers are a few MB"))
     return CheckReport("05_vocab_and_eval", rt, f"{p['MODEL']} (perplexity, multiple choice)", needs)

@@ -10,6 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..device import cuda_gpu
 from ..env import available_ram_bytes, in_colab
 from ..gguf import llama_cpp_available, server_extras_missing
 from ..hub import hub_cache_dir
@@ -55,15 +56,7 @@ class Runtime:
     @classmethod
     def detect(cls, out_dir: str | Path = ".") -> Runtime:
         """Measure this machine; ``out_dir`` is where the notebook writes (its filesystem's free space counts)."""
-        gpu = vram = cuda = None
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                gpu = torch.cuda.get_device_name(0).replace("Tesla ", "").replace("NVIDIA ", "")
-                vram, cuda = int(torch.cuda.mem_get_info()[0]), torch.version.cuda
-        except Exception:  # noqa: BLE001 - no torch, or a broken CUDA setup: no GPU
-            pass
+        gpu, vram, cuda = cuda_gpu() or (None, None, None)
         out = Path(out_dir).expanduser().resolve()
         while not out.exists():  # the output folder is made later: its nearest existing parent
             out = out.parent

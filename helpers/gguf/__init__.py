@@ -30,10 +30,12 @@ from .vocab import add_tokenizer, bpe_vocab, sentencepiece_vocab
 
 __all__ = [
     "BITS_PER_WEIGHT", "DEFAULT_QUANT", "FLOAT_TYPES", "FTYPES", "GGUFSink", "LLAMA_CPP_VERSION", "ModelCard",
-    "NEEDS_IMATRIX", "SERVER_MODULES", "WRITE_TYPES", "add_tokenizer", "bpe_vocab", "check_gguf", "colab_install_llama_cpp",
+    "NEEDS_IMATRIX", "SERVER_MODULES", "WRITE_TYPES", "add_tokenizer", "bpe_vocab", "check_gguf",
+    "colab_install_llama_cpp",
     "convert_hf_to_gguf", "convert_to_gguf_files", "data_bytes", "describe_model", "export_file", "gguf_bytes",
     "gguf_names", "gguf_outtype", "gguf_sidecars", "gguf_template", "gguf_type", "install_hint",
     "llama_cpp_available", "modelfile_path", "ollama_command", "permute_qk", "qtype_name", "quantize",
-    "quantize_binary", "quiet_llama_log", "read_imatrix", "read_metadata", "rope_settings", "sentencepiece_vocab", "server_extras_missing",
+    "quantize_binary", "quiet_llama_log", "read_imatrix", "read_metadata", "rope_settings", "sentencepiece_vocab",
+    "server_extras_missing",
     "split_gguf", "tensor_nbytes", "tensor_types", "write_checksum", "write_gguf", "write_modelfile",
 ]

@@ -16,15 +16,14 @@ from __future__ import annotations
 from .core import make_sink, merge
 from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
 from .options import FORMATS, OUTTYPES, MergeOptions, MergeResult
-from .planner import (ResourcePlan, SourceFiles, estimated_source, inputs_of, plan_resources, source_config,
-                      source_files)
+from .planner import ResourcePlan, SourceFiles, estimated_source, plan_resources, source_config, source_files
 from .preflight import MergePlan, plan_merge
 from .stream import INTERRUPT_ENV, merged_tensor
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params
 
 __all__ = [
     "DEFAULT_SHARD_BYTES", "FORMATS", "HFSink", "INTERRUPT_ENV", "MergeInputs", "MergeOptions", "MergePlan",
-    "MergeResult", "OUTTYPES", "PthSink", "ResourcePlan", "SourceFiles", "estimated_source", "inputs_of", "make_sink", "merge", "merged_tensor", "meta_params",
-    "open_inputs", "parse_sha256_file", "plan_merge", "plan_resources", "source_config", "source_files",
+    "MergeResult", "OUTTYPES", "PthSink", "ResourcePlan", "SourceFiles", "estimated_source", "make_sink", "merge",
+    "merged_tensor", "meta_params", "open_inputs", "parse_sha256_file", "plan_merge", "plan_resources", "source_config", "source_files",
     "verify_inputs",
 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..catalog import config_of, find
+from ..device import cuda_gpu
 from ..env import available_ram_bytes
 from ..util import UserError, human_bytes, read_json
 
@@ -62,15 +63,8 @@ class MemoryEstimate:
 
 def detect_device() -> tuple[str, int | None]:
     """Name and usable bytes of the training device: free GPU memory, else available RAM."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            free, _total = torch.cuda.mem_get_info()
-            return torch.cuda.get_device_name(0).replace("Tesla ", "").replace("NVIDIA ", ""), int(free)
-    except Exception:  # noqa: BLE001 - a broken CUDA setup falls back to RAM
-        pass
-    return "machine's RAM", available_ram_bytes()
+    gpu = cuda_gpu()
+    return (gpu[0], gpu[1]) if gpu else ("machine's RAM", available_ram_bytes())
 
 
 def _model_shape(base: str | Path | dict) -> dict:
