@@ -70,12 +70,30 @@ def measure(cmd: list[str], env: dict) -> dict:
     return {"wall": wall, "cpu": info["cpu"], "rss": info["maxrss_kb"] * 1024, "written": info["write_bytes"]}
 
 
-def sha256(path: Path) -> str:
+def data_digest(path: Path, start: int) -> str:
+    """SHA256 of ``path`` from byte ``start`` (the tensor data section) to its end."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        f.seek(start)
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
+
+
+def same_quantization(a: Path, b: Path) -> bool:
+    """The same tensors (names, types, shapes, order) and the same data section byte for byte, and the same
+    metadata but for the merge's job record (``helpers.merge.job``), which names each file's own options."""
+    import gguf
+
+    from helpers.merge.job import JOB_KEY
+
+    def layout(path: Path) -> tuple[list, dict, str]:
+        r = gguf.GGUFReader(str(path))
+        fields = {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.") and k != JOB_KEY}
+        start = min(t.data_offset for t in r.tensors)
+        return [(t.name, t.tensor_type, list(t.shape)) for t in r.tensors], fields, data_digest(path, start)
+
+    return layout(a) == layout(b)
 
 
 def main() -> None:
@@ -119,7 +137,7 @@ def main() -> None:
         step1, step2 = two_steps()
         runs.append((one, step1, step2))
         print(f"    one pass {one['wall']:.1f}s, two steps {step1['wall']:.1f}s + {step2['wall']:.1f}s", flush=True)
-    same = sha256(out / "one.gguf") == sha256(out / "two.gguf")
+    same = same_quantization(out / "one.gguf", out / "two.gguf")
     one = min((r[0] for r in runs), key=lambda r: r["wall"])
     step1, step2 = min((r[1:] for r in runs), key=lambda r: r[0]["wall"] + r[1]["wall"])
     two = {"wall": step1["wall"] + step2["wall"], "cpu": step1["cpu"] + step2["cpu"],
@@ -139,7 +157,8 @@ def main() -> None:
     print(f"\none pass / two steps: wall {one['wall'] / two['wall']:.2f} (target <= 0.9), "
           f"bytes written {one['written'] / two['written']:.2f} (target <= 0.4), "
           f"peak RSS {one['rss'] / two['rss']:.2f}")
-    print(f"the two {args.qtype} files are {'identical' if same else 'DIFFERENT'}")
+    print(f"the two {args.qtype} files hold {'identical' if same else 'DIFFERENT'} tensors and metadata "
+          "(but for each merge's own job record)")
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     if args.hub:
@@ -203,7 +222,9 @@ def low_disk(work: Path, base: Path, lora: Path, qtype: str, layers: int) -> Non
                 shutil.rmtree(d, ignore_errors=True)
                 d.mkdir()
             env = {"HF_ENDPOINT": twin.endpoint, "HF_HOME": str(home), "HF_HUB_OFFLINE": "0",
-                   "NO_PROXY": hubtwin.no_proxy_for_loopback(), "HELPERS_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+                   "NO_PROXY": hubtwin.no_proxy_for_loopback(), "HELPERS_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT),
+                   # the twin reads each 1 GB blob out of git before it answers: more than the hub's 10 s
+                   "HF_HUB_DOWNLOAD_TIMEOUT": "600", "HF_HUB_ETAG_TIMEOUT": "600"}
             cmd = [sys.executable, "-m", "helpers", "merge", "--base", "bench/llama-7b-wide", "--lora",
                    "bench/chinese-lora-7b-wide", "--format", "gguf", "--outtype", qtype, "--no-sha256",
                    "--no-progress", "--out", str(out / "m.gguf"), mode]
