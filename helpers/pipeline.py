@@ -87,6 +87,14 @@ def merge_release(name: str, out: str | Path, *, fmt: str = "gguf", outtype: str
     return merge(base, loras, patch=patch, out=out, fmt=fmt, outtype=outtype, low_disk=low_disk)
 
 
+def f16_target(ref: str | Path, out_dir: str | Path) -> Path:
+    """Where :func:`f16_gguf` puts the F16 GGUF of ``ref`` (a model folder or a catalog name) in ``out_dir``."""
+    path = Path(str(ref)).expanduser()
+    if path.is_dir():
+        return Path(out_dir) / f"{path.name}-f16.gguf"
+    return release_target(str(ref), out_dir, "gguf", "f16")
+
+
 def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
     """Return an F16 GGUF for ``ref``, making it when needed (kept and reused on reruns).
 
@@ -99,10 +107,10 @@ def f16_gguf(ref: str | Path, out_dir: str | Path) -> Path:
     if path.suffix == ".gguf" and path.is_file():
         return path
     if path.is_dir():
-        target = out_dir / f"{path.name}-f16.gguf"
+        target = f16_target(path, out_dir)
         return target if target.is_file() else convert_hf_to_gguf(path, target, outtype="f16")
     entry = catalog.get(str(ref))
-    target = out_dir / f"{entry.name.removesuffix('-lora')}-f16.gguf"
+    target = f16_target(entry.name, out_dir)
     if target.is_file():
         return target
     if entry.kind in ("lora", "patch"):

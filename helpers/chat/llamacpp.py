@@ -10,6 +10,8 @@ from ..gguf import read_metadata
 from ..util import UserError
 from .longctx import plan_rope
 
+DEFAULT_N_CTX = 4096  # llama.cpp's context when none is asked for: the model's, at most this
+
 
 class _GGUFTokenizer:
     """``encode``/``decode`` through llama.cpp's own tokenizer (special tokens parsed)."""
@@ -100,7 +102,7 @@ def load_llama_cpp(path: Path, *, template: str, n_gpu_layers: int | None = None
             kwargs["yarn_orig_ctx"] = native
     if plan.kind != "config":
         print(f"rope: {plan.describe()}", file=sys.stderr)
-    ctx = int(n_ctx or plan.n_ctx or min(native, 4096))
+    ctx = int(n_ctx or plan.n_ctx or min(native, DEFAULT_N_CTX))
     if n_gpu_layers is None:
         n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
     try:

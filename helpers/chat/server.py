@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from ..disk import disk_errors
 from ..gguf import server_extras_missing
 from ..util import UserError, log_dir
+from .llamacpp import DEFAULT_N_CTX
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding ``helpers``, for the server process
 
@@ -46,7 +47,7 @@ def _instance(url: str) -> str | None:
 
 
 def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = "127.0.0.1",
-                        chat_format: str | None = None, n_ctx: int = 4096, n_gpu_layers: int | None = None,
+                        chat_format: str | None = None, n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | None = None,
                         wait: float = 120.0, log_path: str | Path | None = None) -> subprocess.Popen:
     """Start an OpenAI-compatible server (llama-cpp-python's, :mod:`.openai_app`) on a GGUF and wait until it answers.
 

@@ -12,7 +12,8 @@ from typing import Any, Callable
 from .. import catalog
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, qtype_name
 from ..merge import MergeOptions, ResourcePlan, plan_resources
-from ..pipeline import plan_release, release_target
+from ..pipeline import f16_target, plan_release, release_target
+from ..evaluate import MC_WINDOW, PPL_WINDOW
 from ..train import estimate_memory
 from ..util import UserError, human_bytes
 from .report import NO, OK, SLOW, CheckReport, Need, bytes_need, wheel_need
@@ -23,7 +24,6 @@ from .sizing import (CHAT_CONTEXT, LIBRARIES, RUNTIME_OVERHEAD, GGUFFile, gguf_f
 GET_GPU = "Runtime > Change runtime type > T4 GPU"
 GET_LLAMA = "run the setup cell (it installs llama-cpp-python), or pip install llama-cpp-python"
 MORE_RAM = "close other notebooks or choose a smaller model"
-PPL_CONTEXT, MC_CONTEXT = 512, 2048  # the windows helpers.evaluate scores perplexity and multiple choice in
 
 
 def _fresh(plan: ResourcePlan, rt: Runtime) -> ResourcePlan:
@@ -43,14 +43,17 @@ def _planned(plan: Callable[..., ResourcePlan], rt: Runtime, notes: list[str], *
         return _fresh(plan(offline=True, **kw), rt)
 
 
-def _merge_needs(plan: ResourcePlan, low_disk: str) -> list[Need]:
-    """Disk (in the mode LOW_DISK picks) and RAM of a merge plan."""
+def _merge_disk(plan: ResourcePlan, low_disk: str) -> Need:
+    """The disk a merge plan needs, in the mode LOW_DISK picks."""
     low = low_disk == "yes" or (low_disk == "auto" and not plan.fits and plan.fits_low_disk)
     peak = plan.peak_disk_low if low and plan.peak_disk_low is not None else plan.peak_disk
     detail = (f"{human_bytes(plan.download_bytes)} download + {human_bytes(plan.output_bytes)} output"
               + (", low-disk mode" if peak != plan.peak_disk else ""))
-    return [bytes_need("disk", peak, plan.free_disk, fix=plan.disk_fixes(low_disk=low), detail=detail),
-            bytes_need("RAM", plan.ram_bytes, plan.free_ram, fix=MORE_RAM, detail="peak of the streaming merge")]
+    return bytes_need("disk", peak, plan.free_disk, fix=plan.disk_fixes(low_disk=low), detail=detail)
+
+
+def _merge_ram(plan: ResourcePlan) -> Need:
+    return bytes_need("RAM", plan.ram_bytes, plan.free_ram, fix=MORE_RAM, detail="peak of the streaming merge")
 
 
 def _quantized(outtype: str) -> bool:
@@ -63,7 +66,7 @@ def check_merge(p: dict[str, Any], rt: Runtime) -> CheckReport:
     target = release_target(p["MODEL"], p["OUTPUT_DIR"], fmt, outtype)
     plan = _planned(plan_release, rt, notes, name=p["MODEL"], out=target, fmt=fmt, outtype=outtype,
                     base=p.get("BASE_MODEL") or None)
-    needs = [Need("GPU", "no GPU", rt.gpu or "none")] + _merge_needs(plan, p.get("LOW_DISK", "auto"))
+    needs = [Need("GPU", "no GPU", rt.gpu or "none"), _merge_disk(plan, p.get("LOW_DISK", "auto")), _merge_ram(plan)]
     if fmt == "gguf" and _quantized(outtype):
         needs.append(wheel_need("llama.cpp", rt.llama_cpp, fix=GET_LLAMA))
     return CheckReport("01_merge_lora", rt, f"{p['MODEL']} -> {fmt} {outtype}", needs, notes + [plan.summary()])
@@ -81,25 +84,24 @@ def check_quantize(p: dict[str, Any], rt: Runtime) -> CheckReport:
     path = Path(ref).expanduser()
     needs = [Need("GPU", "no GPU", rt.gpu or "none"), wheel_need("llama.cpp", rt.llama_cpp, fix=GET_LLAMA)]
     if path.suffix == ".gguf" and path.is_file():
-        f16, peak, merge_needs = path.stat().st_size, 0, []
+        f16, peak, merge_ram = path.stat().st_size, 0, []
     else:
         entry = None if path.exists() else catalog.get(ref)
         if entry is not None and entry.kind == "gguf":
             raise UserError(f"{entry.name} is already quantized: 02 starts from a full, LoRA or patch release, or "
                             "an F16 GGUF file (INPUT_PATH)")
-        f16_out = (release_target(entry.name, out_dir, "gguf", "f16") if entry is not None
-                   else out_dir / f"{path.name}-f16.gguf")  # where f16_gguf writes it
+        f16_out = f16_target(ref, out_dir)
         if entry is not None and entry.kind in ("lora", "patch"):
             plan = _planned(plan_release, rt, notes, name=entry.name, out=f16_out, fmt="gguf", outtype="f16")
         else:
             plan = _planned(plan_resources, rt, notes, base=str(path) if path.exists() else entry.hub_id,
                             options=MergeOptions(fmt="gguf", outtype="f16"), out=f16_out)
-        f16, peak, merge_needs = plan.output_bytes, plan.peak_disk, _merge_needs(plan, "no")
+        f16, peak, merge_ram = plan.output_bytes, plan.peak_disk, [_merge_ram(plan)]
         notes.append(plan.summary())
     quants = sum(int(f16 * BITS_PER_WEIGHT[t] / 16) for t in types)
     disk = bytes_need("disk", peak + quants, rt.disk, fix="fewer types, or another runtime with more free space",
                       detail=f"F16 GGUF and {len(types)} quantized file(s): {', '.join(types)}")
-    needs += [disk] + [n for n in merge_needs if n.what == "RAM"]
+    needs += [disk, *merge_ram]
     needs.append(bytes_need("RAM", f16 + LIBRARIES, rt.ram, detail="scoring the F16 GGUF with llama.cpp",
                             slow_fix="llama.cpp maps the file and reads what does not fit from disk: the comparison "
                                      "runs, slowly"))
@@ -186,17 +188,7 @@ def check_chat(p: dict[str, Any], rt: Runtime) -> CheckReport:
     needs.insert(0, bytes_need("disk", download, rt.disk, fix="another runtime with more free space",
                                detail="downloads"))
     return CheckReport("03_inference_chat", rt, f"{p['MODEL']} ({p.get('BACKEND', 'auto')}, "
-                                                f"{p.get('QUANTIZATION', 'none')})", _dedupe(needs))
-
-
-def _dedupe(needs: list[Need]) -> list[Need]:
-    """One row per (what, need): the same wheel asked for twice is listed once."""
-    seen, out = set(), []
-    for n in needs:
-        if (n.what, n.need) not in seen:
-            seen.add((n.what, n.need))
-            out.append(n)
-    return out
+                                                f"{p.get('QUANTIZATION', 'none')})", needs)
 
 
 def check_finetune(p: dict[str, Any], rt: Runtime) -> CheckReport:
@@ -215,7 +207,8 @@ def check_finetune(p: dict[str, Any], rt: Runtime) -> CheckReport:
     fix = ("LOAD_IN_4BIT=True (QLoRA)" if not qlora else "a smaller model or a lower LORA_R")
     needs.append(bytes_need(what, est.total_bytes, est.device_bytes, fix=fix,
                             detail=f"weights {human_bytes(est.weights_bytes)}, LoRA + Adam "
-                                   f"{human_bytes(est.trainable_bytes)}, activations {human_bytes(est.activation_bytes)}"))
+                                   f"{human_bytes(est.trainable_bytes)}, "
+                                   f"activations {human_bytes(est.activation_bytes)}"))
     adapter = est.trainable_params * 4 * 4  # the adapter and a checkpoint with its two Adam moments
     needs.insert(0, bytes_need("disk", files.download(fresh=rt.assumed) + adapter, rt.disk,
                                fix="another runtime with more free space", detail="base download + adapter"))
@@ -225,7 +218,7 @@ def check_finetune(p: dict[str, Any], rt: Runtime) -> CheckReport:
 
 def check_eval(p: dict[str, Any], rt: Runtime) -> CheckReport:
     """``05_vocab_and_eval``: the scored model in GPU memory or RAM (no quantization) and its download."""
-    window = MC_CONTEXT if p.get("MC_CSV") else PPL_CONTEXT
+    window = MC_WINDOW if p.get("MC_CSV") else PPL_WINDOW
     needs, download = _model_needs(p, rt, "none", _model_gguf(p), n_ctx=window, logits=True)
     needs.insert(0, bytes_need("disk", download, rt.disk, fix="another runtime with more free space",
                                detail="downloads; the tokenizers are a few MB"))

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     report = check_notebook(path.stem, params, runtime)
     if args.json:
         print(json.dumps({"notebook": report.notebook, "settings": report.settings, "fits": report.fits,
-                          "runtime": dataclasses.asdict(runtime), "needs": [dataclasses.asdict(n) for n in report.needs],
+                          "runtime": dataclasses.asdict(runtime),
+                          "needs": [dataclasses.asdict(n) for n in report.needs],
                           "notes": report.notes}, indent=2, ensure_ascii=False))
     else:
         print(report.summary())

@@ -58,7 +58,8 @@ class CheckReport:
         lines = [f"colab-check {self.notebook}: {self.settings}", f"  {self.runtime.describe()}"]
         for n in self.needs:
             mark = {OK: "ok  ", SLOW: "slow", NO: "NO  "}[n.status]
-            lines.append(f"  [{mark}] {n.what:{width}s}  needs {n.need}; has {n.have}" + (f": {n.fix}" if n.fix else ""))
+            fix = f": {n.fix}" if n.fix else ""
+            lines.append(f"  [{mark}] {n.what:{width}s}  needs {n.need}; has {n.have}{fix}")
         lines += [f"  {line}" for note in self.notes for line in note.splitlines()]
         lines.append("  -> fits" if self.fits else "  -> does NOT fit this runtime")
         return "\n".join(lines)

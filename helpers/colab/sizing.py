@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalog import ModelEntry, config_of, find
-from ..chat import choose_gguf
+from ..chat import DEFAULT_N_CTX, choose_gguf
 from ..checkpoint import llama_plan
-from ..gguf import BITS_PER_WEIGHT, read_metadata
+from ..gguf import BITS_PER_WEIGHT, qtype_name, read_metadata
 from ..hub import file_sizes
 from ..merge import SourceFiles, estimated_source, source_config, source_files
 from ..util import UserError
@@ -16,7 +16,7 @@ from ..util import UserError
 GIB = 1 << 30
 RUNTIME_OVERHEAD = GIB // 2  # CUDA context / allocator slack and activations of one forward pass
 LIBRARIES = 3 * GIB // 2  # torch + transformers in the Python process
-CHAT_CONTEXT = 4096  # tokens of history the chat keeps at most (llama.cpp's default n_ctx cap)
+CHAT_CONTEXT = DEFAULT_N_CTX  # tokens of history a chat can reach: llama.cpp's default context cap
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,10 @@ def gguf_file(ref: str, quant: str = "q4_k") -> GGUFFile | None:
 
 def _estimated_gguf(entry: ModelEntry, quant: str) -> GGUFFile:
     config = config_of(entry)
-    qtype = {"q4_k": "q4_k_m", "q5_k": "q5_k_m", "q3_k": "q3_k_m"}.get(quant, quant)
+    try:
+        qtype = qtype_name(quant.removesuffix("-im"))  # q4_k -> q4_k_m; the -im variant has the same size
+    except UserError:
+        qtype = "q4_k_m"
     bits = BITS_PER_WEIGHT.get(qtype, BITS_PER_WEIGHT["q4_k_m"])
     size = int(sum(t.numel for t in llama_plan(config)) * bits / 8) if config else 0
     return GGUFFile(f"ggml-model-{quant}.gguf", size, False, config, estimated=True)

@@ -20,6 +20,7 @@ from .scorers import scoring
 LETTERS = "ABCD"
 MC_HEADER = "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n"
 ANSWER_CUE = "\n答案："
+MC_WINDOW = 2048  # context the questions (and their shots) are scored in
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def letter_ids(scorer) -> dict[str, list[int]]:
 
 def multiple_choice(model: Any, csv_path: str | Path, *, shots: int = 0, dev_csv: str | Path | None = None,
                     subject: str | None = None, template: str | None = None, backend: str = "auto",
-                    n_ctx: int = 2048, limit: int | None = None) -> MCReport:
+                    n_ctx: int = MC_WINDOW, limit: int | None = None) -> MCReport:
     """Score a C-Eval-layout CSV the way the releases did: answer = most probable option letter.
 
     Args:

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 
 from ..gguf import gguf_type
 from ..util import UserError, progress, read_utf8
-from .scorers import scoring
+from .scorers import PPL_WINDOW, scoring
 
 
 def read_text(text_or_file: str | Path) -> str:
@@ -82,7 +82,7 @@ def _window_logprobs(scorer, ids: list[int], n_ctx: int, stride: int, desc: str)
         yield log_softmax(logits[first - 1 - begin: end - 1 - begin]), ids[first:end]
 
 
-def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n_ctx: int = 512,
+def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n_ctx: int = PPL_WINDOW,
                stride: int = 256) -> float:
     """Perplexity of ``model`` on a text: ``exp`` of the mean negative log-likelihood per token.
 
@@ -201,7 +201,7 @@ def compare_to_reference(ref: Reference, quant) -> KLReport:
                     ppl_quant=math.exp(nll_q / row), n_tokens=row)
 
 
-def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_ctx: int = 512,
+def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_ctx: int = PPL_WINDOW,
                   stride: int = 256, backend: str = "auto") -> KLReport:
     """KL divergence of a quantized model's next-token distributions from its reference's (F16).
 
@@ -226,7 +226,7 @@ def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_c
 
 
 def compare_quants(f16_gguf: str | Path, quant_paths: Sequence[str | Path], text: str | Path, *,
-                   n_ctx: int = 512, stride: int = 256) -> list[dict]:
+                   n_ctx: int = PPL_WINDOW, stride: int = 256) -> list[dict]:
     """One row per model for the notebooks' table: type, size, perplexity and KL divergence from the F16.
 
     One model is loaded at a time: the F16 first (its log-probabilities are kept in a temporary file, about

@@ -13,6 +13,8 @@ from typing import Any, Iterator, Sequence
 from ..chat import load_hf_model, resolve
 from ..util import UserError
 
+PPL_WINDOW = 512  # tokens per perplexity / KL window (and the context a scorer opens with)
+
 
 class HFScorer:
     """transformers model + tokenizer."""
@@ -109,7 +111,7 @@ def _is_llama(obj: Any) -> bool:
     return type(obj).__name__ == "Llama" and type(obj).__module__.startswith("llama_cpp")
 
 
-def open_model(model: Any, *, backend: str = "auto", n_ctx: int = 512, dtype: str | None = None,
+def open_model(model: Any, *, backend: str = "auto", n_ctx: int = PPL_WINDOW, dtype: str | None = None,
                n_threads: int | None = None):
     """Wrap ``model`` for scoring: a GGUF path, an HF folder, a ``llama_cpp.Llama``, ``(model, tokenizer)``
     or a :func:`helpers.infer.load_backend` object.
