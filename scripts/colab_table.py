@@ -58,10 +58,14 @@ def main() -> int:
         sys.exit(f"README.md lacks the {START} / {END} markers")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{table()}\n{END}{tail}"
+    rows = table()
+    new = f"{head}{START}\n{rows}\n{END}{tail}"
     if args.check:
         if new != text:
-            print("README.md's free-Colab table is out of date: run python scripts/colab_table.py")
+            old = rest.split(END, 1)[0].strip().splitlines()
+            changed = [f"  README: {o}\n  now:    {n}" for o, n in zip(old, rows.splitlines()) if o != n]
+            print("README.md's free-Colab table is out of date: run python scripts/colab_table.py\n"
+                  + "\n".join(changed[:5]))
             return 1
         return 0
     if new != text:
