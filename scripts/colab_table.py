@@ -11,6 +11,7 @@ architectures (no download). The table sits between two marker comments in READM
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from helpers import catalog  # noqa: E402
 from helpers.colab import FREE_COLAB_DISK, FREE_COLAB_RAM  # noqa: E402
 from helpers.merge.options import MergeOptions  # noqa: E402
 from helpers.merge.planner import plan_resources  # noqa: E402
+
+os.environ.pop("HELPERS_LOCAL_MODELS", None)  # the table is of the real releases, never of a local stand-in
 
 GB = 1 << 30
 START, END = "<!-- colab-fit:start -->", "<!-- colab-fit:end -->"

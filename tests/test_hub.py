@@ -199,8 +199,11 @@ def test_the_cli_prints_one_error_line_for_a_published_sum_mismatch(hub_env, tmp
 def test_smoke_mode_downloads_through_hf_endpoint_when_set(tmp_path, monkeypatch, demo):
     from helpers.demo import use_demo_assets
 
-    monkeypatch.delenv("HELPERS_LOCAL_MODELS", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # set before deleted, so that monkeypatch records their absence and removes what use_demo_assets sets: a
+    # HELPERS_LOCAL_MODELS left behind makes later tests of this worker plan the demo models as the real ones
+    for name in ("HELPERS_LOCAL_MODELS", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     assert use_demo_assets(demo) == demo
     assert "HELPERS_LOCAL_MODELS" not in os.environ and "HF_HUB_OFFLINE" not in os.environ
