@@ -207,7 +207,7 @@ def build_inputs(workdir: Path, layers: int, tok_base: Path, tok_lora: Path) -> 
     """Write the synthetic base (one safetensors shard per layer) and its LoRA."""
     from safetensors.torch import save_file
 
-    from helpers.demo import TARGETS
+    from helpers.checkpoint import LORA_TARGETS
 
     base, lora = build_base(workdir, layers, tok_base), workdir / f"lora-L{layers}"
     if built(lora):
@@ -218,7 +218,7 @@ def build_inputs(workdir: Path, layers: int, tok_base: Path, tok_lora: Path) -> 
     (lora / "adapter_config.json").write_text(json.dumps({
         "base_model_name_or_path": "meta-llama/Llama-2-7b-hf", "bias": "none", "fan_in_fan_out": False,
         "inference_mode": True, "lora_alpha": 128.0, "lora_dropout": 0.05, "modules_to_save": ["embed_tokens", "lm_head"],
-        "peft_type": "LORA", "r": RANK, "target_modules": list(TARGETS), "task_type": "CAUSAL_LM"}))
+        "peft_type": "LORA", "r": RANK, "target_modules": list(LORA_TARGETS), "task_type": "CAUSAL_LM"}))
     for f in tok_lora.iterdir():
         shutil.copyfile(f, lora / f.name)
     (lora / "done").touch()

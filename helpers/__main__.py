@@ -22,17 +22,18 @@ from .util import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("helpers.demo.cli", "build the offline demo models (tiny, deterministic, in the released layouts)"),
     "catalog": ("helpers.catalog.cli", "list the released models this project knows"),
-    "colab-check": ("helpers.colab.cli", "before any download: what a notebook's parameters need (GPU, RAM, disk, "
-                                         "wheels) against this runtime or free Colab's"),
+    "colab-check": ("helpers.stages.cli", "before any download: what a notebook's parameters need (GPU, RAM, disk, "
+                                          "wheels) against this runtime or free Colab's"),
+    "run": ("helpers.stages.run_cli", "a notebook's step from a terminal: its check, then its run (--set NAME=VALUE)"),
     "plan": ("helpers.merge.plan_cli", "what a merge will download, write and hold, and whether it fits here"),
     "merge": ("helpers.merge.cli", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
-    "to-gguf": ("helpers.gguf.convert", "convert a merged Hugging Face model folder to GGUF"),
-    "quantize": ("helpers.gguf.llama_quantize", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
+    "to-gguf": ("helpers.gguf.convert_cli", "convert a merged Hugging Face model folder to GGUF"),
+    "quantize": ("helpers.gguf.quantize_cli", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
     "chat": ("helpers.chat.cli", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
     "finetune": ("helpers.train.cli", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
-    "expand-vocab": ("helpers.tokens.vocab", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
+    "expand-vocab": ("helpers.tokens.vocab_cli", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
     "evaluate": ("helpers.evaluate.cli", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
-    "pipeline": ("helpers.pipeline", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
+    "pipeline": ("helpers.pipeline.cli", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
 }
 
 

@@ -5,7 +5,8 @@
 - :func:`disk_errors` / :func:`disk_error_message`: a write that fails because the disk is full (``ENOSPC``,
   ``EDQUOT``, ``EFBIG`` and the wrappers numpy, torch and safetensors put around them) or read-only becomes one
   line that says so, and how much space is needed when the caller knows.
-- :func:`require_writable`: the same, checked before anything is written.
+- :func:`require_writable`: the same, checked before anything is written;
+- :func:`free_disk_bytes` / :func:`require_free_disk`: the space left where an output goes.
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .util import UserError, free_disk_bytes, human_bytes, remove
+from .util import UserError, human_bytes, remove
 
 
 def stale_temps(final: str | Path) -> list[Path]:
@@ -28,6 +30,25 @@ def stale_temps(final: str | Path) -> list[Path]:
     pattern = re.compile(rf"\.+{re.escape(final.name)}\.tmp-[0-9a-f]{{8}}(\..+)?")
     folder = final.parent
     return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
+
+
+# --------------------------------------------------------------------------------------- free space
+def free_disk_bytes(path: str | Path) -> int:
+    """Free bytes on the filesystem holding ``path`` (or its nearest existing parent)."""
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def require_free_disk(path: str | Path, needed: int, *, what: str = "the output") -> None:
+    """Raise :class:`UserError` when the filesystem of ``path`` has less than ``needed`` bytes free."""
+    free = free_disk_bytes(path)
+    if free < needed:
+        raise UserError(
+            f"not enough disk space for {what} in {path}: need about {human_bytes(needed)}, "
+            f"{human_bytes(free)} free; free some space or choose another --out"
+        )
 
 
 # --------------------------------------------------------------------------------------- one run per output

@@ -394,3 +394,38 @@ def _check_reachable(repo_id: str) -> None:
         socket.getaddrinfo(url.hostname or "", url.port or 443)
     except (socket.gaierror, UnicodeError) as exc:
         raise hub_unreachable(repo_id, f"{url.hostname}: {exc.strerror or exc}") from None
+
+
+def access_problem(ref: str, *, what: str = "model") -> str | None:
+    """Why this machine cannot download ``ref`` although it exists: a gated repo (Meta's Llama-2/3) and no token,
+    or a token the repo does not accept yet; None when it can (or when nothing can be asked: a local folder,
+    offline mode, an unreachable hub without a catalog entry to go by). Nothing is downloaded."""
+    if is_local(ref) or os.environ.get("HF_HUB_OFFLINE") == "1" or not looks_like_hub_id(current_hub_id(ref)):
+        return None
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+    hub_id, token = current_hub_id(ref), get_secret("HF_TOKEN")
+    api = HfApi(endpoint=hub_endpoint())
+    try:
+        gated = bool(api.model_info(hub_id, token=token).gated)
+    except Exception:  # noqa: BLE001 - the hub cannot say: go by the catalog
+        entry = find(hub_id)
+        gated = bool(entry is not None and entry.gated)
+    if not gated:
+        return None
+    page = f"{(hub_endpoint() or 'https://huggingface.co')}/{hub_id}"
+    if not token:
+        return (f"the {what} {hub_id} is gated: accept its licence at {page}, then add your Hugging Face token as the "
+                "HF_TOKEN secret (Colab: the key icon in the left bar, with notebook access on) or environment "
+                "variable")
+    try:
+        api.auth_check(hub_id, token=token)
+    except GatedRepoError:
+        return f"your HF_TOKEN has no access to the {what} {hub_id} yet: accept its licence at {page} and wait for it"
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        return f"the hub refused your HF_TOKEN for {hub_id}: create a new read token" if status == 401 else None
+    except Exception:  # noqa: BLE001 - the check itself failed (a mirror without it): the download will tell
+        return None
+    return None

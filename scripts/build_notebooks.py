@@ -5,10 +5,12 @@ Sources use the percent format (``# %%`` code cells, ``# %% [markdown]`` text ce
 ``tags=[...]``). The builder adds what every notebook shares, so the conventions live in one place:
 
 * ``{{BADGE}}`` in a markdown cell becomes the Open-in-Colab badge for that notebook's path;
-* ``{{CATALOG:lora,patch}}`` becomes a dropdown list of the catalog's names of those kinds;
-* a code cell whose first line is ``# %% setup`` (optionally ``setup llama_cpp``) becomes the
-  standard Setup cell: on Colab it installs this repository (and llama.cpp when asked); elsewhere
-  it only checks that ``helpers`` is importable.
+* a code cell whose first line is ``# %% setup`` becomes the standard Setup cell: on Colab it installs this
+  repository (and llama.cpp, as the notebook's stage's ``SETUP`` says); elsewhere it only checks that ``helpers``
+  is importable;
+* a code cell whose first line is ``# %% parameters`` becomes the parameters form, rendered from the notebook's
+  stage (:data:`helpers.stages.STAGES`: one ``NAME = default  # @param ...`` per field, its help above it), tagged
+  ``parameters``; the cell's own lines (the smoke-mode override) follow the form.
 
 Outputs are never written, so the notebooks are committed clean.
 
@@ -54,10 +56,11 @@ print("helpers", helpers.__version__)'''
 LLAMA_CPP = '''    from helpers.gguf import colab_install_llama_cpp
 
     colab_install_llama_cpp({args})  # {comment}'''
-LLAMA_CPP_VARIANTS = {  # `# %% setup <variant>` in a notebook source
-    "llama_cpp": ("", "the prebuilt CPU wheel: conversion and quantization need no GPU"),
-    "llama_cpp_gpu": ("gpu=True, server=True", "a CUDA wheel when one fits this runtime, else the CPU wheel; never a "
-                      "slow build; with the OpenAI-compatible server's modules"),
+LLAMA_CPP_VARIANTS = {  # what a stage's SETUP asks for -> the install call and its comment
+    frozenset({"llama_cpp"}): ("", "the prebuilt CPU wheel: conversion and quantization need no GPU"),
+    frozenset({"llama_cpp", "gpu", "server"}): ("gpu=True, server=True", "a CUDA wheel when one fits this runtime, "
+                                                "else the CPU wheel; never a slow build; with the OpenAI-compatible "
+                                                "server's modules"),
 }
 
 
@@ -66,16 +69,16 @@ def badge(name: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
-def catalog_choices(kinds: list[str]) -> str:
-    """A Colab dropdown list of the catalog names of the given kinds."""
+def stage_of(name: str):
+    """The stage class of the notebook ``name`` (``01_merge_lora.ipynb``)."""
     sys.path.insert(0, str(ROOT))
-    from helpers import catalog
+    from helpers.stages import STAGES
 
-    return json.dumps([n for k in kinds for n in catalog.names(kind=k)], ensure_ascii=False)
+    return STAGES[name.removesuffix(".ipynb")]
 
 
 def parse(text: str) -> list[dict]:
-    """Split a percent-format source into cells: dicts with kind, tags, source."""
+    """Split a percent-format source into cells: dicts with kind, tags, source and the special cell kinds."""
     cells: list[dict] = []
     for block in re.split(r"^(?=# %%)", text, flags=re.M):
         if not block.strip():
@@ -83,24 +86,46 @@ def parse(text: str) -> list[dict]:
         header, _, body = block.partition("\n")
         kind = "markdown" if "[markdown]" in header else "code"
         tags = re.findall(r'"([^"]+)"', header.split("tags=", 1)[1]) if "tags=" in header else []
-        setup = re.match(r"# %% setup(?:\s+(\w+))?", header)
         body = body.strip("\n")
         if kind == "markdown":
             body = "\n".join(re.sub(r"^# ?", "", line) for line in body.splitlines())
-        cells.append({"kind": kind, "tags": tags, "source": body, "setup": setup})
+        cells.append({"kind": kind, "tags": tags, "source": body, "setup": header.startswith("# %% setup"),
+                      "parameters": header.startswith("# %% parameters")})
     return cells
+
+
+def literal(value: object) -> str:
+    """A default as Python source (strings in double quotes, Chinese kept readable)."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+def parameters_cell(name: str, tail: str) -> str:
+    """The form of notebook ``name``'s stage, then ``tail`` (the smoke-mode override)."""
+    lines = ["import os", ""]
+    for f in stage_of(name).form_fields():
+        lines += [f"# {f.entry.help}", f"{f.name} = {literal(f.default)}  {f.annotation()}"]
+    return "\n".join(lines) + ("\n\n" + tail if tail else "")
+
+
+def setup_cell(name: str) -> str:
+    """The Setup cell for what notebook ``name``'s stage installs."""
+    wanted = stage_of(name).SETUP
+    variant = LLAMA_CPP_VARIANTS.get(frozenset(wanted)) if wanted else None
+    if wanted and variant is None:
+        raise SystemExit(f"{name}: no setup cell for SETUP={sorted(wanted)}; add it to LLAMA_CPP_VARIANTS")
+    extra = LLAMA_CPP.format(args=variant[0], comment=variant[1]) if variant else ""
+    src = SETUP.format(repo=GITHUB_REPO, branch=revision(), extra=extra, extra_title=" and llama.cpp" if extra else "")
+    return src.replace("\n\nimport helpers", "\nimport helpers") if not extra else src
 
 
 def render_cell(cell: dict, name: str) -> dict:
     src = cell["source"]
     if cell["setup"]:
-        variant = LLAMA_CPP_VARIANTS.get(cell["setup"].group(1) or "")
-        extra = LLAMA_CPP.format(args=variant[0], comment=variant[1]) if variant else ""
-        src = SETUP.format(repo=GITHUB_REPO, branch=revision(), extra=extra,
-                           extra_title=" and llama.cpp" if extra else "")
-        src = src.replace("\n\nimport helpers", "\nimport helpers") if not extra else src
+        src = setup_cell(name)
+    if cell["parameters"]:
+        src = parameters_cell(name, src)
+        cell = {**cell, "tags": sorted({*cell["tags"], "parameters"})}
     src = src.replace("{{BADGE}}", badge(name))
-    src = re.sub(r"\{\{CATALOG:([a-z,]+)\}\}", lambda m: catalog_choices(m.group(1).split(",")), src)
     meta: dict = {}
     if cell["tags"]:
         meta["tags"] = cell["tags"]
@@ -120,8 +145,8 @@ def build(src_path: Path) -> str:
     nb = {
         "cells": cells,
         "metadata": {
-            "accelerator": "GPU",
-            "colab": {"gpuType": "T4", "provenance": [], "name": name},
+            **({"accelerator": "GPU"} if stage_of(name).GPU else {}),
+            "colab": {**({"gpuType": "T4"} if stage_of(name).GPU else {}), "provenance": [], "name": name},
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
             "language_info": {"name": "python"},
         },

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from helpers import catalog  # noqa: E402
 from helpers.colab import FREE_COLAB_DISK, FREE_COLAB_RAM  # noqa: E402
 from helpers.merge.options import MergeOptions  # noqa: E402
-from helpers.merge.planner import plan_resources  # noqa: E402
+from helpers.merge import plan_resources  # noqa: E402
 
 os.environ.pop("HELPERS_LOCAL_MODELS", None)  # the table is of the real releases, never of a local stand-in
 

@@ -198,13 +198,12 @@ def test_ntk_option_on_both_backends(llama2_dir, ggufs):
 
 
 # ----------------------------------------------------------------------------- back ends
-def test_quantization_refused_on_cpu(llama2_dir):
+def test_quantization_refused_on_cpu(llama2_dir, monkeypatch):
     import torch
 
     from helpers.chat import load_backend
 
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU runtime, even where a GPU is present
     for q in ("4bit", "8bit"):
         with pytest.raises(UserError, match="CUDA GPU"):
             load_backend(llama2_dir, quantization=q)
@@ -329,8 +328,13 @@ def test_template_from_gguf_metadata(llama2_dir, tmp_path):
 def test_speculative_with_draft_equal_to_target(backends, capsys):
     from helpers.chat import speculative_generate
 
+    from helpers.chat import load_backend
+
     hf = backends("llama2")
-    text, stats = speculative_generate(hf, hf, "[INST] 你好 [/INST]", max_new_tokens=24, **GREEDY)
+    twin = load_backend(hf.path, backend="transformers")  # the same weights, another instance
+    with pytest.raises(UserError, match="another model"):
+        speculative_generate(hf, hf, "hi", max_new_tokens=2)
+    text, stats = speculative_generate(hf, twin, "[INST] 你好 [/INST]", max_new_tokens=24, **GREEDY)
     assert text == hf.generate("[INST] 你好 [/INST]", max_new_tokens=24, **GREEDY).strip()
     assert stats["tokens"] == stats["plain_tokens"] == 24 and stats["same_text"]
     assert stats["draft_proposed"] > 0 and stats["acceptance_rate"] == 1.0
@@ -624,3 +628,4 @@ def test_speculative_with_small_draft_keeps_greedy_reply(demo, monkeypatch):
     assert stats["same_text"] and text == target.generate(prompt, max_new_tokens=16, **GREEDY).strip()
     assert stats["draft_proposed"] > 0 and 0.0 <= stats["acceptance_rate"] <= 1.0
     assert stats["draft_accepted"] + stats["target_passes"] == stats["tokens"]
+    assert stats["draft_accepted"] < stats["draft_proposed"]  # the random stand-ins disagree now and then

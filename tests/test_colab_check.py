@@ -1,88 +1,84 @@
-"""The Colab dry run (``helpers.colab``, ``python -m helpers colab-check``): parameters read from the real
-notebooks, sizes against independent references, and the verdicts on free Colab's runtimes."""
+"""The stages' dry run (``helpers.stages``, ``python -m helpers colab-check``): the forms the notebooks show, sizes
+against independent references, the verdicts on free Colab's runtimes, and fixes named as the forms' parameters
+that the plan then accepts."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers.colab import (CHECKS, FREE_COLAB_DISK, NO, OK, SLOW, Runtime, apply_overrides, check_notebook,
-                           notebook_params, notebook_setup)
-from helpers.colab.cli import find_notebook
-from helpers.colab.sizing import kv_cache_bytes, weight_bytes
 from helpers.catalog import config_of, get
-from helpers.pipeline import plan_release, release_target
+from helpers.colab import FREE_COLAB_DISK, NO, OK, SLOW, Runtime, notebook_params, notebook_setup
+from helpers.colab.sizing import kv_cache_bytes, weight_bytes
+from helpers.merge import MergeOptions, plan_resources
+from helpers.stages import STAGES, ChatStage, EvalStage, FinetuneStage, MergeStage, QuantizeStage, release_target
+from helpers.stages.cli import find_stage
 from helpers.util import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-T4 = Runtime.free_colab(gpu=True, setup=frozenset({"llama_cpp", "gpu", "server"}))
+T4 = Runtime.free_colab(gpu=True, setup=ChatStage.SETUP)
 CPU = Runtime.free_colab(gpu=False)
 
 
-def params(name: str, **overrides) -> dict:
-    return {**notebook_params(NOTEBOOKS / f"{name}.ipynb"), **overrides}
+def row(plan, what: str):
+    return next(n for n in plan.needs if n.what == what)
 
 
-def row(report, what: str):
-    return next(n for n in report.needs if n.what == what)
+# ------------------------------------------------------------------------------------------------ the forms
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_each_notebooks_form_is_its_stage(name):
+    """The parameters cell shows exactly the stage's fields: names, defaults, dropdowns, in order."""
+    path = NOTEBOOKS / f"{name}.ipynb"
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    cell = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
+    shown = {m[1]: m[2] for m in re.finditer(r"^(\w+) = .*?  (# @param .*)$", cell, re.M)}
+    fields = STAGES[name].form_fields()
+    assert notebook_params(path) == {f.name: f.default for f in fields}
+    assert list(shown) == [f.name for f in fields] and shown == {f.name: f.annotation() for f in fields}
+    assert notebook_setup(path) == STAGES[name].SETUP
+    assert ("accelerator" in json.loads(path.read_text(encoding="utf-8"))["metadata"]) == STAGES[name].GPU
 
 
-# ------------------------------------------------------------------------------------------------ parameters
-def test_parameters_come_from_the_parameters_cell_without_the_smoke_overrides():
-    p = notebook_params(NOTEBOOKS / "01_merge_lora.ipynb")
-    assert p["MODEL"] == "chinese-alpaca-2-7b-lora" and p["OUTTYPE"] == "q4_k_m"
-    assert p["OUTPUT_DIR"] == "/content/merged"  # the smoke block's override is inside an if: left out
-    assert p["SAVE_TO_DRIVE"] is False
-    assert notebook_params(NOTEBOOKS / "04_finetune_lora.ipynb")["LEARNING_RATE"] == pytest.approx(1e-4)
-
-
-def test_every_notebook_has_a_check_cell_named_after_it():
-    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
-        assert path.stem in CHECKS, path.name
-        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-        tagged = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
-        calls = [i for i, c in enumerate(cells) if f'colab_check("{path.stem}", globals())' in "".join(c["source"])]
-        assert len(calls) == 1 and calls[0] > tagged, path.name
-        downloads = [i for i, c in enumerate(cells) if any(k in "".join(c["source"]) for k in
-                                                          ("resolve_model(", "merge_release(", "f16_gguf(INPUT",
-                                                           "load_backend(MODEL"))]
-        assert all(calls[0] < i for i in downloads), f"{path.name}: the check must come before any download"
-
-
-def test_setup_cells_say_what_they_install():
-    assert notebook_setup(NOTEBOOKS / "01_merge_lora.ipynb") == {"llama_cpp"}
-    assert notebook_setup(NOTEBOOKS / "03_inference_chat.ipynb") == {"llama_cpp", "gpu", "server"}
-    assert notebook_setup(NOTEBOOKS / "04_finetune_lora.ipynb") == frozenset()
+def test_no_form_name_is_spelled_elsewhere_in_helpers():
+    """A form's names exist only as its fields: no string in helpers/ names one (``"OUTTYPE"``, ``OUTTYPE=``)."""
+    names = {f.name for s in STAGES.values() for f in s.form_fields()}
+    pattern = re.compile(r"\b(" + "|".join(sorted(names)) + r")\s*=|^(" + "|".join(sorted(names)) + r")$")
+    found = []
+    for path in sorted((ROOT / "helpers").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.search(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+    assert found == []
 
 
 def test_overrides_take_the_defaults_types_and_refuse_unknown_names():
-    p = notebook_params(NOTEBOOKS / "04_finetune_lora.ipynb")
-    out = apply_overrides(p, ["LOAD_IN_4BIT=false", "LORA_R=16", "LEARNING_RATE=2e-4", "BASE_MODEL=x=y"])
-    assert out["LOAD_IN_4BIT"] is False and out["LORA_R"] == 16 and out["LEARNING_RATE"] == 2e-4
-    assert out["BASE_MODEL"] == "x=y"
+    s = FinetuneStage.from_sets(["LOAD_IN_4BIT=false", "LORA_R=16", "LEARNING_RATE=2e-4", "BASE_MODEL=x=y"])
+    assert s.load_in_4bit is False and s.lora_r == 16 and s.learning_rate == 2e-4 and s.base_model == "x=y"
     with pytest.raises(UserError, match="no parameter LORA_RANK; its parameters are: BASE_MODEL, DATA"):
-        apply_overrides(p, ["LORA_RANK=8"])
+        FinetuneStage.from_sets(["LORA_RANK=8"])
     with pytest.raises(UserError, match="whole number"):
-        apply_overrides(p, ["LORA_R=8.5"])
+        FinetuneStage.from_sets(["LORA_R=8.5"])
     with pytest.raises(UserError, match="yes/no"):
-        apply_overrides(p, ["LOAD_IN_4BIT=maybe"])
+        FinetuneStage.from_sets(["LOAD_IN_4BIT=maybe"])
     with pytest.raises(UserError, match="NAME=VALUE"):
-        apply_overrides(p, ["LORA_R"])
+        FinetuneStage.from_sets(["LORA_R"])
+    with pytest.raises(UserError, match="OUTPUT_FORMAT = 'onnx' is not one of"):
+        MergeStage(output_format="onnx")
 
 
 def test_notebooks_are_found_by_name_number_or_word():
-    os.chdir(ROOT)
-    assert find_notebook("01").name == "01_merge_lora.ipynb"
-    assert find_notebook("finetune").name == "04_finetune_lora.ipynb"
-    assert find_notebook(str(NOTEBOOKS / "05_vocab_and_eval.ipynb")).name == "05_vocab_and_eval.ipynb"
-    with pytest.raises(UserError, match="no notebook"):
-        find_notebook("99")
+    assert find_stage("01") is MergeStage and find_stage("finetune") is FinetuneStage
+    assert find_stage(str(NOTEBOOKS / "05_vocab_and_eval.ipynb")) is EvalStage
+    with pytest.raises(UserError, match="is no notebook"):
+        find_stage("99")
 
 
 # ------------------------------------------------------------------------------------------------ sizes
@@ -121,72 +117,179 @@ def test_this_machine_is_measured(tmp_path):
     assert not rt.assumed and "this" in rt.describe()
 
 
-# ------------------------------------------------------------------------------------------------ verdicts
-def test_a_7b_q4_k_m_merge_fits_free_colab_and_matches_the_planner():
-    report = check_notebook("01_merge_lora", params("01_merge_lora"), CPU)
-    assert report.fits and row(report, "llama.cpp").status == OK
-    plan = plan_release("chinese-alpaca-2-7b-lora", release_target("chinese-alpaca-2-7b-lora", "/content/merged"),
-                        offline=True, free_disk=FREE_COLAB_DISK)
-    assert row(report, "disk").amount == plan.peak_disk and row(report, "RAM").amount == plan.ram_bytes
+# ------------------------------------------------------------------------------------------------ merge
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_a_33b_merge_fits_free_colab_only_in_low_disk_mode():
-    auto = check_notebook("01_merge_lora", params("01_merge_lora", MODEL="chinese-alpaca-33b-lora"), CPU)
-    assert auto.fits and "low-disk mode" in row(auto, "disk").need
-    plan = plan_release("chinese-alpaca-33b-lora", "/content/merged/x.gguf", offline=True)
-    assert row(auto, "disk").amount == plan.peak_disk_low < FREE_COLAB_DISK < plan.peak_disk
-    full = check_notebook("01_merge_lora", params("01_merge_lora", MODEL="chinese-alpaca-33b-lora", LOW_DISK="no"),
-                          CPU)
+def test_a_7b_q4_k_m_merge_fits_free_colab_and_matches_the_planner(monkeypatch):
+    _offline(monkeypatch)
+    plan = MergeStage().plan(CPU)
+    assert plan.fits and row(plan, "llama.cpp").status == OK
+    entry = get("chinese-alpaca-2-7b-lora")
+    target = release_target(entry, "/content/merged", "gguf", "q4_k_m")
+    assert plan.job.target == target and target.name == "chinese-alpaca-2-7b-q4_k_m.gguf"
+    ref = plan_resources("meta-llama/Llama-2-7b-hf", ["hfl/chinese-alpaca-2-lora-7b"],
+                         options=MergeOptions(fmt="gguf", outtype="q4_k_m"), out=target, offline=True,
+                         free_disk=FREE_COLAB_DISK)
+    assert row(plan, "disk").amount == ref.peak_disk and row(plan, "RAM").amount == ref.ram_bytes
+    assert plan.job.resources.low_disk is False
+
+
+def test_a_33b_merge_fits_free_colab_only_in_low_disk_mode_and_the_fix_says_so(monkeypatch):
+    _offline(monkeypatch)
+    auto = MergeStage(model="chinese-alpaca-33b-lora").plan(CPU)
+    assert auto.fits and auto.job.resources.low_disk and "low-disk mode" in row(auto, "disk").need
+    assert row(auto, "disk").amount == auto.job.resources.peak_disk_low < FREE_COLAB_DISK < auto.job.resources.peak_disk
+    full = MergeStage(model="chinese-alpaca-33b-lora", low_disk="no").plan(CPU)
     assert not full.fits and row(full, "disk").status == NO
-    assert "low-disk mode" in full.refusal() and "q8_0" in full.refusal()
+    assert full.fixes[0] == {"low_disk": "yes"}, full.fixes
+    for fix in full.fixes:  # every fix is the notebook's own parameter, never a larger type, and it fits
+        assert set(fix) <= {"low_disk", "outtype"} and fix.get("outtype") in (None, "q4_0", "q3_k_m")
+        assert dataclasses.replace(full.stage, **fix).plan(CPU).fits
+    refusal = full.refusal()
+    assert "LOW_DISK='yes'" in refusal and "--low-disk" not in refusal and "q8_0" not in refusal
     with pytest.raises(UserError, match="will not fit free Colab, CPU runtime"):
         full.check()
 
 
-def test_a_quantized_gguf_without_llama_cpp_is_refused_with_the_install_hint():
+def test_a_quantization_type_with_an_hf_folder_is_refused_with_both_ways_out(monkeypatch):
+    _offline(monkeypatch)
+    plan = MergeStage(output_format="hf").plan(CPU)
+    assert not plan.fits and row(plan, "output type").status == NO
+    assert plan.fixes == [{"outtype": "f16"}, {"output_format": "gguf"}]
+
+
+def test_a_quantized_gguf_without_llama_cpp_is_refused_with_the_install_hint(monkeypatch):
+    _offline(monkeypatch)
     bare = dataclasses.replace(CPU, llama_cpp=False)
-    report = check_notebook("01_merge_lora", params("01_merge_lora"), bare)
-    assert not report.fits and "setup cell" in row(report, "llama.cpp").fix
-    f16 = check_notebook("01_merge_lora", params("01_merge_lora", OUTTYPE="f16"), bare)
+    plan = MergeStage().plan(bare)
+    assert not plan.fits and "setup cell" in row(plan, "llama.cpp").fix
+    f16 = MergeStage(outtype="f16").plan(bare)
     assert f16.fits and all(n.what != "llama.cpp" for n in f16.needs)
 
 
-def test_finetuning_13b_in_16_bit_on_a_t4_is_refused_and_qlora_7b_fits():
-    big = check_notebook("04_finetune_lora", params("04_finetune_lora", BASE_MODEL="chinese-alpaca-2-13b",
-                                                    LOAD_IN_4BIT=False), T4)
-    assert not big.fits and "LOAD_IN_4BIT=True" in row(big, "GPU memory").fix
-    small = check_notebook("04_finetune_lora", params("04_finetune_lora"), T4)
+def test_a_gated_base_without_a_token_is_a_no_that_names_the_secret(monkeypatch):
+    """Asked of the hub when it answers, else of the catalog: Llama-2 is gated; never "fits" without a token."""
+    from helpers import hub
+
+    _offline(monkeypatch)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online, but the hub cannot be asked: the catalog decides
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert hub.access_problem("meta-llama/Llama-2-7b-hf") is not None
+    assert hub.access_problem("huggyllama/llama-7b") is None
+    monkeypatch.setattr("helpers.stages.merge.plan_resources", lambda *a, **kw: plan_resources(
+        *a, **{**kw, "offline": True}))
+    plan = MergeStage().plan(CPU)
+    need = row(plan, "access to meta-llama/Llama-2-7b-hf")
+    assert not plan.fits and need.status == NO and "HF_TOKEN" in need.fix and "licence" in need.fix
+    assert MergeStage(model="chinese-alpaca-7b-lora").plan(CPU).fits  # LLaMA-1 (huggyllama) is not gated
+
+
+# ------------------------------------------------------------------------------------------------ finetune
+def test_finetuning_13b_in_16_bit_on_a_t4_is_refused_and_qlora_7b_fits(monkeypatch):
+    _offline(monkeypatch)
+    big = FinetuneStage(base_model="chinese-alpaca-2-13b", load_in_4bit=False).plan(T4)
+    assert not big.fits and row(big, "GPU memory").status == NO and {"load_in_4bit": True} in big.fixes
+    small = FinetuneStage().plan(T4)
     assert small.fits and row(small, "bitsandbytes").status == OK
 
 
-def test_qlora_without_a_gpu_is_refused_naming_the_t4_runtime():
-    report = check_notebook("04_finetune_lora", params("04_finetune_lora"), CPU)
-    assert row(report, "GPU").status == NO and "T4 GPU" in report.refusal()
+def test_qlora_without_a_gpu_is_refused_naming_the_t4_runtime(monkeypatch):
+    _offline(monkeypatch)
+    plan = FinetuneStage().plan(CPU)
+    assert row(plan, "GPU").status == NO and "T4 GPU" in plan.refusal()
 
 
-def test_chat_on_a_t4_fits_4bit_and_not_16_bit_with_a_long_context():
-    four = check_notebook("03_inference_chat", params("03_inference_chat"), T4)
+# ------------------------------------------------------------------------------------------------ chat
+def test_chat_on_a_t4_fits_4bit_and_not_16_bit_with_a_long_context(monkeypatch):
+    _offline(monkeypatch)
+    four = ChatStage().plan(T4)
     assert four.fits, four.summary()
-    sixteen = check_notebook("03_inference_chat", params("03_inference_chat", QUANTIZATION="none", DRAFT_MODEL=""),
-                             T4)
-    assert row(sixteen, "GPU memory").status == NO and "4bit" in row(sixteen, "GPU memory").fix
+    sixteen = ChatStage(quantization="none", draft_model="").plan(T4)
+    assert row(sixteen, "GPU memory").status == NO and {"quantization": "4bit"} in sixteen.fixes
 
 
-def test_4bit_chat_on_a_cpu_runtime_is_slow_in_float32_and_too_big_for_its_ram():
-    report = check_notebook("03_inference_chat", params("03_inference_chat"), CPU)
-    assert row(report, "GPU").status == SLOW
-    ram = row(report, "RAM")
+def test_4bit_chat_on_a_cpu_runtime_is_slow_in_float32_and_too_big_for_its_ram(monkeypatch):
+    _offline(monkeypatch)
+    plan = ChatStage().plan(CPU)
+    assert row(plan, "GPU").status == SLOW and plan.job.quantization is None
+    ram = row(plan, "RAM")
     assert "float32" in ram.need and ram.status == NO
 
 
-def test_a_gguf_release_runs_in_llama_cpp_and_the_server_needs_its_extras():
-    p = params("03_inference_chat", MODEL="chinese-alpaca-2-13b-gguf")
-    report = check_notebook("03_inference_chat", p, T4)
-    assert report.fits and row(report, "GPU memory").status == OK and "q4_k" in row(report, "GPU memory").need
+def test_a_gguf_release_runs_in_llama_cpp_whatever_quantization_says(monkeypatch):
+    """The dropdown's GGUF releases with the default 4bit: llama.cpp, the GGUF's own type, a note; never a
+    refusal after the download."""
+    _offline(monkeypatch)
+    plan = ChatStage(model="chinese-alpaca-2-13b-gguf").plan(T4)
+    assert plan.fits and plan.job.backend == "llama.cpp" and plan.job.quantization is None
+    assert "q4_k" in row(plan, "GPU memory").need and any("transformers" in n for n in plan.notes)
     no_server = dataclasses.replace(T4, llama_cpp_server=False)
-    refused = check_notebook("03_inference_chat", p, no_server)
+    refused = ChatStage(model="chinese-alpaca-2-13b-gguf").plan(no_server)
     assert "START_SERVER=False" in refused.refusal()
-    assert check_notebook("03_inference_chat", {**p, "START_SERVER": False}, no_server).fits
+    assert ChatStage(model="chinese-alpaca-2-13b-gguf", start_server=False).plan(no_server).fits
+
+
+def test_a_back_end_that_cannot_load_the_model_is_refused_before_the_download(monkeypatch):
+    _offline(monkeypatch)
+    gguf = ChatStage(model="chinese-alpaca-2-7b-gguf", backend="transformers").plan(T4)
+    hf = ChatStage(backend="llama.cpp").plan(T4)
+    for plan in (gguf, hf):
+        assert not plan.fits and row(plan, "back end").status == NO and {"backend": "auto"} in plan.fixes
+
+
+def test_a_draft_of_another_vocabulary_is_skipped_before_anything_loads(monkeypatch):
+    _offline(monkeypatch)
+    plan = ChatStage(model="llama-3-chinese-8b-instruct-v3").plan(T4)
+    assert plan.fits and plan.job.draft is None and any("speculative decoding skipped" in n for n in plan.notes)
+    assert ChatStage().plan(T4).job.draft == "chinese-alpaca-2-1.3b"
+
+
+def test_memory_this_notebooks_earlier_run_holds_is_counted_as_free(monkeypatch):
+    """Run all twice: the first run's model is freed before loading again, so the check counts it as free."""
+    from helpers.stages import held
+
+    class Bot:  # a loaded transformers model of 3 GB on the GPU
+        class model:
+            device = "cuda:0"
+
+            @staticmethod
+            def get_memory_footprint():
+                return 3 << 30
+
+        closed = False
+
+        def close(self):
+            Bot.closed = True
+
+    monkeypatch.setattr(held, "_HELD", {})
+    held.hold(ChatStage.NOTEBOOK, Bot())
+    rt = held.held_runtime(ChatStage.NOTEBOOK, T4)
+    assert rt.vram == T4.vram + (3 << 30) and rt.ram == T4.ram
+    assert held.held_runtime(EvalStage.NOTEBOOK, T4) == T4
+    held.release(ChatStage.NOTEBOOK)
+    assert Bot.closed and held.held_memory(ChatStage.NOTEBOOK) == (0, 0)
+
+
+# ------------------------------------------------------------------------------------------------ eval, quantize
+def test_multiple_choice_on_a_t4_fits_and_fixes_name_the_notebooks_own_parameters(monkeypatch):
+    _offline(monkeypatch)
+    plan = EvalStage(mc_csv="val.csv").plan(T4)
+    assert plan.fits, plan.summary()
+    big = EvalStage(model="chinese-alpaca-2-13b", mc_csv="val.csv").plan(T4)
+    names = {f.attr for f in EvalStage.form_fields()}
+    assert all(set(fix) <= names for fix in big.fixes) and "QUANTIZATION" not in (big.refusal() or "")
+
+
+def test_quantized_outputs_never_replace_their_input(tmp_path):
+    from helpers.stages import quant_target
+
+    for name in ("m-f16.gguf", "m-bf16.gguf", "m-f32.gguf", "model.gguf"):
+        src = tmp_path / name
+        out = quant_target(src, tmp_path, "q4_k_m")
+        assert out != src and out.name.endswith("-q4_k_m.gguf") and "16" not in out.name.replace(name, "")
 
 
 # ------------------------------------------------------------------------------------------------ the CLI
@@ -199,6 +302,8 @@ def test_cli_prints_the_report_and_exits_non_zero_with_one_error_line():
     out = _cli("04", "--colab", "cpu")
     assert out.returncode != 0 and "[NO  ] GPU" in out.stdout
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: 04_finetune_lora will not fit")
+    small = _cli("04", "--colab", "cpu", "--set", "BASE_MODEL=chinese-alpaca-2-1.3b")
+    assert "to fit, set LOAD_IN_4BIT=False" in small.stderr  # the fix, as the form's parameter
     ok = _cli("01_merge_lora", "--colab", "t4", "--json")
     assert ok.returncode == 0, ok.stderr
     data = json.loads(ok.stdout)
@@ -208,8 +313,17 @@ def test_cli_prints_the_report_and_exits_non_zero_with_one_error_line():
 
 
 def test_the_check_reads_the_hub_listing_through_the_twin(hub_env, tmp_path):
-    report = check_notebook("01_merge_lora", params("01_merge_lora", OUTPUT_DIR=str(tmp_path)), CPU)
-    assert report.fits and not any("estimated" in n for n in report.notes)
-    plan = plan_release("chinese-alpaca-2-7b-lora", release_target("chinese-alpaca-2-7b-lora", tmp_path),
-                        free_disk=FREE_COLAB_DISK)
-    assert plan.download_bytes > 0 and str(plan.sources[0].ref) in report.notes[-1]
+    plan = MergeStage(output_dir=str(tmp_path)).plan(CPU)
+    assert plan.fits and not any("estimated" in n for n in plan.notes)
+    assert plan.job.resources.download_bytes > 0 and str(plan.job.resources.sources[0].ref) in plan.notes[-1]
+
+
+def test_run_executes_the_plan_and_replans_when_the_form_changed(hub_env, tmp_path, capsys):
+    """The run cell after a changed OUTTYPE (check cell skipped): the new type, under its own name."""
+    form = {f.name: f.default for f in MergeStage.form_fields()} | {"OUTPUT_DIR": str(tmp_path)}
+    plan = MergeStage.from_form(form).check()
+    form["OUTTYPE"] = "q8_0"
+    result = plan.run(form)
+    assert "changed since the check (OUTTYPE 'q4_k_m' -> 'q8_0')" in capsys.readouterr().out
+    assert result.outputs[0].name == "chinese-alpaca-2-7b-q8_0.gguf"
+    assert not (tmp_path / "chinese-alpaca-2-7b-q4_k_m.gguf").exists()

@@ -179,7 +179,7 @@ def _needed(demo: Path) -> int:
 
 def test_space_check_counts_the_partial_output(demo, tmp_path, monkeypatch):
     """In-process: a resume needs only the space the partial output does not hold yet."""
-    from helpers import util
+    from helpers import disk
     from helpers.merge import merge
     from helpers.util import UserError
 
@@ -190,7 +190,7 @@ def test_space_check_counts_the_partial_output(demo, tmp_path, monkeypatch):
     monkeypatch.delenv("HELPERS_MERGE_INTERRUPT_AFTER")
     held = sum(f.stat().st_size for f in (tmp_path / ".out.partial").iterdir())
     assert held > 1 << 20
-    monkeypatch.setattr(util, "free_disk_bytes", lambda _p: _needed(demo) - held // 2)
+    monkeypatch.setattr(disk, "free_disk_bytes", lambda _p: _needed(demo) - held // 2)
     with pytest.raises(UserError, match="not enough disk space"):  # a fresh merge elsewhere does not fit ...
         merge(*args, out=tmp_path / "other", max_shard_bytes=800 << 10, progress=False)
     res = merge(*args, out=out, max_shard_bytes=800 << 10, progress=False)  # ... the resume does

@@ -329,13 +329,12 @@ def test_config_validation(demo, tmp_path):
             FinetuneConfig(**{**ok, **bad})
 
 
-def test_4bit_without_gpu_is_refused(demo, tmp_path):
+def test_4bit_without_gpu_is_refused(demo, tmp_path, monkeypatch):
     import torch
 
     from helpers.train import finetune
 
-    if torch.cuda.is_available():
-        pytest.skip("has a GPU")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU runtime, even where a GPU is present
     with pytest.raises(UserError, match="CUDA"):
         finetune(_config(demo, tmp_path / "q", load_in_4bit=True))
 

@@ -218,9 +218,16 @@ def test_with_importance_matrix(cases, f16, tmp_path, case, qtype):
 
 def test_float16_rounding_is_torchs():
     """The quantizer rounds through float16 with ggml's conversion; the F16 GGUF is written by torch's."""
+    import numpy as np
     import torch
 
-    from helpers.gguf.ggml import round_through_f16
+    from helpers.gguf.ggml import ggml_library
+
+    def round_through_f16(a: np.ndarray) -> np.ndarray:  # ggml's own conversions, as the quantizer uses them
+        lib, half, out = ggml_library(), np.empty(a.size, np.float16), np.empty(a.size, np.float32)
+        lib.ggml_fp32_to_fp16_row(a.ctypes.data, half.ctypes.data, a.size)
+        lib.ggml_fp16_to_fp32_row(half.ctypes.data, out.ctypes.data, a.size)
+        return out
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1 << 20, generator=g) * torch.exp(torch.randn(1 << 20, generator=g) * 7)  # 1e-20 ... 1e+20
@@ -396,3 +403,16 @@ def test_kill_9_then_rerun(cases, tmp_path):
     clean = one_pass(cases, "odd", "q4_k_m", tmp_path / "clean" / "m.gguf")
     assert out.read_bytes() == clean.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.Modelfile", "m.gguf", "m.gguf.sha256"]
+
+
+def test_llama_cpp_log_adapter_finds_the_librarys_callback():
+    """llama-cpp-python has no public accessor for its own log callback; the one adapter that reaches for it must
+    find it in the installed version (a new version that moves it fails here, not silently in users' logs)."""
+    import importlib
+    import logging
+
+    from helpers.gguf.llamacpp import LLAMA_CPP_LOGGER, llama_cpp_log_callback
+
+    callback = llama_cpp_log_callback()
+    assert callback is not None and isinstance(callback, llama_cpp.llama_log_callback)
+    assert logging.getLogger(LLAMA_CPP_LOGGER) is importlib.import_module("llama_cpp._logger").logger

@@ -26,9 +26,9 @@ LAYERS = [
     ["gguf"],
     ["merge", "chat"],
     ["train", "evaluate"],
-    ["demo"],
+    ["demo", "colab"],
+    ["stages"],
     ["pipeline"],
-    ["colab"],
     ["__main__", "__init__"],
 ]
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
@@ -121,6 +121,12 @@ def test_no_import_cycle_between_units():
     graph: dict[str, set[str]] = {}
     for src, dst, _, _ in _edges():
         graph.setdefault(src, set()).add(dst)
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (``[a, b, ..., a]``), or None."""
     state: dict[str, int] = {}
     path: list[str] = []
 
@@ -136,10 +142,36 @@ def test_no_import_cycle_between_units():
         path.pop()
         return None
 
-    for unit in sorted(graph):
-        if unit not in state:
-            cycle = dfs(unit)
-            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+    for node in sorted(graph):
+        if node not in state and (cycle := dfs(node)):
+            return cycle
+    return None
+
+
+def _module_edges() -> dict[str, set[str]]:
+    """Module -> the modules of its own unit it imports (``helpers.tokens.tokenizer`` -> ``helpers.tokens.files``)."""
+    modules = {_module_name(p) for p in SOURCES}
+    graph: dict[str, set[str]] = {}
+    for path in SOURCES:
+        src = _module_name(path)
+        for target, names, _ in _imports(path):
+            if _unit(target) != _unit(src) or target == src:
+                continue
+            found = {f"{target}.{n}" for n in names if f"{target}.{n}" in modules}
+            found = found or ({target} if target in modules else set())
+            graph.setdefault(src, set()).update(found - {src})
+    return graph
+
+
+def test_no_import_cycle_between_modules_of_a_unit():
+    """Inside a sub-package too, imports form no loop (a module importing its package's ``__init__``, which imports
+    it back, is one)."""
+    assert _find_cycle(_module_edges()) is None, "import cycle: " + " -> ".join(_find_cycle(_module_edges()) or [])
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": {"c"}}) is None
 
 
 def test_no_private_name_crosses_a_unit():

@@ -81,11 +81,10 @@ def test_low_disk_merge_resumes_without_fetching_finished_shards(hub_env, refere
 
 
 def test_low_disk_is_chosen_when_only_it_fits(hub_env, reference, shards_seen, tmp_path, monkeypatch, capsys):
-    from helpers.merge import planner
+    from helpers.merge import planner, plan_resources
     from helpers.merge.options import MergeOptions
 
-    plan = planner.plan_resources(BASE, [LORA], options=MergeOptions(fmt="gguf", outtype="q4_k_m"),
-                                  out=tmp_path / "m.gguf")
+    plan = plan_resources(BASE, [LORA], options=MergeOptions(fmt="gguf", outtype="q4_k_m"), out=tmp_path / "m.gguf")
     assert plan.peak_disk_low < plan.peak_disk
     monkeypatch.setattr(planner, "free_disk_bytes", lambda path: (plan.peak_disk_low + plan.peak_disk) // 2)
     res = merge(BASE, [LORA], out=tmp_path / "m.gguf", fmt="gguf", outtype="q4_k_m", progress=False)

@@ -14,7 +14,7 @@ import pytest
 
 from helpers.merge import merge
 from helpers.merge.options import MergeOptions
-from helpers.merge.planner import plan_resources
+from helpers.merge import plan_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE, LORA = "meta-llama/Llama-2-7b-hf", "hfl/chinese-alpaca-2-lora-7b"

@@ -39,6 +39,8 @@ class ModelEntry:
             downloads use :attr:`hub_id`, the current location.
         sha256: SHA256 digests the release's authors published for its files, ``{file name: hex digest}``;
             downloads of those files are checked against them.
+        gated: the hub serves the repo only to accounts that accepted its licence (Meta's Llama-2 and Llama-3), with
+            their token; used when the hub itself cannot be asked.
     """
 
     name: str
@@ -57,6 +59,7 @@ class ModelEntry:
     notes: str = ""
     aliases: tuple[str, ...] = ()
     sha256: dict[str, str] | None = field(default=None, hash=False)
+    gated: bool = False
 
     def __post_init__(self) -> None:
         def bad(what: str) -> ValueError:

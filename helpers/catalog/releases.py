@@ -11,6 +11,7 @@ import dataclasses
 from .entry import ModelEntry
 
 _V1, _V2, _V3 = 2048, 4096, 8192  # native contexts per generation
+_GATED_OWNERS = ("meta-llama",)  # hub organisations whose repos need an accepted licence and a token
 _ROPE_16K = {"type": "linear", "factor": 4.0}
 _ROPE_64K = {"type": "yarn", "factor": 16.0, "original_max_position_embeddings": 4096}
 
@@ -19,7 +20,7 @@ def _m(name: str, hub_id: str, kind: str, generation: str, family: str, size: st
        ctx: int, base: tuple[str, ...] = (), *, rope: dict | None = None, remote_code: bool = False,
        notes: str = "") -> ModelEntry:
     return ModelEntry(name, hub_id, kind, generation, family, size, vocab, template, ctx, rope, base,
-                      template != "raw", remote_code, notes)
+                      template != "raw", remote_code, notes, gated=hub_id.split("/")[0] in _GATED_OWNERS)
 
 
 # The v1 LoRAs were published as ziqingyang/<repo> (the names the seed READMEs give) and now live in the hfl

@@ -10,7 +10,7 @@ from .backend import Backend
 from ..device import dtype_kwarg, torch_dtype
 from ..tokens import load_tokenizer
 from ..util import UserError
-from .longctx import apply_rope_to_config, plan_rope
+from .longctx import RopePlan, apply_rope_to_config, plan_rope
 
 
 class TransformersBackend(Backend):
@@ -205,11 +205,8 @@ def load_transformers(path: Path, *, template: str, quantization: str | None = N
     return TransformersBackend(model, tokenizer, template=template, path=path, n_ctx=ctx, defaults=defaults)
 
 
-def load_hf_model(path: Path, *, quantization: str | None = None, device: str | None = None, dtype: Any = None,
-             n_ctx: int | None = None, rope: str | None = None, trust_remote_code: bool = False,
-             catalog_rope: dict | None = None) -> tuple[Any, Any, int, str]:
-    """Model (in eval mode, on its device) and tokenizer of an HF folder, the context in use and a
-    ``device (dtype)`` description; the arguments are those of :func:`load_transformers`."""
+def _check_device(device: str | None, quantization: str | None) -> str:
+    """The device to load on (CUDA when available), refusing what cannot work there."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -222,7 +219,13 @@ def load_hf_model(path: Path, *, quantization: str | None = None, device: str | 
     if quantization and not on_gpu:
         raise UserError(f"{quantization} loading needs a CUDA GPU (bitsandbytes); on CPU load without "
                         "quantization (float32), or use a quantized GGUF with the llama.cpp back end")
-    from transformers import AutoConfig, AutoModelForCausalLM
+    return device
+
+
+def _config_with_rope(path: Path, *, n_ctx: int | None, rope: str | None, trust_remote_code: bool,
+                      catalog_rope: dict | None) -> tuple[Any, RopePlan]:
+    """The model's config with the long-context plan (:mod:`.longctx`) applied, and the plan."""
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
@@ -241,25 +244,43 @@ def load_hf_model(path: Path, *, quantization: str | None = None, device: str | 
     apply_rope_to_config(config, plan, catalog_rope)
     if plan.kind != "config":
         print(f"rope: {plan.describe()}", file=sys.stderr)
+    return config, plan
 
-    chosen = torch_dtype(dtype, on_gpu)
-    dtype_key = dtype_kwarg()
-    kwargs: dict[str, Any] = {"config": config, dtype_key: chosen, "trust_remote_code": trust_remote_code}
-    if quantization:
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise UserError("8/4-bit loading needs bitsandbytes: pip install bitsandbytes") from None
-        from transformers import BitsAndBytesConfig
 
-        if quantization == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.float16)
-            kwargs[dtype_key] = torch.float16
-        else:  # LLM.int8 computes in fp16; a bf16 model would be cast on every matmul (and warn each time)
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-            kwargs[dtype_key] = torch.float16
+def _quantization_kwargs(quantization: str | None, dtype_key: str) -> dict[str, Any]:
+    """``from_pretrained`` keywords for bitsandbytes 8-bit or NF4 4-bit (both compute in fp16)."""
+    if not quantization:
+        return {}
+    import torch
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("8/4-bit loading needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=torch.float16)
+    else:  # LLM.int8 computes in fp16; a bf16 model would be cast on every matmul (and warn each time)
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": config, dtype_key: torch.float16}
+
+
+def load_hf_model(path: Path, *, quantization: str | None = None, device: str | None = None, dtype: Any = None,
+                  n_ctx: int | None = None, rope: str | None = None, trust_remote_code: bool = False,
+                  catalog_rope: dict | None = None) -> tuple[Any, Any, int, str]:
+    """Model (in eval mode, on its device) and tokenizer of an HF folder, the context in use and a
+    ``device (dtype)`` description; the arguments are those of :func:`load_transformers`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = _check_device(device, quantization)
+    config, plan = _config_with_rope(path, n_ctx=n_ctx, rope=rope, trust_remote_code=trust_remote_code,
+                                     catalog_rope=catalog_rope)
+    chosen, dtype_key = torch_dtype(dtype, device.startswith("cuda")), dtype_kwarg()
+    kwargs: dict[str, Any] = {"config": config, dtype_key: chosen, "trust_remote_code": trust_remote_code,
+                              **_quantization_kwargs(quantization, dtype_key)}
     # load straight onto the device: a 7B fp16 model does not fit in Colab's CPU RAM on the way to the GPU
     kwargs["device_map"] = {"": torch.cuda.current_device() if device == "cuda" else device}
     try:
@@ -275,4 +296,3 @@ def load_hf_model(path: Path, *, quantization: str | None = None, device: str | 
                         "copy the tokenizer that was merged with these weights")
     ctx = plan.n_ctx or int(config.max_position_embeddings)
     return model, tokenizer, ctx, f"{device} ({quantization or str(chosen).replace('torch.', '')})"
-

@@ -14,13 +14,13 @@ from __future__ import annotations
 from .adapter import Adapter, LoraPair, open_adapter
 from .files import SafetensorsFile, corrupt_message, torch_load
 from .model import Checkpoint, open_checkpoint
-from .names import hf_to_meta_name, meta_split_dim, meta_to_hf_name, rope_to_hf, rope_to_meta
+from .names import LORA_TARGETS, hf_to_meta_name, meta_split_dim, meta_to_hf_name, rope_to_hf, rope_to_meta
 from .plan import TensorPlan, TensorSink, llama_plan
 from .streamed import StreamedCheckpoint
 from .torchzip import open_pickle
 
 __all__ = [
-    "Adapter", "Checkpoint", "LoraPair", "SafetensorsFile", "StreamedCheckpoint", "TensorPlan", "TensorSink",
+    "LORA_TARGETS", "Adapter", "Checkpoint", "LoraPair", "SafetensorsFile", "StreamedCheckpoint", "TensorPlan", "TensorSink",
     "corrupt_message", "hf_to_meta_name", "llama_plan", "meta_split_dim", "meta_to_hf_name", "open_adapter",
     "open_checkpoint", "open_pickle", "rope_to_hf", "rope_to_meta", "torch_load",
 ]

@@ -22,6 +22,8 @@ _META_TOP = {"tok_embeddings": "model.embed_tokens", "norm": "model.norm", "outp
 _SPLIT_DIM = {"tok_embeddings": 1, "output": 0, "norm": None, "wq": 0, "wk": 0, "wv": 0, "wo": 1,
               "w1": 0, "w2": 1, "w3": 0, "attention_norm": None, "ffn_norm": None}
 _HF_LAYER = {v: k for k, v in _META_LAYER.items()}
+# The seven projections of a LLaMA block that the releases train LoRAs on, in the order of their adapter configs
+LORA_TARGETS = ("q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "down_proj", "up_proj")
 _HF_TOP = {v: k for k, v in _META_TOP.items()}
 
 

@@ -1,10 +1,11 @@
-"""A notebook's parameters, read from its ``parameters`` cell without running anything, and ``--set`` overrides."""
+"""A notebook's parameters and setup, read from its cells without running anything (the checks that the
+notebooks say what their stages say)."""
 from __future__ import annotations
 
 import ast
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..util import UserError, read_utf8
 
@@ -57,38 +58,3 @@ def notebook_setup(path: str | Path) -> frozenset[str]:
         if cell.get("cell_type") == "code" and "colab_install_llama_cpp(" in src:
             return frozenset({"llama_cpp"} | {k for k in ("gpu", "server") if f"{k}=True" in src})
     return frozenset()
-
-
-def _coerce(name: str, text: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        low = text.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise UserError(f"{name} is a yes/no parameter: give {name}=true or {name}=false, not {text!r}")
-    if isinstance(default, (int, float)):
-        try:
-            return type(default)(text)
-        except ValueError:
-            kind = "a whole number" if isinstance(default, int) else "a number"
-            raise UserError(f"{name} is {kind}: {text!r} is not one") from None
-    return text
-
-
-def apply_overrides(params: dict[str, Any], sets: Iterable[str]) -> dict[str, Any]:
-    """``params`` with ``NAME=VALUE`` overrides, each converted to its default's type.
-
-    Raises:
-        UserError: a malformed override or a name the notebook does not have (the message lists its parameters).
-    """
-    out = dict(params)
-    for item in sets:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise UserError(f"--set takes NAME=VALUE, not {item!r}")
-        if name not in params:
-            raise UserError(f"the notebook has no parameter {name}; its parameters are: {', '.join(params)}")
-        out[name] = _coerce(name, value, params[name])
-    return out

@@ -1,10 +1,10 @@
-"""What a notebook's parameters need, row by row, against what the runtime has, and the verdict."""
+"""What a notebook's parameters need, row by row, against what the runtime has (:class:`Need`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
-from ..util import UserError, human_bytes
-from .runtime import Runtime
+from ..util import human_bytes
 
 OK, SLOW, NO = "ok", "slow", "NO"
 
@@ -21,6 +21,10 @@ class Need:
     fix: str = ""
     amount: int | None = None  # bytes needed, for the rows that are amounts
 
+    def renamed(self, what: str) -> Need:
+        """The same need under another name (``RAM (server)``)."""
+        return dataclasses.replace(self, what=what)
+
 
 def bytes_need(what: str, need: int, have: int | None, *, fix: str = "", slow_fix: str = "",
                detail: str = "") -> Need:
@@ -36,47 +40,3 @@ def bytes_need(what: str, need: int, have: int | None, *, fix: str = "", slow_fi
 def wheel_need(what: str, have: bool, *, fix: str) -> Need:
     """A :class:`Need` for a package the run cannot do without."""
     return Need(what, "it", "installed" if have else "missing", OK if have else NO, "" if have else fix)
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """The dry run of one notebook: its settings, each need against the runtime, and notes (e.g. the merge plan)."""
-
-    notebook: str
-    runtime: Runtime
-    settings: str
-    needs: list[Need]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def fits(self) -> bool:
-        return all(n.status != NO for n in self.needs)
-
-    def summary(self) -> str:
-        """The report: runtime, settings, one line per need, the notes and the verdict."""
-        width = max(len(n.what) for n in self.needs) if self.needs else 4
-        lines = [f"colab-check {self.notebook}: {self.settings}", f"  {self.runtime.describe()}"]
-        for n in self.needs:
-            mark = {OK: "ok  ", SLOW: "slow", NO: "NO  "}[n.status]
-            fix = f": {n.fix}" if n.fix else ""
-            lines.append(f"  [{mark}] {n.what:{width}s}  needs {n.need}; has {n.have}{fix}")
-        lines += [f"  {line}" for note in self.notes for line in note.splitlines()]
-        lines.append("  -> fits" if self.fits else "  -> does NOT fit this runtime")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def refusal(self) -> str | None:
-        """Why the notebook will not run here, with what to change (None: it fits)."""
-        bad = [n for n in self.needs if n.status == NO]
-        if not bad:
-            return None
-        return (f"{self.notebook} will not fit {self.runtime.name} with these settings: "
-                + "; ".join(f"{n.what} needs {n.need}, has {n.have}" + (f" ({n.fix})" if n.fix else "") for n in bad))
-
-    def check(self) -> None:
-        """Raise :class:`UserError` with :meth:`refusal` when it does not fit."""
-        why = self.refusal()
-        if why:
-            raise UserError(why)

@@ -6,6 +6,7 @@ Colab from anywhere before a single byte is downloaded.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from ..device import cuda_gpu
 from ..env import available_ram_bytes, in_colab
 from ..gguf import llama_cpp_available, server_extras_missing
 from ..hub import hub_cache_dir
-from ..util import free_disk_bytes, human_bytes
+from ..disk import free_disk_bytes
+from ..util import human_bytes
 
 GIB = 1 << 30
 FREE_COLAB_RAM = int(12.7 * GIB)  # what free Colab reports as the session's RAM
@@ -85,6 +87,10 @@ class Runtime:
                    vram=T4_VRAM if gpu else None, ram=FREE_COLAB_RAM, disk=FREE_COLAB_DISK,
                    cuda="12.4" if gpu else None, llama_cpp=llama, llama_cpp_gpu=llama and gpu and "gpu" in setup,
                    llama_cpp_server=llama and "server" in setup, bitsandbytes=True, assumed=True)
+
+    def cpu_only(self) -> Runtime:
+        """This runtime for a llama.cpp process that runs on the CPU (the OpenAI-compatible server)."""
+        return dataclasses.replace(self, llama_cpp_gpu=False)
 
     def describe(self) -> str:
         """One line: GPU, RAM, disk and wheels."""

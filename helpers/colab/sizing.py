@@ -9,13 +9,14 @@ from ..catalog import ModelEntry, config_of, find
 from ..chat import DEFAULT_N_CTX, choose_gguf
 from ..checkpoint import llama_plan
 from ..gguf import BITS_PER_WEIGHT, qtype_name, read_metadata
-from ..hub import file_sizes
+from ..hub import file_sizes, looks_like_hub_id
 from ..merge import SourceFiles, estimated_source, source_config, source_files
 from ..util import UserError
+from .runtime import GIB
 
-GIB = 1 << 30
+
 RUNTIME_OVERHEAD = GIB // 2  # CUDA context / allocator slack and activations of one forward pass
-LIBRARIES = 3 * GIB // 2  # torch + transformers in the Python process
+TORCH_PROCESS_BYTES = 3 * GIB // 2  # torch + transformers loaded in the Python process
 CHAT_CONTEXT = DEFAULT_N_CTX  # tokens of history a chat can reach: llama.cpp's default context cap
 
 
@@ -95,6 +96,8 @@ def gguf_file(ref: str, quant: str = "q4_k") -> GGUFFile | None:
     if path.is_file() and path.suffix == ".gguf":
         return GGUFFile(path.name, path.stat().st_size, True, _gguf_config(path))
     entry = None if path.exists() else find(ref)
+    if entry is None and not path.exists() and looks_like_hub_id(ref):
+        return _hub_gguf(ref, quant)
     if entry is None or entry.kind != "gguf":
         return None
     try:
@@ -103,6 +106,18 @@ def gguf_file(ref: str, quant: str = "q4_k") -> GGUFFile | None:
         return GGUFFile(name, sizes[name], False, config_of(entry))
     except UserError:
         return _estimated_gguf(entry, quant)
+
+
+def _hub_gguf(hub_id: str, quant: str) -> GGUFFile | None:
+    """The GGUF a hub repo outside the catalog holds (a repo of GGUFs without a ``config.json``), else None."""
+    try:
+        sizes = file_sizes(hub_id, what="model")
+    except UserError:
+        return None
+    if "config.json" in sizes or not any(n.endswith(".gguf") for n in sizes):
+        return None
+    name = choose_gguf(list(sizes), quant, where=hub_id)
+    return GGUFFile(name, sizes[name], False, None)
 
 
 def _estimated_gguf(entry: ModelEntry, quant: str) -> GGUFFile:

@@ -35,8 +35,8 @@ from pathlib import Path
 
 from ..merge import merge
 from ..tokens import merge_sentencepiece, piece_count
-from ..disk import claim_output, disk_errors
-from ..util import atomic_path, fault_point, require_free_disk, write_json
+from ..disk import claim_output, disk_errors, require_free_disk
+from ..util import atomic_path, fault_point, write_json
 from .data import write_data
 from .tokenizers import corpus, llama3_tokenizer, sp_tokenizer_folder, train_sentencepiece
 from .weights import (V1, V2, V2_SMALL, V3, base_state_dict, generator, hf_config, lora_state_dict, randn,

@@ -8,9 +8,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import LORA_TARGETS
 from ..util import write_json
 
-TARGETS = ("q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "down_proj", "up_proj")
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def lora_state_dict(base_sd, spec: TinySpec, *, r: int, vocab: int | None, seed:
     g = generator(seed)
     sd = OrderedDict()
     for i in range(spec.layers):
-        for t in TARGETS:
+        for t in LORA_TARGETS:
             mod = "self_attn" if t.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
             out_f, in_f = base_sd[f"model.layers.{i}.{mod}.{t}.weight"].shape
             p = f"base_model.model.model.layers.{i}.{mod}.{t}."
@@ -159,7 +159,7 @@ def write_lora(d: Path, sd, *, r: int, alpha: float, base_name: str, old_peft: b
 
     cfg = {"base_model_name_or_path": base_name, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
            "lora_alpha": alpha, "lora_dropout": 0.05, "modules_to_save": ["embed_tokens", "lm_head"] if modules_to_save else None,
-           "peft_type": "LORA", "r": r, "target_modules": list(TARGETS), "task_type": "CAUSAL_LM"}
+           "peft_type": "LORA", "r": r, "target_modules": list(LORA_TARGETS), "task_type": "CAUSAL_LM"}
     if old_peft:  # fields of the 2023 PEFT that newer versions do not know
         cfg.update(enable_lora=None, merge_weights=False)
     else:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from .choice import (ANSWER_CUE, LETTERS, MC_HEADER, MC_WINDOW, MCReport, format_item, letter_ids, mc_prompt,
                      multiple_choice, read_mc_csv)
-from .perplexity import KLReport, compare_quants, kl_divergence, perplexity, plot_quant_table, read_text, windows
+from .perplexity import KLReport, compare_quants, default_eval_text, kl_divergence, perplexity, plot_quant_table, read_text, windows
 from .scorers import PPL_WINDOW, HFScorer, LlamaCppScorer, open_model
 
 __all__ = ["ANSWER_CUE", "LETTERS", "MC_HEADER", "MC_WINDOW", "PPL_WINDOW", "HFScorer", "KLReport", "LlamaCppScorer",
-           "MCReport", "compare_quants", "format_item", "kl_divergence", "letter_ids", "mc_prompt", "multiple_choice",
+           "MCReport", "compare_quants", "default_eval_text", "format_item", "kl_divergence", "letter_ids", "mc_prompt", "multiple_choice",
            "open_model", "perplexity", "plot_quant_table", "read_mc_csv", "read_text", "windows"]

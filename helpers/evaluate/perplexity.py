@@ -16,8 +16,13 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..gguf import gguf_type
-from ..util import UserError, progress, read_utf8
+from ..util import DATA_DIR, UserError, progress, read_utf8
 from .scorers import PPL_WINDOW, scoring
+
+
+def default_eval_text() -> str:
+    """A short Chinese text shipped with the package, for perplexity and token counts when the user gives none."""
+    return (DATA_DIR / "corpus_zh.txt").read_text(encoding="utf-8")
 
 
 def read_text(text_or_file: str | Path) -> str:

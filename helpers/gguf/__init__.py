@@ -19,7 +19,7 @@ from .convert import convert_hf_to_gguf, convert_to_gguf_files, gguf_bytes, gguf
 from .export import export_file, modelfile_path, ollama_command, split_gguf, write_checksum, write_modelfile
 from .hparams import rope_settings
 from .imatrix import read_imatrix
-from .layout import data_bytes, gguf_names, tensor_nbytes, tensor_types
+from .layout import data_bytes, gguf_names, requantized_bytes, tensor_nbytes, tensor_types
 from .llamacpp import (LLAMA_CPP_VERSION, SERVER_MODULES, colab_install_llama_cpp, install_hint, llama_cpp_available,
                        quantize_binary, quiet_llama_log, server_extras_missing)
 from .metadata import check_gguf, gguf_template, gguf_type, read_metadata
@@ -35,7 +35,7 @@ __all__ = [
     "convert_hf_to_gguf", "convert_to_gguf_files", "data_bytes", "describe_model", "export_file", "gguf_bytes",
     "gguf_names", "gguf_outtype", "gguf_sidecars", "gguf_template", "gguf_type", "install_hint",
     "llama_cpp_available", "modelfile_path", "ollama_command", "permute_qk", "qtype_name", "quantize",
-    "quantize_binary", "quiet_llama_log", "read_imatrix", "read_metadata", "rope_settings", "sentencepiece_vocab",
+    "quantize_binary", "quiet_llama_log", "read_imatrix", "read_metadata", "requantized_bytes", "rope_settings", "sentencepiece_vocab",
     "server_extras_missing",
     "split_gguf", "tensor_nbytes", "tensor_types", "write_checksum", "write_gguf", "write_modelfile",
 ]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-CHUNK_ELEMENTS = 1 << 20  # at most this many values per work item (tens of ms of work; small chunks balance the load)
+QUANT_CHUNK_ELEMENTS = 1 << 20  # at most this many values per work item (tens of ms of work; small chunks balance the load)
 SMALL_ELEMENTS = 1 << 18  # tensors this small are quantized on the calling thread
 _pools: dict[int, ThreadPoolExecutor] = {}
 
@@ -84,11 +84,6 @@ def check_type(qtype: int) -> None:
                         f"{gguf.GGMLQuantizationType(qtype).name}; install matching versions")
 
 
-def row_size(qtype: int, n_per_row: int) -> int:
-    """Bytes of one row of ``n_per_row`` values in type ``qtype``."""
-    return int(ggml_library().ggml_row_size(qtype, n_per_row))
-
-
 def default_threads() -> int:
     """The cores this process may run on."""
     try:
@@ -107,15 +102,6 @@ def _round_f16(ptr: int, n: int) -> "np.ndarray":
     lib.ggml_fp32_to_fp16_row(ptr, half.ctypes.data, n)
     lib.ggml_fp16_to_fp32_row(half.ctypes.data, out.ctypes.data, n)
     return out
-
-
-def round_through_f16(a: "np.ndarray") -> "np.ndarray":
-    """float32 values rounded to float16 and back with ggml's conversions (what :func:`quantize` does with
-    ``via_f16``)."""
-    import numpy as np
-
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    return _round_f16(a.ctypes.data, a.size).reshape(a.shape)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -162,7 +148,7 @@ def quantize(t: "torch.Tensor", qtype: int, *, imatrix: "np.ndarray | None" = No
     src, dst = t.data_ptr(), out.ctypes.data
     w_ptr = weights.ctypes.data if weights is not None else None
     threads = max(1, threads or default_threads())
-    step = max(1, min(-(-nrows // (8 * threads)), CHUNK_ELEMENTS // n_per_row))
+    step = max(1, min(-(-nrows // (8 * threads)), QUANT_CHUNK_ELEMENTS // n_per_row))
 
     def work(r0: int) -> int:
         n = min(step, nrows - r0)

@@ -80,3 +80,24 @@ def data_bytes(config: dict, plan: Sequence[TensorPlan], outtype: str, *, has_im
             n = tensor_nbytes(p.shape, types[new])
             total += n + (-n % ALIGNMENT)
     return total
+
+
+def requantized_bytes(path: str, outtype: str, *, has_imatrix: bool = False) -> int:
+    """About the size of the file llama.cpp's quantizer writes when it quantizes the float GGUF at ``path`` to
+    ``outtype``: this file's header, then its tensors under the quantizer's per-tensor rules (exact data bytes,
+    alignment included)."""
+    import gguf
+
+    from .quant_rules import ModelShape, tensor_types as quant_types
+
+    reader = gguf.GGUFReader(path, "r")
+    meta = {k: f.contents() for k, f in reader.fields.items() if k.endswith(("block_count", "head_count",
+                                                                               "head_count_kv"))}
+    arch = str(reader.fields["general.architecture"].contents())
+    n_head = int(meta[f"{arch}.attention.head_count"])
+    model = ModelShape(int(meta[f"{arch}.block_count"]), n_head,
+                       int(meta.get(f"{arch}.attention.head_count_kv") or n_head))
+    tensors = [(t.name, tuple(int(x) for x in reversed(t.shape.tolist())), t.tensor_type) for t in reader.tensors]
+    types = quant_types(outtype, tensors, model, has_imatrix=has_imatrix)
+    data = sum((n := tensor_nbytes(shape, types[name])) + (-n % ALIGNMENT) for name, shape, _ in tensors)
+    return int(reader.data_offset) + data

@@ -14,29 +14,26 @@ llama.cpp's own log goes to a file (named in the error) instead of the terminal.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import errno
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..disk import claim_output, disk_error_message, disk_errors
-from ..util import UserError, atomic_path, fault_point, human_bytes, log_dir, remove, require_free_disk, tmp_name
+from ..disk import claim_output, disk_error_message, disk_errors, require_free_disk
+from ..util import UserError, atomic_path, fault_point, human_bytes, log_dir, remove, tmp_name
 from .convert import gguf_sidecars, write_gguf
 from .export import write_checksum, write_modelfile
 from .imatrix import imatrix_struct, read_imatrix
-from .llamacpp import install_hint, llama_cpp_available, quantize_binary, quiet_llama_log
+from .layout import requantized_bytes
+from .llamacpp import LLAMA_CPP_LOGGER, install_hint, llama_cpp_available, quantize_binary, quiet_llama_log
 from .metadata import check_gguf, gguf_template, gguf_type, read_metadata
 from .types import DEFAULT_QUANT, FTYPES, NEEDS_IMATRIX, qtype_name
 
-SOURCE_TYPES = {0: 32, 1: 16, 32: 16}  # llama file types llama.cpp quantizes from (F32, F16, BF16): bits per weight
-# about the bits per weight of each type on LLaMA models (with the larger types llama.cpp keeps for some tensors)
-BITS_PER_WEIGHT = {"q2_k": 3.4, "q2_k_s": 3.0, "q3_k_s": 3.5, "q3_k_m": 3.9, "q3_k_l": 4.3, "q4_0": 4.6, "q4_1": 5.0,
-                   "q4_k_s": 4.6, "q4_k_m": 4.9, "q5_0": 5.6, "q5_1": 6.0, "q5_k_s": 5.6, "q5_k_m": 5.7, "q6_k": 6.6,
-                   "q8_0": 8.5, "f16": 16.0, "bf16": 16.0, "f32": 32.0}
+SOURCE_TYPES = frozenset({FTYPES["f32"], FTYPES["f16"], FTYPES["bf16"]})  # the file types llama.cpp quantizes from
 _WRITE_FAILED = ("iostream error", "No space left", "File too large", "Disk quota")  # how its writes fail
 
 
@@ -58,10 +55,7 @@ def _quantize_python(src: Path, dst: Path, qtype: str, imatrix: Path | None, thr
         with quiet_llama_log(log_file=log_file):
             _run_python_quantizer(llama_cpp, src, dst, qtype, imatrix, threads)
         return
-    try:
-        from llama_cpp._logger import logger as lcp_logger  # llama.cpp's log goes through this logger's level
-    except ImportError:
-        lcp_logger = logging.getLogger("llama-cpp-python")
+    lcp_logger = logging.getLogger(LLAMA_CPP_LOGGER)  # llama.cpp's log goes through this logger's level
     old_level = lcp_logger.level
     lcp_logger.setLevel(logging.DEBUG)
     try:
@@ -96,10 +90,10 @@ def _quantize_binary(binary: str, src: Path, dst: Path, qtype: str, imatrix: Pat
         raise QuantizerFailed(proc.returncode, proc.stderr or proc.stdout)
 
 
-def quantized_bytes(src: Path, qtype: str) -> int:
-    """About the size of ``src`` (an F32/F16/BF16 GGUF) quantized to ``qtype``, with a margin."""
-    bits = SOURCE_TYPES.get(int(read_metadata(src, ("general.file_type",)).get("general.file_type", 1)), 16)
-    return int(src.stat().st_size * BITS_PER_WEIGHT.get(qtype, 8.5) / bits * 1.1) + (1 << 20)
+def quantized_bytes(src: Path, qtype: str, *, has_imatrix: bool = False) -> int:
+    """The size of ``src`` (an F32/F16/BF16 GGUF) quantized to ``qtype`` (:func:`.layout.requantized_bytes`),
+    with a MiB of margin for the metadata the quantizer changes."""
+    return requantized_bytes(str(src), qtype, has_imatrix=has_imatrix) + (1 << 20)
 
 
 def check_source(src: Path) -> None:
@@ -125,6 +119,71 @@ def _failure(exc: QuantizerFailed, src: Path, out: Path, qtype: str, needed: int
             f"its log is in {log_file}")
 
 
+@dataclass(frozen=True)
+class _Quantizer:
+    """One quantization: the back end (llama-cpp-python, else the ``llama-quantize`` binary) and its settings."""
+
+    qtype: str
+    imatrix: Path | None
+    threads: int
+    verbose: bool
+    log_file: Path
+    binary: str | None  # None: llama-cpp-python
+
+    def run(self, src: Path, tmp: Path) -> None:
+        if self.binary is None:
+            _quantize_python(src, tmp, self.qtype, self.imatrix, self.threads, self.verbose, self.log_file)
+        else:
+            _quantize_binary(self.binary, src, tmp, self.qtype, self.imatrix, self.threads)
+
+    @property
+    def name(self) -> str:
+        return self.binary or "llama-cpp-python"
+
+
+def _checked_inputs(model: Path, out: Path, qtype: str, imatrix: str | Path | None) -> Path | None:
+    """Refuse what cannot work before anything runs; returns the importance matrix as a path."""
+    if qtype in NEEDS_IMATRIX and imatrix is None:
+        raise UserError(f"{qtype} needs an importance matrix: compute one with llama.cpp's llama-imatrix on some "
+                        "Chinese text and pass --imatrix FILE, or choose a K-quant such as q4_k_m")
+    if imatrix is not None and not Path(imatrix).is_file():
+        raise UserError(f"importance matrix {imatrix} not found")
+    if not model.exists():
+        raise UserError(f"{model} not found: give a .gguf file or a Hugging Face model folder")
+    if out.resolve() == model.resolve():
+        raise UserError(f"the output {out} is the input itself: quantizing would replace it; choose another output name")
+    if model.is_file():
+        check_source(model)
+    return Path(imatrix) if imatrix is not None else None
+
+
+def _quantizer(qtype: str, imatrix: Path | None, threads: int | None, verbose: bool, out: Path) -> _Quantizer:
+    binary = None if llama_cpp_available() else quantize_binary()
+    if binary is None and not llama_cpp_available():
+        raise UserError(install_hint())
+    return _Quantizer(qtype, imatrix, int(threads or os.cpu_count() or 1), verbose,
+                      log_dir() / f"quantize-{out.stem}.log", binary)
+
+
+def _quantize_source(src: Path, out: Path, q: _Quantizer) -> None:
+    """Quantize the float GGUF ``src`` into ``out`` (atomically), after checking the disk."""
+    needed = quantized_bytes(src, q.qtype, has_imatrix=q.imatrix is not None)
+    require_free_disk(out.parent, needed, what="the quantized GGUF")
+    start = time.time()
+    print(f"quantizing {src.name} to {q.qtype} with {q.threads} threads "
+          "(a 7B model takes a few minutes on 2 cores) ...", file=sys.stderr)
+    with atomic_path(out) as tmp:
+        try:
+            q.run(src, tmp)
+        except QuantizerFailed as exc:
+            raise UserError(_failure(exc, src, out, q.qtype, needed, q.log_file)) from None
+        if not tmp.is_file():
+            raise UserError(f"llama.cpp wrote nothing for {out}; see {q.log_file}")
+        fault_point("quantize.written")
+    print(f"{out.name}: {q.qtype} {human_bytes(out.stat().st_size)} in {time.time() - start:.1f}s ({q.name})",
+          file=sys.stderr)
+
+
 def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, imatrix: str | Path | None = None,
              threads: int | None = None, template: str | None = None, modelfile: bool = True,
              verbose: bool = False) -> Path:
@@ -133,7 +192,7 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
     Args:
         model: a GGUF file (F32/F16/BF16) or a Hugging Face model folder (converted to F16 first, in a
             temporary file beside ``out`` that is removed afterwards).
-        out: the ``.gguf`` to write (atomically).
+        out: the ``.gguf`` to write (atomically); never the input itself.
         qtype: llama.cpp type name (``q4_k_m``, ``q5_k_m``, ``q8_0``, ``iq4_xs`` ... case-insensitive).
         imatrix: importance matrix file (required for ``iq*`` and ``q2_k_s``).
         threads: quantizer threads (default: all cores).
@@ -142,27 +201,12 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
         verbose: show llama.cpp's per-tensor log (otherwise it goes to a log file, named when it fails).
 
     Raises:
-        UserError: a bad or already quantized input, a missing importance matrix or quantizer, another run writing
-            ``out``, a read-only or full disk.
+        UserError: a bad or already quantized input, an output that is the input, a missing importance matrix or
+            quantizer, another run writing ``out``, a read-only or full disk.
     """
     qtype = qtype_name(qtype)
     model, out = Path(model), Path(out)
-    if qtype in NEEDS_IMATRIX and imatrix is None:
-        raise UserError(f"{qtype} needs an importance matrix: compute one with llama.cpp's llama-imatrix on some "
-                        "Chinese text and pass --imatrix FILE, or choose a K-quant such as q4_k_m")
-    imatrix = Path(imatrix) if imatrix is not None else None
-    if imatrix is not None and not imatrix.is_file():
-        raise UserError(f"importance matrix {imatrix} not found")
-    use_python = llama_cpp_available()
-    binary = None if use_python else quantize_binary()
-    if not use_python and binary is None:
-        raise UserError(install_hint())
-    threads = int(threads or os.cpu_count() or 1)
-    if not model.exists():
-        raise UserError(f"{model} not found: give a .gguf file or a Hugging Face model folder")
-    if model.is_file():
-        check_source(model)
-    log_file = log_dir() / f"quantize-{out.stem}.log"
+    q = _quantizer(qtype, _checked_inputs(model, out, qtype, imatrix), threads, verbose, out)
     with claim_output(out, what="the quantized GGUF", sidecars=gguf_sidecars(out)):
         temp_f16 = out.with_name(tmp_name(out).name + ".f16.gguf") if model.is_dir() else None
         try:
@@ -174,47 +218,12 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
             else:
                 src = model
             found = template or gguf_template(src)  # the Modelfile uses the template the GGUF carries
-            needed = quantized_bytes(src, qtype)
-            require_free_disk(out.parent, needed, what="the quantized GGUF")
-            start = time.time()
-            print(f"quantizing {src.name} to {qtype} with {threads} threads "
-                  "(a 7B model takes a few minutes on 2 cores) ...", file=sys.stderr)
-            with atomic_path(out) as tmp:
-                try:
-                    if use_python:
-                        _quantize_python(src, tmp, qtype, imatrix, threads, verbose, log_file)
-                    else:
-                        _quantize_binary(binary, src, tmp, qtype, imatrix, threads)
-                except QuantizerFailed as exc:
-                    raise UserError(_failure(exc, src, out, qtype, needed, log_file)) from None
-                if not tmp.is_file():
-                    raise UserError(f"llama.cpp wrote nothing for {out}; see {log_file}")
-                fault_point("quantize.written")
+            _quantize_source(src, out, q)
         finally:
             if temp_f16 is not None:
                 remove(temp_f16)
-        print(f"{out.name}: {qtype} {human_bytes(out.stat().st_size)} in {time.time() - start:.1f}s "
-              f"({'llama-cpp-python' if use_python else binary})", file=sys.stderr)
         if modelfile:
             with disk_errors(out.parent, what="the Modelfile and checksum"):
                 write_modelfile(out, template=found or "raw")
                 write_checksum(out)
     return out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="input: a GGUF (F16/BF16/F32) or a Hugging Face model folder")
-    parser.add_argument("--out", required=True, help="output .gguf")
-    parser.add_argument("--type", default=DEFAULT_QUANT, help=f"llama.cpp type (default {DEFAULT_QUANT}): "
-                                                             + ", ".join(FTYPES))
-    parser.add_argument("--imatrix", default=None, help="importance matrix from llama-imatrix (needed for iq* types)")
-    parser.add_argument("--template", default=None, help="prompt template for the Modelfile (default: from the model)")
-    parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
-    parser.add_argument("--verbose", action="store_true", help="show llama.cpp's per-tensor log")
-
-
-def run(args: argparse.Namespace) -> int:
-    out = quantize(args.model, args.out, qtype=args.type, imatrix=args.imatrix, threads=args.threads,
-                   template=args.template, verbose=args.verbose)
-    print(f"wrote {out} ({human_bytes(out.stat().st_size)}) with {out.stem}.Modelfile and {out.name}.sha256")
-    return 0

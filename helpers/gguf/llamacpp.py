@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..util import UserError
 
@@ -57,6 +58,23 @@ def install_hint() -> str:
     )
 
 
+LLAMA_CPP_LOGGER = "llama-cpp-python"  # the logging.Logger llama-cpp-python routes llama.cpp's log through
+
+
+def llama_cpp_log_callback() -> Any:
+    """llama-cpp-python's own llama.cpp log callback (the one it installs when imported), to put back after
+    :func:`quiet_llama_log`; None (llama.cpp's default, stderr) when this version has none.
+
+    llama-cpp-python exposes no public accessor for it: this adapter is the one place that reaches into
+    ``llama_cpp._logger``, and ``tests/test_gguf.py`` fails when a new version moves it."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module("llama_cpp._logger"), "llama_log_callback", None)
+    except ImportError:
+        return None
+
+
 @contextlib.contextmanager
 def quiet_llama_log(*, log_file: str | Path | None = None) -> Iterator[list[str]]:
     """Collect llama.cpp's native log instead of printing it; on an exception, write what was collected to
@@ -81,10 +99,7 @@ def quiet_llama_log(*, log_file: str | Path | None = None) -> Iterator[list[str]
     def collect(level, text, user_data):  # noqa: ARG001 - ctypes signature
         chunks.append(text.decode("utf-8", "replace") if text else "")
 
-    try:
-        from llama_cpp._logger import llama_log_callback as restore
-    except ImportError:
-        restore = None  # NULL: llama.cpp's default (stderr)
+    restore = llama_cpp_log_callback()
     sys.stdout.flush()
     sys.stderr.flush()
     saved_fd = None

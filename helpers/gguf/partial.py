@@ -20,7 +20,7 @@ from typing import Any
 from ..util import remove, write_json
 from .layout import ALIGNMENT
 
-STATE = ".gguf-state.json"
+GGUF_STATE = ".gguf-state.json"
 SYNC_SECONDS = 2.0  # record progress (after syncing the data) at most this often: a kill loses at most this much
 
 
@@ -79,7 +79,7 @@ class PartialGGUF:
 
     def _open(self, headers: list[bytes], sizes: list[int]) -> None:
         try:
-            state = json.loads((self.folder / STATE).read_text(encoding="utf-8"))
+            state = json.loads((self.folder / GGUF_STATE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             state = None
         paths = [self.folder / n for n in self.names]
@@ -100,7 +100,7 @@ class PartialGGUF:
         self._synced_at = time.monotonic()
 
     def _record(self) -> None:
-        write_json(self.folder / STATE, {"key": self.key, "done": self._done})
+        write_json(self.folder / GGUF_STATE, {"key": self.key, "done": self._done})
 
     def put(self, shard: int, offset: int, data: Any) -> None:
         """Write one tensor's bytes (any C-contiguous buffer) at ``offset`` of file ``shard``, then its padding."""
@@ -130,7 +130,7 @@ class PartialGGUF:
         for fh in self._files:
             fh.close()
         self._files = []
-        (self.folder / STATE).unlink(missing_ok=True)  # from here on, a rerun starts over
+        (self.folder / GGUF_STATE).unlink(missing_ok=True)  # from here on, a rerun starts over
         finals = []
         for name in self.names:
             os.replace(self.folder / name, out_dir / name)

@@ -3,8 +3,9 @@
 - :mod:`.core`: :func:`merge`, in three steps: preflight, stream, finish;
 - :mod:`.options`: :class:`MergeOptions` and :class:`MergeResult`;
 - :mod:`.inputs`: opening the inputs and verifying their SHA256;
-- :mod:`.planner`: before any download, what a merge fetches, writes and holds (:func:`plan_resources`,
-  ``python -m helpers plan``); :mod:`.sizes`: output bytes and peak RAM;
+- :mod:`.sources`: before any download, what the inputs are (files, sizes, the model they make):
+  :func:`gather_sources`, and :func:`plan_resources`, which hands them to :mod:`.planner` (what a merge fetches,
+  writes and holds; ``python -m helpers plan``); :mod:`.sizes`: output bytes and peak RAM;
 - :mod:`.preflight`: every check before anything is written, and the :class:`MergePlan`;
 - :mod:`.stream`: the tensor-by-tensor pass;
 - :mod:`.job`: what makes two merges the same job;
@@ -16,14 +17,16 @@ from __future__ import annotations
 from .core import make_sink, merge
 from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
 from .options import FORMATS, OUTTYPES, MergeOptions, MergeResult
-from .planner import ResourcePlan, SourceFiles, estimated_source, plan_resources, source_config, source_files
+from .planner import ResourcePlan, resource_plan
+from .sources import (SourceFiles, Sources, estimated_source, gather_sources, plan_resources, source_config,
+                      source_files)
 from .preflight import MergePlan, plan_merge
 from .stream import INTERRUPT_ENV, merged_tensor
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params
 
 __all__ = [
     "DEFAULT_SHARD_BYTES", "FORMATS", "HFSink", "INTERRUPT_ENV", "MergeInputs", "MergeOptions", "MergePlan",
-    "MergeResult", "OUTTYPES", "PthSink", "ResourcePlan", "SourceFiles", "estimated_source", "make_sink", "merge",
-    "merged_tensor", "meta_params", "open_inputs", "parse_sha256_file", "plan_merge", "plan_resources", "source_config", "source_files",
+    "MergeResult", "OUTTYPES", "PthSink", "ResourcePlan", "SourceFiles", "Sources", "estimated_source", "gather_sources", "make_sink", "merge",
+    "merged_tensor", "meta_params", "open_inputs", "parse_sha256_file", "plan_merge", "plan_resources", "resource_plan", "source_config", "source_files",
     "verify_inputs",
 ]

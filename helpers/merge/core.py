@@ -31,8 +31,9 @@ from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import JOB_KEY, already_done, job_identity
 from .options import DTYPES, MergeOptions, MergeResult
-from .planner import plan_resources
+from .planner import ResourcePlan, checked_plan
 from .preflight import MergePlan, check_resources, describe, output_bytes, plan_merge
+from .sources import gather_sources
 from .stream import stream
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink
 
@@ -63,30 +64,21 @@ def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: Merg
                   job=fingerprint, sha256=options.write_sha256, extra_json=extra)
 
 
-def choose_low_disk(base: str | Path, loras: list, patch: str | Path | None, options: MergeOptions,
-                    target: Path) -> bool:
-    """Plan the merge's disk and RAM before anything is downloaded, when something must be (:mod:`.planner`);
-    refuse what cannot fit with one line naming what would, and choose low-disk mode (with a message) when only
-    that fits. Returns whether to stream the base one shard at a time."""
+def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, options: MergeOptions,
+                   target: Path) -> ResourcePlan | None:
+    """The merge's resource plan, before anything is downloaded, when something must be (None: every input is
+    here, or the hub is off): printed, with low-disk mode decided as ``options.low_disk`` asks.
+
+    Raises:
+        UserError: what cannot fit, with a line naming what would.
+    """
     refs = [base, *loras, *([patch] if patch else [])]
     if all(is_local(r) for r in refs) or os.environ.get("HF_HUB_OFFLINE") == "1":
         if options.low_disk:
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
-        return False
-    plan = plan_resources(str(base), [str(x) for x in loras], str(patch) if patch else None, options=options,
-                          out=target, partial=target.with_name(f".{target.name}.partial"))
-    print(plan.summary())
-    stream = bool(options.low_disk)
-    if options.low_disk is None and not plan.fits and plan.fits_low_disk:
-        print("the full download does not fit: low-disk mode (each base shard is deleted once merged)")
-        stream = True
-    if stream and not plan.sources[0].streamable:
-        raise UserError(f"low-disk mode needs a base on the hub in several safetensors shards; {base} is not one: "
-                        "merge without --low-disk")
-    refusal = plan.refusal(low_disk=stream)
-    if refusal:
-        raise UserError(refusal)
-    return stream
+        return None
+    sources = gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None)
+    return checked_plan(sources, options=options, out=target, partial=target.with_name(f".{target.name}.partial"))
 
 
 def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions
@@ -109,7 +101,8 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
           out: str | Path, fmt: str = "hf", outtype: str = "f16", overwrite: bool = False,
           verify_sha256: Mapping[str, str | Collection[str]] | None = None, write_sha256: bool = True,
           progress: bool = True, max_shard_bytes: int | None = None, pth_shards: int | None = None,
-          imatrix: str | Path | None = None, low_disk: bool | None = None) -> MergeResult:
+          imatrix: str | Path | None = None, low_disk: bool | None = None,
+          resources: ResourcePlan | None = None) -> MergeResult:
     """Merge ``loras`` (in order) and/or ``patch`` into ``base`` and write the result.
 
     Args:
@@ -121,6 +114,8 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
             low_disk: see
             :class:`MergeOptions` (``fmt="gguf"`` with a quantization ``outtype`` such as ``q4_k_m`` quantizes each
             tensor as it is merged, exactly as llama.cpp's quantizer would quantize the F16 GGUF).
+        resources: the plan of this merge made beforehand (:func:`plan_resources`, as a notebook's check cell makes
+            it); it is executed as it is, low-disk mode included, instead of planning again.
 
     Raises:
         UserError: any problem with the inputs, found before anything is written.
@@ -133,8 +128,9 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
     target = options.target(out)
     what = f"the merged model ({fmt})"
     with claim_output(target, what=what, sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
-        stream = choose_low_disk(base, loras, patch, options, target)
-        inputs = open_inputs(base, loras, patch, stream_base=stream)
+        if resources is None:
+            resources = plan_hub_merge(base, loras, patch, options, target)
+        inputs = open_inputs(base, loras, patch, stream_base=resources is not None and resources.low_disk)
         try:
             job = job_identity(inputs, options)
             if not overwrite and already_done(target, fmt, job):
@@ -146,7 +142,8 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
             plan = plan_merge(inputs)
             sink = make_sink(options, target, plan, inputs, job=job,
                              name=label(loras[-1] if loras else patch or base))
-            print(describe(plan, inputs, target, check_resources(plan, target, options, partial=sink.partial)))
+            print(describe(plan, inputs, target, check_resources(plan, target, options, partial=sink.partial,
+                                                                 resources=resources)))
             with disk_errors(target.parent, needed=output_bytes(plan, options), what=what):
                 outputs, written, resumed = _write(plan, inputs, sink, options)
                 if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports one file with its Modelfile

@@ -7,9 +7,9 @@ import json
 
 from ..catalog import get, merge_plan
 from .options import FORMATS, MergeOptions
-from .planner import plan_resources
+from .sources import plan_resources
 
-GB = 1 << 30
+GB = 1 << 30  # the --disk-gb and --ram-gb unit (GiB)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,9 +13,11 @@ from ..catalog import check_family, family_of_config, family_of_lora
 from ..checkpoint import Adapter, TensorPlan
 from ..env import available_ram_bytes
 from ..tokens import tokenizer_files, tokenizer_vocab_size
-from ..util import UserError, human_bytes, read_json, require_free_disk, tree_bytes
+from ..disk import require_free_disk
+from ..util import UserError, human_bytes, read_json, tree_bytes
 from .inputs import MergeInputs
 from .options import MergeOptions
+from .planner import ResourcePlan
 from .sizes import output_size, peak_ram
 
 VOCAB_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -203,13 +205,19 @@ def output_bytes(plan: MergePlan, options: MergeOptions) -> int:
     return output_size(plan.config, plan.tensors, options, tokenizer)
 
 
-def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, partial: Path | None = None) -> int:
+def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, partial: Path | None = None,
+                    resources: ResourcePlan | None = None) -> int:
     """Refuse when the output's filesystem lacks the space still needed (what ``partial``, the unfinished output of
-    an interrupted run, already holds is not needed again); returns the estimated peak RAM in bytes."""
-    need = output_bytes(plan, options) - (tree_bytes(partial) if partial is not None else 0)
-    require_free_disk(target.parent, max(need, 1 << 20), what=f"the merged model ({options.fmt})"
-                      + (", resuming" if partial is not None and partial.exists() else ""))
-    return peak_ram(plan.config, plan.tensors, options)
+    an interrupted run, already holds is not needed again); returns the estimated peak RAM in bytes. With the
+    merge's ``resources`` (planned before the download), its figures are the ones checked."""
+    resuming = ", resuming" if partial is not None and partial.exists() else ""
+    if resources is not None:
+        need, ram = resources.output_bytes, resources.ram_bytes
+    else:
+        need = output_bytes(plan, options) - (tree_bytes(partial) if partial is not None else 0)
+        ram = peak_ram(plan.config, plan.tensors, options)
+    require_free_disk(target.parent, max(need, 1 << 20), what=f"the merged model ({options.fmt}){resuming}")
+    return ram
 
 
 def describe(plan: MergePlan, inputs: MergeInputs, target: Path, ram_estimate: int) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from ..checkpoint import TensorPlan
 from ..gguf import FLOAT_TYPES, data_bytes, gguf_names, tensor_nbytes, tensor_types
 from .options import MergeOptions
+from .writers import WRITE_CHUNK_ELEMENTS
 
-LIBRARIES = 256 << 20  # torch, numpy, gguf and the interpreter: what a merge holds before its first tensor
-HF_CHUNK = 64 << 20  # HF / .pth writers convert in chunks of this size
+MERGE_PROCESS_BYTES = 256 << 20  # torch, numpy, gguf and the interpreter: what a merge holds before its first tensor
+HF_CHUNK = WRITE_CHUNK_ELEMENTS * 4  # HF / .pth writers convert a tensor in chunks of this many values
 METADATA = 64 << 10  # configs, checksums, Modelfile, a GGUF's keys besides the vocabulary
 
 
@@ -30,13 +31,13 @@ def peak_ram(config: dict, tensors: list[TensorPlan], options: MergeOptions) -> 
     GGUF quantizes each tensor in the background while the next one is merged, so there two neighbours count."""
     f32 = [tp.numel * 4 for tp in tensors]
     if options.fmt != "gguf":
-        return LIBRARIES + max(f32) + HF_CHUNK
+        return MERGE_PROCESS_BYTES + max(f32) + HF_CHUNK
     n_layers, n_head = int(config["num_hidden_layers"]), int(config["num_attention_heads"])
     names, _ = gguf_names(tensors, n_layers)
     types = tensor_types(tensors, names, options.outtype, n_layers=n_layers, n_head=n_head,
                          n_kv=int(config.get("num_key_value_heads") or n_head), has_imatrix=options.imatrix is not None)
     written = [tensor_nbytes(tp.shape, types[n]) if n else 0 for tp, n in zip(tensors, names)]
     if options.outtype in FLOAT_TYPES:
-        return LIBRARIES + max(a + w for a, w in zip(f32, written))
+        return MERGE_PROCESS_BYTES + max(a + w for a, w in zip(f32, written))
     following = f32[1:] + [0]
-    return LIBRARIES + max(a + w + b for a, w, b in zip(f32, written, following))
+    return MERGE_PROCESS_BYTES + max(a + w + b for a, w, b in zip(f32, written, following))

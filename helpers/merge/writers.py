@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_SHARD_BYTES = 2 << 30
-STATE = ".merge-state.json"
-CHUNK_ELEMENTS = 16 << 20
+MERGE_STATE = ".merge-state.json"  # what a partial HF / .pth output holds already, for a resume
+WRITE_CHUNK_ELEMENTS = 16 << 20  # values converted to the output dtype at a time
 META_SHARDS = {4096: 1, 5120: 2, 6656: 4, 8192: 8}  # hidden size -> tensor-parallel shards of the releases
 _ST_CODE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
@@ -42,8 +42,8 @@ def write_tensor(fh, t: "torch.Tensor", dtype: "torch.dtype") -> int:
     import torch
 
     flat = t.contiguous().view(-1)
-    for i in range(0, flat.numel(), CHUNK_ELEMENTS):
-        c = flat[i:i + CHUNK_ELEMENTS].to(dtype).contiguous()
+    for i in range(0, flat.numel(), WRITE_CHUNK_ELEMENTS):
+        c = flat[i:i + WRITE_CHUNK_ELEMENTS].to(dtype).contiguous()
         fh.write(memoryview(c.view(torch.uint8).numpy()))
     fault_point("merge.write")
     return flat.numel() * dtype.itemsize
@@ -72,7 +72,7 @@ class _FolderSink:
 
     def _begin(self, layout: Any, tokenizer_dir: Path | None) -> None:
         key = _digest([self.job, layout])
-        state_path = self.partial / STATE
+        state_path = self.partial / MERGE_STATE
         try:
             state = json.loads(state_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -91,7 +91,7 @@ class _FolderSink:
                 shutil.copyfile(f, self.partial / f.name)
 
     def _save_state(self) -> None:
-        write_json(self.partial / STATE, self.state)
+        write_json(self.partial / MERGE_STATE, self.state)
 
     def _open_tmp(self, final: Path):
         self._fh_path = final.with_name(final.name + ".tmp")
@@ -109,7 +109,7 @@ class _FolderSink:
     def _finish(self) -> list[Path]:
         for name, data in self.extra_json.items():
             write_json(self.partial / name, data)
-        (self.partial / STATE).unlink(missing_ok=True)
+        (self.partial / MERGE_STATE).unlink(missing_ok=True)
         if self.sha256:
             files = [p for p in self.partial.iterdir() if p.is_file() and p.name != "SHA256SUMS"]
             write_sha256_listing(files, self.partial / "SHA256SUMS")

@@ -1,7 +1,8 @@
 """Tokens: sentencepiece-exact tokenizers, the releases' prompt templates, and vocabulary expansion.
 
-- :mod:`.tokenizer`: :func:`load_tokenizer`, a transformers tokenizer whose ids equal sentencepiece's (its classes,
-  which import transformers on first use: :mod:`.sp_tokenizer` for transformers 5, :mod:`.sp_tokenizer_v4` for 4);
+- :mod:`.tokenizer`: :func:`load_tokenizer`, a transformers tokenizer whose ids equal sentencepiece's; it builds
+  :mod:`.sp_backend`'s class on transformers 5 and :mod:`.sp_legacy`'s on transformers 4 (both import transformers,
+  on first use), each a :class:`~.llama_folder.LlamaFolderMixin` over its transformers base;
 - :mod:`.templates`: the prompt formats (render, Jinja and Ollama exports, sampling defaults);
 - :mod:`.detect`: which template a model uses (catalog, GGUF metadata, tokenizer files);
 - :mod:`.files`: the tokenizer files of a folder and how many ids they define;

@@ -4,7 +4,7 @@ transformers 5 turns a sentencepiece ``tokenizer.model`` into a fast BPE tokeniz
 sentencepiece on many Chinese lines of the Chinese-LLaMA tokenizers (e.g. 详细介绍一下). The models were trained
 with sentencepiece (through transformers' slow ``LlamaTokenizer`` in legacy mode), and llama.cpp tokenizes the
 same way, so :func:`load_tokenizer` returns a python tokenizer whose encoder *is*
-``sentencepiece.SentencePieceProcessor`` for such folders: :class:`~helpers.tokens.sp_tokenizer.SentencePieceTokenizer`
+``sentencepiece.SentencePieceProcessor`` for such folders: :class:`~helpers.tokens.sp_backend.SentencePieceTokenizer`
 (transformers' ``SentencePieceBackend``) on transformers 5, the slow ``LlamaTokenizer(legacy=True)`` on
 transformers 4 (see :func:`tokenizer_class`). Folders with only a ``tokenizer.json`` (Llama-3 BPE) get
 transformers' own fast tokenizer.
@@ -19,124 +19,26 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..util import UserError, atomic_path, read_json, write_json
+from ..util import UserError, read_json
+from .llama_folder import FLAGS
 from .sentencepiece import is_sentencepiece
 
-__all__ = ["LlamaFolderMixin", "load_tokenizer", "tokenizer_class"]
-
-_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
-_FLAGS = ("lstrip", "rstrip", "single_word", "normalized", "special")
-
-
-class LlamaFolderMixin:
-    """Behaviour both tokenizer classes add to their transformers base (which provides ``sp_model``).
-
-    Decoding goes through sentencepiece for runs of ordinary ids (byte-fallback pieces become UTF-8 text)
-    with added/special tokens spliced in; tokenized chat templates start with BOS as ``tokenizer(prompt)`` does;
-    :meth:`save_pretrained` writes a slow-``LlamaTokenizer`` folder that any tool loads.
-    """
-
-    sp_model: Any
-
-    def _decode(self, token_ids: Any, skip_special_tokens: bool = False,
-                clean_up_tokenization_spaces: bool | None = None, **kwargs: Any) -> str:
-        """Decode as sentencepiece does, splicing in added/special tokens (skipped with ``skip_special_tokens``)."""
-        ids = [int(token_ids)] if isinstance(token_ids, int) else [int(i) for i in token_ids]
-        skip = set(self.all_special_ids) if skip_special_tokens else set()
-        size = self.sp_model.get_piece_size()
-        parts: list[str] = []
-        run: list[int] = []
-        for i in ids:
-            if i in self._added_tokens_decoder:
-                parts.append(self.sp_model.decode(run))
-                run = []
-                if i not in skip:
-                    parts.append(self._added_tokens_decoder[i].content)
-            elif 0 <= i < size:  # ids past the vocabulary (padded embedding rows) decode to nothing
-                run.append(i)
-        text = "".join(parts) + self.sp_model.decode(run)
-        if clean_up_tokenization_spaces is None:
-            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
-
-    def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        """Join tokens as :meth:`decode` joins their ids."""
-        return self._decode(self.convert_tokens_to_ids(tokens))
-
-    def apply_chat_template(self, conversation: Any, tools: Any = None, documents: Any = None,
-                            chat_template: str | None = None, **kwargs: Any) -> Any:
-        """transformers' ``apply_chat_template``, but a tokenized chat starts with BOS as ``tokenizer(prompt)`` does.
-
-        transformers tokenizes the rendered chat without special tokens, so a template that does not write
-        ``bos_token`` itself gets one put in front when tokenizing (not when rendering text).
-        """
-        if kwargs.get("tokenize", True) and self.add_bos_token and self.bos_token:
-            template = self.get_chat_template(chat_template, tools)
-            if "bos_token" not in template:
-                chat_template = "{{ bos_token }}" + template
-        return super().apply_chat_template(conversation, tools, documents, chat_template, **kwargs)
-
-    def save_pretrained(self, save_directory: str | Path, filename_prefix: str | None = None,
-                        **kwargs: Any) -> tuple[str, ...]:
-        """Write tokenizer.model, tokenizer_config.json, special_tokens_map.json (and added_tokens.json).
-
-        Every file is written under a temporary name and renamed when complete. The config names
-        ``LlamaTokenizer`` with ``use_fast: false`` and ``legacy: true``, so other tools load the folder with
-        sentencepiece too.
-        """
-        if kwargs.get("push_to_hub"):
-            raise UserError("save_pretrained(push_to_hub=True) is not supported here: save to a folder, then upload "
-                            "it with huggingface_hub.upload_folder")
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        prefix = filename_prefix + "-" if filename_prefix else ""
-        with atomic_path(folder / f"{prefix}tokenizer.model") as tmp:
-            tmp.write_bytes(self.sp_model.serialized_model_proto())
-        size = self.sp_model.get_piece_size()
-        added = {i: t for i, t in sorted(self._added_tokens_decoder.items()) if i >= size}
-        specials = {key: str(getattr(self, key)) for key in _SPECIAL_KEYS if getattr(self, key, None) is not None}
-        config: dict[str, Any] = {
-            "add_bos_token": self.add_bos_token,
-            "add_eos_token": self.add_eos_token,
-            "added_tokens_decoder": {str(i): {k: getattr(t, k) for k in ("content", *_FLAGS)}
-                                     for i, t in added.items()},
-            **{key: specials.get(key) for key in _SPECIAL_KEYS},
-            "clean_up_tokenization_spaces": bool(self.clean_up_tokenization_spaces),
-            "legacy": True,
-            "model_max_length": self.model_max_length,
-            "padding_side": self.padding_side,
-            "sp_model_kwargs": {},
-            "tokenizer_class": "LlamaTokenizer",
-            "use_fast": False,
-        }
-        if isinstance(self.chat_template, str):
-            config["chat_template"] = self.chat_template
-        plain = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
-        files = {
-            "tokenizer_config.json": config,
-            "special_tokens_map.json": {key: {"content": value, **plain} for key, value in specials.items()},
-        }
-        if added:
-            files["added_tokens.json"] = {t.content: i for i, t in added.items()}
-        for name, data in files.items():
-            write_json(folder / (prefix + name), data)
-        return tuple(str(folder / (prefix + name)) for name in ("tokenizer.model", *files))
-
+__all__ = ["load_tokenizer", "tokenizer_class"]
 
 def tokenizer_class() -> type:
     """The class :func:`load_tokenizer` builds for sentencepiece folders, for the installed transformers.
 
-    transformers 5: :class:`helpers.tokens.sp_tokenizer.SentencePieceTokenizer` (on ``SentencePieceBackend``).
+    transformers 5: :class:`helpers.tokens.sp_backend.SentencePieceTokenizer` (on ``SentencePieceBackend``).
     transformers 4 (no ``SentencePieceBackend``): a ``LlamaTokenizer`` subclass used with ``legacy=True``, which
     also encodes with sentencepiece and wraps BOS/EOS itself.
     """
     try:
         from transformers.tokenization_utils_sentencepiece import SentencePieceBackend  # noqa: F401
     except ImportError:
-        from .sp_tokenizer_v4 import LegacyLlamaTokenizer
+        from .sp_legacy import LegacyLlamaTokenizer
 
         return LegacyLlamaTokenizer
-    from .sp_tokenizer import SentencePieceTokenizer
+    from .sp_backend import SentencePieceTokenizer
 
     return SentencePieceTokenizer
 
@@ -159,7 +61,7 @@ def _added_token(value: Any, *, special: bool):
     from transformers import AddedToken
 
     if isinstance(value, dict):
-        flags = {k: bool(value[k]) for k in _FLAGS if k in value}
+        flags = {k: bool(value[k]) for k in FLAGS if k in value}
         flags.setdefault("special", special)
         return AddedToken(value["content"], **flags)
     return AddedToken(value, lstrip=False, rstrip=False, normalized=not special, special=special)

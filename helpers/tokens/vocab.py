@@ -10,10 +10,10 @@ the pieces the old tokenizer splits the new piece into (the starting point for P
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..device import dtype_kwarg
 from ..util import DATA_DIR, UserError, atomic_path
 from .files import tokenizer_vocab_size
 from .sentencepiece import (count_tokens, load_proto, merge_sentencepiece, model_bytes, piece_count, sp_model_path,
@@ -181,8 +181,8 @@ def init_new_embeddings(model_dir: str | Path, new_tokenizer_dir: str | Path, ou
         raise UserError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
     splits = split_new_pieces(model_dir, sp_model_path(new_dir))
     new_size = tokenizer_vocab_size(new_dir)  # pieces + added tokens (added_tokens.json or tokenizer_config.json)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-                                                 low_cpu_mem_usage=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, low_cpu_mem_usage=True, **{dtype_kwarg(): dtype if dtype == "auto" else getattr(torch, dtype)})
     old_size = model.get_input_embeddings().weight.shape[0]
     old_pieces = piece_count(model_dir / "tokenizer.model")
     if old_size != old_pieces:
@@ -195,29 +195,3 @@ def init_new_embeddings(model_dir: str | Path, new_tokenizer_dir: str | Path, ou
             if (new_dir / name).is_file():
                 shutil.copyfile(new_dir / name, tmp / name)
     return EmbeddingInitReport(old_size=old_size, new_size=new_size, out_dir=str(out_dir))
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI: python -m helpers expand-vocab
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", required=True, help="base tokenizer.model (or a folder holding one), e.g. LLaMA's 32k")
-    parser.add_argument("--add", required=True, help="sentencepiece model whose pieces are added (e.g. chinese_sp.model)")
-    parser.add_argument("--out", required=True, help="folder for the expanded tokenizer")
-    parser.add_argument("--sample", type=Path, help="UTF-8 text file to measure tokens per character on")
-    parser.add_argument("--init-model", metavar="MODEL_DIR",
-                        help="also resize this HF model to the new vocabulary (new rows = mean of old sub-pieces)")
-    parser.add_argument("--model-out", metavar="DIR", help="where to write the resized model (with --init-model)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.init_model and not args.model_out:
-        raise UserError("--init-model needs --model-out DIR for the resized model")
-    report = expand_vocab(args.base, args.add, args.out, sample_text=args.sample)
-    print(f"vocabulary: {report.base_size} -> {report.new_size} pieces (+{report.added}), written to {report.out_dir}")
-    print(f"sample ({report.sample_chars} chars): {report.tokens_before} -> {report.tokens_after} tokens, "
-          f"{report.tokens_per_char_before:.3f} -> {report.tokens_per_char_after:.3f} tokens/char "
-          f"({report.ratio:.2f}x fewer)")
-    if args.init_model:
-        r = init_new_embeddings(args.init_model, args.out, args.model_out)
-        print(f"model: {r.old_size} -> {r.new_size} embedding rows, written to {r.out_dir}")
-    return 0

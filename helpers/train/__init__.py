@@ -16,9 +16,9 @@ from .compare import Comparison, compare_answers
 from .config import FinetuneConfig
 from .data import IGNORE, DataCollator, build_dataset, eot_id, group_texts, load_sft_records, pad_id_of, tokenize_sft
 from .finetune import FinetuneResult, finetune
-from .memory import EMBEDDINGS, TARGETS, MemoryEstimate, detect_device, estimate_memory
+from .memory import EMBEDDINGS, MemoryEstimate, detect_device, estimate_memory
 
-__all__ = ["EMBEDDINGS", "IGNORE", "TARGETS", "Comparison", "DataCollator", "FinetuneConfig", "FinetuneResult",
+__all__ = ["EMBEDDINGS", "IGNORE", "Comparison", "DataCollator", "FinetuneConfig", "FinetuneResult",
            "MemoryEstimate", "build_dataset", "compare_answers", "detect_device", "eot_id", "estimate_memory",
            "finetune", "group_texts", "in_notebook", "load_sft_records", "loss_figure", "pad_id_of", "read_loss_csv",
            "save_loss_plot", "tokenize_sft", "trainer_callbacks", "write_loss_csv"]

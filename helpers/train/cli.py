@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .config import FinetuneConfig
 from .finetune import finetune
-from .memory import TARGETS
+from ..checkpoint import LORA_TARGETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-r", type=int, default=64)
     p.add_argument("--lora-alpha", type=float, default=128.0)
     p.add_argument("--lora-dropout", type=float, default=0.05)
-    p.add_argument("--target-modules", default=",".join(TARGETS), help="comma-separated LoRA targets")
+    p.add_argument("--target-modules", default=",".join(LORA_TARGETS), help="comma-separated LoRA targets")
     p.add_argument("--modules-to-save", help="comma-separated fully trained modules ('none' for none; "
                    "default: embed_tokens,lm_head only when the tokenizer is larger than the model vocabulary)")
     p.add_argument("--batch-size", type=int, default=1)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..tokens import get_template
 from ..util import UserError
-from .memory import TARGETS
+from ..checkpoint import LORA_TARGETS
 
 DEFAULT_LR = {"sft": 1e-4, "pt": 2e-4}
 DEFAULT_WARMUP = {"sft": 0.03, "pt": 0.05}
@@ -67,7 +67,7 @@ class FinetuneConfig:
     lora_r: int = 64
     lora_alpha: float = 128.0
     lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = TARGETS
+    target_modules: tuple[str, ...] = LORA_TARGETS
     modules_to_save: tuple[str, ...] | None = None
     batch_size: int = 1
     grad_accum: int = 8

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..catalog import config_of, find
+from ..checkpoint import LORA_TARGETS
 from ..device import cuda_gpu
 from ..env import available_ram_bytes
 from ..util import UserError, human_bytes, read_json
 
-TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 EMBEDDINGS = ("embed_tokens", "lm_head")
 
 
@@ -82,7 +82,7 @@ def _model_shape(base: str | Path | dict) -> dict:
 
 def estimate_memory(base: str | Path | dict, *, load_in_4bit: bool, lora_r: int = 64, seq_len: int = 512,
                     batch_size: int = 1, vocab_size: int | None = None, modules_to_save: Sequence[str] = (),
-                    target_modules: Sequence[str] = TARGETS, gradient_checkpointing: bool = True,
+                    target_modules: Sequence[str] = LORA_TARGETS, gradient_checkpointing: bool = True,
                     bytes_per_value: int = 2, device_bytes: int | None = None,
                     device_name: str | None = None) -> MemoryEstimate:
     """Estimate peak training memory from the model's config.json.

@@ -25,25 +25,14 @@
 # %% [markdown]
 # ## Setup
 
-# %% setup llama_cpp
+# %% setup
 
 # %% [markdown]
 # ## Parameters
 # Pick the release from the catalog; the base model and the merge order come from the catalog.
 # Gated base models (Llama-2/3) need your Hugging Face token as the `HF_TOKEN` secret (key icon).
 
-# %% tags=["parameters"]
-import os
-
-MODEL = "chinese-alpaca-2-7b-lora"  # @param {{CATALOG:lora,patch}} {allow-input: true}
-BASE_MODEL = ""  # @param {type:"string"}
-OUTPUT_FORMAT = "gguf"  # @param ["gguf", "hf", "pth"]
-OUTTYPE = "q4_k_m"  # @param ["q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "q3_k_m", "f16", "bf16", "f32"]
-LOW_DISK = "auto"  # @param ["auto", "yes", "no"]
-OUTPUT_DIR = "/content/merged"  # @param {type:"string"}
-SAVE_TO_DRIVE = False  # @param {type:"boolean"}
-DOWNLOAD = False  # @param {type:"boolean"}
-
+# %% parameters
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids, tiny stand-ins (from HF_ENDPOINT if set)
     from helpers.demo import use_demo_assets
 
@@ -51,58 +40,27 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids, tiny stand-
     OUTPUT_DIR = "smoke-output/01_merge"
 
 # %% [markdown]
-# ## Look up the release
-# The catalog knows which original model each release needs and, for Plus models, the order.
-
-# %%
-from helpers import catalog
-
-entry = catalog.get(MODEL)
-base, loras = catalog.merge_plan(MODEL)
-base = BASE_MODEL or base
-print(f"{entry.name}: {entry.kind}, vocabulary {entry.vocab_size}, template {entry.template}, context {entry.context_length}")
-print("base:", base)
-for i, lora in enumerate(loras, 1):
-    print(f"step {i}:", lora)
-
-# %% [markdown]
 # ## Does it fit this runtime?
-# From the hub's file listing, before anything is downloaded: what will be fetched, the output's size, the
-# peak disk (normally, and in low-disk mode) and the peak RAM, against what this runtime has. It stops here,
-# saying what to change, when the merge will not fit. (From a terminal:
-# `python -m helpers colab-check 01_merge_lora --colab cpu --set MODEL=chinese-alpaca-2-13b-lora`.)
+# Before anything is downloaded: the release (its base and LoRAs in order), the output's name and size, the
+# peak disk (normally, and in low-disk mode) and the peak RAM, against what this runtime has, and whether a
+# gated base can be downloaded with your token. It stops here, naming the parameters to change, when the merge
+# will not fit; when only low-disk mode fits (the base fetched one shard at a time, each deleted once merged),
+# the plan switches to it. (From a terminal: `python -m helpers colab-check 01 --colab cpu --set MODEL=...`.)
 
 # %%
-from helpers.colab import colab_check
-from helpers.pipeline import release_target
+from helpers.stages import MergeStage
 
-target = release_target(MODEL, OUTPUT_DIR, OUTPUT_FORMAT, OUTTYPE)
-fit = colab_check("01_merge_lora", globals())
+plan = MergeStage.from_form(globals()).check()
 
 # %% [markdown]
 # ## Merge
-# Downloads what is missing (resumable), checks that the LoRA fits the base, then streams the merge,
-# quantizing each tensor as it goes. Rerunning after an interruption resumes; rerunning a finished
-# merge is a no-op; what cannot fit is refused before the download with a line saying what would.
+# Runs exactly the plan above (if you changed a parameter since, it checks again first): downloads what is
+# missing (resumable), checks that the LoRA fits the base, then streams the merge, quantizing each tensor as it
+# goes. Rerunning after an interruption resumes; rerunning a finished merge is a no-op.
 
 # %%
-from helpers.pipeline import merge_release
-
-low_disk = {"auto": None, "yes": True, "no": False}[LOW_DISK]
-result = merge_release(MODEL, target, fmt=OUTPUT_FORMAT, outtype=OUTTYPE, base=BASE_MODEL or None,
-                       low_disk=low_disk)
+result = plan.run(globals())
 result
-
-# %% [markdown]
-# ## Check the result
-
-# %%
-from helpers.util import human_bytes
-
-files = sorted(target.rglob("*")) if target.is_dir() else [target]
-for f in files:
-    if f.is_file():
-        print(f"{human_bytes(f.stat().st_size):>10}  {f.relative_to(target.parent)}")
 
 # %% [markdown]
 # ## Save to Drive or download
@@ -111,8 +69,9 @@ for f in files:
 # %%
 from helpers.gguf import export_file
 
-if target.is_file():
-    export_file(target, to_drive=SAVE_TO_DRIVE, download=DOWNLOAD)
+for path in result.outputs:
+    if path.suffix == ".gguf":
+        export_file(path, to_drive=SAVE_TO_DRIVE, download=DOWNLOAD)
 
 # %% [markdown]
 # ## Next steps

@@ -22,23 +22,12 @@
 # llama.cpp comes from a prebuilt `llama-cpp-python` wheel when one matches this runtime; otherwise it is
 # compiled once (about 10 minutes; the cell says so before it starts).
 
-# %% setup llama_cpp
+# %% setup
 
 # %% [markdown]
 # ## Parameters
 
-# %% tags=["parameters"]
-import os
-
-MODEL = "chinese-alpaca-2-7b"  # @param {{CATALOG:full,lora,patch}} {allow-input: true}
-INPUT_PATH = ""  # @param {type:"string"}
-QUANT_TYPES = "q4_k_m"  # @param {type:"string"}
-EVAL_TEXT = ""  # @param {type:"string"}
-OUTPUT_DIR = "/content/gguf"  # @param {type:"string"}
-SPLIT_GB = 0  # @param {type:"number"}
-SAVE_TO_DRIVE = False  # @param {type:"boolean"}
-DOWNLOAD = False  # @param {type:"boolean"}
-
+# %% parameters
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins for the same hub ids (from HF_ENDPOINT if set)
     from helpers.demo import use_demo_assets
 
@@ -48,36 +37,23 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins for the same h
 
 # %% [markdown]
 # ## Does it fit this runtime?
-# Before any download: what these parameters need (GPU and its memory, RAM, disk, llama.cpp, bitsandbytes)
-# against what this runtime has. It stops here, saying what to change, when they will not fit.
-# (From a terminal: `python -m helpers colab-check 02_quantize_gguf --colab t4 --set NAME=VALUE`.)
+# Before any download: where the F16 GGUF comes from (your file, a merge, or a conversion), every output's name
+# and exact size, the disk and RAM, against what this runtime has. It stops here, saying what to change, when
+# they will not fit. (From a terminal: `python -m helpers colab-check 02 --colab cpu --set NAME=VALUE`.)
 
 # %%
-from helpers.colab import colab_check
+from helpers.stages import QuantizeStage
 
-fit = colab_check("02_quantize_gguf", globals())
+plan = QuantizeStage.from_form(globals()).check()
 
 # %% [markdown]
-# ## Make the F16 GGUF
-# A LoRA or patch release is merged straight into a GGUF; a full model is converted tensor by tensor.
+# ## Make the F16 GGUF and quantize it
+# A LoRA or patch release is merged straight into a GGUF; a full model is converted tensor by tensor; then
+# llama.cpp's quantizer makes each type.
 
 # %%
-from pathlib import Path
-
-from helpers.pipeline import f16_gguf
-
-f16 = f16_gguf(INPUT_PATH or MODEL, Path(OUTPUT_DIR))
-print(f16)
-
-# %% [markdown]
-# ## Quantize
-
-# %%
-from helpers.gguf import quantize
-
-types = [t.strip().lower() for t in QUANT_TYPES.split(",") if t.strip()]
-quants = {t: quantize(f16, Path(OUTPUT_DIR) / f16.name.replace("-f16", f"-{t}"), qtype=t) for t in types}
-quants
+result = plan.run(globals())
+print(QuantizeStage.sizes(result))
 
 # %% [markdown]
 # ## Compare quality and size
@@ -85,12 +61,10 @@ quants
 # next-token distribution from the F16 model's (0 means identical).
 
 # %%
-from helpers.evaluate import compare_quants, plot_quant_table
-from helpers.pipeline import default_eval_text
+from helpers.evaluate import plot_quant_table
 
-rows = compare_quants(f16, list(quants.values()), EVAL_TEXT or default_eval_text())
+rows = plan.stage.quality(result)
 plot_quant_table(rows)
-rows
 
 # %% [markdown]
 # ## Save to Drive or download
@@ -100,7 +74,7 @@ rows
 # %%
 from helpers.gguf import export_file
 
-for path in quants.values():
+for path in result.quants.values():
     export_file(path, to_drive=SAVE_TO_DRIVE, download=DOWNLOAD, split_gb=SPLIT_GB or None)
 
 # %% [markdown]

@@ -25,20 +25,7 @@
 # %% [markdown]
 # ## Parameters
 
-# %% tags=["parameters"]
-import os
-
-BASE_MODEL = "chinese-alpaca-2-7b"  # @param {{CATALOG:full}} {allow-input: true}
-DATA = "sample"  # @param {type:"string"}
-MODE = "sft"  # @param ["sft", "pt"]
-LOAD_IN_4BIT = True  # @param {type:"boolean"}
-MAX_STEPS = 100  # @param {type:"integer"}
-LEARNING_RATE = 1e-4  # @param {type:"number"}
-LORA_R = 64  # @param {type:"integer"}
-LORA_ALPHA = 128  # @param {type:"integer"}
-OUTPUT_DIR = "/content/finetune"  # @param {type:"string"}
-TEST_PROMPT = "请计算三加五等于多少？"  # @param {type:"string"}
-
+# %% parameters
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set), a few CPU steps
     from helpers.demo import use_demo_assets
 
@@ -50,36 +37,21 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
 # ## Does it fit this runtime?
 # Before the base model is downloaded: the memory estimate (weights, LoRA parameters with their optimizer
 # state, activations with gradient checkpointing), the GPU that QLoRA needs, and the disk. It stops here
-# (for example 13B in 16-bit on a T4) instead of crashing an hour later. (From a terminal:
-# `python -m helpers colab-check 04_finetune_lora --colab t4 --set LOAD_IN_4BIT=false`.)
+# (for example 13B in 16-bit on a T4) instead of crashing an hour later.
+# (From a terminal: `python -m helpers colab-check 04 --colab t4 --set LOAD_IN_4BIT=false`.)
 
 # %%
-from helpers.colab import colab_check
+from helpers.stages import FinetuneStage
 
-fit = colab_check("04_finetune_lora", globals())
-
-# %% [markdown]
-# ## Get the base model and the data
-
-# %%
-from helpers.demo import sample_data
-from helpers.hub import resolve_model
-from helpers.train import FinetuneConfig
-
-base_dir = resolve_model(BASE_MODEL)
-data = sample_data(OUTPUT_DIR) if DATA == "sample" else DATA
-config = FinetuneConfig(base=str(base_dir), data=str(data), out=OUTPUT_DIR, mode=MODE, max_steps=MAX_STEPS,
-                        lr=LEARNING_RATE, lora_r=LORA_R, lora_alpha=LORA_ALPHA, load_in_4bit=LOAD_IN_4BIT)
-config
+plan = FinetuneStage.from_form(globals()).check()
 
 # %% [markdown]
 # ## Train
-# The loss plot updates while it trains; an interrupted run resumes from its last checkpoint.
+# Downloads the base model, then trains; the loss plot updates while it trains; an interrupted run resumes from
+# its last checkpoint.
 
 # %%
-from helpers.train import finetune
-
-result = finetune(config)
+result = plan.run(globals())
 result
 
 # %% [markdown]
@@ -87,21 +59,11 @@ result
 # The same prompt, answered by the base model and by the base model with the new adapter.
 
 # %%
-from helpers.train import compare_answers
-
-before, after = compare_answers(str(base_dir), result.adapter_dir, TEST_PROMPT, max_new_tokens=32)
-print("before:", before)
-print("after: ", after)
+before, after = plan.stage.compare(result)
 
 # %% [markdown]
 # ## Merge the adapter and write a GGUF
 # The same streaming merge as `01_merge_lora.ipynb`; quantize it with `02_quantize_gguf.ipynb`.
 
 # %%
-from pathlib import Path
-
-from helpers.merge import merge
-
-gguf = Path(OUTPUT_DIR) / "finetuned-f16.gguf"
-merge(str(base_dir), [str(result.adapter_dir)], out=gguf, fmt="gguf", outtype="f16")
-print(gguf, gguf.stat().st_size)
+gguf = plan.stage.to_gguf(result)

@@ -19,24 +19,14 @@
 # %% [markdown]
 # ## Setup
 
-# %% setup llama_cpp
+# %% setup
 
 # %% [markdown]
 # ## Parameters
 # `CHINESE_SP_MODEL` is the released Chinese sentencepiece model (a URL or a path); `MC_CSV` any file
 # in the C-Eval column layout (`id,question,A,B,C,D,answer`), for example a C-Eval `val` file.
 
-# %% tags=["parameters"]
-import os
-
-BASE_TOKENIZER = "huggyllama/llama-7b"  # @param {type:"string"}
-CHINESE_SP_MODEL = "https://raw.githubusercontent.com/ymcui/Chinese-LLaMA-Alpaca/main/scripts/merge_tokenizer/chinese_sp.model"  # @param {type:"string"}
-MODEL = "chinese-alpaca-2-7b"  # @param {{CATALOG:full,gguf}} {allow-input: true}
-EVAL_TEXT = ""  # @param {type:"string"}
-MC_CSV = ""  # @param {type:"string"}
-SHOTS = 0  # @param [0, 5]
-OUTPUT_DIR = "/content/vocab_eval"  # @param {type:"string"}
-
+# %% parameters
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set)
     from helpers.demo import use_demo_assets
 
@@ -47,29 +37,21 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
 
 # %% [markdown]
 # ## Does it fit this runtime?
-# Before any download: what these parameters need (GPU and its memory, RAM, disk, llama.cpp, bitsandbytes)
-# against what this runtime has. It stops here, saying what to change, when they will not fit.
-# (From a terminal: `python -m helpers colab-check 05_vocab_and_eval --colab t4 --set NAME=VALUE`.)
+# Before any download: the measured model where it runs (llama.cpp for a GGUF, transformers otherwise) with the
+# context and logits scoring keeps, against what this runtime has. It stops here, naming the parameters to change,
+# when it will not fit. (From a terminal: `python -m helpers colab-check 05 --colab t4 --set NAME=VALUE`.)
 
 # %%
-from helpers.colab import colab_check
+from helpers.stages import EvalStage
 
-fit = colab_check("05_vocab_and_eval", globals())
+plan = EvalStage.from_form(globals()).check()
+session = plan.run(globals())
 
 # %% [markdown]
 # ## Merge the Chinese pieces into the tokenizer
 
 # %%
-from pathlib import Path
-
-from helpers.hub import resolve_model
-from helpers.pipeline import default_eval_text, fetch_file
-from helpers.tokens import expand_vocab
-
-text = Path(EVAL_TEXT).read_text(encoding="utf-8") if EVAL_TEXT else default_eval_text()
-base_tokenizer = resolve_model(BASE_TOKENIZER, allow_patterns=["tokenizer*", "special_tokens_map.json"])
-report = expand_vocab(base_tokenizer, fetch_file(CHINESE_SP_MODEL, OUTPUT_DIR),
-                      Path(OUTPUT_DIR) / "merged_tokenizer", sample_text=text)
+report = session.expand_vocabulary()
 report
 
 # %% [markdown]
@@ -87,20 +69,14 @@ plt.show()
 # ## Perplexity on Chinese text
 
 # %%
-from helpers.evaluate import perplexity
-
-print(f"perplexity of {MODEL}: {perplexity(MODEL, text):.3f}")
+ppl = session.perplexity()
 
 # %% [markdown]
 # ## Multiple choice (C-Eval style)
 # The answer is the option letter with the highest next-token logit after `答案：`, as the releases scored it.
 
 # %%
-from helpers.evaluate import multiple_choice
-
-if MC_CSV:
-    mc = multiple_choice(MODEL, MC_CSV, shots=SHOTS)
-    print(f"accuracy {mc.accuracy:.3f} on {mc.n} questions")
+mc = session.multiple_choice()
 
 # %% [markdown]
 # ## Next steps

@@ -5,7 +5,7 @@ from typing import Any
 
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 
-from .tokenizer import LlamaFolderMixin
+from .llama_folder import LlamaFolderMixin
 
 __all__ = ["SentencePieceTokenizer"]
 
@@ -13,7 +13,7 @@ __all__ = ["SentencePieceTokenizer"]
 class SentencePieceTokenizer(LlamaFolderMixin, SentencePieceBackend):
     """transformers' ``SentencePieceBackend`` (encodes with sentencepiece, so ids equal ``sp.encode``'s) that
     wraps sequences as ``LlamaTokenizer`` does: BOS before each sequence if ``add_bos_token``, EOS after it if
-    ``add_eos_token``. Decoding and saving come from :class:`~helpers.tokens.tokenizer.LlamaFolderMixin`.
+    ``add_eos_token``. Decoding and saving come from :class:`~helpers.tokens.llama_folder.LlamaFolderMixin`.
     """
 
     model_input_names = ["input_ids", "attention_mask"]

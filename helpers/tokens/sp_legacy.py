@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import LlamaTokenizer
 
-from .tokenizer import LlamaFolderMixin
+from .llama_folder import LlamaFolderMixin
 
 __all__ = ["LegacyLlamaTokenizer"]
 
@@ -12,4 +12,4 @@ __all__ = ["LegacyLlamaTokenizer"]
 class LegacyLlamaTokenizer(LlamaFolderMixin, LlamaTokenizer):
     """transformers 4's slow ``LlamaTokenizer``, built with ``legacy=True`` (encodes with sentencepiece and wraps
     BOS/EOS itself), with the decoding, chat-template BOS and saving of
-    :class:`~helpers.tokens.tokenizer.LlamaFolderMixin`."""
+    :class:`~helpers.tokens.llama_folder.LlamaFolderMixin`."""

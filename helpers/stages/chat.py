@@ -1,0 +1,205 @@
+"""Notebook 03: chat with a model, on the back end that fits it (llama.cpp for a GGUF, transformers for an HF
+model, 4/8-bit on a GPU), with an OpenAI-compatible server and speculative decoding.
+
+The plan decides the back end, the quantization that will really be used, whether speculative decoding runs (the
+draft must share the model's vocabulary) and what the server serves; the run loads exactly that, after freeing
+what this notebook's earlier run loaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import catalog
+from ..chat import Backend, chat_widget, load_backend, openai_chat, resolve, speculative_generate, start_openai_server
+from ..colab import NO, SLOW, Need, Runtime, bytes_need, wheel_need
+from ..colab.sizing import CHAT_CONTEXT, GGUFFile, gguf_file, model_files
+from ..util import UserError
+from .base import Plan, Stage
+from .form import param
+from .held import hold, release
+from .memory import llama_cpp_needs, transformers_loaded, transformers_needs
+from .needs import GET_GPU, MORE_DISK
+
+BACKENDS = ("auto", "transformers", "llama.cpp")
+QUANTIZATIONS = ("4bit", "8bit", "none")
+SERVER_PORT = 8000
+
+
+@dataclass(frozen=True)
+class ChatJob:
+    """What the run loads: ``backend`` (``llama.cpp`` or ``transformers``), the quantization really used (None:
+    the GGUF's own type, or 16/32-bit), the draft model for speculative decoding (None: none) and the GGUF the
+    server serves (None: no server)."""
+
+    backend: str
+    quantization: str | None
+    draft: str | None
+    server: str | None
+
+
+@dataclass
+class ChatSession:
+    """A loaded model and what the notebook's cells do with it, as the plan decided."""
+
+    stage: ChatStage
+    job: ChatJob
+    bot: Backend
+    extra: dict = field(default_factory=dict)
+
+    def reply(self) -> str:
+        """Stream the reply to ``PROMPT`` (with ``SYSTEM_PROMPT``), printing it as it comes."""
+        parts = []
+        for piece in self.bot.chat(self.stage.prompt, system=self.stage.system_prompt or None,
+                                   max_new_tokens=self.stage.max_new_tokens, stream=True):
+            print(piece, end="", flush=True)
+            parts.append(piece)
+        print()
+        return "".join(parts)
+
+    def widget(self) -> Any:
+        """The chat box (history kept and trimmed by tokens, stop button, sampling sliders)."""
+        return chat_widget(self.bot, max_new_tokens=self.stage.max_new_tokens)
+
+    def serve(self) -> str | None:
+        """Start the OpenAI-compatible server on the planned GGUF, ask it ``PROMPT`` once, stop it; None when the
+        form turned the server off."""
+        if self.job.server is None:
+            print("no server: " + self.stage.assignment("start_server", False))
+            return None
+        path = self.bot.path if self.job.server == "model" else resolve(self.job.server)[0]
+        server = start_openai_server(path, port=SERVER_PORT)
+        try:
+            return openai_chat(f"http://127.0.0.1:{SERVER_PORT}/v1", [{"role": "user", "content": self.stage.prompt}],
+                               max_tokens=self.stage.max_new_tokens)
+        finally:
+            server.terminate()
+
+    def speculative(self) -> dict | None:
+        """Speculative decoding of the templated ``PROMPT`` with the planned draft model; its figures, or None when
+        the plan decided against it (the reason was in the check)."""
+        if self.job.draft is None:
+            print("speculative decoding skipped (see the check cell)")
+            return None
+        if "draft" not in self.extra:
+            self.extra["draft"] = load_backend(self.job.draft, backend="transformers")
+            hold(self.stage.NOTEBOOK, self.extra["draft"])
+        prompt = self.bot.prompt(self.stage.prompt, system=self.stage.system_prompt or None)  # what chat() sends
+        _, stats = speculative_generate(self.bot, self.extra["draft"], prompt, max_new_tokens=self.stage.max_new_tokens)
+        return stats
+
+
+@dataclass(frozen=True)
+class ChatStage(Stage):
+    """The inference notebook's form."""
+
+    NOTEBOOK = "03_inference_chat"
+    SETUP = frozenset({"llama_cpp", "gpu", "server"})
+    GPU = True
+
+    model: str = param("chinese-alpaca-2-7b", "a model from the catalog (an HF model or a GGUF release), a .gguf "
+                       "file, a folder or a hub id",
+                       choices=[n for k in ("full", "gguf") for n in catalog.names(kind=k)], allow_input=True)
+    backend: str = param("auto", "auto: llama.cpp for a GGUF, transformers for an HF model", choices=BACKENDS)
+    quantization: str = param("4bit", "transformers on a GPU: load in 4-bit (NF4) or 8-bit (bitsandbytes)",
+                              choices=QUANTIZATIONS)
+    system_prompt: str = param("", "system prompt (empty: the release's own)")
+    prompt: str = param("请详细介绍一下北京的名胜古迹。", "the first question")
+    max_new_tokens: int = param(400, "longest reply, in tokens")
+    rope: str = param("", "long context: auto (NTK-aware scaling past the native context) or ntk",
+                      choices=("", "auto", "ntk"))
+    draft_model: str = param("chinese-alpaca-2-1.3b", "a small model with the same vocabulary for speculative "
+                             "decoding (empty: none)")
+    start_server: bool = param(True, "start the OpenAI-compatible server once, as a laptop user would")
+    server_model: str = param("chinese-alpaca-2-7b-gguf", "the GGUF the server serves when the chat uses "
+                              "transformers")
+
+    def settings(self) -> str:
+        return f"{self.model} ({self.backend}, {self.quantization})"
+
+    # ---------------------------------------------------------------------------------------------------- plan
+    def make_plan(self, runtime: Runtime) -> Plan:
+        gguf = gguf_file(self.model)
+        backend = ("llama.cpp" if gguf is not None else "transformers") if self.backend == "auto" else self.backend
+        notes: list[str] = []
+        if (backend == "transformers") == (gguf is not None):
+            kind = "a GGUF" if gguf is not None else "a Hugging Face model"
+            return Plan(self, runtime, [Need("back end", f"one that loads {kind}", backend, NO, "")],
+                        ChatJob(backend, None, None, None))
+        if backend == "llama.cpp":
+            needs, download = llama_cpp_needs(gguf, runtime, "model")
+            quant = None
+            if self.quantization != "none":
+                notes.append(f"note: {self.assignment('quantization', self.quantization)} is for transformers; "
+                             "the GGUF's own type is used")
+        else:
+            needs, download, quant = self._transformers_needs(runtime)
+        draft = self._draft(backend, notes)
+        server, server_needs, server_download = self._server(backend, gguf, runtime)
+        needs = [bytes_need("disk", download + server_download, runtime.disk, fix=MORE_DISK, detail="downloads"),
+                 *needs, *server_needs]
+        return Plan(self, runtime, needs, ChatJob(backend, quant, draft, server), notes)
+
+    def _transformers_needs(self, rt: Runtime) -> tuple[list[Need], int, str | None]:
+        asked = None if self.quantization == "none" else self.quantization
+        needs: list[Need] = []
+        if asked and rt.gpu is None:
+            needs.append(Need("GPU", f"a CUDA GPU for {asked}", "none", SLOW,
+                              f"without a GPU the model loads in float32 on the CPU; for {asked}: {GET_GPU}"))
+        elif asked:
+            needs.append(wheel_need("bitsandbytes", rt.bitsandbytes, fix="pip install bitsandbytes"))
+        quant = asked if rt.gpu is not None else None
+        loaded = transformers_loaded(self.model, quant, rt)
+        needs += transformers_needs(loaded, rt, n_ctx=CHAT_CONTEXT, fix="a smaller model or its GGUF with llama.cpp")
+        return needs, loaded.download, quant
+
+    def _draft(self, backend: str, notes: list[str]) -> str | None:
+        """The draft model speculative decoding will use, or None (why goes into ``notes``)."""
+        if not self.draft_model:
+            return None
+        if backend != "transformers":
+            notes.append("note: speculative decoding runs on the transformers back end; skipped with llama.cpp")
+            return None
+        try:
+            ours, theirs = (int(model_files(r).config["vocab_size"]) for r in (self.model, self.draft_model))
+        except (UserError, KeyError):
+            notes.append(f"note: the draft model {self.draft_model} cannot be read; speculative decoding skipped")
+            return None
+        if ours != theirs:
+            notes.append(f"note: {self.draft_model} has a {theirs}-token vocabulary and {self.model} {ours}: "
+                         f"speculative decoding skipped ({self.assignment('draft_model', '')} hides this note)")
+            return None
+        return self.draft_model
+
+    def _server(self, backend: str, gguf: GGUFFile | None, rt: Runtime) -> tuple[str | None, list[Need], int]:
+        """What the server serves (``model``: the GGUF the chat loaded), its needs and its download."""
+        if not self.start_server:
+            return None, [], 0
+        needs = [wheel_need("llama.cpp server", rt.llama_cpp_server, fix="pip install 'llama-cpp-python[server]'")]
+        if backend == "llama.cpp":
+            return "model", needs, 0
+        served = gguf_file(self.server_model) if self.server_model else None
+        if served is None:
+            return None, needs + [Need("server model", "a GGUF", self.server_model or "none", NO, "")], 0
+        server_needs, download = llama_cpp_needs(served, rt.cpu_only(), "server")
+        return self.server_model, needs + [server_needs[1].renamed("RAM (server)")], download
+
+    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+        fixes: list[dict[str, Any]] = [{"backend": "auto"}] if self.backend != "auto" else []
+        if self.quantization != "4bit":
+            fixes.append({"quantization": "4bit"})
+        if self.start_server:
+            fixes.append({"start_server": False})
+        gguf = catalog.find(f"{self.model}-gguf")
+        if gguf is not None:
+            fixes.append({"model": gguf.name})
+        return fixes
+
+    # ---------------------------------------------------------------------------------------------------- run
+    def execute(self, plan: Plan) -> ChatSession:
+        job: ChatJob = plan.job
+        release(self.NOTEBOOK)  # what this notebook's earlier run loaded: the plan counted it as free
+        bot = load_backend(self.model, backend=job.backend, quantization=job.quantization, rope=self.rope or None)
+        hold(self.NOTEBOOK, bot)
+        print("template:", bot.template)
+        return ChatSession(self, job, bot)

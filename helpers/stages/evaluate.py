@@ -1,0 +1,135 @@
+"""Notebook 05: expand a LLaMA tokenizer with the Chinese pieces, then measure a model: perplexity on Chinese text
+and C-Eval-style multiple choice.
+
+The plan sizes the scored model where it runs (llama.cpp for a GGUF, transformers otherwise) with what scoring
+really keeps: a window's logits for perplexity, the last position's for multiple choice.
+"""
+from __future__ import annotations
+
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import catalog
+from ..colab import Runtime, bytes_need
+from ..colab.sizing import gguf_file
+from ..evaluate import MC_WINDOW, PPL_WINDOW, default_eval_text, multiple_choice, perplexity
+from ..hub import resolve_model
+from ..tokens import expand_vocab
+from ..util import UserError, atomic_path, read_utf8, sha256_file
+from .base import Plan, Stage, form_path
+from .form import param
+from .memory import llama_cpp_needs, transformers_loaded, transformers_needs
+from .needs import MORE_DISK
+
+# The released Chinese sentencepiece model (Chinese-LLaMA-Alpaca, Apache-2.0) and its SHA256 (tests/data/README.md)
+CHINESE_SP_URL = "https://raw.githubusercontent.com/ymcui/Chinese-LLaMA-Alpaca/main/scripts/merge_tokenizer/chinese_sp.model"
+CHINESE_SP_SHA256 = "0f5f6f717181694ec2e1c9be4398e2db2e40a3902932325b06e12ad4cd64ac09"
+
+
+def fetch_file(ref: str, out_dir: str | Path, *, sha256: str | None = None) -> Path:
+    """A local path for ``ref``: an existing file, or a URL downloaded once into ``out_dir`` and checked against
+    ``sha256`` when one is known (a copy that does not match is removed).
+
+    Raises:
+        UserError: a missing file, or a download whose digest differs.
+    """
+    if not ref.startswith(("http://", "https://")):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise UserError(f"{ref} not found: give an existing file or an https:// URL")
+        return path
+    target = Path(out_dir).expanduser() / ref.rstrip("/").rsplit("/", 1)[-1]
+    if not target.is_file():
+        with atomic_path(target) as tmp, urllib.request.urlopen(ref, timeout=60) as r:  # noqa: S310 - user-given URL
+            tmp.write_bytes(r.read())
+    if sha256 and sha256_file(target) != sha256:
+        target.unlink()
+        raise UserError(f"{ref} downloaded with another SHA256 than the released file's ({sha256}); the copy was "
+                        "removed: run again, or give the file's path")
+    return target
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """How the scored model runs: ``llama.cpp`` (a GGUF) or ``transformers``."""
+
+    backend: str
+
+
+@dataclass
+class EvalSession:
+    """The notebook's measurements, as the plan decided them."""
+
+    stage: EvalStage
+    job: EvalJob
+
+    def text(self) -> str:
+        """The evaluation text: ``EVAL_TEXT``'s file, or a Chinese sample."""
+        path = form_path(self.stage.eval_text)
+        return read_utf8(path) if path is not None else default_eval_text()
+
+    def expand_vocabulary(self) -> Any:
+        """Merge the Chinese pieces into ``BASE_TOKENIZER``'s tokenizer (``merged_tokenizer`` in the output)."""
+        s = self.stage
+        sha = CHINESE_SP_SHA256 if s.chinese_sp_model == CHINESE_SP_URL else None
+        base = resolve_model(s.base_tokenizer, allow_patterns=["tokenizer*", "special_tokens_map.json"])
+        return expand_vocab(base, fetch_file(s.chinese_sp_model, s.output_dir, sha256=sha),
+                            Path(s.output_dir).expanduser() / "merged_tokenizer", sample_text=self.text())
+
+    def perplexity(self) -> float:
+        value = perplexity(self.stage.model, self.text(), backend=self.job.backend)
+        print(f"perplexity of {self.stage.model}: {value:.3f}")
+        return value
+
+    def multiple_choice(self) -> Any:
+        """C-Eval-style accuracy on ``MC_CSV`` (None when it is empty)."""
+        if not self.stage.mc_csv:
+            return None
+        report = multiple_choice(self.stage.model, self.stage.mc_csv, shots=self.stage.shots,
+                                 backend=self.job.backend)
+        print(f"accuracy {report.accuracy:.3f} on {report.n} questions")
+        return report
+
+
+@dataclass(frozen=True)
+class EvalStage(Stage):
+    """The vocabulary and evaluation notebook's form."""
+
+    NOTEBOOK = "05_vocab_and_eval"
+    SETUP = frozenset({"llama_cpp"})
+
+    base_tokenizer: str = param("huggyllama/llama-7b", "the tokenizer to expand (a folder or hub id)")
+    chinese_sp_model: str = param(CHINESE_SP_URL, "the Chinese sentencepiece model to add (a URL or a path)")
+    model: str = param("chinese-alpaca-2-7b", "the model to measure (catalog name, .gguf, folder or hub id)",
+                       choices=[n for k in ("full", "gguf") for n in catalog.names(kind=k)], allow_input=True)
+    eval_text: str = param("", "a UTF-8 text file for perplexity (empty: a Chinese sample)")
+    mc_csv: str = param("", "multiple-choice items in C-Eval's columns (id,question,A,B,C,D,answer); empty: skip")
+    shots: int = param(0, "solved examples before each question", choices=(0, 5))
+    output_dir: str = param("/content/vocab_eval", "where the tokenizer and downloads go")
+
+    def settings(self) -> str:
+        return f"{self.model} (perplexity" + (f", multiple choice {self.shots}-shot)" if self.mc_csv else ")")
+
+    def make_plan(self, runtime: Runtime) -> Plan:
+        gguf = gguf_file(self.model)
+        window = MC_WINDOW if self.mc_csv else PPL_WINDOW
+        if gguf is not None:
+            needs, download = llama_cpp_needs(gguf, runtime, "model", n_ctx=window)
+            backend = "llama.cpp"
+        else:
+            loaded = transformers_loaded(self.model, None, runtime)
+            needs = transformers_needs(loaded, runtime, n_ctx=window, logits_positions=PPL_WINDOW,
+                                       fix="the model's GGUF (llama.cpp), or a smaller model")
+            download, backend = loaded.download, "transformers"
+        needs.insert(0, bytes_need("disk", download, runtime.disk, fix=MORE_DISK,
+                                   detail="downloads; the tokenizers are a few MB"))
+        return Plan(self, runtime, needs, EvalJob(backend))
+
+    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+        gguf = catalog.find(f"{self.model}-gguf")
+        return [{"model": gguf.name}] if gguf is not None else []
+
+    def execute(self, plan: Plan) -> EvalSession:
+        return EvalSession(self, plan.job)

@@ -1,0 +1,152 @@
+"""Notebook 01: merge a LoRA (or patch) release into its base, in one streaming pass, into the GGUF (quantized in
+the same pass), HF or Meta ``.pth`` output the user asked for.
+
+The plan resolves the release (base, LoRAs in order, patch), names the output, plans the merge's disk and RAM
+before anything is downloaded (the merge's own :class:`~helpers.merge.ResourcePlan`, low-disk mode decided), and
+checks that gated bases can be downloaded; the run executes that plan as it is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import catalog
+from ..catalog import ModelEntry
+from ..colab import NO, Need, Runtime, bytes_need, wheel_need
+from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES
+from ..hub import access_problem
+from ..merge import FORMATS, MergeOptions, MergeResult, ResourcePlan, merge, plan_resources
+from ..util import UserError, human_bytes
+from .base import Plan, Stage
+from .form import param
+from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, listing_fallback
+
+OUTTYPES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "q3_k_m", "f16", "bf16", "f32")
+LOW_DISK = {"auto": None, "yes": True, "no": False}
+
+
+def release_inputs(entry: ModelEntry, base: str = "") -> tuple[str, list[str], str | None]:
+    """(base, LoRAs in order, patch) of a catalog LoRA or patch release; ``base`` replaces the catalog's."""
+    default_base, steps = catalog.merge_plan(entry.name)
+    patch = steps.pop() if entry.kind == "patch" else None
+    return base or default_base, steps, patch
+
+
+def release_target(entry: ModelEntry, out_dir: str | Path, fmt: str, outtype: str) -> Path:
+    """Where a release's merge goes: ``chinese-alpaca-2-7b-q4_k_m.gguf``, ``...-hf`` or ``...-pth`` in ``out_dir``
+    (the catalog name without ``-lora``)."""
+    suffix = f"-{outtype}.gguf" if fmt == "gguf" else f"-{fmt}"
+    return Path(out_dir).expanduser() / f"{entry.name.removesuffix('-lora')}{suffix}"
+
+
+@dataclass(frozen=True)
+class MergeJob:
+    """What the merge run does: the inputs, the output, and the merge's resource plan (low-disk mode decided)."""
+
+    entry: ModelEntry
+    base: str
+    loras: tuple[str, ...]
+    patch: str | None
+    target: Path
+    options: MergeOptions | None
+    resources: ResourcePlan | None
+
+
+@dataclass(frozen=True)
+class MergeStage(Stage):
+    """The merge notebook's form."""
+
+    NOTEBOOK = "01_merge_lora"
+    SETUP = frozenset({"llama_cpp"})
+
+    model: str = param("chinese-alpaca-2-7b-lora", "the release: a LoRA or patch from the catalog (its base and, for "
+                       "Plus/Pro, the LoRA before it come from the catalog)",
+                       choices=catalog.names(kind="lora") + catalog.names(kind="patch"), allow_input=True)
+    base_model: str = param("", "another base model (folder or hub id) instead of the catalog's; empty: the "
+                            "catalog's")
+    output_format: str = param("gguf", "gguf for llama.cpp and Ollama, hf for transformers, pth for Meta's layout",
+                               choices=tuple(sorted(FORMATS, key=lambda f: f != "gguf")))
+    outtype: str = param("q4_k_m", "the GGUF type, quantized in the same pass (f16/bf16/f32 for every format)",
+                         choices=OUTTYPES)
+    low_disk: str = param("auto", "fetch the base one shard at a time, deleting each once merged (auto: only when "
+                          "the full download does not fit)", choices=tuple(LOW_DISK))
+    output_dir: str = param("/content/merged", "where the merged model goes")
+    save_to_drive: bool = param(False, "copy the result to Google Drive")
+    download: bool = param(False, "download the result to your computer (Colab)")
+
+    def settings(self) -> str:
+        return f"{self.model} -> {self.output_format} {self.outtype}"
+
+    def entry(self) -> ModelEntry:
+        """The release, from the catalog.
+
+        Raises:
+            UserError: an unknown name, or a model with nothing to merge.
+        """
+        entry = catalog.get(self.model)
+        if entry.kind not in ("lora", "patch"):
+            raise UserError(f"{entry.name} is a {entry.kind} model: there is nothing to merge; chat with it in "
+                            "03_inference_chat or quantize it in 02_quantize_gguf")
+        return entry
+
+    # ---------------------------------------------------------------------------------------------------- plan
+    def make_plan(self, runtime: Runtime) -> Plan:
+        entry = self.entry()
+        base, loras, patch = release_inputs(entry, self.base_model)
+        target = release_target(entry, self.output_dir, self.output_format, self.outtype)
+        job = MergeJob(entry, base, tuple(loras), patch, target, None, None)
+        if self.output_format != "gguf" and self.outtype not in FLOAT_TYPES:
+            need = Need("output type", f"{self.outtype} (a GGUF quantization type)", f"format {self.output_format}",
+                        NO, "the hf and pth formats hold f16, bf16 or f32")
+            return Plan(self, runtime, [need], job)
+        options = MergeOptions(fmt=self.output_format, outtype=self.outtype, low_disk=LOW_DISK[self.low_disk])
+        notes: list[str] = []
+        resources = listing_fallback(notes, lambda offline: plan_resources(
+            base, loras, patch, options=options, out=target, offline=offline, fresh=runtime.assumed,
+            free_disk=runtime.disk, free_ram=runtime.ram, partial=target.with_name(f".{target.name}.partial")))
+        job = MergeJob(entry, base, tuple(loras), patch, target, options, resources)
+        needs = [Need("GPU", "no GPU", runtime.gpu or "none"), *self._access_needs(job), self._disk_need(resources),
+                 bytes_need("RAM", resources.ram_bytes, resources.free_ram, fix=MORE_RAM,
+                            detail="peak of the streaming merge")]
+        if self.output_format == "gguf" and self.outtype not in FLOAT_TYPES:
+            needs.append(wheel_need("llama.cpp", runtime.llama_cpp, fix=GET_LLAMA))
+        return Plan(self, runtime, needs, job, notes + [resources.summary()])
+
+    @staticmethod
+    def _access_needs(job: MergeJob) -> list[Need]:
+        roles = [("base model", job.base), *(("LoRA", x) for x in job.loras), *([("patch", job.patch)] if job.patch
+                                                                                  else [])]
+        return [Need(f"access to {ref}", "the right to download it", "none", NO, problem)
+                for role, ref in roles if (problem := access_problem(ref, what=role))]
+
+    def _disk_need(self, resources: ResourcePlan) -> Need:
+        mode = ", low-disk mode" if resources.low_disk else ""
+        detail = f"{human_bytes(resources.download_bytes)} download + {human_bytes(resources.output_bytes)} output{mode}"
+        need = bytes_need("disk", resources.chosen_peak_disk, resources.free_disk, fix=MORE_DISK, detail=detail)
+        if resources.low_disk and not resources.sources[0].streamable:
+            return Need("low-disk mode", "a base on the hub in several safetensors shards",
+                        f"{resources.sources[0].ref}, which is not", NO, "")
+        return need
+
+    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+        fixes: list[dict[str, Any]] = []
+        if plan.job.options is None:  # a quantization type with an hf / pth format
+            return [{"outtype": "f16"}, {"output_format": "gguf"}]
+        if self.low_disk != "yes":
+            fixes.append({"low_disk": "yes"})
+        if self.low_disk == "yes":
+            fixes.append({"low_disk": "auto"})
+        if self.output_format == "gguf":
+            bits = BITS_PER_WEIGHT[self.outtype]
+            smaller = sorted((t for t in OUTTYPES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get, reverse=True)
+            fixes += [{"outtype": t} for t in smaller] + [{"outtype": t, "low_disk": "yes"} for t in smaller]
+        else:
+            fixes.append({"output_format": "gguf", "outtype": "q4_k_m"})
+        return fixes
+
+    # ---------------------------------------------------------------------------------------------------- run
+    def execute(self, plan: Plan) -> MergeResult:
+        job: MergeJob = plan.job
+        return merge(job.base, list(job.loras), patch=job.patch, out=job.target, fmt=job.options.fmt,
+                     outtype=job.options.outtype, resources=job.resources)
