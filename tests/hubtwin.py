@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVER = Path(__file__).with_name("hubtwin_server.py")
 TWIN_VENV = ".venv-hubtwin"
 GGUF_REPO = "hfl/chinese-alpaca-2-7b-gguf"
+V3_GGUF_REPO = "hfl/llama-3-chinese-8b-instruct-v3-gguf"
 GGUF_QUANTS = ("f16", "q8_0", "q4_k", "q4_k-im")
 # Stored as Git LFS objects (the hub's default .gitattributes sends these types to LFS).
 _LFS_SUFFIXES = {".bin", ".safetensors", ".gguf", ".pth", ".pt", ".model", ".h5", ".msgpack", ".ckpt", ".onnx"}
@@ -118,17 +119,48 @@ def _gguf_release(model: Path, dst: Path, work: Path) -> None:
                  threads=1, modelfile=False)
 
 
+def stand_in_of(entry, served: dict[str, Path]) -> str:
+    """The hub id whose stand-in also stands for catalog ``entry`` (another size or version of the same kind of
+    release: the 13B LoRA gets the 7B's tiny stand-in, a Llama-3 GGUF release the Llama-3 GGUF stand-in)."""
+    name = entry.name
+    if entry.kind == "gguf":
+        return V3_GGUF_REPO if entry.family == "llama3" else GGUF_REPO
+    if entry.kind == "patch":
+        return "openlmlab/open-chinese-llama-7b-patch"
+    if entry.kind == "lora":
+        if entry.family == "llama3":
+            return "hfl/llama-3-chinese-8b-instruct-v2-lora"
+        if entry.family == "llama2":
+            return f"hfl/chinese-{'alpaca' if 'alpaca' in name else 'llama'}-2-lora-7b"
+        kind = "alpaca-plus" if "alpaca-p" in name else "llama-plus" if "plus" in name else name.split("-")[1]
+        return f"hfl/chinese-{kind}-lora-7b"
+    if entry.family == "llama3":
+        return "meta-llama/Meta-Llama-3-8B-Instruct"
+    if entry.generation == "original":
+        return "huggyllama/llama-7b" if entry.family == "llama" else "meta-llama/Llama-2-7b-hf"
+    return "hfl/chinese-alpaca-2-1.3b" if entry.size == "1.3B" else "hfl/chinese-alpaca-2-7b"
+
+
 def _stage(demo: Path, stage: Path) -> dict[str, Path]:
-    """Every repo's files in a plain folder, ``{hub id: folder}``."""
+    """Every repo's files in a plain folder, ``{hub id: folder}``: the demo assets under the ids they stand for,
+    the copies real repos also hold, the GGUF releases, and every other catalog release under a stand-in of its
+    kind (:func:`stand_in_of`)."""
+    from helpers import catalog
+
     repos: dict[str, Path] = {}
     for hub_id, src in demo_hub_ids(demo).items():
         repos[hub_id] = dst = stage / hub_id
         shutil.copytree(src, dst, copy_function=_link_or_copy)
     _llama2_bin_copy(demo / "Llama-2-7b-hf", repos["meta-llama/Llama-2-7b-hf"])
     _meta_original_copy(demo / "Meta-Llama-3-8B-Instruct", repos["meta-llama/Meta-Llama-3-8B-Instruct"], stage.parent)
-    repos[GGUF_REPO] = stage / GGUF_REPO
-    repos[GGUF_REPO].mkdir(parents=True)
-    _gguf_release(demo / "chinese-alpaca-2-7b", repos[GGUF_REPO], stage.parent)
+    for repo, model in ((GGUF_REPO, "chinese-alpaca-2-7b"), (V3_GGUF_REPO, "Meta-Llama-3-8B-Instruct")):
+        repos[repo] = stage / repo
+        repos[repo].mkdir(parents=True)
+        _gguf_release(demo / model, repos[repo], stage.parent)
+    for entry in catalog.CATALOG.values():
+        if entry.hub_id not in repos:
+            repos[entry.hub_id] = stage / entry.hub_id
+            shutil.copytree(repos[stand_in_of(entry, repos)], repos[entry.hub_id], copy_function=_link_or_copy)
     for hub_id, folder in repos.items():
         (folder / "README.md").write_text(f"---\nlicense: other\n---\n# {hub_id}\n\nA tiny random stand-in served by "
                                           "the hub twin for tests; not the released model.\n", encoding="utf-8")

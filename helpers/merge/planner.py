@@ -182,6 +182,8 @@ def resource_plan(sources: Sources, *, options: MergeOptions, out: str | Path, f
                         free_ram=available_ram_bytes() if free_ram is None else free_ram, out_dir=target)
     requested = options.low_disk
     low = bool(requested) or (requested is None and not plan.fits and plan.fits_low_disk)
+    if low and not sources.files[0].missing:  # the base is on this machine already: nothing to stream
+        low = False
     return dataclasses.replace(plan, low_disk=low)
 
 

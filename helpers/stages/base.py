@@ -8,6 +8,7 @@ plans again first, so a skipped check can never run stale decisions.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -144,17 +145,25 @@ class Stage(Form):
         return plan
 
     def _verified_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+        """The candidate fixes that make the plan fit; when no single one does (two needs unmet), pairs of them."""
+        singles = self.candidate_fixes(plan)
+        pairs = [a | b for a, b in itertools.combinations(singles, 2) if not set(a) & set(b)]
         found: list[dict[str, Any]] = []
-        for change in self.candidate_fixes(plan):
-            try:
-                other = dataclasses.replace(self, **change)
-                if other.plan(plan.runtime, fixes=False).fits:
+        for candidates in (singles, pairs):
+            for change in candidates:
+                if self._fits_with(change, plan.runtime) and change not in found:
                     found.append(change)
-            except UserError:
-                continue
-            if len(found) == MAX_FIXES:
-                break
+                if len(found) == MAX_FIXES:
+                    return found
+            if found:
+                return found
         return found
+
+    def _fits_with(self, change: dict[str, Any], runtime: Runtime) -> bool:
+        try:
+            return dataclasses.replace(self, **change).plan(runtime, fixes=False).fits
+        except UserError:
+            return False
 
     def check(self, runtime: Runtime | None = None) -> Plan:
         """The check cell: print the plan, and stop (:class:`UserError` naming what to change) when it does not

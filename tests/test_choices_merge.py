@@ -1,0 +1,19 @@
+"""plan = run over notebook 01's form (:mod:`choices`): every release, output format, type and low-disk choice."""
+from __future__ import annotations
+
+import pytest
+
+from choices import check_plan_equals_run, combinations, ids, twin_env  # noqa: F401 - twin_env is a fixture
+from helpers.stages import MergeStage
+
+CASES = combinations(MergeStage)
+pytestmark = [pytest.mark.slow, pytest.mark.hub]
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_merge_plan_equals_run(case, twin_env, tmp_path):
+    stage = MergeStage(**{"output_dir": str(tmp_path), **case})
+    result = check_plan_equals_run(stage)
+    if result is not None:
+        target = stage.plan().job.target  # planned again: the finished merge is recognised, same name
+        assert target.exists() and all(p == target or target in p.parents for p in result.outputs)
