@@ -3,6 +3,7 @@
 #   make test   set up .venv, then run every unit test and execute every notebook in smoke mode, downloading
 #               the tiny stand-ins through a local hub twin (notebooks/conftest.py; NOTEBOOK_HUB=offline: no twin),
 #               plus the chat box tests, browser included, under Colab's ipywidgets 7 in .venv-colab
+#   make test-fast  the unit tests that need no hub twin, browser or slow enumeration (under 3 minutes)
 # and, for Colab's package versions (ci/colab-constraints.txt):
 #   make colab-versions   the notebooks in smoke mode and the chat box tests in .venv-colab
 PY := .venv/bin/python
@@ -11,13 +12,18 @@ PYTEST_ARGS ?=
 COLAB_VENV ?= .venv-colab
 COLAB_PY := $(COLAB_VENV)/bin/python
 
-.PHONY: setup demo test unit notebooks clean colab-env colab-versions
+FAST := not slow and not hub and not browser and not widget
+
+.PHONY: setup demo test test-fast unit notebooks clean colab-env colab-versions
 
 setup:
 	@scripts/setup.sh
 
 demo: setup
 	$(PY) -m helpers pipeline --out $(OUT)
+
+test-fast: setup
+	$(PY) -m pytest -q -n 2 --dist loadfile tests -m "$(FAST)" $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile tests $(PYTEST_ARGS)

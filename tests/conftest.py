@@ -16,6 +16,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+HUB_FIXTURES = {"hub_twin", "hub_env", "twin_env"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that download through the hub twin carry the ``hub`` marker (``make test-fast`` leaves them out)."""
+    for item in items:
+        if HUB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.hub)
+
+
 @pytest.fixture(scope="session")
 def released_tokenizers() -> dict[str, Path]:
     """The Apache-2.0 released tokenizers vendored in tests/data (see its README), by their ../shared names:

@@ -17,6 +17,7 @@ from ..colab import NO, Need, Runtime
 from ..util import UserError
 from .form import Form
 from .held import held_runtime
+from .stats import CellStats
 
 MAX_FIXES = 3  # parameter changes a refusal proposes, each checked to fit
 
@@ -92,7 +93,8 @@ class Plan:
                 print(f"the parameters changed since the check ({changed}): checking them again")
                 return current.check().run()
         self.check()
-        return self.stage.execute(self)
+        with CellStats(self.stage.NOTEBOOK.split("_", 1)[1].replace("_", " ")):
+            return self.stage.execute(self)
 
 
 class Stage(Form):
