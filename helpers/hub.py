@@ -101,7 +101,7 @@ def list_files(ref: str | Path, *, what: str = "model") -> list[str]:
     remote = _remote()
     with _quiet_retries(), _hub_errors(hub_id, what):
         return sorted(retrying(lambda: HfApi(endpoint=remote.endpoint).list_repo_files(hub_id, token=remote.token),
-                               remote=remote, what=f"the file list of {hub_id}"))
+                               remote=remote, what=f"the file list of {hub_id}", retries=0))  # paged: retried inside
 
 
 def file_sizes(ref: str | Path, *, what: str = "model") -> dict[str, int]:
@@ -343,7 +343,7 @@ def _tree(repo_id: str, remote: Remote) -> dict[str, RemoteFile]:
                                                              getattr(e, "blob_id", "") or ""))
                 for e in entries if getattr(e, "size", None) is not None}
 
-    return retrying(listing, remote=remote, what=f"the file list of {repo_id}")
+    return retrying(listing, remote=remote, what=f"the file list of {repo_id}", retries=0)  # paged: retried inside
 
 
 def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,

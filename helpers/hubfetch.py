@@ -8,9 +8,10 @@ follows; everything that is still wrong afterwards is one :class:`~helpers.util.
 ``HF_ENDPOINT`` (or the setting to change):
 
 - **429 / 5xx** (:data:`RETRY_STATUS`): retried :data:`MAX_RETRIES` times with exponential backoff from
-  :data:`FIRST_WAIT` to :data:`MAX_WAIT` seconds (``huggingface_hub.utils.http_backoff``'s defaults), or after the
-  ``Retry-After`` the mirror asks for; :func:`retrying` does it for the listing calls and the downloads, and
-  ``huggingface_hub`` itself for the HEAD requests (``retry_on_errors=True``);
+  :data:`FIRST_WAIT` to :data:`MAX_WAIT` seconds, or after the ``Retry-After`` the mirror asks for: by
+  ``huggingface_hub`` itself where it does so (``utils.http_backoff``, whose defaults these are: paged listings,
+  HEAD requests with ``retry_on_errors=True``, a 429 to a download), by :func:`retrying` where it does not (a
+  5xx to a download, the safetensors header reads), never both;
 - **a slow HEAD**: each HEAD may take ``HF_HUB_ETAG_TIMEOUT`` seconds (read at each call; when it is not set,
   :data:`SLOW_HEAD_TIMEOUT`, as patient as ``huggingface_hub``'s own retried HEAD); a file not yet in the cache is
   asked for once with that timeout before its download, so a stalled mirror ends in a message naming the setting
