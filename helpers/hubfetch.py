@@ -1,10 +1,11 @@
 """Downloads from the hub or a mirror that may fail on the way.
 
 :func:`fetch_all` downloads a repo's files with ``huggingface_hub`` (resumable, into its cache), several at once,
-largest first, and hands each finished file to a :class:`helpers.integrity.Verifier`, so that hashing a file
-overlaps the downloads still running and the check adds no pass of its own over the weights (only the last file's
-hash is waited for, and with the largest first that is a small one). What a failing mirror does is answered as
-follows; everything that is still wrong afterwards is one :class:`~helpers.util.UserError` naming the mirror and
+largest first, and checks each against the hub's digest without a pass of its own over the weights: a large file
+is hashed as its bytes are written (:class:`helpers.integrity.GrowingFileHash` follows the download's temporary
+file; the digest counts only for a file written front to back once, which the download's progress bar and the
+file itself attest), anything else right after it finished, by a :class:`helpers.integrity.Verifier` while the
+other files download. What a failing mirror does is answered as follows; everything that is still wrong afterwards is one :class:`~helpers.util.UserError` naming the mirror and
 ``HF_ENDPOINT`` (or the setting to change):
 
 - **429 / 5xx** (:data:`RETRY_STATUS`): retried :data:`MAX_RETRIES` times with exponential backoff from
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
-from .integrity import Verifier, cached_blob, check_file
+from .integrity import GrowingFileHash, Verifier, cached_blob, check_file, verification_enabled
 from .util import UserError
 
 T = TypeVar("T")
@@ -46,6 +47,7 @@ MAX_RETRY_AFTER = 60.0  # a longer Retry-After is waited for this long
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})  # an overloaded or restarting server: worth waiting for
 GET_RETRY_STATUS = RETRY_STATUS - {429}  # huggingface_hub retries a 429 answer to a download itself
 SLOW_HEAD_TIMEOUT = 60.0  # seconds per HEAD when HF_HUB_ETAG_TIMEOUT is not set
+FOLLOW_MIN_BYTES = 16 << 20  # a download this large is hashed as it is written (a smaller one: afterwards)
 ETAG_TIMEOUT_ENV, DOWNLOAD_TIMEOUT_ENV = "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"
 _DROPPED = {"RemoteProtocolError", "ReadError", "WriteError", "ProtocolError", "ChunkedEncodingError"}
 _NOT_OURS = {"ConnectError", "ConnectTimeout", "ProxyError"}  # no connection at all: helpers.hub says so
@@ -204,11 +206,61 @@ def _in_cache(repo_id: str, name: str, digest: str, remote: Remote) -> bool:
     return blob is not None and blob.is_file() and (not digest or blob.name == digest)
 
 
-def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> tuple[Path, bool]:
-    """Download one file into the hub cache (or find it there); returns ``(path, downloaded now)``.
+@dataclass(frozen=True)
+class Fetched:
+    """A file :func:`fetch` put in (or found in) the hub cache: its ``path``, whether it was ``fresh`` (downloaded
+    now) and, when its bytes could be hashed as they arrived, their SHA256 (``sha256``, else ``""``)."""
+
+    path: Path
+    fresh: bool
+    sha256: str = ""
+
+
+class _Received:
+    """What a download's progress bar was told: bytes received in all (a byte received twice means a part of the
+    file was written again, so a digest taken while it was written cannot be trusted)."""
+
+    def __init__(self) -> None:
+        self.total, self.rewound = 0, False
+
+    def bar(self) -> type:
+        """A ``huggingface_hub`` progress bar class (``tqdm_class=``) that counts into this object."""
+        from huggingface_hub.utils import tqdm
+
+        received = self
+
+        class CountingBar(tqdm):
+            def update(self, n: float | None = 1) -> bool | None:
+                received.total += int(n or 0)
+                received.rewound |= bool(n is not None and n < 0)
+                return super().update(n)
+
+        return CountingBar
+
+
+def _follow(repo_id: str, meta, remote: Remote) -> GrowingFileHash | None:
+    """Hash a download as ``huggingface_hub`` writes it: its temporary file in the repo's ``blobs`` folder (named
+    after the digest, as the cache layout names blobs) is followed from the first byte. Only for an LFS file large
+    enough to matter, fetched over plain HTTP (a Xet download may write out of order)."""
+    etag = (meta.etag or "").lower()
+    if len(etag) != 64 or meta.xet_file_data is not None or (meta.size or 0) < FOLLOW_MIN_BYTES:
+        return None
+    blobs = remote.cache_dir / f"models--{repo_id.replace('/', '--')}" / "blobs"
+
+    def find() -> Path | None:
+        found = [p for p in blobs.glob(f"{etag}*.incomplete") if p.is_file()] if blobs.is_dir() else []
+        return found[0] if len(found) == 1 else None  # another process downloading it too: hash afterwards
+
+    return GrowingFileHash(find)
+
+
+def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> Fetched:
+    """Download one file into the hub cache (or find it there).
 
     A file not yet in the cache is first asked for with one HEAD (``huggingface_hub``'s own retries, the timeout
-    :func:`head_timeout`), so that a stalled mirror is reported as such; not verified here (see :func:`fetch_all`).
+    :func:`head_timeout`), so that a stalled mirror is reported as such, and its bytes are hashed as they are
+    written where that can be vouched for (:class:`helpers.integrity.GrowingFileHash`); not verified here (see
+    :func:`fetch_all`).
 
     Raises:
         UserError: the mirror failed in a way :func:`transport_problem` explains.
@@ -216,16 +268,26 @@ def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> tuple
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     what = f"{repo_id}/{name}"
+    follower, received = None, _Received()
     cached = _in_cache(repo_id, name, digest, remote)
     if not cached:
         url = hf_hub_url(repo_id, name, endpoint=remote.endpoint)
-        retrying(lambda: get_hf_file_metadata(url, token=remote.token, timeout=head_timeout(),
-                                              endpoint=remote.endpoint, retry_on_errors=True),
-                 remote=remote, what=what, retries=0)  # huggingface_hub retried it already
-    path = retrying(lambda: hf_hub_download(repo_id, name, token=remote.token, endpoint=remote.endpoint,
-                                            cache_dir=remote.cache_dir, etag_timeout=head_timeout()),
-                    remote=remote, what=what, statuses=GET_RETRY_STATUS)
-    return Path(path), not cached
+        meta = retrying(lambda: get_hf_file_metadata(url, token=remote.token, timeout=head_timeout(),
+                                                     endpoint=remote.endpoint, retry_on_errors=True),
+                        remote=remote, what=what, retries=0)  # huggingface_hub retried it already
+        follower = _follow(repo_id, meta, remote) if verification_enabled() else None
+    try:
+        path = Path(retrying(lambda: hf_hub_download(repo_id, name, token=remote.token, endpoint=remote.endpoint,
+                                                     cache_dir=remote.cache_dir, etag_timeout=head_timeout(),
+                                                     tqdm_class=received.bar()),
+                             remote=remote, what=what, statuses=GET_RETRY_STATUS))
+    except BaseException:
+        if follower is not None:
+            follower.finish(os.devnull)
+        raise
+    sha256 = follower.finish(path) if follower is not None else None
+    once = not received.rewound and received.total == path.stat().st_size
+    return Fetched(path, not cached, sha256 if sha256 and once else "")
 
 
 def fetch_verified(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> Path:
@@ -235,9 +297,10 @@ def fetch_verified(repo_id: str, name: str, *, remote: Remote, digest: str = "")
     Raises:
         UserError: the download failed; DamagedDownload: its bytes do not match (the blob is removed).
     """
-    path, fresh = fetch(repo_id, name, remote=remote, digest=digest)
-    check_file(path, repo_id=repo_id, name=name, endpoint=remote.name, expected=digest, fresh=fresh)
-    return path
+    got = fetch(repo_id, name, remote=remote, digest=digest)
+    check_file(got.path, repo_id=repo_id, name=name, endpoint=remote.name, expected=digest, fresh=got.fresh,
+               known=got.sha256)
+    return got.path
 
 
 def _snapshot(path: Path, name: str) -> Path:
@@ -271,12 +334,13 @@ def fetch_all(repo_id: str, files: Sequence[RemoteFile], *, remote: Remote) -> P
             for future in as_completed(futures):
                 f = futures[future]
                 try:
-                    path, fresh = future.result()
+                    got = future.result()
                 except Exception as exc:  # noqa: BLE001 - the others go on; reported below
                     errors[f.name] = exc
                     continue
-                folders.add(_snapshot(path, f.name))
-                verifier.submit(path, repo_id=repo_id, name=f.name, expected=f.digest, fresh=fresh)
+                folders.add(_snapshot(got.path, f.name))
+                verifier.submit(got.path, repo_id=repo_id, name=f.name, expected=f.digest, fresh=got.fresh,
+                                known=got.sha256)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         verifier.wait()

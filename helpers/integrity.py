@@ -5,10 +5,10 @@ of its bytes (the listing's ``lfs.sha256``, the download's ``X-Linked-Etag``), a
 ``tokenizer.json``) by its git blob id, the SHA1 of ``blob <size>\\0`` and its bytes. ``huggingface_hub`` stores a
 download under ``blobs/<that digest>`` in its cache and links it from ``snapshots/<commit>/<name>``, but never
 checks the bytes against the name: a byte changed on the way by a failing mirror stays in the cache and is used
-by every later run. :func:`check_file` hashes a cached file and compares it with the digest its blob is named by
-(and with the listing's, when the caller has it); a mismatch removes that blob, and only that blob, and raises
-:class:`DamagedDownload`. :class:`Verifier` runs the checks in background threads, so that hashing one file
-overlaps the download of the next.
+by every later run. :func:`check_file` compares a cached file's SHA256 or git blob id with the digest its blob is
+named by (and with the listing's, when the caller has it); a mismatch removes that blob, and only that blob, and
+raises :class:`DamagedDownload`. The bytes are hashed as they arrive where possible (:class:`GrowingFileHash`),
+else after the download, in background threads (:class:`Verifier`) while the other files download.
 
 A file that matched is recorded beside its repo's cache (``<repo>/.cllama-verified/<blob>``, holding the blob's
 size and modification time), so it is hashed once and not at every run; a blob downloaded again no longer matches
@@ -20,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from .util import UserError
 
@@ -160,7 +163,7 @@ class DamagedDownload(UserError):
 
 
 def check_file(path: str | Path, *, repo_id: str, name: str, endpoint: str, expected: str = "",
-               fresh: bool = True) -> bool:
+               fresh: bool = True, known: str = "") -> bool:
     """Verify one downloaded file of the hub cache against the digest its blob is named by.
 
     Args:
@@ -169,6 +172,8 @@ def check_file(path: str | Path, *, repo_id: str, name: str, endpoint: str, expe
         endpoint: the hub or mirror it comes from, for the message.
         expected: the digest the hub's listing gives (LFS SHA256 or git blob id), if known; it must agree too.
         fresh: downloaded just now (else: found in the cache), for the message.
+        known: the digest of these very bytes, computed while they were written (:class:`GrowingFileHash`): taken
+            instead of reading the file again.
 
     Returns:
         True when the file was hashed now, False when it needed no hashing (already verified, checks turned off,
@@ -182,12 +187,79 @@ def check_file(path: str | Path, *, repo_id: str, name: str, endpoint: str, expe
         return False
     want = Digest.named(expected) if expected else None
     want = want or Digest.named(blob.name)
-    got = Digest(want.algo, hash_file(path, want.algo))
+    got = Digest(want.algo, known if known and want.algo == "sha256" else hash_file(path, want.algo))
     if got != want or Digest.named(blob.name) != want:
         remove_cached(path)
         raise DamagedDownload(repo_id, name, want, got, endpoint=endpoint, fresh=fresh)
     _remember(blob)
     return True
+
+
+class GrowingFileHash:
+    """The SHA256 of a file computed while another thread writes it, so that checking a download adds no read of its
+    own: a thread waits for ``find()`` to name the file, then hashes its bytes as they arrive.
+
+    The digest is only trusted for a file that was written front to back, once: :meth:`finish` returns None (the
+    caller then hashes the finished file) unless the file never shrank under the reader, the finished file is the
+    very file that was read (same inode) and every byte of it was read.
+    """
+
+    POLL = 0.02  # seconds between looks at a file that has not grown
+
+    def __init__(self, find: Callable[[], Path | None], *, wait: float = 30.0) -> None:
+        self._find, self._wait = find, wait
+        self._hash = hashlib.sha256()
+        self._file: BinaryIO | None = None
+        self._pos, self._broken = 0, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hash-download", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> bool:
+        deadline = time.monotonic() + self._wait
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            path = self._find()
+            if path is not None:
+                try:
+                    self._file = open(path, "rb", buffering=0)
+                    return True
+                except OSError:
+                    pass
+            time.sleep(self.POLL)
+        return False
+
+    def _drain(self, buf: bytearray) -> None:
+        view = memoryview(buf)
+        while n := self._file.readinto(buf):  # type: ignore[union-attr]
+            self._hash.update(view[:n])
+            self._pos += n
+
+    def _run(self) -> None:
+        if not self._open():
+            return
+        buf = bytearray(HASH_CHUNK)
+        while not self._stop.is_set():
+            self._drain(buf)
+            if os.fstat(self._file.fileno()).st_size < self._pos:  # type: ignore[union-attr]
+                self._broken = True  # rewritten from an earlier point: what was hashed may be gone
+                return
+            time.sleep(self.POLL)
+
+    def finish(self, final: str | Path) -> str | None:
+        """Stop following, hash what is left of ``final`` (the finished download) and return its SHA256, or None
+        when the bytes read cannot be vouched for as ``final``'s."""
+        self._stop.set()
+        self._thread.join()
+        if self._file is None:
+            return None
+        try:
+            same = os.fstat(self._file.fileno()).st_ino == os.stat(final).st_ino
+            if self._broken or not same:
+                return None
+            self._drain(bytearray(HASH_CHUNK))
+            return self._hash.hexdigest() if self._pos == os.stat(final).st_size else None
+        finally:
+            self._file.close()
 
 
 class Verifier:
@@ -203,10 +275,11 @@ class Verifier:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
         self._pending: list[Future] = []
 
-    def submit(self, path: str | Path, *, repo_id: str, name: str, expected: str = "", fresh: bool = True) -> None:
+    def submit(self, path: str | Path, *, repo_id: str, name: str, expected: str = "", fresh: bool = True,
+               known: str = "") -> None:
         """Queue one file for :func:`check_file` (returns at once)."""
         self._pending.append(self._pool.submit(check_file, path, repo_id=repo_id, name=name, endpoint=self.endpoint,
-                                               expected=expected, fresh=fresh))
+                                               expected=expected, fresh=fresh, known=known))
 
     def wait(self) -> int:
         """Wait for every queued check; returns how many files were hashed.

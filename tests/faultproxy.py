@@ -4,7 +4,8 @@ hub twin (``tests/hubtwin.py``) and misbehaves as a flaky mirror does, on the re
 - :class:`Fault` ``kind``: ``status`` (answer 503, 429 ... with an optional ``Retry-After``), ``drop`` (send the
   headers and ``after_bytes`` bytes of the body, then close the connection), ``delay`` (wait ``seconds`` before
   forwarding: a slow HEAD), ``corrupt`` (XOR the byte at ``offset`` of the file with ``xor``, sizes intact; a ranged answer
-  is changed where it covers that byte, and only answers that held the byte count towards ``times``);
+  is changed where it covers that byte, and only answers that held the byte count towards ``times``); with
+  ``ignore_range`` a rule also answers a ``Range`` request with the whole file and 200, as some servers do;
 - a rule applies to the next ``times`` requests whose method is ``method`` (``*``: any), whose path matches the
   ``path`` regular expression and whose ``Range`` header (``""`` when none) matches ``range`` (``re.search``);
   ``times=-1``: to all of them;
@@ -44,6 +45,7 @@ class Fault:
     offset: int = 0
     xor: int = 0xFF
     range: str = ""
+    ignore_range: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -165,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer_status(fault)
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
-        status, reason, headers, body = self._forward()
+        status, reason, headers, body = self._forward(ranged=fault is None or not fault.ignore_range)
         entry.status = status
         if fault is not None and fault.kind == "corrupt":
             body, done = _corrupt(body, fault.offset, fault.xor, headers)
@@ -198,11 +200,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _forward(self) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    def _forward(self, *, ranged: bool = True) -> tuple[int, str, list[tuple[str, str]], bytes]:
         up = urlsplit(self.owner.upstream)
         length = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP and (ranged or k.lower() != "range")}
         conn = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
         try:
             conn.request(self.command, self.path, body=data, headers=headers)

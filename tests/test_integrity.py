@@ -212,3 +212,35 @@ def test_the_librarys_retry_lines_are_silenced_and_restored():
         assert not any(n.isEnabledFor(logging.WARNING) for n in noisy)
     assert hub_logging.get_verbosity() == before
     assert all(n.isEnabledFor(before) for n in noisy)
+
+
+# ------------------------------------------------------------------------------------------------ hashed as written
+def test_a_file_is_hashed_while_it_is_written(tmp_path):
+    import threading
+    import time
+
+    from helpers.integrity import GrowingFileHash
+
+    part, final = tmp_path / "blob.incomplete", tmp_path / "blob"
+    data = os.urandom(3 << 20)
+
+    def write() -> None:
+        with open(part, "wb") as f:
+            for i in range(0, len(data), 1 << 18):
+                f.write(data[i:i + (1 << 18)])
+                f.flush()
+                time.sleep(0.005)
+        os.replace(part, final)  # the download's rename into place: the same file
+
+    follower = GrowingFileHash(lambda: part if part.exists() else None)
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join()
+    assert follower.finish(final) == hashlib.sha256(data).hexdigest()
+    other = tmp_path / "other"
+    other.write_bytes(data)
+    follower = GrowingFileHash(lambda: final)
+    time.sleep(0.1)
+    assert follower.finish(other) is None  # not the file that was read: no digest vouched for
+    follower = GrowingFileHash(lambda: None, wait=0.1)
+    assert follower.finish(final) is None  # never found

@@ -17,7 +17,7 @@ import pytest
 
 from faultproxy import Fault, FaultProxy
 from faults import assert_error_line, cli, hidden
-from helpers.integrity import Digest, hash_file
+from helpers.integrity import DamagedDownload, Digest, hash_file
 
 BASE, LORA = "meta-llama/Llama-2-7b-hf", "hfl/chinese-alpaca-2-lora-7b"
 ADAPTER = "adapter_model.safetensors"
@@ -179,6 +179,59 @@ def test_a_run_cut_short_keeps_its_finished_files_for_the_rerun(mirror, hub_twin
     fetched = [f for f in hub_twin.requests(since) if f.method == "GET" and f.status == 200 and f.file]
     assert [f.file for f in fetched] == [(BASE, second)]
     assert out.read_bytes() == clean
+
+
+# ------------------------------------------------------------------------------------------ hashed as written
+@pytest.fixture
+def followed(mirror, hub_env, monkeypatch):
+    """In-process downloads through the proxy, every LFS file hashed as it is written (64 KiB chunks)."""
+    from huggingface_hub import constants
+
+    from helpers import hubfetch
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1 << 16)
+    monkeypatch.setattr(hubfetch, "FOLLOW_MIN_BYTES", 0)
+    monkeypatch.setenv("HF_ENDPOINT", mirror.endpoint)
+    hashed: list[str] = []
+    real = hubfetch.check_file
+
+    def check(path, **kw):
+        hashed.append(Path(path).name if not kw.get("known") else "")
+        return real(path, **kw)
+
+    monkeypatch.setattr(hubfetch, "check_file", check)
+    monkeypatch.setattr(hubfetch.Verifier, "submit", lambda self, path, **kw: self._pending.append(
+        self._pool.submit(check, path, endpoint=self.endpoint, **kw)))
+    return hashed
+
+
+def test_a_download_hashed_as_it_is_written_needs_no_second_read(followed, mirror, demo):
+    from helpers.hub import resolve_model
+    from helpers.integrity import is_verified
+
+    mirror.add(Fault("drop", path=f"{LORA}/resolve/.*/{ADAPTER}", range=WHOLE_OR_RESUMED, after_bytes=300_000))
+    folder = resolve_model(LORA, what="LoRA")  # dropped once and resumed (appended): still one front-to-back write
+    assert is_verified(folder / ADAPTER) and is_verified(folder / "tokenizer.model")
+    lfs = {ADAPTER, "tokenizer.model"}
+    assert not lfs & set(followed)  # their digests came from the download itself, not from reading them again
+    assert (folder / ADAPTER).read_bytes() == (demo / "chinese-alpaca-2-lora-7b" / ADAPTER).read_bytes()
+
+
+def test_a_file_rewritten_during_its_download_is_hashed_again(followed, mirror, demo):
+    """The dangerous case for hashing as it is written: the first attempt delivers good bytes and breaks, the server
+    ignores the resume's Range and sends the whole file again, damaged at a byte that was already hashed. The file is
+    rewritten from the start, so its digest is taken again from the finished file, and the damage is caught."""
+    from helpers.hub import resolve_model
+
+    adapter = demo / "chinese-alpaca-2-lora-7b" / ADAPTER
+    path = f"{LORA}/resolve/.*/{ADAPTER}"
+    mirror.add(Fault("drop", path=path, range="^$", after_bytes=300_000))
+    mirror.add(Fault("corrupt", path=path, range="^bytes=[1-9]", offset=1000, xor=0x80, ignore_range=True))
+    with pytest.raises(DamagedDownload, match=ADAPTER):
+        resolve_model(LORA, what="LoRA")
+    assert ADAPTER in followed  # read again after the download, not trusted from the follower
+    assert [(e.fault, e.status) for e in mirror.requests("GET", path) if not e.range.startswith("bytes=0-")][:2] == [
+        ("drop", 200), ("corrupt", 200)]
 
 
 # ------------------------------------------------------------------------------------------ 503, 429, a slow HEAD
