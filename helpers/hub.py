@@ -18,11 +18,9 @@ from the cache. ``HELPERS_VERIFY_SHA256=0`` skips both checks.
 """
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from .catalog import ModelEntry, find
@@ -99,7 +97,7 @@ def list_files(ref: str | Path, *, what: str = "model") -> list[str]:
     from huggingface_hub import HfApi
 
     remote = _remote()
-    with _quiet_retries(), _hub_errors(hub_id, what):
+    with quiet_hub_logs(), _hub_errors(hub_id, what):
         return sorted(retrying(lambda: HfApi(endpoint=remote.endpoint).list_repo_files(hub_id, token=remote.token),
                                remote=remote, what=f"the file list of {hub_id}", retries=0))  # paged: retried inside
 
@@ -129,7 +127,7 @@ def file_listing(ref: str | Path, *, what: str = "model") -> dict[str, tuple[int
         if not looks_like_hub_id(hub_id):
             raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id")
         _require_online(hub_id, what)
-        with _quiet_retries(), _hub_errors(hub_id, what):
+        with quiet_hub_logs(), _hub_errors(hub_id, what):
             tree = _tree(hub_id, _remote())
         listing = {f.name: (f.size, f.digest if len(f.digest) == 64 else "") for f in tree.values()}
     skip = redundant_weights(list(listing))
@@ -234,7 +232,7 @@ def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str 
     """
     hub_id = current_hub_id(repo_id)
     _require_online(hub_id, what)
-    with _quiet_retries(), _hub_errors(hub_id, what):
+    with quiet_hub_logs(), _hub_errors(hub_id, what):
         return fetch_verified(hub_id, filename, remote=_remote(), digest=sha256)
 
 
@@ -266,7 +264,7 @@ def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[
     hub_id = current_hub_id(repo_id)
     _require_online(hub_id, what)
     remote = _remote()
-    with _quiet_retries(), _hub_errors(hub_id, what):
+    with quiet_hub_logs(), _hub_errors(hub_id, what):
         meta = retrying(lambda: HfApi(endpoint=remote.endpoint).get_safetensors_metadata(hub_id, token=remote.token),
                         remote=remote, what=f"the safetensors headers of {hub_id}")
     return {shard: {name: (t.dtype, tuple(t.shape), int(t.data_offsets[0])) for name, t in info.tensors.items()}
@@ -281,7 +279,7 @@ def safetensors_file_header(repo_id: str, filename: str, *, what: str = "model")
     hub_id = current_hub_id(repo_id)
     _require_online(hub_id, what)
     remote = _remote()
-    with _quiet_retries(), _hub_errors(hub_id, what):
+    with quiet_hub_logs(), _hub_errors(hub_id, what):
         meta = retrying(lambda: HfApi(endpoint=remote.endpoint).parse_safetensors_file_metadata(
             hub_id, filename, token=remote.token), remote=remote, what=f"the header of {hub_id}/{filename}")
     return {name: tuple(t.shape) for name, t in meta.tensors.items()}
@@ -354,7 +352,7 @@ def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,
 
     _check_reachable(repo_id)
     remote = _remote()
-    with _quiet_retries(), _hub_errors(repo_id, what):
+    with quiet_hub_logs(), _hub_errors(repo_id, what):
         tree = _tree(repo_id, remote)
         ignore = ignore_patterns if ignore_patterns is not None or allow_patterns else redundant_weights(list(tree))
         names = filter_repo_objects(list(tree), allow_patterns=allow_patterns, ignore_patterns=ignore)
@@ -363,13 +361,6 @@ def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,
     if entry is not None and entry.hub_id.lower() == repo_id.lower():
         verify_published(entry, folder)
     return folder
-
-
-@contextlib.contextmanager
-def _quiet_retries() -> Iterator[None]:
-    """Silence huggingface_hub's "Retrying in 8s" lines; an unreachable hub is reported once, with the fixes."""
-    with quiet_hub_logs():
-        yield
 
 
 _NO_CONNECTION = {"ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "LocalEntryNotFoundError"}

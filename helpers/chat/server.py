@@ -136,17 +136,23 @@ def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = 
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     proc.log_path = log  # type: ignore[attr-defined]
     if wait:
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-        deadline = time.monotonic() + wait
-        while _instance(url, api_key) != instance:
-            if proc.poll() is not None:
-                tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-                raise UserError(f"the server exited with status {proc.returncode}: {' | '.join(tail)} (log: {log})")
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise UserError(f"the server did not answer on port {port} within {wait:.0f}s (log: {log})")
-            time.sleep(0.5)
+        _wait_until_up(proc, f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}", instance,
+                       api_key=api_key, wait=wait, log=log)
     return proc
+
+
+def _wait_until_up(proc: subprocess.Popen, url: str, instance: str, *, api_key: str | None, wait: float,
+                   log: Path) -> None:
+    """Wait until the server at ``url`` reports ``instance`` (ours, not another server on the port)."""
+    deadline = time.monotonic() + wait
+    while _instance(url, api_key) != instance:
+        if proc.poll() is not None:
+            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise UserError(f"the server exited with status {proc.returncode}: {' | '.join(tail)} (log: {log})")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise UserError(f"the server did not answer at {url} within {wait:.0f}s (log: {log})")
+        time.sleep(0.5)
 
 
 def openai_chat(base_url: str, messages: Sequence[dict], *, model: str | None = None, timeout: float = 300.0,
