@@ -81,13 +81,13 @@ def hash_file(path: str | Path, algo: str = "sha256") -> str:
 
 
 def cached_blob(path: str | Path) -> Path | None:
-    """The hub-cache blob a snapshot file links to (``.../blobs/<digest>``, the link's first hop), or None for a
-    file that is not a link into a ``blobs`` folder (a user's own file)."""
+    """The hub-cache blob a snapshot file links to (``<repo>/blobs/<etag>``, the link's first hop), or None for a
+    file that is not a link into a repo cache's ``blobs`` folder (a user's own file)."""
     path = Path(path)
     if not path.is_symlink():
         return None
     blob = Path(os.path.normpath(path.parent / os.readlink(path)))
-    if blob.parent.name != "blobs" or Digest.named(blob.name) is None:
+    if blob.parent.name != "blobs" or "--" not in blob.parent.parent.name:
         return None
     return blob
 
@@ -185,10 +185,13 @@ def check_file(path: str | Path, *, repo_id: str, name: str, endpoint: str, expe
     blob = cached_blob(path)
     if blob is None or not verification_enabled() or is_verified(path):
         return False
-    want = Digest.named(expected) if expected else None
-    want = want or Digest.named(blob.name)
+    named = Digest.named(blob.name)  # a mirror that sends another kind of ETag names blobs otherwise
+    want = (Digest.named(expected) if expected else None) or named
+    if want is None:
+        raise UserError(f"{repo_id}: {name} cannot be checked: {endpoint} gave no digest for it (its ETag is "
+                        f"{blob.name!r}, and the listing none); use another mirror (HF_ENDPOINT) or {VERIFY_ENV}=0")
     got = Digest(want.algo, known if known and want.algo == "sha256" else hash_file(path, want.algo))
-    if got != want or Digest.named(blob.name) != want:
+    if got != want or (named is not None and named != want):
         remove_cached(path)
         raise DamagedDownload(repo_id, name, want, got, endpoint=endpoint, fresh=fresh)
     _remember(blob)

@@ -96,6 +96,17 @@ def test_the_listing_digest_must_agree_too(tmp_path):
     assert not link.exists()
 
 
+def test_a_blob_not_named_by_a_digest_is_checked_against_the_listing(tmp_path):
+    """A mirror whose ETag is not the hub's digest: the listing's digest decides; with neither, no trust."""
+    link = cache_file(tmp_path, "w.bin", b"abc", named="etag-from-a-mirror")
+    assert check_file(link, repo_id="org/repo", name="w.bin", endpoint="e",
+                      expected=hashlib.sha256(b"abc").hexdigest()) is True
+    other = cache_file(tmp_path, "v.bin", b"abc", named="another-etag")
+    with pytest.raises(UserError, match="cannot be checked"):
+        check_file(other, repo_id="org/repo", name="v.bin", endpoint="e")
+    assert other.read_bytes() == b"abc"
+
+
 def test_a_users_own_file_is_never_hashed_or_removed(tmp_path):
     own = tmp_path / "mine" / "adapter_model.safetensors"
     own.parent.mkdir()
