@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "to-gguf": ("helpers.gguf.convert_cli", "convert a merged Hugging Face model folder to GGUF"),
     "quantize": ("helpers.gguf.quantize_cli", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
     "chat": ("helpers.chat.cli", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
+    "serve": ("helpers.chat.serve_cli", "the OpenAI-compatible server (like llama-server) on a GGUF, a catalog name "
+                                        "or a hub id"),
     "finetune": ("helpers.train.cli", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
     "expand-vocab": ("helpers.tokens.vocab_cli", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
     "evaluate": ("helpers.evaluate.cli", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),

@@ -10,25 +10,26 @@
    ``https://hf-mirror.com`` (read at each call, so setting it in a notebook cell takes effect at once).
 
 Repos that moved on the hub (the v1 LoRAs went from ``ziqingyang/`` to ``hfl/``) are downloaded from
-their current id whichever id is given. Files whose SHA256 the release's authors published (catalog
-``sha256``) are checked after download; a mismatch is one :class:`~helpers.util.UserError` and the bad
-copy is removed from the cache. ``HELPERS_VERIFY_SHA256=0`` skips that check.
+their current id whichever id is given. Downloads go through :mod:`helpers.hubfetch` (several files at once,
+bounded retries of an overloaded mirror) and every downloaded file is checked against the hub's own digest
+(:mod:`helpers.integrity`) while the next ones download; so are the files whose SHA256 the release's authors
+published (catalog ``sha256``). A mismatch is one :class:`~helpers.util.UserError` and the bad copy is removed
+from the cache. ``HELPERS_VERIFY_SHA256=0`` skips both checks.
 """
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from .catalog import ModelEntry, find
 from .env import get_secret
+from .hubfetch import Remote, RemoteFile, fetch_all, fetch_verified, quiet_hub_logs, retrying
+from .integrity import VERIFY_ENV, Digest, cached_blob, is_verified, remove_cached, verification_enabled
 from .util import UserError, sha256_file
 
 LOCAL_MODELS_ENV = "HELPERS_LOCAL_MODELS"
-VERIFY_ENV = "HELPERS_VERIFY_SHA256"
 
 
 def looks_like_hub_id(ref: str) -> bool:
@@ -95,8 +96,10 @@ def list_files(ref: str | Path, *, what: str = "model") -> list[str]:
     _require_online(hub_id, what)
     from huggingface_hub import HfApi
 
-    with _hub_errors(hub_id, what):
-        return sorted(HfApi(endpoint=hub_endpoint()).list_repo_files(hub_id, token=get_secret("HF_TOKEN")))
+    remote = _remote()
+    with quiet_hub_logs(), _hub_errors(hub_id, what):
+        return sorted(retrying(lambda: HfApi(endpoint=remote.endpoint).list_repo_files(hub_id, token=remote.token),
+                               remote=remote, what=f"the file list of {hub_id}", retries=0))  # paged: retried inside
 
 
 def file_sizes(ref: str | Path, *, what: str = "model") -> dict[str, int]:
@@ -124,13 +127,9 @@ def file_listing(ref: str | Path, *, what: str = "model") -> dict[str, tuple[int
         if not looks_like_hub_id(hub_id):
             raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id")
         _require_online(hub_id, what)
-        from huggingface_hub import HfApi
-
-        with _quiet_retries(), _hub_errors(hub_id, what):
-            entries = HfApi(endpoint=hub_endpoint()).list_repo_tree(hub_id, recursive=True,
-                                                                     token=get_secret("HF_TOKEN"))
-            listing = {e.path: (int(e.size), str(getattr(getattr(e, "lfs", None), "sha256", "") or ""))
-                       for e in entries if getattr(e, "size", None) is not None}
+        with quiet_hub_logs(), _hub_errors(hub_id, what):
+            tree = _tree(hub_id, _remote())
+        listing = {f.name: (f.size, f.digest if len(f.digest) == 64 else "") for f in tree.values()}
     skip = redundant_weights(list(listing))
     return {n: v for n, v in sorted(listing.items()) if not any(fnmatch.fnmatch(n, p) for p in skip)}
 
@@ -203,44 +202,38 @@ def verify_published(entry: ModelEntry, folder: Path) -> int:
     Raises:
         UserError: a file's digest differs from the published one.
     """
-    if not entry.sha256 or os.environ.get(VERIFY_ENV) == "0":
+    if not entry.sha256 or not verification_enabled():
         return 0
     checked = 0
     for name, want in sorted(entry.sha256.items()):
         path = folder / name
         if not path.is_file():
             continue
-        real = path.resolve()
-        stat = real.stat()
-        key = (str(real), stat.st_size, stat.st_mtime_ns)
-        if key not in _VERIFIED:
-            got = sha256_file(real)
-            if got != want:
-                _remove_cached(path)
-                raise UserError(f"{entry.hub_id}: {name} has SHA256 {got} but its published SHA256 is {want}: the "
-                                "download is damaged or not the published release; the bad copy was removed, run again "
-                                f"to download it afresh ({VERIFY_ENV}=0 skips this check)")
-            _VERIFIED.add(key)
+        blob = cached_blob(path)
+        known = Digest.named(blob.name) if blob is not None and is_verified(path) else None
+        got = known.hex if known is not None and known.algo == "sha256" else sha256_file(path)  # verified: its name
+        if got != want:
+            fix = "check the file" if blob is None else "the bad copy was removed, run again to download it afresh"
+            if blob is not None:  # only a hub-cache copy is deleted, never a user's own file
+                remove_cached(path)
+            raise UserError(f"{entry.hub_id}: {name} has SHA256 {got} but its published SHA256 is {want}: the "
+                            f"download is damaged or not the published release; {fix} ({VERIFY_ENV}=0 skips this "
+                            "check)")
         checked += 1
     return checked
 
 
-_VERIFIED: set[tuple[str, int, int]] = set()  # files already found to match, by (real path, size, mtime)
-
-
-def fetch_file(repo_id: str, filename: str, *, what: str = "model") -> Path:
-    """Download one file of a hub repo into the hub cache (resumable; nothing else of the repo); returns its path.
+def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str = "") -> Path:
+    """Download one file of a hub repo into the hub cache (resumable; nothing else of the repo), check it against the
+    hub's digest (and ``sha256``, the listing's, when given) and return its path.
 
     Raises:
-        UserError: offline, unreachable, gated or missing (one line, as :func:`resolve_model`).
+        UserError: offline, unreachable, gated, missing or damaged (one line, as :func:`resolve_model`).
     """
-    from huggingface_hub import hf_hub_download
-
     hub_id = current_hub_id(repo_id)
     _require_online(hub_id, what)
-    with _quiet_retries(), _hub_errors(hub_id, what):
-        return Path(hf_hub_download(hub_id, filename, token=get_secret("HF_TOKEN"), endpoint=hub_endpoint(),
-                                    cache_dir=hub_cache_dir()))
+    with quiet_hub_logs(), _hub_errors(hub_id, what):
+        return fetch_verified(hub_id, filename, remote=_remote(), digest=sha256)
 
 
 def forget_file(path: str | Path) -> None:
@@ -252,18 +245,15 @@ def forget_file(path: str | Path) -> None:
     cache = hub_cache_dir().resolve()
     if cache not in path.absolute().parents and cache not in path.resolve().parents:
         raise ValueError(f"{path} is not in the hub cache {cache}; refusing to delete it")
-    _remove_cached(path)
+    remove_cached(path)
 
 
 def download_small_files(repo_id: str, *, what: str = "model") -> Path:
-    """Download every file of a hub repo but its weights (configs, index, tokenizer); returns the snapshot folder."""
-    from huggingface_hub import snapshot_download
-
+    """Download every file of a hub repo but its weights (configs, index, tokenizer), verified; returns the snapshot
+    folder."""
     hub_id = current_hub_id(repo_id)
     _require_online(hub_id, what)
-    with _quiet_retries(), _hub_errors(hub_id, what):
-        return Path(snapshot_download(hub_id, ignore_patterns=[*_OTHER_WEIGHTS, "original/*"],
-                                      token=get_secret("HF_TOKEN"), endpoint=hub_endpoint(), cache_dir=hub_cache_dir()))
+    return _download(hub_id, allow_patterns=None, ignore_patterns=[*_OTHER_WEIGHTS, "original/*"], what=what)
 
 
 def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[str, tuple[str, tuple[int, ...], int]]]:
@@ -273,8 +263,10 @@ def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[
 
     hub_id = current_hub_id(repo_id)
     _require_online(hub_id, what)
-    with _quiet_retries(), _hub_errors(hub_id, what):
-        meta = HfApi(endpoint=hub_endpoint()).get_safetensors_metadata(hub_id, token=get_secret("HF_TOKEN"))
+    remote = _remote()
+    with quiet_hub_logs(), _hub_errors(hub_id, what):
+        meta = retrying(lambda: HfApi(endpoint=remote.endpoint).get_safetensors_metadata(hub_id, token=remote.token),
+                        remote=remote, what=f"the safetensors headers of {hub_id}")
     return {shard: {name: (t.dtype, tuple(t.shape), int(t.data_offsets[0])) for name, t in info.tensors.items()}
             for shard, info in meta.files_metadata.items()}
 
@@ -286,18 +278,11 @@ def safetensors_file_header(repo_id: str, filename: str, *, what: str = "model")
 
     hub_id = current_hub_id(repo_id)
     _require_online(hub_id, what)
-    with _quiet_retries(), _hub_errors(hub_id, what):
-        meta = HfApi(endpoint=hub_endpoint()).parse_safetensors_file_metadata(hub_id, filename,
-                                                                             token=get_secret("HF_TOKEN"))
+    remote = _remote()
+    with quiet_hub_logs(), _hub_errors(hub_id, what):
+        meta = retrying(lambda: HfApi(endpoint=remote.endpoint).parse_safetensors_file_metadata(
+            hub_id, filename, token=remote.token), remote=remote, what=f"the header of {hub_id}/{filename}")
     return {name: tuple(t.shape) for name, t in meta.tensors.items()}
-
-
-def _remove_cached(path: Path) -> None:
-    """Delete a downloaded file: the hub cache's snapshot link and the blob it points to, or a plain file."""
-    target = path.resolve()
-    path.unlink(missing_ok=True)
-    if target != path:
-        target.unlink(missing_ok=True)
 
 
 def _require_online(hub_id: str, what: str) -> None:
@@ -341,35 +326,41 @@ class _hub_errors:
         return False
 
 
-def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str) -> Path:
-    from huggingface_hub import HfApi, snapshot_download
+def _remote() -> Remote:
+    """Where downloads come from and go, read now: ``HF_ENDPOINT``, the ``HF_TOKEN`` secret, the hub cache."""
+    return Remote(hub_endpoint(), get_secret("HF_TOKEN"), hub_cache_dir())
+
+
+def _tree(repo_id: str, remote: Remote) -> dict[str, RemoteFile]:
+    """Every file of a hub repo with its size and the hub's digest (LFS SHA256, else git blob id)."""
+    from huggingface_hub import HfApi
+
+    def listing() -> dict[str, RemoteFile]:
+        entries = HfApi(endpoint=remote.endpoint).list_repo_tree(repo_id, recursive=True, token=remote.token)
+        return {e.path: RemoteFile(e.path, int(e.size), str(getattr(getattr(e, "lfs", None), "sha256", "") or
+                                                             getattr(e, "blob_id", "") or ""))
+                for e in entries if getattr(e, "size", None) is not None}
+
+    return retrying(listing, remote=remote, what=f"the file list of {repo_id}", retries=0)  # paged: retried inside
+
+
+def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,
+              ignore_patterns: list[str] | None = None) -> Path:
+    """Download (verified) the files of a hub repo that the patterns select; by default every file but duplicate
+    weight copies (:func:`redundant_weights`). Returns the snapshot folder."""
+    from huggingface_hub.utils import filter_repo_objects
 
     _check_reachable(repo_id)
-    token = get_secret("HF_TOKEN")
-    endpoint = hub_endpoint()
-    with _quiet_retries(), _hub_errors(repo_id, what):
-        ignore = None if allow_patterns else redundant_weights(
-            HfApi(endpoint=endpoint).list_repo_files(repo_id, token=token))
-        folder = Path(snapshot_download(repo_id, allow_patterns=allow_patterns, ignore_patterns=ignore, token=token,
-                                        endpoint=endpoint))
+    remote = _remote()
+    with quiet_hub_logs(), _hub_errors(repo_id, what):
+        tree = _tree(repo_id, remote)
+        ignore = ignore_patterns if ignore_patterns is not None or allow_patterns else redundant_weights(list(tree))
+        names = filter_repo_objects(list(tree), allow_patterns=allow_patterns, ignore_patterns=ignore)
+        folder = fetch_all(repo_id, [tree[n] for n in names], remote=remote)
     entry = find(repo_id)
     if entry is not None and entry.hub_id.lower() == repo_id.lower():
         verify_published(entry, folder)
     return folder
-
-
-@contextlib.contextmanager
-def _quiet_retries() -> Iterator[None]:
-    """Silence huggingface_hub's "Retrying in 8s" lines; an unreachable hub is reported once, with the fixes."""
-    import logging
-
-    retries = logging.getLogger("huggingface_hub.utils._http")
-    level = retries.level
-    retries.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        retries.setLevel(level)
 
 
 _NO_CONNECTION = {"ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "LocalEntryNotFoundError"}

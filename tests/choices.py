@@ -11,7 +11,6 @@ import dataclasses
 import itertools
 from typing import Any, Callable
 
-import pytest
 
 SMALL = 12  # dropdowns with at most this many values are paired with each other
 
@@ -67,26 +66,3 @@ def check_plan_equals_run(stage, after: Callable[[Any, Any], None] | None = None
     fixed = dataclasses.replace(stage, **plan.fixes[0])
     assert set(plan.fixes[0]) <= names and fixed.plan().fits, (plan.refusal(), fixed.plan().summary())
     return None
-
-
-@pytest.fixture(scope="module")
-def twin_env(hub_twin, tmp_path_factory):
-    """This process pointed at the hub twin for a whole module, with one download cache; published SHA256 sums are
-    not checked (the stand-ins are not the releases the authors published sums for)."""
-    from huggingface_hub import constants
-
-    import hubtwin
-    from helpers import hub
-
-    home = tmp_path_factory.mktemp("hf-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_ENDPOINT", hub_twin.endpoint)
-        mp.setenv("NO_PROXY", hubtwin.no_proxy_for_loopback())
-        mp.setenv("HF_HOME", str(home))
-        mp.delenv("HF_HUB_OFFLINE", raising=False)
-        mp.delenv("HELPERS_LOCAL_MODELS", raising=False)
-        mp.setattr(constants, "HF_HUB_OFFLINE", False)
-        mp.setattr(constants, "HF_HOME", str(home))
-        mp.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-        mp.setattr(hub, "verify_published", lambda entry, folder: 0)
-        yield hub_twin

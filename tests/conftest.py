@@ -102,3 +102,26 @@ def hub_env(hub_twin, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HOME", str(home))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     return hub_twin
+
+
+@pytest.fixture(scope="module")
+def twin_env(hub_twin, tmp_path_factory):
+    """This process pointed at the hub twin for a whole module, with one download cache; published SHA256 sums are
+    not checked (the stand-ins are not the releases the authors published sums for)."""
+    from huggingface_hub import constants
+
+    import hubtwin
+    from helpers import hub
+
+    home = tmp_path_factory.mktemp("hf-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_ENDPOINT", hub_twin.endpoint)
+        mp.setenv("NO_PROXY", hubtwin.no_proxy_for_loopback())
+        mp.setenv("HF_HOME", str(home))
+        mp.delenv("HF_HUB_OFFLINE", raising=False)
+        mp.delenv("HELPERS_LOCAL_MODELS", raising=False)
+        mp.setattr(constants, "HF_HUB_OFFLINE", False)
+        mp.setattr(constants, "HF_HOME", str(home))
+        mp.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+        mp.setattr(hub, "verify_published", lambda entry, folder: 0)
+        yield hub_twin

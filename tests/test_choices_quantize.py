@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from choices import check_plan_equals_run, combinations, ids, twin_env  # noqa: F401 - twin_env is a fixture
+from choices import check_plan_equals_run, combinations, ids
 from helpers.stages import QuantizeStage
 
 CASES = combinations(QuantizeStage)

@@ -18,7 +18,7 @@ from helpers.catalog import config_of, get
 from helpers.colab import FREE_COLAB_DISK, NO, OK, SLOW, Runtime, notebook_params, notebook_setup
 from helpers.colab.sizing import kv_cache_bytes, weight_bytes
 from helpers.merge import MergeOptions, plan_resources
-from helpers.stages import STAGES, ChatStage, EvalStage, FinetuneStage, MergeStage, QuantizeStage, release_target
+from helpers.stages import STAGES, ChatStage, EvalStage, FinetuneStage, MergeStage, release_target
 from helpers.stages.cli import find_stage
 from helpers.util import UserError
 

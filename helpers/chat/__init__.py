@@ -10,8 +10,9 @@ strings, which never appear in the reply.
 - :mod:`.load`: :func:`load_backend` and :func:`resolve`;
 - :mod:`.longctx`: RoPE scaling plans (NTK, linear, YaRN);
 - :mod:`.speculative`: :func:`speculative_generate`;
-- :mod:`.widget` / :mod:`.server`: the notebook chat box and the OpenAI-compatible server;
-- :mod:`.cli`: ``python -m helpers chat``.
+- :mod:`.widget` / :mod:`.server`: the notebook chat box and the OpenAI-compatible server (:func:`serve`, its
+  bounded queue and API key in :mod:`.admission`);
+- :mod:`.cli` / :mod:`.serve_cli`: ``python -m helpers chat`` and ``python -m helpers serve``.
 """
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from .hf import TransformersBackend, load_hf_model, load_transformers
 from .llamacpp import DEFAULT_N_CTX, LlamaCppBackend, load_llama_cpp
 from .load import choose_gguf, load_backend, pick_gguf, resolve
 from .longctx import RopePlan, apply_rope_to_config, ntk_alpha, ntk_rope_base, plan_rope
-from .server import openai_chat, start_openai_server
+from .server import Server, openai_chat, serve, start_openai_server
 from .speculative import speculative_generate
 from .widget import ChatBox, chat_widget
 
-__all__ = ["DEFAULT_N_CTX", "GEN_KEYS", "Backend", "ChatBox", "LlamaCppBackend", "RopePlan", "StopFilter",
+__all__ = ["DEFAULT_N_CTX", "GEN_KEYS", "Backend", "ChatBox", "LlamaCppBackend", "RopePlan", "Server", "StopFilter",
            "TransformersBackend", "apply_rope_to_config", "chat_widget", "choose_gguf", "load_backend", "load_hf_model", "load_llama_cpp",
            "load_transformers", "ntk_alpha", "ntk_rope_base", "openai_chat", "pick_gguf", "plan_rope", "resolve",
-           "speculative_generate", "start_openai_server"]
+           "serve", "speculative_generate", "start_openai_server"]

@@ -1,9 +1,10 @@
 """The OpenAI-compatible server process that :func:`helpers.chat.start_openai_server` starts.
 
 ``python -m helpers.chat.openai_app --model M.gguf --port P [--host H] [--n_ctx N] [--n_gpu_layers L]
-[--chat_format F] [--instance ID]``
+[--chat_format F] [--instance ID] [--max_queue Q]``; the API key, if any, comes in the environment variable
+``HELPERS_SERVER_API_KEY`` (not on the command line, which other users of the machine can read).
 
-It is llama-cpp-python's own app (``llama_cpp.server.app.create_app``) with three differences:
+It is llama-cpp-python's own app (``llama_cpp.server.app.create_app``) with these differences:
 
 - it binds exactly to ``--host`` / ``--port`` (llama-cpp-python's ``__main__`` lets the ``HOST`` and ``PORT``
   environment variables override them, which could expose the model on every interface);
@@ -11,14 +12,24 @@ It is llama-cpp-python's own app (``llama_cpp.server.app.create_app``) with thre
   llama-cpp-python answers 500 (its route handler turns every exception into one) or, for a grammar that does not
   parse or a token id outside the vocabulary, crashes the process;
 - ``GET /helpers/instance`` returns the ``--instance`` id, so the starter knows that the server answering on the
-  port is the one it started.
+  port is the one it started;
+- the API key and a bounded request queue (:mod:`.admission`): over ``1 + --max_queue`` generation requests at once,
+  503 with ``Retry-After``; and a streaming reply is never cut short by the next request (llama-cpp-python's
+  ``interrupt_requests`` is off);
+- it exits when the process that started it is gone (a notebook kernel restarted, a CLI killed).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import threading
+import time
 from typing import Any
+
+from .admission import DEFAULT_QUEUE, Admission, ApiKey
+
+API_KEY_ENV = "HELPERS_SERVER_API_KEY"
 
 ENDPOINTS = {"/v1/chat/completions": "CreateChatCompletionRequest", "/v1/completions": "CreateCompletionRequest",
              "/v1/embeddings": "CreateEmbeddingRequest"}
@@ -139,11 +150,27 @@ def build_app(args: argparse.Namespace):
     model = {"model": args.model, "n_ctx": args.n_ctx, "n_gpu_layers": args.n_gpu_layers}
     if args.chat_format:
         model["chat_format"] = args.chat_format
-    app = create_app(server_settings=ServerSettings(host=args.host, port=args.port),
+    key = os.environ.get(API_KEY_ENV) or None
+    app = create_app(server_settings=ServerSettings(host=args.host, port=args.port, api_key=key,
+                                                    interrupt_requests=False),
                      model_settings=[ModelSettings(**model)])
     app.add_api_route("/helpers/instance", lambda: {"instance": args.instance, "pid": os.getpid()}, methods=["GET"])
+    app.add_middleware(Admission, max_queue=args.max_queue)  # added first: innermost
     app.add_middleware(RequestValidation)
+    app.add_middleware(ApiKey, api_key=key)
     return app
+
+
+def _exit_with_parent() -> None:
+    """End this process when the one that started it is gone (so a server never outlives its notebook or CLI)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n_gpu_layers", type=int, default=0)
     p.add_argument("--chat_format", default=None)
     p.add_argument("--instance", default="")
+    p.add_argument("--max_queue", type=int, default=DEFAULT_QUEUE)
     args = p.parse_args(argv)
+    _exit_with_parent()
     uvicorn.run(build_app(args), host=args.host, port=args.port)
 
 

@@ -47,6 +47,7 @@ class StreamedCheckpoint(Checkpoint):
                 self._shapes[name], self._where[name] = shape, shard
         listing = file_listing(repo_id, what=what)
         self.remote_files = [[s, *listing.get(s, (0, ""))] for s in self.shards]
+        self._digests = {s: sha for s, _size, sha in self.remote_files}  # each fetched shard is checked
         self._kept = cached_files(repo_id, self.shards)  # already here before this run: never deleted
         self._current: tuple[str, SafetensorsFile] | None = None
         self.fetched: list[str] = []
@@ -56,7 +57,7 @@ class StreamedCheckpoint(Checkpoint):
         shard = self._where[name]
         if self._current is None or self._current[0] != shard:
             self._release()
-            path = fetch_file(self.repo_id, shard, what=self.what)
+            path = fetch_file(self.repo_id, shard, what=self.what, sha256=self._digests.get(shard, ""))
             self.fetched.append(shard)
             self._current = (shard, self._open(shard, path))
         return self._current[1].get(name, dtype=dtype)

@@ -29,7 +29,7 @@ from ..gguf import GGUFSink, describe_model, gguf_sidecars, write_modelfile
 from ..hub import is_local
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
-from .job import JOB_KEY, already_done, job_identity
+from .job import JOB_KEY, already_done, job_identity, void_outputs_of_damaged_inputs
 from .options import DTYPES, MergeOptions, MergeResult
 from .planner import ResourcePlan, checked_plan
 from .preflight import MergePlan, check_resources, describe, output_bytes, plan_merge
@@ -130,7 +130,8 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
     with claim_output(target, what=what, sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
         if resources is None:
             resources = plan_hub_merge(base, loras, patch, options, target)
-        inputs = open_inputs(base, loras, patch, stream_base=resources is not None and resources.low_disk)
+        with void_outputs_of_damaged_inputs(target, fmt):
+            inputs = open_inputs(base, loras, patch, stream_base=resources is not None and resources.low_disk)
         try:
             job = job_identity(inputs, options)
             if not overwrite and already_done(target, fmt, job):

@@ -20,13 +20,16 @@ it describes and is written in the same atomic rename).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
-from ..gguf import read_metadata
+from ..gguf import gguf_sidecars, read_metadata
+from ..integrity import DamagedDownload
 from ..tokens import tokenizer_files
-from ..util import UserError, read_json, sample_digest
+from ..util import UserError, read_json, remove, sample_digest
 from .inputs import MergeInputs
 from .options import MergeOptions
 
@@ -128,3 +131,27 @@ def already_done(target: Path, fmt: str, job: dict) -> bool:
                         "--overwrite to replace it or choose another --out")
     raise UserError(f"{target} holds a different merge ({job_difference(old, job)}); pass --overwrite to merge "
                     "again into it, or choose another --out")
+
+
+@contextlib.contextmanager
+def void_outputs_of_damaged_inputs(target: Path, fmt: str) -> Iterator[None]:
+    """Around opening (downloading and checking) a merge's inputs: when a file in the hub cache proves damaged
+    (:class:`~helpers.integrity.DamagedDownload`, a download made before every file was checked), an output at
+    ``target`` whose recorded job names that file's SHA256 was merged from the damaged bytes, and the rerun, once
+    the file is downloaded again, would take it for finished (the same job): it is removed, with its partial output
+    (a resume could reuse tensors merged from those bytes) and sidecars, and the error says so.
+    """
+    try:
+        yield
+    except DamagedDownload as exc:
+        old = recorded_job(target, fmt) or {}
+        digest = f"sha256:{exc.expected.hex}"
+        used = [f for i in old.get("inputs", []) if isinstance(i, dict) for f in i.get("files", []) if digest in f]
+        partial = target.with_name(f".{target.name}.partial")
+        if not used and not partial.exists():
+            raise
+        for path in ([target, *(gguf_sidecars(target) if fmt == "gguf" else [])] if used else []) + [partial]:
+            remove(path)
+        what = f"{target} was merged from that damaged copy and has been removed" if used else \
+            f"the partial output {partial.name} was removed"
+        raise UserError(f"{exc}; {what}") from None
