@@ -4,11 +4,14 @@
   (``instruction``, ``input``, ``output``) for SFT, a text column for PT.
 - :func:`open_records` / :func:`streamed_examples`: ``--streaming`` reads a hub data set or local shards
   (``.txt``, ``.json``/``.jsonl``, ``.parquet``, a file or a folder of them) as a ``datasets.IterableDataset``,
-  never all of it at once. Each process keeps its own share (``datasets.distributed.split_dataset_by_node``:
-  whole shards when their number divides among the processes, else every N-th record), so within one pass over
-  the data no record is read by two processes and none is skipped. Records are tokenized on the fly (in the data
-  loader's worker processes, ``--data-workers``) and PT text is packed into ``block_size`` blocks as the authors'
-  ``group_texts`` does (concatenate a batch of 1,000 texts, cut, drop the remainder). The stream repeats pass after
+  never all of it at once. Each process keeps its own share (``datasets.distributed.split_dataset_by_node``):
+  when the shards (files) divide among the processes, each process reads and packs only its own shards; otherwise
+  each reads the whole stream and keeps every N-th block of it (``datasets`` applies that split at the end of
+  the pipeline). Either way, within one pass no record or block goes to two processes and none is skipped; give
+  a data set as N (or a multiple of N) shards so that no process reads what it does not train on. Records are
+  tokenized on the fly (in the data loader's worker processes, ``--data-workers``) and PT text is packed into
+  ``block_size`` blocks as the authors' ``group_texts`` does (concatenate a batch of 1,000 texts, cut, drop the
+  remainder). The stream repeats pass after
   pass, so every process always has a next batch and the processes never fall out of step; ``--max-steps`` ends
   the run.
 """
