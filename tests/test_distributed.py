@@ -183,6 +183,26 @@ def test_a_streamed_pt_run_reads_a_hub_data_set_through_the_twin(demo, hub_twin,
     assert json.loads((out / "finetune.json").read_text())["world_size"] == 2
 
 
+def test_a_hub_data_set_is_fine_tuning_data(demo, hub_twin, tmp_path):
+    """Issue 18: DATA="org/name" with the Alpaca columns (SFT) is downloaded through datasets and trained on; a data
+    set without the columns the mode reads is one error line naming the columns it has."""
+    import hubtwin
+
+    records = json.loads((demo / "data" / "sft_zh.json").read_text(encoding="utf-8"))[:16]
+    repo = "cllama-test/alpaca-zh-mini"
+    hubtwin.add_dataset_repo(hub_twin.mirror, repo, {"train.json": json.dumps(records, ensure_ascii=False)})
+    env = _env(HF_ENDPOINT=hub_twin.endpoint, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="0",
+               NO_PROXY=hubtwin.no_proxy_for_loopback())
+    common = ["--base", demo / "Llama-2-7b-hf", "--data", repo, "--max-steps", "2", "--batch-size", "4",
+              "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8"]
+    r = _finetune(tmp_path / "sft", *common, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "adapter written to" in r.stdout and (tmp_path / "sft" / "adapter_model.safetensors").is_file()
+    r = _finetune(tmp_path / "pt", *common, "--mode", "pt", env=env)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "has no column text (it has" in errors[0], r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("shards,world", [(3, 2), (4, 2), (3, 3), (2, 3)])
 def test_each_process_streams_its_own_share(demo, tmp_path, shards, world):
     """Within a pass no record (and no block) goes to two processes and none is skipped. When the shards divide

@@ -482,3 +482,70 @@ def test_live_plot_updates_one_notebook_image(monkeypatch):
         cb.on_log(None, State, None, logs={"loss": 5.0 / step})
     assert [kind for kind, _ in shown] == ["display", "update"]  # steps 2 and 4, one output updated in place
     assert all(obj.data[:8] == b"\x89PNG\r\n\x1a\n" for _, obj in shown)
+
+
+# ----------------------------------------------------------------------------- issue 18 / 22 additions
+
+
+def test_two_stage_recipe_trains_only_new_embedding_rows_first(demo, tmp_path):
+    """--embedding-stage-steps 2: during the first 2 steps only the rows of embed_tokens/lm_head past the base
+    vocabulary move (LoRA and the base's rows stay put); from step 3 on LoRA and every row train."""
+    import torch
+    from transformers import TrainerCallback
+
+    from helpers.train import finetune
+
+    seen: dict[int, dict] = {}
+
+    class Snapshot(TrainerCallback):
+        def _take(self, step, model):
+            seen[step] = {n: p.detach().clone() for n, p in model.named_parameters()
+                          if p.requires_grad and ("lora_B" in n or "modules_to_save" in n)}
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            self._take(0, model)
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            self._take(state.global_step, model)
+
+    base_vocab = json.loads((demo / "llama-7b" / "config.json").read_text())["vocab_size"]
+    finetune(_config(demo, tmp_path / "v", base=str(demo / "llama-7b"), tokenizer=str(demo / "chinese-alpaca-lora-7b"),
+                     max_steps=3, embedding_stage_steps=2), callbacks=[Snapshot()])
+    emb = [n for n in seen[0] if "modules_to_save" in n]
+    lora_b = [n for n in seen[0] if "lora_B" in n]
+    assert len(emb) == 2 and lora_b
+    for n in lora_b:
+        assert torch.equal(seen[2][n], torch.zeros_like(seen[2][n])), n
+        assert seen[3][n].abs().max() > 0, n
+    for n in emb:
+        assert torch.equal(seen[2][n][:base_vocab], seen[0][n][:base_vocab]), n
+        assert not torch.equal(seen[2][n][base_vocab:], seen[0][n][base_vocab:]), n
+        assert not torch.equal(seen[3][n][:base_vocab], seen[0][n][:base_vocab]), n
+    with pytest.raises(UserError, match="expanded tokenizer"):
+        finetune(_config(demo, tmp_path / "w", max_steps=3, embedding_stage_steps=1))
+
+
+def test_run_reports_memory_and_time_after_loading_and_training(trained):
+    load, train = trained.stats
+    assert (load.stage, train.stage) == ("load", "train") and load.device == train.device == "CPU"
+    assert 50 << 20 < load.peak_bytes <= train.peak_bytes < train.total_bytes
+    assert train.seconds == pytest.approx(trained.train_seconds) and load.seconds > 0
+    assert "CPU peak RSS" in train.summary() and "%" in train.summary()
+    info = json.loads((trained.out / "finetune.json").read_text())
+    assert [s["stage"] for s in info["stats"]] == ["load", "train"]
+
+
+def test_pt_sample_is_plain_text_and_pt_refuses_json(demo, tmp_path):
+    """Issue 18: MODE="pt" with the sample data trained on the SFT JSON as raw text; the PT sample is a text corpus
+    (sample_data(..., mode="pt")) and PT refuses a JSON file in one line."""
+    from helpers.demo import sample_data
+    from helpers.tokens import load_tokenizer
+    from helpers.train import build_dataset
+
+    text = sample_data(tmp_path, mode="pt").read_text(encoding="utf-8")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert not text.lstrip().startswith(("[", "{")) and len(text.splitlines()) >= 32
+    tok = load_tokenizer(demo / "Llama-2-7b-hf")
+    with pytest.raises(UserError, match="is JSON .* --mode pt trains on plain text"):
+        build_dataset(_config(demo, "/unused", mode="pt", data=str(sample_data(tmp_path)), block_size=64), tok)

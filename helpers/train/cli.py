@@ -78,6 +78,8 @@ def _distributed_arguments(p: argparse.ArgumentParser) -> None:
                    "--nproc GPU machine into DIR instead of training")
     p.add_argument("--strategy", choices=("ddp", "zero2", "zero3", "fsdp"), default="zero2",
                    help="for --write-launch: plain DDP, DeepSpeed ZeRO-2 / ZeRO-3, or FSDP")
+    p.add_argument("--gpu-memory", type=float, metavar="GiB", help="for --write-launch: each GPU's memory, to check "
+                   "the per-GPU estimate against (e.g. 80)")
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
@@ -124,8 +126,9 @@ def _write_launch(config: FinetuneConfig, args: argparse.Namespace) -> int:
     from .launch import write_launch_files
 
     stage = {"zero2": 2, "zero3": 3}.get(args.strategy)
+    gpu = int(args.gpu_memory * (1 << 30)) if args.gpu_memory else None
     files = write_launch_files(config, nproc=args.nproc, out_dir=args.write_launch, zero_stage=stage,
-                               fsdp=args.strategy == "fsdp")
+                               fsdp=args.strategy == "fsdp", gpu_bytes=gpu)
     for path in files.paths:
         print(f"wrote {path}")
     if files.memory is not None:

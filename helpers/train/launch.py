@@ -93,7 +93,7 @@ def accelerate_config(strategy: str, *, nproc: int, ds_file: str | None = None) 
     lines = ["compute_environment: LOCAL_MACHINE", f"distributed_type: {kind}", "machine_rank: 0",
              "num_machines: 1", f"num_processes: {nproc}", "gpu_ids: all", "mixed_precision: 'no'",
              "rdzv_backend: static", "same_network: true", "use_cpu: false"]
-    if kind == "DEEPSPEED":
+    if kind == "DEEPSPEED":  # a relative file name is read from the folder accelerate launch runs in
         lines += ["deepspeed_config:", f"  deepspeed_config_file: {ds_file}", "  zero3_init_flag: false"]
     if kind == "FSDP":
         lines += ["fsdp_config:", "  fsdp_version: 1", "  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP",
@@ -141,11 +141,17 @@ def _script(config: FinetuneConfig, strategy: str, *, nproc: int, ds_file: str |
                 if strategy == "fsdp" else
                 '"$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m helpers finetune')
     ds_args = f' --deepspeed "$HERE/{ds_file}"' if ds_file else ""
-    quoted = " \\\n    ".join(shlex.quote(a) for a in config_to_args(config))
+    args, pairs = config_to_args(config), []
+    for a in args:  # one flag (and its value) per line
+        if a.startswith("--") or not pairs:
+            pairs.append([a])
+        else:
+            pairs[-1].append(a)
+    quoted = "\n    ".join(" ".join(shlex.quote(a) for a in pair) for pair in pairs)
     lines = [
         "#!/usr/bin/env bash",
         f"# Fine-tuning on {nproc} GPUs ({strategy}); written by helpers.train.write_launch_files.",
-        f"# Memory estimate: {memory.summary()}" if memory is not None else "# Memory estimate: unknown here",
+        f"# {memory.summary()}" if memory is not None else "# memory estimate: unknown here",
         "# On the GPU machine: bash launch.sh (NPROC=4 bash launch.sh for fewer GPUs; ZeRO needs pip install deepspeed)",
         "set -euo pipefail",
         'HERE=$(cd "$(dirname "$0")" && pwd)',
@@ -161,7 +167,8 @@ def _script(config: FinetuneConfig, strategy: str, *, nproc: int, ds_file: str |
 
 
 def write_launch_files(config: FinetuneConfig, *, nproc: int, out_dir: str | Path, zero_stage: int | None = 2,
-                       fsdp: bool = False, offload: bool = False) -> LaunchFiles:
+                       fsdp: bool = False, offload: bool = False, gpu_bytes: int | None = None,
+                       gpu_name: str = "GPU") -> LaunchFiles:
     """Write ``launch.sh``, ``accelerate.yaml`` and (ZeRO) ``ds_zero{2,3}.json`` into ``out_dir``.
 
     Args:
@@ -171,6 +178,7 @@ def write_launch_files(config: FinetuneConfig, *, nproc: int, out_dir: str | Pat
         zero_stage: 2 or 3 for DeepSpeed ZeRO, ``None`` or 0 for plain DDP.
         fsdp: FSDP through accelerate instead (``zero_stage`` is then ignored).
         offload: ZeRO with optimizer states (and ZeRO-3 weights) in CPU memory.
+        gpu_bytes, gpu_name: the target GPU's memory and name, to say whether the estimate fits (e.g. 80 GiB).
 
     Raises:
         UserError: ``nproc`` below 1, a ZeRO stage other than 2 or 3, or ZeRO-3 / FSDP with 4-bit weights.
@@ -192,7 +200,8 @@ def write_launch_files(config: FinetuneConfig, *, nproc: int, out_dir: str | Pat
         ds = out / f"ds_{strategy}.json"
         write_json(ds, deepspeed_preset(int(strategy[-1]), offload=offload))
     yaml = _write(out / "accelerate.yaml", accelerate_config(strategy, nproc=nproc, ds_file=ds.name if ds else None))
-    memory = memory_per_gpu(config, nproc=nproc, zero_stage=int(strategy[-1]) if ds else 0, fsdp=fsdp)
+    memory = memory_per_gpu(config, nproc=nproc, zero_stage=int(strategy[-1]) if ds else 0, fsdp=fsdp,
+                            gpu_bytes=gpu_bytes, gpu_name=gpu_name)
     script = _write(out / "launch.sh", _script(config, strategy, nproc=nproc, ds_file=ds.name if ds else None,
                                                yaml_file=yaml.name, memory=memory), mode=0o755)
     return LaunchFiles(script, yaml, ds, memory)

@@ -45,6 +45,11 @@ class RunPlan:
         return zero_stage(self.deepspeed) if self.deepspeed is not None else None
 
 
+def deepspeed_installed() -> bool:
+    """Whether ``import deepspeed`` would find the package (without importing it)."""
+    return importlib.util.find_spec("deepspeed") is not None
+
+
 def _check_paths(config: FinetuneConfig, base_dir: Path, tok_dir: Path) -> None:
     out = Path(config.out).resolve()
     for what, folder in (("base model", base_dir), ("tokenizer", tok_dir)):
@@ -75,7 +80,7 @@ def plan_run(config: FinetuneConfig, launch: Launch) -> RunPlan:
     ds = deepspeed_config(config.deepspeed) if config.deepspeed else None
     cuda = torch.cuda.is_available()
     check_launch(launch, gpus=torch.cuda.device_count() if cuda else 0, deepspeed_stage=zero_stage(ds) if ds else None,
-                 load_in_4bit=config.load_in_4bit, deepspeed_installed=importlib.util.find_spec("deepspeed") is not None)
+                 load_in_4bit=config.load_in_4bit, deepspeed_installed=deepspeed_installed())
     base_dir = resolve_model(config.base, what="base model")
     tok_dir = resolve_model(config.tokenizer, what="tokenizer") if config.tokenizer else base_dir
     _check_paths(config, base_dir, tok_dir)
