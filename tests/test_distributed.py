@@ -125,6 +125,21 @@ def test_two_gloo_processes_equal_one_process_with_twice_the_batch(demo, mixed_l
     assert not [p for p in two.iterdir() if p.name.startswith(".")], "no temporary files left"
 
 
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_zero_on_two_processes_equals_one_process(demo, mixed_lengths, one_process_batch4, tmp_path,
+                                                            stage):
+    """DeepSpeed on CPU (gloo): ZeRO-2 partitions the gradients and Adam moments, ZeRO-3 the weights too; the
+    adapter, gathered on rank 0, has the single-process run's format and values."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / stage
+    r = _finetune(out, *_common(demo, mixed_lengths), "--batch-size", "2", "--grad-accum", "1", "--deepspeed", stage,
+                  nproc=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _assert_same_adapter(out, one_process_batch4)
+    assert json.loads((out / "finetune.json").read_text())["deepspeed_zero_stage"] == int(stage[-1])
+    assert list((out / "checkpoints" / "checkpoint-4").glob("global_step4/*optim_states.pt"))  # DeepSpeed's own
+
+
 def test_a_run_interrupted_on_two_processes_resumes_on_one(demo, mixed_lengths, tmp_path):
     args = [*_common(demo, mixed_lengths)[:-2], "--max-steps", "6"]
     clean = tmp_path / "clean"

@@ -36,7 +36,7 @@ def test_deepspeed_presets_follow_the_authors_zero2(tmp_path):
     assert zero["stage"] == 2 and zero["allgather_bucket_size"] == zero["reduce_bucket_size"] == 1e8
     assert zero["overlap_comm"] and zero["reduce_scatter"] and zero["contiguous_gradients"]
     assert z2["fp16"] == {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 100, "initial_scale_power": 16,
-                          "hysteresis": 2, "min_loss_scale": 1e-10}
+                          "hysteresis": 2, "min_loss_scale": 1}
     assert all(z2[k] == "auto" for k in ("gradient_accumulation_steps", "gradient_clipping", "train_batch_size",
                                          "train_micro_batch_size_per_gpu"))
     z3 = deepspeed_preset(3, offload=True)["zero_optimization"]

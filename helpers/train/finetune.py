@@ -117,6 +117,15 @@ def training_arguments(config: FinetuneConfig, run: RunPlan):
         **config.extra)
 
 
+def join_deepspeed(run: RunPlan) -> None:
+    """Let DeepSpeed use the process group the Trainer joined: ZeRO-3 partitions the weights while they load
+    (``deepspeed.zero.Init``), which reads the number of processes from DeepSpeed's own communicator."""
+    if run.deepspeed is not None:
+        import deepspeed
+
+        deepspeed.init_distributed()
+
+
 def _trainer_class(streaming: bool):
     from transformers import Trainer
 
@@ -157,6 +166,18 @@ def train(config: FinetuneConfig, run: RunPlan, model, dataset, args, *, resume_
     return trainer, output, log, time.perf_counter() - t0
 
 
+def gather_stats(stats: tuple[StageStats, ...]) -> list[list[dict]]:
+    """Every rank's :class:`StageStats` (as dicts), in rank order; a collective call under torchrun."""
+    import torch.distributed as dist
+
+    mine = [dataclasses.asdict(st) for st in stats]
+    if not (dist.is_available() and dist.is_initialized()):
+        return [mine]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
 def _full_state_dict(trainer, run: RunPlan) -> dict | None:
     """The weights gathered from every rank when they are partitioned (ZeRO-3, FSDP); a collective call."""
     if run.zero_stage == 3 or getattr(trainer, "is_fsdp_enabled", False):
@@ -166,15 +187,17 @@ def _full_state_dict(trainer, run: RunPlan) -> dict | None:
 
 def write_outputs(config: FinetuneConfig, run: RunPlan, model, result: FinetuneResult, *, job: dict,
                   train_loss: float | None = None, state_dict: dict | None = None) -> None:
-    """Rank 0 writes the adapter, the tokenizer, ``loss.csv``/``loss.png`` and ``finetune.json``."""
+    """Rank 0 writes the adapter, the tokenizer, ``loss.csv``/``loss.png`` and ``finetune.json`` (with every rank's
+    peak memory)."""
     out = Path(config.out)
+    per_rank = gather_stats(result.stats)
     if run.launch.is_main:
         model.peft_config["default"].base_model_name_or_path = config.base
         save_adapter(model, out, embeddings_saved=set(EMBEDDINGS) <= set(run.modules_to_save), state_dict=state_dict)
         copy_tokenizer_files(run.tok_dir, out)
         write_loss_csv(out / "loss.csv", result.losses)
         save_loss_plot(result.losses, out / "loss.png")
-        write_json(out / "finetune.json", _record(config, run, result, train_loss, job))
+        write_json(out / "finetune.json", {**_record(config, run, result, train_loss, job), "stats_per_rank": per_rank})
     barrier()  # the other ranks return once the adapter is complete
 
 
@@ -252,11 +275,12 @@ def finetune(config: FinetuneConfig, *, callbacks: Sequence[Any] = (), launch: L
     dataset = training_data(config, run)
     out = Path(config.out)
     job = job_identity(config, base_dir=run.base_dir, tok_dir=run.tok_dir, template=run.template and run.template.name,
-                       modules_to_save=run.modules_to_save, world_size=launch.world_size)
+                       modules_to_save=run.modules_to_save, world_size=launch.world_size, zero_stage=run.zero_stage)
     plan = plan_resume(out, job, config.resume)  # read-only, on every rank, before any rank writes
     claim = claim_output(out, what="the adapter and its checkpoints") if launch.is_main else contextlib.nullcontext()
     with claim:
         args = training_arguments(config, run)
+        join_deepspeed(run)
         _prepare_output(config, run, plan, job)
         if plan.finished:  # nothing left to train: the outputs of this job, else its last checkpoint's adapter
             return reuse_finished(config, run, job) or finish_from_checkpoint(config, run, plan.resume_from, job=job)

@@ -10,7 +10,8 @@ checkpoints (it would train 0 steps and hand back the old adapter, or fail on a 
 - every setting that changes what is trained: mode, template, LoRA rank/alpha/dropout/targets, modules trained in
   full, steps or epochs, learning rate and warmup, the *global* batch (per-process batch x accumulation x
   processes, so a run resumes on another number of processes when the global batch stays), sequence or block
-  length, seed, data order, 4-bit, the two-stage recipe.
+  length, seed, data order, 4-bit, the two-stage recipe; under DeepSpeed also the ZeRO stage and the number of
+  processes (its checkpoints are partitioned per process).
 
 The policy (``resume``): ``auto`` resumes the same job and starts the other ones fresh, saying what changed;
 ``yes`` resumes or refuses; ``no`` starts fresh. Starting fresh removes the old checkpoints and every output of the
@@ -55,8 +56,11 @@ def _data_identity(config: FinetuneConfig) -> dict:
 
 
 def job_identity(config: FinetuneConfig, *, base_dir: Path, tok_dir: Path, template: str | None,
-                 modules_to_save: tuple[str, ...], world_size: int) -> dict:
-    """What a run trains, by content and settings (JSON-ready); equal dicts mean the same job."""
+                 modules_to_save: tuple[str, ...], world_size: int, zero_stage: int | None = None) -> dict:
+    """What a run trains, by content and settings (JSON-ready); equal dicts mean the same job.
+
+    The number of processes is not part of it (a DDP checkpoint resumes on any number with the same global
+    batch), except under DeepSpeed, whose checkpoints hold one optimizer partition per process."""
     base_files = [f for pattern in _BASE_FILES for f in base_dir.glob(pattern)]
     return {
         "base": _digests(base_dir, base_files), "tokenizer": _digests(tok_dir, tokenizer_files(tok_dir)),
@@ -69,6 +73,7 @@ def job_identity(config: FinetuneConfig, *, base_dir: Path, tok_dir: Path, templ
         "seq_len": config.block_size if config.mode == "pt" else config.max_seq_length,
         "seed": config.seed, "shuffle": config.shuffle, "max_samples": config.max_samples,
         "load_in_4bit": config.load_in_4bit, "embedding_stage_steps": config.embedding_stage_steps,
+        "deepspeed": None if zero_stage is None else {"zero_stage": zero_stage, "processes": world_size},
     }
 
 

@@ -47,7 +47,7 @@ def deepspeed_preset(stage: int, *, offload: bool = False) -> dict:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     return {
         "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 100, "initial_scale_power": 16,
-                 "hysteresis": 2, "min_loss_scale": 1e-10},
+                 "hysteresis": 2, "min_loss_scale": 1},
         "bf16": {"enabled": "auto"},
         "zero_optimization": zero,
         "gradient_accumulation_steps": "auto", "gradient_clipping": "auto", "train_batch_size": "auto",
