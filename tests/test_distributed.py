@@ -26,9 +26,15 @@ def _env(**extra) -> dict:
     return {**env, **extra}
 
 
-def _finetune(out: Path, *args, nproc: int = 1, env: dict | None = None, timeout: int = 600):
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-                if nproc > 1 else [sys.executable])
+def _finetune(out: Path, *args, nproc: int = 1, env: dict | None = None, timeout: int = 600,
+              launcher: str = "torchrun"):
+    if nproc == 1:
+        launcher = [sys.executable]
+    elif launcher == "accelerate":  # its multi-GPU launcher; on a CPU machine the processes train on CPUs (gloo)
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    else:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     cmd = [*launcher, "-m", "helpers", "finetune", "--out", str(out), *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or _env(), cwd=ROOT)
 
@@ -123,6 +129,15 @@ def test_two_gloo_processes_equal_one_process_with_twice_the_batch(demo, mixed_l
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_same_adapter(accum, one_process_batch4)
     assert not [p for p in two.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_accelerate_launch_runs_the_same_command(demo, mixed_lengths, one_process_batch4, tmp_path):
+    out = tmp_path / "accelerate"
+    r = _finetune(out, *_common(demo, mixed_lengths), "--batch-size", "2", "--grad-accum", "1", nproc=2,
+                  launcher="accelerate")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("adapter written to") == 1 and "on 2 processes" in r.stdout
+    _assert_same_adapter(out, one_process_batch4)
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])

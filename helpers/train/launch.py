@@ -152,7 +152,7 @@ def _script(config: FinetuneConfig, strategy: str, *, nproc: int, ds_file: str |
         "#!/usr/bin/env bash",
         f"# Fine-tuning on {nproc} GPUs ({strategy}); written by helpers.train.write_launch_files.",
         f"# {memory.summary()}" if memory is not None else "# memory estimate: unknown here",
-        "# On the GPU machine: bash launch.sh (NPROC=4 bash launch.sh for fewer GPUs; ZeRO needs pip install deepspeed)",
+        "# On the GPU machine: bash launch.sh (NPROC=4 bash launch.sh on 4 GPUs; ZeRO needs pip install deepspeed)",
         "set -euo pipefail",
         'HERE=$(cd "$(dirname "$0")" && pwd)',
         f"NPROC=${{NPROC:-{nproc}}}",
