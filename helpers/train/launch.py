@@ -4,7 +4,8 @@
   ``ds_zero2_no_offload.json``: dynamic fp16 loss scaling from 2^16 with a window of 100 and hysteresis 2,
   100M-element all-gather and reduce buckets, overlapped communication, reduce-scatter, contiguous gradients,
   batch sizes, accumulation and clipping left to the Trainer with ``"auto"``), with a bf16 section for GPUs
-  that have it; ZeRO-3 partitions the weights too and gathers the 16-bit weights for saving. ``--deepspeed``
+  that have it, and a minimum loss scale of 1 where theirs says 1e-10 (DeepSpeed 0.19 refuses a fraction there);
+  ZeRO-3 partitions the weights too and gathers the 16-bit weights for saving. ``--deepspeed``
   takes ``zero2``, ``zero3`` or a JSON file.
 - :func:`accelerate_config`: the YAML that ``accelerate launch --config_file`` reads (DDP, DeepSpeed or FSDP).
 - :func:`write_launch_files`: ``launch.sh`` (a one-process check of the settings, then ``torchrun`` or
