@@ -38,6 +38,9 @@ fi
 
 log "installing requirements and the helpers package"
 "${PIP[@]}" install -r requirements.txt -e ".[test,notebooks]"
+# DeepSpeed for the ZeRO-2 / ZeRO-3 fine-tuning tests (they run on CPU with gloo); a machine where it does not
+# install still runs everything else, and those tests skip.
+"${PIP[@]}" install "deepspeed==${DEEPSPEED_VERSION:-0.19.8}" >/dev/null 2>&1 || log "deepspeed not installed: the ZeRO tests skip"
 
 if ! "$PY" -c "import llama_cpp" >/dev/null 2>&1; then
     mkdir -p "$WHEEL_CACHE"

@@ -235,6 +235,27 @@ def build_mirror_from(root: str | Path, stage: "Callable[[Path], dict[str, Path]
     return listing
 
 
+def add_dataset_repo(mirror: str | Path, hub_id: str, files: dict[str, str | bytes]) -> Path:
+    """Serve ``files`` (``{path in the repo: text or bytes}``) as the data set repo ``hub_id`` of a built twin, at
+    ``mirror/datasets/<hub id>`` (a running twin serves it at once; olah reads its mirrors on each request). An
+    existing repo of that id is kept as it is, so tests sharing a twin can each add theirs. Returns its folder."""
+    mirror = Path(mirror)
+    repo = mirror / "datasets" / hub_id
+    if repo.is_dir():
+        return repo
+    work = repo.with_name(repo.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    stage = work / "files"
+    for name, data in files.items():
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        (stage / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    (stage / ".gitattributes").write_text(_GITATTRIBUTES, encoding="utf-8")
+    _git_repo(stage, work / "repo", hub_id)
+    os.replace(work / "repo", repo)
+    shutil.rmtree(work, ignore_errors=True)
+    return repo
+
+
 # ---------------------------------------------------------------------------------------------------- the server
 def twin_python() -> Path:
     """The Python of olah's environment: ``$HUBTWIN_PYTHON``, else ``.venv-hubtwin`` beside the repo or its venv.

@@ -8,8 +8,8 @@ olah-cli's own arguments::
 It imports only olah and its dependencies (not ``helpers``). olah 0.5.4 answers most of what ``huggingface_hub``
 asks of a mirrored repo as huggingface.co does; the layer makes it answer like the hub where it does not:
 
-- ``GET /api/models/<org>/<repo>`` (repo info without a revision, ``HfApi().model_info``): offline, olah answers
-  it only from its proxy cache; it is served as ``.../revision/main``;
+- ``GET /api/models/<org>/<repo>`` (repo info without a revision, ``HfApi().model_info``; the same for
+  ``/api/datasets/``): offline, olah answers it only from its proxy cache; it is served as ``.../revision/main``;
 - ``?blobs=true`` (``model_info(files_metadata=True)``): olah lists the files by name only; their sizes, blob ids
   and LFS SHA256 are added from the git tree, as the hub sends them;
 - ``Range`` on ``/resolve/`` (a resumed download): olah sends the whole file with 200; the layer answers
@@ -26,8 +26,8 @@ import os
 import re
 from urllib.parse import parse_qs
 
-_INFO = re.compile(r"/api/models/(?P<org>[^/]+)/(?P<repo>[^/]+)(?:/revision/(?P<rev>[^/]+))?/?")
-_RESOLVE = re.compile(r"/(?:models/)?(?P<org>[^/]+)/(?P<repo>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)")
+_INFO = re.compile(r"/api/(?P<kind>models|datasets)/(?P<org>[^/]+)/(?P<repo>[^/]+)(?:/revision/(?P<rev>[^/]+))?/?")
+_RESOLVE = re.compile(r"/(?:(?P<kind>models|datasets)/)?(?P<org>[^/]+)/(?P<repo>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _NOT_REPOS = {"api", "datasets", "spaces", "repos"}
 
@@ -38,9 +38,9 @@ class HubLike:
     def __init__(self, app, mirrors: list[str], faults: str | None = None) -> None:
         self.app, self.mirrors, self.faults = app, list(mirrors), faults
 
-    def _repo_dir(self, org: str, repo: str) -> str | None:
+    def _repo_dir(self, org: str, repo: str, kind: str | None = "models") -> str | None:
         for root in self.mirrors:
-            path = os.path.join(root, "models", org, repo)
+            path = os.path.join(root, kind or "models", org, repo)
             if os.path.isdir(path):
                 return path
         return None
@@ -59,13 +59,13 @@ class HubLike:
             if scope["method"] == "GET" and query.get("blobs", [""])[0].lower() in ("true", "1"):
                 status, headers, body = await _collect(self.app, inner, receive)
                 if status == 200:
-                    body = self._with_blobs(info["org"], info["repo"], body)
+                    body = self._with_blobs(info["org"], info["repo"], body, info["kind"])
                 return await _reply(send, status, headers, body)
             return await self.app(inner, receive, send)
         resolve = _RESOLVE.fullmatch(path)
         if resolve and resolve["org"] not in _NOT_REPOS:
             status, headers, body = await _collect(self.app, scope, receive)
-            if status == 401 and self._repo_dir(resolve["org"], resolve["repo"]):
+            if status == 401 and self._repo_dir(resolve["org"], resolve["repo"], resolve["kind"]):
                 msg = b'{"error":"Entry not found"}'
                 headers = [(b"x-error-code", b"EntryNotFound"), (b"x-error-message", b"Entry not found"),
                            (b"content-type", b"application/json")]
@@ -94,14 +94,14 @@ class HubLike:
             os.replace(self.faults + ".tmp", self.faults)
         return cut
 
-    def _with_blobs(self, org: str, repo: str, body: bytes) -> bytes:
+    def _with_blobs(self, org: str, repo: str, body: bytes, kind: str = "models") -> bytes:
         from olah.mirror.repos import LocalMirrorRepo
 
         meta = json.loads(body)
-        path = self._repo_dir(org, repo)
+        path = self._repo_dir(org, repo, kind)
         if path is None or not meta.get("sha"):
             return body
-        tree = LocalMirrorRepo(path, "models", org, repo).get_tree(meta["sha"], "", recursive=True) or []
+        tree = LocalMirrorRepo(path, kind, org, repo).get_tree(meta["sha"], "", recursive=True) or []
         files = {item["path"]: item for item in tree if item.get("type") == "file"}
         for sibling in meta.get("siblings") or []:
             item = files.get(sibling.get("rfilename"))

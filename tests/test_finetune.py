@@ -129,15 +129,28 @@ def test_merged_adapter_reproduces_peft_logits(trained, demo, tmp_path):
     assert (base - ref).abs().max() / scale > 5e-2, "the adapter must have changed the model"
 
 
-def test_resume_continues_from_the_checkpoint(demo, tmp_path):
+def _stop_at(step):
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        """Ends the run after ``step`` with a checkpoint, as an interrupted run leaves it."""
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == step:
+                control.should_save = control.should_training_stop = True
+
+    return StopAt()
+
+
+def test_resume_continues_the_same_job_and_restarts_a_changed_one(demo, tmp_path, capfd):
     from helpers.train import finetune, read_loss_csv
 
     out = tmp_path / "run"
-    first = finetune(_config(demo, out, max_steps=4, save_steps=2))
+    first = finetune(_config(demo, out, max_steps=7, save_steps=2), callbacks=[_stop_at(4)])
     assert first.global_step == 4 and (out / "checkpoints" / "checkpoint-4").is_dir()
     rows4 = read_loss_csv(out / "loss.csv")
     assert [s for s, _ in rows4] == [1, 2, 3, 4]
-    second = finetune(_config(demo, out, max_steps=7, save_steps=2))
+    second = finetune(_config(demo, out, max_steps=7, save_steps=2))  # the same job: resumed
     assert second.resumed_from is not None and Path(second.resumed_from).name == "checkpoint-4"
     assert second.global_step == 7
     rows = read_loss_csv(out / "loss.csv")
@@ -145,10 +158,48 @@ def test_resume_continues_from_the_checkpoint(demo, tmp_path):
     assert rows[:4] == rows4, "the earlier rows are kept, not restarted"
     state = json.loads((out / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+    capfd.readouterr()
+    third = finetune(_config(demo, out, max_steps=3, lora_r=4, save_steps=2))  # auto: another job starts fresh
+    assert third.resumed_from is None and [s for s, _ in third.losses] == [1, 2, 3]
+    assert "another job (changed: lora_r, max_steps): starting fresh" in capfd.readouterr().err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-3", "job.json"]
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(json.loads((demo / "data" / "sft_zh.json").read_text())[:40]), encoding="utf-8")
+    with pytest.raises(UserError, match=r"resume=yes, but .* another job \(changed: data\)"):
+        finetune(_config(demo, out, max_steps=3, lora_r=4, save_steps=2, resume="yes", data=str(other)))
     with pytest.raises(UserError, match="no checkpoint"):
         finetune(_config(demo, tmp_path / "fresh", max_steps=2, resume=True))
-    third = finetune(_config(demo, out, max_steps=2, resume=False))  # --restart: starts over
-    assert third.resumed_from is None and [s for s, _ in third.losses] == [1, 2]
+    fourth = finetune(_config(demo, out, max_steps=3, lora_r=4, save_steps=2, resume="no"))  # --restart
+    assert fourth.resumed_from is None and [s for s, _ in fourth.losses] == [1, 2, 3]
+
+
+def test_a_rerun_with_new_data_trains_from_scratch(demo, tmp_path, capfd):
+    """Issue 18: notebook 04 rerun with new DATA used to resume at MAX_STEPS, train 0 steps and return the old
+    adapter; the job now names its data by content, so new data (even at the same path) starts fresh."""
+    from safetensors.torch import load_file
+
+    from helpers.train import finetune
+
+    data = tmp_path / "data.json"
+    records = json.loads((demo / "data" / "sft_zh.json").read_text(encoding="utf-8"))
+    data.write_text(json.dumps(records[:32], ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "run"
+    first = finetune(_config(demo, out, data=str(data), max_steps=3, save_steps=3))
+    old = load_file(str(out / "adapter_model.safetensors"))
+    capfd.readouterr()
+    again = finetune(_config(demo, out, data=str(data), max_steps=3, save_steps=3))  # same job: nothing to train
+    assert "already holds this job's adapter (3 steps)" in capfd.readouterr().err
+    assert again.global_step == 3 and again.train_seconds == 0
+    assert again.losses == [(s, pytest.approx(v, abs=1e-5)) for s, v in first.losses]
+    data.write_text(json.dumps(records[32:64], ensure_ascii=False), encoding="utf-8")
+    capfd.readouterr()
+    new = finetune(_config(demo, out, data=str(data), max_steps=3, save_steps=3))
+    assert "changed: data" in capfd.readouterr().err
+    assert new.resumed_from is None and [s for s, _ in new.losses] == [1, 2, 3]
+    assert new.losses[0][1] != pytest.approx(first.losses[0][1])
+    fresh = load_file(str(out / "adapter_model.safetensors"))
+    assert any((fresh[k] - old[k]).abs().max() > 1e-4 for k in old)
 
 
 # ----------------------------------------------------------------------------- data
@@ -349,8 +400,14 @@ def test_cli_trains_and_resumes(demo, tmp_path, capsys):
     assert main(args + ["--max-steps", "2"]) == 0
     printed = capsys.readouterr().out
     assert "adapter written to" in printed and "helpers merge" in printed
-    assert main(args + ["--max-steps", "3", "--resume"]) == 0
-    assert "resumed from checkpoint-2" in capsys.readouterr().out
+    assert main(args + ["--max-steps", "2", "--resume"]) == 0  # the same job again: its outputs are reused
+    assert "already holds this job's adapter (2 steps)" in capsys.readouterr().err
+    assert main(args + ["--max-steps", "3", "--resume"]) == 2  # resume=yes refuses another job
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: resume=yes") and "changed: max_steps" in errors[0]
+    assert main(args + ["--max-steps", "3"]) == 0
+    capsys.readouterr()
     assert [ln.split(",")[0] for ln in (out / "loss.csv").read_text().splitlines()[1:]] == ["1", "2", "3"]
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
     assert main(["finetune", "--base", str(demo / "Llama-2-7b-hf"), "--data", str(tmp_path / "none.json"),
@@ -424,3 +481,70 @@ def test_live_plot_updates_one_notebook_image(monkeypatch):
         cb.on_log(None, State, None, logs={"loss": 5.0 / step})
     assert [kind for kind, _ in shown] == ["display", "update"]  # steps 2 and 4, one output updated in place
     assert all(obj.data[:8] == b"\x89PNG\r\n\x1a\n" for _, obj in shown)
+
+
+# ----------------------------------------------------------------------------- issue 18 / 22 additions
+
+
+def test_two_stage_recipe_trains_only_new_embedding_rows_first(demo, tmp_path):
+    """--embedding-stage-steps 2: during the first 2 steps only the rows of embed_tokens/lm_head past the base
+    vocabulary move (LoRA and the base's rows stay put); from step 3 on LoRA and every row train."""
+    import torch
+    from transformers import TrainerCallback
+
+    from helpers.train import finetune
+
+    seen: dict[int, dict] = {}
+
+    class Snapshot(TrainerCallback):
+        def _take(self, step, model):
+            seen[step] = {n: p.detach().clone() for n, p in model.named_parameters()
+                          if p.requires_grad and ("lora_B" in n or "modules_to_save" in n)}
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            self._take(0, model)
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            self._take(state.global_step, model)
+
+    base_vocab = json.loads((demo / "llama-7b" / "config.json").read_text())["vocab_size"]
+    finetune(_config(demo, tmp_path / "v", base=str(demo / "llama-7b"), tokenizer=str(demo / "chinese-alpaca-lora-7b"),
+                     max_steps=3, embedding_stage_steps=2), callbacks=[Snapshot()])
+    emb = [n for n in seen[0] if "modules_to_save" in n]
+    lora_b = [n for n in seen[0] if "lora_B" in n]
+    assert len(emb) == 2 and lora_b
+    for n in lora_b:
+        assert torch.equal(seen[2][n], torch.zeros_like(seen[2][n])), n
+        assert seen[3][n].abs().max() > 0, n
+    for n in emb:
+        assert torch.equal(seen[2][n][:base_vocab], seen[0][n][:base_vocab]), n
+        assert not torch.equal(seen[2][n][base_vocab:], seen[0][n][base_vocab:]), n
+        assert not torch.equal(seen[3][n][:base_vocab], seen[0][n][:base_vocab]), n
+    with pytest.raises(UserError, match="expanded tokenizer"):
+        finetune(_config(demo, tmp_path / "w", max_steps=3, embedding_stage_steps=1))
+
+
+def test_run_reports_memory_and_time_after_loading_and_training(trained):
+    load, train = trained.stats
+    assert (load.stage, train.stage) == ("load", "train") and load.device == train.device == "CPU"
+    assert 50 << 20 < load.peak_bytes <= train.peak_bytes < train.total_bytes
+    assert train.seconds == pytest.approx(trained.train_seconds) and load.seconds > 0
+    assert "CPU peak RSS" in train.summary() and "%" in train.summary()
+    info = json.loads((trained.out / "finetune.json").read_text())
+    assert [s["stage"] for s in info["stats"]] == ["load", "train"]
+
+
+def test_pt_sample_is_plain_text_and_pt_refuses_json(demo, tmp_path):
+    """Issue 18: MODE="pt" with the sample data trained on the SFT JSON as raw text; the PT sample is a text corpus
+    (sample_data(..., mode="pt")) and PT refuses a JSON file in one line."""
+    from helpers.demo import sample_data
+    from helpers.tokens import load_tokenizer
+    from helpers.train import build_dataset
+
+    text = sample_data(tmp_path, mode="pt").read_text(encoding="utf-8")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert not text.lstrip().startswith(("[", "{")) and len(text.splitlines()) >= 32
+    tok = load_tokenizer(demo / "Llama-2-7b-hf")
+    with pytest.raises(UserError, match="is JSON .* --mode pt trains on plain text"):
+        build_dataset(_config(demo, "/unused", mode="pt", data=str(sample_data(tmp_path)), block_size=64), tok)

@@ -27,6 +27,7 @@ from ..checkpoint import TensorSink
 from ..disk import claim_output, disk_errors
 from ..gguf import GGUFSink, describe_model, gguf_sidecars, write_modelfile
 from ..hub import is_local
+from ..tokens import get_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import JOB_KEY, already_done, job_identity, void_outputs_of_damaged_inputs
@@ -57,11 +58,38 @@ def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: Merg
     if options.fmt == "pth":
         return PthSink(target, n_shards=options.pth_shards, dtype=dtype, job=fingerprint, sha256=options.write_sha256,
                        extra_json=extra)
-    gen = inputs.base_dir / "generation_config.json" if inputs.base_dir.is_dir() else None
-    ids = {k: plan.config[k] for k in ("bos_token_id", "eos_token_id") if k in plan.config}
-    extra["generation_config.json"] = read_json(gen) if gen and gen.is_file() else ids
+    updates, extra["generation_config.json"] = serving_files(plan, inputs, name=name)
     return HFSink(target, max_shard_bytes=options.max_shard_bytes or DEFAULT_SHARD_BYTES, dtype=dtype,
-                  job=fingerprint, sha256=options.write_sha256, extra_json=extra)
+                  job=fingerprint, sha256=options.write_sha256, extra_json=extra, config_updates=updates)
+
+
+def serving_files(plan: MergePlan, inputs: MergeInputs, *, name: str) -> tuple[dict, dict]:
+    """What an HF output needs, beyond the base's files, to be served as released (vLLM, transformers): the
+    long-context RoPE scaling the catalog knows for the release when no input's config.json states it, and a
+    ``generation_config.json`` whose stop ids include the chat template's end-of-turn token (``<|eot_id|>`` of a
+    Llama-3 instruct LoRA merged into the base model, whose own file stops at ``<|end_of_text|>`` only).
+
+    Returns:
+        ``(config.json updates, generation_config.json)``.
+    """
+    card = describe_model(plan.config, plan.tokenizer_dir, name=name)
+    updates: dict[str, Any] = {}
+    if card.rope_scaling and not plan.config.get("rope_scaling"):
+        updates["rope_scaling"] = dict(card.rope_scaling)
+        if card.context_length:
+            updates["max_position_embeddings"] = card.context_length
+    gen_file = inputs.base_dir / "generation_config.json" if inputs.base_dir.is_dir() else None
+    ids = {k: plan.config[k] for k in ("bos_token_id", "eos_token_id") if k in plan.config}
+    gen = read_json(gen_file) if gen_file and gen_file.is_file() else ids
+    eot = get_template(card.template).eot_token if card.template else None
+    if eot and plan.tokenizer_dir is not None:
+        tokenizer = load_tokenizer(plan.tokenizer_dir)
+        eot_id = tokenizer.convert_tokens_to_ids(eot)
+        stops = gen.get("eos_token_id")
+        stops = [] if stops is None else list(stops) if isinstance(stops, list) else [stops]
+        if isinstance(eot_id, int) and eot_id >= 0 and eot_id != tokenizer.unk_token_id and eot_id not in stops:
+            gen = {**gen, "eos_token_id": [*stops, eot_id] if stops else eot_id}
+    return updates, gen
 
 
 def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, options: MergeOptions,

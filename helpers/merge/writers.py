@@ -150,9 +150,11 @@ class HFSink(_FolderSink):
     """
 
     def __init__(self, out_dir: str | Path, *, max_shard_bytes: int = DEFAULT_SHARD_BYTES, dtype: str = "float16",
-                 job: str = "", sha256: bool = True, extra_json: dict[str, Any] | None = None) -> None:
+                 job: str = "", sha256: bool = True, extra_json: dict[str, Any] | None = None,
+                 config_updates: dict[str, Any] | None = None) -> None:
         super().__init__(out_dir, dtype=dtype, job=job, sha256=sha256, extra_json=extra_json)
         self.max_shard_bytes = int(max_shard_bytes)
+        self.config_updates = dict(config_updates or {})  # what serving needs beyond the base's config.json
         self.shards: list[tuple[str, list[TensorPlan]]] = []
 
     def open(self, *, config: dict, tokenizer_dir: Path | None, plan: list[TensorPlan]) -> None:
@@ -174,7 +176,7 @@ class HFSink(_FolderSink):
         for fname in list(done):
             if not (self.partial / fname).is_file() or (self.partial / fname).stat().st_size != done[fname]:
                 del done[fname]
-        cfg = dict(config)
+        cfg = {**config, **self.config_updates}
         cfg.pop("dtype", None)  # transformers 5's name for it; torch_dtype is read by old and new versions
         cfg["torch_dtype"] = self.dtype_name
         write_json(self.partial / "config.json", cfg)

@@ -72,12 +72,10 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ in ("ZMQInteractiveShell", "Shell")
 
 
-def trainer_callbacks():
-    """Trainer callbacks (defined lazily: transformers is imported only when training)."""
-    from transformers import TrainerCallback
-
-    class LossLog(TrainerCallback):
-        """Collects ``(step, loss)``, rewrites loss.csv, shows a progress bar with tokens/s and time left."""
+def _loss_log_class(base: type) -> type:
+    class LossLog(base):
+        """Collects ``(step, loss)``, rewrites loss.csv and shows a progress bar with tokens/s and time left; under
+        torchrun only rank 0 (``state.is_world_process_zero``) writes and shows anything."""
 
         def __init__(self, csv_path: Path, rows: list[tuple[int, float]]) -> None:
             self.csv_path, self.rows = csv_path, rows
@@ -91,9 +89,10 @@ def trainer_callbacks():
             self.step0, self.tokens0 = state.global_step, state.num_input_tokens_seen or 0
             self.t0 = time.perf_counter()
             self.rows[:] = [r for r in self.rows if r[0] <= state.global_step]
-            self.bar = progress([], total=state.max_steps, desc="finetune", unit="step")
-            self.bar.n = state.global_step
-            self.bar.refresh()
+            if state.is_world_process_zero:
+                self.bar = progress([], total=state.max_steps, desc="finetune", unit="step")
+                self.bar.n = state.global_step
+                self.bar.refresh()
 
         def on_step_end(self, args, state, control, **kw):
             dt = max(time.perf_counter() - self.t0, 1e-9)
@@ -108,9 +107,8 @@ def trainer_callbacks():
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs and "train_loss" not in logs:
                 self.rows.append((state.global_step, float(logs["loss"])))
-                write_loss_csv(self.csv_path, self.rows)
-                if self.bar is not None:
-                    self.bar.set_postfix({"tok/s": f"{self.tokens_per_second:.0f}", "loss": f"{logs['loss']:.4f}"})
+                if state.is_world_process_zero:
+                    write_loss_csv(self.csv_path, self.rows)
 
         def on_save(self, args, state, control, **kw):
             fault_point("finetune.save")
@@ -119,8 +117,12 @@ def trainer_callbacks():
             if self.bar is not None:
                 self.bar.close()
 
-    class LivePlot(TrainerCallback):
-        """Every ``every`` steps: redraw the loss plot in a notebook, or print one log line elsewhere."""
+    return LossLog
+
+
+def _live_plot_class(base: type) -> type:
+    class LivePlot(base):
+        """Every ``every`` steps: redraw the loss plot in a notebook, or print one log line elsewhere (rank 0)."""
 
         def __init__(self, rows: list[tuple[int, float]], *, every: int, notebook: bool) -> None:
             self.rows, self.every, self.notebook = rows, every, notebook
@@ -144,11 +146,23 @@ def trainer_callbacks():
                 tqdm.write(f"step {step}: loss {loss:.4f}", file=sys.stderr)
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs and state.global_step % self.every == 0:
+            if logs and "loss" in logs and state.global_step % self.every == 0 and _main(state):
                 self._show()
 
         def on_train_end(self, args, state, control, **kw):
-            if self.notebook:
+            if self.notebook and _main(state):
                 self._show(final=True)
 
-    return LossLog, LivePlot
+    return LivePlot
+
+
+def _main(state) -> bool:
+    return getattr(state, "is_world_process_zero", True)
+
+
+def trainer_callbacks():
+    """The ``(LossLog, LivePlot)`` Trainer callback classes (defined lazily: transformers is imported only when
+    training)."""
+    from transformers import TrainerCallback
+
+    return _loss_log_class(TrainerCallback), _live_plot_class(TrainerCallback)

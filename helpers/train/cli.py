@@ -1,19 +1,29 @@
-"""``python -m helpers finetune --base BASE --data FILE --out DIR [--mode sft|pt] [--4bit] ...``."""
+"""``python -m helpers finetune --base BASE --data FILE --out DIR [--mode sft|pt] [--4bit] ...``.
+
+The same command runs under ``torchrun --nproc_per_node N -m helpers finetune ...`` and ``accelerate launch``.
+``--check-only`` makes every check of a run (as each of ``--nproc`` processes would) and stops; ``--write-launch
+DIR`` writes ``launch.sh`` and the DeepSpeed / accelerate configs for an ``--nproc``-GPU machine instead of training.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from .config import FinetuneConfig
-from .finetune import finetune
 from ..checkpoint import LORA_TARGETS
+from ..util import UserError
+from .args import NOT_FLAGS
+from .config import RESUME_CHOICES, FinetuneConfig
+from .dist import Launch, launch_context, quiet_unless_main
 
+# FinetuneConfig fields whose flag is not ``--field-name`` (or that are switches)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m helpers finetune``."""
     p = parser
     p.add_argument("--base", required=True, help="base model folder or hub id (e.g. hfl/chinese-alpaca-2-7b)")
-    p.add_argument("--data", required=True, help="SFT: Alpaca JSON/JSONL file or folder; PT: .txt file or folder")
+    p.add_argument("--data", required=True, help="SFT: Alpaca JSON/JSONL file or folder; PT: .txt file or folder; "
+                   "or a hub data set id (org/name)")
     p.add_argument("--out", required=True, help="output folder for the adapter (and checkpoints/)")
     p.add_argument("--mode", choices=("sft", "pt"), default="sft", help="instruction tuning or continued pre-training")
     p.add_argument("--template", help="prompt template for SFT (default: the model's own)")
@@ -27,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--target-modules", default=",".join(LORA_TARGETS), help="comma-separated LoRA targets")
     p.add_argument("--modules-to-save", help="comma-separated fully trained modules ('none' for none; "
                    "default: embed_tokens,lm_head only when the tokenizer is larger than the model vocabulary)")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1, help="per process (global batch: x grad-accum x processes)")
     p.add_argument("--grad-accum", type=int, default=8)
     p.add_argument("--max-seq-length", type=int, default=512)
     p.add_argument("--block-size", type=int, default=512)
@@ -38,31 +48,94 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--save-steps", type=int, default=100)
     p.add_argument("--max-samples", type=int, help="use only the first N records/blocks")
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false",
+                   help="data in file order (with --lora-dropout 0 the run is deterministic)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", dest="resume", action="store_true", default=None,
-                   help="continue from the last checkpoint (the default when one exists)")
-    g.add_argument("--restart", dest="resume", action="store_false", help="delete old checkpoints and start over")
+    g.add_argument("--resume", nargs="?", const="yes", default="auto", choices=RESUME_CHOICES,
+                   help="auto (default): resume the checkpoints of the same job, start other jobs fresh; "
+                   "yes (also bare --resume): resume or refuse; no: start fresh")
+    g.add_argument("--restart", dest="resume", action="store_const", const="no", help="the same as --resume no")
+    _distributed_arguments(p)
+
+
+def _distributed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deepspeed", help="zero2, zero3 or a DeepSpeed JSON config (under torchrun)")
+    p.add_argument("--streaming", action="store_true", help="stream --data (hub id or local shards); "
+                   "needs --max-steps")
+    p.add_argument("--text-column", default="text", help="PT: the text column of a data set")
+    p.add_argument("--data-workers", type=int, default=0, help="data loader processes tokenizing a stream")
+    p.add_argument("--embedding-stage-steps", type=int, default=0, help="two-stage recipe for a new vocabulary: "
+                   "the first N steps train only the new embedding rows, then LoRA + embed_tokens/lm_head")
     p.add_argument("--no-memory-check", dest="check_memory", action="store_false",
                    help="train even when the memory estimate exceeds the device")
+    p.add_argument("--check-only", action="store_true", help="make every check of the run, as each of --nproc "
+                   "processes would, then stop (what launch.sh runs before torchrun)")
+    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for --check-only / --write-launch")
+    p.add_argument("--write-launch", metavar="DIR", help="write launch.sh and the DeepSpeed/accelerate configs for an "
+                   "--nproc GPU machine into DIR instead of training")
+    p.add_argument("--strategy", choices=("ddp", "zero2", "zero3", "fsdp"), default="zero2",
+                   help="for --write-launch: plain DDP, DeepSpeed ZeRO-2 / ZeRO-3, or FSDP")
+    p.add_argument("--gpu-memory", type=float, metavar="GiB", help="for --write-launch: each GPU's memory, to check "
+                   "the per-GPU estimate against (e.g. 80)")
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """The :class:`FinetuneConfig` of parsed ``finetune`` arguments."""
+    mts = args.modules_to_save
+    mts = () if mts is not None and mts.strip().lower() == "none" else mts
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)} - set(NOT_FLAGS)
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return FinetuneConfig(**{**values, "modules_to_save": mts, "live_plot": False})
+
+
+def _check_only(config: FinetuneConfig, nproc: int) -> int:
+    from .plan import plan_run
+
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: at least one process")
+    launch = launch_context()
+    if not launch.distributed:
+        launch = Launch(0, nproc, 0, nproc)
+    plan_run(config, launch)
+    print(f"finetune settings checked for {nproc} process(es): nothing stops the run")
+    return 0
+
+
+def _write_launch(config: FinetuneConfig, args: argparse.Namespace) -> int:
+    from .launch import write_launch_files
+
+    stage = {"zero2": 2, "zero3": 3}.get(args.strategy)
+    gpu = int(args.gpu_memory * (1 << 30)) if args.gpu_memory else None
+    files = write_launch_files(config, nproc=args.nproc, out_dir=args.write_launch, zero_stage=stage,
+                               fsdp=args.strategy == "fsdp", gpu_bytes=gpu)
+    for path in files.paths:
+        print(f"wrote {path}")
+    if files.memory is not None:
+        print(files.memory.summary())
+    print(f"on the {args.nproc}-GPU machine: bash {files.script}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``python -m helpers finetune``."""
-    mts = args.modules_to_save
-    mts = () if mts is not None and mts.strip().lower() == "none" else mts
-    config = FinetuneConfig(
-        base=args.base, data=args.data, out=args.out, mode=args.mode, template=args.template, tokenizer=args.tokenizer,
-        max_steps=args.max_steps, epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout, target_modules=args.target_modules, modules_to_save=mts,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, max_seq_length=args.max_seq_length,
-        block_size=args.block_size, warmup_ratio=args.warmup_ratio, load_in_4bit=args.load_in_4bit,
-        gradient_checkpointing=args.gradient_checkpointing, precision=args.precision, seed=args.seed,
-        save_steps=args.save_steps, resume=args.resume, check_memory=args.check_memory, max_samples=args.max_samples,
-        live_plot=False)
-    result = finetune(config)
+    from .finetune import finetune
+
+    try:
+        config = config_from_args(args)
+        if args.write_launch:
+            return _write_launch(config, args)
+        if args.check_only:
+            return _check_only(config, args.nproc)
+        result = finetune(config)
+    except UserError as exc:
+        quiet_unless_main(exc)
+        raise
+    if not launch_context().is_main:
+        return 0
     losses = f", loss {result.first_loss:.4f} -> {result.last_loss:.4f}" if result.losses else ""
     resumed = f" (resumed from {Path(result.resumed_from).name})" if result.resumed_from else ""
-    print(f"adapter written to {result.out}: {result.global_step} steps{resumed}{losses}, "
+    procs = f" on {result.world_size} processes" if result.world_size > 1 else ""
+    print(f"adapter written to {result.out}: {result.global_step} steps{procs}{resumed}{losses}, "
           f"{result.tokens_per_second:.0f} tokens/s")
     print(f"merge it with: python -m helpers merge --base {args.base} --lora {result.out} --out MERGED --format hf")
     return 0

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..tokens import build_prompt, get_template
 from ..util import UserError, progress, read_utf8
+from .config import is_hub_dataset
 
 if TYPE_CHECKING:
     from .config import FinetuneConfig
@@ -96,29 +97,55 @@ def group_texts(token_lists: Iterable[Sequence[int]], block_size: int) -> list[l
     return [flat[i:i + block_size] for i in range(0, len(flat) - block_size + 1, block_size)]
 
 
-def build_dataset(config: FinetuneConfig, tokenizer, template=None) -> list[dict]:
-    """Tokenize the run's data into ``{"input_ids", "labels"}`` examples."""
-    if config.mode == "pt":
-        lines = []
-        for file in _files(Path(config.data), (".txt",)):
-            lines += [ln for ln in read_utf8(file, what="UTF-8 text for pre-training").splitlines() if ln.strip()]
-        blocks = group_texts((tokenizer(ln)["input_ids"] for ln in lines), config.block_size)
-        if not blocks:
-            raise UserError(f"{config.data} has fewer than block_size={config.block_size} tokens; "
-                            "add text or lower --block-size")
-        examples = [{"input_ids": b, "labels": list(b)} for b in blocks]
+def read_pt_lines(path: str | Path) -> list[str]:
+    """The non-empty lines of a PT ``.txt`` file or folder of them (JSON is refused: it is SFT data)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in (".json", ".jsonl"):
+        raise UserError(f"{path} is JSON (instruction data?), but --mode pt trains on plain text: give a .txt file "
+                        "or folder, or use --mode sft for Alpaca JSON")
+    lines = []
+    for file in _files(path, (".txt",)):
+        lines += [ln for ln in read_utf8(file, what="UTF-8 text for pre-training").splitlines() if ln.strip()]
+    return lines
+
+
+def _pt_examples(config: FinetuneConfig, tokenizer) -> list[dict]:
+    if is_hub_dataset(config.data):
+        from .records import hub_records
+
+        lines = hub_records(config)
+    else:
+        lines = read_pt_lines(config.data)
+    blocks = group_texts((tokenizer(ln)["input_ids"] for ln in lines), config.block_size)
+    if not blocks:
+        raise UserError(f"{config.data} has fewer than block_size={config.block_size} tokens; "
+                        "add text or lower --block-size")
+    return [{"input_ids": b, "labels": list(b)} for b in blocks]
+
+
+def _sft_examples(config: FinetuneConfig, tokenizer, template) -> list[dict]:
+    if is_hub_dataset(config.data):
+        from .records import hub_records
+
+        records = hub_records(config)[: config.max_samples]
     else:
         records = load_sft_records(config.data)[: config.max_samples]
-        eot = eot_id(tokenizer, template)
-        examples = [tokenize_sft(r, tokenizer, template, max_seq_length=config.max_seq_length, eot=eot)
-                    for r in progress(records, desc="tokenizing", unit="record")]
-        kept = [e for e in examples if any(x != IGNORE for x in e["labels"])]
-        if len(kept) < len(examples):
-            print(f"note: {len(examples) - len(kept)} records whose prompt fills max_seq_length="
-                  f"{config.max_seq_length} were skipped", file=sys.stderr)
-        if not kept:
-            raise UserError("every prompt is longer than --max-seq-length; raise it")
-        examples = kept
+    eot = eot_id(tokenizer, template)
+    examples = [tokenize_sft(r, tokenizer, template, max_seq_length=config.max_seq_length, eot=eot)
+                for r in progress(records, desc="tokenizing", unit="record")]
+    kept = [e for e in examples if any(x != IGNORE for x in e["labels"])]
+    if len(kept) < len(examples):
+        print(f"note: {len(examples) - len(kept)} records whose prompt fills max_seq_length="
+              f"{config.max_seq_length} were skipped", file=sys.stderr)
+    if not kept:
+        raise UserError("every prompt is longer than --max-seq-length; raise it")
+    return kept
+
+
+def build_dataset(config: FinetuneConfig, tokenizer, template=None) -> list[dict]:
+    """Tokenize the run's data (a local file or folder, or a hub data set) into ``{"input_ids", "labels"}``
+    examples, in data order."""
+    examples = _pt_examples(config, tokenizer) if config.mode == "pt" else _sft_examples(config, tokenizer, template)
     return examples[: config.max_samples] if config.max_samples else examples
 
 

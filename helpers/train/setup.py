@@ -1,7 +1,7 @@
 """Plumbing around the transformers Trainer for :func:`helpers.train.finetune`.
 
-Template and precision choice, keywords whose names depend on the transformers version, the resume
-policy of the output folder, and writing the adapter and tokenizer files into it.
+Template and precision choice, loading the base, keywords whose names depend on the transformers version, and
+writing the adapter into the output folder.
 """
 from __future__ import annotations
 
@@ -73,8 +73,13 @@ def load_base(base_dir: Path, *, dtype: Any, load_in_4bit: bool, skip_modules: S
     return AutoModelForCausalLM.from_pretrained(str(base_dir), **load)
 
 
-def version_kwargs(training_arguments: type, *, warmup: float, checkpointing: bool) -> dict:
-    """TrainingArguments keywords whose names changed in transformers 5 (Colab may still ship 4.x)."""
+def version_kwargs(training_arguments: type, *, warmup: float, checkpointing: bool, shuffle: bool = True) -> dict:
+    """TrainingArguments keywords whose names changed in transformers 5 (Colab may still ship 4.x), plus the loss
+    averaged over every token of the global batch (all processes, all accumulation steps) where supported.
+
+    Raises:
+        UserError: ``shuffle=False`` with a transformers that has no sequential sampling option.
+    """
     import inspect
 
     params = inspect.signature(training_arguments.__init__).parameters
@@ -84,54 +89,29 @@ def version_kwargs(training_arguments: type, *, warmup: float, checkpointing: bo
     kw["include_num_input_tokens_seen"] = True
     if "non_padding" in (inspect.getdoc(training_arguments) or ""):
         kw["include_num_input_tokens_seen"] = "non_padding"  # count real tokens, not padding
+    if "average_tokens_across_devices" in params:
+        kw["average_tokens_across_devices"] = True
+    if not shuffle:
+        if "train_sampling_strategy" not in params:
+            raise UserError("--no-shuffle needs a transformers with TrainingArguments(train_sampling_strategy=...): "
+                            "pip install -U transformers")
+        kw["train_sampling_strategy"] = "sequential"
     return kw
 
 
-def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """The Trainer's checkpoints in step order, after removing those a killed run left unfinished (and the
-    temporary folders of :func:`save_adapter`). The Trainer writes ``trainer_state.json`` last, so a checkpoint
-    without a readable one was interrupted while being saved."""
-    for tmp in ckpt_dir.parent.glob(".adapter-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    found = []
-    for d in sorted(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.is_dir() else []:
-        try:
-            step = int(d.name.split("-", 1)[1])
-            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            print(f"note: removing {d.name}, which an interrupted run left incomplete", file=sys.stderr)
-            shutil.rmtree(d, ignore_errors=True)
-            continue
-        found.append((step, d))
-    return [d for _, d in sorted(found)]
-
-
-def prepare_out(out: Path, resume: bool | None) -> str | None:
-    """Return the checkpoint to resume from (or None), applying the resume policy."""
-    ckpt_dir = out / "checkpoints"
-    done = complete_checkpoints(ckpt_dir)
-    last = str(done[-1]) if done else None
-    if resume is True and last is None:
-        raise UserError(f"--resume: no checkpoint in {ckpt_dir}; run without --resume to start")
-    if resume is False and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-        for name in ("loss.csv", "loss.png"):
-            (out / name).unlink(missing_ok=True)
-        return None
-    return last
-
-
-def save_adapter(model, out: Path, *, embeddings_saved: bool) -> None:
+def save_adapter(model, out: Path, *, embeddings_saved: bool, state_dict: dict | None = None) -> None:
     """``save_pretrained`` into a temporary folder, then move each file into ``out`` (config last).
 
     With embed_tokens/lm_head in modules_to_save, only their trained copies are written, under the
     releases' names (``base_model.model.model.embed_tokens.weight``); PEFT would otherwise add the
-    original and wrapped modules of a resized vocabulary as well.
+    original and wrapped modules of a resized vocabulary as well. ``state_dict``: the full weights gathered
+    from the ranks when they are partitioned (DeepSpeed ZeRO-3, FSDP).
     """
     tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out))
     try:
+        extra = {"state_dict": state_dict} if state_dict is not None else {}
         model.save_pretrained(str(tmp), safe_serialization=True,
-                              save_embedding_layers=False if embeddings_saved else "auto")
+                              save_embedding_layers=False if embeddings_saved else "auto", **extra)
         cfg = tmp / "adapter_config.json"
         data = json.loads(cfg.read_text(encoding="utf-8"))
         for key in ("target_modules", "modules_to_save"):  # PEFT keeps them in sets: same run, same bytes
