@@ -1,5 +1,5 @@
-"""Shared pytest fixtures: the offline demo assets and the hub twin (each built once per session), the released
-tokenizers vendored in tests/data, and ../shared fixtures."""
+"""Shared pytest fixtures: the tests' own environment (whatever the shell exports), the offline demo assets and the
+hub twin (each built once per session), the released tokenizers vendored in tests/data, and ../shared fixtures."""
 from __future__ import annotations
 
 import os
@@ -7,13 +7,23 @@ from pathlib import Path
 
 import pytest
 
+import testenv
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 DATA = ROOT / "tests" / "data"
 
-os.environ.setdefault("HELPERS_NO_PROGRESS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ENV = testenv.apply()  # before anything imports huggingface_hub: it reads HF_* once
+
+
+@pytest.fixture(autouse=True)
+def test_env():
+    """Every test starts in the tests' environment (tests/testenv.py: the hub, proxy, CUDA, warning and project
+    variables of the shell replaced), which its subprocesses and kernels inherit; whatever a test changes in
+    ``os.environ`` is undone after it, so no test sees another's leftovers. Returns the environment (a copy)."""
+    testenv.restore(ENV)
+    yield dict(ENV)
+    testenv.restore(ENV)
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +88,17 @@ def hub_env(hub_twin, tmp_path, monkeypatch):
     ``HF_HOME``, online, no local mirror folder. ``huggingface_hub`` reads these once when imported, so its
     offline switch and cache folder are patched too (not its endpoint: ``helpers.hub`` passes ``HF_ENDPOINT``
     explicitly, and direct calls in tests pass ``endpoint=``). Returns the twin."""
+    _online(monkeypatch, hub_twin.endpoint, tmp_path / "hf-home")
+    return hub_twin
+
+
+def _online(monkeypatch, endpoint: str, home: Path) -> None:
+    """This process online, downloading from ``endpoint`` into the empty ``home`` (see :func:`hub_env`)."""
     from huggingface_hub import constants
 
     import hubtwin
 
-    home = tmp_path / "hf-home"
-    monkeypatch.setenv("HF_ENDPOINT", hub_twin.endpoint)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("NO_PROXY", hubtwin.no_proxy_for_loopback())
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -91,4 +106,17 @@ def hub_env(hub_twin, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HOME", str(home))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    return hub_twin
+
+
+STANDIN_TOKENS = {"hf_alice_write_token": "alice"}  # token -> user on the upload stand-in
+
+
+@pytest.fixture
+def hub_standin(tmp_path, monkeypatch):
+    """The hub's write side (``tests/hubstandin.py``) on 127.0.0.1, this process online and pointed at it as
+    :func:`hub_env` does for the twin; user ``alice`` with token ``hf_alice_write_token``. Yields the server."""
+    import hubstandin
+
+    with hubstandin.HubStandIn(STANDIN_TOKENS) as hub:
+        _online(monkeypatch, hub.endpoint, tmp_path / "hf-home")
+        yield hub

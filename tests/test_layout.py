@@ -20,7 +20,7 @@ PACKAGE = ROOT / "helpers"
 # layers freely; never from a higher layer. docs/ARCHITECTURE.md shows the same picture.
 LAYERS = [
     ["util", "disk"],
-    ["env", "device", "catalog"],
+    ["env", "device", "catalog", "hubenv"],
     ["hub", "tokens"],
     ["checkpoint"],
     ["gguf"],
