@@ -36,7 +36,8 @@ unit-hostile: export HELPERS_VERIFY_SHA256 := 0
 unit-hostile: setup
 	@chmod -R u+w $(HOSTILE_HOME) 2>/dev/null; rm -rf $(HOSTILE_HOME); mkdir -p $(HOSTILE_HOME); chmod a-w $(HOSTILE_HOME)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests $(PYTEST_ARGS)
-	@test -z "$$(ls -A $(HOSTILE_HOME))" || { echo "the tests wrote into the exported HF_HOME: $$(ls -A $(HOSTILE_HOME))" >&2; exit 1; }
+	@test -z "$$(ls -A $(HOSTILE_HOME))" || \
+		{ echo "the tests wrote into the exported HF_HOME: $$(ls -A $(HOSTILE_HOME))" >&2; exit 1; }
 
 notebooks: setup
 	NOTEBOOK_SMOKE=1 $(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=900 notebooks $(PYTEST_ARGS)

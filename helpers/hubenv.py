@@ -69,9 +69,10 @@ def token_origin() -> str | None:
     return "the token saved by `hf auth login`" if get_token() else None
 
 
-def token_rejected(exc: BaseException, *, where: str) -> UserError | None:
+def token_rejected(exc: BaseException, *, where: str, origin: str | None = None) -> UserError | None:
     """The error for a 401 answer from ``where`` to a request that carried a token (wrong, expired or revoked),
-    naming where the token came from; ``None`` for any other error (a missing or gated repo included)."""
+    naming where the token came from (``origin``, default :func:`token_origin`); ``None`` for any other error (a
+    missing or gated repo included)."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     if not isinstance(exc, HfHubHTTPError) or isinstance(exc, (GatedRepoError, RepositoryNotFoundError)):
@@ -80,12 +81,12 @@ def token_rejected(exc: BaseException, *, where: str) -> UserError | None:
     if getattr(response, "status_code", None) != 401:
         return None
     sent = getattr(getattr(response, "request", None), "headers", {}).get("authorization")
-    origin = token_origin()
+    origin = origin or token_origin()
     if not sent or origin is None:
         return None
     fix = {"HF_TOKEN": "unset HF_TOKEN (public models need none)",
-           "the HF_TOKEN secret": "replace or delete the secret (Colab: the key icon)"}.get(
-        origin, "remove it (`hf auth logout`)")
+           "the HF_TOKEN secret": "replace or delete the secret (Colab: the key icon)",
+           "the token saved by `hf auth login`": "remove it (`hf auth logout`)"}.get(origin, "give another")
     return UserError(f"{where} rejected {origin} (401: the token is wrong, expired or revoked): {fix}, or set a "
                      f"valid token from {TOKENS_PAGE}")
 

@@ -112,11 +112,12 @@ STANDIN_TOKENS = {"hf_alice_write_token": "alice"}  # token -> user on the uploa
 
 
 @pytest.fixture
-def hub_standin(tmp_path, monkeypatch):
+def hub_standin(request, tmp_path, monkeypatch):
     """The hub's write side (``tests/hubstandin.py``) on 127.0.0.1, this process online and pointed at it as
-    :func:`hub_env` does for the twin; user ``alice`` with token ``hf_alice_write_token``. Yields the server."""
+    :func:`hub_env` does for the twin; user ``alice`` with token ``hf_alice_write_token``. Yields the server.
+    Parametrize it indirectly with ``{"lfs": False}`` for a server that takes every file as a regular one."""
     import hubstandin
 
-    with hubstandin.HubStandIn(STANDIN_TOKENS) as hub:
+    with hubstandin.HubStandIn(STANDIN_TOKENS, **getattr(request, "param", {})) as hub:
         _online(monkeypatch, hub.endpoint, tmp_path / "hf-home")
         yield hub

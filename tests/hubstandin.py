@@ -12,7 +12,7 @@ multi-commit upload and the single ``create_commit``), ``repo_info`` and ``list_
 - the git LFS batch API ``POST /<repo>.git/info/lfs/objects/batch`` (basic transfer: an upload action only for
   objects it does not hold yet), ``PUT /lfs/<oid>`` (the SHA256 of the body is checked) and ``POST /lfs/verify``;
 - ``POST /api/models/<repo>/commit/<rev>``: the NDJSON commit (``file`` base64 contents, ``lfsFile`` references to
-  uploaded objects), applied to the repo.
+  uploaded objects), applied to the repo; ``POST /api/validate-yaml`` (a README's front matter).
 
 Tokens: a request whose ``Authorization`` token is not one of ``tokens`` gets the hub's 401 ``Invalid credentials
 in Authorization header``; writes need a valid token. With ``lfs=False`` every file is committed as a regular
@@ -115,18 +115,6 @@ class HubStandIn:
 
 
 def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
-    routes = [
-        ("GET", re.compile(r"/api/whoami-v2"), _whoami),
-        ("POST", re.compile(r"/api/repos/create"), _create),
-        ("GET", re.compile(rf"/api/models/{_REPO}(?:/revision/[^/]+)?"), _info),
-        ("GET", re.compile(rf"/api/models/{_REPO}/tree/[^/]+(?:/.*)?"), _tree),
-        ("POST", re.compile(rf"/api/models/{_REPO}/preupload/[^/]+"), _preupload),
-        ("POST", re.compile(rf"/{_REPO}\.git/info/lfs/objects/batch"), _batch),
-        ("PUT", re.compile(r"/lfs/(?P<oid>[0-9a-f]{64})"), _put_object),
-        ("POST", re.compile(r"/lfs/verify"), _verify),
-        ("POST", re.compile(rf"/api/models/{_REPO}/commit/[^/]+"), _commit),
-    ]
-
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -140,7 +128,7 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             if user is _BAD_TOKEN:
                 status, reply, headers = 401, {"error": INVALID}, {"X-Error-Message": INVALID}
             else:
-                for method, pattern, handle in routes:
+                for method, pattern, handle in _ROUTES:
                     m = pattern.fullmatch(path)
                     if method == self.command and m:
                         with hub.lock:
@@ -287,6 +275,35 @@ def _commit(hub: HubStandIn, m: dict, user, body: bytes) -> tuple[int, dict]:
     repo.commits.append({"summary": header["summary"], "paths": sorted(changes)})
     return 200, {"success": True, "commitOid": repo.sha, "commitUrl": f"{hub.endpoint}/{repo.repo_id}/commit/"
                  f"{repo.sha}", "pullRequestUrl": None}
+
+
+def _validate_yaml(hub: HubStandIn, m: dict, user, body: bytes) -> tuple[int, dict]:
+    """A README's front matter must be a YAML mapping (the hub checks more: its fields' types and values)."""
+    import yaml
+
+    text = json.loads(body)["content"]
+    front = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    try:
+        meta = yaml.safe_load(front.group(1)) if front else {}
+    except yaml.YAMLError as exc:
+        return 400, {"errors": [{"message": f"invalid YAML: {exc}"}]}
+    if not isinstance(meta, dict):
+        return 400, {"errors": [{"message": "the metadata is not a mapping"}]}
+    return 200, {"errors": [], "warnings": []}
+
+
+_ROUTES = [  # method, path, handler(hub, path groups, user, body) -> (status, reply)
+    ("GET", re.compile(r"/api/whoami-v2"), _whoami),
+    ("POST", re.compile(r"/api/repos/create"), _create),
+    ("GET", re.compile(rf"/api/models/{_REPO}(?:/revision/[^/]+)?"), _info),
+    ("GET", re.compile(rf"/api/models/{_REPO}/tree/[^/]+(?:/.*)?"), _tree),
+    ("POST", re.compile(rf"/api/models/{_REPO}/preupload/[^/]+"), _preupload),
+    ("POST", re.compile(rf"/{_REPO}\.git/info/lfs/objects/batch"), _batch),
+    ("PUT", re.compile(r"/lfs/(?P<oid>[0-9a-f]{64})"), _put_object),
+    ("POST", re.compile(r"/lfs/verify"), _verify),
+    ("POST", re.compile(rf"/api/models/{_REPO}/commit/[^/]+"), _commit),
+    ("POST", re.compile(r"/api/validate-yaml"), _validate_yaml),
+]
 
 
 def tree(folder: str | Path) -> dict[str, bytes]:

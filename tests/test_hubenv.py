@@ -60,7 +60,8 @@ def test_this_process_and_its_children_run_in_it(test_env):
         {k: v for k, v in test_env.items() if testenv.is_cleared(k)}
     from huggingface_hub import constants
 
-    assert constants.HF_HUB_OFFLINE and constants.HF_HOME == str(home) and constants.ENDPOINT == "https://huggingface.co"
+    assert constants.HF_HUB_OFFLINE and constants.HF_HOME == str(home)
+    assert constants.ENDPOINT == "https://huggingface.co"
 
 
 def test_what_a_test_changes_is_undone(monkeypatch):

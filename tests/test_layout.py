@@ -22,7 +22,7 @@ LAYERS = [
     ["util", "disk"],
     ["env", "device", "catalog", "hubenv"],
     ["hub", "tokens"],
-    ["checkpoint"],
+    ["checkpoint", "publish"],
     ["gguf"],
     ["merge", "chat"],
     ["train", "evaluate"],
