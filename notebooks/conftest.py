@@ -114,15 +114,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """Run the notebook with a fresh HF cache, then check its downloads in the twin's log."""
+    """Run the notebook with a fresh HF cache and no outputs of an earlier run, then check its downloads in the
+    twin's log."""
+    path = Path(str(item.path))
+    name = path.name
+    if os.environ.get("NOTEBOOK_SMOKE") == "1":  # like a fresh runtime: no outputs of an earlier run to reuse
+        for old in (path.parent / "smoke-output").glob(f"{name[:3]}*"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     twin = getattr(item.config, "_hub_twin", None)
     if twin is None:
         return (yield)
-    path = Path(str(item.path))
-    name = path.name
-    os.environ["HF_HOME"] = str(twin.log.parent / "hf-home" / name)  # like a fresh runtime: nothing cached
-    for old in (path.parent / "smoke-output").glob(f"{name[:3]}*"):  # nor outputs of an earlier run to reuse
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    os.environ["HF_HOME"] = str(twin.log.parent / "hf-home" / name)  # nothing cached
     since = twin.log_size()
     result = yield
     got = {f"{repo}/{file}" for repo, file in twin.downloads(since)}
