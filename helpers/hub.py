@@ -304,10 +304,10 @@ def _remove_cached(path: Path) -> None:
 def _require_online(hub_id: str, what: str) -> None:
     """Refuse in offline mode, naming the variable that set it, and fail at once (not after a minute of retries)
     when the hub's name does not resolve."""
-    from huggingface_hub import is_offline_mode
+    from huggingface_hub import constants
 
     setting = offline_setting()
-    if setting is not None or is_offline_mode():  # is_offline_mode: what huggingface_hub read when imported
+    if setting is not None or constants.HF_HUB_OFFLINE:  # what huggingface_hub read when it was imported
         raise offline_error(f"{what} {hub_id!r}", setting)
     _check_reachable(hub_id)
 

@@ -122,6 +122,7 @@ def test_a_killed_save_leaves_no_half_copy_and_resumes(tmp_path):
     assert not (ws / "merged").exists()  # never a half-saved folder under its name
     staged = ws / ".merged.partial"
     assert len(files(staged)) == 2 and not [n for n in os.listdir(staged) if ".tmp-" in n]
+    (staged / "model-00009-of-00009.safetensors").write_bytes(b"from an interrupted save of another version")
     p = cli("save", src, "--to", ws)
     assert p.returncode == 0, p.stderr
     assert "3 file(s)" in p.stdout and "1 copied" in p.stdout  # the two verified files were kept

@@ -170,6 +170,8 @@ def _save_dir(src: Path, final: Path, records: _Records, show: bool | None) -> S
     if partial.exists() and not partial.is_dir():
         remove(partial)
     files = _copy_files([(src / r, partial / r) for r in rels], records, show, src.name)
+    for stray in [p for p in partial.rglob("*") if p.is_file() and p.relative_to(partial) not in set(rels)]:
+        remove(stray)  # left by an interrupted save of another version of the folder
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
     if final.exists():
         os.replace(final, old)
