@@ -6,15 +6,22 @@
 #   make test-fast  the unit tests that need no hub twin, browser or slow enumeration (under 3 minutes)
 # and, for Colab's package versions (ci/colab-constraints.txt):
 #   make colab-versions   the notebooks in smoke mode and the chat box tests in .venv-colab
+# and, for a user's shell at its worst (tests/testenv.py gives the tests an environment of their own):
+#   make unit-hostile     the unit tests with a dead HF_ENDPOINT, offline mode, a read-only HF_HOME and a dummy
+#                         HF_TOKEN exported; they must pass and write nothing into that HF_HOME
 PY := .venv/bin/python
 OUT ?= out/demo
 PYTEST_ARGS ?=
 COLAB_VENV ?= .venv-colab
 COLAB_PY := $(COLAB_VENV)/bin/python
 
+<<<<<<< HEAD
 FAST := not slow and not hub and not browser and not widget
 
 .PHONY: setup demo test test-fast unit notebooks clean colab-env colab-versions
+=======
+.PHONY: setup demo test unit unit-hostile notebooks clean colab-env colab-versions
+>>>>>>> envhyg
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +34,20 @@ test-fast: setup
 
 unit: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile tests $(PYTEST_ARGS)
+
+HOSTILE_HOME := out/hostile-hf-home
+unit-hostile: export HF_ENDPOINT := https://hf-endpoint.invalid
+unit-hostile: export HF_HUB_OFFLINE := 1
+unit-hostile: export TRANSFORMERS_OFFLINE := 1
+unit-hostile: export HF_HOME := $(CURDIR)/$(HOSTILE_HOME)
+unit-hostile: export HF_TOKEN := hf_dummy_token_exported_by_make_unit_hostile
+unit-hostile: export HELPERS_LOCAL_MODELS := /nonexistent/models
+unit-hostile: export HELPERS_VERIFY_SHA256 := 0
+unit-hostile: setup
+	@chmod -R u+w $(HOSTILE_HOME) 2>/dev/null; rm -rf $(HOSTILE_HOME); mkdir -p $(HOSTILE_HOME); chmod a-w $(HOSTILE_HOME)
+	$(PY) -m pytest -q -n 2 --dist loadfile tests $(PYTEST_ARGS)
+	@test -z "$$(ls -A $(HOSTILE_HOME))" || \
+		{ echo "the tests wrote into the exported HF_HOME: $$(ls -A $(HOSTILE_HOME))" >&2; exit 1; }
 
 notebooks: setup
 	NOTEBOOK_SMOKE=1 $(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=900 notebooks $(PYTEST_ARGS)

@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("helpers.train.cli", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
     "expand-vocab": ("helpers.tokens.vocab_cli", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
     "evaluate": ("helpers.evaluate.cli", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
+    "save": ("helpers.publish.save_cli", "copy outputs to a workspace folder (Google Drive): progress, SHA256 "
+                                          "verified, atomic, skipping what is already saved"),
+    "push": ("helpers.publish.cli", "upload outputs (adapter, merged folder, GGUF) to your hub account with a "
+                                    "model card"),
     "pipeline": ("helpers.pipeline.cli", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
 }
 

@@ -18,6 +18,7 @@ from the cache. ``HELPERS_VERIFY_SHA256=0`` skips both checks.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import sys
@@ -25,11 +26,11 @@ from pathlib import Path
 
 from .catalog import ModelEntry, find
 from .env import get_secret
+from .hubenv import (LOCAL_MODELS_ENV, cache_not_writable, offline_error, offline_setting, token_rejected,
+                     unreachable_error)
 from .hubfetch import Remote, RemoteFile, fetch_all, fetch_verified, quiet_hub_logs, retrying
 from .integrity import VERIFY_ENV, Digest, cached_blob, is_verified, remove_cached, verification_enabled
 from .util import UserError, sha256_file
-
-LOCAL_MODELS_ENV = "HELPERS_LOCAL_MODELS"
 
 
 def looks_like_hub_id(ref: str) -> bool:
@@ -286,18 +287,29 @@ def safetensors_file_header(repo_id: str, filename: str, *, what: str = "model")
 
 
 def _require_online(hub_id: str, what: str) -> None:
-    """Refuse in offline mode, and fail at once (not after a minute of retries) when the hub's name does not
-    resolve."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(f"{what} {hub_id!r} is not available offline: download it first or set {LOCAL_MODELS_ENV}")
+    """Refuse in offline mode, naming the variable that set it, and fail at once (not after a minute of retries)
+    when the hub's name does not resolve."""
+    from huggingface_hub import constants
+
+    setting = offline_setting()
+    if setting is not None or constants.HF_HUB_OFFLINE:  # what huggingface_hub read when it was imported
+        raise offline_error(f"{what} {hub_id!r}", setting)
     _check_reachable(hub_id)
 
 
-class _hub_errors:
-    """Turn the hub's errors (gated, missing, unreachable) into one-line :class:`UserError`\\ s."""
+def hub_errors(repo_id: str, what: str, *, action: str = "download") -> contextlib.AbstractContextManager[None]:
+    """A context that turns the hub's errors into one-line :class:`UserError`\\ s naming the cause (offline mode,
+    an ``HF_ENDPOINT`` that does not answer, a read-only ``HF_HOME``, a rejected token, a gated or missing repo);
+    ``action`` (``download``, ``upload``) words them."""
+    return _hub_errors(repo_id, what, action=action)
 
-    def __init__(self, repo_id: str, what: str) -> None:
-        self.repo_id, self.what = repo_id, what
+
+class _hub_errors:
+    """Turn the hub's errors (gated, missing, unreachable, offline, token, cache) into one-line
+    :class:`UserError`\\ s."""
+
+    def __init__(self, repo_id: str, what: str, *, action: str = "download") -> None:
+        self.repo_id, self.what, self.action = repo_id, what, action
 
     def __enter__(self) -> None:
         return None
@@ -305,9 +317,12 @@ class _hub_errors:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is None:
             return False
-        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+        from huggingface_hub import constants
+        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
         where = hub_endpoint() or "huggingface.co"
+        if isinstance(exc, OfflineModeIsEnabled):
+            raise offline_error(f"{self.what} {self.repo_id!r}", offline_setting()) from None
         if isinstance(exc, GatedRepoError):
             raise UserError(
                 f"{self.repo_id} is gated: accept its licence on the hub, then add your token as the HF_TOKEN "
@@ -315,13 +330,17 @@ class _hub_errors:
         if isinstance(exc, RepositoryNotFoundError):
             raise UserError(f"{self.what} {self.repo_id!r} does not exist on {where} (or needs a token); "
                             "check the name") from None
+        named = token_rejected(exc, where=where) or cache_not_writable(
+            exc, roots=(hub_cache_dir(), constants.HF_HUB_CACHE, constants.HF_HOME))
+        if named is not None:
+            raise named from None
         if _NO_CONNECTION & {c.__name__ for c in type(exc).__mro__}:
-            raise hub_unreachable(self.repo_id, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-                                  ) from None
+            raise hub_unreachable(self.repo_id, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__,
+                                  action=self.action) from None
         if isinstance(exc, HfHubHTTPError) or type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore",
                                                                                       "requests"):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"could not download {self.repo_id} from {where}: {first} (check the network, or "
+            raise UserError(f"could not {self.action} {self.repo_id} from {where}: {first} (check the network, or "
                             "HF_ENDPOINT if you use a mirror)") from None
         return False
 
@@ -366,11 +385,10 @@ def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,
 _NO_CONNECTION = {"ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "LocalEntryNotFoundError"}
 
 
-def hub_unreachable(repo_id: str, why: str) -> UserError:
-    """The error for a hub that cannot be reached: what failed and the three ways out."""
-    where = hub_endpoint() or "the Hugging Face hub"
-    return UserError(f"cannot reach {where} to download {repo_id} ({why}); check the network, or set HF_ENDPOINT "
-                     "to a (working) mirror, or give a local folder instead of the hub id")
+def hub_unreachable(repo_id: str, why: str, *, action: str = "download") -> UserError:
+    """The error for a hub that cannot be reached: what failed and the ways out (naming ``HF_ENDPOINT`` when it
+    chose the host)."""
+    return unreachable_error(repo_id, why, endpoint=hub_endpoint(), action=action)
 
 
 def _check_reachable(repo_id: str) -> None:

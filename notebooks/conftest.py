@@ -11,7 +11,10 @@ After each notebook its downloads are read from the server's access log: the fil
 have been downloaded and none that :data:`NOT_DOWNLOADED` names, or the notebook fails.
 
 ``NOTEBOOK_HUB=offline`` keeps the old offline smoke mode (the stand-ins read from a local folder, no server).
-Without ``NOTEBOOK_SMOKE=1`` (the GPU job with real models) nothing here runs.
+In smoke mode the kernels get the tests' environment (``tests/testenv.py``), whatever the shell exports: no user
+``HF_ENDPOINT``, offline mode, ``HF_HOME``, token, proxy, ``CUDA_VISIBLE_DEVICES``, ``PYTHONWARNINGS`` or
+``HELPERS_*`` reaches them; ``NOTEBOOK_SMOKE`` and ``NOTEBOOK_HUB`` are kept, as they choose the run.
+Without ``NOTEBOOK_SMOKE=1`` (the GPU job with real models, which needs its ``HF_TOKEN``) nothing here runs.
 """
 from __future__ import annotations
 
@@ -28,6 +31,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_SWITCHES = ("NOTEBOOK_SMOKE", "NOTEBOOK_HUB")  # what the command line chose; every other variable is the tests'
+
+if os.environ.get("NOTEBOOK_SMOKE") == "1":  # before any kernel starts or anything imports huggingface_hub
+    sys.path[:0] = [str(ROOT / "tests")]
+    import testenv
+
+    testenv.apply(keep=RUN_SWITCHES)
 
 # notebook -> (hub id, file) its smoke defaults must download
 EXPECTED: dict[str, list[tuple[str, str]]] = {
@@ -75,7 +85,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if not _enabled(config):
         return
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    sys.path[:0] = [str(ROOT)]
     import hubtwin
     from helpers.demo import use_demo_assets
 
@@ -104,15 +114,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """Run the notebook with a fresh HF cache, then check its downloads in the twin's log."""
+    """Run the notebook with a fresh HF cache and no outputs of an earlier run, then check its downloads in the
+    twin's log."""
+    path = Path(str(item.path))
+    name = path.name
+    if os.environ.get("NOTEBOOK_SMOKE") == "1":  # like a fresh runtime: no outputs of an earlier run to reuse
+        for old in (path.parent / "smoke-output").glob(f"{name[:3]}*"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     twin = getattr(item.config, "_hub_twin", None)
     if twin is None:
         return (yield)
-    path = Path(str(item.path))
-    name = path.name
-    os.environ["HF_HOME"] = str(twin.log.parent / "hf-home" / name)  # like a fresh runtime: nothing cached
-    for old in (path.parent / "smoke-output").glob(f"{name[:3]}*"):  # nor outputs of an earlier run to reuse
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    os.environ["HF_HOME"] = str(twin.log.parent / "hf-home" / name)  # nothing cached
     since = twin.log_size()
     result = yield
     got = {f"{repo}/{file}" for repo, file in twin.downloads(since)}

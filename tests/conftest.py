@@ -1,5 +1,5 @@
-"""Shared pytest fixtures: the offline demo assets and the hub twin (each built once per session), the released
-tokenizers vendored in tests/data, and ../shared fixtures."""
+"""Shared pytest fixtures: the tests' own environment (whatever the shell exports), the offline demo assets and the
+hub twin (each built once per session), the released tokenizers vendored in tests/data, and ../shared fixtures."""
 from __future__ import annotations
 
 import os
@@ -7,16 +7,26 @@ from pathlib import Path
 
 import pytest
 
+import testenv
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 DATA = ROOT / "tests" / "data"
 
-os.environ.setdefault("HELPERS_NO_PROGRESS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ENV = testenv.apply()  # before anything imports huggingface_hub: it reads HF_* once
 
 
-HUB_FIXTURES = {"hub_twin", "hub_env", "twin_env"}
+@pytest.fixture(autouse=True)
+def test_env():
+    """Every test starts in the tests' environment (tests/testenv.py: the hub, proxy, CUDA, warning and project
+    variables of the shell replaced), which its subprocesses and kernels inherit; whatever a test changes in
+    ``os.environ`` is undone after it, so no test sees another's leftovers. Returns the environment (a copy)."""
+    testenv.restore(ENV)
+    yield dict(ENV)
+    testenv.restore(ENV)
+
+
+HUB_FIXTURES = {"hub_twin", "hub_env", "twin_env", "hub_standin"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -88,12 +98,17 @@ def hub_env(hub_twin, tmp_path, monkeypatch):
     ``HF_HOME``, online, no local mirror folder. ``huggingface_hub`` reads these once when imported, so its
     offline switch and cache folder are patched too (not its endpoint: ``helpers.hub`` passes ``HF_ENDPOINT``
     explicitly, and direct calls in tests pass ``endpoint=``). Returns the twin."""
+    _online(monkeypatch, hub_twin.endpoint, tmp_path / "hf-home")
+    return hub_twin
+
+
+def _online(monkeypatch, endpoint: str, home: Path) -> None:
+    """This process online, downloading from ``endpoint`` into the empty ``home`` (see :func:`hub_env`)."""
     from huggingface_hub import constants
 
     import hubtwin
 
-    home = tmp_path / "hf-home"
-    monkeypatch.setenv("HF_ENDPOINT", hub_twin.endpoint)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("NO_PROXY", hubtwin.no_proxy_for_loopback())
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -105,23 +120,32 @@ def hub_env(hub_twin, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def twin_env(hub_twin, tmp_path_factory):
-    """This process pointed at the hub twin for a whole module, with one download cache; published SHA256 sums are
-    not checked (the stand-ins are not the releases the authors published sums for)."""
-    from huggingface_hub import constants
+def twin_home(tmp_path_factory) -> Path:
+    """One download cache for a whole test module (``twin_env``)."""
+    return tmp_path_factory.mktemp("hf-home")
 
-    import hubtwin
+
+@pytest.fixture
+def twin_env(hub_twin, twin_home, monkeypatch):
+    """As :func:`hub_env`, with one download cache for the whole module; published SHA256 sums are not checked (the
+    stand-ins are not the releases the authors published sums for)."""
     from helpers import hub
 
-    home = tmp_path_factory.mktemp("hf-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_ENDPOINT", hub_twin.endpoint)
-        mp.setenv("NO_PROXY", hubtwin.no_proxy_for_loopback())
-        mp.setenv("HF_HOME", str(home))
-        mp.delenv("HF_HUB_OFFLINE", raising=False)
-        mp.delenv("HELPERS_LOCAL_MODELS", raising=False)
-        mp.setattr(constants, "HF_HUB_OFFLINE", False)
-        mp.setattr(constants, "HF_HOME", str(home))
-        mp.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-        mp.setattr(hub, "verify_published", lambda entry, folder: 0)
-        yield hub_twin
+    _online(monkeypatch, hub_twin.endpoint, twin_home)
+    monkeypatch.setattr(hub, "verify_published", lambda entry, folder: 0)
+    return hub_twin
+
+
+STANDIN_TOKENS = {"hf_alice_write_token": "alice"}  # token -> user on the upload stand-in
+
+
+@pytest.fixture
+def hub_standin(request, tmp_path, monkeypatch):
+    """The hub's write side (``tests/hubstandin.py``) on 127.0.0.1, this process online and pointed at it as
+    :func:`hub_env` does for the twin; user ``alice`` with token ``hf_alice_write_token``. Yields the server.
+    Parametrize it indirectly with ``{"lfs": False}`` for a server that takes every file as a regular one."""
+    import hubstandin
+
+    with hubstandin.HubStandIn(STANDIN_TOKENS, **getattr(request, "param", {})) as hub:
+        _online(monkeypatch, hub.endpoint, tmp_path / "hf-home")
+        yield hub

@@ -51,7 +51,7 @@ def test_the_notebook_displays_chat_widget_on_the_loaded_model():
     assert any("bot = load_backend(" in "".join(c["source"]) for c in nb["cells"][:at])
 
 
-def test_chat_widget_streams_in_the_browser(tmp_path):
+def test_chat_widget_streams_in_the_browser(tmp_path, test_env):
     chromium = find_chromium()
     if chromium is None:
         skip_or_fail("no Chromium found: apt-get install chromium (scripts/setup.sh does as root) or set CHROMIUM")
@@ -64,9 +64,11 @@ def test_chat_widget_streams_in_the_browser(tmp_path):
     nb["cells"] = nb["cells"][: at + 1]
     (tmp_path / "chat.ipynb").write_text(json.dumps(nb), encoding="utf-8")
     _lab_settings(tmp_path / ".jupyter" / "settings")
-    env = {**os.environ, "NOTEBOOK_SMOKE": "1", "HELPERS_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1",
+    # the tests' environment (no HF_ENDPOINT, offline, an empty HF_HOME, whatever the shell exports): smoke mode reads
+    # the demo stand-ins from a local folder
+    env = {**test_env, "NOTEBOOK_SMOKE": "1", "HELPERS_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1",
            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), test_env.get("PYTHONPATH")]))}
     with jupyter_server(frontend, tmp_path, env=env) as server, chromium_page(chromium, tmp_path / "profile") as page:
 
         def context() -> str:

@@ -20,9 +20,9 @@ PACKAGE = ROOT / "helpers"
 # layers freely; never from a higher layer. docs/ARCHITECTURE.md shows the same picture.
 LAYERS = [
     ["util", "disk"],
-    ["env", "device", "catalog", "integrity"],
+    ["env", "device", "catalog", "integrity", "hubenv"],
     ["hub", "hubfetch", "tokens"],
-    ["checkpoint"],
+    ["checkpoint", "publish"],
     ["gguf"],
     ["merge", "chat"],
     ["train", "evaluate"],

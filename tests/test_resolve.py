@@ -37,7 +37,8 @@ def test_mirror_and_catalog_names_resolve_offline(demo, monkeypatch):
     assert resolve_model("hfl/chinese-alpaca-2-lora-7b") == demo / "chinese-alpaca-2-lora-7b"
     assert resolve_model("chinese-alpaca-2-7b") == demo / "chinese-alpaca-2-7b"  # catalog name -> hub id -> mirror
     assert resolve_model(demo / "llama-7b") == demo / "llama-7b"
-    with pytest.raises(UserError, match="not available offline"):
+    with pytest.raises(UserError, match=r"^HF_HUB_OFFLINE=1 is set: unset it to download model 'someone/not-mirrored', "
+                                        r"or give a local folder"):
         resolve_model("someone/not-mirrored")
     with pytest.raises(UserError, match="not found"):
         resolve_model("./no/such/folder")

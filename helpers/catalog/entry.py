@@ -11,6 +11,12 @@ GENERATIONS = ("v1", "v2", "v3", "ocl", "original")
 FAMILIES = ("llama", "llama2", "llama3")
 TEMPLATES = ("alpaca", "llama2-zh", "llama3", "raw")
 
+# The licence a release's weights carry is its family's (a LoRA merged into Llama-2 is a Llama-2 derivative; the
+# Chinese-LLaMA-Alpaca projects ask users to follow it): the id a model card's ``license:`` field takes, and its name.
+LICENSES = {"llama": ("other", "LLaMA model licence (Meta; non-commercial research use only)"),
+            "llama2": ("llama2", "Llama 2 Community License"),
+            "llama3": ("llama3", "Meta Llama 3 Community License")}
+
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?B$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -100,6 +106,11 @@ class ModelEntry:
                     or "factor" not in self.rope_scaling:
                 raise bad("rope_scaling must be a dict with 'type' and 'factor'")
             object.__setattr__(self, "rope_scaling", dict(self.rope_scaling))
+
+    @property
+    def license(self) -> tuple[str, str]:
+        """``(hub licence id, licence name)`` of the weights (the family's, :data:`LICENSES`)."""
+        return LICENSES[self.family]
 
     @property
     def is_instruct(self) -> bool:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from ..env import in_colab
+from ..publish import copy_to_workspace
 from ..tokens import generation_defaults, get_template, ollama_template
 from ..util import UserError, atomic_path, human_bytes, remove, tmp_name, write_sha256_listing
 from .metadata import read_metadata
@@ -107,18 +107,23 @@ def split_gguf(path: str | Path, max_size: int) -> list[Path]:
     return out
 
 
+DRIVE_ROOT = "/content/drive/MyDrive"  # where Colab mounts the user's Drive
+
+
 def export_file(path: str | Path, *, to_drive: bool = False, download: bool = False, split_gb: float | None = None,
-                drive_dir: str = "chinese-llama-alpaca") -> list[Path]:
+                drive_dir: str = "chinese-llama-alpaca", drive_root: str | Path = DRIVE_ROOT) -> list[Path]:
     """Show a file's size, optionally split it, copy it to Google Drive and/or download it (Colab only).
 
     Sidecar files (``.Modelfile``, ``.sha256``) travel with the GGUF. Outside Colab it only reports the path.
 
     Args:
         path: the file to export.
-        to_drive: copy to ``/content/drive/MyDrive/<drive_dir>/`` (Drive must be mounted).
+        to_drive: copy to ``/content/drive/MyDrive/<drive_dir>/`` (Drive must be mounted), through
+            :func:`helpers.publish.copy_to_workspace`.
         download: start a browser download through ``google.colab.files.download``.
         split_gb: split a GGUF larger than this many GiB into ``-0000i-of-0000N.gguf`` shards first.
         drive_dir: folder under MyDrive.
+        drive_root: where Drive is mounted.
     Returns:
         the local files that were exported.
     """
@@ -144,15 +149,12 @@ def export_file(path: str | Path, *, to_drive: bool = False, download: bool = Fa
         print(f"  saved at {path.resolve()}")
         return files
     if to_drive:
-        root = Path("/content/drive/MyDrive")
+        root = Path(drive_root)
         if not root.is_dir():
             print("  Google Drive is not mounted: run `from google.colab import drive; drive.mount('/content/drive')`")
         else:
-            dest = root / drive_dir
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in [*files, *extras]:
-                shutil.copy2(f, dest / f.name)
-            print(f"  copied to {dest}")
+            for f in [*files, *extras]:  # progress, SHA256 read back, atomic; what is already there is kept
+                print(f"  {copy_to_workspace(f, root / drive_dir)}")
     if download:
         from google.colab import files as colab_files  # type: ignore[import-not-found]
 
