@@ -111,7 +111,7 @@ def test_speculative_decoding_gets_the_templated_prompt(monkeypatch):
     monkeypatch.setattr(chat, "load_backend", lambda *a, **kw: "draft")
     monkeypatch.setattr(chat, "speculative_generate", lambda bot, draft, prompt, **kw: seen.update(p=prompt) or ("", {}))
     stage = ChatStage(prompt="你好")
-    chat.ChatSession(stage, chat.ChatJob("transformers", None, "chinese-alpaca-2-1.3b", None), Bot()).speculative()
+    chat.ChatSession(stage, chat.ChatJob("m", "transformers", None, "chinese-alpaca-2-1.3b", None), Bot()).speculative()
     assert seen["p"] == "[INST] 你好 [/INST]"
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .card import ModelCard, describe_model
 from .convert import convert_hf_to_gguf, convert_to_gguf_files, gguf_bytes, gguf_sidecars, write_gguf
-from .export import export_file, modelfile_path, ollama_command, split_gguf, write_checksum, write_modelfile
+from .export import DRIVE_ROOT, export_file, modelfile_path, ollama_command, split_gguf, write_checksum, write_modelfile
 from .hparams import rope_settings
 from .imatrix import read_imatrix
 from .layout import data_bytes, gguf_names, requantized_bytes, tensor_nbytes, tensor_types
@@ -29,7 +29,7 @@ from .types import BITS_PER_WEIGHT, DEFAULT_QUANT, FLOAT_TYPES, FTYPES, NEEDS_IM
 from .vocab import add_tokenizer, bpe_vocab, sentencepiece_vocab
 
 __all__ = [
-    "BITS_PER_WEIGHT", "DEFAULT_QUANT", "FLOAT_TYPES", "FTYPES", "GGUFSink", "LLAMA_CPP_VERSION", "ModelCard",
+    "BITS_PER_WEIGHT", "DRIVE_ROOT", "DEFAULT_QUANT", "FLOAT_TYPES", "FTYPES", "GGUFSink", "LLAMA_CPP_VERSION", "ModelCard",
     "NEEDS_IMATRIX", "SERVER_MODULES", "WRITE_TYPES", "add_tokenizer", "bpe_vocab", "check_gguf",
     "colab_install_llama_cpp",
     "convert_hf_to_gguf", "convert_to_gguf_files", "data_bytes", "describe_model", "export_file", "gguf_bytes",

@@ -32,6 +32,7 @@ from ..tokens import tokenizer_files
 from ..util import UserError, read_json, remove, sample_digest
 from .inputs import MergeInputs
 from .options import MergeOptions
+from .sources import SourceFiles
 
 JOB_KEY = "helpers.merge.job"  # GGUF metadata key: the job as a JSON string
 
@@ -70,6 +71,11 @@ def input_fingerprint(inputs: MergeInputs) -> list[dict]:
 
 def job_identity(inputs: MergeInputs, options: MergeOptions) -> dict:
     """What makes two merges the same job: the inputs by content and every option that changes the output."""
+    return {"inputs": input_fingerprint(inputs), "options": job_options(options)}
+
+
+def job_options(options: MergeOptions) -> dict:
+    """The options of a job record: every option that changes the output."""
     opts: dict = {"format": options.fmt, "outtype": options.outtype}
     if options.fmt != "gguf":  # SHA256SUMS lives inside the folder; a GGUF's .sha256 is beside it, not in it
         opts["sha256"] = options.write_sha256
@@ -79,7 +85,25 @@ def job_identity(inputs: MergeInputs, options: MergeOptions) -> dict:
         opts["pth_shards"] = options.pth_shards
     if options.imatrix is not None:
         opts["imatrix"] = sample_digest(Path(options.imatrix))
-    return {"inputs": input_fingerprint(inputs), "options": opts}
+    return opts
+
+
+def made_from(target: Path, options: MergeOptions, sources: list[SourceFiles]) -> bool:
+    """True when ``target`` (a finished output saved earlier, e.g. in a Drive workspace) holds this job as far as can
+    be told before any download: the same options, the same inputs in the same roles, and every file it records
+    with the hub's SHA256 is the file the hub lists under that name now (same size, same digest)."""
+    old = recorded_job(target, options.fmt)
+    if not isinstance(old, dict) or old.get("options") != job_options(options):
+        return False
+    inputs = old.get("inputs") or []
+    if len(inputs) != len(sources):
+        return False
+    for recorded, source in zip(inputs, sources):
+        hub_rows = [r for r in recorded["files"] if str(r[2]).startswith("sha256:")]
+        if not hub_rows or any(source.files.get(name) != size or source.digests.get(name) != digest[7:]
+                               for name, size, digest in hub_rows):
+            return False
+    return True
 
 
 def recorded_job(target: Path, fmt: str) -> dict | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..catalog import ModelEntry, config_of, find
 from ..checkpoint import TensorPlan, llama_plan
-from ..hub import (cached_files, current_hub_id, fetch_file, file_sizes, is_local, safetensors_file_header,
+from ..hub import (cached_files, current_hub_id, fetch_file, file_listing, is_local, safetensors_file_header,
                    safetensors_headers)
 from ..tokens import tokenizer_files
 from ..util import UserError, read_json
@@ -34,6 +34,7 @@ class SourceFiles:
     files: dict[str, int]
     missing: dict[str, int] = field(default_factory=dict)
     estimated: bool = False  # sizes from the catalog's architectures (no listing was available)
+    digests: dict[str, str] = field(default_factory=dict)  # the hub's SHA256 of its LFS files, by name
 
     @property
     def weights(self) -> dict[str, int]:
@@ -110,11 +111,13 @@ def source_files(ref: str | Path, role: str) -> SourceFiles:
     """The files ``ref`` (a folder, a mirrored repo or a hub repo) holds and which are not on this machine yet,
     from the local files or the hub's listing; nothing is downloaded."""
     ref = str(ref)
-    files = file_sizes(ref, what=role)
+    listing = file_listing(ref, what=role)
+    files = {n: size for n, (size, _sha) in listing.items()}
     if is_local(ref):
         return SourceFiles(role, ref, files)
     present = cached_files(ref, list(files))
-    return SourceFiles(role, ref, files, {n: b for n, b in files.items() if n not in present})
+    return SourceFiles(role, ref, files, {n: b for n, b in files.items() if n not in present},
+                       digests={n: sha for n, (_size, sha) in listing.items() if sha})
 
 
 def estimated_source(entry: ModelEntry, role: str, *, lora_rank: int = 64) -> SourceFiles:

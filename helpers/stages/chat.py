@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import catalog
-from ..chat import Backend, chat_widget, load_backend, openai_chat, resolve, speculative_generate, start_openai_server
+from ..chat import Backend, chat_widget, load_backend, serve, speculative_generate
 from ..colab import NO, SLOW, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import CHAT_CONTEXT, GGUFFile, gguf_file, model_files
 from ..util import UserError
@@ -20,6 +20,7 @@ from .form import param
 from .held import hold, release
 from .memory import llama_cpp_needs, transformers_loaded, transformers_needs
 from .needs import GET_GPU, MORE_DISK
+from .workspace import AUTO, WORKSPACE_HELP, Workspace, locate
 
 BACKENDS = ("auto", "transformers", "llama.cpp")
 QUANTIZATIONS = ("4bit", "8bit", "none")
@@ -28,10 +29,11 @@ SERVER_PORT = 8000
 
 @dataclass(frozen=True)
 class ChatJob:
-    """What the run loads: ``backend`` (``llama.cpp`` or ``transformers``), the quantization really used (None:
-    the GGUF's own type, or 16/32-bit), the draft model for speculative decoding (None: none) and the GGUF the
-    server serves (None: no server)."""
+    """What the run loads: ``model`` (found in the workspace, or as given), ``backend`` (``llama.cpp`` or
+    ``transformers``), the quantization really used (None: the GGUF's own type, or 16/32-bit), the draft model for
+    speculative decoding (None: none) and the GGUF the server serves (None: no server)."""
 
+    model: str
     backend: str
     quantization: str | None
     draft: str | None
@@ -67,13 +69,9 @@ class ChatSession:
         if self.job.server is None:
             print("no server: " + self.stage.assignment("start_server", False))
             return None
-        path = self.bot.path if self.job.server == "model" else resolve(self.job.server)[0]
-        server = start_openai_server(path, port=SERVER_PORT)
-        try:
-            return openai_chat(f"http://127.0.0.1:{SERVER_PORT}/v1", [{"role": "user", "content": self.stage.prompt}],
-                               max_tokens=self.stage.max_new_tokens)
-        finally:
-            server.terminate()
+        with serve(self.bot.path if self.job.server == "model" else self.job.server, port=SERVER_PORT) as server:
+            print(f"serving {server.model.name} at {server.url} (OpenAI API)")
+            return server.chat([{"role": "user", "content": self.stage.prompt}], max_tokens=self.stage.max_new_tokens)
 
     def speculative(self) -> dict | None:
         """Speculative decoding of the templated ``PROMPT`` with the planned draft model; its figures, or None when
@@ -113,19 +111,25 @@ class ChatStage(Stage):
     start_server: bool = param(True, "start the OpenAI-compatible server once, as a laptop user would")
     server_model: str = param("chinese-alpaca-2-7b-gguf", "the GGUF the server serves when the chat uses "
                               "transformers")
+    workspace: str = param(AUTO, WORKSPACE_HELP)
 
     def settings(self) -> str:
         return f"{self.model} ({self.backend}, {self.quantization})"
 
+    def located(self, ref: str) -> str:
+        """``ref`` as a path when it names a file another notebook saved in the workspace (else as given)."""
+        return locate(ref, Workspace.of(self.workspace, "."))
+
     # ---------------------------------------------------------------------------------------------------- plan
     def make_plan(self, runtime: Runtime) -> Plan:
-        gguf = gguf_file(self.model)
+        model = self.located(self.model)
+        gguf = gguf_file(model)
         backend = ("llama.cpp" if gguf is not None else "transformers") if self.backend == "auto" else self.backend
         notes: list[str] = []
         if (backend == "transformers") == (gguf is not None):
             kind = "a GGUF" if gguf is not None else "a Hugging Face model"
             return Plan(self, runtime, [Need("back end", f"one that loads {kind}", backend, NO, "")],
-                        ChatJob(backend, None, None, None))
+                        ChatJob(model, backend, None, None, None))
         if backend == "llama.cpp":
             needs, download = llama_cpp_needs(gguf, runtime, "model")
             quant = None
@@ -133,14 +137,14 @@ class ChatStage(Stage):
                 notes.append(f"note: {self.assignment('quantization', self.quantization)} is for transformers; "
                              "the GGUF's own type is used")
         else:
-            needs, download, quant = self._transformers_needs(runtime)
-        draft = self._draft(backend, notes)
+            needs, download, quant = self._transformers_needs(model, runtime)
+        draft = self._draft(model, backend, notes)
         server, server_needs, server_download = self._server(backend, gguf, runtime)
         needs = [bytes_need("disk", download + server_download, runtime.disk, fix=MORE_DISK, detail="downloads"),
                  *needs, *server_needs]
-        return Plan(self, runtime, needs, ChatJob(backend, quant, draft, server), notes)
+        return Plan(self, runtime, needs, ChatJob(model, backend, quant, draft, server), notes)
 
-    def _transformers_needs(self, rt: Runtime) -> tuple[list[Need], int, str | None]:
+    def _transformers_needs(self, model: str, rt: Runtime) -> tuple[list[Need], int, str | None]:
         asked = None if self.quantization == "none" else self.quantization
         needs: list[Need] = []
         if asked and rt.gpu is None:
@@ -149,11 +153,11 @@ class ChatStage(Stage):
         elif asked:
             needs.append(wheel_need("bitsandbytes", rt.bitsandbytes, fix="pip install bitsandbytes"))
         quant = asked if rt.gpu is not None else None
-        loaded = transformers_loaded(self.model, quant, rt)
+        loaded = transformers_loaded(model, quant, rt)
         needs += transformers_needs(loaded, rt, n_ctx=CHAT_CONTEXT, fix="a smaller model or its GGUF with llama.cpp")
         return needs, loaded.download, quant
 
-    def _draft(self, backend: str, notes: list[str]) -> str | None:
+    def _draft(self, model: str, backend: str, notes: list[str]) -> str | None:
         """The draft model speculative decoding will use, or None (why goes into ``notes``)."""
         if not self.draft_model:
             return None
@@ -161,7 +165,7 @@ class ChatStage(Stage):
             notes.append("note: speculative decoding runs on the transformers back end; skipped with llama.cpp")
             return None
         try:
-            ours, theirs = (int(model_files(r).config["vocab_size"]) for r in (self.model, self.draft_model))
+            ours, theirs = (int(model_files(r).config["vocab_size"]) for r in (model, self.draft_model))
         except (UserError, KeyError):
             notes.append(f"note: the draft model {self.draft_model} cannot be read; speculative decoding skipped")
             return None
@@ -178,11 +182,12 @@ class ChatStage(Stage):
         needs = [wheel_need("llama.cpp server", rt.llama_cpp_server, fix="pip install 'llama-cpp-python[server]'")]
         if backend == "llama.cpp":
             return "model", needs, 0
-        served = gguf_file(self.server_model) if self.server_model else None
+        server_model = self.located(self.server_model) if self.server_model else ""
+        served = gguf_file(server_model) if server_model else None
         if served is None:
             return None, needs + [Need("server model", "a GGUF", self.server_model or "none", NO, "")], 0
         server_needs, download = llama_cpp_needs(served, rt.cpu_only(), "server")
-        return self.server_model, needs + [server_needs[1].renamed("RAM (server)")], download
+        return server_model, needs + [server_needs[1].renamed("RAM (server)")], download
 
     def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = [{"backend": "auto"}] if self.backend != "auto" else []
@@ -199,7 +204,7 @@ class ChatStage(Stage):
     def execute(self, plan: Plan) -> ChatSession:
         job: ChatJob = plan.job
         release(self.NOTEBOOK)  # what this notebook's earlier run loaded: the plan counted it as free
-        bot = load_backend(self.model, backend=job.backend, quantization=job.quantization, rope=self.rope or None)
+        bot = load_backend(job.model, backend=job.backend, quantization=job.quantization, rope=self.rope or None)
         hold(self.NOTEBOOK, bot)
         print("template:", bot.template)
         return ChatSession(self, job, bot)

@@ -22,6 +22,7 @@ from .base import Plan, Stage, form_path
 from .form import param
 from .memory import llama_cpp_needs, transformers_loaded, transformers_needs
 from .needs import MORE_DISK
+from .workspace import AUTO, WORKSPACE_HELP, Workspace, locate
 
 # The released Chinese sentencepiece model (Chinese-LLaMA-Alpaca, Apache-2.0) and its SHA256 (tests/data/README.md)
 CHINESE_SP_URL = "https://raw.githubusercontent.com/ymcui/Chinese-LLaMA-Alpaca/main/scripts/merge_tokenizer/chinese_sp.model"
@@ -53,9 +54,13 @@ def fetch_file(ref: str, out_dir: str | Path, *, sha256: str | None = None) -> P
 
 @dataclass(frozen=True)
 class EvalJob:
-    """How the scored model runs: ``llama.cpp`` (a GGUF) or ``transformers``."""
+    """What is measured: the model (found in the workspace, or as given), how it runs (``llama.cpp`` for a GGUF,
+    else ``transformers``), and the text and questions (files in the workspace, or as given)."""
 
+    model: str
     backend: str
+    eval_text: str
+    mc_csv: str
 
 
 @dataclass
@@ -67,7 +72,7 @@ class EvalSession:
 
     def text(self) -> str:
         """The evaluation text: ``EVAL_TEXT``'s file, or a Chinese sample."""
-        path = form_path(self.stage.eval_text)
+        path = form_path(self.job.eval_text)
         return read_utf8(path) if path is not None else default_eval_text()
 
     def expand_vocabulary(self) -> Any:
@@ -79,16 +84,15 @@ class EvalSession:
                             Path(s.output_dir).expanduser() / "merged_tokenizer", sample_text=self.text())
 
     def perplexity(self) -> float:
-        value = perplexity(self.stage.model, self.text(), backend=self.job.backend)
+        value = perplexity(self.job.model, self.text(), backend=self.job.backend)
         print(f"perplexity of {self.stage.model}: {value:.3f}")
         return value
 
     def multiple_choice(self) -> Any:
         """C-Eval-style accuracy on ``MC_CSV`` (None when it is empty)."""
-        if not self.stage.mc_csv:
+        if not self.job.mc_csv:
             return None
-        report = multiple_choice(self.stage.model, self.stage.mc_csv, shots=self.stage.shots,
-                                 backend=self.job.backend)
+        report = multiple_choice(self.job.model, self.job.mc_csv, shots=self.stage.shots, backend=self.job.backend)
         print(f"accuracy {report.accuracy:.3f} on {report.n} questions")
         return report
 
@@ -108,24 +112,27 @@ class EvalStage(Stage):
     mc_csv: str = param("", "multiple-choice items in C-Eval's columns (id,question,A,B,C,D,answer); empty: skip")
     shots: int = param(0, "solved examples before each question", choices=(0, 5))
     output_dir: str = param("/content/vocab_eval", "where the tokenizer and downloads go")
+    workspace: str = param(AUTO, WORKSPACE_HELP)
 
     def settings(self) -> str:
         return f"{self.model} (perplexity" + (f", multiple choice {self.shots}-shot)" if self.mc_csv else ")")
 
     def make_plan(self, runtime: Runtime) -> Plan:
-        gguf = gguf_file(self.model)
+        ws = Workspace.of(self.workspace, self.output_dir)
+        model, text, mc = (locate(r, ws) for r in (self.model, self.eval_text, self.mc_csv))
+        gguf = gguf_file(model)
         window = MC_WINDOW if self.mc_csv else PPL_WINDOW
         if gguf is not None:
             needs, download = llama_cpp_needs(gguf, runtime, "model", n_ctx=window)
             backend = "llama.cpp"
         else:
-            loaded = transformers_loaded(self.model, None, runtime)
+            loaded = transformers_loaded(model, None, runtime)
             needs = transformers_needs(loaded, runtime, n_ctx=window, logits_positions=PPL_WINDOW,
                                        fix="the model's GGUF (llama.cpp), or a smaller model")
             download, backend = loaded.download, "transformers"
         needs.insert(0, bytes_need("disk", download, runtime.disk, fix=MORE_DISK,
                                    detail="downloads; the tokenizers are a few MB"))
-        return Plan(self, runtime, needs, EvalJob(backend))
+        return Plan(self, runtime, needs, EvalJob(model, backend, text, mc))
 
     def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
         gguf = catalog.find(f"{self.model}-gguf")

@@ -127,4 +127,9 @@ class Form:
 
     def assignment(self, attr: str, value: Any) -> str:
         """How a user writes ``attr = value`` in this form: ``NAME='value'``."""
-        return f"{attr.upper()}={value!r}"
+        return assignment(attr, value)
+
+
+def assignment(attr: str, value: Any) -> str:
+    """How a user writes the form field ``attr`` set to ``value``: ``NAME='value'``."""
+    return f"{attr.upper()}={value!r}"

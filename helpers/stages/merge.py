@@ -16,11 +16,14 @@ from ..catalog import ModelEntry
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES
 from ..hub import access_problem
-from ..merge import FORMATS, MergeOptions, MergeResult, ResourcePlan, merge, plan_resources
+from ..gguf import export_file
+from ..merge import FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources
+from ..publish import ReleaseCard
 from ..util import UserError, human_bytes
 from .base import Plan, Stage
 from .form import param
 from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, listing_fallback
+from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, push, push_needs
 
 OUTTYPES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "q3_k_m", "f16", "bf16", "f32")
 LOW_DISK = {"auto": None, "yes": True, "no": False}
@@ -42,7 +45,8 @@ def release_target(entry: ModelEntry, out_dir: str | Path, fmt: str, outtype: st
 
 @dataclass(frozen=True)
 class MergeJob:
-    """What the merge run does: the inputs, the output, and the merge's resource plan (low-disk mode decided)."""
+    """What the merge run does: the inputs, the output, the merge's resource plan (low-disk mode decided), and
+    ``saved``: the same merge already in the workspace (then nothing is downloaded or merged)."""
 
     entry: ModelEntry
     base: str
@@ -51,6 +55,7 @@ class MergeJob:
     target: Path
     options: MergeOptions | None
     resources: ResourcePlan | None
+    saved: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,10 @@ class MergeStage(Stage):
                          choices=OUTTYPES)
     low_disk: str = param("auto", "fetch the base one shard at a time, deleting each once merged (auto: only when "
                           "the full download does not fit)", choices=tuple(LOW_DISK))
-    output_dir: str = param("/content/merged", "where the merged model goes")
-    save_to_drive: bool = param(False, "copy the result to Google Drive")
-    download: bool = param(False, "download the result to your computer (Colab)")
+    output_dir: str = param("/content/merged", "where the merge is written on this runtime")
+    workspace: str = param(AUTO, WORKSPACE_HELP)
+    push_to_hub: str = param("", PUSH_HELP)
+    download: bool = param(False, "also download a GGUF to your computer (Colab)")
 
     def settings(self) -> str:
         return f"{self.model} -> {self.output_format} {self.outtype}"
@@ -105,13 +111,26 @@ class MergeStage(Stage):
         resources = listing_fallback(notes, lambda offline: plan_resources(
             base, loras, patch, options=options, out=target, offline=offline, fresh=runtime.assumed,
             free_disk=runtime.disk, free_ram=runtime.ram, partial=target.with_name(f".{target.name}.partial")))
-        job = MergeJob(entry, base, tuple(loras), patch, target, options, resources)
+        job = MergeJob(entry, base, tuple(loras), patch, target, options, resources, self._saved(target, resources))
+        if job.saved is not None:
+            note = f"{job.saved.name} is in your workspace from an earlier session (the same merge): nothing to do"
+            return Plan(self, runtime, [Need("GPU", "no GPU", runtime.gpu or "none")], job, [note])
         needs = [Need("GPU", "no GPU", runtime.gpu or "none"), *self._access_needs(job), self._disk_need(resources),
                  bytes_need("RAM", resources.ram_bytes, resources.free_ram, fix=MORE_RAM,
-                            detail="peak of the streaming merge")]
+                            detail="peak of the streaming merge"), *push_needs(self.push_to_hub)]
         if self.output_format == "gguf" and self.outtype not in FLOAT_TYPES:
             needs.append(wheel_need("llama.cpp", runtime.llama_cpp, fix=GET_LLAMA))
         return Plan(self, runtime, needs, job, notes + [resources.summary()])
+
+    def workspace_folder(self) -> Workspace:
+        return Workspace.of(self.workspace, self.output_dir)
+
+    def _saved(self, target: Path, resources: ResourcePlan) -> Path | None:
+        """The workspace's copy of this very merge, when an earlier session saved it and the local one is gone."""
+        saved = self.workspace_folder().find(target.name)
+        if saved is None or target.exists() or saved == target:
+            return None
+        return saved if made_from(saved, resources.options, resources.sources) else None
 
     @staticmethod
     def _access_needs(job: MergeJob) -> list[Need]:
@@ -137,6 +156,8 @@ class MergeStage(Stage):
             fixes.append({"low_disk": "yes"})
         if self.low_disk == "yes":
             fixes.append({"low_disk": "auto"})
+        if self.push_to_hub:
+            fixes.append({"push_to_hub": ""})
         if self.output_format == "gguf":
             bits = BITS_PER_WEIGHT[self.outtype]
             smaller = sorted((t for t in OUTTYPES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get, reverse=True)
@@ -148,5 +169,23 @@ class MergeStage(Stage):
     # ---------------------------------------------------------------------------------------------------- run
     def execute(self, plan: Plan) -> MergeResult:
         job: MergeJob = plan.job
-        return merge(job.base, list(job.loras), patch=job.patch, out=job.target, fmt=job.options.fmt,
-                     outtype=job.options.outtype, resources=job.resources)
+        if job.saved is not None:
+            print(f"{job.saved} holds this merge already (saved by an earlier session)")
+            return MergeResult([job.saved], job.entry.vocab_size, 0, already_merged=True)
+        result = merge(job.base, list(job.loras), patch=job.patch, out=job.target, fmt=job.options.fmt,
+                       outtype=job.options.outtype, resources=job.resources)
+        self.keep(job)
+        return result
+
+    def keep(self, job: MergeJob) -> list[Path]:
+        """Save the output to the workspace, push it when asked, download a GGUF when asked; returns where it is."""
+        ws = self.workspace_folder()
+        kept = [s.path for s in ws.save([job.target])] or [job.target]
+        kind = "gguf" if self.output_format == "gguf" else "merged"
+        card = ReleaseCard(job.base, (*job.loras, *([job.patch] if job.patch else [])), kind=kind,
+                           quant=self.outtype if kind == "gguf" else None,
+                           how=f"merged by notebook 01_merge_lora: {self.settings()}")
+        push([job.target], self.push_to_hub, card)
+        if self.download and job.target.is_file():
+            export_file(job.target, download=True)
+        return kept

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .callbacks import in_notebook, loss_figure, read_loss_csv, save_loss_plot, trainer_callbacks, write_loss_csv
 from .compare import Comparison, compare_answers
-from .config import FinetuneConfig, is_hub_dataset
+from .config import RESUME_CHOICES, FinetuneConfig, is_hub_dataset
 from .data import IGNORE, DataCollator, build_dataset, eot_id, group_texts, load_sft_records, pad_id_of, tokenize_sft
 from .dist import Launch, launch_context
 from .finetune import finetune
@@ -31,7 +31,7 @@ from .stats import StageStats, stage_stats
 from .records import hub_records
 from .stream import pack_batch, streamed_examples
 
-__all__ = ["EMBEDDINGS", "IGNORE", "Comparison", "DataCollator", "FinetuneConfig", "FinetuneResult",
+__all__ = ["EMBEDDINGS", "IGNORE", "RESUME_CHOICES", "Comparison", "DataCollator", "FinetuneConfig", "FinetuneResult",
            "Launch", "LaunchFiles", "MemoryEstimate", "ResumePlan", "StageStats", "accelerate_config",
            "build_dataset", "compare_answers", "deepspeed_config", "deepspeed_preset", "detect_device", "eot_id",
            "estimate_memory", "finetune", "group_texts", "hub_records", "in_notebook", "is_hub_dataset",

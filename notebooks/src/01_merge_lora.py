@@ -37,7 +37,7 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids, tiny stand-
     from helpers.demo import use_demo_assets
 
     use_demo_assets()
-    OUTPUT_DIR = "smoke-output/01_merge"
+    OUTPUT_DIR, WORKSPACE = "smoke-output/01_merge", "smoke-output/01_drive"  # a folder standing in for Drive
 
 # %% [markdown]
 # ## Does it fit this runtime?
@@ -53,25 +53,17 @@ from helpers.stages import MergeStage
 plan = MergeStage.from_form(globals()).check()
 
 # %% [markdown]
-# ## Merge
+# ## Merge, and keep the result
 # Runs exactly the plan above (if you changed a parameter since, it checks again first): downloads what is
-# missing (resumable), checks that the LoRA fits the base, then streams the merge, quantizing each tensor as it
-# goes. Rerunning after an interruption resumes; rerunning a finished merge is a no-op.
+# missing (resumable, each file checked against the hub's SHA256), checks that the LoRA fits the base, then
+# streams the merge, quantizing each tensor as it goes. The result is written on this runtime, then copied to
+# your workspace (`WORKSPACE`: your Google Drive in Colab; Colab asks once for access), checked, and pushed to
+# `PUSH_TO_HUB` when you name a repo. Rerunning after an interruption resumes; rerunning a finished merge, even
+# in a new session, finds it in the workspace and does nothing.
 
 # %%
 result = plan.run(globals())
 result
-
-# %% [markdown]
-# ## Save to Drive or download
-# Colab runtimes get recycled: copy the result to Drive before a long download.
-
-# %%
-from helpers.gguf import export_file
-
-for path in result.outputs:
-    if path.suffix == ".gguf":
-        export_file(path, to_drive=SAVE_TO_DRIVE, download=DOWNLOAD)
 
 # %% [markdown]
 # ## Next steps

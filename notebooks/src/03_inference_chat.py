@@ -28,7 +28,7 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
     from helpers.demo import use_demo_assets
 
     use_demo_assets()
-    QUANTIZATION, MAX_NEW_TOKENS = "none", 16
+    QUANTIZATION, MAX_NEW_TOKENS, WORKSPACE = "none", 16, "smoke-output/03_drive"
     if not os.environ.get("HF_ENDPOINT"):  # offline, the demo assets hold no GGUF release repo: make a GGUF
         from helpers.stages import QuantizeStage
 
@@ -37,7 +37,8 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
 
 # %% [markdown]
 # ## Does it fit this runtime?
-# Before any download: the back end (llama.cpp for a GGUF, transformers for an HF model), the quantization that
+# `MODEL` may also name a GGUF or folder that notebooks 01, 02 or 04 saved in your workspace
+# (`chinese-alpaca-2-7b-q4_k_m.gguf`). Before any download: the back end (llama.cpp for a GGUF, transformers for an HF model), the quantization that
 # will be used, the draft model and the server's GGUF, with their memory against what this runtime has. It stops
 # here, naming the parameters to change, when they will not fit. Run all twice: the memory the first run's model
 # holds is counted as free (it is released before loading again).

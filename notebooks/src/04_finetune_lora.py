@@ -14,8 +14,10 @@
 # | disk | 13.5 GB base + a few hundred MB of adapter | 26 GB |
 # | time | about 10 min per 100 steps at batch 1 x 8 | about twice |
 #
-# Data: a JSON list of `{"instruction", "input", "output"}` records (Alpaca format). Upload your
-# file in the Files panel and set `DATA`, or keep `sample` to try it.
+# Data: a JSON list of `{"instruction", "input", "output"}` records (Alpaca format), a hub data set id, or
+# plain text for `pt`. Put your file in your workspace (your Google Drive folder) or upload it in the Files
+# panel and set `DATA`, or keep `sample` to try it. The adapter and the GGUF are saved to your workspace; a
+# rerun continues the same job, and trains from scratch when the data or the settings changed.
 
 # %% [markdown]
 # ## Setup
@@ -31,7 +33,7 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
 
     use_demo_assets()
     LOAD_IN_4BIT, MAX_STEPS, LEARNING_RATE, LORA_R, LORA_ALPHA = False, 6, 1e-3, 8, 16
-    OUTPUT_DIR = "smoke-output/04_finetune"
+    OUTPUT_DIR, WORKSPACE, STRATEGY, GPUS = "smoke-output/04_finetune", "smoke-output/04_drive", "ddp", 2
 
 # %% [markdown]
 # ## Does it fit this runtime?
@@ -47,8 +49,8 @@ plan = FinetuneStage.from_form(globals()).check()
 
 # %% [markdown]
 # ## Train
-# Downloads the base model, then trains; the loss plot updates while it trains; an interrupted run resumes from
-# its last checkpoint.
+# Downloads the base model, then trains; the loss plot updates while it trains. The adapter is saved to your
+# workspace when training ends; an interrupted run continues from its last checkpoint.
 
 # %%
 result = plan.run(globals())
@@ -62,8 +64,18 @@ result
 before, after = plan.stage.compare(result)
 
 # %% [markdown]
-# ## Merge the adapter and write a GGUF
-# The same streaming merge as `01_merge_lora.ipynb`; quantize it with `02_quantize_gguf.ipynb`.
+# ## Merge the adapter into a GGUF
+# The same streaming merge as `01_merge_lora.ipynb`, quantized to `OUTTYPE` in the same pass; saved to your
+# workspace and, with `PUSH_TO_HUB`, uploaded with the adapter.
 
 # %%
-gguf = plan.stage.to_gguf(result)
+gguf = plan.stage.to_gguf(plan, result)
+
+# %% [markdown]
+# ## Outgrow Colab: the same training on N GPUs
+# A rented machine with `GPUS` GPUs runs the same job with `bash launch.sh` (torchrun with DeepSpeed ZeRO-2 as
+# the releases were trained, or DDP, ZeRO-3, FSDP: `STRATEGY`); this writes the script and its configs, and says
+# how much memory each GPU needs.
+
+# %%
+files = plan.stage.outgrow(plan)

@@ -33,7 +33,7 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
     DEMO = use_demo_assets()
     CHINESE_SP_MODEL = str(DEMO / "data" / "chinese_sp.model")
     EVAL_TEXT, MC_CSV = str(DEMO / "data" / "heldout_zh.txt"), str(DEMO / "data" / "ceval_sample.csv")
-    OUTPUT_DIR = "smoke-output/05_vocab_eval"
+    OUTPUT_DIR, WORKSPACE = "smoke-output/05_vocab_eval", "smoke-output/05_drive"
 
 # %% [markdown]
 # ## Does it fit this runtime?

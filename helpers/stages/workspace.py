@@ -1,0 +1,133 @@
+"""Where a notebook's work outlives its Colab runtime: the workspace (a folder on the user's Google Drive in Colab,
+the output folder elsewhere), what each stage saves there and pushes to the hub, and how a later notebook finds it.
+
+Large outputs are written to the runtime's local disk first, then copied to the workspace with a progress bar and a
+SHA256 check (:func:`helpers.publish.copy_to_workspace`); a rerun copies nothing already saved. A name that looks
+like one of the notebooks' outputs (``chinese-alpaca-2-7b-q4_k_m.gguf``) and is found nowhere is refused with the
+notebook (and form values) that make it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import catalog
+from ..colab import NO, Need
+from ..env import get_secret, in_colab
+from ..gguf import DRIVE_ROOT, FLOAT_TYPES, WRITE_TYPES
+from ..publish import NO_TOKEN, ReleaseCard, Saved, copy_to_workspace, push_to_hub
+from ..util import UserError
+from .form import assignment
+
+AUTO = "auto"
+DRIVE_FOLDER = "chinese-llama-notebooks"  # under MyDrive
+WORKSPACE_HELP = ("where your work is kept between Colab sessions: auto = your Google Drive (MyDrive/"
+                  f"{DRIVE_FOLDER}) in Colab, the output folder elsewhere; or any folder")
+PUSH_HELP = ("also upload the result to this hub repo of yours (name or owner/name, private; needs the HF_TOKEN secret "
+             "with write access); empty: no upload")
+CONSENT = ("Colab now asks for access to your Google Drive: allow it, so the results outlive this runtime (it is "
+           "recycled after 12 hours or when idle). To keep them only on this runtime, set WORKSPACE to a local folder.")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folder work is kept in, and whether it is on Google Drive (mounted before use)."""
+
+    folder: Path
+    on_drive: bool
+
+    @classmethod
+    def of(cls, value: str, output_dir: str | Path) -> Workspace:
+        """``WORKSPACE``'s value: ``auto`` (Drive in Colab, else ``output_dir``) or a folder."""
+        drive = Path(DRIVE_ROOT)
+        if value == AUTO:
+            return cls(drive / DRIVE_FOLDER, True) if in_colab() else cls(Path(output_dir).expanduser(), False)
+        folder = Path(value).expanduser()
+        return cls(folder, drive in folder.parents or folder == drive)
+
+    def ready(self) -> None:
+        """Mount Google Drive when the workspace is on it and it is not mounted yet (Colab asks for consent)."""
+        if not self.on_drive or Path(DRIVE_ROOT).is_dir():
+            return
+        if not in_colab():
+            raise UserError(f"the workspace {self.folder} is on Google Drive, which only Colab mounts: set WORKSPACE "
+                            "to a local folder")
+        print(CONSENT)
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount(str(Path(DRIVE_ROOT).parent))
+
+    def save(self, paths: Iterable[Path]) -> list[Saved]:
+        """Copy ``paths`` (files or folders) into the workspace, verified; what is already there is not copied."""
+        saved = []
+        for path in paths:
+            if path.exists() and path.resolve().parent != self.folder.resolve():
+                self.ready()
+                saved.append(copy_to_workspace(path, self.folder))
+                print(saved[-1])
+        return saved
+
+    def find(self, ref: str) -> Path | None:
+        """The file or folder ``ref`` names in the workspace (None: not there, or ``ref`` is a path already)."""
+        if not ref or Path(ref).expanduser().is_absolute():
+            return None
+        candidate = self.folder / ref
+        return candidate if candidate.exists() else None
+
+
+def push_needs(repo_id: str) -> list[Need]:
+    """What pushing to ``repo_id`` needs before anything runs: a token (the HF_TOKEN secret)."""
+    if not repo_id or get_secret("HF_TOKEN"):
+        return []
+    return [Need(f"a token to push to {repo_id}", "the HF_TOKEN secret with write access", "none", NO, NO_TOKEN)]
+
+
+def push(paths: list[Path], repo_id: str, card: ReleaseCard) -> Any:
+    """Upload ``paths`` to the user's hub repo ``repo_id`` with ``card`` (nothing when ``repo_id`` is empty)."""
+    if not repo_id:
+        return None
+    result = push_to_hub(paths, repo_id, card=card)
+    print(result)
+    return result
+
+
+def output_maker(name: str) -> str | None:
+    """Which notebook, with which form values, makes an output called ``name`` (None: not a notebook output)."""
+    m = re.fullmatch(r"(.+)-(" + "|".join(WRITE_TYPES) + r")\.gguf", name)
+    stem, kind = (m.group(1), m.group(2)) if m else tuple((name.rsplit("-", 1) + [""])[:2])
+    base, _, mode = stem.rpartition("-")
+    if mode in ("sft", "pt") and base:
+        mode_of = assignment("mode", mode)
+        return f"04_finetune_lora ({assignment('base_model', base)}, {mode_of}" + (
+            f", {assignment('outtype', kind)})" if m else ")")
+    release = next((e for e in (catalog.find(f"{stem}{s}") for s in ("-lora", "-patch")) if e is not None), None)
+    if release is None:
+        return None
+    model = assignment("model", release.name)
+    if m:
+        also = "" if kind in FLOAT_TYPES else f", or 02_quantize_gguf ({model}, {assignment('quant_types', kind)})"
+        return f"01_merge_lora ({model}, {assignment('outtype', kind)}){also}"
+    if kind in ("hf", "pth"):
+        return f"01_merge_lora ({model}, {assignment('output_format', kind)})"
+    return None
+
+
+def locate(ref: str, workspace: Workspace) -> str:
+    """``ref`` as the stage should read it: an existing path, else the workspace's file of that name, else ``ref``
+    itself (a catalog name or hub id).
+
+    Raises:
+        UserError: ``ref`` is named like a notebook's output and is nowhere: the message names that notebook.
+    """
+    if not ref or Path(ref).expanduser().exists():
+        return ref
+    found = workspace.find(ref)
+    if found is not None:
+        return str(found)
+    maker = output_maker(Path(ref).name)
+    if maker is not None:
+        raise UserError(f"{ref} is neither here nor in your workspace {workspace.folder}: {maker} makes it, into "
+                        "the same workspace")
+    return ref
