@@ -231,11 +231,11 @@ def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_c
 
 
 def compare_quants(f16_gguf: str | Path, quant_paths: Sequence[str | Path], text: str | Path, *,
-                   n_ctx: int = PPL_WINDOW, stride: int = 256) -> list[dict]:
+                   n_ctx: int = PPL_WINDOW, stride: int = 256, n_threads: int | None = None) -> list[dict]:
     """One row per model for the notebooks' table: type, size, perplexity and KL divergence from the F16.
 
     One model is loaded at a time: the F16 first (its log-probabilities are kept in a temporary file, about
-    4 bytes x vocabulary per scored token), then each quant.
+    4 bytes x vocabulary per scored token), then each quant; ``n_threads`` llama.cpp threads (default: one per core).
 
     Returns:
         dicts with ``type``, ``path``, ``size`` (bytes), ``size_gb``, ``ppl``, ``kld``, ``max_kld``, ``top1``;
@@ -248,11 +248,11 @@ def compare_quants(f16_gguf: str | Path, quant_paths: Sequence[str | Path], text
         return {"type": gguf_type(path), "path": str(path), "size": size, "size_gb": size / 1e9, **values}
 
     with tempfile.TemporaryDirectory(prefix="kld-") as tmp:
-        with scoring(f16_gguf, backend="llama.cpp", n_ctx=n_ctx) as scorer:
+        with scoring(f16_gguf, backend="llama.cpp", n_ctx=n_ctx, n_threads=n_threads) as scorer:
             ref = score_reference(scorer, text, n_ctx, stride, tmp)
         rows = [row(f16_gguf, ppl=ref.ppl, kld=0.0, max_kld=0.0, top1=1.0)]
         for path in quant_paths:
-            with scoring(path, backend="llama.cpp", n_ctx=n_ctx) as scorer:
+            with scoring(path, backend="llama.cpp", n_ctx=n_ctx, n_threads=n_threads) as scorer:
                 r = compare_to_reference(ref, scorer)
             rows.append(row(path, ppl=r.ppl_quant, kld=r.mean_kld, max_kld=r.max_kld, top1=r.top1_agreement))
         del ref

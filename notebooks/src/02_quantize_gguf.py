@@ -32,13 +32,15 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins for the same h
     from helpers.demo import use_demo_assets
 
     DEMO = use_demo_assets()
-    MODEL, QUANT_TYPES, OUTPUT_DIR = "chinese-alpaca-2-7b-lora", "q8_0,q4_k_m", "smoke-output/02_quantize"
+    MODEL, QUANT_TYPES, PUBLISHED, QUALITY_TABLE = "chinese-alpaca-2-7b-lora", "q8_0,q4_k_m", "no", True
+    OUTPUT_DIR, WORKSPACE = "smoke-output/02_quantize", "smoke-output/02_drive"
     EVAL_TEXT = str(DEMO / "data" / "heldout_zh.txt")
 
 # %% [markdown]
 # ## Does it fit this runtime?
-# Before any download: where the F16 GGUF comes from (your file, a merge, or a conversion), every output's name
-# and exact size, the disk and RAM, against what this runtime has. It stops here, saying what to change, when
+# Before any download: where the files come from (the authors' published GGUF of a type when there is one, a
+# float GGUF you have or that 01_merge_lora saved in your workspace, a merge, or a conversion), every output's
+# name and size, the disk and RAM, against what this runtime has. It stops here, saying what to change, when
 # they will not fit. (From a terminal: `python -m helpers colab-check 02 --colab cpu --set NAME=VALUE`.)
 
 # %%
@@ -47,9 +49,10 @@ from helpers.stages import QuantizeStage
 plan = QuantizeStage.from_form(globals()).check()
 
 # %% [markdown]
-# ## Make the F16 GGUF and quantize it
-# A LoRA or patch release is merged straight into a GGUF; a full model is converted tensor by tensor; then
-# llama.cpp's quantizer makes each type.
+# ## Make the GGUFs, and keep them
+# The published files are downloaded; otherwise a LoRA or patch release is merged straight into an F16 GGUF, a
+# full model converted tensor by tensor, and llama.cpp's quantizer makes each type. The files are copied to
+# your workspace (checked), pushed to `PUSH_TO_HUB` when you name a repo, and downloaded when asked.
 
 # %%
 result = plan.run(globals())
@@ -57,28 +60,14 @@ print(QuantizeStage.sizes(result))
 
 # %% [markdown]
 # ## Compare quality and size
-# Perplexity (lower is better) on held-out Chinese text and the mean KL divergence of each quant's
-# next-token distribution from the F16 model's (0 means identical).
+# With `QUALITY_TABLE`: perplexity (lower is better) on held-out Chinese text and the mean KL divergence of each
+# type's next-token distribution from the F16 model's (0 means identical), one model in memory at a time.
 
 # %%
-from helpers.evaluate import plot_quant_table
-
 rows = plan.stage.quality(result)
-plot_quant_table(rows)
-
-# %% [markdown]
-# ## Save to Drive or download
-# Each GGUF has a `<file>.Modelfile` (for `ollama create`) and a `.sha256` beside it; the export prints the
-# `ollama create` command.
-
-# %%
-from helpers.gguf import export_file
-
-for path in result.quants.values():
-    export_file(path, to_drive=SAVE_TO_DRIVE, download=DOWNLOAD, split_gb=SPLIT_GB or None)
 
 # %% [markdown]
 # ## Next steps
 # - On a laptop, in the folder holding both files: `ollama create chinese-alpaca-2 -f <file>.Modelfile`, then
 #   `ollama run chinese-alpaca-2`.
-# - `03_inference_chat.ipynb` chats with the GGUF through llama.cpp.
+# - `03_inference_chat.ipynb` chats with a GGUF from your workspace (`MODEL = "<file>.gguf"`).
