@@ -88,3 +88,42 @@ def test_a_second_run_reuses_its_outputs_and_downloads_nothing(session, tmp_path
     after = digests(tmp_path / "rt") | {f"drive/{k}": v for k, v in digests(drive).items()}
     changed = [k for k in before if after.get(k) != before[k] and not k.endswith((".png", ".csv", ".json", ".log"))]
     assert changed == [], changed
+
+
+def test_new_data_trains_from_scratch_in_a_rerun(session, tmp_path, demo):
+    """Notebook 04 rerun with other data in the same place: not resumed at MAX_STEPS from the old checkpoints, but
+    trained from step 1 on the new data, which the run records."""
+    import json
+
+    twin, drive = session
+    run("04_finetune_lora", tmp_path / "rt", WORKSPACE=str(drive))
+    adapter = tmp_path / "rt" / "smoke-output" / "04_finetune" / "chinese-alpaca-2-7b-sft-lora"
+    first = json.loads((adapter / "finetune.json").read_text())
+    records = json.loads((demo / "data" / "sft_zh.json").read_text())[::-1][:40]  # other data, other order
+    (drive / "mine.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    run("04_finetune_lora", tmp_path / "rt", WORKSPACE=str(drive), DATA="mine.json")  # found in the workspace
+    second = json.loads((adapter / "finetune.json").read_text())
+    assert second["resumed_from"] is None and second["global_step"] == first["global_step"]
+    assert second["config"]["data"].endswith("mine.json") and second["first_loss"] != first["first_loss"]
+
+
+def test_the_merge_is_pushed_with_its_model_card(hub_env, hub_standin, tmp_path, monkeypatch):
+    """PUSH_TO_HUB: the output and a model card naming the base, the LoRA, the type and the licence, uploaded to the
+    user's repo (the upload stand-in records what it receives; through git LFS, which it speaks)."""
+    from huggingface_hub import constants
+
+    from helpers.stages import MergeStage
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_ENDPOINT", hub_env.endpoint)
+    plan = MergeStage(output_dir=str(tmp_path / "out"), workspace=str(tmp_path / "drive")).check()
+    result = plan.run()
+    monkeypatch.setenv("HF_ENDPOINT", hub_standin.endpoint)  # uploads go to the write side
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write_token")
+    stage = MergeStage(output_dir=str(tmp_path / "out"), workspace=str(tmp_path / "drive"), push_to_hub="mine")
+    stage.keep(plan.job)
+    files = {k: v.data for k, v in hub_standin.repos["alice/mine"].files.items()}
+    assert files[result.outputs[0].name] == result.outputs[0].read_bytes()
+    card = files["README.md"].decode()
+    for fact in ("meta-llama/Llama-2-7b-hf", "hfl/chinese-alpaca-2-lora-7b", "q4_k_m", "llama2"):
+        assert fact in card, fact

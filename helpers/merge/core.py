@@ -130,7 +130,7 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
           verify_sha256: Mapping[str, str | Collection[str]] | None = None, write_sha256: bool = True,
           progress: bool = True, max_shard_bytes: int | None = None, pth_shards: int | None = None,
           imatrix: str | Path | None = None, low_disk: bool | None = None,
-          resources: ResourcePlan | None = None) -> MergeResult:
+          resources: ResourcePlan | None = None, replace: bool = False) -> MergeResult:
     """Merge ``loras`` (in order) and/or ``patch`` into ``base`` and write the result.
 
     Args:
@@ -144,6 +144,8 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
             tensor as it is merged, exactly as llama.cpp's quantizer would quantize the F16 GGUF).
         resources: the plan of this merge made beforehand (:func:`plan_resources`, as a notebook's check cell makes
             it); it is executed as it is, low-disk mode included, instead of planning again.
+        replace: an output that holds another merge (a notebook's own output of an earlier job, e.g. of an adapter
+            trained again) is replaced instead of refused; the same job is still recognised and kept.
 
     Raises:
         UserError: any problem with the inputs, found before anything is written.
@@ -162,7 +164,7 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
             inputs = open_inputs(base, loras, patch, stream_base=resources is not None and resources.low_disk)
         try:
             job = job_identity(inputs, options)
-            if not overwrite and already_done(target, fmt, job):
+            if not overwrite and already_done(target, fmt, job, replace=replace):
                 print(f"already merged into {target} (use --overwrite to merge again)")
                 return MergeResult([target], 0, 0, seconds=time.time() - t0, peak_rss_bytes=peak_rss(),
                                    already_merged=True)

@@ -140,14 +140,18 @@ def job_difference(old: dict, new: dict) -> str:
     return "another job"
 
 
-def already_done(target: Path, fmt: str, job: dict) -> bool:
-    """True if ``target`` holds this finished job; False if there is nothing there; raise if it holds anything else
-    (an unrelated file, another merge, the same merge of inputs that changed since)."""
+def already_done(target: Path, fmt: str, job: dict, *, replace: bool = False) -> bool:
+    """True if ``target`` holds this finished job; False if there is nothing there (or, with ``replace``, another
+    merge: an earlier job's output that this one replaces); raise if it holds anything else (an unrelated file,
+    another merge, the same merge of inputs that changed since)."""
     if not target.exists():
         return False
     old = recorded_job(target, fmt)
     if old == job:
         return True
+    if replace and old is not None:
+        print(f"{target} holds an earlier merge ({job_difference(old, job)}): replacing it")
+        return False
     if old is None:
         if target.is_dir() and not any(target.iterdir()):
             return False

@@ -147,7 +147,7 @@ class FinetuneStage(Stage):
         workspace, and with the adapter pushed to ``PUSH_TO_HUB`` when asked."""
         job: FinetuneJob = plan.job
         base = str(resolve_model(self.base_model))
-        merge(base, [str(result.adapter_dir)], out=job.gguf, fmt="gguf", outtype=self.outtype)
+        merge(base, [str(result.adapter_dir)], out=job.gguf, fmt="gguf", outtype=self.outtype, replace=True)
         print(job.gguf, human_bytes(job.gguf.stat().st_size))
         self.workspace_folder().save([job.gguf])
         how = f"fine-tuned by notebook 04_finetune_lora: {self.settings()}, {self.max_steps} steps"
