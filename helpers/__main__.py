@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("helpers.train.cli", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
     "expand-vocab": ("helpers.tokens.vocab", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
     "evaluate": ("helpers.evaluate.cli", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
+    "ceval": ("helpers.evaluate.exam_cli", "C-Eval as the releases score it: summary.json / submission.json; "
+                                           "--compare A B for a paired comparison"),
+    "cmmlu": ("helpers.evaluate.exam_cli", "CMMLU as the releases score it: summary.json / submission.json; "
+                                           "--compare A B for a paired comparison"),
     "pipeline": ("helpers.pipeline", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
 }
 

@@ -150,8 +150,10 @@ def _git(repo: Path, *args: str) -> None:
                    env=env, check=True, capture_output=True)
 
 
-def _git_repo(files: Path, repo: Path, hub_id: str) -> list[str]:
-    """Commit ``files`` into a new git repository at ``repo`` (branch main), large files as LFS pointers."""
+def _git_repo(files: Path, repo: Path, hub_id: str, lfs: frozenset[str] | set[str] = frozenset(_LFS_SUFFIXES)
+              ) -> list[str]:
+    """Commit ``files`` into a new git repository at ``repo`` (branch main), files with a suffix in ``lfs`` as
+    LFS pointers."""
     repo.mkdir(parents=True)
     _git(repo, "init", "-q", "-b", "main")
     names = []
@@ -159,7 +161,7 @@ def _git_repo(files: Path, repo: Path, hub_id: str) -> list[str]:
         rel = src.relative_to(files).as_posix()
         dst = repo / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix in _LFS_SUFFIXES:
+        if src.suffix in lfs:
             data = src.read_bytes()
             oid = hashlib.sha256(data).hexdigest()
             obj = repo / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
@@ -201,6 +203,25 @@ def build_mirror_from(root: str | Path, stage: "Callable[[Path], dict[str, Path]
     os.replace(work / "mirror", root)
     shutil.rmtree(work, ignore_errors=True)
     return listing
+
+
+_DATASET_LFS = frozenset({".parquet", ".zip", ".tar", ".gz", ".arrow"})  # the hub's .gitattributes sends these to LFS
+
+
+def add_dataset_repo(mirror: str | Path, hub_id: str, files: str | Path) -> list[str]:
+    """Serve the files of folder ``files`` as the dataset repo ``hub_id`` (``repo_type="dataset"``) from ``mirror``.
+
+    olah looks a repo up in its mirror folder at each request, so a running twin serves it at once. Data files
+    (parquet, archives) are Git LFS objects, as on the hub. An existing repo of that id is replaced. Returns the
+    repo's file names.
+    """
+    repo = Path(mirror) / "datasets" / hub_id
+    work = repo.with_name(repo.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    names = _git_repo(Path(files), work, hub_id, lfs=_DATASET_LFS)
+    shutil.rmtree(repo, ignore_errors=True)
+    os.replace(work, repo)
+    return names
 
 
 # ---------------------------------------------------------------------------------------------------- the server
