@@ -123,9 +123,9 @@ class HFExamScorer(ExamScorer):
 
         self.model, self.tok = model, tokenizer
         # transformers 5 calls the KV cache argument `cache`; earlier versions `past_key_values`
-        params = inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters if model is not None else {}
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        on_gpu = getattr(model.device, "type", "cpu") == "cuda"
+        on_gpu = getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
         self.batch_size = batch_size or (8 if on_gpu and torch.cuda.is_available() else 1)
         if self.batch_size < 1:
             raise UserError(f"batch size must be 1 or more, not {self.batch_size}")
