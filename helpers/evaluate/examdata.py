@@ -102,14 +102,18 @@ def _parquet_table(paths: list[Path]) -> tuple[list[str], list[list[str | None]]
     return header, rows
 
 
-def _items(bench: Benchmark, file: str, header: list[str], rows: list[list[str | None]], *,
-           need_answers: bool) -> tuple[Item, ...]:
-    """The rows of one file as :class:`Item` s, cells rendered per column as pandas typed them."""
-    need = [bench.question, *LETTERS] + ([bench.answer] if need_answers else [])
+def _require_columns(bench: Benchmark, file: str, header: list[str], need: list[str]) -> None:
     missing = [c for c in need if c not in header]
     if missing:
         raise UserError(f"{file} lacks the column(s) {', '.join(missing)}; a {bench.title} file has the columns "
                         f"{bench.question},A,B,C,D,{bench.answer}")
+
+
+def _items(bench: Benchmark, file: str, header: list[str], rows: list[list[str | None]], *,
+           need_answers: bool) -> tuple[Item, ...]:
+    """The rows of one file as :class:`Item` s, cells rendered per column as pandas typed them."""
+    need = [bench.question, *LETTERS] + ([bench.answer] if need_answers else [])
+    _require_columns(bench, file, header, need)
     cols = {c: render_column([r[header.index(c)] for r in rows]) for c in need}
     answers = ([r[header.index(bench.answer)] for r in rows] if bench.answer in header else [None] * len(rows))
     items = []
@@ -309,6 +313,7 @@ def load_exam(bench: Benchmark, data: str | Path | None = None, *, split: str | 
 def _subject(bench: Benchmark, layout: _Layout, key: str, split: str, *, shots: int,
              need_answers: bool) -> SubjectData:
     file, header, rows = layout.table(key, split)
+    _require_columns(bench, file, header, [bench.question, *LETTERS])
     col = header.index(bench.answer) if bench.answer in header else None
     if need_answers and (col is None or not any(r[col] for r in rows)):
         why = (f"{bench.title}'s public {split} split has no answers" if split == "test" and not bench.test_has_answers
