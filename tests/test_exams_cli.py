@@ -176,3 +176,20 @@ def test_bad_input_is_one_error_line(standins, demo, tmp_path, capsys, case):
     errors = [line for line in err if line.startswith("error:")]
     assert rc == 2 and len(errors) == 1 and message in errors[0], err
     assert "Traceback" not in "\n".join(err) and not (out / "summary.json").exists()
+
+
+def test_damaged_download_is_refused_and_removed(exam_hub):
+    """Each LFS file of a data set is checked against the SHA256 the hub lists; a bad copy is removed."""
+    from helpers.hub import resolve_dataset
+    from helpers.util import UserError
+
+    folder = resolve_dataset("haonan-li/cmmlu")
+    assert not list(folder.glob("*.py"))
+    archive = folder / "cmmlu_v1_0_1.zip"
+    blob = archive.resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+    with pytest.raises(UserError, match="does not match the SHA256"):
+        resolve_dataset("haonan-li/cmmlu")
+    assert not archive.exists() and not blob.exists()
+    assert resolve_dataset("haonan-li/cmmlu") == folder and archive.is_file()  # downloaded again

@@ -26,9 +26,12 @@ from .subjects import DATA_DIR, LETTERS, Benchmark, benchmark
 LAYOUTS = ("csv", "parquet", "zip")
 
 
-def _question(rng: random.Random, lines: list[str], numeric: bool) -> tuple[str, list[str], str]:
-    """A question, its four options and the answer letter."""
+def _question(rng: random.Random, lines: list[str], numeric: bool, long: bool) -> tuple[str, list[str], str]:
+    """A question, its four options and the answer letter (``long``: about as long as C-Eval's)."""
     answer = rng.choice(LETTERS)
+    if long:
+        picked = rng.sample(lines, 7)
+        return "".join(picked[:3]) + "根据上文，下列说法正确的是？", picked[3:], answer
     if numeric:  # a numbers-only option column: pandas types it, and prints 2 as 2.0 next to 0.5
         a, b = rng.randint(1, 20), rng.randint(1, 20)
         right = str(a + b) if rng.random() < 0.7 else f"{(a + b) / 2:g}"
@@ -44,13 +47,13 @@ def _question(rng: random.Random, lines: list[str], numeric: bool) -> tuple[str,
     return question, options, answer
 
 
-def _rows(bench: Benchmark, subject: str, split: str, n: int, seed: int) -> list[dict]:
+def _rows(bench: Benchmark, subject: str, split: str, n: int, seed: int, long: bool = False) -> list[dict]:
     lines = [s for s in (DATA_DIR / "corpus_zh.txt").read_text(encoding="utf-8").splitlines() if len(s) > 12]
     rng = random.Random(zlib.crc32(f"{seed}/{bench.name}/{subject}/{split}".encode()))
     numeric = rng.random() < 0.4
     rows = []
     for i in range(n):
-        question, options, answer = _question(rng, lines, numeric)
+        question, options, answer = _question(rng, lines, numeric, long)
         rows.append({"id": i, "question": question, **dict(zip(LETTERS, options)), "answer": answer,
                      "explanation": f"解析{i}" if split == "dev" else ""})
     return rows
@@ -69,9 +72,9 @@ def _csv_text(bench: Benchmark, rows: list[dict], split: str) -> str:
     return buf.getvalue()
 
 
-def _csv_files(bench: Benchmark, subjects: Sequence[str], n: int, seed: int) -> dict[str, str]:
-    return {f"{split}/{bench.file_name(s, split)}": _csv_text(bench, _rows(bench, s, split, 5 if split == "dev" else n,
-                                                                                seed), split)
+def _csv_files(bench: Benchmark, subjects: Sequence[str], n: int, seed: int, long: bool) -> dict[str, str]:
+    return {f"{split}/{bench.file_name(s, split)}":
+            _csv_text(bench, _rows(bench, s, split, 5 if split == "dev" else n, seed, long), split)
             for split in bench.splits for s in subjects}
 
 
@@ -94,7 +97,7 @@ def _parquet(bench: Benchmark, subjects: Sequence[str], n: int, seed: int, out: 
 
 
 def write_standin(out: str | Path, bench: str = "ceval", *, subjects: Sequence[str] | None = None, questions: int = 6,
-                  layout: str = "csv", seed: int = 0) -> Path:
+                  layout: str = "csv", seed: int = 0, long: bool = False) -> Path:
     """Write a stand-in of ``bench`` into the folder ``out`` and return it.
 
     Args:
@@ -104,6 +107,8 @@ def write_standin(out: str | Path, bench: str = "ceval", *, subjects: Sequence[s
         questions: questions per subject in ``val`` / ``test`` (dev always has 5).
         layout: ``csv`` (official), ``parquet`` (C-Eval's hub repo) or ``zip`` (CMMLU's hub repo).
         seed: changes the questions.
+        long: questions of three sentences and sentence-long options, about C-Eval's lengths (the speed
+            benchmark); default: short ones.
     """
     spec = benchmark(bench)
     if layout not in LAYOUTS:
@@ -114,7 +119,7 @@ def write_standin(out: str | Path, bench: str = "ceval", *, subjects: Sequence[s
     if layout == "parquet":
         _parquet(spec, keys, questions, seed, out)
         return out
-    files = _csv_files(spec, keys, questions, seed)
+    files = _csv_files(spec, keys, questions, seed, long)
     if layout == "csv":
         for name, text in files.items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)

@@ -97,9 +97,30 @@ def estimate_time(exam: ExamData, prompts: PromptStyle, *, params_b: float = 7.0
                         runtime=runtime, weights=weights)
 
 
-def params_of(model: Any) -> float | None:
-    """Billions of parameters of a catalog model (its ``size``), else None."""
-    from ..catalog import find
+def plan_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: str | None = None, shots: int = 5,
+              with_prompt: bool = False, style: str = "auto", subjects: Any = None, quantization: str | None = None,
+              runtime: str = "t4", params_b: float | None = None) -> TimeEstimate:
+    """:func:`estimate_time` for a run of :func:`~.exam.run_exam` with these arguments, before loading the model:
+    the data is read (downloaded if needed: a few MB), the prompt style and size come from the catalog (size 7B
+    and v2 prompts when the model is not a catalog release), tokens are estimated from characters.
 
-    entry = find(str(model))
-    return float(entry.size.rstrip("B")) if entry is not None else None
+    Args:
+        model: as for ``run_exam`` (a ``.gguf`` file or a catalog GGUF repo counts as llama.cpp weights).
+        runtime: ``t4`` or ``cpu``.
+        params_b: model size in billions (default: the catalog's, else 7).
+    """
+    from ..catalog import find
+    from .examdata import load_exam
+    from .prompts import PromptStyle, style_for
+    from .published import release_name
+    from .subjects import benchmark
+
+    spec = benchmark(bench)
+    exam = load_exam(spec, data, split=split, subjects=subjects, shots=shots, need_answers=False)
+    entry = find(str(model)) or find(release_name(model))
+    if style == "auto":
+        style = style_for(entry.template if entry else None, llama3_vocab=bool(entry and entry.family == "llama3"))
+    gguf = str(model).lower().endswith(".gguf") or bool(entry and entry.kind == "gguf")
+    weights = "gguf" if gguf else (quantization or "f16")
+    size = params_b or (float(entry.size.rstrip("B")) if entry else 7.0)
+    return estimate_time(exam, PromptStyle(style, spec, with_prompt), params_b=size, runtime=runtime, weights=weights)
