@@ -276,3 +276,28 @@ def _v1_prompts(folder: Path, subject: str, shots: int) -> list[str]:
     return ["Below is an instruction that describes a task. Write a response that appropriately completes the "
             f"request.\n\n### Instruction:\n{hist}{ref._q(row, 'question')}\n答案是什么？ \n\n### Response: "
             for _, row in test.iterrows()]
+
+
+@pytest.mark.parametrize("bits", ["8bit", "4bit"])
+def test_quant_option_loads_through_bitsandbytes(models, data, monkeypatch, bits):
+    """``--quant 8bit|4bit`` (``run_exam(quantization=...)``) loads through helpers.chat's bitsandbytes path (a GPU
+    path: CUDA is faked here, and bitsandbytes' CPU back end computes), and the quantized model is scored as
+    the naive method scores that same model."""
+    import torch
+
+    from helpers.evaluate import PromptStyle, benchmark, load_exam, open_scorer, score_exam
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: "cpu")  # device_map={"": "cpu"}
+    spec = benchmark("ceval")
+    exam = load_exam(spec, data["ceval"], subjects=CEVAL_SUBJECTS[:1], shots=5)
+    with open_scorer(models["v2"], quantization=bits) as (scorer, template, _):
+        kinds = {type(m).__name__ for m in scorer.model.modules()}
+        assert ("Linear8bitLt" if bits == "8bit" else "Linear4bit") in kinds and template == "llama2-zh"
+        result = score_exam(scorer, exam, PromptStyle("v2", spec), show_progress=False)
+        expected = ref.reference(lambda ids: ref.hf_last_logits(scorer.model, ids),
+                                 ref.SentencePieceTokens(models["v2"]), data["ceval"], "ceval", CEVAL_SUBJECTS[:1],
+                                 split="val", shots=5, with_prompt=False, style="v2")
+    got = {(a.subject, a.index): a.scores for a in result.answers}
+    for key, want in expected.items():
+        np.testing.assert_allclose(got[key], want, atol=0.75 if bits == "8bit" else TOL["transformers"])
