@@ -287,6 +287,8 @@ def test_quant_option_loads_through_bitsandbytes(models, data, monkeypatch, bits
 
     from helpers.evaluate import PromptStyle, benchmark, load_exam, open_scorer, score_exam
 
+    import bitsandbytes  # noqa: F401 - imported first, so that it registers its CPU kernels, not CUDA's
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: "cpu")  # device_map={"": "cpu"}
     spec = benchmark("ceval")
