@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                           "verified, atomic, skipping what is already saved"),
     "push": ("helpers.publish.cli", "upload outputs (adapter, merged folder, GGUF) to your hub account with a "
                                     "model card"),
+    "ceval": ("helpers.evaluate.exam_cli", "C-Eval as the releases score it: summary.json / submission.json; "
+                                           "--compare A B for a paired comparison"),
+    "cmmlu": ("helpers.evaluate.exam_cli", "CMMLU as the releases score it: summary.json / submission.json; "
+                                           "--compare A B for a paired comparison"),
     "pipeline": ("helpers.pipeline.cli", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
 }
 

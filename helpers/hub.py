@@ -382,6 +382,38 @@ def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,
     return folder
 
 
+def resolve_dataset(repo_id: str, *, what: str = "data set") -> Path:
+    """A local snapshot of the hub data set ``repo_id`` (``repo_type="dataset"``), downloaded or from the hub
+    cache; its loading script (``*.py``) is never fetched. Each LFS file is checked against the SHA256 the hub
+    lists for it; a mismatch removes the bad copy and is one :class:`UserError`.
+
+    Raises:
+        UserError: offline without a cached copy, not found, unreachable, or a file that does not match.
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    token, endpoint = get_secret("HF_TOKEN"), hub_endpoint()
+    kwargs = {"repo_type": "dataset", "token": token, "endpoint": endpoint, "ignore_patterns": ["*.py"]}
+    if offline_setting() is not None:
+        try:
+            return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+        except Exception:  # noqa: BLE001 - not cached: one line below
+            raise UserError(f"{what} {repo_id!r} is not available offline: download it first, or give the folder "
+                            "of its files") from None
+    _check_reachable(repo_id)
+    with quiet_hub_logs(), _hub_errors(repo_id, what):
+        tree = HfApi(endpoint=endpoint).list_repo_tree(repo_id, repo_type="dataset", recursive=True, token=token)
+        digests = {e.path: e.lfs.sha256 for e in tree if getattr(e, "lfs", None) and not e.path.endswith(".py")}
+        folder = Path(snapshot_download(repo_id, **kwargs))
+    for name, digest in digests.items():
+        path = folder / name
+        if path.is_file() and sha256_file(path) != digest:
+            remove_cached(path)
+            raise UserError(f"{repo_id}/{name} does not match the SHA256 the hub lists for it (damaged download); "
+                            "it was removed, rerun to download it again")
+    return folder
+
+
 _NO_CONNECTION = {"ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "LocalEntryNotFoundError"}
 
 

@@ -182,8 +182,10 @@ def _git(repo: Path, *args: str) -> None:
                    env=env, check=True, capture_output=True)
 
 
-def _git_repo(files: Path, repo: Path, hub_id: str) -> list[str]:
-    """Commit ``files`` into a new git repository at ``repo`` (branch main), large files as LFS pointers."""
+def _git_repo(files: Path, repo: Path, hub_id: str, lfs: frozenset[str] | set[str] = frozenset(_LFS_SUFFIXES)
+              ) -> list[str]:
+    """Commit ``files`` into a new git repository at ``repo`` (branch main), files with a suffix in ``lfs`` as
+    LFS pointers."""
     repo.mkdir(parents=True)
     _git(repo, "init", "-q", "-b", "main")
     names = []
@@ -191,7 +193,7 @@ def _git_repo(files: Path, repo: Path, hub_id: str) -> list[str]:
         rel = src.relative_to(files).as_posix()
         dst = repo / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix in _LFS_SUFFIXES:
+        if src.suffix in lfs:
             data = src.read_bytes()
             oid = hashlib.sha256(data).hexdigest()
             obj = repo / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
@@ -235,22 +237,24 @@ def build_mirror_from(root: str | Path, stage: "Callable[[Path], dict[str, Path]
     return listing
 
 
-def add_dataset_repo(mirror: str | Path, hub_id: str, files: dict[str, str | bytes]) -> Path:
-    """Serve ``files`` (``{path in the repo: text or bytes}``) as the data set repo ``hub_id`` of a built twin, at
-    ``mirror/datasets/<hub id>`` (a running twin serves it at once; olah reads its mirrors on each request). An
-    existing repo of that id is kept as it is, so tests sharing a twin can each add theirs. Returns its folder."""
-    mirror = Path(mirror)
-    repo = mirror / "datasets" / hub_id
+_DATASET_LFS = frozenset({".parquet", ".zip", ".tar", ".gz", ".arrow"})  # the hub's .gitattributes sends these to LFS
+
+
+def add_dataset_repo(mirror: str | Path, hub_id: str, files: str | Path | dict[str, str | bytes]) -> Path:
+    """Serve ``files`` (a folder, or ``{path in the repo: text or bytes}``) as the data set repo ``hub_id`` of a built
+    twin, at ``mirror/datasets/<hub id>``; data files (parquet, archives) are Git LFS objects, as on the hub. A running
+    twin serves it at once (olah reads its mirrors on each request). An existing repo of that id is kept as it is, so
+    tests sharing a twin can each add theirs. Returns its folder."""
+    repo = Path(mirror) / "datasets" / hub_id
     if repo.is_dir():
         return repo
     work = repo.with_name(repo.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    stage = work / "files"
-    for name, data in files.items():
-        (stage / name).parent.mkdir(parents=True, exist_ok=True)
-        (stage / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    (stage / ".gitattributes").write_text(_GITATTRIBUTES, encoding="utf-8")
-    _git_repo(stage, work / "repo", hub_id)
+    source = Path(files) if not isinstance(files, dict) else work / "files"
+    for name, data in (files.items() if isinstance(files, dict) else ()):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    _git_repo(source, work / "repo", hub_id, lfs=_DATASET_LFS | _LFS_SUFFIXES)
     os.replace(work / "repo", repo)
     shutil.rmtree(work, ignore_errors=True)
     return repo

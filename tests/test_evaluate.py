@@ -234,7 +234,8 @@ def _planted(demo: Path, out: Path, letter: str) -> Path:
 
     Channel 0 of the residual stream is held at a constant (embeddings set to 10, no layer writes to it);
     the letter rows of lm_head read only that channel: +50 for the planted letter's in-context token,
-    +20 for the other letters' in-context tokens, -50 for every ``▁X`` variant.
+    +20 for the other letters' in-context tokens, 0 for every ``▁X`` variant (the releases' scoring adds the
+    score of ``encode("X")[0]``, which is ``▁X`` where the vocabulary has it).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -254,7 +255,6 @@ def _planted(demo: Path, out: Path, letter: str) -> Path:
             head[after[c], 0] = 50.0 if c == letter else 20.0
             if c in spaced:
                 head[spaced[c]] = 0.0
-                head[spaced[c], 0] = -50.0
     model.save_pretrained(out)
     _copy_tokenizer(src, out)
     return out
@@ -286,15 +286,18 @@ def test_mc_prompt_format():
     assert chat.rstrip().endswith("[/INST]") and "[INST]" in chat
 
 
-def test_letter_ids_cover_both_sentencepiece_variants(planted_b):
-    from helpers.evaluate import letter_ids, open_model
+def test_letter_ids_are_the_scripts(planted_b):
+    """The ids the releases' scripts read: ``encode("A", add_special_tokens=False)[0]`` and ``encode("：A")[-1]``."""
+    import sentencepiece as spm
 
-    after, spaced = _sp_letter_ids(planted_b)
-    ids = letter_ids(open_model(planted_b))
-    assert spaced  # the demo vocabulary has at least one "▁X" piece
-    for c in "ABCD":
-        assert after[c] in ids[c] and (c not in spaced or spaced[c] in ids[c])
-    assert len({i for v in ids.values() for i in v}) == sum(len(v) for v in ids.values())  # disjoint
+    from helpers.evaluate import letter_ids, open_scorer
+
+    sp = spm.SentencePieceProcessor(model_file=str(planted_b / "tokenizer.model"))
+    with open_scorer(planted_b) as (scorer, _, _):
+        ids = letter_ids(scorer)
+    assert list(ids.bare) == [sp.encode(c)[0] for c in "ABCD"]
+    assert list(ids.cued) == [sp.encode("：" + c)[-1] for c in "ABCD"]
+    assert len(set(ids.cued)) == 4
 
 
 def test_multiple_choice_picks_planted_answer(planted_b, demo, tmp_path):

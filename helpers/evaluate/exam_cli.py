@@ -1,0 +1,95 @@
+"""``python -m helpers ceval|cmmlu --model M [--data DIR|HUB_ID] [--split] [--shots] [--with-prompt] --out DIR``,
+and ``--compare A B`` (two models, or two earlier output folders, on the same questions)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..disk import claim_output
+from ..util import UserError, atomic_path
+from .exam import run_exam
+from .paired import compare_results
+from .prompts import STYLES
+from .published import published_row
+from .results import PREDICTIONS, SUBMISSION, SUMMARY, ExamResult, load_result
+from .subjects import benchmark
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="HF folder, .gguf file, hub id or catalog name")
+    which.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                       help="score two models (or two earlier --out folders) on the same questions and compare them")
+    parser.add_argument("--data", help="folder of the data (official CSV layout, the hub's parquet layout or an "
+                        "archive of it) or a hub data set id (default: ceval/ceval-exam, haonan-li/cmmlu)")
+    parser.add_argument("--split", choices=["val", "test"], help="default: val for C-Eval, test for CMMLU")
+    parser.add_argument("--shots", type=int, default=5, help="solved dev examples per prompt (the releases: 0, 5)")
+    parser.add_argument("--with-prompt", action="store_true", help="wrap prompts in the instruction template "
+                        "(the releases did for Alpaca / Instruct models)")
+    parser.add_argument("--style", default="auto", choices=["auto", *STYLES],
+                        help="whose scripts to follow: v1, v2, v3 (default: from the model)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp"])
+    parser.add_argument("--quant", choices=["8bit", "4bit"], help="bitsandbytes quantization (transformers, GPU)")
+    parser.add_argument("--dtype", help="transformers weights dtype (default: float16 on GPU, float32 on CPU)")
+    parser.add_argument("--gguf-quant", default="q4_k", help="which GGUF of a catalog GGUF repo (default q4_k)")
+    parser.add_argument("--subjects", help="comma-separated subject keys (default: all)")
+    parser.add_argument("--n-ctx", type=int, help="llama.cpp context (default: the model's, at most 4096)")
+    parser.add_argument("--batch-size", type=int, help="questions per forward pass (default 8 on GPU, 1 on CPU)")
+    parser.add_argument("--submission-only", action="store_true",
+                        help="a split without answers (C-Eval test): write only submission.json")
+    parser.add_argument("--out", required=True, help="output folder (summary.json, submission.json, predictions.json)")
+
+
+def _run(args: argparse.Namespace, model: str, out: Path) -> ExamResult:
+    """One model, or an earlier output folder holding predictions.json."""
+    if Path(model).is_dir() and (Path(model) / PREDICTIONS).is_file():
+        print(f"{model}: using its earlier run ({PREDICTIONS})")
+        return load_result(model)
+    subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
+    with claim_output(out / SUMMARY, what="the results", sidecars=[out / SUBMISSION, out / PREDICTIONS]):
+        result = run_exam(model, args.command, data=args.data, split=args.split, shots=args.shots,
+                          with_prompt=args.with_prompt, style=args.style, subjects=subjects, backend=args.backend,
+                          quantization=args.quant, dtype=args.dtype, n_ctx=args.n_ctx, batch_size=args.batch_size,
+                          gguf_quant=args.gguf_quant, submission_only=args.submission_only)
+        written = result.write(out)
+    _report(result, model)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return result
+
+
+def _report(result: ExamResult, model: str) -> None:
+    spec = benchmark(result.benchmark)
+    print(f"{spec.title} {result.split}, {result.shots}-shot, {result.style} prompts"
+          f"{' with the instruction template' if result.with_prompt else ''}: {model} ({result.backend}), "
+          f"{len(result.answers)} questions in {result.seconds:.0f} s")
+    if not result.has_answers:
+        return
+    print(f"{'category':<16}{'accuracy':>9}  correct/num")
+    for row in result.table():
+        print(f"{row['category']:<16}{row['accuracy']:>9.2f}  {row['correct']}/{row['num']}")
+    ref = published_row(model, result.benchmark, split=result.split)
+    if ref is not None and result.shots in (0, 5):
+        print(f"published for {ref.model} ({spec.title} {ref.split or 'split not stated'}, {result.shots}-shot): "
+              f"{ref.accuracy(result.shots):.1f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    benchmark(args.command)
+    out = Path(args.out)
+    if args.model:
+        _run(args, args.model, out)
+        return 0
+    a, b = args.compare
+    if a == b:
+        raise UserError("--compare needs two different models or folders")
+    first, second = _run(args, a, out / "a"), _run(args, b, out / "b")
+    comparison = compare_results(first, second, name_a=a, name_b=b)
+    print(comparison.text())
+    for category, (acc_a, acc_b, n) in comparison.by_category.items():
+        print(f"  {category:<16}{acc_a:>7.2f} -> {acc_b:6.2f}  ({acc_b - acc_a:+.2f}, {n} questions)")
+    with atomic_path(out / "comparison.json") as tmp:
+        record = {**comparison.__dict__, "difference": comparison.difference, "significant": comparison.significant}
+        tmp.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
+    print(f"wrote {out / 'comparison.json'}")
+    return 0
