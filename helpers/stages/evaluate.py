@@ -14,7 +14,8 @@ from typing import Any
 from .. import catalog
 from ..colab import Runtime, bytes_need
 from ..colab.sizing import gguf_file
-from ..evaluate import MC_WINDOW, PPL_WINDOW, default_eval_text, multiple_choice, perplexity
+from ..evaluate import (MC_WINDOW, PPL_WINDOW, compare_results, default_eval_text, multiple_choice, perplexity,
+                        plan_exam, published_row, run_exam)
 from ..hub import resolve_model
 from ..tokens import expand_vocab
 from ..util import UserError, atomic_path, read_utf8, sha256_file
@@ -23,6 +24,8 @@ from .form import param
 from .memory import llama_cpp_needs, transformers_loaded, transformers_needs
 from .needs import MORE_DISK
 from .workspace import AUTO, WORKSPACE_HELP, Workspace, locate
+
+BENCHES = ("ceval", "cmmlu", "none")
 
 # The released Chinese sentencepiece model (Chinese-LLaMA-Alpaca, Apache-2.0) and its SHA256 (tests/data/README.md)
 CHINESE_SP_URL = "https://raw.githubusercontent.com/ymcui/Chinese-LLaMA-Alpaca/main/scripts/merge_tokenizer/chinese_sp.model"
@@ -61,6 +64,8 @@ class EvalJob:
     backend: str
     eval_text: str
     mc_csv: str
+    exam_data: str | None = None
+    compare_with: str = ""
 
 
 @dataclass
@@ -88,6 +93,36 @@ class EvalSession:
         print(f"perplexity of {self.stage.model}: {value:.3f}")
         return value
 
+    def exam(self, model: str | None = None) -> Any:
+        """``BENCH`` on the model (or ``model``) as the releases score it, with a progress bar: the category table
+        beside the release's published row, the files ``summary.json`` / ``submission.json`` written and saved to
+        the workspace. None when ``BENCH`` is none."""
+        s = self.stage
+        if s.bench == "none":
+            return None
+        model = model or self.job.model
+        result = run_exam(model, s.bench, data=self.job.exam_data, shots=s.shots, with_prompt=s.with_prompt,
+                          subjects=s.subject_list())
+        out = Path(s.output_dir).expanduser() / f"{s.bench}-{Path(model).name}-{s.shots}shot"
+        result.write(out)
+        Workspace.of(s.workspace, s.output_dir).save([out])
+        published = published_row(model, s.bench, split=result.split)
+        for row in result.table():
+            print(f"  {row['category']:15s} {row['accuracy']:5.1f}  ({row['correct']}/{row['num']})")
+        if published is not None and published.accuracy(s.shots) is not None:
+            print(f"  the release reports {published.accuracy(s.shots):.1f} ({s.shots}-shot)")
+        return result
+
+    def compare(self, result: Any) -> Any:
+        """``COMPARE_WITH`` on the same questions, and the paired difference with its 95% interval (None when it is
+        empty or no benchmark ran)."""
+        if not self.job.compare_with or result is None:
+            return None
+        comparison = compare_results(result, self.exam(self.job.compare_with), name_a=self.stage.model,
+                                     name_b=self.stage.compare_with)
+        print(comparison.text())
+        return comparison
+
     def multiple_choice(self) -> Any:
         """C-Eval-style accuracy on ``MC_CSV`` (None when it is empty)."""
         if not self.job.mc_csv:
@@ -109,8 +144,18 @@ class EvalStage(Stage):
     model: str = param("chinese-alpaca-2-7b", "the model to measure (catalog name, .gguf, folder or hub id)",
                        choices=[n for k in ("full", "gguf") for n in catalog.names(kind=k)], allow_input=True)
     eval_text: str = param("", "a UTF-8 text file for perplexity (empty: a Chinese sample)")
-    mc_csv: str = param("", "multiple-choice items in C-Eval's columns (id,question,A,B,C,D,answer); empty: skip")
-    shots: int = param(0, "solved examples before each question", choices=(0, 5))
+    bench: str = param("ceval", "the benchmark the releases report, scored as their scripts score it (none: skip)",
+                       choices=BENCHES)
+    exam_data: str = param("", "the benchmark's data: a folder in the official layout or a hub data set id (empty: "
+                           "ceval/ceval-exam or haonan-li/cmmlu from the hub)")
+    subjects: str = param("", "subject keys to run, comma-separated (empty: all)")
+    with_prompt: bool = param(True, "wrap the questions in the model's chat template, as the releases did for "
+                              "Alpaca / Instruct models")
+    compare_with: str = param("", "a second model scored on the same questions (e.g. its Q4_K_M GGUF): each "
+                              "accuracy and the difference with a 95% interval")
+    mc_csv: str = param("", "multiple-choice items of your own in C-Eval's columns (id,question,A,B,C,D,answer); "
+                        "empty: skip")
+    shots: int = param(5, "solved examples before each question", choices=(5, 0))
     output_dir: str = param("/content/vocab_eval", "where the tokenizer and downloads go")
     workspace: str = param(AUTO, WORKSPACE_HELP)
 
@@ -121,7 +166,7 @@ class EvalStage(Stage):
         ws = Workspace.of(self.workspace, self.output_dir)
         model, text, mc = (locate(r, ws) for r in (self.model, self.eval_text, self.mc_csv))
         gguf = gguf_file(model)
-        window = MC_WINDOW if self.mc_csv else PPL_WINDOW
+        window = MC_WINDOW if self.mc_csv or self.bench != "none" else PPL_WINDOW
         if gguf is not None:
             needs, download = llama_cpp_needs(gguf, runtime, "model", n_ctx=window)
             backend = "llama.cpp"
@@ -131,8 +176,21 @@ class EvalStage(Stage):
                                        fix="the model's GGUF (llama.cpp), or a smaller model")
             download, backend = loaded.download, "transformers"
         needs.insert(0, bytes_need("disk", download, runtime.disk, fix=MORE_DISK,
-                                   detail="downloads; the tokenizers are a few MB"))
-        return Plan(self, runtime, needs, EvalJob(model, backend, text, mc))
+                                   detail="downloads; the tokenizers and benchmark data are a few MB"))
+        job = EvalJob(model, backend, text, mc, locate(self.exam_data, ws) or None, locate(self.compare_with, ws))
+        return Plan(self, runtime, needs, job, self._exam_notes(job, runtime))
+
+    def _exam_notes(self, job: EvalJob, runtime: Runtime) -> list[str]:
+        """How long the benchmark will take here (from its data and the model's size), before the model loads."""
+        if self.bench == "none":
+            return []
+        estimate = plan_exam(job.model, self.bench, data=job.exam_data, shots=self.shots, with_prompt=self.with_prompt,
+                             subjects=self.subject_list(), runtime="t4" if runtime.gpu else "cpu")
+        runs = 2 if job.compare_with else 1
+        return [f"{self.bench}: {estimate.text()}" + (f" (twice: {self.compare_with} too)" if runs > 1 else "")]
+
+    def subject_list(self) -> list[str] | None:
+        return [x.strip() for x in self.subjects.split(",") if x.strip()] or None
 
     def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
         gguf = catalog.find(f"{self.model}-gguf")

@@ -7,7 +7,8 @@
 # which roughly halves the tokens a Chinese text needs. This notebook repeats that merge (with
 # LLaMA's tokenizer and the released Chinese sentencepiece model it gives the 49,953-piece
 # Chinese-LLaMA tokenizer), prepares a model's embeddings for it, and measures models: perplexity on
-# Chinese text, C-Eval-style multiple choice, and what quantization costs.
+# Chinese text, and C-Eval / CMMLU exactly as the releases report them, so your merged, quantized or fine-tuned
+# model goes into the same table, with what quantization (or a LoRA) changed beyond the noise.
 #
 # | needs | vocabulary only | evaluating a 7B model |
 # |---|---|---|
@@ -31,6 +32,9 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
     from helpers.demo import use_demo_assets
 
     DEMO = use_demo_assets()
+    from helpers.evaluate import write_standin
+
+    EXAM_DATA, COMPARE_WITH = str(write_standin("smoke-output/05_ceval", "ceval")), "chinese-alpaca-2-7b-gguf"
     CHINESE_SP_MODEL = str(DEMO / "data" / "chinese_sp.model")
     EVAL_TEXT, MC_CSV = str(DEMO / "data" / "heldout_zh.txt"), str(DEMO / "data" / "ceval_sample.csv")
     OUTPUT_DIR, WORKSPACE = "smoke-output/05_vocab_eval", "smoke-output/05_drive"
@@ -72,8 +76,26 @@ plt.show()
 ppl = session.perplexity()
 
 # %% [markdown]
-# ## Multiple choice (C-Eval style)
-# The answer is the option letter with the highest next-token logit after `答案：`, as the releases scored it.
+# ## C-Eval or CMMLU, as the releases report them
+# The authors' prompts and shots, scored as their scripts score them (the processed first-step scores of the
+# option letters); the few-shot prefix of a subject is read once for all its questions. The category table is
+# printed beside the release's published figure; `summary.json` and `submission.json` (C-Eval's leaderboard
+# format) are saved to your workspace. The check cell said how long it takes here.
+
+# %%
+exam = session.exam()
+
+# %% [markdown]
+# ## Did quantizing (or your LoRA) change anything?
+# `COMPARE_WITH` scored on the same questions: both accuracies and their difference with a 95% interval (paired
+# bootstrap, McNemar's test), so a difference within the noise is not taken for a loss.
+
+# %%
+comparison = session.compare(exam)
+
+# %% [markdown]
+# ## Your own multiple-choice file
+# `MC_CSV` in C-Eval's columns, scored the same way.
 
 # %%
 mc = session.multiple_choice()
