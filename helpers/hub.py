@@ -294,7 +294,7 @@ def _require_online(hub_id: str, what: str) -> None:
     setting = offline_setting()
     if setting is not None or constants.HF_HUB_OFFLINE:  # what huggingface_hub read when it was imported
         raise offline_error(f"{what} {hub_id!r}", setting)
-    _check_reachable(hub_id)
+    check_reachable(hub_id)
 
 
 def hub_errors(repo_id: str, what: str, *, action: str = "download") -> contextlib.AbstractContextManager[None]:
@@ -369,7 +369,7 @@ def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,
     weight copies (:func:`redundant_weights`). Returns the snapshot folder."""
     from huggingface_hub.utils import filter_repo_objects
 
-    _check_reachable(repo_id)
+    check_reachable(repo_id)
     remote = _remote()
     with quiet_hub_logs(), _hub_errors(repo_id, what):
         tree = _tree(repo_id, remote)
@@ -382,38 +382,6 @@ def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,
     return folder
 
 
-def resolve_dataset(repo_id: str, *, what: str = "data set") -> Path:
-    """A local snapshot of the hub data set ``repo_id`` (``repo_type="dataset"``), downloaded or from the hub
-    cache; its loading script (``*.py``) is never fetched. Each LFS file is checked against the SHA256 the hub
-    lists for it; a mismatch removes the bad copy and is one :class:`UserError`.
-
-    Raises:
-        UserError: offline without a cached copy, not found, unreachable, or a file that does not match.
-    """
-    from huggingface_hub import HfApi, snapshot_download
-
-    token, endpoint = get_secret("HF_TOKEN"), hub_endpoint()
-    kwargs = {"repo_type": "dataset", "token": token, "endpoint": endpoint, "ignore_patterns": ["*.py"]}
-    if offline_setting() is not None:
-        try:
-            return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
-        except Exception:  # noqa: BLE001 - not cached: one line below
-            raise UserError(f"{what} {repo_id!r} is not available offline: download it first, or give the folder "
-                            "of its files") from None
-    _check_reachable(repo_id)
-    with quiet_hub_logs(), _hub_errors(repo_id, what):
-        tree = HfApi(endpoint=endpoint).list_repo_tree(repo_id, repo_type="dataset", recursive=True, token=token)
-        digests = {e.path: e.lfs.sha256 for e in tree if getattr(e, "lfs", None) and not e.path.endswith(".py")}
-        folder = Path(snapshot_download(repo_id, **kwargs))
-    for name, digest in digests.items():
-        path = folder / name
-        if path.is_file() and sha256_file(path) != digest:
-            remove_cached(path)
-            raise UserError(f"{repo_id}/{name} does not match the SHA256 the hub lists for it (damaged download); "
-                            "it was removed, rerun to download it again")
-    return folder
-
-
 _NO_CONNECTION = {"ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "LocalEntryNotFoundError"}
 
 
@@ -423,7 +391,7 @@ def hub_unreachable(repo_id: str, why: str, *, action: str = "download") -> User
     return unreachable_error(repo_id, why, endpoint=hub_endpoint(), action=action)
 
 
-def _check_reachable(repo_id: str) -> None:
+def check_reachable(repo_id: str) -> None:
     """Fail at once when the hub's host name does not resolve (no DNS), instead of after a minute of retries."""
     import socket
     from urllib.parse import urlparse
@@ -435,38 +403,3 @@ def _check_reachable(repo_id: str) -> None:
         socket.getaddrinfo(url.hostname or "", url.port or 443)
     except (socket.gaierror, UnicodeError) as exc:
         raise hub_unreachable(repo_id, f"{url.hostname}: {exc.strerror or exc}") from None
-
-
-def access_problem(ref: str, *, what: str = "model") -> str | None:
-    """Why this machine cannot download ``ref`` although it exists: a gated repo (Meta's Llama-2/3) and no token,
-    or a token the repo does not accept yet; None when it can (or when nothing can be asked: a local folder,
-    offline mode, an unreachable hub without a catalog entry to go by). Nothing is downloaded."""
-    if is_local(ref) or os.environ.get("HF_HUB_OFFLINE") == "1" or not looks_like_hub_id(current_hub_id(ref)):
-        return None
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
-
-    hub_id, token = current_hub_id(ref), get_secret("HF_TOKEN")
-    api = HfApi(endpoint=hub_endpoint())
-    try:
-        gated = bool(api.model_info(hub_id, token=token).gated)
-    except Exception:  # noqa: BLE001 - the hub cannot say: go by the catalog
-        entry = find(hub_id)
-        gated = bool(entry is not None and entry.gated)
-    if not gated:
-        return None
-    page = f"{(hub_endpoint() or 'https://huggingface.co')}/{hub_id}"
-    if not token:
-        return (f"the {what} {hub_id} is gated: accept its licence at {page}, then add your Hugging Face token as the "
-                "HF_TOKEN secret (Colab: the key icon in the left bar, with notebook access on) or environment "
-                "variable")
-    try:
-        api.auth_check(hub_id, token=token)
-    except GatedRepoError:
-        return f"your HF_TOKEN has no access to the {what} {hub_id} yet: accept its licence at {page} and wait for it"
-    except HfHubHTTPError as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        return f"the hub refused your HF_TOKEN for {hub_id}: create a new read token" if status == 401 else None
-    except Exception:  # noqa: BLE001 - the check itself failed (a mirror without it): the download will tell
-        return None
-    return None

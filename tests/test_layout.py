@@ -21,7 +21,7 @@ PACKAGE = ROOT / "helpers"
 LAYERS = [
     ["util", "disk"],
     ["env", "device", "catalog", "integrity", "hubenv"],
-    ["hub", "hubfetch", "tokens"],
+    ["hub", "hubfetch", "hubaccess", "tokens"],
     ["checkpoint", "publish"],
     ["gguf"],
     ["merge", "chat"],

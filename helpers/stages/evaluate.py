@@ -184,8 +184,12 @@ class EvalStage(Stage):
         """How long the benchmark will take here (from its data and the model's size), before the model loads."""
         if self.bench == "none":
             return []
-        estimate = plan_exam(job.model, self.bench, data=job.exam_data, shots=self.shots, with_prompt=self.with_prompt,
-                             subjects=self.subject_list(), runtime="t4" if runtime.gpu else "cpu")
+        try:
+            estimate = plan_exam(job.model, self.bench, data=job.exam_data, shots=self.shots,
+                                 with_prompt=self.with_prompt, subjects=self.subject_list(),
+                                 runtime="t4" if runtime.gpu else "cpu")
+        except UserError as exc:  # the data cannot be read yet (offline): the run will fetch it, or say why
+            return [f"note: no time estimate for {self.bench} ({exc})"]
         runs = 2 if job.compare_with else 1
         return [f"{self.bench}: {estimate.text()}" + (f" (twice: {self.compare_with} too)" if runs > 1 else "")]
 

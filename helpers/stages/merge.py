@@ -15,7 +15,7 @@ from .. import catalog
 from ..catalog import ModelEntry
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES
-from ..hub import access_problem
+from ..hubaccess import access_problem
 from ..gguf import export_file
 from ..merge import FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources
 from ..publish import ReleaseCard
