@@ -4,8 +4,8 @@
 - :mod:`.options`: :class:`MergeOptions` and :class:`MergeResult`;
 - :mod:`.inputs`: opening the inputs and verifying their SHA256;
 - :mod:`.sources`: before any download, what the inputs are (files, sizes, the model they make):
-  :func:`gather_sources`, and :func:`plan_resources`, which hands them to :mod:`.planner` (what a merge fetches,
-  writes and holds; ``python -m helpers plan``); :mod:`.sizes`: output bytes and peak RAM;
+  :func:`gather_sources`; :mod:`.planner`: what a merge fetches, writes and holds, and whether it fits
+  (:func:`plan_resources`, ``python -m helpers plan``); :mod:`.sizes`: output bytes and peak RAM;
 - :mod:`.preflight`: every check before anything is written, and the :class:`MergePlan`;
 - :mod:`.stream`: the tensor-by-tensor pass;
 - :mod:`.job`: what makes two merges the same job;
@@ -18,9 +18,8 @@ from .core import make_sink, merge
 from .job import made_from
 from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
 from .options import FORMATS, OUTTYPES, MergeOptions, MergeResult
-from .planner import ResourcePlan, resource_plan
-from .sources import (SourceFiles, Sources, estimated_source, gather_sources, plan_resources, source_config,
-                      source_files)
+from .planner import ResourcePlan, plan_resources, resource_plan
+from .sources import SourceFiles, Sources, estimated_source, gather_sources, source_config, source_files
 from .preflight import MergePlan, plan_merge
 from .stream import INTERRUPT_ENV, merged_tensor
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params

@@ -173,8 +173,9 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
             plan = plan_merge(inputs)
             sink = make_sink(options, target, plan, inputs, job=job,
                              name=label(loras[-1] if loras else patch or base))
+            planned = (resources.output_bytes, resources.ram_bytes) if resources is not None else None
             print(describe(plan, inputs, target, check_resources(plan, target, options, partial=sink.partial,
-                                                                 resources=resources)))
+                                                                 planned=planned)))
             with disk_errors(target.parent, needed=output_bytes(plan, options), what=what):
                 outputs, written, resumed = _write(plan, inputs, sink, options)
                 if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports one file with its Modelfile

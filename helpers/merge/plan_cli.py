@@ -7,7 +7,7 @@ import json
 
 from ..catalog import get, merge_plan
 from .options import FORMATS, MergeOptions
-from .sources import plan_resources
+from .planner import plan_resources
 
 GB = 1 << 30  # the --disk-gb and --ram-gb unit (GiB)
 

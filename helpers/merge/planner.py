@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..disk import free_disk_bytes
 from ..env import available_ram_bytes
@@ -29,9 +28,8 @@ from ..hub import hub_cache_dir
 from ..util import UserError, human_bytes, tree_bytes
 from .options import MergeOptions
 from .sizes import output_size, peak_ram
+from .sources import SourceFiles, Sources, gather_sources
 
-if TYPE_CHECKING:
-    from .sources import SourceFiles, Sources
 
 SMALLER_TYPES = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k")  # what a refusal offers, largest first
 
@@ -201,3 +199,21 @@ def checked_plan(sources: Sources, *, options: MergeOptions, out: Path, partial:
     if refusal:
         raise UserError(refusal)
     return plan
+
+
+def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *, options: MergeOptions,
+                   out: str | Path, offline: bool = False, fresh: bool = False, free_disk: int | None = None,
+                   free_ram: int | None = None, partial: str | Path | None = None) -> ResourcePlan:
+    """Plan a merge before anything is downloaded: :func:`.sources.gather_sources`, then :func:`resource_plan`.
+
+    Args:
+        base, loras, patch: as for :func:`helpers.merge.merge`.
+        options: format, type and the rest of the merge's settings.
+        out: the output path (its filesystem's free space counts, and the hub cache's).
+        offline: estimate catalog releases from their architectures instead of reading the hub's listing.
+        fresh: count every hub file as still to download (planning for a new runtime).
+        free_disk, free_ram: assume these instead of measuring (e.g. free Colab's 78 GB and 12.7 GB).
+        partial: the unfinished output of an interrupted run: what it holds is not needed again.
+    """
+    return resource_plan(gather_sources(base, loras, patch, offline=offline, fresh=fresh), options=options, out=out,
+                         free_disk=free_disk, free_ram=free_ram, partial=partial)

@@ -17,7 +17,6 @@ from ..disk import require_free_disk
 from ..util import UserError, human_bytes, read_json, tree_bytes
 from .inputs import MergeInputs
 from .options import MergeOptions
-from .planner import ResourcePlan
 from .sizes import output_size, peak_ram
 
 VOCAB_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -206,13 +205,14 @@ def output_bytes(plan: MergePlan, options: MergeOptions) -> int:
 
 
 def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, partial: Path | None = None,
-                    resources: ResourcePlan | None = None) -> int:
+                    planned: tuple[int, int] | None = None) -> int:
     """Refuse when the output's filesystem lacks the space still needed (what ``partial``, the unfinished output of
-    an interrupted run, already holds is not needed again); returns the estimated peak RAM in bytes. With the
-    merge's ``resources`` (planned before the download), its figures are the ones checked."""
+    an interrupted run, already holds is not needed again); returns the estimated peak RAM in bytes. ``planned``:
+    ``(output bytes still to write, peak RAM)`` of the merge's resource plan, made before the download; its figures
+    are the ones checked."""
     resuming = ", resuming" if partial is not None and partial.exists() else ""
-    if resources is not None:
-        need, ram = resources.output_bytes, resources.ram_bytes
+    if planned is not None:
+        need, ram = planned
     else:
         need = output_bytes(plan, options) - (tree_bytes(partial) if partial is not None else 0)
         ram = peak_ram(plan.config, plan.tensors, options)

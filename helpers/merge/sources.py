@@ -2,8 +2,8 @@
 the model they make (config, tensors in merge order, tokenizer bytes), from the local files or the hub's listing
 and headers, or from the catalog's architectures when neither can be read.
 
-:func:`gather_sources` collects all of it in one place; :func:`plan_resources` then hands it to the planner
-(:mod:`.planner`), which only computes: the planner never goes back to the hub.
+:func:`gather_sources` collects all of it in one place; the planner (:mod:`.planner`) then only computes: it never
+goes back to the hub.
 """
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from ..hub import (cached_files, current_hub_id, fetch_file, file_listing, is_lo
                    safetensors_headers)
 from ..tokens import tokenizer_files
 from ..util import UserError, read_json
-from .options import MergeOptions
-from .planner import ResourcePlan, resource_plan
 
 WEIGHTS = (".safetensors", ".bin", ".pth", ".pt")
 TOKENIZER = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -87,24 +85,6 @@ def gather_sources(base: str, loras: list[str] = (), patch: str | None = None, *
         files = [dataclasses.replace(f, missing=dict(f.files)) if not is_local(f.ref) else f for f in files]
     config, tensors, tokenizer = planned_model(files)
     return Sources(files, config, tensors, tokenizer)
-
-
-def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *, options: MergeOptions,
-                   out: str | Path, offline: bool = False, fresh: bool = False, free_disk: int | None = None,
-                   free_ram: int | None = None, partial: str | Path | None = None) -> ResourcePlan:
-    """Plan a merge before anything is downloaded: :func:`gather_sources`, then :func:`.planner.resource_plan`.
-
-    Args:
-        base, loras, patch: as for :func:`helpers.merge.merge`.
-        options: format, type and the rest of the merge's settings.
-        out: the output path (its filesystem's free space counts, and the hub cache's).
-        offline: estimate catalog releases from their architectures instead of reading the hub's listing.
-        fresh: count every hub file as still to download (planning for a new runtime).
-        free_disk, free_ram: assume these instead of measuring (e.g. free Colab's 78 GB and 12.7 GB).
-        partial: the unfinished output of an interrupted run: what it holds is not needed again.
-    """
-    return resource_plan(gather_sources(base, loras, patch, offline=offline, fresh=fresh), options=options, out=out,
-                         free_disk=free_disk, free_ram=free_ram, partial=partial)
 
 
 def source_files(ref: str | Path, role: str) -> SourceFiles:
