@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .backend import Backend
-from ..device import dtype_kwarg, torch_dtype
+from ..device import dtype_kwarg, free_memory, torch_dtype
 from ..tokens import load_tokenizer
 from ..util import UserError
 from .longctx import RopePlan, apply_rope_to_config, plan_rope
@@ -90,17 +90,8 @@ class TransformersBackend(Backend):
             _raise_generation_error(errors[0])
 
     def close(self) -> None:
-        import gc
-
         self.model = None
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        free_memory()
 
 
 class _TokenTextQueue:

@@ -7,10 +7,10 @@ plan sees (it is freed before loading again); :func:`release` frees it, which a 
 from __future__ import annotations
 
 import dataclasses
-import gc
 from typing import Any
 
 from ..colab import Runtime
+from ..device import free_memory
 
 _HELD: dict[str, list[Any]] = {}
 
@@ -56,11 +56,4 @@ def release(notebook: str) -> None:
         close = getattr(obj, "close", None)
         if callable(close):
             close()
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    free_memory()
