@@ -112,6 +112,18 @@ def test_types_and_cli(f16, tmp_path, qtype, ftype):
     assert (tmp_path / f"{qtype}.gguf.sha256").is_file() and (tmp_path / f"{qtype}.Modelfile").is_file()
 
 
+def test_an_output_that_is_the_input_is_refused_and_the_input_kept(f16, tmp_path):
+    import shutil
+
+    from helpers.gguf import quantize
+
+    src = Path(shutil.copy(f16, tmp_path / "model.gguf"))
+    before = src.read_bytes()
+    with pytest.raises(UserError, match="is the input itself"):
+        quantize(src, tmp_path / "." / "model.gguf", qtype="q8_0")
+    assert src.read_bytes() == before
+
+
 def test_requantizing_is_refused(f16, tmp_path):
     pytest.importorskip("llama_cpp")
     q4 = hq.quantize(f16, tmp_path / "q4.gguf", threads=2, modelfile=False)
