@@ -34,21 +34,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.widget, pytest.mark.slow]
 def _chat_cells() -> tuple[dict, int]:
     """The inference notebook and the index of its chat box cell."""
     nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
-    at = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "chat_widget(" in "".join(c["source"])]
+    at = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "chat.widget(" in "".join(c["source"])]
     assert len(at) == 1, "the inference notebook has one chat box cell"
     return nb, at[0]
 
 
 def test_the_notebook_displays_chat_widget_on_the_loaded_model():
-    """What the browser test runs is what users run: the chat box cell ends with ``chat_widget(bot, ...)``, so the
-    box is the cell's displayed result, on the model the Load cell loaded."""
+    """What the browser test runs is what users run: the chat box cell ends with ``chat.widget()``, so the box is the
+    cell's displayed result, on the model the Load cell loaded (``chat = plan.run(globals())``)."""
     nb, at = _chat_cells()
     last = ast.parse("".join(nb["cells"][at]["source"])).body[-1]
     assert isinstance(last, ast.Expr) and isinstance(last.value, ast.Call), "the chat box must be the cell's result"
     call = last.value
-    assert isinstance(call.func, ast.Name) and call.func.id == "chat_widget"
-    assert [a.id for a in call.args if isinstance(a, ast.Name)] == ["bot"], "chat_widget(bot, ...) on the loaded model"
-    assert any("bot = load_backend(" in "".join(c["source"]) for c in nb["cells"][:at])
+    assert isinstance(call.func, ast.Attribute) and call.func.attr == "widget" and call.func.value.id == "chat"
+    assert any("chat = plan.run(globals())" in "".join(c["source"]) for c in nb["cells"][:at])
 
 
 def test_chat_widget_streams_in_the_browser(tmp_path, test_env):

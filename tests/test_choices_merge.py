@@ -16,4 +16,4 @@ def test_merge_plan_equals_run(case, twin_env, tmp_path):
     result = check_plan_equals_run(stage)
     if result is not None:
         target = stage.plan().job.target  # planned again: the finished merge is recognised, same name
-        assert target.exists() and all(p == target or target in p.parents for p in result.outputs)
+        assert target.exists() and (result.outputs[0] == target or target in result.outputs[0].parents)

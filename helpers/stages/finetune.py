@@ -19,8 +19,8 @@ from ..demo import sample_data
 from ..hub import resolve_model
 from ..merge import merge
 from ..publish import ReleaseCard, copy_to_workspace
-from ..train import (RESUME_CHOICES, FinetuneConfig, FinetuneResult, LaunchFiles, compare_answers, estimate_memory,
-                     finetune, write_launch_files)
+from ..train import (CHECKPOINTS, RESUME_CHOICES, FinetuneConfig, FinetuneResult, LaunchFiles, compare_answers, estimate_memory,
+                     finetune, list_checkpoints, write_launch_files)
 from ..util import human_bytes
 from .base import Plan, Stage
 from .form import param
@@ -105,9 +105,19 @@ class FinetuneStage(Stage):
                                    fix=MORE_DISK, detail="base download + adapter"))
         needs += push_needs(self.push_to_hub)
         out = Path(self.output_dir).expanduser()
+        needs += self._resume_needs(out / adapter_name(self.base_model, self.mode))
         gguf = out / f"{adapter_name(self.base_model, self.mode).removesuffix('-lora')}-{self.outtype}.gguf"
         return Plan(self, runtime, needs, FinetuneJob(self.config(out / adapter_name(self.base_model, self.mode)),
                                                       gguf))
+
+    def _resume_needs(self, out: Path) -> list[Need]:
+        """``RESUME`` yes needs a checkpoint, here or in the workspace (an earlier session's)."""
+        if self.resume != "yes":
+            return []
+        saved = self.workspace_folder().find(out.name)
+        if any(list_checkpoints(folder / CHECKPOINTS)[0] for folder in (out, saved) if folder is not None):
+            return []
+        return [Need("a checkpoint to resume", f"checkpoints in {out / CHECKPOINTS}", "none", NO, "")]
 
     def config(self, out: Path) -> FinetuneConfig:
         """The training configuration these parameters describe (the data found in the workspace, or as given)."""
@@ -119,6 +129,8 @@ class FinetuneStage(Stage):
 
     def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = [{"load_in_4bit": not self.load_in_4bit}]
+        if self.resume == "yes":
+            fixes.append({"resume": "auto"})
         fixes += [{"lora_r": r} for r in (32, 16, 8) if r < self.lora_r]
         return fixes + ([{"push_to_hub": ""}] if self.push_to_hub else [])
 

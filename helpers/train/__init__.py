@@ -23,7 +23,7 @@ from .config import RESUME_CHOICES, FinetuneConfig, is_hub_dataset
 from .data import IGNORE, DataCollator, build_dataset, eot_id, group_texts, load_sft_records, pad_id_of, tokenize_sft
 from .dist import Launch, launch_context
 from .finetune import finetune
-from .jobs import ResumePlan, job_identity, plan_resume
+from .jobs import CHECKPOINTS, ResumePlan, job_identity, list_checkpoints, plan_resume
 from .launch import LaunchFiles, accelerate_config, deepspeed_config, deepspeed_preset, write_launch_files
 from .memory import EMBEDDINGS, MemoryEstimate, detect_device, estimate_memory, memory_per_gpu
 from .result import FinetuneResult
@@ -31,10 +31,10 @@ from .stats import StageStats, stage_stats
 from .records import hub_records
 from .stream import pack_batch, streamed_examples
 
-__all__ = ["EMBEDDINGS", "IGNORE", "RESUME_CHOICES", "Comparison", "DataCollator", "FinetuneConfig", "FinetuneResult",
+__all__ = ["CHECKPOINTS", "EMBEDDINGS", "IGNORE", "RESUME_CHOICES", "Comparison", "DataCollator", "FinetuneConfig", "FinetuneResult",
            "Launch", "LaunchFiles", "MemoryEstimate", "ResumePlan", "StageStats", "accelerate_config",
            "build_dataset", "compare_answers", "deepspeed_config", "deepspeed_preset", "detect_device", "eot_id",
            "estimate_memory", "finetune", "group_texts", "hub_records", "in_notebook", "is_hub_dataset",
-           "job_identity", "launch_context", "load_sft_records", "loss_figure", "memory_per_gpu", "pack_batch",
+           "job_identity", "launch_context", "list_checkpoints", "load_sft_records", "loss_figure", "memory_per_gpu", "pack_batch",
            "pad_id_of", "plan_resume", "read_loss_csv", "save_loss_plot", "stage_stats", "streamed_examples",
            "tokenize_sft", "trainer_callbacks", "write_launch_files", "write_loss_csv"]
