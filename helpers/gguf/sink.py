@@ -71,6 +71,19 @@ class _Entry(NamedTuple):
     imatrix: Any  # importance weights for this tensor (numpy) or None
 
 
+def _layout(headers: list[bytes], slots: list[dict[str, int]]) -> tuple[dict[str, tuple[int, int]], list[int]]:
+    """Where each tensor's data starts (``{name: (shard, offset)}``) and each shard's size, from the rendered headers
+    and the tensors' byte counts in order (each padded to the GGUF alignment)."""
+    where, sizes = {}, []
+    for i, (header, shard) in enumerate(zip(headers, slots)):
+        offset = len(header)
+        for n, nbytes in shard.items():
+            where[n] = (i, offset)
+            offset += nbytes + (-nbytes % ALIGNMENT)
+        sizes.append(offset)
+    return where, sizes
+
+
 class GGUFSink:
     """A :class:`helpers.checkpoint.TensorSink` that streams tensors into one GGUF file (architecture ``llama``).
 
@@ -127,29 +140,47 @@ class GGUFSink:
         """Plan every tensor's type, then write the header, metadata and tensor infos, or resume an interrupted
         file of the same job; tensors follow through :meth:`write`."""
         import gguf
-        import numpy as np
 
+        n_layers, vocab_size = self._check_config(config)
+        names, embed_rows = gguf_names(plan, n_layers)
+        vocab_size = vocab_size or embed_rows or 0
+        if embed_rows is not None and embed_rows != vocab_size:
+            raise UserError(f"config vocab_size {vocab_size} differs from the {embed_rows} rows of embed_tokens; "
+                            "fix config.json (the merge sets it from the tokenizer)")
+        types = tensor_types(plan, names, self.outtype, n_layers=n_layers, n_head=self._heads[0], n_kv=self._heads[1],
+                             has_imatrix=self._imatrix is not None)
+        w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA], split_max_size=self.split_max_size)
+        self._add_metadata(w, config, tokenizer_dir, n_layers, vocab_size)
+        order = self._add_tensor_infos(w, plan, names, types)
+        imatrix = self._add_quantization(w, order, types) if self.quantized else {}
+        self._names = [p.name for p in w.format_shard_names(Path(self.out_path.name))]
+        slots = [{n: ti.nbytes for n, ti in shard.items()} for shard in w.tensors]  # before the writer forgets them
+        headers = render_headers(w, self.partial, self.out_path.name)
+        where, sizes = _layout(headers, slots)
+        self._entries = [_Entry(p.name, new, types.get(new), tuple(p.shape), *where.get(new, (0, 0)), imatrix.get(new))
+                         for p, new in zip(plan, names)]
+        self._index = {e.hf: i for i, e in enumerate(self._entries)}
+        self._files = PartialGGUF(self.partial, self._names, headers, sizes, self._key(headers))
+        self._pos = self._resumed = self._files.done
+
+    def _check_config(self, config: dict) -> tuple[int, int]:
+        """Refuse what is not a LLaMA config; returns the layers and the vocabulary (and keeps the heads)."""
         arch = (config.get("architectures") or [""])[0]
         if config.get("model_type") not in (None, "llama") and arch not in ("LlamaForCausalLM", "LLaMAForCausalLM"):
             what = arch or config.get("model_type")
             raise UserError(f"GGUF export supports LLaMA-architecture models; this config is {what!r}")
-        n_layers = int(config["num_hidden_layers"])
         n_head = int(config["num_attention_heads"])
-        n_kv = int(config.get("num_key_value_heads") or n_head)
-        self._heads = (n_head, n_kv)
-        names, embed_rows = gguf_names(plan, n_layers)
-        vocab_size = int(config.get("vocab_size") or embed_rows or 0)
-        if embed_rows is not None and embed_rows != vocab_size:
-            raise UserError(f"config vocab_size {vocab_size} differs from the {embed_rows} rows of embed_tokens; "
-                            "fix config.json (the merge sets it from the tokenizer)")
-        types = tensor_types(plan, names, self.outtype, n_layers=n_layers, n_head=n_head, n_kv=n_kv,
-                             has_imatrix=self._imatrix is not None)
+        self._heads = (n_head, int(config.get("num_key_value_heads") or n_head))
+        return int(config["num_hidden_layers"]), int(config.get("vocab_size") or 0)
+
+    def _add_metadata(self, w: Any, config: dict, tokenizer_dir: Path, n_layers: int, vocab_size: int) -> None:
+        """The header's keys: name, hyper-parameters, the card's extra keys, the file type, the tokenizer."""
+        import gguf
 
         card = self.card
-        w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA], split_max_size=self.split_max_size)
         w.add_type(gguf.GGUFType.MODEL)
         w.add_name(card.name or self.out_path.stem)
-        add_hparams(w, config, n_layers, n_head, n_kv, vocab_size, card)
+        add_hparams(w, config, n_layers, *self._heads, vocab_size, card)
         for key, value in card.extra_metadata.items():  # e.g. the merge's job record
             w.add_string(key, value)
         if not self.quantized:  # the converter's place for them; llama.cpp's quantizer moves them to the end
@@ -157,6 +188,12 @@ class GGUFSink:
             w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         add_tokenizer(w, Path(tokenizer_dir), vocab_size=vocab_size, config=config, template=card.template,
                       template_explicit=card.template_explicit)
+
+    def _add_tensor_infos(self, w: Any, plan: list[TensorPlan], names: list[str], types: dict) -> list:
+        """Every written tensor's info, in the order llama.cpp's converter (or its quantizer) writes them."""
+        import gguf
+        import numpy as np
+
         order = [(p, new) for p, new in zip(plan, names) if new]
         if self.quantized:  # llama.cpp's quantizer writes the tensors sorted (by block, then name): so do we
             from .quant_rules import order_key
@@ -167,32 +204,23 @@ class GGUFSink:
             w.add_tensor_info(new, p.shape, np.dtype(np.float32), p.numel // block * size, raw_dtype=types[new])
         total = sum(p.numel for p, _ in order)
         w.add_size_label(gguf.size_label(total, total, 0, 0))
-        imatrix = {}
-        if self.quantized:
-            from .ggml import check_type
+        return order
 
-            for qtype in set(types.values()):
-                check_type(int(qtype))
-            imatrix = imatrix_weights(self._imatrix, [(n, p.shape, types[n]) for p, n in order], self.outtype)
-            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-            w.add_file_type(FTYPES[self.outtype])
-            if self._imatrix is not None:
-                add_imatrix_keys(w, self._imatrix_name, len(self._imatrix))
-        self._names = [p.name for p in w.format_shard_names(Path(self.out_path.name))]
-        slots = [{n: ti.nbytes for n, ti in shard.items()} for shard in w.tensors]  # before the writer forgets them
-        headers = render_headers(w, self.partial, self.out_path.name)
-        where, sizes = {}, []
-        for i, (header, shard) in enumerate(zip(headers, slots)):
-            offset = len(header)
-            for n, nbytes in shard.items():
-                where[n] = (i, offset)
-                offset += nbytes + (-nbytes % ALIGNMENT)
-            sizes.append(offset)
-        self._entries = [_Entry(p.name, new, types.get(new), tuple(p.shape), *where.get(new, (0, 0)), imatrix.get(new))
-                         for p, new in zip(plan, names)]
-        self._index = {e.hf: i for i, e in enumerate(self._entries)}
-        self._files = PartialGGUF(self.partial, self._names, headers, sizes, self._key(headers))
-        self._pos = self._resumed = self._files.done
+    def _add_quantization(self, w: Any, order: list, types: dict) -> dict:
+        """The quantized types' checks and keys (as llama.cpp's quantizer writes them, at the end); returns the
+        importance-matrix weights of each tensor."""
+        import gguf
+
+        from .ggml import check_type
+
+        for qtype in set(types.values()):
+            check_type(int(qtype))
+        imatrix = imatrix_weights(self._imatrix, [(n, p.shape, types[n]) for p, n in order], self.outtype)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        w.add_file_type(FTYPES[self.outtype])
+        if self._imatrix is not None:
+            add_imatrix_keys(w, self._imatrix_name, len(self._imatrix))
+        return imatrix
 
     def done(self, name: str) -> bool:
         """True for the tensors an interrupted run of the same job already wrote (they come first in the plan)."""

@@ -125,6 +125,19 @@ def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: Merg
         raise
 
 
+def _merge_into(target: Path, plan: MergePlan, inputs: MergeInputs, options: MergeOptions, job: dict,
+                resources: ResourcePlan | None, *, name: str) -> tuple[list[Path], int, int]:
+    """The checked merge written into ``target`` (a GGUF with its Modelfile); returns ``(outputs, written, resumed)``."""
+    sink = make_sink(options, target, plan, inputs, job=job, name=name)
+    planned = (resources.output_bytes, resources.ram_bytes) if resources is not None else None
+    print(describe(plan, inputs, target, check_resources(plan, target, options, partial=sink.partial, planned=planned)))
+    with disk_errors(target.parent, needed=output_bytes(plan, options), what=f"the merged model ({options.fmt})"):
+        outputs, written, resumed = _write(plan, inputs, sink, options)
+        if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports one file with its Modelfile
+            outputs.append(write_modelfile(outputs[0], template=sink.card.template or "raw"))
+    return outputs, written, resumed
+
+
 def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str | Path | None = None,
           out: str | Path, fmt: str = "hf", outtype: str = "f16", overwrite: bool = False,
           verify_sha256: Mapping[str, str | Collection[str]] | None = None, write_sha256: bool = True,
@@ -156,8 +169,7 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
                            pth_shards=pth_shards, imatrix=imatrix, low_disk=low_disk)
     loras = list(loras)
     target = options.target(out)
-    what = f"the merged model ({fmt})"
-    with claim_output(target, what=what, sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
+    with claim_output(target, what=f"the merged model ({fmt})", sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
         if resources is None:
             resources = plan_hub_merge(base, loras, patch, options, target)
         with void_outputs_of_damaged_inputs(target, fmt):
@@ -171,15 +183,8 @@ def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str 
             if verify_sha256:
                 print(f"verified SHA256 of {verify_inputs(inputs, verify_sha256)} input files")
             plan = plan_merge(inputs)
-            sink = make_sink(options, target, plan, inputs, job=job,
-                             name=label(loras[-1] if loras else patch or base))
-            planned = (resources.output_bytes, resources.ram_bytes) if resources is not None else None
-            print(describe(plan, inputs, target, check_resources(plan, target, options, partial=sink.partial,
-                                                                 planned=planned)))
-            with disk_errors(target.parent, needed=output_bytes(plan, options), what=what):
-                outputs, written, resumed = _write(plan, inputs, sink, options)
-                if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports one file with its Modelfile
-                    outputs.append(write_modelfile(outputs[0], template=sink.card.template or "raw"))
+            outputs, written, resumed = _merge_into(target, plan, inputs, options, job, resources,
+                                                    name=label(loras[-1] if loras else patch or base))
         finally:
             inputs.close()
     result = MergeResult(list(outputs), plan.vocab_size, written, resumed, time.time() - t0, peak_rss())
