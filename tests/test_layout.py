@@ -253,3 +253,13 @@ def test_notebooks_use_public_names():
 def test_no_module_over_the_size_limit(limit):
     big = {str(p.relative_to(ROOT)): n for p in SOURCES if (n := len(p.read_text(encoding="utf-8").splitlines())) > limit}
     assert big == {}
+
+
+def test_no_function_over_the_length_limit():
+    """Functions (and methods) stay short enough to read at once: 60 lines, docstring included."""
+    long = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert long == []
