@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("helpers.chat.cli", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
     "finetune": ("helpers.train.cli", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
     "expand-vocab": ("helpers.tokens.vocab", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
+    "imatrix": ("helpers.imatrix.cli", "llama.cpp's importance matrix of a GGUF on a text (for low-bit types), "
+                                       "computed by llama.cpp itself"),
     "evaluate": ("helpers.evaluate.cli", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
     "pipeline": ("helpers.pipeline", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
 }

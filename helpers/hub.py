@@ -394,3 +394,39 @@ def _check_reachable(repo_id: str) -> None:
         socket.getaddrinfo(url.hostname or "", url.port or 443)
     except (socket.gaierror, UnicodeError) as exc:
         raise hub_unreachable(repo_id, f"{url.hostname}: {exc.strerror or exc}") from None
+
+
+def fetch_dataset_file(repo_id: str, filename: str, *, revision: str | None = None, what: str = "data set") -> Path:
+    """Download one file of a hub *data set* repo into the hub cache (resumable, through ``HF_ENDPOINT``) and check
+    it against the digest the hub lists for it: the LFS SHA256 of a large file, the git blob id of a small one.
+
+    A file that does not match is removed from the cache (the next call downloads it afresh).
+
+    Raises:
+        UserError: offline, unreachable, missing, or a download that does not match the hub's digest.
+    """
+    import hashlib
+
+    from huggingface_hub import HfApi, hf_hub_download
+
+    _require_online(repo_id, what)
+    token = get_secret("HF_TOKEN")
+    with _quiet_retries(), _hub_errors(repo_id, what):
+        infos = HfApi(endpoint=hub_endpoint()).get_paths_info(repo_id, [filename], repo_type="dataset",
+                                                               revision=revision, token=token)
+        if not infos:
+            raise UserError(f"{what} {repo_id} has no file {filename} on {hub_endpoint() or 'huggingface.co'}")
+        path = Path(hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision, token=token,
+                                    endpoint=hub_endpoint(), cache_dir=hub_cache_dir()))
+    info = infos[0]
+    lfs = getattr(info, "lfs", None)
+    if lfs is not None:
+        want, got = str(lfs.sha256), sha256_file(path)
+    else:  # git's blob id: sha1 of "blob <size>\0" + the bytes
+        data = path.read_bytes()
+        want, got = str(info.blob_id), hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    if got != want:
+        _remove_cached(path)
+        raise UserError(f"{repo_id}: the download of {filename} does not match the hub's digest ({got} instead of "
+                        f"{want}): it is damaged or the mirror altered it; it was removed, run again")
+    return path

@@ -12,6 +12,7 @@ downloaded.
   (``hfl/chinese-alpaca-2-7b-gguf``: F16, Q8_0, Q4_K and the importance-matrix ``Q4_K-im``, made from the demo
   model with this project's converter and llama.cpp's quantizer). Weights, tokenizers and GGUFs are Git LFS
   pointers with their objects under ``.git/lfs/objects``, where olah reads them, as on the hub.
+- :func:`add_dataset` adds a hub *data set* repo (a test's stand-in files) to a built or running twin;
 - :func:`start` runs olah (``tests/hubtwin_server.py``, in olah's own environment ``.venv-hubtwin``, see
   ``scripts/setup.sh``) on a free 127.0.0.1 port and waits until it answers; :meth:`HubTwin.stop` ends it.
 - :meth:`HubTwin.requests` parses the server's access log.
@@ -201,6 +202,23 @@ def build_mirror_from(root: str | Path, stage: "Callable[[Path], dict[str, Path]
     os.replace(work / "mirror", root)
     shutil.rmtree(work, ignore_errors=True)
     return listing
+
+
+def add_dataset(mirror: str | Path, hub_id: str, files: dict[str, bytes]) -> Path:
+    """Serve ``files`` (``{name: bytes}``) as the hub *data set* repo ``hub_id`` from a built (even a running)
+    twin's ``mirror``: a git repository under ``<mirror>/datasets/<hub id>`` (olah's layout for data sets), large
+    files as LFS pointers as for models. An existing repo of that id is replaced. Returns its folder."""
+    mirror = Path(mirror)
+    repo = mirror / "datasets" / hub_id
+    stage = mirror.with_name(f"{mirror.name}.stage-{hub_id.replace('/', '--')}")
+    shutil.rmtree(stage, ignore_errors=True)
+    for name, data in {**files, ".gitattributes": _GITATTRIBUTES.encode()}.items():
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        (stage / name).write_bytes(data)
+    shutil.rmtree(repo, ignore_errors=True)
+    _git_repo(stage, repo, hub_id)
+    shutil.rmtree(stage)
+    return repo
 
 
 # ---------------------------------------------------------------------------------------------------- the server

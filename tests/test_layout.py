@@ -25,7 +25,7 @@ LAYERS = [
     ["checkpoint"],
     ["gguf"],
     ["merge", "chat"],
-    ["train", "evaluate"],
+    ["train", "evaluate", "imatrix"],
     ["demo"],
     ["pipeline"],
     ["colab"],

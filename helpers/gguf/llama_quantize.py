@@ -27,7 +27,7 @@ from ..disk import claim_output, disk_error_message, disk_errors
 from ..util import UserError, atomic_path, fault_point, human_bytes, log_dir, remove, require_free_disk, tmp_name
 from .convert import gguf_sidecars, write_gguf
 from .export import write_checksum, write_modelfile
-from .imatrix import imatrix_struct, read_imatrix
+from .imatrix import check_imatrix_fits, imatrix_metadata, imatrix_struct, read_imatrix
 from .llamacpp import install_hint, llama_cpp_available, quantize_binary, quiet_llama_log
 from .metadata import check_gguf, gguf_template, gguf_type, read_metadata
 from .types import DEFAULT_QUANT, FTYPES, NEEDS_IMATRIX, qtype_name
@@ -49,14 +49,14 @@ class QuantizerFailed(Exception):
 
 
 def _quantize_python(src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int, verbose: bool,
-                     log_file: Path) -> None:
+                     log_file: Path, requantize: bool = False) -> None:
     import logging
 
     import llama_cpp
 
     if not verbose:
         with quiet_llama_log(log_file=log_file):
-            _run_python_quantizer(llama_cpp, src, dst, qtype, imatrix, threads)
+            _run_python_quantizer(llama_cpp, src, dst, qtype, imatrix, threads, requantize)
         return
     try:
         from llama_cpp._logger import logger as lcp_logger  # llama.cpp's log goes through this logger's level
@@ -65,29 +65,53 @@ def _quantize_python(src: Path, dst: Path, qtype: str, imatrix: Path | None, thr
     old_level = lcp_logger.level
     lcp_logger.setLevel(logging.DEBUG)
     try:
-        _run_python_quantizer(llama_cpp, src, dst, qtype, imatrix, threads)
+        _run_python_quantizer(llama_cpp, src, dst, qtype, imatrix, threads, requantize)
     finally:
         lcp_logger.setLevel(old_level)
 
 
-def _run_python_quantizer(llama_cpp, src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int) -> None:
+def imatrix_overrides(llama_cpp, imatrix: Path, n_entries: int):
+    """The ``quantize.imatrix.*`` keys the llama-quantize tool adds to the GGUFs it writes (file name as given,
+    first dataset, entries, chunks), as a terminated ``llama_model_kv_override`` array."""
+    datasets, chunks = imatrix_metadata(imatrix)
+    kvs: list[tuple[str, str | int]] = [("quantize.imatrix.file", str(imatrix)[:127])]
+    kvs += [("quantize.imatrix.dataset", datasets[0][:127])] if datasets else []
+    kvs += [("quantize.imatrix.entries_count", n_entries)]
+    kvs += [("quantize.imatrix.chunks_count", chunks)] if chunks > 0 else []
+    arr = (llama_cpp.llama_model_kv_override * (len(kvs) + 1))()
+    for o, (key, value) in zip(arr, kvs):
+        o.key = key.encode()
+        if isinstance(value, str):
+            o.tag, o.value.val_str = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR, value.encode()
+        else:
+            o.tag, o.value.val_i64 = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT, value
+    arr[len(kvs)].key = b""
+    return arr
 
+
+def _run_python_quantizer(llama_cpp, src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int,
+                          requantize: bool = False) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[qtype]
     params.nthread = threads
+    params.allow_requantize = requantize
     keep = None
     if imatrix is not None:
-        arr, keep = imatrix_struct(read_imatrix(imatrix))
+        data = read_imatrix(imatrix)
+        arr, bufs = imatrix_struct(data)
+        overrides = imatrix_overrides(llama_cpp, imatrix, len(data))
         params.imatrix = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
-        keep = (arr, keep)
+        params.kv_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_kv_override))
+        keep = (arr, bufs, overrides)
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     del keep
     if rc != 0:
         raise QuantizerFailed(rc)
 
 
-def _quantize_binary(binary: str, src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int) -> None:
-    cmd = [binary]
+def _quantize_binary(binary: str, src: Path, dst: Path, qtype: str, imatrix: Path | None, threads: int,
+                     requantize: bool = False) -> None:
+    cmd = [binary] + (["--allow-requantize"] if requantize else [])
     if imatrix is not None:
         cmd += ["--imatrix", str(imatrix)]
     cmd += [str(src), str(dst), qtype.upper(), str(threads)]
@@ -97,16 +121,18 @@ def _quantize_binary(binary: str, src: Path, dst: Path, qtype: str, imatrix: Pat
 
 
 def quantized_bytes(src: Path, qtype: str) -> int:
-    """About the size of ``src`` (an F32/F16/BF16 GGUF) quantized to ``qtype``, with a margin."""
-    bits = SOURCE_TYPES.get(int(read_metadata(src, ("general.file_type",)).get("general.file_type", 1)), 16)
+    """About the size of ``src`` (an F32/F16/BF16 GGUF, or a Q8_0 one being requantized) quantized to ``qtype``,
+    with a margin."""
+    bits = SOURCE_TYPES.get(int(read_metadata(src, ("general.file_type",)).get("general.file_type", 1)), 8.5)
     return int(src.stat().st_size * BITS_PER_WEIGHT.get(qtype, 8.5) / bits * 1.1) + (1 << 20)
 
 
-def check_source(src: Path) -> None:
-    """Refuse what llama.cpp cannot quantize before it runs: not a GGUF, truncated or corrupt, already quantized."""
+def check_source(src: Path, *, requantize: bool = False) -> None:
+    """Refuse what llama.cpp cannot quantize before it runs: not a GGUF, truncated or corrupt, already quantized
+    (unless ``requantize``)."""
     check_gguf(src)
     file_type = read_metadata(src, ("general.file_type",)).get("general.file_type")
-    if file_type is not None and int(file_type) not in SOURCE_TYPES:
+    if file_type is not None and int(file_type) not in SOURCE_TYPES and not requantize:
         raise UserError(f"{src} is already quantized ({gguf_type(src)}); llama.cpp quantizes only from F32, F16 or "
                         "BF16: start from the F16 GGUF or the HF folder")
 
@@ -125,9 +151,33 @@ def _failure(exc: QuantizerFailed, src: Path, out: Path, qtype: str, needed: int
             f"its log is in {log_file}")
 
 
+def _checked_inputs(model: Path, qtype: str, imatrix: str | Path | None, requantize: bool) -> Path | None:
+    """Refuse before anything runs: a type that needs an importance matrix without one, a missing matrix or model,
+    a source llama.cpp cannot quantize."""
+    if qtype in NEEDS_IMATRIX and imatrix is None:
+        raise UserError(f"{qtype} needs an importance matrix: compute one on this model (python -m helpers imatrix) "
+                        "and pass --imatrix FILE, or choose a K-quant such as q4_k_m")
+    imatrix = Path(imatrix) if imatrix is not None else None
+    if imatrix is not None and not imatrix.is_file():
+        raise UserError(f"importance matrix {imatrix} not found")
+    if not model.exists():
+        raise UserError(f"{model} not found: give a .gguf file or a Hugging Face model folder")
+    if model.is_file():
+        check_source(model, requantize=requantize)
+    return imatrix
+
+
+def _check_imatrix_for(src: Path, imatrix: Path) -> None:
+    """Refuse an importance matrix made for another model than ``src`` (names or widths differ)."""
+    import gguf
+
+    columns = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(str(src)).tensors if len(t.shape) == 2}
+    check_imatrix_fits(read_imatrix(imatrix), columns, source=f"importance matrix {imatrix}")
+
+
 def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, imatrix: str | Path | None = None,
              threads: int | None = None, template: str | None = None, modelfile: bool = True,
-             verbose: bool = False) -> Path:
+             verbose: bool = False, requantize: bool = False) -> Path:
     """Quantize ``model`` to ``out`` with llama.cpp's quantizer; returns ``out``.
 
     Args:
@@ -135,33 +185,27 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
             temporary file beside ``out`` that is removed afterwards).
         out: the ``.gguf`` to write (atomically).
         qtype: llama.cpp type name (``q4_k_m``, ``q5_k_m``, ``q8_0``, ``iq4_xs`` ... case-insensitive).
-        imatrix: importance matrix file (required for ``iq*`` and ``q2_k_s``).
+        imatrix: importance matrix file (required for the 1-, 2- and 3-bit iq types and ``q2_k_s``); one made for
+            another model is refused.
         threads: quantizer threads (default: all cores).
         template: prompt template for the Modelfile (default: from the model).
         modelfile: write ``<stem>.Modelfile`` and ``<file>.sha256`` beside ``out``.
         verbose: show llama.cpp's per-tensor log (otherwise it goes to a log file, named when it fails).
+        requantize: accept an already quantized GGUF (llama-quantize's ``--allow-requantize``: a Q8_0
+            intermediate of the importance-matrix route; quality is lost against quantizing from F16).
 
     Raises:
-        UserError: a bad or already quantized input, a missing importance matrix or quantizer, another run writing
-            ``out``, a read-only or full disk.
+        UserError: a bad or already quantized input, a missing or mismatched importance matrix, no quantizer,
+            another run writing ``out``, a read-only or full disk.
     """
     qtype = qtype_name(qtype)
     model, out = Path(model), Path(out)
-    if qtype in NEEDS_IMATRIX and imatrix is None:
-        raise UserError(f"{qtype} needs an importance matrix: compute one with llama.cpp's llama-imatrix on some "
-                        "Chinese text and pass --imatrix FILE, or choose a K-quant such as q4_k_m")
-    imatrix = Path(imatrix) if imatrix is not None else None
-    if imatrix is not None and not imatrix.is_file():
-        raise UserError(f"importance matrix {imatrix} not found")
+    imatrix = _checked_inputs(model, qtype, imatrix, requantize)
     use_python = llama_cpp_available()
     binary = None if use_python else quantize_binary()
     if not use_python and binary is None:
         raise UserError(install_hint())
     threads = int(threads or os.cpu_count() or 1)
-    if not model.exists():
-        raise UserError(f"{model} not found: give a .gguf file or a Hugging Face model folder")
-    if model.is_file():
-        check_source(model)
     log_file = log_dir() / f"quantize-{out.stem}.log"
     with claim_output(out, what="the quantized GGUF", sidecars=gguf_sidecars(out)):
         temp_f16 = out.with_name(tmp_name(out).name + ".f16.gguf") if model.is_dir() else None
@@ -173,6 +217,8 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
                 fault_point("quantize.f16")
             else:
                 src = model
+            if imatrix is not None:
+                _check_imatrix_for(src, imatrix)
             found = template or gguf_template(src)  # the Modelfile uses the template the GGUF carries
             needed = quantized_bytes(src, qtype)
             require_free_disk(out.parent, needed, what="the quantized GGUF")
@@ -182,9 +228,9 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
             with atomic_path(out) as tmp:
                 try:
                     if use_python:
-                        _quantize_python(src, tmp, qtype, imatrix, threads, verbose, log_file)
+                        _quantize_python(src, tmp, qtype, imatrix, threads, verbose, log_file, requantize)
                     else:
-                        _quantize_binary(binary, src, tmp, qtype, imatrix, threads)
+                        _quantize_binary(binary, src, tmp, qtype, imatrix, threads, requantize)
                 except QuantizerFailed as exc:
                     raise UserError(_failure(exc, src, out, qtype, needed, log_file)) from None
                 if not tmp.is_file():
@@ -207,7 +253,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output .gguf")
     parser.add_argument("--type", default=DEFAULT_QUANT, help=f"llama.cpp type (default {DEFAULT_QUANT}): "
                                                              + ", ".join(FTYPES))
-    parser.add_argument("--imatrix", default=None, help="importance matrix from llama-imatrix (needed for iq* types)")
+    parser.add_argument("--imatrix", default=None, help="importance matrix (python -m helpers imatrix, or llama-imatrix;"
+                                                        " needed for the 1-3 bit iq types)")
+    parser.add_argument("--allow-requantize", action="store_true", help="accept an already quantized GGUF (Q8_0)")
     parser.add_argument("--template", default=None, help="prompt template for the Modelfile (default: from the model)")
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument("--verbose", action="store_true", help="show llama.cpp's per-tensor log")
@@ -215,6 +263,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = quantize(args.model, args.out, qtype=args.type, imatrix=args.imatrix, threads=args.threads,
-                   template=args.template, verbose=args.verbose)
+                   template=args.template, verbose=args.verbose, requantize=args.allow_requantize)
     print(f"wrote {out} ({human_bytes(out.stat().st_size)}) with {out.stem}.Modelfile and {out.name}.sha256")
     return 0
