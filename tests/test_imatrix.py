@@ -180,3 +180,59 @@ def test_calibration_text_through_the_hub_twin(hub_env, tmp_path):
         calibration_text(tmp_path / "b")
     assert not cached.exists() and not (tmp_path / "b").exists()
     assert calibration_text(tmp_path / "c").read_text(encoding="utf-8") == whole  # downloaded afresh
+
+
+# ------------------------------------------------------------------------------------------------ the route
+def _same_tensors(a: Path, b: Path) -> None:
+    ta = {t.name: t for t in gguf.GGUFReader(str(a)).tensors}
+    tb = {t.name: t for t in gguf.GGUFReader(str(b)).tensors}
+    assert list(ta) == list(tb)
+    for name, t in ta.items():
+        assert t.tensor_type == tb[name].tensor_type, name
+        assert np.array_equal(np.asarray(t.data).view(np.uint8), np.asarray(tb[name].data).view(np.uint8)), name
+
+
+def test_route_through_f16_equals_the_one_pass_merge(demo, tmp_path):
+    """merge -> F16 -> importance matrix -> IQ4_XS gives the file a one-pass merge with that matrix gives, and
+    leaves only the output, its Modelfile and checksum, and the matrix."""
+    from helpers.imatrix import imatrix_route
+    from helpers.merge import merge
+
+    base, loras = demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]
+    res = imatrix_route(base, loras, out=tmp_path / "route" / "m.gguf", outtype="IQ4_XS", calibration=CORPUS_ZH,
+                        intermediate="f16", settings=ChunkSettings(n_ctx=64, chunks=4), progress=False)
+    assert sorted(p.name for p in (tmp_path / "route").iterdir()) == ["m.Modelfile", "m.gguf", "m.gguf.sha256",
+                                                                     "m.imatrix.gguf"]
+    assert res.report.chunks == 4 and read_imatrix_stats(res.imatrix).datasets == (str(CORPUS_ZH),)
+    one = merge(base, loras, out=tmp_path / "one" / "m.gguf", fmt="gguf", outtype="iq4_xs", imatrix=res.imatrix,
+                progress=False, write_sha256=False).outputs[0]
+    _same_tensors(res.output, one)
+    fa, fb = gguf.GGUFReader(str(res.output)).fields, gguf.GGUFReader(str(one)).fields
+    for key in ("general.file_type", "quantize.imatrix.file", "quantize.imatrix.dataset",
+                "quantize.imatrix.entries_count", "quantize.imatrix.chunks_count"):
+        assert fa[key].contents() == fb[key].contents(), key
+
+
+def test_route_through_the_hub_twin(hub_env, tmp_path):
+    """Hub ids and the default calibration set, all through the hub twin (as the merge notebook in smoke mode):
+    a Q8_0 intermediate, requantized to IQ3_XXS, that llama.cpp loads and runs."""
+    import hubtwin
+
+    from helpers.gguf import FTYPES
+    from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_NAME, CALIBRATION_REPO, imatrix_route
+
+    lines = CORPUS_ZH.read_text(encoding="utf-8").split()
+    data, _ = _cloze("\n".join("".join(lines[i:i + 4]) for i in range(0, len(lines), 4)))
+    hubtwin.add_dataset(hub_env.mirror, CALIBRATION_REPO, {CALIBRATION_FILE: json.dumps(data).encode()})
+    out = tmp_path / "out"
+    res = imatrix_route("meta-llama/Llama-2-7b-hf", ["hfl/chinese-alpaca-2-lora-7b"], out=out, outtype="iq3_xxs",
+                        settings=ChunkSettings(n_ctx=64, chunks=3), progress=False)
+    assert res.output == out / "ggml-model-iq3_xxs.gguf"
+    assert not list(out.glob("*intermediate*"))
+    reader = gguf.GGUFReader(str(res.output))
+    assert reader.fields["general.file_type"].contents() == FTYPES["iq3_xxs"]
+    assert reader.fields["quantize.imatrix.dataset"].contents() == CALIBRATION_NAME
+    assert {t.tensor_type.name for t in reader.tensors if ".ffn_gate." in t.name} == {"IQ3_XXS"}
+    llm = llama_cpp.Llama(model_path=str(res.output), n_ctx=64, n_threads=2, verbose=False)
+    assert llm.create_completion("北京", max_tokens=3, temperature=0.0)["usage"]["completion_tokens"] >= 1
+    llm.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..evaluate import ChunkSettings
 from ..gguf import FLOAT_TYPES, gguf_outtype, gguf_sidecars, quantize
 from ..merge import merge
-from ..merge.options import MergeOptions
+from ..merge.options import gguf_target
 from ..util import UserError, remove
 from .compute import ImatrixReport, compute_imatrix
 
@@ -77,7 +77,7 @@ def imatrix_route(base: str | Path, loras: list[str | Path] | tuple = (), patch:
         raise UserError(f"{outtype} is not quantized and takes no importance matrix; merge to it directly")
     if intermediate not in INTERMEDIATES:
         raise UserError(f"unknown intermediate {intermediate!r}; use one of {', '.join(INTERMEDIATES)}")
-    target = MergeOptions(fmt="gguf", outtype=outtype).target(out)
+    target = gguf_target(out, outtype)
     middle = intermediate_path(target, intermediate)
     imatrix = target.with_name(f"{target.stem}.imatrix.gguf")
     target.parent.mkdir(parents=True, exist_ok=True)
