@@ -61,8 +61,16 @@ def test_binary_backend_command_line(f16, tmp_path, monkeypatch):
     fake.write_text(f"#!{sys.executable}\nimport json, shutil, sys\njson.dump(sys.argv[1:], open({str(log)!r}, 'w'))\n"
                     "shutil.copy(sys.argv[-4], sys.argv[-3])\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    imatrix = tmp_path / "m.imatrix"
-    imatrix.write_bytes(b"x")
+    import gguf
+    import numpy as np
+
+    from helpers.gguf import ImatrixStats, write_imatrix
+
+    blocks = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(str(f16)).tensors
+              if t.name.startswith("blk.") and len(t.shape) == 2}
+    imatrix = write_imatrix(tmp_path / "m.imatrix.gguf", ImatrixStats(
+        {n: np.ones((1, c), np.float32) for n, c in blocks.items()},
+        {n: np.ones(1, np.float32) for n in blocks}, chunk_count=1, chunk_size=8, datasets=("t",)))
     monkeypatch.setattr(hq, "llama_cpp_available", lambda: False)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     out = hq.quantize(f16, tmp_path / "o.gguf", qtype="iq4_xs", imatrix=imatrix, threads=3)
@@ -153,8 +161,13 @@ def test_quiet_log_is_restored_and_kept_on_failure(f16, imatrix, tmp_path, capfd
         hq.quantize(q8, tmp_path / "q2.gguf", qtype="q2_k", threads=2)
     assert "llama_model_loader" not in capfd.readouterr().err
     monkeypatch.setenv("HELPERS_LOG_DIR", str(tmp_path / "logs"))
-    path, sums, n = imatrix  # an importance matrix of the wrong width: only llama.cpp finds out
+    path, sums, n = imatrix  # an importance matrix of the wrong width
     bad = write_imatrix_gguf(tmp_path / "bad.imatrix", {k: v[:10] for k, v in sums.items()}, n)
+    with pytest.raises(UserError, match=r"has 10 values for blk\.0\.attn_k\.weight, which has 256 columns; it was "
+                                        "computed for another model"):  # refused before llama.cpp runs
+        hq.quantize(f16, tmp_path / "iq.gguf", qtype="iq4_xs", imatrix=bad, threads=2)
+    assert not (tmp_path / "logs" / "quantize-iq.log").exists()
+    monkeypatch.setattr(hq, "_check_imatrix_for", lambda src, imatrix: None)  # now llama.cpp finds out itself
     with pytest.raises(UserError, match=r"imatrix size 10 is different.*its log is in .*quantize-iq\.log"):
         hq.quantize(f16, tmp_path / "iq.gguf", qtype="iq4_xs", imatrix=bad, threads=2)
     assert "llama_model_loader" not in capfd.readouterr().err and not (tmp_path / "iq.gguf").exists()
@@ -263,7 +276,12 @@ def test_imatrix_quantization(f16, imatrix, tmp_path, capsys):
     # the importance matrix changes how K-quants round: same type, different bytes
     plain = hq.quantize(f16, tmp_path / "plain.gguf", qtype="q4_k_m", threads=2, modelfile=False)
     weighted = hq.quantize(f16, tmp_path / "weighted.gguf", qtype="q4_k_m", imatrix=path, threads=2, modelfile=False)
-    assert plain.stat().st_size == weighted.stat().st_size and plain.read_bytes() != weighted.read_bytes()
+    import gguf
+
+    a, b = gguf.GGUFReader(str(plain)), gguf.GGUFReader(str(weighted))
+    assert [(t.name, t.tensor_type) for t in a.tensors] == [(t.name, t.tensor_type) for t in b.tensors]
+    assert any(not np.array_equal(x.data, y.data) for x, y in zip(a.tensors, b.tensors))
+    assert "quantize.imatrix.file" in b.fields and "quantize.imatrix.file" not in a.fields  # as llama-quantize
 
 
 def test_install_hint_and_availability():

@@ -112,9 +112,13 @@ def chunked_kl_divergence(reference: str | Path, quant: str | Path, text: str,
         UserError: the two models tokenize the text differently (not the same vocabulary), or as
             :func:`chunked_perplexity`.
     """
-    import numpy as np
+    return chunked_kl_divergences(reference, [quant], text, settings)[0]
 
-    from .perplexity import KLReport
+
+def chunked_kl_divergences(reference: str | Path, quants: list, text: str, settings: ChunkSettings | None = None):
+    """:func:`chunked_kl_divergence` of several quants of one reference, which runs once: its log-probabilities
+    wait in a temporary file (scored tokens x vocabulary floats) while each quant is loaded in turn."""
+    import numpy as np
 
     settings = settings or ChunkSettings()
     _, n_scored = _scored(settings)
@@ -131,26 +135,38 @@ def chunked_kl_divergence(reference: str | Path, quant: str | Path, text: str,
 
             runner.run(tokens, n_chunks, outputs="scored", on_chunk=keep,
                        progress=lambda it: progress(it, desc="reference", unit="batch"))
-        acc = {"kl": 0.0, "kl_max": 0.0, "nll_ref": 0.0, "nll_q": 0.0, "agree": 0}
-        with ChunkRunner(quant, settings) as runner:
-            if runner.tokenize(text) != tokens:
-                raise UserError(f"{quant} tokenizes the text differently from {reference}; compare a quant only with "
-                                "the model it was made from")
-
-            def compare(chunk: int, logits) -> None:
-                lp = np.asarray(store[chunk * n_scored:(chunk + 1) * n_scored], dtype=np.float64)
-                lq = _log_softmax(logits[:n_scored])
-                kld = np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
-                idx = np.arange(n_scored), _targets(tokens, chunk, settings)
-                acc["kl"] += float(kld.sum())
-                acc["kl_max"] = max(acc["kl_max"], float(kld.max()))
-                acc["nll_ref"] -= float(lp[idx].sum())
-                acc["nll_q"] -= float(lq[idx].sum())
-                acc["agree"] += int((lp.argmax(-1) == lq.argmax(-1)).sum())
-
-            runner.run(tokens, n_chunks, outputs="scored", on_chunk=compare,
-                       progress=lambda it: progress(it, desc="KL divergence", unit="batch"))
+        reports = [_compare(store, quant, reference, tokens, n_chunks, text, settings) for quant in quants]
         del store
+    return reports
+
+
+def _compare(store, quant: str | Path, reference: str | Path, tokens: list[int], n_chunks: int, text: str,
+             settings: ChunkSettings):
+    """One quant's :class:`~helpers.evaluate.KLReport` against the stored reference."""
+    import numpy as np
+
+    from .perplexity import KLReport
+
+    _, n_scored = _scored(settings)
+    acc = {"kl": 0.0, "kl_max": 0.0, "nll_ref": 0.0, "nll_q": 0.0, "agree": 0}
+    with ChunkRunner(quant, settings) as runner:
+        if runner.tokenize(text) != tokens:
+            raise UserError(f"{quant} tokenizes the text differently from {reference}; compare a quant only with "
+                            "the model it was made from")
+
+        def compare(chunk: int, logits) -> None:
+            lp = np.asarray(store[chunk * n_scored:(chunk + 1) * n_scored], dtype=np.float64)
+            lq = _log_softmax(logits[:n_scored])
+            kld = np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
+            idx = np.arange(n_scored), _targets(tokens, chunk, settings)
+            acc["kl"] += float(kld.sum())
+            acc["kl_max"] = max(acc["kl_max"], float(kld.max()))
+            acc["nll_ref"] -= float(lp[idx].sum())
+            acc["nll_q"] -= float(lq[idx].sum())
+            acc["agree"] += int((lp.argmax(-1) == lq.argmax(-1)).sum())
+
+        runner.run(tokens, n_chunks, outputs="scored", on_chunk=compare,
+                   progress=lambda it: progress(it, desc="KL divergence", unit="batch"))
     n = n_chunks * n_scored
     return KLReport(mean_kld=acc["kl"] / n, max_kld=acc["kl_max"], top1_agreement=acc["agree"] / n,
                     ppl_ref=math.exp(acc["nll_ref"] / n), ppl_quant=math.exp(acc["nll_q"] / n), n_tokens=n)

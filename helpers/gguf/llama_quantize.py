@@ -167,12 +167,36 @@ def _checked_inputs(model: Path, qtype: str, imatrix: str | Path | None, requant
     return imatrix
 
 
+def _f16_of(model: Path, temp_f16: Path, template: str | None) -> Path:
+    """A Hugging Face folder converted to the temporary F16 GGUF llama.cpp quantizes from."""
+    print(f"converting {model} to an F16 GGUF first ...", file=sys.stderr)
+    src = write_gguf(model, temp_f16, outtype="f16", template=template, what="the temporary F16 GGUF",
+                     resumable=False)[0]
+    fault_point("quantize.f16")
+    return src
+
+
+def _back_end() -> tuple[bool, str | None]:
+    """``(llama-cpp-python is there, else the llama-quantize binary)``; UserError when neither is."""
+    use_python = llama_cpp_available()
+    binary = None if use_python else quantize_binary()
+    if not use_python and binary is None:
+        raise UserError(install_hint())
+    return use_python, binary
+
+
 def _check_imatrix_for(src: Path, imatrix: Path) -> None:
     """Refuse an importance matrix made for another model than ``src`` (names or widths differ)."""
     import gguf
 
     columns = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(str(src)).tensors if len(t.shape) == 2}
     check_imatrix_fits(read_imatrix(imatrix), columns, source=f"importance matrix {imatrix}")
+
+
+def _check_written(tmp: Path, out: Path, log_file: Path) -> None:
+    if not tmp.is_file():
+        raise UserError(f"llama.cpp wrote nothing for {out}; see {log_file}")
+    fault_point("quantize.written")
 
 
 def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, imatrix: str | Path | None = None,
@@ -201,22 +225,13 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
     qtype = qtype_name(qtype)
     model, out = Path(model), Path(out)
     imatrix = _checked_inputs(model, qtype, imatrix, requantize)
-    use_python = llama_cpp_available()
-    binary = None if use_python else quantize_binary()
-    if not use_python and binary is None:
-        raise UserError(install_hint())
+    use_python, binary = _back_end()
     threads = int(threads or os.cpu_count() or 1)
     log_file = log_dir() / f"quantize-{out.stem}.log"
     with claim_output(out, what="the quantized GGUF", sidecars=gguf_sidecars(out)):
         temp_f16 = out.with_name(tmp_name(out).name + ".f16.gguf") if model.is_dir() else None
         try:
-            if temp_f16 is not None:
-                print(f"converting {model} to an F16 GGUF first ...", file=sys.stderr)
-                src = write_gguf(model, temp_f16, outtype="f16", template=template, what="the temporary F16 GGUF",
-                                 resumable=False)[0]
-                fault_point("quantize.f16")
-            else:
-                src = model
+            src = _f16_of(model, temp_f16, template) if temp_f16 is not None else model
             if imatrix is not None:
                 _check_imatrix_for(src, imatrix)
             found = template or gguf_template(src)  # the Modelfile uses the template the GGUF carries
@@ -233,9 +248,7 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
                         _quantize_binary(binary, src, tmp, qtype, imatrix, threads, requantize)
                 except QuantizerFailed as exc:
                     raise UserError(_failure(exc, src, out, qtype, needed, log_file)) from None
-                if not tmp.is_file():
-                    raise UserError(f"llama.cpp wrote nothing for {out}; see {log_file}")
-                fault_point("quantize.written")
+                _check_written(tmp, out, log_file)
         finally:
             if temp_f16 is not None:
                 remove(temp_f16)
