@@ -26,7 +26,8 @@ def llama_tools_dir() -> Path:
     """Where ``scripts/setup.sh`` puts llama.cpp's tools."""
     from helpers.gguf import LLAMA_CPP_VERSION
 
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cllama" / f"llama.cpp-{LLAMA_CPP_VERSION}"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    default = cache / "cllama" / f"llama.cpp-{LLAMA_CPP_VERSION}"
     return Path(os.environ.get("LLAMA_TOOLS_DIR") or default) / "bin"
 
 

@@ -171,7 +171,8 @@ def test_calibration_text_through_the_hub_twin(hub_env, tmp_path):
     hubtwin.add_dataset(hub_env.mirror, CALIBRATION_REPO, {CALIBRATION_FILE: json.dumps(data).encode()})
     since = hub_env.log_size()
     path = calibration_text(tmp_path / "a")
-    assert path.read_text(encoding="utf-8") == whole == "北京是中国的首都。故宫在北京。\n\n长城很长。它东起山海关。西到嘉峪关。\n"
+    assert path.read_text(encoding="utf-8") == whole
+    assert whole == "北京是中国的首都。故宫在北京。\n\n长城很长。它东起山海关。西到嘉峪关。\n"
     assert any(r.method == "GET" and r.path.startswith(f"/datasets/{CALIBRATION_REPO}/resolve/")
                for r in hub_env.requests(since))
     cached = next(Path(tmp_path / "hf-home" / "hub").rglob(CALIBRATION_FILE)).resolve()

@@ -99,8 +99,9 @@ def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n
             are context only (BOS is prepended once).
         method: ``sliding`` (every token after the first scored once), or ``llama.cpp``: llama-perplexity's
             chunks of ``n_ctx`` tokens, BOS at the start of each, the second half scored (the text needs at least
-            two chunks). On a GGUF file this is the tool's own run (:func:`~helpers.evaluate.llama_ppl.chunked_perplexity`,
-            the same figure); on other models the same chunks through their back end.
+            two chunks). On a GGUF file this is the tool's own run (the same figure:
+            :func:`~helpers.evaluate.llama_ppl.chunked_perplexity`); on other models the same chunks through their
+            back end.
         chunks: ``llama.cpp`` only: at most this many chunks.
     """
     import numpy as np

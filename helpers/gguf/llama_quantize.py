@@ -266,8 +266,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output .gguf")
     parser.add_argument("--type", default=DEFAULT_QUANT, help=f"llama.cpp type (default {DEFAULT_QUANT}): "
                                                              + ", ".join(FTYPES))
-    parser.add_argument("--imatrix", default=None, help="importance matrix (python -m helpers imatrix, or llama-imatrix;"
-                                                        " needed for the 1-3 bit iq types)")
+    parser.add_argument("--imatrix", default=None, help="importance matrix (python -m helpers imatrix, or "
+                                                        "llama-imatrix; needed for the 1-3 bit iq types)")
     parser.add_argument("--allow-requantize", action="store_true", help="accept an already quantized GGUF (Q8_0)")
     parser.add_argument("--template", default=None, help="prompt template for the Modelfile (default: from the model)")
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")

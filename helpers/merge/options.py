@@ -64,7 +64,8 @@ class MergeOptions:
 
 
 def gguf_target(out: str | Path, outtype: str) -> Path:
-    """Where a GGUF of ``outtype`` goes: ``out`` itself when it names a ``.gguf``, else ``out/ggml-model-<outtype>.gguf``."""
+    """Where a GGUF of ``outtype`` goes: ``out`` itself when it names a ``.gguf``, else
+    ``out/ggml-model-<outtype>.gguf``."""
     out = Path(out).expanduser()
     return out if out.suffix == ".gguf" else out / f"ggml-model-{outtype}.gguf"
 
