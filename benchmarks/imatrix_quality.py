@@ -59,7 +59,7 @@ def run(cmd: list, *, threads: int | None = None) -> str:
     return proc.stdout + proc.stderr
 
 
-def prepare(work: Path, ctx: int, threads: int) -> dict:
+def prepare(work: Path, ctx: int, calib_chunks: int, threads: int) -> dict:
     """The F16 reference, the texts, and both importance matrices (with their wall times)."""
     from helpers.evaluate import ChunkSettings
     from helpers.gguf import quantize
@@ -73,10 +73,11 @@ def prepare(work: Path, ctx: int, threads: int) -> dict:
     held.write_text(licence_text(*HELD_OUT), encoding="utf-8")
     ours, tool = work / "imatrix-ours.gguf", work / "imatrix-tool.gguf"
     t0 = time.perf_counter()
-    report = compute_imatrix(f16, calib, ours, settings=ChunkSettings(n_ctx=ctx, threads=threads),
-                             show_progress=False)
+    settings = ChunkSettings(n_ctx=ctx, chunks=calib_chunks, threads=threads)
+    report = compute_imatrix(f16, calib, ours, settings=settings, show_progress=False)
     t1 = time.perf_counter()
-    run([llama_tool("llama-imatrix"), "-m", f16, "-f", calib, "-c", ctx, "-o", tool, "--no-ppl"], threads=threads)
+    run([llama_tool("llama-imatrix"), "-m", f16, "-f", calib, "-c", ctx, "--chunks", calib_chunks, "-o", tool,
+         "--no-ppl"], threads=threads)
     t2 = time.perf_counter()
     return {"f16": f16, "held": held, "ours": ours, "tool": tool, "chunks": report.chunks,
             "seconds": (t1 - t0, t2 - t1)}
@@ -143,8 +144,8 @@ def quality_table(prep: dict, quants: dict, results: dict) -> list[str]:
     return lines
 
 
-def quality(work: Path, ctx: int, eval_chunks: int, threads: int) -> list[str]:
-    prep = prepare(work, ctx, threads)
+def quality(work: Path, ctx: int, calib_chunks: int, eval_chunks: int, threads: int) -> list[str]:
+    prep = prepare(work, ctx, calib_chunks, threads)
     quants = make_quants(work, prep, threads)
     results = measure(prep, quants, ctx, eval_chunks)
     ours_s, tool_s = prep["seconds"]
@@ -200,7 +201,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=None, help="where the models go (default: a temp folder)")
     parser.add_argument("--ctx", type=int, default=512, help="chunk size (default 512)")
-    parser.add_argument("--eval-chunks", type=int, default=40, help="held-out chunks measured (default 40)")
+    parser.add_argument("--calib-chunks", type=int, default=32, help="calibration chunks (default 32)")
+    parser.add_argument("--eval-chunks", type=int, default=16, help="held-out chunks measured (default 16)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cost-layers", type=int, nargs=2, default=(1, 3), help="the two synthetic depths")
     parser.add_argument("--skip-quality", action="store_true")
@@ -210,7 +212,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     lines = []
     if not args.skip_quality:
-        lines += quality(work, args.ctx, args.eval_chunks, args.threads)
+        lines += quality(work, args.ctx, args.calib_chunks, args.eval_chunks, args.threads)
     if not args.skip_cost:
         lines += cost(work, tuple(args.cost_layers), args.ctx, args.threads)
     print("\n".join(lines))
