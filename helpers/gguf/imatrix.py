@@ -1,4 +1,6 @@
-"""Importance matrices (``llama-imatrix`` output, GGUF or legacy ``.dat``) for the ``iq*`` quantization types."""
+"""Importance matrices in llama.cpp's formats: read (``llama-imatrix``'s GGUF format or its legacy ``.dat``),
+written (the GGUF format, :func:`write_imatrix`), checked against a model (:func:`check_imatrix_fits`), and
+handed to llama.cpp's quantizer with the ``quantize.imatrix.*`` keys the llama-quantize tool records."""
 from __future__ import annotations
 
 import ctypes

@@ -53,7 +53,8 @@ class ImatrixReport:
 
 def _text_and_name(text: str | Path, dataset: str | None) -> tuple[str, str]:
     """The text (a trailing newline dropped, as llama.cpp's ``-f`` does) and the name recorded for it."""
-    is_file = isinstance(text, Path) or (isinstance(text, str) and "\n" not in text and Path(text).is_file())
+    is_file = isinstance(text, Path) or (isinstance(text, str) and "\n" not in text and len(text) < 4096
+                                         and Path(text).is_file())
     body = read_text(Path(text) if is_file else text)
     if body.endswith("\n"):
         body = body[:-1]
