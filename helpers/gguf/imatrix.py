@@ -231,8 +231,8 @@ class ImatrixStats:
 def write_imatrix(path: str | Path, stats: ImatrixStats) -> Path:
     """Write ``stats`` in llama-imatrix's GGUF format (atomically): the keys ``general.type = imatrix``,
     ``imatrix.datasets``, ``imatrix.chunk_count``, ``imatrix.chunk_size``, then per weight, in name order, an F32
-    ``<name>.in_sum2`` of ``columns x n_mat`` and an F32 ``<name>.counts`` of ``1 x n_mat``. ``llama-quantize
-    --imatrix`` and :func:`read_imatrix` read it."""
+    ``<name>.in_sum2`` of ``columns x n_mat`` and an F32 ``<name>.counts`` of ``1 x n_mat`` (1-D for a dense weight,
+    ``n_mat`` = 1, as ggml stores them). ``llama-quantize --imatrix`` and :func:`read_imatrix` read it."""
     import gguf
     import numpy as np
 
@@ -247,8 +247,12 @@ def write_imatrix(path: str | Path, stats: ImatrixStats) -> Path:
         w.add_uint32("imatrix.chunk_count", stats.chunk_count)
         w.add_uint32("imatrix.chunk_size", stats.chunk_size)
         for name in sorted(stats.sums):
-            w.add_tensor(f"{name}.in_sum2", np.ascontiguousarray(stats.sums[name], dtype=np.float32))
-            w.add_tensor(f"{name}.counts", np.asarray(stats.counts[name], dtype=np.float32).reshape(-1, 1))
+            sums = np.ascontiguousarray(stats.sums[name], dtype=np.float32)
+            counts = np.asarray(stats.counts[name], dtype=np.float32).reshape(-1, 1)
+            if len(counts) == 1:  # ggml drops trailing dimensions of 1: a dense weight's entries are 1-D
+                sums, counts = sums.reshape(-1), counts.reshape(-1)
+            w.add_tensor(f"{name}.in_sum2", sums)
+            w.add_tensor(f"{name}.counts", counts)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()

@@ -8,8 +8,8 @@ wants, and keeps what it keeps:
 - nodes that multiply a matrix (``MUL_MAT``) whose weight (``src[0]``) is named ``blk.*`` (the weights of the
   transformer blocks; not ``output.weight``, not the attention's K/V cache views), with a float32 activation
   (``src[1]``) of at least 16 rows;
-- for each, per input column, the sum over the activation rows of the squared activation (float64 here, stored
-  as float32), and the number of rows;
+- for each, per input column, the sum over the activation rows of the squared activation (in float32, added
+  row after row as the tool adds them, so the sums are the tool's to the bit), and the number of rows;
 - mixture-of-experts products (``MUL_MAT_ID``) are not collected: every model of this project is dense, and such
   a node makes the computation fail with a clear message instead of giving an incomplete matrix.
 
@@ -117,7 +117,7 @@ class ActivationCollector:
     runs. After the computation, :attr:`sums` and :attr:`counts` hold what ``llama-imatrix`` would store.
 
     Attributes:
-        sums: ``{weight name: float64 array (columns,)}``.
+        sums: ``{weight name: float32 array (columns,)}``.
         counts: ``{weight name: rows summed}``.
         error: the first problem met inside the callback (raised by :meth:`check`).
     """
@@ -176,13 +176,15 @@ class ActivationCollector:
         if n_mat != 1:
             raise RuntimeError(f"{name} is a stack of {n_mat} matrices; only 2-D weights are handled")
         rows = x.reshape(-1, x.shape[-1])  # every row of every batch dimension (a copy only if strided)
-        sq = np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
-        if not np.all(np.isfinite(sq)):
-            raise RuntimeError(f"non-finite activations for {name}; the model or its input is broken")
+        sq = rows * rows  # float32, as llama-imatrix squares them
         if name in self.sums:
-            self.sums[name] += sq
-        else:
-            self.sums[name] = sq
+            sq[0] += self.sums[name]
+        # numpy reduces over the first axis row after row: ((acc + x0²) + x1²) + ..., llama-imatrix's own order and
+        # float32 rounding, so the sums come out bit for bit as the tool's
+        total = np.add.reduce(sq, axis=0)
+        if not np.all(np.isfinite(total)):
+            raise RuntimeError(f"non-finite activations for {name}; the model or its input is broken")
+        self.sums[name] = total
         self.counts[name] = self.counts.get(name, 0) + rows.shape[0]
 
     def _activation(self, src1: GGMLTensor):
