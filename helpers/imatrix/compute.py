@@ -5,7 +5,9 @@ the same tokenization and chunks (:class:`~helpers.evaluate.llama_chunks.ChunkRu
 collected from inside llama.cpp's graph by its eval callback (:class:`~helpers.imatrix.collect.ActivationCollector`:
 per block weight, the sums of squared activations per input column and the number of rows), written in its GGUF
 format (:func:`helpers.gguf.write_imatrix`), so ``llama-quantize --imatrix``, the ``quantize`` command and the
-streaming merge (``merge --imatrix``) read it. With a CUDA build of llama-cpp-python the model runs on the GPU.
+streaming merge (``merge --imatrix``) read it. On the CPU, with the same threads, the file is the tool's byte for
+byte (``tests/test_imatrix.py``). With a CUDA build of llama-cpp-python the model runs on the GPU (the activations
+are copied to the host for the sums).
 
 It costs one forward pass over the text: on free Colab's T4 a 7B model at Q8_0 takes about a minute per 100
 chunks of 512 tokens; on its two CPU cores far longer (``benchmarks/imatrix_quality.py`` measures the CPU here).
