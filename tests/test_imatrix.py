@@ -6,7 +6,6 @@ same llama.cpp: the importance matrix comes out byte for byte the tool's, the pe
 """
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -147,32 +146,18 @@ def test_kl_divergence_on_llama_chunks(smollm2, english, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ calibration
-def _cloze(text: str) -> tuple[dict, str]:
-    """A CMRC 2019-style file made from ``text`` (two sentences of each paragraph cut out), and the whole text."""
-    items, whole = [], []
-    for i, para in enumerate(p for p in text.split("\n") if p.count("。") >= 1):
-        sentences = [s + "。" for s in para.split("。") if s]
-        if len(sentences) < 2:
-            continue
-        cut = [sentences[0][:-1], sentences[-1][:-1]]
-        context = "[BLANK1]。" + "".join(sentences[1:-1]) + "[BLANK2]。"
-        items.append({"context_id": f"DEV_{i}", "context": context, "choices": ["干扰句", cut[1], cut[0]],
-                      "answers": [2, 1]})
-        whole.append("".join(sentences))
-    return {"data": items}, "\n\n".join(whole) + "\n"
-
-
 def test_calibration_text_through_the_hub_twin(hub_env, tmp_path):
+    """The default calibration set (the twin's stand-in under its real id) downloaded through HF_ENDPOINT, its
+    blanks filled back; a damaged copy in the cache is found, removed, and downloaded afresh on the next run."""
     import hubtwin
 
     from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_REPO, calibration_text
 
-    data, whole = _cloze("北京是中国的首都。故宫在北京。\n长城很长。它东起山海关。西到嘉峪关。")
-    hubtwin.add_dataset(hub_env.mirror, CALIBRATION_REPO, {CALIBRATION_FILE: json.dumps(data).encode()})
+    _, whole = hubtwin.calibration_standin()
     since = hub_env.log_size()
     path = calibration_text(tmp_path / "a")
-    assert path.read_text(encoding="utf-8") == whole
-    assert whole == "北京是中国的首都。故宫在北京。\n\n长城很长。它东起山海关。西到嘉峪关。\n"
+    assert path.read_text(encoding="utf-8") == whole and "[BLANK" not in whole
+    assert whole.startswith("北京是中国的首都，也是一座有三千多年历史的古城。故宫位于北京城的中心")
     assert any(r.method == "GET" and r.path.startswith(f"/datasets/{CALIBRATION_REPO}/resolve/")
                for r in hub_env.requests(since))
     cached = next(Path(tmp_path / "hf-home" / "hub").rglob(CALIBRATION_FILE)).resolve()
@@ -181,6 +166,16 @@ def test_calibration_text_through_the_hub_twin(hub_env, tmp_path):
         calibration_text(tmp_path / "b")
     assert not cached.exists() and not (tmp_path / "b").exists()
     assert calibration_text(tmp_path / "c").read_text(encoding="utf-8") == whole  # downloaded afresh
+
+
+def test_cloze_layout_is_checked():
+    from helpers.imatrix.calibration import cloze_to_text
+
+    assert cloze_to_text({"data": [{"context": "[BLANK1]很好。", "choices": ["天气", "x"], "answers": [0]}]}) == \
+        "天气很好。\n"
+    for bad in ({"rows": []}, {"data": [{"context": "[BLANK2]", "choices": ["a"], "answers": [0]}]}, {"data": []}):
+        with pytest.raises(UserError):
+            cloze_to_text(bad)
 
 
 # ------------------------------------------------------------------------------------------------ the route
@@ -217,14 +212,9 @@ def test_route_through_f16_equals_the_one_pass_merge(demo, tmp_path):
 def test_route_through_the_hub_twin(hub_env, tmp_path):
     """Hub ids and the default calibration set, all through the hub twin (as the merge notebook in smoke mode):
     a Q8_0 intermediate, requantized to IQ3_XXS, that llama.cpp loads and runs."""
-    import hubtwin
-
     from helpers.gguf import FTYPES
-    from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_NAME, CALIBRATION_REPO, imatrix_route
+    from helpers.imatrix import CALIBRATION_NAME, imatrix_route
 
-    lines = CORPUS_ZH.read_text(encoding="utf-8").split()
-    data, _ = _cloze("\n".join("".join(lines[i:i + 4]) for i in range(0, len(lines), 4)))
-    hubtwin.add_dataset(hub_env.mirror, CALIBRATION_REPO, {CALIBRATION_FILE: json.dumps(data).encode()})
     out = tmp_path / "out"
     res = imatrix_route("meta-llama/Llama-2-7b-hf", ["hfl/chinese-alpaca-2-lora-7b"], out=out, outtype="iq3_xxs",
                         settings=ChunkSettings(n_ctx=64, chunks=3), progress=False)
