@@ -168,6 +168,13 @@ def test_calibration_text_through_the_hub_twin(hub_env, tmp_path):
     assert calibration_text(tmp_path / "c").read_text(encoding="utf-8") == whole  # downloaded afresh
 
 
+def test_route_is_recommended_below_four_and_a_half_bits():
+    from helpers.imatrix import route_recommended
+
+    assert all(route_recommended(t) for t in ("IQ3_XXS", "iq3_s", "iq4_xs", "q3_k", "q2_k", "iq2_xxs"))
+    assert not any(route_recommended(t) for t in ("q4_k_m", "q8_0", "q6_k", "f16"))
+
+
 def test_cloze_layout_is_checked():
     from helpers.imatrix.calibration import cloze_to_text
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from .collect import ActivationCollector
 from .calibration import CALIBRATION_FILE, CALIBRATION_LICENSE, CALIBRATION_NAME, CALIBRATION_REPO, calibration_text
 from .compute import ImatrixReport, compute_imatrix
-from .route import INTERMEDIATES, RouteResult, imatrix_route
+from .route import INTERMEDIATES, ROUTE_TYPES, RouteResult, imatrix_route, route_recommended
 
 __all__ = ["CALIBRATION_FILE", "CALIBRATION_LICENSE", "CALIBRATION_NAME", "CALIBRATION_REPO", "INTERMEDIATES",
-           "ActivationCollector", "ImatrixReport", "RouteResult", "calibration_text", "compute_imatrix",
-           "imatrix_route"]
+           "ROUTE_TYPES", "ActivationCollector", "ImatrixReport", "RouteResult", "calibration_text",
+           "compute_imatrix", "imatrix_route", "route_recommended"]

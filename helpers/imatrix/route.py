@@ -23,13 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..evaluate import ChunkSettings
-from ..gguf import FLOAT_TYPES, gguf_outtype, gguf_sidecars, quantize
+from ..gguf import FLOAT_TYPES, NEEDS_IMATRIX, gguf_outtype, gguf_sidecars, quantize
 from ..merge import merge
 from ..merge.options import gguf_target
 from ..util import UserError, remove
 from .compute import ImatrixReport, compute_imatrix
 
 INTERMEDIATES = ("q8_0", "f16")
+# Types for which the route is worth its forward pass: those llama.cpp refuses without a matrix, and the other
+# types below 4.5 bits per weight, whose error the matrix lowers most (benchmarks/imatrix_quality.py)
+ROUTE_TYPES = NEEDS_IMATRIX | {"iq3_s", "iq3_m", "iq4_xs", "iq4_nl", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l"}
+
+
+def route_recommended(outtype: str) -> bool:
+    """True when ``outtype`` (a GGUF type name) is best made through the importance-matrix route."""
+    return gguf_outtype(outtype, imatrix=True) in ROUTE_TYPES
 
 
 @dataclass(frozen=True)
