@@ -15,13 +15,9 @@ PYTEST_ARGS ?=
 COLAB_VENV ?= .venv-colab
 COLAB_PY := $(COLAB_VENV)/bin/python
 
-<<<<<<< HEAD
 FAST := not slow and not hub and not browser and not widget
 
-.PHONY: setup demo test test-fast unit notebooks clean colab-env colab-versions
-=======
-.PHONY: setup demo test unit unit-hostile notebooks clean colab-env colab-versions
->>>>>>> envhyg
+.PHONY: setup demo test test-fast unit unit-hostile notebooks clean colab-env colab-versions
 
 setup:
 	@scripts/setup.sh

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                         "or a hub id"),
     "finetune": ("helpers.train.cli", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
     "expand-vocab": ("helpers.tokens.vocab_cli", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
+    "imatrix": ("helpers.imatrix.cli", "llama.cpp's importance matrix of a GGUF on a text (for low-bit types), "
+                                       "computed by llama.cpp itself"),
     "evaluate": ("helpers.evaluate.cli", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
     "save": ("helpers.publish.save_cli", "copy outputs to a workspace folder (Google Drive): progress, SHA256 "
                                           "verified, atomic, skipping what is already saved"),

@@ -76,7 +76,7 @@ def resolve_model(ref: str | Path, *, allow_patterns: list[str] | None = None, w
             return candidate
     if not looks_like_hub_id(hub_id):
         raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id like 'hfl/chinese-alpaca-2-lora-7b'")
-    _require_online(hub_id, what)
+    require_online(hub_id, what)
     return _download(hub_id, allow_patterns=allow_patterns, what=what)
 
 
@@ -94,7 +94,7 @@ def list_files(ref: str | Path, *, what: str = "model") -> list[str]:
         return [path.name]
     if not looks_like_hub_id(hub_id):
         raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id like 'hfl/chinese-alpaca-2-lora-7b'")
-    _require_online(hub_id, what)
+    require_online(hub_id, what)
     from huggingface_hub import HfApi
 
     remote = _remote()
@@ -127,7 +127,7 @@ def file_listing(ref: str | Path, *, what: str = "model") -> dict[str, tuple[int
         hub_id = current_hub_id(ref_s.strip())
         if not looks_like_hub_id(hub_id):
             raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id")
-        _require_online(hub_id, what)
+        require_online(hub_id, what)
         with quiet_hub_logs(), _hub_errors(hub_id, what):
             tree = _tree(hub_id, _remote())
         listing = {f.name: (f.size, f.digest if len(f.digest) == 64 else "") for f in tree.values()}
@@ -232,7 +232,7 @@ def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str 
         UserError: offline, unreachable, gated, missing or damaged (one line, as :func:`resolve_model`).
     """
     hub_id = current_hub_id(repo_id)
-    _require_online(hub_id, what)
+    require_online(hub_id, what)
     with quiet_hub_logs(), _hub_errors(hub_id, what):
         return fetch_verified(hub_id, filename, remote=_remote(), digest=sha256)
 
@@ -253,7 +253,7 @@ def download_small_files(repo_id: str, *, what: str = "model") -> Path:
     """Download every file of a hub repo but its weights (configs, index, tokenizer), verified; returns the snapshot
     folder."""
     hub_id = current_hub_id(repo_id)
-    _require_online(hub_id, what)
+    require_online(hub_id, what)
     return _download(hub_id, allow_patterns=None, ignore_patterns=[*_OTHER_WEIGHTS, "original/*"], what=what)
 
 
@@ -263,7 +263,7 @@ def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[
     from huggingface_hub import HfApi
 
     hub_id = current_hub_id(repo_id)
-    _require_online(hub_id, what)
+    require_online(hub_id, what)
     remote = _remote()
     with quiet_hub_logs(), _hub_errors(hub_id, what):
         meta = retrying(lambda: HfApi(endpoint=remote.endpoint).get_safetensors_metadata(hub_id, token=remote.token),
@@ -278,7 +278,7 @@ def safetensors_file_header(repo_id: str, filename: str, *, what: str = "model")
     from huggingface_hub import HfApi
 
     hub_id = current_hub_id(repo_id)
-    _require_online(hub_id, what)
+    require_online(hub_id, what)
     remote = _remote()
     with quiet_hub_logs(), _hub_errors(hub_id, what):
         meta = retrying(lambda: HfApi(endpoint=remote.endpoint).parse_safetensors_file_metadata(
@@ -286,7 +286,7 @@ def safetensors_file_header(repo_id: str, filename: str, *, what: str = "model")
     return {name: tuple(t.shape) for name, t in meta.tensors.items()}
 
 
-def _require_online(hub_id: str, what: str) -> None:
+def require_online(hub_id: str, what: str) -> None:
     """Refuse in offline mode, naming the variable that set it, and fail at once (not after a minute of retries)
     when the hub's name does not resolve."""
     from huggingface_hub import constants

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from .catalog import find
 from .env import get_secret
-from .hub import check_reachable, current_hub_id, hub_endpoint, hub_errors, is_local, looks_like_hub_id
+from .hub import (check_reachable, current_hub_id, hub_cache_dir, hub_endpoint, hub_errors, is_local, looks_like_hub_id,
+                  require_online)
 from .hubenv import offline_setting
 from .hubfetch import quiet_hub_logs
-from .integrity import remove_cached
+from .integrity import check_file, remove_cached
 from .util import UserError, sha256_file
 
 
@@ -78,3 +79,28 @@ def resolve_dataset(repo_id: str, *, what: str = "data set") -> Path:
             raise UserError(f"{repo_id}/{name} does not match the SHA256 the hub lists for it (damaged download); "
                             "it was removed, rerun to download it again")
     return folder
+
+
+def fetch_dataset_file(repo_id: str, filename: str, *, revision: str | None = None, what: str = "data set") -> Path:
+    """Download one file of a hub *data set* repo into the hub cache (resumable, through ``HF_ENDPOINT``) and check
+    it against the digest the hub lists for it (:func:`helpers.integrity.check_file`: the LFS SHA256 of a large file,
+    the git blob id of a small one); a file that does not match is removed, so the next call downloads it afresh.
+
+    Raises:
+        UserError: offline, unreachable, missing, or a download that does not match the hub's digest.
+    """
+    from huggingface_hub import HfApi, hf_hub_download
+
+    require_online(repo_id, what)
+    token, endpoint = get_secret("HF_TOKEN"), hub_endpoint()
+    with quiet_hub_logs(), hub_errors(repo_id, what):
+        infos = HfApi(endpoint=endpoint).get_paths_info(repo_id, [filename], repo_type="dataset", revision=revision,
+                                                        token=token)
+        if not infos:
+            raise UserError(f"{what} {repo_id} has no file {filename} on {endpoint or 'huggingface.co'}")
+        path = Path(hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision, token=token,
+                                    endpoint=endpoint, cache_dir=hub_cache_dir()))
+    lfs = getattr(infos[0], "lfs", None)
+    expected = str(lfs.sha256) if lfs is not None else str(infos[0].blob_id)
+    check_file(path, repo_id=repo_id, name=filename, endpoint=endpoint or "huggingface.co", expected=expected)
+    return path

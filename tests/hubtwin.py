@@ -12,6 +12,8 @@ downloaded.
   (``hfl/chinese-alpaca-2-7b-gguf``: F16, Q8_0, Q4_K and the importance-matrix ``Q4_K-im``, made from the demo
   model with this project's converter and llama.cpp's quantizer). Weights, tokenizers and GGUFs are Git LFS
   pointers with their objects under ``.git/lfs/objects``, where olah reads them, as on the hub.
+- :func:`add_dataset` adds a hub *data set* repo (a test's stand-in files) to a built or running twin; the demo
+  twin serves :func:`calibration_standin` as the default calibration set (``hfl/cmrc2019``);
 - :func:`start` runs olah (``tests/hubtwin_server.py``, in olah's own environment ``.venv-hubtwin``, see
   ``scripts/setup.sh``) on a free 127.0.0.1 port and waits until it answers; :meth:`HubTwin.stop` ends it.
 - :meth:`HubTwin.requests` parses the server's access log.
@@ -210,12 +212,17 @@ def _git_repo(files: Path, repo: Path, hub_id: str, lfs: frozenset[str] | set[st
 
 
 def build_mirror(root: str | Path, demo: str | Path) -> dict[str, list[str]]:
-    """Build the twin's repositories under ``root/models/`` from the demo assets in ``demo``.
+    """Build the twin's repositories under ``root/models/`` from the demo assets in ``demo``, and the stand-in of the
+    default calibration data set (:func:`calibration_standin`) under ``root/datasets/``.
 
-    Returns ``{hub id: [file names]}`` (also written to ``root/twin.json``). Nothing is left under ``root`` if
-    the build fails (it is built beside it and renamed).
+    Returns ``{hub id: [file names]}`` of the models (also written to ``root/twin.json``). Nothing is left under
+    ``root`` if the build fails (it is built beside it and renamed).
     """
-    return build_mirror_from(root, lambda stage: _stage(Path(demo), stage))
+    listing = build_mirror_from(root, lambda stage: _stage(Path(demo), stage))
+    from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_REPO
+
+    add_dataset_repo(root, CALIBRATION_REPO, {CALIBRATION_FILE: calibration_standin()[0]})  # kept when there
+    return listing
 
 
 def build_mirror_from(root: str | Path, stage: "Callable[[Path], dict[str, Path]]") -> dict[str, list[str]]:
@@ -258,6 +265,22 @@ def add_dataset_repo(mirror: str | Path, hub_id: str, files: str | Path | dict[s
     os.replace(work / "repo", repo)
     shutil.rmtree(work, ignore_errors=True)
     return repo
+
+
+def calibration_standin() -> tuple[bytes, str]:
+    """A stand-in for the default calibration file (``helpers.imatrix.CALIBRATION_FILE``, CMRC 2019's cloze layout)
+    made from the demo's Chinese corpus: each four lines one story, its first and last sentences cut out as
+    ``[BLANK1]`` / ``[BLANK2]`` with a distractor among the choices. Returns the file's bytes and the text
+    ``calibration_text`` must rebuild from it."""
+    lines = (ROOT / "helpers" / "data" / "corpus_zh.txt").read_text(encoding="utf-8").split()
+    items, whole = [], []
+    for i in range(0, len(lines) - 3, 4):
+        story = lines[i:i + 4]
+        first, last = story[0].removesuffix("。"), story[-1].removesuffix("。")
+        items.append({"context_id": f"DEV_{i // 4}", "context": "[BLANK1]。" + "".join(story[1:-1]) + "[BLANK2]。",
+                      "choices": ["这是一个干扰句", last, first], "answers": [2, 1]})
+        whole.append("".join(story))
+    return json.dumps({"data": items}, ensure_ascii=False, indent=1).encode("utf-8"), "\n\n".join(whole) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------- the server

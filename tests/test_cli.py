@@ -37,6 +37,7 @@ BAD_INPUTS = {
     "finetune": ["finetune", "--base", MISSING, "--data", MISSING + ".json", "--out", "{tmp}/out"],
     "expand-vocab": ["expand-vocab", "--base", MISSING, "--add", MISSING + ".model", "--out", "{tmp}/out"],
     "evaluate": ["evaluate", "--model", MISSING, "--ppl", MISSING + ".txt"],
+    "imatrix": ["imatrix", "--model", MISSING + ".gguf", "--text", MISSING + ".txt", "--out", "{tmp}/imatrix.gguf"],
     "catalog": ["catalog", "no-such-model-anywhere"],
 }
 

@@ -148,6 +148,10 @@ def test_perplexity_backends_agree(trained, ggufs, demo):
     hf = perplexity(trained, text, backend="transformers", n_ctx=128, stride=64)
     cpp = perplexity(ggufs["F16"], text, backend="llama.cpp", n_ctx=128, stride=64)
     assert cpp == pytest.approx(hf, rel=0.03), (hf, cpp)
+    # llama-perplexity's chunks: the tool's own run on the GGUF, the same chunks through transformers
+    hf_chunks = perplexity(trained, text, backend="transformers", n_ctx=64, method="llama.cpp", chunks=3)
+    cpp_chunks = perplexity(ggufs["F16"], text, n_ctx=64, method="llama.cpp", chunks=3)
+    assert cpp_chunks == pytest.approx(hf_chunks, rel=0.03) and cpp_chunks != pytest.approx(cpp, rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------- KL divergence

@@ -148,7 +148,7 @@ def assert_same_quantization(ours: Path, ref: Path) -> None:
     """Tensor for tensor (name, type, shape, bytes), their order and padding in the data section, then the
     metadata. A merge records its job (inputs and options, ``helpers.merge.job``) in its GGUF; the F16 the
     reference was quantized from records its own (f16) job, so that one key may differ: nothing else may."""
-    from helpers.merge.job import JOB_KEY
+    from helpers.gguf import JOB_KEY
 
     a, b = tensors(ours), tensors(ref)
     assert list(a) == list(b)  # the same order
@@ -216,6 +216,73 @@ def test_with_importance_matrix(cases, f16, tmp_path, case, qtype):
         assert any(not np.array_equal(a[n].data, b[n].data) for n in a)
 
 
+# ------------------------------------------------------------------------------------------------ low-bit types
+LOW_BIT = ["iq3_xxs", "iq3_s", "iq4_xs", "q3_k_m", "q2_k"]
+
+
+@pytest.fixture(scope="module")
+def real_imatrix(f16, tmp_path_factory) -> Path:
+    """This project's importance matrix of the llama2 demo merge (its F16), on the demo's Chinese text."""
+    from helpers.evaluate import ChunkSettings
+    from helpers.imatrix import compute_imatrix
+
+    out = tmp_path_factory.mktemp("imatrix") / "imatrix.gguf"
+    text = ROOT / "helpers" / "data" / "corpus_zh.txt"
+    return compute_imatrix(f16("llama2"), text, out, settings=ChunkSettings(n_ctx=64, chunks=6),
+                           show_progress=False).path
+
+
+def llama_quantize_tool(tool: Path, src: Path, dst: Path, qtype: str, imatrix: Path | None = None) -> Path:
+    """The ``llama-quantize`` program itself (built from the sdist by scripts/setup.sh)."""
+    args = [str(tool)] + (["--imatrix", str(imatrix)] if imatrix is not None else []) + [str(src), str(dst),
+                                                                                          qtype.upper(), "2"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return dst
+
+
+@pytest.mark.parametrize("qtype", LOW_BIT)
+def test_low_bit_one_pass_equals_llama_quantize_tool(cases, f16, real_imatrix, llama_tool, tmp_path, qtype):
+    """merge --outtype <low-bit> --imatrix FILE == llama-quantize --imatrix FILE on the merge's F16, byte for byte
+    (the importance matrix computed here on the model itself)."""
+    ours = one_pass(cases, "llama2", qtype, tmp_path / "ours.gguf", imatrix=real_imatrix)
+    ref = llama_quantize_tool(llama_tool("llama-quantize"), f16("llama2"), tmp_path / "ref.gguf", qtype, real_imatrix)
+    assert_same_quantization(ours, ref)
+    fields = gguf.GGUFReader(str(ours)).fields
+    assert fields["quantize.imatrix.entries_count"].contents() == 2 * 7
+    if qtype in ("iq3_xxs", "q2_k"):  # the two-step path (quantize an F16 GGUF) is the tool's file too
+        from helpers.gguf import quantize
+
+        two = quantize(f16("llama2"), tmp_path / "two.gguf", qtype=qtype, imatrix=real_imatrix, modelfile=False)
+        assert two.read_bytes() == ref.read_bytes()
+
+
+def test_low_bit_imatrix_changes_the_result(cases, f16, real_imatrix, tmp_path):
+    """The matrix is used: IQ4_XS with and without it differ in the quantized bytes, not in the types."""
+    a = tensors(one_pass(cases, "llama2", "iq4_xs", tmp_path / "a.gguf", imatrix=real_imatrix))
+    b = tensors(one_pass(cases, "llama2", "iq4_xs", tmp_path / "b.gguf"))
+    assert {n: t.tensor_type for n, t in a.items()} == {n: t.tensor_type for n, t in b.items()}
+    assert sum(not np.array_equal(a[n].data, b[n].data) for n in a if n.startswith("blk.")) >= 10
+
+
+def test_imatrix_of_another_model_is_one_error_line(cases, f16, real_imatrix, tmp_path, capfd):
+    from helpers.__main__ import main
+
+    base, loras = cases["odd"]  # 10 layers, rows of 320 and 880: the llama2 demo's matrix does not fit
+    runs = [["merge", "--base", str(base), "--lora", str(loras[0]), "--out", str(tmp_path / "m.gguf"), "--format",
+             "gguf", "--outtype", "iq4_xs", "--imatrix", str(real_imatrix)],
+            ["quantize", "--model", str(f16("odd")), "--out", str(tmp_path / "q.gguf"), "--type", "iq4_xs",
+             "--imatrix", str(real_imatrix)],
+            ["quantize", "--model", str(f16("odd")), "--out", str(tmp_path / "q.gguf"), "--type", "iq3_xxs"]]
+    for args, message in zip(runs, ["computed for another model", "computed for another model",
+                                    "iq3_xxs needs an importance matrix"]):
+        assert main(args) == 2
+        err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+        assert err[-1].startswith("error: ") and message in err[-1], err
+        assert sum(line.startswith("error") for line in err) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_float16_rounding_is_torchs():
     """The quantizer rounds through float16 with ggml's conversion; the F16 GGUF is written by torch's."""
     import numpy as np
@@ -274,6 +341,7 @@ def test_llama_cpp_loads_and_generates(cases, tmp_path, case):
 # ------------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("extra,message", [
     (["--format", "gguf", "--outtype", "iq2_xxs"], "iq2_xxs needs an importance matrix"),
+    (["--format", "gguf", "--outtype", "iq3_xxs"], "iq3_xxs needs an importance matrix"),
     (["--format", "gguf", "--outtype", "q9_z"], "unknown GGUF output type 'q9_z'"),
     (["--format", "hf", "--outtype", "q4_k_m"], "not available for --format hf"),
     (["--format", "gguf", "--outtype", "f16", "--imatrix", "x.imatrix"], "--imatrix is used only when quantizing"),
@@ -303,8 +371,8 @@ def test_importance_matrix_that_does_not_fit(cases, f16, tmp_path):
     with pytest.raises(UserError, match="computed for another model"):
         one_pass(cases, "odd", "iq4_xs", tmp_path / "a.gguf", imatrix=other)
     partial = write_imatrix(f16("llama2"), tmp_path / "partial.imatrix", skip="blk.1.ffn_up.weight")
-    with pytest.raises(UserError, match="blk.1.ffn_up.weight needs importance data for IQ2_XXS"):
-        one_pass(cases, "llama2", "iq2_xxs", tmp_path / "b.gguf", imatrix=partial)
+    with pytest.raises(UserError, match="no entry for blk.1.ffn_up.weight, which this model has"):
+        one_pass(cases, "llama2", "q4_k_m", tmp_path / "b.gguf", imatrix=partial)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.imatrix", "partial.imatrix"]
 
 

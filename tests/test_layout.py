@@ -25,7 +25,7 @@ LAYERS = [
     ["checkpoint", "publish"],
     ["gguf"],
     ["merge", "chat"],
-    ["train", "evaluate"],
+    ["train", "evaluate", "imatrix"],
     ["demo", "colab"],
     ["stages"],
     ["pipeline"],
@@ -263,3 +263,29 @@ def test_no_function_over_the_length_limit():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
     assert long == []
+
+
+def _tracked_text_files() -> list[Path]:
+    import subprocess
+
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    return [ROOT / n.decode() for n in names if n and (ROOT / n.decode()).is_file()]
+
+
+def _merge_markers(text: str) -> list[int]:
+    return [i for i, line in enumerate(text.splitlines(), 1)
+            if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="]
+
+
+def test_no_merge_conflict_left_in_a_tracked_file():
+    """A conflict marker committed by mistake (a Makefile that no longer parses) is caught here, not by CI."""
+    left = {}
+    for path in _tracked_text_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if lines := _merge_markers(text):
+            left[str(path.relative_to(ROOT))] = lines
+    assert left == {}
+    assert _merge_markers("a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> other\n") == [2, 4, 6]

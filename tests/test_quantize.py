@@ -61,8 +61,16 @@ def test_binary_backend_command_line(f16, tmp_path, monkeypatch):
     fake.write_text(f"#!{sys.executable}\nimport json, shutil, sys\njson.dump(sys.argv[1:], open({str(log)!r}, 'w'))\n"
                     "shutil.copy(sys.argv[-4], sys.argv[-3])\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    imatrix = tmp_path / "m.imatrix"
-    imatrix.write_bytes(b"x")
+    import gguf
+    import numpy as np
+
+    from helpers.gguf import ImatrixStats, write_imatrix
+
+    blocks = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(str(f16)).tensors
+              if t.name.startswith("blk.") and len(t.shape) == 2}
+    imatrix = write_imatrix(tmp_path / "m.imatrix.gguf", ImatrixStats(
+        {n: np.ones((1, c), np.float32) for n, c in blocks.items()},
+        {n: np.ones(1, np.float32) for n in blocks}, chunk_count=1, chunk_size=8, datasets=("t",)))
     monkeypatch.setattr(hq, "llama_cpp_available", lambda: False)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     out = hq.quantize(f16, tmp_path / "o.gguf", qtype="iq4_xs", imatrix=imatrix, threads=3)
@@ -165,8 +173,13 @@ def test_quiet_log_is_restored_and_kept_on_failure(f16, imatrix, tmp_path, capfd
         hq.quantize(q8, tmp_path / "q2.gguf", qtype="q2_k", threads=2)
     assert "llama_model_loader" not in capfd.readouterr().err
     monkeypatch.setenv("HELPERS_LOG_DIR", str(tmp_path / "logs"))
-    path, sums, n = imatrix  # an importance matrix of the wrong width: only llama.cpp finds out
+    path, sums, n = imatrix  # an importance matrix of the wrong width
     bad = write_imatrix_gguf(tmp_path / "bad.imatrix", {k: v[:10] for k, v in sums.items()}, n)
+    with pytest.raises(UserError, match=r"has 10 values for blk\.0\.attn_k\.weight, which has 256 columns; it was "
+                                        "computed for another model"):  # refused before llama.cpp runs
+        hq.quantize(f16, tmp_path / "iq.gguf", qtype="iq4_xs", imatrix=bad, threads=2)
+    assert not (tmp_path / "logs" / "quantize-iq.log").exists()
+    monkeypatch.setattr(hq, "_check_imatrix_for", lambda src, imatrix: None)  # now llama.cpp finds out itself
     with pytest.raises(UserError, match=r"imatrix size 10 is different.*its log is in .*quantize-iq\.log"):
         hq.quantize(f16, tmp_path / "iq.gguf", qtype="iq4_xs", imatrix=bad, threads=2)
     assert "llama_model_loader" not in capfd.readouterr().err and not (tmp_path / "iq.gguf").exists()
@@ -275,7 +288,12 @@ def test_imatrix_quantization(f16, imatrix, tmp_path, capsys):
     # the importance matrix changes how K-quants round: same type, different bytes
     plain = hq.quantize(f16, tmp_path / "plain.gguf", qtype="q4_k_m", threads=2, modelfile=False)
     weighted = hq.quantize(f16, tmp_path / "weighted.gguf", qtype="q4_k_m", imatrix=path, threads=2, modelfile=False)
-    assert plain.stat().st_size == weighted.stat().st_size and plain.read_bytes() != weighted.read_bytes()
+    import gguf
+
+    a, b = gguf.GGUFReader(str(plain)), gguf.GGUFReader(str(weighted))
+    assert [(t.name, t.tensor_type) for t in a.tensors] == [(t.name, t.tensor_type) for t in b.tensors]
+    assert any(not np.array_equal(x.data, y.data) for x, y in zip(a.tensors, b.tensors))
+    assert "quantize.imatrix.file" in b.fields and "quantize.imatrix.file" not in a.fields  # as llama-quantize
 
 
 def test_install_hint_and_availability():
@@ -342,3 +360,38 @@ def test_colab_install_adds_the_server_extra_when_asked_even_over_an_installed_w
     monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(__version__="x",
                                                                         llama_supports_gpu_offload=lambda: False))
     assert hq_llamacpp.colab_install_llama_cpp(server=True).tag == "installed" and calls == []
+
+
+def test_a_rerun_keeps_the_same_quantization_of_a_merge_and_redoes_another(demo, tmp_path, capsys):
+    """quantize() of a merge's GGUF: the output carries the merge's job (the quantizer copies the source's keys), so
+    the same source, type and matrix are not quantized again; another merge in the same place is."""
+    from helpers.gguf import quantize
+    from helpers.merge import merge
+
+    src = tmp_path / "m-f16.gguf"
+    merge(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"], out=src, fmt="gguf", outtype="f16",
+          progress=False)
+    out = quantize(src, tmp_path / "m-q8_0.gguf", qtype="q8_0")
+    first = out.read_bytes()
+    mtime = out.stat().st_mtime_ns
+    capsys.readouterr()
+    quantize(src, out, qtype="q8_0")
+    assert "already the q8_0" in capsys.readouterr().err and out.stat().st_mtime_ns == mtime
+    merge(demo / "Llama-2-7b-hf", [demo / "chinese-llama-2-lora-7b"], out=src, fmt="gguf", outtype="f16",
+          progress=False, overwrite=True)
+    quantize(src, out, qtype="q8_0")
+    assert "already" not in capsys.readouterr().err and out.read_bytes() != first
+
+
+def test_the_quantizer_log_drives_a_progress_bar(f16, tmp_path, monkeypatch):
+    """Without --verbose, the per-tensor lines llama.cpp logs move a progress bar to the tensor count."""
+    from helpers.gguf import llama_quantize as lq
+
+    monkeypatch.setenv("HELPERS_NO_PROGRESS", "0")  # the tests' environment turns bars off
+    seen = []
+    real = lq._TensorProgress.__call__
+    monkeypatch.setattr(lq._TensorProgress, "__call__", lambda self, text: (real(self, text), seen.append(
+        self.bar.n if self.bar is not None else None)))
+    lq.quantize(f16, tmp_path / "q.gguf", qtype="q8_0", modelfile=False)
+    counts = [n for n in seen if n is not None]
+    assert counts and counts == sorted(counts) and counts[-1] == len(gguf.GGUFReader(str(f16)).tensors)

@@ -11,11 +11,14 @@ a GGUF file (llama-cpp-python), or an already loaded model.
 - :mod:`.exam`: :func:`run_exam`; :mod:`.results`: :class:`ExamResult` (``summary.json``, ``submission.json``);
   :mod:`.paired`: :func:`compare_results`; :mod:`.published`: :func:`published_row`; :mod:`.timing`:
   :func:`estimate_time`, :func:`plan_exam`; :mod:`.standin`: :func:`write_standin`;
+- :mod:`.llama_chunks`: :class:`ChunkRunner`, a GGUF run over a text in chunks as llama-perplexity and
+  llama-imatrix run it;
 - :mod:`.choice`: :func:`multiple_choice` (one CSV of your own, scored the same way);
 - :mod:`.cli`, :mod:`.exam_cli`: ``python -m helpers evaluate``, ``ceval``, ``cmmlu``.
 """
 from __future__ import annotations
 
+from .llama_chunks import ChunkRunner, ChunkSettings, chunk_count
 from .choice import (ANSWER_CUE, LETTERS, MC_HEADER, MC_WINDOW, MCReport, format_item, letter_ids, mc_prompt,
                      multiple_choice, read_mc_csv)
 from .engine import REPETITION_PENALTY, TEMPERATURE, ExamScorer, HFExamScorer, LetterIds, LlamaCppExamScorer
@@ -31,7 +34,7 @@ from .standin import write_standin
 from .subjects import BENCHMARKS, Benchmark, benchmark
 from .timing import TimeEstimate, estimate_time, plan_exam
 
-__all__ = ["ANSWER_CUE", "BENCHMARKS", "LETTERS", "MC_HEADER", "MC_WINDOW", "PPL_WINDOW", "REPETITION_PENALTY",
+__all__ = ["ANSWER_CUE", "BENCHMARKS", "ChunkRunner", "ChunkSettings", "chunk_count", "LETTERS", "MC_HEADER", "MC_WINDOW", "PPL_WINDOW", "REPETITION_PENALTY",
            "TEMPERATURE", "Answer", "Benchmark", "ExamData", "ExamResult", "ExamScorer", "HFExamScorer", "HFScorer",
            "KLReport", "LetterIds", "LlamaCppExamScorer", "LlamaCppScorer", "MCReport", "PairedComparison",
            "PromptStyle", "PublishedRow", "TimeEstimate", "benchmark", "compare_quants", "compare_results", "default_eval_text",

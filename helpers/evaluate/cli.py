@@ -20,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", metavar="FILE", help="text for --kld-ref")
     parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp"])
     parser.add_argument("--n-ctx", type=int, default=None, help="context window (default 512; 2048 for --mc)")
-    parser.add_argument("--stride", type=int, default=256, help="window step for --ppl / --kld-ref")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="sliding windows moved by this many tokens for --ppl / --kld-ref (default: "
+                             "llama-perplexity's chunks of --n-ctx tokens, the second half of each scored)")
+    parser.add_argument("--chunks", type=int, default=None, help="at most this many chunks (without --stride)")
     parser.add_argument("--shots", type=int, default=0, help="few-shot examples for --mc (the releases used 0 and 5)")
     parser.add_argument("--dev", metavar="CSV", help="few-shot examples for --mc (default: other items of --mc)")
     parser.add_argument("--subject", help="subject name in the few-shot header (default: from the CSV name)")
@@ -30,11 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    method = "sliding" if args.stride is not None else "llama.cpp"
+    stride = min(args.stride or 256, args.n_ctx or 512)
     if args.ppl:
         n_ctx = args.n_ctx or 512
-        ppl = perplexity(args.model, Path(args.ppl), backend=args.backend, n_ctx=n_ctx, stride=min(args.stride, n_ctx))
-        result: dict = {"model": args.model, "text": args.ppl, "n_ctx": n_ctx, "perplexity": ppl}
-        print(f"perplexity {ppl:.4f} ({args.ppl}, n_ctx {n_ctx})")
+        ppl = perplexity(args.model, Path(args.ppl), backend=args.backend, n_ctx=n_ctx, stride=stride, method=method,
+                         chunks=args.chunks)
+        result: dict = {"model": args.model, "text": args.ppl, "n_ctx": n_ctx, "method": method, "perplexity": ppl}
+        print(f"perplexity {ppl:.4f} ({args.ppl}, n_ctx {n_ctx}, "
+              + (f"windows moved by {stride})" if method == "sliding" else "llama-perplexity's chunks)"))
     elif args.mc:
         rep = multiple_choice(args.model, args.mc, shots=args.shots, dev_csv=args.dev, subject=args.subject,
                               template=args.template, backend=args.backend, n_ctx=args.n_ctx or 2048, limit=args.limit)
@@ -45,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.text:
             raise UserError("--kld-ref needs --text FILE")
         n_ctx = args.n_ctx or 512
-        rep = kl_divergence(args.kld_ref, args.model, Path(args.text), n_ctx=n_ctx, stride=min(args.stride, n_ctx),
-                            backend=args.backend)
+        rep = kl_divergence(args.kld_ref, args.model, Path(args.text), n_ctx=n_ctx, stride=stride, backend=args.backend,
+                            method=method, chunks=args.chunks)
         result = {"reference": args.kld_ref, "model": args.model, **asdict(rep)}
         print(f"mean KLD {rep.mean_kld:.6f}  max {rep.max_kld:.6f}  top-1 agreement {rep.top1_agreement:.4f}  "
               f"PPL {rep.ppl_ref:.4f} -> {rep.ppl_quant:.4f} ({rep.n_tokens} tokens)")

@@ -1,7 +1,8 @@
 """Perplexity over sliding windows, and the KL divergence of a quantized model from its reference.
 
 - :func:`perplexity`: sliding window of ``n_ctx`` tokens moved by ``stride``; every token after the
-  first is scored exactly once, with at least ``n_ctx - stride`` tokens of context after the first window.
+  first is scored exactly once, with at least ``n_ctx - stride`` tokens of context after the first window; or
+  (``method="llama.cpp"``) llama-perplexity's chunks, the same figure as the tool (:mod:`.llama_ppl`).
 - :func:`kl_divergence`: the same windows through a reference (F16) and a quantized model;
   KL(P_ref || P_quant) per token, averaged, plus the top-1 agreement and both perplexities.
 - :func:`compare_quants` / :func:`plot_quant_table`: the notebooks' table of types, sizes and quality.
@@ -17,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from ..gguf import gguf_type
 from ..util import DATA_DIR, UserError, progress, read_utf8
+from .klreport import KLReport
 from .scorers import PPL_WINDOW, scoring
 
 
@@ -87,20 +89,34 @@ def _window_logprobs(scorer, ids: list[int], n_ctx: int, stride: int, desc: str)
         yield log_softmax(logits[first - 1 - begin: end - 1 - begin]), ids[first:end]
 
 
+METHODS = ("sliding", "llama.cpp")  # perplexity methods: sliding windows, or llama-perplexity's chunks
+
+
 def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n_ctx: int = PPL_WINDOW,
-               stride: int = 256) -> float:
+               stride: int = 256, method: str = "sliding", chunks: int | None = None) -> float:
     """Perplexity of ``model`` on a text: ``exp`` of the mean negative log-likelihood per token.
 
     Args:
         model: GGUF path, HF folder, ``llama_cpp.Llama`` (with ``logits_all``) or ``(model, tokenizer)``.
-        text_or_file: the text, or a path to a UTF-8 file (BOS is prepended once).
+        text_or_file: the text, or a path to a UTF-8 file.
         backend: ``auto``, ``transformers`` or ``llama.cpp``.
-        n_ctx: window length in tokens.
-        stride: how far the window moves; the first ``n_ctx - stride`` tokens of later windows are context only.
+        n_ctx: window (chunk) length in tokens.
+        stride: ``sliding`` only: how far the window moves; the first ``n_ctx - stride`` tokens of later windows
+            are context only (BOS is prepended once).
+        method: ``sliding`` (every token after the first scored once), or ``llama.cpp``: llama-perplexity's
+            chunks of ``n_ctx`` tokens, BOS at the start of each, the second half scored (the text needs at least
+            two chunks). On a GGUF file this is the tool's own run (the same figure:
+            :func:`~helpers.evaluate.llama_ppl.chunked_perplexity`); on other models the same chunks through their
+            back end.
+        chunks: ``llama.cpp`` only: at most this many chunks.
     """
     import numpy as np
 
+    if method not in METHODS:
+        raise UserError(f"unknown perplexity method {method!r}; use one of {', '.join(METHODS)}")
     text = read_text(text_or_file)
+    if method == "llama.cpp":
+        return _chunked(model, text, backend=backend, n_ctx=n_ctx, chunks=chunks)
     with scoring(model, backend=backend, n_ctx=n_ctx) as scorer:
         ids = _token_ids(scorer, text)
         nll, count = 0.0, 0
@@ -110,29 +126,30 @@ def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n
     return math.exp(nll / count)
 
 
-@dataclass(frozen=True)
-class KLReport:
-    """Token-level comparison of a quantized model with its reference.
+def _chunked(model: Any, text: str, *, backend: str, n_ctx: int, chunks: int | None) -> float:
+    """llama-perplexity's figure: the tool's exact run on a GGUF file, its chunks through a scorer otherwise."""
+    import numpy as np
 
-    Attributes:
-        mean_kld: mean KL(P_ref || P_quant) in nats per token.
-        max_kld: the largest per-token KL divergence.
-        top1_agreement: share of positions where both models' most likely token is the same.
-        ppl_ref: perplexity of the reference on the text.
-        ppl_quant: perplexity of the quantized model on the text.
-        n_tokens: scored positions.
-    """
+    from .llama_chunks import ChunkSettings, chunk_count
+    from .llama_ppl import chunked_perplexity, tool_text
 
-    mean_kld: float
-    max_kld: float
-    top1_agreement: float
-    ppl_ref: float
-    ppl_quant: float
-    n_tokens: int
-
-    def __post_init__(self) -> None:
-        if self.n_tokens <= 0:
-            raise ValueError("n_tokens must be positive")
+    settings = ChunkSettings(n_ctx=n_ctx, chunks=chunks)
+    path = Path(model) if isinstance(model, (str, Path)) else None
+    if path is not None and path.is_file() and path.suffix.lower() == ".gguf" and backend != "transformers":
+        return chunked_perplexity(path, text, settings).ppl
+    with scoring(model, backend=backend, n_ctx=n_ctx) as scorer:
+        ids = scorer.encode(tool_text(text), bos=True)
+        bos = ids[0] if len(ids) > len(scorer.encode(tool_text(text), bos=False)) else None
+        first = n_ctx // 2
+        nll, count = 0.0, 0
+        for c in progress(range(chunk_count(len(ids), settings, what="perplexity")), desc="perplexity", unit="chunk"):
+            window = ids[c * n_ctx:(c + 1) * n_ctx]
+            if bos is not None:
+                window[0] = bos
+            logp = log_softmax(scorer.logits(window)[first:n_ctx - 1])
+            nll -= float(logp[np.arange(n_ctx - 1 - first), window[first + 1:]].sum())
+            count += n_ctx - 1 - first
+    return math.exp(nll / count)
 
 
 @dataclass
@@ -207,7 +224,8 @@ def compare_to_reference(ref: Reference, quant) -> KLReport:
 
 
 def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_ctx: int = PPL_WINDOW,
-                  stride: int = 256, backend: str = "auto") -> KLReport:
+                  stride: int = 256, backend: str = "auto", method: str = "sliding",
+                  chunks: int | None = None) -> KLReport:
     """KL divergence of a quantized model's next-token distributions from its reference's (F16).
 
     Both models read the same tokens (the reference's tokenization) in the same windows; they are loaded one
@@ -219,8 +237,18 @@ def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_c
         text: text or a path to a UTF-8 file.
         n_ctx: window length; stride: window step (see :func:`perplexity`).
         backend: passed to :func:`open_model` for both.
+        method: ``sliding``, or ``llama.cpp``: llama-perplexity's chunks (two GGUF files, run as the tool runs
+            them: :func:`~helpers.evaluate.llama_ppl.chunked_kl_divergence`).
+        chunks: ``llama.cpp`` only: at most this many chunks.
     """
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     text = read_text(text)
+    if method == "llama.cpp":
+        from .llama_chunks import ChunkSettings
+        from .llama_ppl import chunked_kl_divergence
+
+        return chunked_kl_divergence(reference_gguf, quant_gguf, text, ChunkSettings(n_ctx=n_ctx, chunks=chunks))
     with tempfile.TemporaryDirectory(prefix="kld-") as tmp:
         with scoring(reference_gguf, backend=backend, n_ctx=n_ctx) as scorer:
             ref = score_reference(scorer, text, n_ctx, stride, tmp)

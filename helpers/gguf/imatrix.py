@@ -1,8 +1,11 @@
-"""Importance matrices (``llama-imatrix`` output, GGUF or legacy ``.dat``) for the ``iq*`` quantization types."""
+"""Importance matrices in llama.cpp's formats: read (``llama-imatrix``'s GGUF format or its legacy ``.dat``),
+written (the GGUF format, :func:`write_imatrix`), checked against a model (:func:`check_imatrix_fits`), and
+handed to llama.cpp's quantizer with the ``quantize.imatrix.*`` keys the llama-quantize tool records."""
 from __future__ import annotations
 
 import ctypes
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..util import UserError
@@ -91,6 +94,35 @@ def imatrix_metadata(path: str | Path) -> tuple[list[str], int]:
         return ([name.decode("utf-8", "replace")] if len(name) == length > 0 else []), chunks
 
 
+def check_imatrix_fits(data: dict, columns: dict[str, int], *, source: str = "the importance matrix") -> None:
+    """Refuse an importance matrix made for another model: one whose entries name tensors the model lacks, or
+    lack a block weight the model has, or whose widths differ from the model's rows.
+
+    llama.cpp's quantizer would quietly skip such entries (and quantize the rest without importance data);
+    ``llama-imatrix`` records every matrix multiplication of every block, so on a model of this family a
+    mismatch means the file belongs to another model.
+
+    Args:
+        data: the importance matrix (:func:`read_imatrix`).
+        columns: ``{GGUF name: columns}`` of every 2-D weight of the model.
+        source: how to name the matrix in the message (its file).
+
+    Raises:
+        UserError: the first mismatch, naming the tensor and how to fix it.
+    """
+    fix = "; it was computed for another model: compute it on this model (python -m helpers imatrix)"
+    for name in sorted(data):
+        if name not in columns and name != "output.weight":
+            raise UserError(f"{source} has an entry for {name}, which this model does not have{fix}")
+    for name in sorted(columns):
+        if name.startswith("blk.") and name not in data:
+            raise UserError(f"{source} has no entry for {name}, which this model has{fix}")
+    for name, vals in sorted(data.items()):
+        n = columns.get(name)
+        if n is not None and vals.size != n and name != "token_embd.weight":  # llama.cpp ignores that one
+            raise UserError(f"{source} has {vals.size} values for {name}, which has {n} columns{fix}")
+
+
 def imatrix_weights(data: dict | None, tensors: list, ftype: str) -> dict:
     """The importance weights of each tensor llama.cpp's quantizer would quantize with them, checked as it checks
     them.
@@ -113,6 +145,8 @@ def imatrix_weights(data: dict | None, tensors: list, ftype: str) -> dict:
     for name, vals in (data or {}).items():
         if not np.all(np.isfinite(vals)):
             raise UserError(f"importance matrix entry {name} has non-finite values; recompute it")
+    if data is not None:
+        check_imatrix_fits(data, {n: int(s[-1]) for n, s, _ in tensors if len(s) == 2})
     found = {}
     for name, shape, qtype in tensors:
         if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
@@ -163,3 +197,98 @@ def imatrix_struct(data: dict):
         arr[i].size = buf.size
     arr[len(data)].name = None
     return arr, keep
+
+
+@dataclass(frozen=True)
+class ImatrixStats:
+    """An importance matrix as ``llama-imatrix`` stores it in its GGUF format (raw sums, not yet divided).
+
+    Attributes:
+        sums: ``{weight name: (n_mat, columns) float32}``: over every activation row the weight multiplied, the
+            sum of each column's squared activation (``<name>.in_sum2``; ``n_mat`` is 1 for a dense weight).
+        counts: ``{weight name: (n_mat,) float32}``: how many activation rows were summed (``<name>.counts``).
+        chunk_count: chunks of text the statistics cover (``imatrix.chunk_count``).
+        chunk_size: tokens per chunk (``imatrix.chunk_size``).
+        datasets: the text files they were computed on (``imatrix.datasets``).
+    """
+
+    sums: dict
+    counts: dict
+    chunk_count: int
+    chunk_size: int
+    datasets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if set(self.sums) != set(self.counts):
+            raise ValueError("every tensor needs both its sums and its counts")
+        for name, s in self.sums.items():
+            if s.ndim != 2 or self.counts[name].shape != (s.shape[0],):
+                raise ValueError(f"{name}: sums {s.shape} do not fit counts {self.counts[name].shape}")
+        if self.chunk_count < 0 or self.chunk_size < 1:
+            raise ValueError("chunk_count must be >= 0 and chunk_size >= 1")
+
+
+def write_imatrix(path: str | Path, stats: ImatrixStats) -> Path:
+    """Write ``stats`` in llama-imatrix's GGUF format (atomically): the keys ``general.type = imatrix``,
+    ``imatrix.datasets``, ``imatrix.chunk_count``, ``imatrix.chunk_size``, then per weight, in name order, an F32
+    ``<name>.in_sum2`` of ``columns x n_mat`` and an F32 ``<name>.counts`` of ``1 x n_mat`` (1-D for a dense weight,
+    ``n_mat`` = 1, as ggml stores them). ``llama-quantize --imatrix`` and :func:`read_imatrix` read it."""
+    import gguf
+    import numpy as np
+
+    from ..util import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        w = gguf.GGUFWriter(str(tmp), "imatrix")
+        w.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)  # llama-imatrix writes no architecture
+        w.add_type("imatrix")
+        w.add_array("imatrix.datasets", list(stats.datasets))
+        w.add_uint32("imatrix.chunk_count", stats.chunk_count)
+        w.add_uint32("imatrix.chunk_size", stats.chunk_size)
+        for name in sorted(stats.sums):
+            sums = np.ascontiguousarray(stats.sums[name], dtype=np.float32)
+            counts = np.asarray(stats.counts[name], dtype=np.float32).reshape(-1, 1)
+            if len(counts) == 1:  # ggml drops trailing dimensions of 1: a dense weight's entries are 1-D
+                sums, counts = sums.reshape(-1), counts.reshape(-1)
+            w.add_tensor(f"{name}.in_sum2", sums)
+            w.add_tensor(f"{name}.counts", counts)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    return path
+
+
+def read_imatrix_stats(path: str | Path) -> ImatrixStats:
+    """The raw statistics of a GGUF importance matrix (what :func:`write_imatrix` writes, or llama-imatrix).
+
+    Raises:
+        UserError: not a GGUF importance matrix (a legacy ``.dat`` holds only the divided values:
+            :func:`read_imatrix` reads those).
+    """
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UserError(f"{path} is not a GGUF importance matrix")
+    reader = gguf.GGUFReader(str(path))
+    sums, counts = {}, {}
+    for t in reader.tensors:
+        data = np.array(t.data, dtype=np.float32)
+        if t.name.endswith(".in_sum2"):
+            sums[t.name[: -len(".in_sum2")]] = data.reshape(-1, int(t.shape[0]))
+        elif t.name.endswith(".counts"):
+            counts[t.name[: -len(".counts")]] = data.reshape(-1)
+    fields = reader.fields
+
+    def value(key: str, default):
+        return fields[key].contents() if key in fields else default
+
+    try:
+        return ImatrixStats(sums, counts, int(value("imatrix.chunk_count", 0)), int(value("imatrix.chunk_size", 1)),
+                            tuple(str(d) for d in value("imatrix.datasets", [])))
+    except ValueError as exc:
+        raise UserError(f"{path} is not a complete llama.cpp importance matrix ({exc})") from None

@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +76,11 @@ def llama_cpp_log_callback() -> Any:
 
 
 @contextlib.contextmanager
-def quiet_llama_log(*, log_file: str | Path | None = None) -> Iterator[list[str]]:
+def quiet_llama_log(*, log_file: str | Path | None = None,
+                    on_text: Callable[[str], None] | None = None) -> Iterator[list[str]]:
     """Collect llama.cpp's native log instead of printing it; on an exception, write what was collected to
-    ``log_file`` (the caller names it in its one-line error), or print it without one.
+    ``log_file`` (the caller names it in its one-line error), or print it without one. ``on_text`` sees each
+    chunk as it comes (a progress bar reads the quantizer's per-tensor lines).
 
     Two channels are covered: the log callback (``llama_log_set``, which llama.cpp also hands to ggml) is
     swapped for one that stores the text, and file descriptor 2 points to a temporary file for anything
@@ -98,6 +100,8 @@ def quiet_llama_log(*, log_file: str | Path | None = None) -> Iterator[list[str]
     @llama_cpp.llama_log_callback
     def collect(level, text, user_data):  # noqa: ARG001 - ctypes signature
         chunks.append(text.decode("utf-8", "replace") if text else "")
+        if on_text is not None:
+            on_text(chunks[-1])
 
     restore = llama_cpp_log_callback()
     sys.stdout.flush()

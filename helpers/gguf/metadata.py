@@ -12,6 +12,8 @@ from ..tokens import template_from_chat_template
 from ..util import UserError
 
 
+JOB_KEY = "helpers.merge.job"  # a merged GGUF's record of its job (inputs by content, options), as a JSON string
+
 def read_metadata(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Key/value metadata of a GGUF as Python values.
 

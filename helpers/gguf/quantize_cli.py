@@ -12,7 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output .gguf")
     parser.add_argument("--type", default=DEFAULT_QUANT, help=f"llama.cpp type (default {DEFAULT_QUANT}): "
                                                              + ", ".join(FTYPES))
-    parser.add_argument("--imatrix", default=None, help="importance matrix from llama-imatrix (needed for iq* types)")
+    parser.add_argument("--imatrix", default=None, help="importance matrix (python -m helpers imatrix, or "
+                                                        "llama-imatrix; needed for the 1-3 bit iq types)")
+    parser.add_argument("--allow-requantize", action="store_true", help="accept an already quantized GGUF (Q8_0)")
     parser.add_argument("--template", default=None, help="prompt template for the Modelfile (default: from the model)")
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument("--verbose", action="store_true", help="show llama.cpp's per-tensor log")
@@ -20,6 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = quantize(args.model, args.out, qtype=args.type, imatrix=args.imatrix, threads=args.threads,
-                   template=args.template, verbose=args.verbose)
+                   template=args.template, verbose=args.verbose, requantize=args.allow_requantize)
     print(f"wrote {out} ({human_bytes(out.stat().st_size)}) with {out.stem}.Modelfile and {out.name}.sha256")
     return 0

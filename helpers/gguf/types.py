@@ -14,7 +14,10 @@ FTYPES: dict[str, int] = {
     "iq2_s": 28, "iq2_m": 29, "iq4_xs": 30, "iq1_m": 31, "bf16": 32, "tq1_0": 36, "tq2_0": 37,
 }
 ALIASES = {"q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}
-NEEDS_IMATRIX = frozenset(t for t in FTYPES if t.startswith("iq")) | {"q2_k_s"}
+# The mixes llama.cpp refuses to make without an importance matrix: their base type (or, for iq3_xs, the type of
+# attn_q/attn_k and most ffn_gate/ffn_up) is one whose quantizer needs it (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S,
+# IQ3_XXS; Q2_K in q2_k_s). iq3_s, iq3_m, iq4_xs and iq4_nl work without one, and are better with one.
+NEEDS_IMATRIX = frozenset({"iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "q2_k_s"})
 FLOAT_TYPES = ("f32", "f16", "bf16")
 # Types the streaming GGUF writer (merge, to-gguf) produces: the float types, and every llama.cpp mix, quantized
 # in memory under llama.cpp's per-tensor rules (:mod:`.quant_rules`)
@@ -40,14 +43,14 @@ def gguf_outtype(outtype: str, *, imatrix: bool = False) -> str:
     """Normalise and check a GGUF output type (``Q4_K_M`` -> ``q4_k_m``, ``q4_k`` -> ``q4_k_m``).
 
     Raises:
-        UserError: an unknown type, or an ``iq*`` / ``q2_k_s`` type without an importance matrix.
+        UserError: an unknown type, or a type of :data:`NEEDS_IMATRIX` without an importance matrix.
     """
     key = ALIASES.get(outtype.strip().lower(), outtype.strip().lower())
     if key not in WRITE_TYPES:
         raise UserError(f"unknown GGUF output type {outtype!r}; choose one of: {', '.join(WRITE_TYPES)}")
     if key in NEEDS_IMATRIX and not imatrix:
-        raise UserError(f"{key} needs an importance matrix: pass --imatrix FILE (made by llama-imatrix), "
-                        "or choose a K-quant such as q4_k_m")
+        raise UserError(f"{key} needs an importance matrix: pass --imatrix FILE (python -m helpers imatrix, or "
+                        "llama-imatrix), or choose a K-quant such as q4_k_m")
     return key
 
 

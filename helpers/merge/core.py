@@ -25,12 +25,12 @@ from typing import Any, Collection, Mapping
 
 from ..checkpoint import TensorSink
 from ..disk import claim_output, disk_errors
-from ..gguf import GGUFSink, describe_model, gguf_sidecars, write_modelfile
+from ..gguf import JOB_KEY, GGUFSink, describe_model, gguf_sidecars, write_modelfile
 from ..hub import is_local
 from ..tokens import get_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
-from .job import JOB_KEY, already_done, job_identity, void_outputs_of_damaged_inputs
+from .job import already_done, job_identity, void_outputs_of_damaged_inputs
 from .options import DTYPES, MergeOptions, MergeResult
 from .planner import ResourcePlan, checked_plan
 from .preflight import MergePlan, check_resources, describe, output_bytes, plan_merge

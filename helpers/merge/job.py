@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from ..gguf import gguf_sidecars, read_metadata
+from ..gguf import JOB_KEY, gguf_sidecars, read_metadata
 from ..integrity import DamagedDownload
 from ..tokens import tokenizer_files
 from ..util import UserError, read_json, remove, sample_digest
@@ -34,7 +34,6 @@ from .inputs import MergeInputs
 from .options import MergeOptions
 from .sources import SourceFiles
 
-JOB_KEY = "helpers.merge.job"  # GGUF metadata key: the job as a JSON string
 
 
 def file_digest(path: Path) -> str:

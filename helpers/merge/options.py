@@ -60,10 +60,14 @@ class MergeOptions:
 
     def target(self, out: str | Path) -> Path:
         """The output path: ``out`` itself, or ``out/ggml-model-<outtype>.gguf`` for a GGUF into a folder."""
-        out = Path(out).expanduser()
-        if self.fmt == "gguf" and out.suffix != ".gguf":
-            return out / f"ggml-model-{self.outtype}.gguf"
-        return out
+        return gguf_target(out, self.outtype) if self.fmt == "gguf" else Path(out).expanduser()
+
+
+def gguf_target(out: str | Path, outtype: str) -> Path:
+    """Where a GGUF of ``outtype`` goes: ``out`` itself when it names a ``.gguf``, else
+    ``out/ggml-model-<outtype>.gguf``."""
+    out = Path(out).expanduser()
+    return out if out.suffix == ".gguf" else out / f"ggml-model-{outtype}.gguf"
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """``python -m helpers plan MODEL [--outtype TYPE] [--format FORMAT] [--out PATH]``: what a merge will download,
-write and hold, and whether it fits here, before anything is downloaded."""
+write and hold, and whether it fits here, before anything is downloaded; for a GGUF, also what running it at a
+4096-token context needs and which laptops it fits (:mod:`.laptop`)."""
 from __future__ import annotations
 
 import argparse
 import json
 
 from ..catalog import get, merge_plan
+from ..gguf import NEEDS_IMATRIX, gguf_outtype
+from .laptop import LAPTOPS_GB, sources_fit
 from .options import FORMATS, MergeOptions
 from .planner import plan_resources
 
@@ -43,15 +46,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise UserError("give a release (python -m helpers plan chinese-alpaca-2-7b-lora) or --base [--lora ...]")
     base, loras = args.base or base, args.lora if args.lora is not None else loras
-    options = MergeOptions(fmt=args.format, outtype=args.outtype)
+    outtype = gguf_outtype(args.outtype, imatrix=True) if args.format == "gguf" else args.outtype
+    route = outtype in NEEDS_IMATRIX  # made through the importance-matrix route: a Q8_0 merge first
+    options = MergeOptions(fmt=args.format, outtype="q8_0" if route else outtype)
     plan = plan_resources(base, loras, patch, options=options, out=args.out, offline=args.offline,
                           free_disk=int(args.disk_gb * GB) if args.disk_gb else None,
                           free_ram=int(args.ram_gb * GB) if args.ram_gb else None)
+    fit = sources_fit(plan.sources, outtype=outtype) if args.format == "gguf" else None
     if args.json:
+        run = {"run_ctx": fit.n_ctx, "run_file_bytes": fit.file_bytes, "run_ram_bytes": fit.ram_bytes,
+               "run_fits_laptops_gb": [g for g in LAPTOPS_GB if fit.fits(g)]} if fit else {}
         print(json.dumps({"download_bytes": plan.download_bytes, "output_bytes": plan.output_bytes,
                           "peak_disk": plan.peak_disk, "peak_disk_low_disk": plan.peak_disk_low,
                           "peak_ram": plan.ram_bytes, "free_disk": plan.free_disk, "free_ram": plan.free_ram,
-                          "fits": plan.fits, "fits_low_disk": plan.fits_low_disk, "ram_fits": plan.ram_fits}, indent=2))
+                          "fits": plan.fits, "fits_low_disk": plan.fits_low_disk, "ram_fits": plan.ram_fits,
+                          **run}, indent=2))
     else:
         print(plan.summary())
+        if route:
+            extra = f" (+{fit.file_bytes / GB:.1f} GB on disk until the Q8_0 is deleted)" if fit else ""
+            print(f"  {outtype} needs an importance matrix: the merge goes to Q8_0 first (planned above), then "
+                  f"{outtype}{extra} (helpers.imatrix.imatrix_route)")
+        if fit is not None:
+            print("  " + fit.summary())
     return 0 if plan.ram_fits and (plan.fits or plan.fits_low_disk) else 1

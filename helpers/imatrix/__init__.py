@@ -1,0 +1,19 @@
+"""Small GGUFs that stay good: llama.cpp's importance matrix, computed by llama.cpp, and the route to low-bit types.
+
+- :mod:`.collect`: :class:`ActivationCollector`, the statistics ``llama-imatrix`` keeps, read from inside llama.cpp's
+  graph through the context's eval callback;
+- :mod:`.compute`: :func:`compute_imatrix` (``python -m helpers imatrix``), ``llama-imatrix`` through
+  llama-cpp-python;
+- :mod:`.calibration`: :func:`calibration_text`, the default Chinese calibration text (a hub data set);
+- :mod:`.route`: :func:`imatrix_route`, merge -> Q8_0/F16 -> importance matrix -> low-bit type, in one call.
+"""
+from __future__ import annotations
+
+from .collect import ActivationCollector
+from .calibration import CALIBRATION_FILE, CALIBRATION_LICENSE, CALIBRATION_NAME, CALIBRATION_REPO, calibration_text
+from .compute import ImatrixReport, compute_imatrix
+from .route import INTERMEDIATES, ROUTE_TYPES, RouteResult, imatrix_route, route_recommended
+
+__all__ = ["CALIBRATION_FILE", "CALIBRATION_LICENSE", "CALIBRATION_NAME", "CALIBRATION_REPO", "INTERMEDIATES",
+           "ROUTE_TYPES", "ActivationCollector", "ImatrixReport", "RouteResult", "calibration_text",
+           "compute_imatrix", "imatrix_route", "route_recommended"]

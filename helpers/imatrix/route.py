@@ -1,0 +1,105 @@
+"""The importance-matrix route to a low-bit GGUF: merge to Q8_0 (or F16), compute the importance matrix of that
+merge on calibration text, quantize it to the low-bit type with the matrix, delete the intermediate.
+
+An importance matrix must be computed on the model it is used for, so a low-bit type (IQ3_XXS, IQ3_S, IQ4_XS,
+Q3_K_M, Q2_K ...) made from LoRA releases takes two passes over the merged weights:
+
+1. the streaming merge (:func:`helpers.merge.merge`, low-disk mode where needed) writes an intermediate GGUF:
+   ``f16`` (exact: the result is byte for byte what ``llama-quantize --imatrix`` makes from the F16, the same as
+   ``merge --imatrix`` in one pass) or ``q8_0`` (half the disk; the low-bit type is then quantized from Q8_0
+   values, llama-quantize's ``--allow-requantize``, which costs a little quality);
+2. :func:`~helpers.imatrix.compute_imatrix` runs it over the calibration text (on the GPU with a CUDA build);
+3. llama.cpp's quantizer (:func:`helpers.gguf.quantize`) writes the low-bit GGUF with the matrix (plus its
+   Modelfile and checksum);
+4. the intermediate is deleted; the importance matrix is kept beside the output (``<stem>.imatrix.gguf``, a few
+   MB), so the model can be requantized to another type later without computing it again.
+
+Peak disk: the downloads (or one base shard in low-disk mode) + the intermediate + the output.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..evaluate import ChunkSettings
+from ..gguf import FLOAT_TYPES, NEEDS_IMATRIX, gguf_outtype, gguf_sidecars, quantize
+from ..merge import merge
+from ..merge.options import gguf_target
+from ..util import UserError, remove
+from .compute import ImatrixReport, compute_imatrix
+
+INTERMEDIATES = ("q8_0", "f16")
+# Types for which the route is worth its forward pass: those llama.cpp refuses without a matrix, and the other
+# types below 4.5 bits per weight, whose error the matrix lowers most (benchmarks/imatrix_quality.py)
+ROUTE_TYPES = NEEDS_IMATRIX | {"iq3_s", "iq3_m", "iq4_xs", "iq4_nl", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l"}
+
+
+def route_recommended(outtype: str) -> bool:
+    """True when ``outtype`` (a GGUF type name) is best made through the importance-matrix route."""
+    return gguf_outtype(outtype, imatrix=True) in ROUTE_TYPES
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """What :func:`imatrix_route` produced.
+
+    Attributes:
+        output: the low-bit GGUF; imatrix: the importance matrix (kept); report: how it was computed.
+    """
+
+    output: Path
+    imatrix: Path
+    report: ImatrixReport
+
+
+def intermediate_path(target: Path, intermediate: str) -> Path:
+    """Where the route writes its intermediate GGUF (beside the output; a rerun resumes it)."""
+    return target.with_name(f"{target.stem}.{intermediate}-intermediate.gguf")
+
+
+def imatrix_route(base: str | Path, loras: list[str | Path] | tuple = (), patch: str | Path | None = None, *,
+                  out: str | Path, outtype: str, calibration: str | Path | None = None,
+                  intermediate: str = "q8_0", settings: ChunkSettings | None = None, low_disk: bool | None = None,
+                  progress: bool = True) -> RouteResult:
+    """Merge, compute the importance matrix, quantize to ``outtype`` with it, delete the intermediate.
+
+    Args:
+        base, loras, patch: as for :func:`helpers.merge.merge` (folders, hub ids or catalog names).
+        out: the output ``.gguf`` (or a folder: ``ggml-model-<outtype>.gguf`` in it).
+        outtype: a llama.cpp quantization type (``iq3_xxs``, ``iq3_s``, ``iq4_xs``, ``q3_k_m``, ``q2_k`` ...).
+        calibration: a UTF-8 text file to compute the matrix on (default: the Chinese calibration set,
+            :func:`helpers.imatrix.calibration.calibration_text`, downloaded beside the output).
+        intermediate: ``q8_0`` (default: half the disk of F16) or ``f16`` (exact).
+        settings: chunk size, number of chunks, threads, GPU layers of the importance-matrix run (default: chunks
+            of 512 tokens over the whole text).
+        low_disk: passed to the merge (None: low-disk mode only when the planner says it is needed).
+        progress: progress bars.
+
+    Raises:
+        UserError: a float ``outtype``, an unknown intermediate, or anything the merge, the computation or the
+            quantizer refuses (one line each).
+    """
+    outtype = gguf_outtype(outtype, imatrix=True)
+    if outtype in FLOAT_TYPES:
+        raise UserError(f"{outtype} is not quantized and takes no importance matrix; merge to it directly")
+    if intermediate not in INTERMEDIATES:
+        raise UserError(f"unknown intermediate {intermediate!r}; use one of {', '.join(INTERMEDIATES)}")
+    target = gguf_target(out, outtype)
+    middle = intermediate_path(target, intermediate)
+    imatrix = target.with_name(f"{target.stem}.imatrix.gguf")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"imatrix route: merge to {intermediate}, importance matrix, then {outtype}", file=sys.stderr)
+    merge(base, list(loras), patch=patch, out=middle, fmt="gguf", outtype=intermediate, write_sha256=False,
+          progress=progress, low_disk=low_disk)
+    dataset = None
+    if calibration is None:
+        from .calibration import CALIBRATION_NAME, calibration_text
+
+        calibration, dataset = calibration_text(target.parent), CALIBRATION_NAME
+    report = compute_imatrix(middle, Path(calibration), imatrix, settings=settings, dataset=dataset,
+                             show_progress=progress)
+    quantize(middle, target, qtype=outtype, imatrix=imatrix, requantize=intermediate != "f16")
+    for path in (middle, *gguf_sidecars(middle)):
+        remove(Path(path))
+    return RouteResult(target, imatrix, report)
