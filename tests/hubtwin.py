@@ -48,7 +48,7 @@ GGUF_QUANTS = ("f16", "q8_0", "q4_k", "q4_k-im")
 _LFS_SUFFIXES = {".bin", ".safetensors", ".gguf", ".pth", ".pt", ".model", ".h5", ".msgpack", ".ckpt", ".onnx"}
 _GITATTRIBUTES = "".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n" for s in sorted(_LFS_SUFFIXES))
 _ACCESS = re.compile(r'"(GET|HEAD|POST) (\S+) HTTP/[\d.]+" (\d{3})')
-_RESOLVE = re.compile(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>[^?]+)")
+_RESOLVE = re.compile(r"/(?P<repo>(?:datasets/)?[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>[^?]+)")
 
 
 # ---------------------------------------------------------------------------------------------------- the repos
@@ -317,7 +317,7 @@ class Request:
 
     @property
     def file(self) -> tuple[str, str] | None:
-        """``(hub id, file name)`` of a ``/resolve/`` request, else ``None``."""
+        """``(hub id, file name)`` of a ``/resolve/`` request (a data set's id as ``datasets/<id>``), else ``None``."""
         m = _RESOLVE.fullmatch(self.path.split("?")[0])
         return (m["repo"], m["file"]) if m else None
 

@@ -395,3 +395,15 @@ def test_the_quantizer_log_drives_a_progress_bar(f16, tmp_path, monkeypatch):
     lq.quantize(f16, tmp_path / "q.gguf", qtype="q8_0", modelfile=False)
     counts = [n for n in seen if n is not None]
     assert counts and counts == sorted(counts) and counts[-1] == len(gguf.GGUFReader(str(f16)).tensors)
+
+
+@pytest.mark.parametrize("qtype", ["f16", "q4_k_m", "q2_k"])
+def test_requantized_bytes_is_the_quantizers_data_to_the_byte(smollm2, tmp_path, qtype):
+    """The size the plans use for llama.cpp's quantizer's output: its tensor data exactly, on a real 30-layer model
+    (per-tensor rules, a tied output, widths that force fallbacks), float targets included."""
+    from helpers.gguf import requantized_bytes
+
+    out = hq.quantize(smollm2, tmp_path / f"{qtype}.gguf", qtype=qtype, requantize=True, modelfile=False)
+    src_offset = gguf.GGUFReader(str(smollm2)).data_offset
+    written = out.stat().st_size - gguf.GGUFReader(str(out)).data_offset
+    assert requantized_bytes(str(smollm2), qtype) - src_offset == written

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..util import UserError
+from ..util import UserError, human_seconds
 from .examdata import ExamData
 from .prompts import PromptStyle
 
@@ -46,13 +46,9 @@ class TimeEstimate:
 
     def text(self) -> str:
         """One line for a notebook."""
-        return (f"{self.questions} questions, {self.tokens:,} prompt tokens: about {_clock(self.seconds)} on "
-                f"{self.runtime} ({self.weights}); re-reading each whole prompt would take {_clock(self.naive_seconds)}")
-
-
-def _clock(seconds: float) -> str:
-    minutes = seconds / 60
-    return f"{seconds:.0f} s" if seconds < 90 else (f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h")
+        return (f"{self.questions} questions, {self.tokens:,} prompt tokens: about {human_seconds(self.seconds)} on "
+                f"{self.runtime} ({self.weights}); re-reading each whole prompt would take "
+                f"{human_seconds(self.naive_seconds)}")
 
 
 def count_tokens(exam: ExamData, prompts: PromptStyle, count: Callable[[str], int] | None = None) -> tuple[int, int]:

@@ -30,6 +30,7 @@ import gguf  # the type enum and block sizes; this module is imported only when 
 T = gguf.GGMLQuantizationType
 
 # the base tensor type of each file type (llama.cpp's default for the 2-D weights)
+FLOAT_FTYPES: dict[str, T] = {"f16": T.F16, "bf16": T.BF16, "f32": T.F32}
 BASE_TYPE: dict[str, T] = {
     "q4_0": T.Q4_0, "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q8_0": T.Q8_0,
     "q2_k": T.Q2_K, "q2_k_s": T.Q2_K, "q3_k_s": T.Q3_K, "q3_k_m": T.Q3_K, "q3_k_l": T.Q3_K,
@@ -231,8 +232,12 @@ def tensor_types(ftype: str, tensors: Sequence[tuple[str, Sequence[int], T]], mo
         has_imatrix: an importance matrix is used (some mixes then keep lower types).
 
     Returns:
-        ``{GGUF name: ggml type}``; tensors the quantizer leaves alone keep their input type.
+        ``{GGUF name: ggml type}``; tensors the quantizer leaves alone keep their input type. A float ``ftype``
+        (``f16``, ``bf16``, ``f32``: llama-quantize converting or dequantizing) gives every quantizable tensor that
+        type, with no per-tensor rules, as llama.cpp does.
     """
+    if ftype in FLOAT_FTYPES:
+        return {n: FLOAT_FTYPES[ftype] if _quantizable(n, tuple(s)) else t for n, s, t in tensors}
     if ftype not in BASE_TYPE:
         raise ValueError(f"{ftype!r} is not a quantization mix")
     names = {n for n, _, _ in tensors}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..evaluate import ChunkSettings
 from ..evaluate.llama_chunks import DEFAULT_BATCH
+from .route import IMATRIX_CHUNK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", help="calibration text, a UTF-8 file (default: the Chinese stories of the hub data "
                                        "set hfl/cmrc2019, downloaded next to --out)")
     parser.add_argument("--out", required=True, help="the importance matrix to write (GGUF format, *.gguf)")
-    parser.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512, as llama-imatrix)")
+    parser.add_argument("--ctx", type=int, default=IMATRIX_CHUNK,
+                        help=f"tokens per chunk (default {IMATRIX_CHUNK}, as llama-imatrix)")
     parser.add_argument("--chunks", type=int, default=None, help="at most this many chunks (default: all the text)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help=f"tokens per batch (default {DEFAULT_BATCH}); batch/ctx chunks run side by side")

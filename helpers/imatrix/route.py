@@ -30,9 +30,22 @@ from ..util import UserError, remove
 from .compute import ImatrixReport, compute_imatrix
 
 INTERMEDIATES = ("q8_0", "f16")
+IMATRIX_CHUNK = ChunkSettings().n_ctx  # tokens per chunk: llama-imatrix's default context
+# Importance-matrix tokens per second of a 7B model: "cpu" measured by benchmarks/imatrix_quality.py (62 s per 1000
+# tokens on 2 cores, like free Colab's CPU runtime); "gpu" a rough figure for a T4 (llama.cpp's CUDA prompt speed
+# for a 7B, ~1.2k tokens/s, slowed by copying every matrix multiplication's input back to the host)
+IMATRIX_TOKENS_PER_SECOND_7B = {"cpu": 16.0, "gpu": 400.0}
+PARAMS_7B = 6.74e9
 # Types for which the route is worth its forward pass: those llama.cpp refuses without a matrix, and the other
 # types below 4.5 bits per weight, whose error the matrix lowers most (benchmarks/imatrix_quality.py)
 ROUTE_TYPES = NEEDS_IMATRIX | {"iq3_s", "iq3_m", "iq4_xs", "iq4_nl", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l"}
+
+
+def imatrix_seconds(params: float, tokens: int, *, gpu: bool) -> float:
+    """A rough time for the importance matrix of a ``params``-parameter model over ``tokens`` tokens (scaled from
+    :data:`IMATRIX_TOKENS_PER_SECOND_7B`; good to a factor of about two)."""
+    rate = IMATRIX_TOKENS_PER_SECOND_7B["gpu" if gpu else "cpu"] * PARAMS_7B / max(params, 1.0)
+    return tokens / rate
 
 
 def route_recommended(outtype: str) -> bool:

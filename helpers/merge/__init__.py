@@ -17,6 +17,7 @@ from __future__ import annotations
 from .core import make_sink, merge
 from .job import made_from
 from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
+from .laptop import RunFit, release_fit, sources_fit
 from .options import FORMATS, OUTTYPES, MergeOptions, MergeResult
 from .planner import ResourcePlan, plan_resources, resource_plan
 from .sources import SourceFiles, Sources, estimated_source, gather_sources, source_config, source_files
@@ -26,7 +27,7 @@ from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params
 
 __all__ = [
     "DEFAULT_SHARD_BYTES", "FORMATS", "HFSink", "INTERRUPT_ENV", "MergeInputs", "MergeOptions", "MergePlan",
-    "MergeResult", "OUTTYPES", "made_from", "PthSink", "ResourcePlan", "SourceFiles", "Sources", "estimated_source", "gather_sources", "make_sink", "merge",
+    "MergeResult", "OUTTYPES", "RunFit", "release_fit", "sources_fit", "made_from", "PthSink", "ResourcePlan", "SourceFiles", "Sources", "estimated_source", "gather_sources", "make_sink", "merge",
     "merged_tensor", "meta_params", "open_inputs", "parse_sha256_file", "plan_merge", "plan_resources", "resource_plan", "source_config", "source_files",
     "verify_inputs",
 ]

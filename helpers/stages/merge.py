@@ -4,6 +4,10 @@ the same pass), HF or Meta ``.pth`` output the user asked for.
 The plan resolves the release (base, LoRAs in order, patch), names the output, plans the merge's disk and RAM
 before anything is downloaded (the merge's own :class:`~helpers.merge.ResourcePlan`, low-disk mode decided), and
 checks that gated bases can be downloaded; the run executes that plan as it is.
+
+Low-bit types (below 4.5 bits per weight: IQ4_XS, Q3_K_M, IQ3_S, IQ3_XXS, Q2_K) go through the importance-matrix
+route (:func:`helpers.imatrix.imatrix_route`): the merge writes an intermediate Q8_0 (or F16), llama.cpp computes the
+importance matrix of that merge on Chinese calibration text, then quantizes to the low-bit type with it.
 """
 from __future__ import annotations
 
@@ -14,19 +18,23 @@ from typing import Any
 from .. import catalog
 from ..catalog import ModelEntry
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
-from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES
+from ..evaluate import ChunkSettings
+from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type
 from ..hubaccess import access_problem
-from ..gguf import export_file
-from ..merge import FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources
+from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_route, imatrix_seconds,
+                       intermediate_path, route_recommended)
+from ..merge import FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources, sources_fit
 from ..publish import ReleaseCard
-from ..util import UserError, human_bytes
-from .base import Plan, Stage
+from ..util import UserError, human_bytes, human_seconds
+from .base import Plan, Stage, form_path
 from .form import param
 from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, listing_fallback
-from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, push, push_needs
+from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
-OUTTYPES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "q3_k_m", "f16", "bf16", "f32")
+OUTTYPES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "iq4_xs", "q3_k_m", "iq3_s", "iq3_xxs", "q2_k", "f16", "bf16",
+            "f32")
 LOW_DISK = {"auto": None, "yes": True, "no": False}
+IMATRIX = ("auto", "yes", "no")
 
 
 def release_inputs(entry: ModelEntry, base: str = "") -> tuple[str, list[str], str | None]:
@@ -56,6 +64,18 @@ class MergeJob:
     options: MergeOptions | None
     resources: ResourcePlan | None
     saved: Path | None = None
+    route: Route | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """The importance-matrix route's decisions: the intermediate type, the calibration text (None: the default data
+    set), the chunks of :data:`~helpers.imatrix.IMATRIX_CHUNK` tokens, and the low-bit output's bytes."""
+
+    intermediate: str
+    calibration: Path | None
+    chunks: int | None
+    output_bytes: int
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,14 @@ class MergeStage(Stage):
                                choices=tuple(sorted(FORMATS, key=lambda f: f != "gguf")))
     outtype: str = param("q4_k_m", "the GGUF type, quantized in the same pass (f16/bf16/f32 for every format)",
                          choices=OUTTYPES)
+    imatrix: str = param("auto", "the importance-matrix route: merge to INTERMEDIATE, compute llama.cpp's "
+                         "importance matrix on CALIBRATION_TEXT, quantize to OUTTYPE with it (auto: for the types "
+                         "below 4.5 bits, where it helps most; iq3_xxs cannot do without)", choices=IMATRIX)
+    calibration_text: str = param("", f"a UTF-8 text file for the importance matrix (empty: {CALIBRATION_NAME}, "
+                                  "Chinese stories from the hub)")
+    imatrix_chunks: int = param(100, f"chunks of {IMATRIX_CHUNK} tokens of calibration text (0: the whole text)")
+    intermediate: str = param("q8_0", "the route's intermediate GGUF, deleted at the end: q8_0 (half the disk) or "
+                              "f16 (exactly what llama-quantize makes from the F16)", choices=INTERMEDIATES)
     low_disk: str = param("auto", "fetch the base one shard at a time, deleting each once merged (auto: only when "
                           "the full download does not fit)", choices=tuple(LOW_DISK))
     output_dir: str = param("/content/merged", "where the merge is written on this runtime")
@@ -82,7 +110,14 @@ class MergeStage(Stage):
     download: bool = param(False, "also download a GGUF to your computer (Colab)")
 
     def settings(self) -> str:
-        return f"{self.model} -> {self.output_format} {self.outtype}"
+        route = f" (importance matrix via {self.intermediate})" if self.uses_route() else ""
+        return f"{self.model} -> {self.output_format} {self.outtype}{route}"
+
+    def uses_route(self) -> bool:
+        """True when the output is made through the importance-matrix route."""
+        if self.output_format != "gguf" or self.outtype in FLOAT_TYPES:
+            return False
+        return self.imatrix == "yes" or (self.imatrix == "auto" and route_recommended(self.outtype))
 
     def entry(self) -> ModelEntry:
         """The release, from the catalog.
@@ -106,21 +141,64 @@ class MergeStage(Stage):
             need = Need("output type", f"{self.outtype} (a GGUF quantization type)", f"format {self.output_format}",
                         NO, "the hf and pth formats hold f16, bf16 or f32")
             return Plan(self, runtime, [need], job)
-        options = MergeOptions(fmt=self.output_format, outtype=self.outtype, low_disk=LOW_DISK[self.low_disk])
+        if refused := self._imatrix_refusal():
+            return Plan(self, runtime, [refused], job)
+        intermediate = self.intermediate if self.uses_route() else self.outtype
+        options = MergeOptions(fmt=self.output_format, outtype=intermediate, low_disk=LOW_DISK[self.low_disk])
+        written = intermediate_path(target, intermediate) if self.uses_route() else target
         notes: list[str] = []
         resources = listing_fallback(notes, lambda offline: plan_resources(
-            base, loras, patch, options=options, out=target, offline=offline, fresh=runtime.assumed,
-            free_disk=runtime.disk, free_ram=runtime.ram, partial=target.with_name(f".{target.name}.partial")))
-        job = MergeJob(entry, base, tuple(loras), patch, target, options, resources, self._saved(target, resources))
+            base, loras, patch, options=options, out=written, offline=offline, fresh=runtime.assumed,
+            free_disk=runtime.disk, free_ram=runtime.ram, partial=written.with_name(f".{written.name}.partial")))
+        route = self._route(resources, target, runtime) if self.uses_route() else None
+        job = MergeJob(entry, base, tuple(loras), patch, target, options, resources, self._saved(target, resources),
+                       route)
         if job.saved is not None:
             note = f"{job.saved.name} is in your workspace from an earlier session (the same merge): nothing to do"
             return Plan(self, runtime, [Need("GPU", "no GPU", runtime.gpu or "none")], job, [note])
-        needs = [Need("GPU", "no GPU", runtime.gpu or "none"), *self._access_needs(job), self._disk_need(resources),
+        needs = [Need("GPU", "no GPU", runtime.gpu or "none"), *self._access_needs(job), self._disk_need(job),
                  bytes_need("RAM", resources.ram_bytes, resources.free_ram, fix=MORE_RAM,
                             detail="peak of the streaming merge"), *push_needs(self.push_to_hub)]
+        if route is not None:
+            needs.append(bytes_need("RAM (importance matrix)", resources.output_bytes, resources.free_ram,
+                                    detail=f"the {intermediate} merge, mapped", slow_fix="llama.cpp reads what does "
+                                    "not fit from disk: the matrix is computed, slowly"))
+            notes.append(self._route_note(route, resources, runtime))
         if self.output_format == "gguf" and self.outtype not in FLOAT_TYPES:
             needs.append(wheel_need("llama.cpp", runtime.llama_cpp, fix=GET_LLAMA))
+        if self.output_format == "gguf":
+            notes.append("on a laptop: " + sources_fit(resources.sources, outtype=self.outtype).summary())
         return Plan(self, runtime, needs, job, notes + [resources.summary()])
+
+    def _imatrix_refusal(self) -> Need | None:
+        """A type that cannot be made without an importance matrix, with the route turned off."""
+        if self.output_format == "gguf" and self.imatrix == "no" and self.outtype in NEEDS_IMATRIX:
+            return Need("importance matrix", f"one for {self.outtype}", "IMATRIX='no'", NO,
+                        f"llama.cpp makes {self.outtype} only with an importance matrix")
+        return None
+
+    def _route(self, resources: ResourcePlan, target: Path, runtime: Runtime) -> Route:
+        calibration = form_path(locate(self.calibration_text, self.workspace_folder()))
+        if calibration is not None and not calibration.is_file():
+            raise UserError(f"CALIBRATION_TEXT {calibration} is not a file: give a UTF-8 text file, or leave it "
+                            f"empty for {CALIBRATION_NAME}")
+        final = sources_fit(resources.sources, outtype=self.outtype).file_bytes
+        return Route(self.intermediate, calibration, self.imatrix_chunks or None, final)
+
+    def _route_note(self, route: Route, resources: ResourcePlan, runtime: Runtime) -> str:
+        text = str(route.calibration) if route.calibration else f"{CALIBRATION_NAME} (downloaded, about 800 kB)"
+        how_much = f"{route.chunks} chunks of {IMATRIX_CHUNK} tokens" if route.chunks else "the whole text"
+        cost = ""
+        if route.chunks:
+            params = resources.output_bytes * 8 / BITS_PER_WEIGHT[route.intermediate]
+            seconds = imatrix_seconds(params, route.chunks * IMATRIX_CHUNK, gpu=bool(runtime.gpu))
+            cost = f", about {human_seconds(seconds)} on this runtime"
+            if not runtime.gpu:
+                gpu = imatrix_seconds(params, route.chunks * IMATRIX_CHUNK, gpu=True)
+                cost += f" (a T4 GPU runtime: about {human_seconds(gpu)} if the model fits its 15 GB)"
+        return (f"importance-matrix route: merge to {route.intermediate} (deleted at the end), the matrix on {text}, "
+                f"{how_much}{cost}, then {self.outtype} ({human_bytes(route.output_bytes)}); the matrix is kept "
+                "beside the GGUF")
 
     def workspace_folder(self) -> Workspace:
         return Workspace.of(self.workspace, self.output_dir)
@@ -139,10 +217,16 @@ class MergeStage(Stage):
         return [Need(f"access to {ref}", "the right to download it", "none", NO, problem)
                 for role, ref in roles if (problem := access_problem(ref, what=role))]
 
-    def _disk_need(self, resources: ResourcePlan) -> Need:
+    def _disk_need(self, job: MergeJob) -> Need:
+        resources, route = job.resources, job.route
         mode = ", low-disk mode" if resources.low_disk else ""
         detail = f"{human_bytes(resources.download_bytes)} download + {human_bytes(resources.output_bytes)} output{mode}"
-        need = bytes_need("disk", resources.chosen_peak_disk, resources.free_disk, fix=MORE_DISK, detail=detail)
+        peak = resources.chosen_peak_disk
+        if route is not None:
+            detail = detail.replace(" output", f" {route.intermediate} + {human_bytes(route.output_bytes)} "
+                                    f"{self.outtype}")
+            peak += route.output_bytes
+        need = bytes_need("disk", peak, resources.free_disk, fix=MORE_DISK, detail=detail)
         if resources.low_disk and not resources.sources[0].streamable:
             return Need("low-disk mode", "a base on the hub in several safetensors shards",
                         f"{resources.sources[0].ref}, which is not", NO, "")
@@ -150,6 +234,8 @@ class MergeStage(Stage):
 
     def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = []
+        if self._imatrix_refusal() is not None:
+            return [{"imatrix": "auto"}, {"outtype": "q3_k_m"}]
         if plan.job.options is None:  # a quantization type with an hf / pth format
             return [{"outtype": "f16"}, {"output_format": "gguf"}]
         if self.low_disk != "yes":
@@ -158,6 +244,10 @@ class MergeStage(Stage):
             fixes.append({"low_disk": "auto"})
         if self.push_to_hub:
             fixes.append({"push_to_hub": ""})
+        if self.uses_route() and self.intermediate == "f16":
+            fixes.append({"intermediate": "q8_0"})
+        if self.output_format == "gguf" and self.imatrix == "no" and self.outtype in NEEDS_IMATRIX:
+            fixes.append({"imatrix": "auto"})
         if self.output_format == "gguf":
             bits = BITS_PER_WEIGHT[self.outtype]
             smaller = sorted((t for t in OUTTYPES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get, reverse=True)
@@ -172,15 +262,34 @@ class MergeStage(Stage):
         if job.saved is not None:
             print(f"{job.saved} holds this merge already (saved by an earlier session)")
             return MergeResult([job.saved], job.entry.vocab_size, 0, already_merged=True)
-        result = merge(job.base, list(job.loras), patch=job.patch, out=job.target, fmt=job.options.fmt,
-                       outtype=job.options.outtype, resources=job.resources)
+        if job.route is not None:
+            result = self._through_imatrix(job)
+        else:
+            result = merge(job.base, list(job.loras), patch=job.patch, out=job.target, fmt=job.options.fmt,
+                           outtype=job.options.outtype, resources=job.resources)
         self.keep(job)
         return result
+
+    def _through_imatrix(self, job: MergeJob) -> MergeResult:
+        """The importance-matrix route; a low-bit output of these inputs already here is kept as it is."""
+        matrix = job.target.with_name(f"{job.target.stem}.imatrix.gguf")
+        if (job.target.is_file() and matrix.is_file() and gguf_type(job.target).lower() == self.outtype
+                and made_from(job.target, job.options, job.resources.sources)):
+            print(f"{job.target} holds this merge already (importance matrix: {matrix.name})")
+            return MergeResult([job.target, matrix], job.entry.vocab_size, 0, already_merged=True)
+        route = job.route
+        done = imatrix_route(job.base, list(job.loras), job.patch, out=job.target, outtype=self.outtype,
+                             calibration=route.calibration, intermediate=route.intermediate,
+                             settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks),
+                             low_disk=job.resources.low_disk)
+        return MergeResult([done.output, done.imatrix], job.entry.vocab_size, 0)
 
     def keep(self, job: MergeJob) -> list[Path]:
         """Save the output to the workspace, push it when asked, download a GGUF when asked; returns where it is."""
         ws = self.workspace_folder()
-        kept = [s.path for s in ws.save([job.target])] or [job.target]
+        matrix = job.target.with_name(f"{job.target.stem}.imatrix.gguf")
+        extra = [matrix] if job.route is not None and matrix.is_file() else []
+        kept = [s.path for s in ws.save([job.target, *extra])][:1] or [job.target]
         kind = "gguf" if self.output_format == "gguf" else "merged"
         card = ReleaseCard(job.base, (*job.loras, *([job.patch] if job.patch else [])), kind=kind,
                            quant=self.outtype if kind == "gguf" else None,

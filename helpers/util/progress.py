@@ -25,3 +25,9 @@ def human_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} TB"
+
+
+def human_seconds(seconds: float) -> str:
+    """Format a duration for people: ``45 s``, ``12 min``, ``1.5 h``."""
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if seconds < 90 else (f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h")

@@ -17,6 +17,13 @@
 # | disk | 17.5 GB (13.5 GB download + 3.9 GB output) | 33 GB | 81 GB: low-disk mode, 30 GB |
 # | time | 20-40 min: the download, then quantizing on 2 cores | 40-80 min | 2-3 h |
 #
+# For a laptop with little RAM, the low-bit types (IQ4_XS, Q3_K_M, IQ3_S, IQ3_XXS, Q2_K) go through the
+# **importance-matrix route**: a Q8_0 merge first, then llama.cpp's importance matrix computed on Chinese text
+# (by default HFL's CMRC 2019 stories, `hfl/cmrc2019`, CC BY-SA 4.0; or `CALIBRATION_TEXT`, a file of your own),
+# then the low-bit type quantized with it; the Q8_0 is deleted and the matrix kept beside the GGUF. On a CPU
+# runtime the matrix takes about 50 minutes for 7B at the default 100 chunks (a T4 runtime: a few minutes);
+# the check cell states the time, and which laptops the result runs on.
+#
 # The check cell says before any download whether it fits; when only low-disk mode fits (the base
 # fetched one shard at a time, each deleted once merged), the merge switches to it by itself.
 # The result keeps the LoRA's tokenizer: never mix the LLaMA and Alpaca tokenizers.
@@ -38,6 +45,7 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids, tiny stand-
 
     use_demo_assets()
     OUTPUT_DIR, WORKSPACE = "smoke-output/01_merge", "smoke-output/01_drive"  # a folder standing in for Drive
+    OUTTYPE, IMATRIX_CHUNKS = "iq3_xxs", 4  # the importance-matrix route, on the twin's calibration stand-in
 
 # %% [markdown]
 # ## Does it fit this runtime?
@@ -56,7 +64,8 @@ plan = MergeStage.from_form(globals()).check()
 # ## Merge, and keep the result
 # Runs exactly the plan above (if you changed a parameter since, it checks again first): downloads what is
 # missing (resumable, each file checked against the hub's SHA256), checks that the LoRA fits the base, then
-# streams the merge, quantizing each tensor as it goes. The result is written on this runtime, then copied to
+# streams the merge, quantizing each tensor as it goes (a low-bit type: to Q8_0, then the importance matrix with a
+# progress bar, then the low-bit type). The result is written on this runtime, then copied to
 # your workspace (`WORKSPACE`: your Google Drive in Colab; Colab asks once for access), checked, and pushed to
 # `PUSH_TO_HUB` when you name a repo. Rerunning after an interruption resumes; rerunning a finished merge, even
 # in a new session, finds it in the workspace and does nothing.
