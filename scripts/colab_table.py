@@ -10,14 +10,15 @@ architectures (no download). The table sits between two marker comments in READM
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from readme_block import readme_block_main  # noqa: E402
 from helpers import catalog  # noqa: E402
 from helpers.colab import FREE_COLAB_DISK, FREE_COLAB_RAM  # noqa: E402
 from helpers.merge.options import MergeOptions  # noqa: E402
@@ -52,29 +53,7 @@ def table() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when README.md's table is out of date")
-    args = parser.parse_args()
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        sys.exit(f"README.md lacks the {START} / {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    rows = table()
-    new = f"{head}{START}\n{rows}\n{END}{tail}"
-    if args.check:
-        if new != text:
-            old = rest.split(END, 1)[0].strip().splitlines()
-            changed = [f"  README: {o}\n  now:    {n}" for o, n in zip(old, rows.splitlines()) if o != n]
-            print("README.md's free-Colab table is out of date: run python scripts/colab_table.py\n"
-                  + "\n".join(changed[:5]))
-            return 1
-        return 0
-    if new != text:
-        readme.write_text(new, encoding="utf-8")
-        print("rewrote the free-Colab table in README.md")
-    return 0
+    return readme_block_main(__doc__.splitlines()[0], START, END, table, "free-Colab table", "colab_table.py")
 
 
 if __name__ == "__main__":

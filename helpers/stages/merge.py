@@ -173,7 +173,7 @@ class MergeStage(Stage):
     def _imatrix_refusal(self) -> Need | None:
         """A type that cannot be made without an importance matrix, with the route turned off."""
         if self.output_format == "gguf" and self.imatrix == "no" and self.outtype in NEEDS_IMATRIX:
-            return Need("importance matrix", f"one for {self.outtype}", "IMATRIX='no'", NO,
+            return Need("importance matrix", f"one for {self.outtype}", self.assignment("imatrix", "no"), NO,
                         f"llama.cpp makes {self.outtype} only with an importance matrix")
         return None
 
