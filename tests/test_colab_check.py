@@ -329,3 +329,19 @@ def test_run_executes_the_plan_and_replans_when_the_form_changed(hub_env, tmp_pa
     assert "changed since the check (OUTTYPE 'q4_k_m' -> 'q8_0')" in capsys.readouterr().out
     assert result.outputs[0].name == "chinese-alpaca-2-7b-q8_0.gguf"
     assert not (tmp_path / "chinese-alpaca-2-7b-q4_k_m.gguf").exists()
+
+
+def test_the_importance_matrix_puts_on_a_t4_only_the_layers_that_fit(monkeypatch):
+    """A 33B Q8_0 intermediate (32 GB) on a 15 GB T4: as many layers as fit its memory go to the GPU, not all (which
+    would run out of GPU memory); a 7B goes there whole; a CPU runtime offloads nothing and says nothing of a GPU."""
+    from helpers.imatrix import GPU_HEADROOM
+
+    _offline(monkeypatch)
+    big = MergeStage(model="chinese-alpaca-33b-lora", outtype="iq3_xxs").plan(T4)
+    route, layer = big.job.route, big.job.resources.output_bytes / big.job.route.n_layers
+    assert route.n_layers == 60 and 0 < route.gpu_layers < 60
+    assert route.gpu_layers * layer <= T4.vram * GPU_HEADROOM < (route.gpu_layers + 1) * layer
+    assert f"{route.gpu_layers} of 60 layers on the GPU" in big.summary()
+    assert MergeStage(outtype="iq3_xxs").plan(T4).job.route.gpu_layers == -1
+    cpu = MergeStage(model="chinese-alpaca-33b-lora", outtype="iq3_xxs").plan(CPU)
+    assert cpu.job.route.gpu_layers == -1 and "on the GPU" not in cpu.summary()

@@ -48,6 +48,18 @@ def imatrix_seconds(params: float, tokens: int, *, gpu: bool) -> float:
     return tokens / rate
 
 
+GPU_HEADROOM = 0.85  # share of free GPU memory the offloaded layers may fill (the rest: KV cache, buffers, CUDA)
+
+
+def offload_layers(model_bytes: int, n_layers: int, vram: int | None) -> int:
+    """How many of a ``model_bytes`` model's ``n_layers`` layers to put on a GPU with ``vram`` free bytes: -1 (all)
+    when it fits or there is no GPU, else as many as fit (the rest runs on the CPU instead of running out of GPU
+    memory: a 33B Q8_0, 32 GB, on a 15 GB T4)."""
+    if not vram or model_bytes <= vram * GPU_HEADROOM:
+        return -1
+    return max(0, int(n_layers * vram * GPU_HEADROOM / model_bytes))
+
+
 def route_recommended(outtype: str) -> bool:
     """True when ``outtype`` (a GGUF type name) is best made through the importance-matrix route."""
     return gguf_outtype(outtype, imatrix=True) in ROUTE_TYPES

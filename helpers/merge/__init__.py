@@ -20,14 +20,16 @@ from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
 from .laptop import RunFit, release_fit, sources_fit
 from .options import FORMATS, OUTTYPES, MergeOptions, MergeResult
 from .planner import ResourcePlan, plan_resources, resource_plan
-from .sources import SourceFiles, Sources, estimated_source, gather_sources, source_config, source_files
+from .sources import (SourceFiles, Sources, estimated_source, gather_sources, planned_model, source_config,
+                      source_files)
 from .preflight import MergePlan, plan_merge
 from .stream import INTERRUPT_ENV, merged_tensor
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params
 
 __all__ = [
-    "DEFAULT_SHARD_BYTES", "FORMATS", "HFSink", "INTERRUPT_ENV", "MergeInputs", "MergeOptions", "MergePlan",
-    "MergeResult", "OUTTYPES", "RunFit", "release_fit", "sources_fit", "made_from", "PthSink", "ResourcePlan", "SourceFiles", "Sources", "estimated_source", "gather_sources", "make_sink", "merge",
-    "merged_tensor", "meta_params", "open_inputs", "parse_sha256_file", "plan_merge", "plan_resources", "resource_plan", "source_config", "source_files",
-    "verify_inputs",
+    "DEFAULT_SHARD_BYTES", "estimated_source", "FORMATS", "gather_sources", "HFSink", "INTERRUPT_ENV", "made_from",
+    "make_sink", "merge", "merged_tensor", "MergeInputs", "MergeOptions", "MergePlan", "MergeResult", "meta_params",
+    "open_inputs", "OUTTYPES", "parse_sha256_file", "plan_merge", "plan_resources", "planned_model", "PthSink",
+    "release_fit", "resource_plan", "ResourcePlan", "RunFit", "source_config", "source_files", "SourceFiles",
+    "Sources", "sources_fit", "verify_inputs",
 ]

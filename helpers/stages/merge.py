@@ -22,8 +22,9 @@ from ..evaluate import ChunkSettings
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type
 from ..hubaccess import access_problem
 from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_route, imatrix_seconds,
-                       intermediate_path, route_recommended)
-from ..merge import FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources, sources_fit
+                       intermediate_path, offload_layers, route_recommended)
+from ..merge import (FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources,
+                     planned_model, sources_fit)
 from ..publish import ReleaseCard
 from ..util import UserError, human_bytes, human_seconds
 from .base import Plan, Stage, form_path
@@ -70,12 +71,15 @@ class MergeJob:
 @dataclass(frozen=True)
 class Route:
     """The importance-matrix route's decisions: the intermediate type, the calibration text (None: the default data
-    set), the chunks of :data:`~helpers.imatrix.IMATRIX_CHUNK` tokens, and the low-bit output's bytes."""
+    set), the chunks of :data:`~helpers.imatrix.IMATRIX_CHUNK` tokens, the low-bit output's bytes, and the layers
+    the matrix's run puts on the GPU (-1: all; fewer when the intermediate does not fit the GPU's memory)."""
 
     intermediate: str
     calibration: Path | None
     chunks: int | None
     output_bytes: int
+    gpu_layers: int = -1
+    n_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,15 +187,24 @@ class MergeStage(Stage):
             raise UserError(f"CALIBRATION_TEXT {calibration} is not a file: give a UTF-8 text file, or leave it "
                             f"empty for {CALIBRATION_NAME}")
         final = sources_fit(resources.sources, outtype=self.outtype).file_bytes
-        return Route(self.intermediate, calibration, self.imatrix_chunks or None, final)
+        n_layers = int(planned_model(resources.sources)[0]["num_hidden_layers"])
+        vram = runtime.vram if runtime.llama_cpp_gpu or runtime.assumed else None
+        return Route(self.intermediate, calibration, self.imatrix_chunks or None, final,
+                     offload_layers(resources.output_bytes, n_layers, vram if runtime.gpu else None), n_layers)
 
     def _route_note(self, route: Route, resources: ResourcePlan, runtime: Runtime) -> str:
         text = str(route.calibration) if route.calibration else f"{CALIBRATION_NAME} (downloaded, about 800 kB)"
         how_much = f"{route.chunks} chunks of {IMATRIX_CHUNK} tokens" if route.chunks else "the whole text"
         cost = ""
+        if route.gpu_layers >= 0:
+            how_much += (f", {route.gpu_layers} of {route.n_layers} layers on the GPU (the {route.intermediate} does "
+                         "not fit it)")
         if route.chunks:
             params = resources.output_bytes * 8 / BITS_PER_WEIGHT[route.intermediate]
-            seconds = imatrix_seconds(params, route.chunks * IMATRIX_CHUNK, gpu=bool(runtime.gpu))
+            tokens = route.chunks * IMATRIX_CHUNK
+            share = 1.0 if route.gpu_layers < 0 else route.gpu_layers / max(route.n_layers, 1)
+            seconds = (imatrix_seconds(params, tokens, gpu=True) * share if runtime.gpu else 0.0) + \
+                imatrix_seconds(params, tokens, gpu=False) * (1.0 - share if runtime.gpu else 1.0)
             cost = f", about {human_seconds(seconds)} on this runtime"
             if not runtime.gpu:
                 gpu = imatrix_seconds(params, route.chunks * IMATRIX_CHUNK, gpu=True)
@@ -220,7 +233,8 @@ class MergeStage(Stage):
     def _disk_need(self, job: MergeJob) -> Need:
         resources, route = job.resources, job.route
         mode = ", low-disk mode" if resources.low_disk else ""
-        detail = f"{human_bytes(resources.download_bytes)} download + {human_bytes(resources.output_bytes)} output{mode}"
+        detail = (f"{human_bytes(resources.download_bytes)} download + {human_bytes(resources.output_bytes)} "
+                  f"output{mode}")
         peak = resources.chosen_peak_disk
         if route is not None:
             detail = detail.replace(" output", f" {route.intermediate} + {human_bytes(route.output_bytes)} "
@@ -280,7 +294,8 @@ class MergeStage(Stage):
         route = job.route
         done = imatrix_route(job.base, list(job.loras), job.patch, out=job.target, outtype=self.outtype,
                              calibration=route.calibration, intermediate=route.intermediate,
-                             settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks),
+                             settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks,
+                                                    n_gpu_layers=route.gpu_layers),
                              low_disk=job.resources.low_disk)
         return MergeResult([done.output, done.imatrix], job.entry.vocab_size, 0)
 
