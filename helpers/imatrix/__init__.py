@@ -16,6 +16,6 @@ from .route import (GPU_HEADROOM, IMATRIX_CHUNK, INTERMEDIATES, ROUTE_TYPES, Rou
                     imatrix_seconds, intermediate_path, offload_layers, route_recommended)
 
 __all__ = ["CALIBRATION_FILE", "CALIBRATION_LICENSE", "CALIBRATION_NAME", "CALIBRATION_REPO", "GPU_HEADROOM",
-           "IMATRIX_CHUNK", "INTERMEDIATES", "ROUTE_TYPES", "ActivationCollector", "ImatrixReport", "RouteResult", "calibration_text",
-           "compute_imatrix", "imatrix_route", "imatrix_seconds", "intermediate_path", "offload_layers",
-           "route_recommended"]
+           "IMATRIX_CHUNK", "INTERMEDIATES", "ROUTE_TYPES", "ActivationCollector", "ImatrixReport", "RouteResult",
+           "calibration_text", "compute_imatrix", "imatrix_route", "imatrix_seconds", "intermediate_path",
+           "offload_layers", "route_recommended"]
