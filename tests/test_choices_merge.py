@@ -38,5 +38,6 @@ def test_the_route_writes_the_low_bit_type_with_its_matrix(twin_env, tmp_path):
     assert read_metadata(matrix, ("imatrix.chunk_count",))["imatrix.chunk_count"] == 2
     assert sorted(p.name for p in target.parent.glob("*intermediate*")) == []
     assert (tmp_path / "drive" / target.name).is_file() and (tmp_path / "drive" / matrix.name).is_file()
+    assert (tmp_path / "drive" / f"{target.stem}.Modelfile").is_file()  # what `ollama create` needs beside it
     again = stage.plan().run()
     assert again.already_merged and again.outputs[0] == target

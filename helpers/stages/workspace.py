@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from .. import catalog
 from ..colab import NO, Need
 from ..env import get_secret, in_colab
-from ..gguf import DRIVE_ROOT, FLOAT_TYPES, WRITE_TYPES
+from ..gguf import DRIVE_ROOT, FLOAT_TYPES, WRITE_TYPES, gguf_sidecars
 from ..publish import NO_TOKEN, ReleaseCard, Saved, copy_to_workspace, push_to_hub
 from ..util import UserError
 from .form import assignment
@@ -60,13 +60,18 @@ class Workspace:
         drive.mount(str(Path(DRIVE_ROOT).parent))
 
     def save(self, paths: Iterable[Path]) -> list[Saved]:
-        """Copy ``paths`` (files or folders) into the workspace, verified; what is already there is not copied."""
+        """Copy ``paths`` (files or folders) into the workspace, verified; what is already there is not copied. A
+        GGUF's sidecars (its Ollama ``.Modelfile`` and ``.sha256``) go with it, so the workspace folder is what a
+        laptop needs; the list returned holds ``paths``' copies only."""
         saved = []
         for path in paths:
             if path.exists() and path.resolve().parent != self.folder.resolve():
                 self.ready()
                 saved.append(copy_to_workspace(path, self.folder))
                 print(saved[-1])
+                sidecars = gguf_sidecars(path) if path.suffix == ".gguf" else []
+                for extra in (p for p in sidecars if p.is_file()):
+                    copy_to_workspace(extra, self.folder, show_progress=False)
         return saved
 
     def find(self, ref: str) -> Path | None:
