@@ -96,7 +96,8 @@ class MergeStage(Stage):
                             "catalog's")
     output_format: str = param("gguf", "gguf for llama.cpp and Ollama, hf for transformers, pth for Meta's layout",
                                choices=tuple(sorted(FORMATS, key=lambda f: f != "gguf")))
-    outtype: str = param("q4_k_m", "the GGUF type, quantized in the same pass (f16/bf16/f32 for every format)",
+    outtype: str = param("q4_k_m", "the GGUF type, quantized in the same pass (iq4_xs and below: through the "
+                         "importance-matrix route; f16/bf16/f32 for every format)",
                          choices=OUTTYPES)
     imatrix: str = param("auto", "the importance-matrix route: merge to INTERMEDIATE, compute llama.cpp's "
                          "importance matrix on CALIBRATION_TEXT, quantize to OUTTYPE with it (auto: for the types "
