@@ -58,6 +58,8 @@ LLAMA_CPP = '''    from helpers.gguf import colab_install_llama_cpp
     colab_install_llama_cpp({args})  # {comment}'''
 LLAMA_CPP_VARIANTS = {  # what a stage's SETUP asks for -> the install call and its comment
     frozenset({"llama_cpp"}): ("", "the prebuilt CPU wheel: conversion and quantization need no GPU"),
+    frozenset({"llama_cpp", "gpu"}): ("gpu=True", "a CUDA wheel when one fits this runtime (the importance matrix runs "
+                                      "there), else the CPU wheel, which is all a merge needs; never a slow build"),
     frozenset({"llama_cpp", "gpu", "server"}): ("gpu=True, server=True", "a CUDA wheel when one fits this runtime, "
                                                 "else the CPU wheel; never a slow build; with the OpenAI-compatible "
                                                 "server's modules"),

@@ -304,6 +304,7 @@ def test_install_hint_and_availability():
 # ---------------------------------------------------------------------------------------------- Colab install plan
 @pytest.mark.parametrize("cuda, want_gpu, tags, expect_tag, expect_gpu", [
     (None, False, (), "cpu", False),                           # CPU runtime
+    (None, True, ("cu121", "cu124"), "cpu", False),            # notebook 01 asks for CUDA; a CPU runtime: CPU wheel
     ("12.4", False, ("cu121", "cu124"), "cpu", False),         # conversion / quantization: the CPU wheel
     ("12.4", True, ("cu121", "cu122", "cu124", "cu125"), "cu124", True),  # the matching CUDA wheel
     ("12.6", True, ("cu121", "cu122", "cu124", "cu125"), "cu125", True),  # newest wheel a 12.6 runtime runs

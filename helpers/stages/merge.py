@@ -71,15 +71,23 @@ class MergeJob:
 @dataclass(frozen=True)
 class Route:
     """The importance-matrix route's decisions: the intermediate type, the calibration text (None: the default data
-    set), the chunks of :data:`~helpers.imatrix.IMATRIX_CHUNK` tokens, the low-bit output's bytes, and the layers
-    the matrix's run puts on the GPU (-1: all; fewer when the intermediate does not fit the GPU's memory)."""
+    set), the chunks of :data:`~helpers.imatrix.IMATRIX_CHUNK` tokens, the low-bit output's bytes, whether the matrix
+    runs on a GPU (a CUDA build of llama.cpp there), and the layers it puts on it (-1: all; fewer when the
+    intermediate does not fit the GPU's memory)."""
 
     intermediate: str
     calibration: Path | None
     chunks: int | None
     output_bytes: int
+    gpu: bool = False
     gpu_layers: int = -1
     n_layers: int = 0
+
+    def gpu_share(self) -> float:
+        """The share of the model's layers the matrix's run puts on the GPU (0: it runs on the CPU)."""
+        if not self.gpu:
+            return 0.0
+        return 1.0 if self.gpu_layers < 0 else self.gpu_layers / max(self.n_layers, 1)
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class MergeStage(Stage):
     """The merge notebook's form."""
 
     NOTEBOOK = "01_merge_lora"
-    SETUP = frozenset({"llama_cpp"})
+    SETUP = frozenset({"llama_cpp", "gpu"})  # llama.cpp's CUDA wheel on a GPU runtime: the importance matrix there
 
     model: str = param("chinese-alpaca-2-7b-lora", "the release: a LoRA or patch from the catalog (its base and, for "
                        "Plus/Pro, the LoRA before it come from the catalog)",
@@ -189,26 +197,25 @@ class MergeStage(Stage):
                             f"empty for {CALIBRATION_NAME}")
         final = sources_fit(resources.sources, outtype=self.outtype).file_bytes
         n_layers = int(planned_model(resources.sources)[0]["num_hidden_layers"])
-        vram = runtime.vram if runtime.llama_cpp_gpu or runtime.assumed else None
-        return Route(self.intermediate, calibration, self.imatrix_chunks or None, final,
-                     offload_layers(resources.output_bytes, n_layers, vram if runtime.gpu else None), n_layers)
+        gpu = bool(runtime.gpu) and runtime.llama_cpp_gpu
+        layers = offload_layers(resources.output_bytes, n_layers, runtime.vram) if gpu else -1
+        return Route(self.intermediate, calibration, self.imatrix_chunks or None, final, gpu, layers, n_layers)
 
     def _route_note(self, route: Route, resources: ResourcePlan, runtime: Runtime) -> str:
         text = str(route.calibration) if route.calibration else f"{CALIBRATION_NAME} (downloaded, about 800 kB)"
         how_much = f"{route.chunks} chunks of {IMATRIX_CHUNK} tokens" if route.chunks else "the whole text"
         cost = ""
-        if route.gpu_layers >= 0:
+        if route.gpu and route.gpu_layers >= 0:
             how_much += (f", {route.gpu_layers} of {route.n_layers} layers on the GPU (the {route.intermediate} does "
                          "not fit it)")
         if route.chunks:
             params = resources.output_bytes * 8 / BITS_PER_WEIGHT[route.intermediate]
-            tokens = route.chunks * IMATRIX_CHUNK
-            share = 1.0 if route.gpu_layers < 0 else route.gpu_layers / max(route.n_layers, 1)
-            seconds = (imatrix_seconds(params, tokens, gpu=True) * share if runtime.gpu else 0.0) + \
-                imatrix_seconds(params, tokens, gpu=False) * (1.0 - share if runtime.gpu else 1.0)
+            tokens, share = route.chunks * IMATRIX_CHUNK, route.gpu_share()
+            seconds = (imatrix_seconds(params, tokens, gpu=True) * share
+                       + imatrix_seconds(params, tokens, gpu=False) * (1.0 - share))
             cost = f", about {human_seconds(seconds)} on this runtime"
-            if not runtime.gpu:
-                gpu = imatrix_seconds(params, route.chunks * IMATRIX_CHUNK, gpu=True)
+            if not route.gpu:
+                gpu = imatrix_seconds(params, tokens, gpu=True)
                 cost += f" (a T4 GPU runtime: about {human_seconds(gpu)} if the model fits its 15 GB)"
         return (f"importance-matrix route: merge to {route.intermediate} (deleted at the end), the matrix on {text}, "
                 f"{how_much}{cost}, then {self.outtype} ({human_bytes(route.output_bytes)}); the matrix is kept "
@@ -261,8 +268,6 @@ class MergeStage(Stage):
             fixes.append({"push_to_hub": ""})
         if self.uses_route() and self.intermediate == "f16":
             fixes.append({"intermediate": "q8_0"})
-        if self.output_format == "gguf" and self.imatrix == "no" and self.outtype in NEEDS_IMATRIX:
-            fixes.append({"imatrix": "auto"})
         if self.output_format == "gguf":
             bits = BITS_PER_WEIGHT[self.outtype]
             smaller = sorted((t for t in OUTTYPES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get, reverse=True)
