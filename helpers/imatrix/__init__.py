@@ -12,10 +12,10 @@ from __future__ import annotations
 from .calibration import CALIBRATION_FILE, CALIBRATION_LICENSE, CALIBRATION_NAME, CALIBRATION_REPO, calibration_text
 from .collect import ActivationCollector
 from .compute import ImatrixReport, compute_imatrix
-from .route import (GPU_HEADROOM, IMATRIX_CHUNK, INTERMEDIATES, ROUTE_TYPES, RouteResult, imatrix_route,
+from .route import (GPU_HEADROOM, IMATRIX_CHUNK, INTERMEDIATES, ROUTE_TYPES, RouteResult, imatrix_path, imatrix_route,
                     imatrix_seconds, intermediate_path, offload_layers, route_recommended)
 
 __all__ = ["CALIBRATION_FILE", "CALIBRATION_LICENSE", "CALIBRATION_NAME", "CALIBRATION_REPO", "GPU_HEADROOM",
            "IMATRIX_CHUNK", "INTERMEDIATES", "ROUTE_TYPES", "ActivationCollector", "ImatrixReport", "RouteResult",
-           "calibration_text", "compute_imatrix", "imatrix_route", "imatrix_seconds", "intermediate_path",
-           "offload_layers", "route_recommended"]
+           "calibration_text", "compute_imatrix", "imatrix_path", "imatrix_route", "imatrix_seconds",
+           "intermediate_path", "offload_layers", "route_recommended"]

@@ -83,6 +83,11 @@ def intermediate_path(target: Path, intermediate: str) -> Path:
     return target.with_name(f"{target.stem}.{intermediate}-intermediate.gguf")
 
 
+def imatrix_path(target: Path) -> Path:
+    """Where the route keeps the importance matrix of the GGUF ``target``: ``<stem>.imatrix.gguf`` beside it."""
+    return target.with_name(f"{target.stem}.imatrix.gguf")
+
+
 def imatrix_route(base: str | Path, loras: list[str | Path] | tuple = (), patch: str | Path | None = None, *,
                   out: str | Path, outtype: str, calibration: str | Path | None = None,
                   intermediate: str = "q8_0", settings: ChunkSettings | None = None, low_disk: bool | None = None,
@@ -112,7 +117,7 @@ def imatrix_route(base: str | Path, loras: list[str | Path] | tuple = (), patch:
         raise UserError(f"unknown intermediate {intermediate!r}; use one of {', '.join(INTERMEDIATES)}")
     target = gguf_target(out, outtype)
     middle = intermediate_path(target, intermediate)
-    imatrix = target.with_name(f"{target.stem}.imatrix.gguf")
+    imatrix = imatrix_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"imatrix route: merge to {intermediate}, importance matrix, then {outtype}", file=sys.stderr)
     merge(base, list(loras), patch=patch, out=middle, fmt="gguf", outtype=intermediate, write_sha256=False,

@@ -21,8 +21,8 @@ from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..evaluate import ChunkSettings
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type
 from ..hubaccess import access_problem
-from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_route, imatrix_seconds,
-                       intermediate_path, offload_layers, route_recommended)
+from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_path, imatrix_route,
+                       imatrix_seconds, intermediate_path, offload_layers, route_recommended)
 from ..merge import (FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources,
                      planned_model, sources_fit)
 from ..publish import ReleaseCard
@@ -71,7 +71,8 @@ class MergeJob:
 @dataclass(frozen=True)
 class Route:
     """The importance-matrix route's decisions: the intermediate type, the calibration text (None: the default data
-    set), the chunks of :data:`~helpers.imatrix.IMATRIX_CHUNK` tokens, the low-bit output's bytes, whether the matrix
+    set), the chunks of :data:`~helpers.imatrix.IMATRIX_CHUNK` tokens, the low-bit output's bytes, the model's
+    parameters and layers (for the matrix's time and GPU layers), whether the matrix
     runs on a GPU (a CUDA build of llama.cpp there), and the layers it puts on it (-1: all; fewer when the
     intermediate does not fit the GPU's memory)."""
 
@@ -79,9 +80,10 @@ class Route:
     calibration: Path | None
     chunks: int | None
     output_bytes: int
+    params: int
+    n_layers: int
     gpu: bool = False
     gpu_layers: int = -1
-    n_layers: int = 0
 
     def gpu_share(self) -> float:
         """The share of the model's layers the matrix's run puts on the GPU (0: it runs on the CPU)."""
@@ -163,7 +165,8 @@ class MergeStage(Stage):
         resources = listing_fallback(notes, lambda offline: plan_resources(
             base, loras, patch, options=options, out=written, offline=offline, fresh=runtime.assumed,
             free_disk=runtime.disk, free_ram=runtime.ram, partial=written.with_name(f".{written.name}.partial")))
-        route = self._route(resources, target, runtime) if self.uses_route() else None
+        fit = sources_fit(resources.sources, outtype=self.outtype) if self.output_format == "gguf" else None
+        route = self._route(resources, fit.file_bytes, runtime) if self.uses_route() else None
         job = MergeJob(entry, base, tuple(loras), patch, target, options, resources, self._saved(target, resources),
                        route)
         if job.saved is not None:
@@ -180,7 +183,7 @@ class MergeStage(Stage):
         if self.output_format == "gguf" and self.outtype not in FLOAT_TYPES:
             needs.append(wheel_need("llama.cpp", runtime.llama_cpp, fix=GET_LLAMA))
         if self.output_format == "gguf":
-            notes.append("on a laptop: " + sources_fit(resources.sources, outtype=self.outtype).summary())
+            notes.append("on a laptop: " + fit.summary())
         return Plan(self, runtime, needs, job, notes + [resources.summary()])
 
     def _imatrix_refusal(self) -> Need | None:
@@ -190,16 +193,17 @@ class MergeStage(Stage):
                         f"llama.cpp makes {self.outtype} only with an importance matrix")
         return None
 
-    def _route(self, resources: ResourcePlan, target: Path, runtime: Runtime) -> Route:
+    def _route(self, resources: ResourcePlan, output_bytes: int, runtime: Runtime) -> Route:
         calibration = form_path(locate(self.calibration_text, self.workspace_folder()))
         if calibration is not None and not calibration.is_file():
             raise UserError(f"CALIBRATION_TEXT {calibration} is not a file: give a UTF-8 text file, or leave it "
                             f"empty for {CALIBRATION_NAME}")
-        final = sources_fit(resources.sources, outtype=self.outtype).file_bytes
-        n_layers = int(planned_model(resources.sources)[0]["num_hidden_layers"])
+        config, tensors, _ = planned_model(resources.sources)
+        n_layers = int(config["num_hidden_layers"])
         gpu = bool(runtime.gpu) and runtime.llama_cpp_gpu
         layers = offload_layers(resources.output_bytes, n_layers, runtime.vram) if gpu else -1
-        return Route(self.intermediate, calibration, self.imatrix_chunks or None, final, gpu, layers, n_layers)
+        return Route(self.intermediate, calibration, self.imatrix_chunks or None, output_bytes,
+                     sum(t.numel for t in tensors), n_layers, gpu, layers)
 
     def _route_note(self, route: Route, resources: ResourcePlan, runtime: Runtime) -> str:
         text = str(route.calibration) if route.calibration else f"{CALIBRATION_NAME} (downloaded, about 800 kB)"
@@ -209,13 +213,12 @@ class MergeStage(Stage):
             how_much += (f", {route.gpu_layers} of {route.n_layers} layers on the GPU (the {route.intermediate} does "
                          "not fit it)")
         if route.chunks:
-            params = resources.output_bytes * 8 / BITS_PER_WEIGHT[route.intermediate]
             tokens, share = route.chunks * IMATRIX_CHUNK, route.gpu_share()
-            seconds = (imatrix_seconds(params, tokens, gpu=True) * share
-                       + imatrix_seconds(params, tokens, gpu=False) * (1.0 - share))
+            seconds = (imatrix_seconds(route.params, tokens, gpu=True) * share
+                       + imatrix_seconds(route.params, tokens, gpu=False) * (1.0 - share))
             cost = f", about {human_seconds(seconds)} on this runtime"
             if not route.gpu:
-                gpu = imatrix_seconds(params, tokens, gpu=True)
+                gpu = imatrix_seconds(route.params, tokens, gpu=True)
                 cost += f" (a T4 GPU runtime: about {human_seconds(gpu)} if the model fits its 15 GB)"
         return (f"importance-matrix route: merge to {route.intermediate} (deleted at the end), the matrix on {text}, "
                 f"{how_much}{cost}, then {self.outtype} ({human_bytes(route.output_bytes)}); the matrix is kept "
@@ -241,13 +244,12 @@ class MergeStage(Stage):
     def _disk_need(self, job: MergeJob) -> Need:
         resources, route = job.resources, job.route
         mode = ", low-disk mode" if resources.low_disk else ""
-        detail = (f"{human_bytes(resources.download_bytes)} download + {human_bytes(resources.output_bytes)} "
-                  f"output{mode}")
-        peak = resources.chosen_peak_disk
+        written, peak = f"{human_bytes(resources.output_bytes)} output", resources.chosen_peak_disk
         if route is not None:
-            detail = detail.replace(" output", f" {route.intermediate} + {human_bytes(route.output_bytes)} "
-                                    f"{self.outtype}")
+            written = (f"{human_bytes(resources.output_bytes)} {route.intermediate} + "
+                       f"{human_bytes(route.output_bytes)} {self.outtype}")
             peak += route.output_bytes
+        detail = f"{human_bytes(resources.download_bytes)} download + {written}{mode}"
         need = bytes_need("disk", peak, resources.free_disk, fix=MORE_DISK, detail=detail)
         if resources.low_disk and not resources.sources[0].streamable:
             return Need("low-disk mode", "a base on the hub in several safetensors shards",
@@ -292,7 +294,7 @@ class MergeStage(Stage):
 
     def _through_imatrix(self, job: MergeJob) -> MergeResult:
         """The importance-matrix route; a low-bit output of these inputs already here is kept as it is."""
-        matrix = job.target.with_name(f"{job.target.stem}.imatrix.gguf")
+        matrix = imatrix_path(job.target)
         if (job.target.is_file() and matrix.is_file() and gguf_type(job.target).lower() == self.outtype
                 and made_from(job.target, job.options, job.resources.sources)):
             print(f"{job.target} holds this merge already (importance matrix: {matrix.name})")
@@ -308,7 +310,7 @@ class MergeStage(Stage):
     def keep(self, job: MergeJob) -> list[Path]:
         """Save the output to the workspace, push it when asked, download a GGUF when asked; returns where it is."""
         ws = self.workspace_folder()
-        matrix = job.target.with_name(f"{job.target.stem}.imatrix.gguf")
+        matrix = imatrix_path(job.target)
         extra = [matrix] if job.route is not None and matrix.is_file() else []
         kept = [s.path for s in ws.save([job.target, *extra])][:1] or [job.target]
         kind = "gguf" if self.output_format == "gguf" else "merged"
