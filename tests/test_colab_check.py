@@ -229,7 +229,7 @@ def test_a_gguf_release_runs_in_llama_cpp_whatever_quantization_says(monkeypatch
     assert plan.fits and plan.job.backend == "llama.cpp" and plan.job.quantization is None
     assert "q4_k" in row(plan, "GPU memory").need and any("transformers" in n for n in plan.notes)
     no_server = dataclasses.replace(T4, llama_cpp_server=False)
-    refused = ChatStage(model="chinese-alpaca-2-13b-gguf").plan(no_server)
+    refused = ChatStage(model="chinese-alpaca-2-13b-gguf", start_server=True).plan(no_server)
     assert "START_SERVER=False" in refused.refusal()
     assert ChatStage(model="chinese-alpaca-2-13b-gguf", start_server=False).plan(no_server).fits
 
@@ -244,9 +244,34 @@ def test_a_back_end_that_cannot_load_the_model_is_refused_before_the_download(mo
 
 def test_a_draft_of_another_vocabulary_is_skipped_before_anything_loads(monkeypatch):
     _offline(monkeypatch)
-    plan = ChatStage(model="llama-3-chinese-8b-instruct-v3").plan(T4)
+    plan = ChatStage(model="llama-3-chinese-8b-instruct-v3", draft_model="chinese-alpaca-2-1.3b").plan(T4)
     assert plan.fits and plan.job.draft is None and any("speculative decoding skipped" in n for n in plan.notes)
-    assert ChatStage().plan(T4).job.draft == "chinese-alpaca-2-1.3b"
+    assert ChatStage(draft_model="chinese-alpaca-2-1.3b").plan(T4).job.draft == "chinese-alpaca-2-1.3b"
+
+
+def test_the_chat_defaults_load_one_model_and_count_the_opt_ins_when_on(monkeypatch):
+    """By default notebook 03 downloads and loads one model: no draft, no server. Asked for, the draft's download
+    and memory join the model's (it is loaded beside it), and the server's GGUF is downloaded and counted too."""
+    from helpers.colab.sizing import gguf_file, model_files, weight_bytes
+
+    _offline(monkeypatch)
+    one = ChatStage().plan(T4)
+    assert (one.job.draft, one.job.server) == (None, None) and not any("server" in n.what for n in one.needs)
+    draft = model_files("chinese-alpaca-2-1.3b")
+    both = ChatStage(draft_model="chinese-alpaca-2-1.3b").plan(T4)
+    assert both.job.draft == "chinese-alpaca-2-1.3b"
+    assert row(both, "disk").amount == row(one, "disk").amount + draft.download(fresh=True)
+    extra = row(both, "GPU memory").amount - row(one, "GPU memory").amount
+    assert extra > weight_bytes(draft.config, None) and "draft chinese-alpaca-2-1.3b" in row(both, "GPU memory").need
+    served = ChatStage(start_server=True).plan(T4)
+    gguf = gguf_file(ChatStage().server_model)
+    assert served.job.server and row(served, "disk").amount == row(one, "disk").amount + gguf.size
+    assert row(served, "RAM (server)").status == OK
+
+
+def test_the_rope_dropdown_has_no_blank_item():
+    rope = next(f for f in ChatStage.form_fields() if f.attr == "rope")
+    assert "" not in rope.entry.choices and rope.default in rope.entry.choices
 
 
 def test_memory_this_notebooks_earlier_run_holds_is_counted_as_free(monkeypatch):
