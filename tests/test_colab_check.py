@@ -370,3 +370,20 @@ def test_the_importance_matrix_puts_on_a_t4_only_the_layers_that_fit(monkeypatch
     assert MergeStage(outtype="iq3_xxs").plan(T4).job.route.gpu_layers == -1
     cpu = MergeStage(model="chinese-alpaca-33b-lora", outtype="iq3_xxs").plan(CPU)
     assert cpu.job.route.gpu_layers == -1 and "on the GPU" not in cpu.summary()
+
+
+def test_03_finds_the_patch_merge_01_makes_by_the_name_01_gives_it(twin_env, tmp_path):
+    """Notebook 03 looks 01's outputs up by the one name 01 writes (``release_target``), the patch release's too: the
+    merge 01 saved is found in the workspace, and a type 01 has not made yet is traced back to 01 with the form
+    values that make it, under that same name."""
+    entry = get("open-chinese-llama-7b-patch")
+    drive = tmp_path / "drive"
+    made = MergeStage(model=entry.name, outtype="q8_0", output_dir=str(tmp_path / "out"),
+                      workspace=str(drive)).check().run()
+    name = made.outputs[0].name
+    assert name == release_target(entry, ".", "gguf", "q8_0").name and (drive / name).is_file()
+    found = ChatStage(model=name, workspace=str(drive), start_server=False).plan()
+    assert found.fits and found.job.model == str(drive / name) and found.job.backend == "llama.cpp"
+    missing = release_target(entry, ".", "gguf", "q5_k_m").name
+    with pytest.raises(UserError, match=re.escape(f"01_merge_lora (MODEL={entry.name!r}, OUTTYPE='q5_k_m')")):
+        ChatStage(model=missing, workspace=str(drive)).plan()
