@@ -310,6 +310,23 @@ def test_multiple_choice_on_a_t4_fits_and_fixes_name_the_notebooks_own_parameter
     assert all(set(fix) <= names for fix in big.fixes) and "QUANTIZATION" not in (big.refusal() or "")
 
 
+def test_05_evaluates_8b_and_13b_on_a_t4_in_4_bit_as_03_chats_with_them(monkeypatch):
+    """Notebook 05 has notebook 03's ``QUANTIZATION`` (the same values and default, planned by the same code): an 8B
+    or 13B fits a T4 in 4-bit, in 16-bit it does not and the fix is 4-bit; a 7B in 4-bit takes about 6 GB."""
+    _offline(monkeypatch)
+    ours, theirs = ({(f.default, f.entry.choices) for f in s.form_fields() if f.attr == "quantization"}
+                    for s in (EvalStage, ChatStage))
+    assert ours == theirs == {("4bit", ("4bit", "8bit", "none"))}
+    for model in ("llama-3-chinese-8b-instruct-v3", "chinese-alpaca-2-13b"):
+        plan = EvalStage(model=model).plan(T4)
+        assert plan.fits and plan.job.quantization == ChatStage(model=model).plan(T4).job.quantization == "4bit"
+        sixteen = EvalStage(model=model, quantization="none").plan(T4)
+        assert not sixteen.fits and sixteen.fixes[0] == {"quantization": "4bit"}, sixteen.summary()
+    seven = row(EvalStage().plan(T4), "GPU memory").amount
+    assert 4.5e9 < seven < 6.5e9
+    assert EvalStage(model="chinese-alpaca-2-7b-gguf").plan(T4).job.quantization is None
+
+
 def test_quantized_outputs_never_replace_their_input(tmp_path):
     from helpers.stages import quant_target
 
