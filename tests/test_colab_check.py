@@ -75,6 +75,15 @@ def test_overrides_take_the_defaults_types_and_refuse_unknown_names():
         MergeStage(output_format="onnx")
 
 
+def test_the_readmes_run_and_check_lines_name_real_notebooks_and_parameters():
+    """Every ``python -m helpers run|colab-check NN --set NAME=VALUE`` line of the README builds its notebook's form."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = re.findall(r"^python -m helpers (?:run|colab-check) (\S+)(.*)$", text, re.M)
+    assert len([n for n, _ in lines]) >= 5 and {find_stage(n).NOTEBOOK[:2] for n, _ in lines} >= {"01", "03", "05"}
+    for notebook, rest in lines:
+        find_stage(notebook).from_sets(re.findall(r"--set (\S+)", rest))
+
+
 def test_notebooks_are_found_by_name_number_or_word():
     assert find_stage("01") is MergeStage and find_stage("finetune") is FinetuneStage
     assert find_stage(str(NOTEBOOKS / "05_vocab_and_eval.ipynb")) is EvalStage

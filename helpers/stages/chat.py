@@ -68,7 +68,7 @@ class ChatSession:
         """Start the OpenAI-compatible server on the planned GGUF, ask it ``PROMPT`` once, stop it; None when the
         form turned the server off."""
         if self.job.server is None:
-            print("no server: " + self.stage.assignment("start_server", False))
+            print(f"no server ({self.stage.assignment('start_server', True)} starts one)")
             return None
         with serve(self.bot.path if self.job.server == "model" else self.job.server, port=SERVER_PORT) as server:
             print(f"serving {server.model.name} at {server.url} (OpenAI API)")
@@ -78,7 +78,8 @@ class ChatSession:
         """Speculative decoding of the templated ``PROMPT`` with the planned draft model; its figures, or None when
         the plan decided against it (the reason was in the check)."""
         if self.job.draft is None:
-            print("speculative decoding skipped (see the check cell)")
+            why = "see the check cell" if self.stage.draft_model else self.stage.assignment("draft_model", "")
+            print(f"no speculative decoding ({why})")
             return None
         if "draft" not in self.extra:
             self.extra["draft"] = load_backend(self.job.draft, backend="transformers")
