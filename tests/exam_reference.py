@@ -13,6 +13,12 @@ from pathlib import Path
 import numpy as np
 
 SYS_EN_ZH = "You are a helpful assistant. 你是一个乐于助人的助手。"
+# The Chinese names the v3 CMMLU script (ymcui/Chinese-LLaMA-Alpaca-3 scripts/cmmlu/eval.py) passes to its evaluator,
+# ``name_en2zh[subject]`` from its categories.py, for the subjects the tests use; its header and its few-shot opening
+# turn carry this name, never the file key.
+CMMLU_V3_NAMES = {"anatomy": "解剖学", "astronomy": "天文学", "college_actuarial_science": "大学精算学",
+                  "ancient_chinese": "古汉语", "agronomy": "农学", "marketing": "市场营销",
+                  "chinese_history": "中国历史", "elementary_mathematics": "初等数学"}
 
 
 def read_split(data: Path, bench: str, subject: str, split: str):
@@ -32,11 +38,12 @@ def _q(row, qcol: str) -> str:
 
 def prompts(data: Path, bench: str, subject: str, *, split: str, shots: int, with_prompt: bool, style: str,
             header_name: str | None = None) -> list[str]:
-    """Every prompt of one subject, built as the v2 or v3 scripts build it."""
+    """Every prompt of one subject, built as the v2 or v3 scripts build it (``header_name``: the subject's name in
+    the header, default the file key, or for v3 CMMLU the script's ``name_en2zh``)."""
     qcol, acol = ("question", "answer") if bench == "ceval" else ("Question", "Answer")
     test = read_split(data, bench, subject, split)
     dev = read_split(data, bench, subject, "dev") if shots else None
-    name = header_name or subject
+    name = header_name or (CMMLU_V3_NAMES[subject] if (style, bench) == ("v3", "cmmlu") else subject)
     header = f"以下是中国关于{name}考试的单项选择题，请选出其中的正确答案。\n\n"
     out = []
     for _, row in test.iterrows():
@@ -129,7 +136,8 @@ def gguf_last_logits(llm, ids: list[int]) -> np.ndarray:
 
 def reference(logits_fn, tokens, data: Path, bench: str, subjects: list[str], *, names: dict | None = None,
               **kw) -> dict[tuple[str, int], np.ndarray]:
-    """``{(subject, row): the four letter scores}`` over ``subjects`` (``names``: header names, default the keys)."""
+    """``{(subject, row): the four letter scores}`` over ``subjects`` (``names``: header names, default as
+    :func:`prompts` names them)."""
     bare, cued = tokens.letters()
     out = {}
     for subject in subjects:

@@ -7,17 +7,19 @@ import pytest
 from choices import check_plan_equals_run, combinations, ids
 from helpers.stages import ChatStage
 
-CASES = combinations(ChatStage)
+DRAFT = {"draft_model": "chinese-alpaca-2-1.3b", "quantization": "none"}  # opt-in: no dropdown of its own
+CASES = combinations(ChatStage) + [DRAFT]
 pytestmark = [pytest.mark.slow, pytest.mark.hub]
 
 
 def cells(plan, session) -> None:
-    """The notebook's later cells: a reply; the server and speculative decoding only in the default case, where
-    the form's defaults ask for both (they cost a process start and a second model)."""
+    """The notebook's later cells: a reply; the server and speculative decoding where the plan runs them (the form
+    asks for them: they cost a process start and a second model)."""
     assert isinstance(session.reply(), str)
-    if plan.stage == ChatStage(max_new_tokens=4):
+    if plan.job.server is not None:
         assert session.serve() is not None
-        assert session.job.draft is None or session.speculative() is not None
+    if plan.job.draft is not None:
+        assert session.speculative() is not None
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))

@@ -75,6 +75,15 @@ def test_overrides_take_the_defaults_types_and_refuse_unknown_names():
         MergeStage(output_format="onnx")
 
 
+def test_the_readmes_run_and_check_lines_name_real_notebooks_and_parameters():
+    """Every ``python -m helpers run|colab-check NN --set NAME=VALUE`` line of the README builds its notebook's form."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = re.findall(r"^python -m helpers (?:run|colab-check) (\S+)(.*)$", text, re.M)
+    assert len([n for n, _ in lines]) >= 5 and {find_stage(n).NOTEBOOK[:2] for n, _ in lines} >= {"01", "03", "05"}
+    for notebook, rest in lines:
+        find_stage(notebook).from_sets(re.findall(r"--set (\S+)", rest))
+
+
 def test_notebooks_are_found_by_name_number_or_word():
     assert find_stage("01") is MergeStage and find_stage("finetune") is FinetuneStage
     assert find_stage(str(NOTEBOOKS / "05_vocab_and_eval.ipynb")) is EvalStage
@@ -229,7 +238,7 @@ def test_a_gguf_release_runs_in_llama_cpp_whatever_quantization_says(monkeypatch
     assert plan.fits and plan.job.backend == "llama.cpp" and plan.job.quantization is None
     assert "q4_k" in row(plan, "GPU memory").need and any("transformers" in n for n in plan.notes)
     no_server = dataclasses.replace(T4, llama_cpp_server=False)
-    refused = ChatStage(model="chinese-alpaca-2-13b-gguf").plan(no_server)
+    refused = ChatStage(model="chinese-alpaca-2-13b-gguf", start_server=True).plan(no_server)
     assert "START_SERVER=False" in refused.refusal()
     assert ChatStage(model="chinese-alpaca-2-13b-gguf", start_server=False).plan(no_server).fits
 
@@ -244,9 +253,34 @@ def test_a_back_end_that_cannot_load_the_model_is_refused_before_the_download(mo
 
 def test_a_draft_of_another_vocabulary_is_skipped_before_anything_loads(monkeypatch):
     _offline(monkeypatch)
-    plan = ChatStage(model="llama-3-chinese-8b-instruct-v3").plan(T4)
+    plan = ChatStage(model="llama-3-chinese-8b-instruct-v3", draft_model="chinese-alpaca-2-1.3b").plan(T4)
     assert plan.fits and plan.job.draft is None and any("speculative decoding skipped" in n for n in plan.notes)
-    assert ChatStage().plan(T4).job.draft == "chinese-alpaca-2-1.3b"
+    assert ChatStage(draft_model="chinese-alpaca-2-1.3b").plan(T4).job.draft == "chinese-alpaca-2-1.3b"
+
+
+def test_the_chat_defaults_load_one_model_and_count_the_opt_ins_when_on(monkeypatch):
+    """By default notebook 03 downloads and loads one model: no draft, no server. Asked for, the draft's download
+    and memory join the model's (it is loaded beside it), and the server's GGUF is downloaded and counted too."""
+    from helpers.colab.sizing import gguf_file, model_files, weight_bytes
+
+    _offline(monkeypatch)
+    one = ChatStage().plan(T4)
+    assert (one.job.draft, one.job.server) == (None, None) and not any("server" in n.what for n in one.needs)
+    draft = model_files("chinese-alpaca-2-1.3b")
+    both = ChatStage(draft_model="chinese-alpaca-2-1.3b").plan(T4)
+    assert both.job.draft == "chinese-alpaca-2-1.3b"
+    assert row(both, "disk").amount == row(one, "disk").amount + draft.download(fresh=True)
+    extra = row(both, "GPU memory").amount - row(one, "GPU memory").amount
+    assert extra > weight_bytes(draft.config, None) and "draft chinese-alpaca-2-1.3b" in row(both, "GPU memory").need
+    served = ChatStage(start_server=True).plan(T4)
+    gguf = gguf_file(ChatStage().server_model)
+    assert served.job.server and row(served, "disk").amount == row(one, "disk").amount + gguf.size
+    assert row(served, "RAM (server)").status == OK
+
+
+def test_the_rope_dropdown_has_no_blank_item():
+    rope = next(f for f in ChatStage.form_fields() if f.attr == "rope")
+    assert "" not in rope.entry.choices and rope.default in rope.entry.choices
 
 
 def test_memory_this_notebooks_earlier_run_holds_is_counted_as_free(monkeypatch):
@@ -283,6 +317,23 @@ def test_multiple_choice_on_a_t4_fits_and_fixes_name_the_notebooks_own_parameter
     big = EvalStage(model="chinese-alpaca-2-13b", mc_csv="val.csv").plan(T4)
     names = {f.attr for f in EvalStage.form_fields()}
     assert all(set(fix) <= names for fix in big.fixes) and "QUANTIZATION" not in (big.refusal() or "")
+
+
+def test_05_evaluates_8b_and_13b_on_a_t4_in_4_bit_as_03_chats_with_them(monkeypatch):
+    """Notebook 05 has notebook 03's ``QUANTIZATION`` (the same values and default, planned by the same code): an 8B
+    or 13B fits a T4 in 4-bit, in 16-bit it does not and the fix is 4-bit; a 7B in 4-bit takes about 6 GB."""
+    _offline(monkeypatch)
+    ours, theirs = ({(f.default, f.entry.choices) for f in s.form_fields() if f.attr == "quantization"}
+                    for s in (EvalStage, ChatStage))
+    assert ours == theirs == {("4bit", ("4bit", "8bit", "none"))}
+    for model in ("llama-3-chinese-8b-instruct-v3", "chinese-alpaca-2-13b"):
+        plan = EvalStage(model=model).plan(T4)
+        assert plan.fits and plan.job.quantization == ChatStage(model=model).plan(T4).job.quantization == "4bit"
+        sixteen = EvalStage(model=model, quantization="none").plan(T4)
+        assert not sixteen.fits and sixteen.fixes[0] == {"quantization": "4bit"}, sixteen.summary()
+    seven = row(EvalStage().plan(T4), "GPU memory").amount
+    assert 4.5e9 < seven < 6.5e9
+    assert EvalStage(model="chinese-alpaca-2-7b-gguf").plan(T4).job.quantization is None
 
 
 def test_quantized_outputs_never_replace_their_input(tmp_path):
@@ -345,3 +396,20 @@ def test_the_importance_matrix_puts_on_a_t4_only_the_layers_that_fit(monkeypatch
     assert MergeStage(outtype="iq3_xxs").plan(T4).job.route.gpu_layers == -1
     cpu = MergeStage(model="chinese-alpaca-33b-lora", outtype="iq3_xxs").plan(CPU)
     assert cpu.job.route.gpu_layers == -1 and "on the GPU" not in cpu.summary()
+
+
+def test_03_finds_the_patch_merge_01_makes_by_the_name_01_gives_it(twin_env, tmp_path):
+    """Notebook 03 looks 01's outputs up by the one name 01 writes (``release_target``), the patch release's too: the
+    merge 01 saved is found in the workspace, and a type 01 has not made yet is traced back to 01 with the form
+    values that make it, under that same name."""
+    entry = get("open-chinese-llama-7b-patch")
+    drive = tmp_path / "drive"
+    made = MergeStage(model=entry.name, outtype="q8_0", output_dir=str(tmp_path / "out"),
+                      workspace=str(drive)).check().run()
+    name = made.outputs[0].name
+    assert name == release_target(entry, ".", "gguf", "q8_0").name and (drive / name).is_file()
+    found = ChatStage(model=name, workspace=str(drive), start_server=False).plan()
+    assert found.fits and found.job.model == str(drive / name) and found.job.backend == "llama.cpp"
+    missing = release_target(entry, ".", "gguf", "q5_k_m").name
+    with pytest.raises(UserError, match=re.escape(f"01_merge_lora (MODEL={entry.name!r}, OUTTYPE='q5_k_m')")):
+        ChatStage(model=missing, workspace=str(drive)).plan()

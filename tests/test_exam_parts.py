@@ -192,3 +192,28 @@ def test_plan_before_loading_the_model(tmp_path):
     assert v3 == estimate_time(exam, PromptStyle("v3", benchmark("ceval"), with_prompt=True), params_b=8,
                                weights="4bit")
     assert plan_exam(tmp_path / "my-model", data=data).weights == "f16"
+
+
+@pytest.mark.parametrize("shots", [0, 5])
+@pytest.mark.parametrize("with_prompt", [False, True], ids=["plain", "with-prompt"])
+def test_v3_cmmlu_prompts_are_the_authors_question_by_question(tmp_path, shots, with_prompt):
+    """v3 CMMLU (Llama-3 models): every question's prompt is the one the authors' v3 script builds
+    (tests/exam_reference.py): the header and the few-shot opening turn name the subject in Chinese
+    (``name_en2zh``: 市场营销), never by its file key (marketing)."""
+    pytest.importorskip("pandas")
+    import exam_reference as ref
+    from helpers.evaluate import PromptStyle, benchmark, load_exam, write_standin
+
+    spec = benchmark("cmmlu")
+    data = write_standin(tmp_path, "cmmlu", subjects=["marketing", "anatomy", "ancient_chinese"], questions=4)
+    exam = load_exam(spec, data, shots=shots)
+    style = PromptStyle("v3", spec, with_prompt)
+    for sd in exam.subjects:
+        want = ref.prompts(data, "cmmlu", sd.subject.key, split="test", shots=shots, with_prompt=with_prompt,
+                           style="v3")
+        got = [style.prompt(sd.subject, sd.dev, item) for item in sd.items]
+        assert got == want, sd.subject.key
+        name = ref.CMMLU_V3_NAMES[sd.subject.key]
+        assert all(f"关于{name}考试" in p and f"关于{sd.subject.key}" not in p for p in got)
+        if shots and with_prompt:
+            assert all(f"好的，我会结合{name}相关知识回答" in p for p in got)

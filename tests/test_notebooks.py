@@ -130,6 +130,17 @@ def test_the_check_cell_plans_the_notebooks_stage_before_anything_runs(path):
     assert all("plan.run(globals())" in src(cells[i]) for i in runs)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_check_cell_only_checks(path):
+    """The check cell plans and stops there; the run is a cell of its own after it (a check that fits never starts
+    the step by itself)."""
+    from helpers.stages import STAGES
+
+    stage = STAGES[path.stem].__name__
+    check = next(src(c) for c in load(path)["cells"] if f"{stage}.from_form(globals()).check()" in src(c))
+    assert "plan.run(" not in check and "run(" not in check.replace(".check()", "")
+
+
 def test_ollama_instructions_name_the_file_that_is_written():
     """The GGUF writers put ``<stem>.Modelfile`` beside each GGUF: no notebook or README tells users to pass a
     file called plain ``Modelfile``."""

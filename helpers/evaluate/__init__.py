@@ -28,13 +28,13 @@ from .paired import PairedComparison, compare_results
 from .perplexity import KLReport, compare_quants, default_eval_text, kl_divergence, perplexity, plot_quant_table, read_text, windows
 from .prompts import PromptStyle, style_for
 from .published import PublishedRow, published_row, release_name
-from .results import Answer, ExamResult, load_result
+from .results import PREDICTIONS, Answer, ExamResult, load_result
 from .scorers import PPL_WINDOW, HFScorer, LlamaCppScorer, open_model
 from .standin import write_standin
 from .subjects import BENCHMARKS, Benchmark, benchmark
 from .timing import TimeEstimate, estimate_time, plan_exam
 
-__all__ = ["ANSWER_CUE", "BENCHMARKS", "ChunkRunner", "ChunkSettings", "chunk_count", "LETTERS", "MC_HEADER", "MC_WINDOW", "PPL_WINDOW", "REPETITION_PENALTY",
+__all__ = ["ANSWER_CUE", "BENCHMARKS", "ChunkRunner", "ChunkSettings", "chunk_count", "LETTERS", "MC_HEADER", "MC_WINDOW", "PPL_WINDOW", "PREDICTIONS", "REPETITION_PENALTY",
            "TEMPERATURE", "Answer", "Benchmark", "ExamData", "ExamResult", "ExamScorer", "HFExamScorer", "HFScorer",
            "KLReport", "LetterIds", "LlamaCppExamScorer", "LlamaCppScorer", "MCReport", "PairedComparison",
            "PromptStyle", "PublishedRow", "TimeEstimate", "benchmark", "compare_quants", "compare_results", "default_eval_text",

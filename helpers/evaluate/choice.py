@@ -99,7 +99,7 @@ def letter_ids(scorer: Any) -> LetterIds:
 
 def multiple_choice(model: Any, csv_path: str | Path, *, shots: int = 0, dev_csv: str | Path | None = None,
                     subject: str | None = None, template: str | None = None, backend: str = "auto",
-                    n_ctx: int = MC_WINDOW, limit: int | None = None) -> MCReport:
+                    n_ctx: int = MC_WINDOW, limit: int | None = None, quantization: str | None = None) -> MCReport:
     """Score a C-Eval-layout CSV the way the releases scored C-Eval (constrained decoding, see :mod:`.engine`).
 
     Args:
@@ -114,6 +114,7 @@ def multiple_choice(model: Any, csv_path: str | Path, *, shots: int = 0, dev_csv
         backend: ``auto``, ``transformers`` or ``llama.cpp``.
         n_ctx: llama.cpp context.
         limit: score only the first ``limit`` items.
+        quantization: transformers on a GPU: ``None``, ``"8bit"`` or ``"4bit"`` (bitsandbytes).
     """
     if shots < 0:
         raise UserError("shots must be 0 or more")
@@ -122,7 +123,7 @@ def multiple_choice(model: Any, csv_path: str | Path, *, shots: int = 0, dev_csv
     dev = read_mc_csv(dev_csv) if dev_csv else None
     name = subject or re.sub(r"_(val|dev|test)$", "", Path(csv_path).stem)
     style = _style(template)
-    with open_scorer(model, backend=backend, n_ctx=n_ctx) as (scorer, _template, _name):
+    with open_scorer(model, backend=backend, n_ctx=n_ctx, quantization=quantization) as (scorer, _template, _name):
         ids = scorer.letter_ids()
         prompts, used = [], []
         for row in rows:

@@ -93,7 +93,8 @@ METHODS = ("sliding", "llama.cpp")  # perplexity methods: sliding windows, or ll
 
 
 def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n_ctx: int = PPL_WINDOW,
-               stride: int = 256, method: str = "sliding", chunks: int | None = None) -> float:
+               stride: int = 256, method: str = "sliding", chunks: int | None = None,
+               quantization: str | None = None) -> float:
     """Perplexity of ``model`` on a text: ``exp`` of the mean negative log-likelihood per token.
 
     Args:
@@ -109,6 +110,7 @@ def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n
             :func:`~helpers.evaluate.llama_ppl.chunked_perplexity`); on other models the same chunks through their
             back end.
         chunks: ``llama.cpp`` only: at most this many chunks.
+        quantization: transformers on a GPU: ``None``, ``"8bit"`` or ``"4bit"`` (bitsandbytes).
     """
     import numpy as np
 
@@ -116,8 +118,8 @@ def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n
         raise UserError(f"unknown perplexity method {method!r}; use one of {', '.join(METHODS)}")
     text = read_text(text_or_file)
     if method == "llama.cpp":
-        return _chunked(model, text, backend=backend, n_ctx=n_ctx, chunks=chunks)
-    with scoring(model, backend=backend, n_ctx=n_ctx) as scorer:
+        return _chunked(model, text, backend=backend, n_ctx=n_ctx, chunks=chunks, quantization=quantization)
+    with scoring(model, backend=backend, n_ctx=n_ctx, quantization=quantization) as scorer:
         ids = _token_ids(scorer, text)
         nll, count = 0.0, 0
         for logp, targets in _window_logprobs(scorer, ids, n_ctx, stride, "perplexity"):
@@ -126,7 +128,8 @@ def perplexity(model: Any, text_or_file: str | Path, *, backend: str = "auto", n
     return math.exp(nll / count)
 
 
-def _chunked(model: Any, text: str, *, backend: str, n_ctx: int, chunks: int | None) -> float:
+def _chunked(model: Any, text: str, *, backend: str, n_ctx: int, chunks: int | None,
+             quantization: str | None = None) -> float:
     """llama-perplexity's figure: the tool's exact run on a GGUF file, its chunks through a scorer otherwise."""
     import numpy as np
 
@@ -137,7 +140,7 @@ def _chunked(model: Any, text: str, *, backend: str, n_ctx: int, chunks: int | N
     path = Path(model) if isinstance(model, (str, Path)) else None
     if path is not None and path.is_file() and path.suffix.lower() == ".gguf" and backend != "transformers":
         return chunked_perplexity(path, text, settings).ppl
-    with scoring(model, backend=backend, n_ctx=n_ctx) as scorer:
+    with scoring(model, backend=backend, n_ctx=n_ctx, quantization=quantization) as scorer:
         ids = scorer.encode(tool_text(text), bos=True)
         bos = ids[0] if len(ids) > len(scorer.encode(tool_text(text), bos=False)) else None
         first = n_ctx // 2

@@ -5,7 +5,9 @@ Facts from ymcui/Chinese-LLaMA-Alpaca{,-2,-3} ``scripts/ceval`` and ``scripts/cm
 - an item is ``question\\nA. ...\\nB. ...\\nC. ...\\nD. ...\\n答案：``; a shot adds its answer and ``\\n\\n``;
 - the header is ``以下是中国关于{name}考试的单项选择题，请选出其中的正确答案。\\n\\n``. v1/v2 write it only
   before shots (a zero-shot prompt has none) with the subject's file key as ``name``; v3 writes it always,
-  with the Chinese name for C-Eval and the file key for CMMLU;
+  with the subject's Chinese name: C-Eval's from the v3 script's own table (which differs from
+  ``subject_mapping.json`` for a few subjects), CMMLU's from ``categories.py``'s ``name_en2zh``
+  (``marketing`` -> ``市场营销``), the name the v3 ``eval.py`` passes to the evaluator;
 - ``--with-prompt`` (instruction models): v1 wraps the whole text in the Alpaca template and ends the item
   with ``\\n答案是什么？ ``; v2 wraps the item in Llama-2's ``[INST] <<SYS>>`` turn and puts the shots in an
   earlier conversation (an opening turn answered ``好的，我会结合{name}相关知识回答``, then
@@ -63,8 +65,9 @@ class PromptStyle:
             raise UserError(f"unknown prompt style {self.style!r}; use one of {', '.join(STYLES)}")
 
     def name(self, subject: Subject) -> str:
-        """The subject's name in the header: v3 C-Eval writes its Chinese name, everything else the file key."""
-        if self.style == "v3" and self.bench.name == "ceval":
+        """The subject's name in the header and v2/v3's opening turn: v3 writes its Chinese name (C-Eval's v3
+        table, CMMLU's ``name_en2zh``), v1 and v2 the file key."""
+        if self.style == "v3":
             return subject.v3_name or subject.zh
         return subject.key
 

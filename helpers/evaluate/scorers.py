@@ -112,7 +112,7 @@ def _is_llama(obj: Any) -> bool:
 
 
 def open_model(model: Any, *, backend: str = "auto", n_ctx: int = PPL_WINDOW, dtype: str | None = None,
-               n_threads: int | None = None):
+               n_threads: int | None = None, quantization: str | None = None):
     """Wrap ``model`` for scoring: a GGUF path, an HF folder, a ``llama_cpp.Llama``, ``(model, tokenizer)``
     or a :func:`helpers.infer.load_backend` object.
 
@@ -122,6 +122,7 @@ def open_model(model: Any, *, backend: str = "auto", n_ctx: int = PPL_WINDOW, dt
         n_ctx: context to allocate for llama.cpp.
         dtype: torch dtype for transformers (default float32 on CPU, float16 on GPU).
         n_threads: llama.cpp CPU threads (default: half the logical cores).
+        quantization: transformers on a GPU: ``None``, ``"8bit"`` or ``"4bit"`` (bitsandbytes).
     """
     if backend not in ("auto", "transformers", "llama.cpp"):
         raise UserError(f"unknown backend {backend!r}; use auto, transformers or llama.cpp")
@@ -159,7 +160,8 @@ def open_model(model: Any, *, backend: str = "auto", n_ctx: int = PPL_WINDOW, dt
         raise UserError(f"{path} is not a Hugging Face model folder; use backend='llama.cpp' for GGUF files")
     import torch
 
-    net, tokenizer, _, _ = load_hf_model(path, dtype=dtype or ("float16" if torch.cuda.is_available() else "float32"))
+    net, tokenizer, _, _ = load_hf_model(path, dtype=dtype or ("float16" if torch.cuda.is_available() else "float32"),
+                                         quantization=quantization)
     scorer = HFScorer(net, tokenizer)
     scorer.owned = True
     return scorer

@@ -95,7 +95,7 @@ def estimate_time(exam: ExamData, prompts: PromptStyle, *, params_b: float = 7.0
 
 def plan_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: str | None = None, shots: int = 5,
               with_prompt: bool = False, style: str = "auto", subjects: Any = None, quantization: str | None = None,
-              runtime: str = "t4", params_b: float | None = None) -> TimeEstimate:
+              runtime: str = "t4", params_b: float | None = None, exam: ExamData | None = None) -> TimeEstimate:
     """:func:`estimate_time` for a run of :func:`~.exam.run_exam` with these arguments, before loading the model:
     the data is read (downloaded if needed: a few MB), the prompt style and size come from the catalog (size 7B
     and v2 prompts when the model is not a catalog release), tokens are estimated from characters.
@@ -104,6 +104,8 @@ def plan_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: str 
         model: as for ``run_exam`` (a ``.gguf`` file or a catalog GGUF repo counts as llama.cpp weights).
         runtime: ``t4`` or ``cpu``.
         params_b: model size in billions (default: the catalog's, else 7).
+        exam: the data already read (:func:`~.examdata.load_exam`); then ``data``, ``split``, ``shots`` and
+            ``subjects`` are not used.
     """
     from ..catalog import find
     from .examdata import load_exam
@@ -112,7 +114,8 @@ def plan_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: str 
     from .subjects import benchmark
 
     spec = benchmark(bench)
-    exam = load_exam(spec, data, split=split, subjects=subjects, shots=shots, need_answers=False)
+    if exam is None:
+        exam = load_exam(spec, data, split=split, subjects=subjects, shots=shots, need_answers=False)
     entry = find(str(model)) or find(release_name(model))
     if style == "auto":
         style = style_for(entry.template if entry else None, llama3_vocab=bool(entry and entry.family == "llama3"))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Collection, Mapping
 
 from ..gguf import FLOAT_TYPES, WRITE_TYPES, gguf_outtype
-from ..util import UserError
+from ..util import UserError, human_bytes, human_seconds
 
 FORMATS = ("hf", "pth", "gguf")
 OUTTYPES = WRITE_TYPES  # f32, f16, bf16 for every format; every llama.cpp quantization type for gguf
@@ -91,3 +91,12 @@ class MergeResult:
     seconds: float = 0.0
     peak_rss_bytes: int = 0
     already_merged: bool = False
+
+    def summary(self) -> str:
+        """What was written, and how: the tensors, the time, the vocabulary, the peak memory."""
+        files = "\n".join(f"  {human_bytes(p.stat().st_size) if p.is_file() else '':>10}  {p}" for p in self.outputs)
+        if self.already_merged:
+            return f"already made earlier, nothing merged:\n{files}"
+        resumed = f" (and {self.tensors_resumed} resumed from an interrupted run)" if self.tensors_resumed else ""
+        return (f"merged: {self.tensors_written} tensors written{resumed} in {human_seconds(self.seconds)}, "
+                f"{self.vocab_size}-token vocabulary, peak RAM {human_bytes(self.peak_rss_bytes)}\n{files}")

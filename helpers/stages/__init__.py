@@ -4,11 +4,13 @@ parameters) and ``run``, which executes exactly what the plan decided.
 
 - :mod:`.form`: form fields (:func:`~.form.param`), built from a notebook's globals or ``--set`` overrides;
 - :mod:`.base`: :class:`Stage` and :class:`Plan`; :mod:`.held`: models an earlier run of a notebook still holds;
-- :mod:`.merge`, :mod:`.quantize`, :mod:`.chat`, :mod:`.finetune`, :mod:`.evaluate`: notebooks 01 to 05;
+- :mod:`.merge`, :mod:`.quantize`, :mod:`.chat`, :mod:`.finetune`, :mod:`.evaluate`: notebooks 01 to 05 (05's run:
+  :mod:`.eval_session`; 03 and 05 share the ``QUANTIZATION`` choice of :mod:`.memory`);
 - :mod:`.cli`: ``python -m helpers colab-check NOTEBOOK`` and ``python -m helpers run NOTEBOOK``.
 
 In a notebook: the parameters cell fills the form, the check cell runs ``plan = MergeStage.from_form(globals())
-.check()``, the run cell ``result = plan.run(globals())``.
+.check()``, the run cell ``result = plan.run(globals())``; ``python -m helpers run`` then runs the later cells
+(:meth:`~.base.Stage.headless`) and prints the result's ``summary()``.
 """
 from __future__ import annotations
 

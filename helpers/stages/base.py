@@ -4,6 +4,10 @@ parameters need on a runtime, whether they fit, and the decisions ``run`` will c
 The check cell and ``python -m helpers colab-check`` call :meth:`Stage.check`; the run cells call :meth:`Plan.run`,
 which executes exactly what the plan decided. When the form changed since the check cell ran, :meth:`Plan.run`
 plans again first, so a skipped check can never run stale decisions.
+
+``python -m helpers run`` does what the whole notebook does: :meth:`Plan.run`, then :meth:`Stage.headless` (the
+cells after the run cell), and prints :func:`run_summary` of what that returns: every stage's result has a
+``summary()`` that reads as a sentence, never a repr.
 """
 from __future__ import annotations
 
@@ -128,6 +132,12 @@ class Stage(Form):
         """Parameter changes that may make ``plan`` fit, the smallest change first (each is then checked)."""
         return []
 
+    def headless(self, plan: Plan, result: Any) -> Any:
+        """The notebook's cells after its run cell, without the notebook (``python -m helpers run``): what they do
+        with ``result`` (what :meth:`Plan.run` returned), returning what to summarize. Default: ``result`` itself,
+        for the notebooks whose run cell is the whole step."""
+        return result
+
     def execute(self, plan: Plan) -> Any:
         """Carry out ``plan`` (made by :meth:`make_plan` for these parameters)."""
         raise NotImplementedError
@@ -178,3 +188,11 @@ class Stage(Form):
 def form_path(value: str) -> Path | None:
     """A form's path entry as a :class:`Path` (None when empty)."""
     return Path(value).expanduser() if str(value or "").strip() else None
+
+
+def run_summary(result: Any) -> str:
+    """What ``python -m helpers run`` prints at the end: the result's ``summary()`` (every stage's result has one);
+    an object without one is named by its type, never printed as a repr."""
+    summary = getattr(result, "summary", None)
+    text = summary() if callable(summary) else None
+    return text if isinstance(text, str) else f"done ({type(result).__name__})"

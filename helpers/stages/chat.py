@@ -1,9 +1,10 @@
 """Notebook 03: chat with a model, on the back end that fits it (llama.cpp for a GGUF, transformers for an HF
-model, 4/8-bit on a GPU), with an OpenAI-compatible server and speculative decoding.
+model, 4/8-bit on a GPU); opt-in, an OpenAI-compatible server and speculative decoding with a draft model.
 
-The plan decides the back end, the quantization that will really be used, whether speculative decoding runs (the
-draft must share the model's vocabulary) and what the server serves; the run loads exactly that, after freeing
-what this notebook's earlier run loaded.
+By default the notebook downloads and loads one model. The plan decides the back end, the quantization that will
+really be used, whether speculative decoding runs (asked for with a draft model, which must share the model's
+vocabulary; its download and memory are counted) and what the server serves (asked for; a GGUF it downloads is
+counted); the run loads exactly that, after freeing what this notebook's earlier run loaded.
 """
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ from typing import Any
 
 from .. import catalog
 from ..chat import Backend, chat_widget, load_backend, serve, speculative_generate
-from ..colab import NO, SLOW, Need, Runtime, bytes_need, wheel_need
+from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import CHAT_CONTEXT, GGUFFile, gguf_file, model_files
 from ..util import UserError
 from .base import Plan, Stage
 from .form import param
 from .held import hold, release
-from .memory import llama_cpp_needs, transformers_loaded, transformers_needs
-from .needs import GET_GPU, MORE_DISK
+from .memory import llama_cpp_needs, quantization_note, quantization_param, quantized_needs, transformers_loaded
+from .needs import MORE_DISK
 from .workspace import AUTO, WORKSPACE_HELP, Workspace, locate
 
 BACKENDS = ("auto", "transformers", "llama.cpp")
-QUANTIZATIONS = ("4bit", "8bit", "none")
+ROPES = ("none", "auto", "ntk")
 SERVER_PORT = 8000
 
 
@@ -67,7 +68,7 @@ class ChatSession:
         """Start the OpenAI-compatible server on the planned GGUF, ask it ``PROMPT`` once, stop it; None when the
         form turned the server off."""
         if self.job.server is None:
-            print("no server: " + self.stage.assignment("start_server", False))
+            print(f"no server ({self.stage.assignment('start_server', True)} starts one)")
             return None
         with serve(self.bot.path if self.job.server == "model" else self.job.server, port=SERVER_PORT) as server:
             print(f"serving {server.model.name} at {server.url} (OpenAI API)")
@@ -77,7 +78,8 @@ class ChatSession:
         """Speculative decoding of the templated ``PROMPT`` with the planned draft model; its figures, or None when
         the plan decided against it (the reason was in the check)."""
         if self.job.draft is None:
-            print("speculative decoding skipped (see the check cell)")
+            why = "see the check cell" if self.stage.draft_model else self.stage.assignment("draft_model", "")
+            print(f"no speculative decoding ({why})")
             return None
         if "draft" not in self.extra:
             self.extra["draft"] = load_backend(self.job.draft, backend="transformers")
@@ -85,6 +87,36 @@ class ChatSession:
         prompt = self.bot.prompt(self.stage.prompt, system=self.stage.system_prompt or None)  # what chat() sends
         _, stats = speculative_generate(self.bot, self.extra["draft"], prompt, max_new_tokens=self.stage.max_new_tokens)
         return stats
+
+
+@dataclass(frozen=True)
+class ChatReport:
+    """What the notebook's cells made (``python -m helpers run 03``): the reply to ``PROMPT`` (printed as it
+    streamed), the server's reply when it ran, the speculative decoding figures when it ran."""
+
+    stage: ChatStage
+    job: ChatJob
+    template: str
+    reply: str
+    server_reply: str | None = None
+    speculative: dict | None = None
+
+    def summary(self) -> str:
+        s = self.stage
+        quant = f", {self.job.quantization}" if self.job.quantization else ""
+        lines = [f"chatted with {self.job.model} ({self.job.backend}{quant}, template {self.template}): a reply of "
+                 f"{len(self.reply)} characters to {s.prompt!r} (above)"]
+        if self.job.server is None:
+            lines.append(f"  no server ({s.assignment('start_server', True)} starts one)")
+        else:
+            lines.append(f"  the OpenAI-compatible server answered {len(self.server_reply or '')} characters")
+        if self.speculative is None:
+            lines.append("  no speculative decoding" + ("" if s.draft_model else " (no draft model asked for)"))
+        else:
+            st = self.speculative
+            lines.append(f"  speculative decoding with {self.job.draft}: {st['tokens_per_s']:.1f} tokens/s, "
+                         f"{st['draft_accepted']}/{st['draft_proposed']} draft tokens accepted")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -99,16 +131,16 @@ class ChatStage(Stage):
                        "file, a folder or a hub id",
                        choices=[n for k in ("full", "gguf") for n in catalog.names(kind=k)], allow_input=True)
     backend: str = param("auto", "auto: llama.cpp for a GGUF, transformers for an HF model", choices=BACKENDS)
-    quantization: str = param("4bit", "transformers on a GPU: load in 4-bit (NF4) or 8-bit (bitsandbytes)",
-                              choices=QUANTIZATIONS)
+    quantization: str = quantization_param()
     system_prompt: str = param("", "system prompt (empty: the release's own)")
     prompt: str = param("请详细介绍一下北京的名胜古迹。", "the first question")
     max_new_tokens: int = param(400, "longest reply, in tokens")
-    rope: str = param("", "long context: auto (NTK-aware scaling past the native context) or ntk",
-                      choices=("", "auto", "ntk"))
-    draft_model: str = param("chinese-alpaca-2-1.3b", "a small model with the same vocabulary for speculative "
-                             "decoding (empty: none)")
-    start_server: bool = param(True, "start the OpenAI-compatible server once, as a laptop user would")
+    rope: str = param("none", "long context: auto (NTK-aware scaling past the native context), ntk, or none",
+                      choices=ROPES)
+    draft_model: str = param("", "speculative decoding: a small model with the same vocabulary, downloaded too "
+                             "(chinese-alpaca-2-1.3b for the Alpaca-2 models); empty: none")
+    start_server: bool = param(False, "also start the OpenAI-compatible server once, as a laptop user would (a "
+                               "transformers chat downloads SERVER_MODEL for it)")
     server_model: str = param("chinese-alpaca-2-7b-gguf", "the GGUF the server serves when the chat uses "
                               "transformers")
     workspace: str = param(AUTO, WORKSPACE_HELP)
@@ -130,32 +162,18 @@ class ChatStage(Stage):
             kind = "a GGUF" if gguf is not None else "a Hugging Face model"
             return Plan(self, runtime, [Need("back end", f"one that loads {kind}", backend, NO, "")],
                         ChatJob(model, backend, None, None, None))
+        draft = self._draft(model, backend, notes)
         if backend == "llama.cpp":
             needs, download = llama_cpp_needs(gguf, runtime, "model")
-            quant = None
-            if self.quantization != "none":
-                notes.append(f"note: {self.assignment('quantization', self.quantization)} is for transformers; "
-                             "the GGUF's own type is used")
+            quant, notes = None, quantization_note(self.quantization) + notes
         else:
-            needs, download, quant = self._transformers_needs(model, runtime)
-        draft = self._draft(model, backend, notes)
+            drafted = transformers_loaded(draft, None, runtime) if draft else None  # as speculative() loads it
+            needs, download, quant = quantized_needs(model, self.quantization, runtime, n_ctx=CHAT_CONTEXT,
+                                                     fix="a smaller model or its GGUF with llama.cpp", draft=drafted)
         server, server_needs, server_download = self._server(backend, gguf, runtime)
         needs = [bytes_need("disk", download + server_download, runtime.disk, fix=MORE_DISK, detail="downloads"),
                  *needs, *server_needs]
         return Plan(self, runtime, needs, ChatJob(model, backend, quant, draft, server), notes)
-
-    def _transformers_needs(self, model: str, rt: Runtime) -> tuple[list[Need], int, str | None]:
-        asked = None if self.quantization == "none" else self.quantization
-        needs: list[Need] = []
-        if asked and rt.gpu is None:
-            needs.append(Need("GPU", f"a CUDA GPU for {asked}", "none", SLOW,
-                              f"without a GPU the model loads in float32 on the CPU; for {asked}: {GET_GPU}"))
-        elif asked:
-            needs.append(wheel_need("bitsandbytes", rt.bitsandbytes, fix="pip install bitsandbytes"))
-        quant = asked if rt.gpu is not None else None
-        loaded = transformers_loaded(model, quant, rt)
-        needs += transformers_needs(loaded, rt, n_ctx=CHAT_CONTEXT, fix="a smaller model or its GGUF with llama.cpp")
-        return needs, loaded.download, quant
 
     def _draft(self, model: str, backend: str, notes: list[str]) -> str | None:
         """The draft model speculative decoding will use, or None (why goes into ``notes``)."""
@@ -195,6 +213,8 @@ class ChatStage(Stage):
             fixes.append({"quantization": "4bit"})
         if self.start_server:
             fixes.append({"start_server": False})
+        if self.draft_model:
+            fixes.append({"draft_model": ""})
         gguf = catalog.find(f"{self.model}-gguf")
         if gguf is not None:
             fixes.append({"model": gguf.name})
@@ -204,7 +224,16 @@ class ChatStage(Stage):
     def execute(self, plan: Plan) -> ChatSession:
         job: ChatJob = plan.job
         release(self.NOTEBOOK)  # what this notebook's earlier run loaded: the plan counted it as free
-        bot = load_backend(job.model, backend=job.backend, quantization=job.quantization, rope=self.rope or None)
+        rope = None if self.rope == "none" else self.rope
+        bot = load_backend(job.model, backend=job.backend, quantization=job.quantization, rope=rope)
         hold(self.NOTEBOOK, bot)
         print("template:", bot.template)
         return ChatSession(self, job, bot)
+
+    def headless(self, plan: Plan, result: ChatSession) -> ChatReport:
+        """The notebook's cells: the reply to ``PROMPT``, streamed; the server and speculative decoding when the
+        plan runs them (the chat box needs a notebook)."""
+        reply = result.reply()
+        served = result.serve() if result.job.server is not None else None
+        stats = result.speculative() if result.job.draft is not None else None
+        return ChatReport(self, result.job, str(result.bot.template), reply, served, stats)

@@ -1,6 +1,7 @@
 """``python -m helpers colab-check NOTEBOOK [--set NAME=VALUE]... [--colab t4|cpu] [--json]``: before any download,
 what a notebook's parameters need against this runtime (or free Colab's), and whether it fits; and
-``python -m helpers run NOTEBOOK [--set NAME=VALUE]...``: the same check, then the notebook's run, headless."""
+``python -m helpers run NOTEBOOK [--set NAME=VALUE]...``: the same check, then every step of the notebook, headless,
+ending with a readable summary of what it made."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import json
 from ..colab import Runtime
 from ..util import UserError
 from . import STAGES
-from .base import Stage
+from .base import Stage, run_summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +57,5 @@ def run(args: argparse.Namespace) -> int:
     print(report_json(plan) if args.json else plan.summary())
     plan.check()
     if getattr(args, "execute", False):
-        result = plan.run()
-        print(result)
+        print(run_summary(stage.headless(plan, plan.run())))
     return 0

@@ -1,135 +1,47 @@
-"""Notebook 05: expand a LLaMA tokenizer with the Chinese pieces, then measure a model: perplexity on Chinese text
-and C-Eval-style multiple choice.
+"""Notebook 05: expand a LLaMA tokenizer with the Chinese pieces, then measure a model: perplexity on Chinese text,
+C-Eval or CMMLU as the releases score them (with ``COMPARE_WITH`` on the same questions), and multiple choice on a
+file of the user's.
 
-The plan sizes the scored model where it runs (llama.cpp for a GGUF, transformers otherwise) with what scoring
-really keeps: a window's logits for perplexity, the last position's for multiple choice.
+The plan sizes the scored model where it runs (llama.cpp for a GGUF, transformers otherwise, with the ``QUANTIZATION``
+notebook 03 offers) with what scoring really keeps: a window's logits for perplexity, the last position's for multiple
+choice. Before any model is downloaded it reads and checks the benchmark's data (a folder, or the hub's data set: a
+few MB) and what ``COMPARE_WITH`` names: a model (sized as the first, scored after it) or an earlier run's results
+folder (its ``predictions.json``), which must hold the same questions asked the same way. The run is
+:mod:`.eval_session`'s.
 """
 from __future__ import annotations
 
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import catalog
-from ..colab import Runtime, bytes_need
+from ..colab import Need, Runtime, bytes_need
 from ..colab.sizing import gguf_file
-from ..evaluate import (MC_WINDOW, PPL_WINDOW, compare_results, default_eval_text, multiple_choice, perplexity,
-                        plan_exam, published_row, run_exam)
-from ..hub import resolve_model
-from ..tokens import expand_vocab
-from ..util import UserError, atomic_path, read_utf8, sha256_file
-from .base import Plan, Stage, form_path
+from ..evaluate import (MC_WINDOW, PPL_WINDOW, PREDICTIONS, ExamData, ExamResult, benchmark, load_exam, load_result,
+                        plan_exam)
+from ..hub import require_online
+from ..util import UserError
+from .base import Plan, Stage
+from .eval_session import CHINESE_SP_URL, EvalJob, EvalReport, EvalSession
 from .form import param
-from .memory import llama_cpp_needs, transformers_loaded, transformers_needs
+from .memory import llama_cpp_needs, quantization_note, quantization_param, quantized_needs
 from .needs import MORE_DISK
 from .workspace import AUTO, WORKSPACE_HELP, Workspace, locate
 
 BENCHES = ("ceval", "cmmlu", "none")
-
-# The released Chinese sentencepiece model (Chinese-LLaMA-Alpaca, Apache-2.0) and its SHA256 (tests/data/README.md)
-CHINESE_SP_URL = "https://raw.githubusercontent.com/ymcui/Chinese-LLaMA-Alpaca/main/scripts/merge_tokenizer/chinese_sp.model"
-CHINESE_SP_SHA256 = "0f5f6f717181694ec2e1c9be4398e2db2e40a3902932325b06e12ad4cd64ac09"
-
-
-def fetch_file(ref: str, out_dir: str | Path, *, sha256: str | None = None) -> Path:
-    """A local path for ``ref``: an existing file, or a URL downloaded once into ``out_dir`` and checked against
-    ``sha256`` when one is known (a copy that does not match is removed).
-
-    Raises:
-        UserError: a missing file, or a download whose digest differs.
-    """
-    if not ref.startswith(("http://", "https://")):
-        path = Path(ref).expanduser()
-        if not path.is_file():
-            raise UserError(f"{ref} not found: give an existing file or an https:// URL")
-        return path
-    target = Path(out_dir).expanduser() / ref.rstrip("/").rsplit("/", 1)[-1]
-    if not target.is_file():
-        with atomic_path(target) as tmp, urllib.request.urlopen(ref, timeout=60) as r:  # noqa: S310 - user-given URL
-            tmp.write_bytes(r.read())
-    if sha256 and sha256_file(target) != sha256:
-        target.unlink()
-        raise UserError(f"{ref} downloaded with another SHA256 than the released file's ({sha256}); the copy was "
-                        "removed: run again, or give the file's path")
-    return target
+RESULTS_HELP = "an earlier run's results folder (predictions.json, written by this notebook or `helpers ceval --out`)"
 
 
 @dataclass(frozen=True)
-class EvalJob:
-    """What is measured: the model (found in the workspace, or as given), how it runs (``llama.cpp`` for a GGUF,
-    else ``transformers``), and the text and questions (files in the workspace, or as given)."""
+class Sized:
+    """A model as this notebook loads it: its memory rows, its download, its back end and quantization used."""
 
-    model: str
+    needs: list[Need]
+    download: int
     backend: str
-    eval_text: str
-    mc_csv: str
-    exam_data: str | None = None
-    compare_with: str = ""
-
-
-@dataclass
-class EvalSession:
-    """The notebook's measurements, as the plan decided them."""
-
-    stage: EvalStage
-    job: EvalJob
-
-    def text(self) -> str:
-        """The evaluation text: ``EVAL_TEXT``'s file, or a Chinese sample."""
-        path = form_path(self.job.eval_text)
-        return read_utf8(path) if path is not None else default_eval_text()
-
-    def expand_vocabulary(self) -> Any:
-        """Merge the Chinese pieces into ``BASE_TOKENIZER``'s tokenizer (``merged_tokenizer`` in the output)."""
-        s = self.stage
-        sha = CHINESE_SP_SHA256 if s.chinese_sp_model == CHINESE_SP_URL else None
-        base = resolve_model(s.base_tokenizer, allow_patterns=["tokenizer*", "special_tokens_map.json"])
-        return expand_vocab(base, fetch_file(s.chinese_sp_model, s.output_dir, sha256=sha),
-                            Path(s.output_dir).expanduser() / "merged_tokenizer", sample_text=self.text())
-
-    def perplexity(self) -> float:
-        value = perplexity(self.job.model, self.text(), backend=self.job.backend)
-        print(f"perplexity of {self.stage.model}: {value:.3f}")
-        return value
-
-    def exam(self, model: str | None = None) -> Any:
-        """``BENCH`` on the model (or ``model``) as the releases score it, with a progress bar: the category table
-        beside the release's published row, the files ``summary.json`` / ``submission.json`` written and saved to
-        the workspace. None when ``BENCH`` is none."""
-        s = self.stage
-        if s.bench == "none":
-            return None
-        model = model or self.job.model
-        result = run_exam(model, s.bench, data=self.job.exam_data, shots=s.shots, with_prompt=s.with_prompt,
-                          subjects=s.subject_list())
-        out = Path(s.output_dir).expanduser() / f"{s.bench}-{Path(model).name}-{s.shots}shot"
-        result.write(out)
-        Workspace.of(s.workspace, s.output_dir).save([out])
-        published = published_row(model, s.bench, split=result.split)
-        for row in result.table():
-            print(f"  {row['category']:15s} {row['accuracy']:5.1f}  ({row['correct']}/{row['num']})")
-        if published is not None and published.accuracy(s.shots) is not None:
-            print(f"  the release reports {published.accuracy(s.shots):.1f} ({s.shots}-shot)")
-        return result
-
-    def compare(self, result: Any) -> Any:
-        """``COMPARE_WITH`` on the same questions, and the paired difference with its 95% interval (None when it is
-        empty or no benchmark ran)."""
-        if not self.job.compare_with or result is None:
-            return None
-        comparison = compare_results(result, self.exam(self.job.compare_with), name_a=self.stage.model,
-                                     name_b=self.stage.compare_with)
-        print(comparison.text())
-        return comparison
-
-    def multiple_choice(self) -> Any:
-        """C-Eval-style accuracy on ``MC_CSV`` (None when it is empty)."""
-        if not self.job.mc_csv:
-            return None
-        report = multiple_choice(self.job.model, self.job.mc_csv, shots=self.stage.shots, backend=self.job.backend)
-        print(f"accuracy {report.accuracy:.3f} on {report.n} questions")
-        return report
+    quantization: str | None
+    notes: list[str]
 
 
 @dataclass(frozen=True)
@@ -138,11 +50,14 @@ class EvalStage(Stage):
 
     NOTEBOOK = "05_vocab_and_eval"
     SETUP = frozenset({"llama_cpp"})
+    GPU = True
 
     base_tokenizer: str = param("huggyllama/llama-7b", "the tokenizer to expand (a folder or hub id)")
     chinese_sp_model: str = param(CHINESE_SP_URL, "the Chinese sentencepiece model to add (a URL or a path)")
     model: str = param("chinese-alpaca-2-7b", "the model to measure (catalog name, .gguf, folder or hub id)",
                        choices=[n for k in ("full", "gguf") for n in catalog.names(kind=k)], allow_input=True)
+    quantization: str = quantization_param("transformers on a GPU: load in 4-bit (NF4) or 8-bit (bitsandbytes); "
+                                           "none: 16-bit, as the releases scored")
     eval_text: str = param("", "a UTF-8 text file for perplexity (empty: a Chinese sample)")
     bench: str = param("ceval", "the benchmark the releases report, scored as their scripts score it (none: skip)",
                        choices=BENCHES)
@@ -151,8 +66,8 @@ class EvalStage(Stage):
     subjects: str = param("", "subject keys to run, comma-separated (empty: all)")
     with_prompt: bool = param(True, "wrap the questions in the model's chat template, as the releases did for "
                               "Alpaca / Instruct models")
-    compare_with: str = param("", "a second model scored on the same questions (e.g. its Q4_K_M GGUF): each "
-                              "accuracy and the difference with a 95% interval")
+    compare_with: str = param("", "a second model scored on the same questions (e.g. its Q4_K_M GGUF), or "
+                              f"{RESULTS_HELP}: each accuracy and the difference with a 95% interval")
     mc_csv: str = param("", "multiple-choice items of your own in C-Eval's columns (id,question,A,B,C,D,answer); "
                         "empty: skip")
     shots: int = param(5, "solved examples before each question", choices=(5, 0))
@@ -160,45 +75,141 @@ class EvalStage(Stage):
     workspace: str = param(AUTO, WORKSPACE_HELP)
 
     def settings(self) -> str:
-        return f"{self.model} (perplexity" + (f", multiple choice {self.shots}-shot)" if self.mc_csv else ")")
-
-    def make_plan(self, runtime: Runtime) -> Plan:
-        ws = Workspace.of(self.workspace, self.output_dir)
-        model, text, mc = (locate(r, ws) for r in (self.model, self.eval_text, self.mc_csv))
-        gguf = gguf_file(model)
-        window = MC_WINDOW if self.mc_csv or self.bench != "none" else PPL_WINDOW
-        if gguf is not None:
-            needs, download = llama_cpp_needs(gguf, runtime, "model", n_ctx=window)
-            backend = "llama.cpp"
-        else:
-            loaded = transformers_loaded(model, None, runtime)
-            needs = transformers_needs(loaded, runtime, n_ctx=window, logits_positions=PPL_WINDOW,
-                                       fix="the model's GGUF (llama.cpp), or a smaller model")
-            download, backend = loaded.download, "transformers"
-        needs.insert(0, bytes_need("disk", download, runtime.disk, fix=MORE_DISK,
-                                   detail="downloads; the tokenizers and benchmark data are a few MB"))
-        job = EvalJob(model, backend, text, mc, locate(self.exam_data, ws) or None, locate(self.compare_with, ws))
-        return Plan(self, runtime, needs, job, self._exam_notes(job, runtime))
-
-    def _exam_notes(self, job: EvalJob, runtime: Runtime) -> list[str]:
-        """How long the benchmark will take here (from its data and the model's size), before the model loads."""
-        if self.bench == "none":
-            return []
-        try:
-            estimate = plan_exam(job.model, self.bench, data=job.exam_data, shots=self.shots,
-                                 with_prompt=self.with_prompt, subjects=self.subject_list(),
-                                 runtime="t4" if runtime.gpu else "cpu")
-        except UserError as exc:  # the data cannot be read yet (offline): the run will fetch it, or say why
-            return [f"note: no time estimate for {self.bench} ({exc})"]
-        runs = 2 if job.compare_with else 1
-        return [f"{self.bench}: {estimate.text()}" + (f" (twice: {self.compare_with} too)" if runs > 1 else "")]
+        """What the run measures: perplexity, the benchmark (and against what), the multiple-choice file."""
+        parts = ["perplexity"]
+        if self.bench != "none":
+            versus = f" against {self.compare_with}" if self.compare_with else ""
+            parts.append(f"{benchmark(self.bench).title} {self.shots}-shot{versus}")
+        if self.mc_csv:
+            parts.append(f"multiple choice {self.shots}-shot")
+        return f"{self.model} ({', '.join(parts)})"
 
     def subject_list(self) -> list[str] | None:
         return [x.strip() for x in self.subjects.split(",") if x.strip()] or None
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
-        gguf = catalog.find(f"{self.model}-gguf")
-        return [{"model": gguf.name}] if gguf is not None else []
+    # ---------------------------------------------------------------------------------------------------- plan
+    def make_plan(self, runtime: Runtime) -> Plan:
+        ws = Workspace.of(self.workspace, self.output_dir)
+        model, text, mc, data = (locate(r, ws) for r in (self.model, self.eval_text, self.mc_csv, self.exam_data))
+        window = MC_WINDOW if self.mc_csv or self.bench != "none" else PPL_WINDOW
+        sized = self._sized(model, runtime, window)
+        exam, notes = self._exam(data or None, runtime)
+        compare, other, earlier = self._compare(locate(self.compare_with, ws), runtime, window, exam, notes)
+        needs = [*sized.needs, *(n.renamed(f"{n.what} (compared model)")  # scored after the first is freed
+                                 for n in (other.needs if other else []) if n.amount is not None)]
+        download = sized.download + (other.download if other else 0)
+        needs.insert(0, bytes_need("disk", download, runtime.disk, fix=MORE_DISK,
+                                   detail="downloads; the tokenizers and benchmark data are a few MB"))
+        job = EvalJob(model, sized.backend, sized.quantization, text, mc, data or None, compare,
+                      other.quantization if other else None, earlier)
+        if exam is not None:
+            notes.insert(0, self._time_note(job, exam, runtime))
+        return Plan(self, runtime, needs, job, sized.notes + notes)
 
+    def _sized(self, ref: str, runtime: Runtime, window: int) -> Sized:
+        """``ref`` where it runs: llama.cpp for a GGUF, else transformers with ``QUANTIZATION`` (on a GPU)."""
+        gguf = gguf_file(ref)
+        if gguf is not None:
+            needs, download = llama_cpp_needs(gguf, runtime, "model", n_ctx=window)
+            return Sized(needs, download, "llama.cpp", None, quantization_note(self.quantization))
+        needs, download, quant = quantized_needs(ref, self.quantization, runtime, n_ctx=window,
+                                                 logits_positions=PPL_WINDOW,
+                                                 fix="the model's GGUF (llama.cpp), or a smaller model")
+        return Sized(needs, download, "transformers", quant, [])
+
+    def _exam(self, data: str | None, runtime: Runtime) -> tuple[ExamData | None, list[str]]:
+        """The benchmark's questions, read and checked now (the hub's data set is downloaded: a few MB), so that
+        data that cannot be read stops the check, not the run. Planning for another runtime (``--colab``) on a
+        machine that cannot ask the hub, a note instead."""
+        if self.bench == "none":
+            return None, []
+        spec = benchmark(self.bench)
+        try:
+            return load_exam(spec, data, subjects=self.subject_list(), shots=self.shots), []
+        except UserError as exc:
+            ref = data or spec.hub_id
+            if runtime.assumed and not Path(ref).expanduser().exists() and not _hub_answers(ref):
+                return None, [f"note: the {spec.title} data {ref} cannot be read from here ({exc}); the run reads it"]
+            given = f"{self.assignment('exam_data', self.exam_data)}: " if self.exam_data else ""
+            fix = (f"; or {self.assignment('exam_data', '')} for {spec.hub_id} from the hub" if self.exam_data
+                   else "")
+            raise UserError(f"{given}{exc}{fix}") from None
+
+    def _compare(self, ref: str, runtime: Runtime, window: int, exam: ExamData | None, notes: list[str]
+                 ) -> tuple[str, Sized | None, bool]:
+        """What ``COMPARE_WITH`` is: ``(ref, the model sized, False)``, or ``(ref, None, True)`` for an earlier
+        run's results folder on the same questions; ``("", None, False)`` when there is nothing to compare."""
+        if not ref:
+            return "", None, False
+        if self.bench == "none":
+            notes.append(f"note: {self.assignment('compare_with', self.compare_with)} is compared on the benchmark, "
+                         f"and {self.assignment('bench', 'none')} runs none")
+            return "", None, False
+        path = Path(ref).expanduser()
+        if (path / PREDICTIONS).is_file():
+            self._check_earlier(load_result(path), exam)
+            notes.append(f"{self.assignment('compare_with', self.compare_with)}: the earlier run in {path}, on the "
+                         "same questions (read back, not scored again)")
+            return ref, None, True
+        if path.is_dir() and not (path / "config.json").is_file() and gguf_file(ref) is None:
+            raise UserError(f"{self.assignment('compare_with', self.compare_with)} is a folder with neither a "
+                            f"{PREDICTIONS} nor a model (config.json or a .gguf): give {RESULTS_HELP}, or a model")
+        try:
+            return ref, self._sized(ref, runtime, window), False
+        except UserError as exc:
+            raise UserError(f"{self.assignment('compare_with', self.compare_with)}: {exc}; give a model, or "
+                            f"{RESULTS_HELP}") from None
+
+    def _check_earlier(self, earlier: ExamResult, exam: ExamData | None) -> None:
+        """Refuse an earlier run that is not the same questions asked the same way as this one."""
+        why = None
+        if earlier.benchmark != self.bench:
+            why = f"it is a {earlier.benchmark} run (set {self.assignment('bench', earlier.benchmark)})"
+        elif earlier.shots != self.shots or earlier.with_prompt != self.with_prompt:
+            why = (f"it was asked {earlier.shots}-shot, {'with' if earlier.with_prompt else 'without'} the template "
+                   f"(set {self.assignment('shots', earlier.shots)} and "
+                   f"{self.assignment('with_prompt', earlier.with_prompt)})")
+        elif not earlier.has_answers:
+            why = "it holds predictions only (a split without answers)"
+        elif exam is not None:
+            theirs = {(a.subject, a.index): a.answer for a in earlier.answers}
+            ours = {(sd.subject.key, it.index): it.answer for sd in exam.subjects for it in sd.items}
+            if earlier.split != exam.split or theirs != ours:
+                why = (f"it answered {len(theirs)} questions of the {earlier.split} split, this run asks "
+                       f"{len(ours)} of the {exam.split} split, not the same ones (other data or subjects)")
+        if why:
+            raise UserError(f"{self.assignment('compare_with', self.compare_with)} cannot be compared with this run: "
+                            f"{why}")
+
+    def _time_note(self, job: EvalJob, exam: ExamData, runtime: Runtime) -> str:
+        """How long the benchmark will take here (from its data and the model's size), before the model loads."""
+        estimate = plan_exam(job.model, self.bench, exam=exam, with_prompt=self.with_prompt,
+                             quantization=job.quantization, runtime="t4" if runtime.gpu else "cpu")
+        twice = job.compare_with and not job.earlier
+        return f"{self.bench}: {estimate.text()}" + (f" (twice: {self.compare_with} too)" if twice else "")
+
+    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+        fixes: list[dict[str, Any]] = [] if self.quantization == "4bit" else [{"quantization": "4bit"}]
+        gguf = catalog.find(f"{self.model}-gguf")
+        return fixes + ([{"model": gguf.name}] if gguf is not None else [])
+
+    # ---------------------------------------------------------------------------------------------------- run
     def execute(self, plan: Plan) -> EvalSession:
         return EvalSession(self, plan.job)
+
+    def headless(self, plan: Plan, result: EvalSession) -> EvalReport:
+        """The notebook's cells in order: the tokenizer, perplexity, the benchmark and its comparison, the
+        multiple-choice file."""
+        vocab, ppl = result.expand_vocabulary(), result.perplexity()
+        exam = result.exam()
+        comparison, mc = result.compare(exam), result.multiple_choice()
+        return EvalReport(self.model, vocab, ppl, exam, comparison, mc, tuple(result.written))
+
+
+def _hub_answers(ref: str) -> bool:
+    """Whether the hub can be asked about ``ref`` from here (not offline, its host name resolves)."""
+    try:
+        require_online(ref, "data set")
+    except UserError:
+        return False
+    return True

@@ -103,6 +103,14 @@ class QuantizeResult:
 
     f16: Path | None
     quants: dict[str, Path]
+    quality: tuple[dict, ...] = ()  # the quality table's rows, when it was measured (python -m helpers run)
+
+    def summary(self) -> str:
+        """One line per file written (size and path), then the quality table when it was measured."""
+        lines = [f"quantized to {', '.join(self.quants)}:", QuantizeStage.sizes(self)]
+        lines += [f"  {r['type']:>8}  {r['size_gb']:.2f} GB  perplexity {r['ppl']:.3f}  mean KLD {r['kld']:.4f}"
+                  for r in self.quality]
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -302,6 +310,10 @@ class QuantizeStage(Stage):
         """One line per file written."""
         files = [*([result.f16] if result.f16 is not None else []), *result.quants.values()]
         return "\n".join(f"{human_bytes(p.stat().st_size):>10}  {p}" for p in files)
+
+    def headless(self, plan: Plan, result: QuantizeResult) -> QuantizeResult:
+        """The notebook's quality cell (when ``QUALITY_TABLE`` asks for it), its rows kept in the result."""
+        return QuantizeResult(result.f16, result.quants, tuple(self.quality(result)))
 
 
 def _same_device(a: Path, folder: Path) -> bool:

@@ -107,7 +107,8 @@ def output_maker(name: str) -> str | None:
         mode_of = assignment("mode", mode)
         return f"04_finetune_lora ({assignment('base_model', base)}, {mode_of}" + (
             f", {assignment('outtype', kind)})" if m else ")")
-    release = next((e for e in (catalog.find(f"{stem}{s}") for s in ("-lora", "-patch")) if e is not None), None)
+    release = next((e for e in (catalog.find(f"{stem}{s}") for s in ("-lora", ""))
+                    if e is not None and e.kind in ("lora", "patch")), None)  # the patch keeps its suffix
     if release is None:
         return None
     model = assignment("model", release.name)

@@ -5,8 +5,9 @@
 #
 # Loads a model with the right prompt template and stop tokens for its generation (Alpaca v1,
 # Alpaca-2, Llama-3-Chinese-Instruct), on transformers (4-bit or 8-bit with bitsandbytes on a GPU)
-# or llama.cpp (a GGUF), then gives you a chat box with streaming output. It also shows an
-# OpenAI-compatible server over the GGUF, long context, and speculative decoding.
+# or llama.cpp (a GGUF), then gives you a chat box with streaming output. By default it downloads and loads one
+# model; on request (`START_SERVER`, `DRAFT_MODEL`) it also starts an OpenAI-compatible server over a GGUF and runs
+# speculative decoding with a small draft model, and the check counts what they download and load.
 #
 # | needs | 7B 4-bit (transformers) | 7B Q4_K_M GGUF (llama.cpp) |
 # |---|---|---|
@@ -38,10 +39,11 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
 # %% [markdown]
 # ## Does it fit this runtime?
 # `MODEL` may also name a GGUF or folder that notebooks 01, 02 or 04 saved in your workspace
-# (`chinese-alpaca-2-7b-q4_k_m.gguf`). Before any download: the back end (llama.cpp for a GGUF, transformers for an HF model), the quantization that
-# will be used, the draft model and the server's GGUF, with their memory against what this runtime has. It stops
-# here, naming the parameters to change, when they will not fit. Run all twice: the memory the first run's model
-# holds is counted as free (it is released before loading again).
+# (`chinese-alpaca-2-7b-q4_k_m.gguf`). Before any download: the back end (llama.cpp for a GGUF, transformers for an
+# HF model), the quantization that will be used, and, when asked for, the draft model and the server's GGUF, with
+# their downloads and memory against what this runtime has. It stops here, naming the parameters to change, when
+# they will not fit. When you run the cells again, the memory the earlier run's model holds counts as free (it is
+# released before loading again).
 
 # %%
 from helpers.stages import ChatStage
@@ -70,15 +72,17 @@ chat.widget()
 # %% [markdown]
 # ## An OpenAI-compatible server over a GGUF
 # This is how a laptop user plugs the model into other tools: `llama_cpp.server` speaks the
-# `/v1/chat/completions` API. It serves the GGUF loaded above, or `SERVER_MODEL` (the release's Q4_K GGUF).
+# `/v1/chat/completions` API. With `START_SERVER = True` it serves the GGUF loaded above, or `SERVER_MODEL` (the
+# release's Q4_K GGUF, an extra download) when the chat runs on transformers.
 
 # %%
 chat.serve()
 
 # %% [markdown]
 # ## Speculative decoding
-# A small draft model (Chinese-Alpaca-2-1.3B shares the 55296 vocabulary) proposes tokens that the
-# big model checks in one pass; the reply is the same, only faster. The check cell says when it is skipped.
+# A small draft model proposes tokens that the big model checks in one pass; the reply is the same, only faster.
+# Set `DRAFT_MODEL = "chinese-alpaca-2-1.3b"` (it shares the Alpaca-2 models' 55296 vocabulary) to try it; the
+# check cell counts its download and memory, or says why it is skipped.
 
 # %%
 chat.speculative()

@@ -25,7 +25,9 @@
 # %% [markdown]
 # ## Parameters
 # `CHINESE_SP_MODEL` is the released Chinese sentencepiece model (a URL or a path); `MC_CSV` any file
-# in the C-Eval column layout (`id,question,A,B,C,D,answer`), for example a C-Eval `val` file.
+# in the C-Eval column layout (`id,question,A,B,C,D,answer`), for example a C-Eval `val` file. `COMPARE_WITH` takes
+# a second model, or the results folder an earlier run saved to your workspace (`ceval-<model>-5shot`), which is read
+# back instead of scored again.
 
 # %% parameters
 if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set)
@@ -41,14 +43,22 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
 
 # %% [markdown]
 # ## Does it fit this runtime?
-# Before any download: the measured model where it runs (llama.cpp for a GGUF, transformers otherwise) with the
-# context and logits scoring keeps, against what this runtime has. It stops here, naming the parameters to change,
-# when it will not fit. (From a terminal: `python -m helpers colab-check 05 --colab t4 --set NAME=VALUE`.)
+# Before any model is downloaded: the measured model where it runs (llama.cpp for a GGUF, transformers in
+# `QUANTIZATION` on a GPU) with the context and logits scoring keeps, against what this runtime has; the benchmark's
+# questions read and checked (`EXAM_DATA`, or the hub's data set: a few MB) with the time they take here; and what
+# `COMPARE_WITH` names: a second model, sized too, or an earlier run's results folder holding the same questions. It
+# stops here, naming the parameters to change, when something will not work. (From a terminal:
+# `python -m helpers colab-check 05 --colab t4 --set NAME=VALUE`; `python -m helpers run 05` runs every cell.)
 
 # %%
 from helpers.stages import EvalStage
 
 plan = EvalStage.from_form(globals()).check()
+
+# %% [markdown]
+# ## The measurements, as the check planned them
+
+# %%
 session = plan.run(globals())
 
 # %% [markdown]
