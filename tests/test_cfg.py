@@ -241,6 +241,24 @@ def test_cli_guidance_scale_and_negative_prompt(hf, llama2_dir):
         assert "loaded" not in r.stderr  # refused before the model loads
 
 
+def test_notebook_check_refuses_a_negative_scale_and_skips_speculative_decoding(monkeypatch):
+    from helpers.colab import NO, Runtime
+    from helpers.stages import ChatStage
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t4 = Runtime.free_colab(gpu=True, setup=ChatStage.SETUP)
+    refused = ChatStage(cfg_scale=-1.0).plan(t4)
+    assert not refused.fits and next(n for n in refused.needs if n.what == "CFG sampling").status == NO
+    assert "CFG_SCALE=1.0" in refused.refusal()
+    draft = "chinese-alpaca-2-1.3b"
+    guided = ChatStage(cfg_scale=1.5, negative_prompt=NEGATIVE, draft_model=draft).plan(t4)
+    assert guided.fits and guided.job.draft is None and ChatStage(draft_model=draft).plan(t4).job.draft == draft
+    assert any("speculative decoding does not combine with CFG" in n for n in guided.notes)
+    assert any(f"NEGATIVE_PROMPT={NEGATIVE!r}" in n for n in guided.notes)
+    off = ChatStage(negative_prompt=NEGATIVE).plan(t4)
+    assert any("ignored while CFG sampling is off" in n for n in off.notes)
+
+
 def test_notebook_form_reaches_the_chat(demo):
     """CFG_SCALE and NEGATIVE_PROMPT: the reply notebook 03 streams is the guided one (Chinese-Alpaca-2's stand-in,
     the release's sampling defaults with the same random draws)."""

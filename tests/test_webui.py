@@ -19,6 +19,7 @@ its loaders read (oobabooga/text-generation-webui at 1dcde41d, May 2026):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -163,19 +164,32 @@ def test_the_merged_folder_meets_the_transformers_loader(merged, name):
     assert logits.shape == (1, len(ids), config["vocab_size"]) and torch.isfinite(logits).all()
 
 
+@contextlib.contextmanager
+def loaded_gguf(path: Path):
+    """The GGUF's header as the webui reads it, and the file loaded by llama.cpp."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False)
+    try:
+        yield webui_gguf_settings(path), llm
+    finally:
+        llm.close()
+
+
+def webui_llama_cpp_ids(llm, prompt: str) -> list[int]:
+    """``/tokenize`` as the webui's llama.cpp loader calls it in instruct mode: no special tokens added, parsed."""
+    return llm.tokenize(prompt.encode(), add_bos=False, special=True)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_the_gguf_meets_the_llama_cpp_loader(merged, name):
     """The webui picks its llama.cpp loader, reads the template and BOS/EOS from the header, renders our prompt byte
     for byte, and llama.cpp loads the file and tokenizes that prompt (as ``/tokenize`` does) to our prompt's ids
     after the BOS (the BOS itself: see the next test)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
     path, template_id = merged(name, "gguf"), CASES[name][2]
     assert webui_loader(path) == "llama.cpp" and webui_loader(path.parent) == "llama.cpp"
-    meta = webui_gguf_settings(path)
-    assert meta["template"] and meta["context_length"] and meta["block_count"]
     tokenizer = load_tokenizer(merged(name, "hf"))
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False)
-    try:
+    with loaded_gguf(path) as (meta, llm):
+        assert meta["template"] and meta["context_length"] and meta["block_count"]
         assert meta["bos"] == llm.detokenize([llm.token_bos()], special=True).decode()
         for question, history, system in CHATS:
             ours = build_prompt(template_id, question, history=history, system=system)
@@ -183,28 +197,32 @@ def test_the_gguf_meets_the_llama_cpp_loader(merged, name):
             assert prompt == ours
             ids = llm.tokenize(ours.encode(), add_bos=True, special=True)  # what our llama.cpp back end feeds
             assert ids == tokenizer(ours)["input_ids"]  # and our transformers back end
-            assert ids[0] == llm.token_bos() and llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids[1:]
-    finally:
-        llm.close()
+            assert ids[0] == llm.token_bos() and webui_llama_cpp_ids(llm, prompt) == ids[1:]
 
 
-@pytest.mark.xfail(strict=True, reason="in instruct mode the webui leaves the BOS to the chat template "
-                   "({{ bos_token }}), ours leave it to the tokenizer (helpers.tokens.templates): its llama.cpp "
-                   "loader sends the prompt without BOS; README: the workaround")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="in instruct mode the webui leaves the BOS to the chat template ({{ bos_token }}), ours "
+                   "leave it to the tokenizer (helpers.tokens.templates): its llama.cpp loader sends the prompt "
+                   "without BOS; README: the workaround")
 def test_the_webui_llama_cpp_prompt_starts_with_bos(merged):
-    llama_cpp = pytest.importorskip("llama_cpp")
-    path = merged("chinese-alpaca-2-7b", "gguf")
-    meta = webui_gguf_settings(path)
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False)
-    try:
+    with loaded_gguf(merged("chinese-alpaca-2-7b", "gguf")) as (meta, llm):
         prompt = webui_render(meta["template"], messages_of(*CHATS[0]), meta["bos"], meta["eos"])
-        assert llm.tokenize(prompt.encode(), add_bos=False, special=True)[0] == llm.token_bos()
-    finally:
-        llm.close()
+        assert webui_llama_cpp_ids(llm, prompt)[0] == llm.token_bos()
 
 
-@pytest.mark.xfail(strict=True, reason="transformers (5.x) turns the released tokenizer.model into a fast BPE "
-                   "tokenizer, even with use_fast=False, that splits some Chinese words otherwise than sentencepiece "
+def test_the_readme_workaround_gives_the_webui_llama_cpp_prompt_its_bos(merged):
+    """``{{ bos_token }}`` put first in the instruction template: the webui's llama.cpp prompt is our prompt's ids."""
+    with loaded_gguf(merged("chinese-alpaca-2-7b", "gguf")) as (meta, llm):
+        for question, history, system in CHATS:
+            prompt = webui_render("{{ bos_token }}" + meta["template"], messages_of(question, history, system),
+                                  meta["bos"], meta["eos"])
+            ours = build_prompt("llama2-zh", question, history=history, system=system)
+            assert webui_llama_cpp_ids(llm, prompt) == llm.tokenize(ours.encode(), add_bos=True, special=True)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="transformers (5.x) turns the released tokenizer.model into a fast BPE tokenizer, even with "
+                   "use_fast=False, that splits some Chinese words otherwise than sentencepiece "
                    "(详细介绍|一下 -> 详细|介绍一下) and drops the space before [INST] after a literal <s>; README notes it")
 def test_webui_transformers_loader_tokenizes_chat_prompts_as_the_release(released_tokenizers, tmp_path):
     """The webui's ``AutoTokenizer(use_fast=True)`` on the released Chinese-LLaMA-2 tokenizer, against sentencepiece

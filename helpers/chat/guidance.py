@@ -51,13 +51,14 @@ def negative_chat_text(template: str, user: str, history: Sequence[tuple[str, st
 
 
 def guided_scores(cond: Any, uncond: Any, scale: float) -> Any:
-    """``uncond + scale * (cond - uncond)`` on the log-softmax of two logit vectors (numpy), as float32."""
+    """``uncond + scale * (cond - uncond)`` on the log-softmax of two logit vectors (numpy float32, as transformers
+    computes it)."""
     import numpy as np
 
     def log_softmax(x: Any) -> Any:
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x, dtype=np.float32)
         x = x - x.max()
-        return x - np.log(np.exp(x).sum())
+        return x - np.log(np.exp(x).sum(dtype=np.float64)).astype(np.float32)
 
     c, u = log_softmax(cond), log_softmax(uncond)
     return (u + scale * (c - u)).astype(np.float32)
@@ -117,11 +118,11 @@ class LlamaCppGuidance:
         self.uncond: Any = None
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        ids = [int(t) for t in input_ids]
+        n = len(input_ids)
         if self.seen is None:
             self.context.reset()
-            self.uncond = self.context.feed(self.first or ids[-1:])
-        elif len(ids) > self.seen:
-            self.uncond = self.context.feed(ids[self.seen:])
-        self.seen = len(ids)
+            self.uncond = self.context.feed(self.first or [int(input_ids[-1])])
+        elif n > self.seen:
+            self.uncond = self.context.feed([int(t) for t in input_ids[self.seen:]])
+        self.seen = n
         return guided_scores(scores, self.uncond, self.scale)
