@@ -10,6 +10,7 @@ strings, which never appear in the reply.
 - :mod:`.load`: :func:`load_backend` and :func:`resolve`;
 - :mod:`.longctx`: RoPE scaling plans (NTK, linear, YaRN);
 - :mod:`.speculative`: :func:`speculative_generate`;
+- :mod:`.guidance`: CFG sampling (``guidance_scale``, ``negative_prompt``) on both back ends;
 - :mod:`.widget` / :mod:`.server`: the notebook chat box and the OpenAI-compatible server (:func:`serve`, its
   bounded queue and API key in :mod:`.admission`);
 - :mod:`.cli` / :mod:`.serve_cli`: ``python -m helpers chat`` and ``python -m helpers serve``.

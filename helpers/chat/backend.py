@@ -13,8 +13,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..tokens import build_prompt, generation_defaults, get_template, truncate_history
 from ..util import UserError
+from .guidance import OFF, check_scale, negative_chat_text
 
-GEN_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "do_sample")
+GEN_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "do_sample", "guidance_scale",
+            "negative_prompt")
 HISTORY_TOKENS_LLAMA2 = 1024  # the Chinese-Alpaca-2 scripts keep at most 1024 tokens of history
 
 
@@ -75,7 +77,7 @@ class Backend:
         self.template = get_template(template).name
         self.path = Path(path)
         self.n_ctx = int(n_ctx)
-        base = generation_defaults(self.template).as_kwargs()
+        base = {**generation_defaults(self.template).as_kwargs(), "guidance_scale": OFF, "negative_prompt": None}
         self.defaults = {**base, **(defaults or {})}
         self.last_stats: dict[str, float] = {}
         self.tokenizer: Any = None
@@ -106,6 +108,8 @@ class Backend:
         if s["temperature"] is None or float(s["temperature"]) <= 0:
             s["do_sample"] = False
         s["do_sample"] = bool(s["do_sample"])
+        s["guidance_scale"] = check_scale(s["guidance_scale"])
+        s["negative_prompt"] = (s["negative_prompt"] or None) if s["guidance_scale"] != OFF else None
         return s
 
     def generate(self, prompt_text: str, *, stream: bool = False, stop_event: threading.Event | None = None,
@@ -117,7 +121,8 @@ class Backend:
             stream: return an iterator of text pieces instead of the whole reply.
             stop_event: set it (e.g. from a stop button) to end generation early.
             **gen: ``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``,
-                ``do_sample`` (temperature 0 or ``do_sample=False`` decodes greedily).
+                ``do_sample`` (temperature 0 or ``do_sample=False`` decodes greedily); ``guidance_scale`` and
+                ``negative_prompt`` for CFG sampling (:mod:`.guidance`; here the negative prompt is used as given).
 
         Returns:
             The reply (stop strings and end-of-turn tokens removed), or an iterator of its pieces.
@@ -164,11 +169,15 @@ class Backend:
             stream: return an iterator of text pieces.
             max_history_tokens: token budget of the whole prompt.
             stop_event: set it to stop early.
-            **gen: sampling settings, as for :meth:`generate`.
+            **gen: sampling settings, as for :meth:`generate`; a ``negative_prompt`` (CFG sampling) takes the system
+                prompt's place in the same template and turns (:func:`.guidance.negative_chat_text`).
         """
         s = self.settings(**gen)
         budget = max_history_tokens or self._history_budget(s["max_new_tokens"])
-        prompt = self.prompt(user, history=history, system=system, max_tokens=budget)
+        kept = self._kept(user, history, system, budget)
+        prompt = build_prompt(get_template(self.template), user, history=kept, system=system)
+        if s["negative_prompt"]:
+            s["negative_prompt"] = negative_chat_text(self.template, user, kept, s["negative_prompt"])
         pieces = lstrip_stream(self._stream(prompt, s, stop_event))
         return pieces if stream else "".join(pieces)
 
@@ -177,12 +186,16 @@ class Backend:
         """The prompt :meth:`chat` sends for ``user``: the model's template around the turns, the oldest turns
         dropped until it fits ``max_tokens`` (no limit when None). Give it to :meth:`generate` or to
         :func:`helpers.chat.speculative_generate`, which take templated text."""
-        template = get_template(self.template)
-        kept = list(history)
-        if max_tokens is not None:
-            kept = truncate_history(template, user, kept, count_tokens=self.count_tokens, max_tokens=max_tokens,
-                                    system=system)
-        return build_prompt(template, user, history=kept, system=system)
+        kept = self._kept(user, history, system, max_tokens)
+        return build_prompt(get_template(self.template), user, history=kept, system=system)
+
+    def _kept(self, user: str, history: Sequence[tuple[str, str]], system: str | None,
+              max_tokens: int | None) -> list[tuple[str, str]]:
+        """The turns of ``history`` the prompt keeps within ``max_tokens`` (all when None)."""
+        if max_tokens is None:
+            return list(history)
+        return truncate_history(get_template(self.template), user, list(history), count_tokens=self.count_tokens,
+                                max_tokens=max_tokens, system=system)
 
     def _history_budget(self, max_new_tokens: int) -> int:
         room = max(self.n_ctx - max_new_tokens, 64)

@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Iterator
 
+from ..util import UserError
+from .guidance import OFF, check_scale
 from .load import load_backend
 
 
@@ -20,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--repetition-penalty", type=float)
+    parser.add_argument("--guidance-scale", type=float,
+                        help="CFG sampling: 1 is off, above 1 steers away from --negative-prompt (e.g. 1.5)")
+    parser.add_argument("--negative-prompt", help="CFG sampling: put in place of the system prompt for the "
+                        "unconditional branch (default: the prompt's last token)")
     quant = parser.add_mutually_exclusive_group()
     quant.add_argument("--4bit", dest="quantization", action="store_const", const="4bit", help="bitsandbytes NF4 (GPU)")
     quant.add_argument("--8bit", dest="quantization", action="store_const", const="8bit", help="bitsandbytes 8-bit (GPU)")
@@ -32,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``python -m helpers chat``."""
-    gen = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")}
+    gen = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+                                         "guidance_scale", "negative_prompt")}
+    _check_guidance(args.guidance_scale, args.negative_prompt)
     backend = load_backend(args.model, backend=args.backend, quantization=args.quantization, device=args.device,
                            n_gpu_layers=args.n_gpu_layers, n_ctx=args.n_ctx, rope=args.rope,
                            trust_remote_code=args.trust_remote_code, template=args.template)
@@ -56,6 +64,14 @@ def run(args: argparse.Namespace) -> int:
         reply = _print_stream(backend.chat(user, history=history, system=args.system, stream=True, **gen))
         history.append((user, reply))
     return 0
+
+
+def _check_guidance(scale: float | None, negative: str | None) -> None:
+    """Refuse CFG options that cannot take effect, before the model loads."""
+    if scale is not None:
+        check_scale(scale)
+    if negative and (scale is None or scale == OFF):
+        raise UserError("--negative-prompt only acts with CFG sampling: add --guidance-scale above 1 (e.g. 1.5)")
 
 
 def _print_stream(pieces: Iterator[str]) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .backend import Backend
+from .guidance import OFF
 from ..device import dtype_kwarg, free_memory, torch_dtype
 from ..tokens import load_tokenizer
 from ..util import UserError
@@ -34,7 +35,8 @@ class TransformersBackend(Backend):
         return enc["input_ids"].to(self.model.device), enc["attention_mask"].to(self.model.device)
 
     def generate_kwargs(self, settings: dict) -> dict:
-        """``model.generate`` keyword arguments for ``settings`` (stop tokens, greedy or sampling)."""
+        """``model.generate`` keyword arguments for ``settings`` (stop tokens, greedy or sampling, and CFG sampling
+        through transformers' own ``guidance_scale`` / ``negative_prompt_ids``)."""
         import copy
 
         config = copy.deepcopy(self.model.generation_config)
@@ -48,8 +50,13 @@ class TransformersBackend(Backend):
                                 if settings["repetition_penalty"] not in (None, 1, 1.0) else None),
             eos_token_id=list(self.stop_ids),
             pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0],
+            guidance_scale=settings["guidance_scale"] if settings["guidance_scale"] != OFF else None,
         )
-        return {"generation_config": config}
+        kwargs: dict[str, Any] = {"generation_config": config}
+        if config.guidance_scale is not None and settings["negative_prompt"]:
+            ids, mask = self.encode(settings["negative_prompt"])  # with BOS, as the prompt
+            kwargs.update(negative_prompt_ids=ids, negative_prompt_attention_mask=mask)
+        return kwargs
 
     def _pieces(self, prompt_text, settings, user_stop, halt):
         import torch

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .backend import Backend
+from .guidance import OFF, LlamaCppGuidance, NegativeContext
 from ..gguf import read_metadata
 from ..util import UserError
 from .longctx import plan_rope
@@ -35,6 +36,7 @@ class LlamaCppBackend(Backend):
         super().__init__(template=template, path=path, n_ctx=n_ctx, defaults=defaults)
         self.llm = llm
         self.tokenizer = _GGUFTokenizer(llm)
+        self.negative: NegativeContext | None = None  # CFG sampling's second context, made on first use
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
@@ -54,12 +56,14 @@ class LlamaCppBackend(Backend):
             return halt.is_set() or (user_stop is not None and user_stop.is_set())
 
         sample = settings["do_sample"]
+        guide, room = self._guidance(settings, room)
         chunks = self.llm.create_completion(
             tokens, max_tokens=min(settings["max_new_tokens"], room), stream=True,
             temperature=float(settings["temperature"]) if sample else 0.0,
             top_k=int(settings["top_k"] or 0) if sample else 1, top_p=float(settings["top_p"]) if sample else 1.0,
             min_p=0.0, repeat_penalty=float(settings["repetition_penalty"] or 1.0),
-            stop=self.stop_strings(), stopping_criteria=llama_cpp.StoppingCriteriaList([stop]))
+            stop=self.stop_strings(), stopping_criteria=llama_cpp.StoppingCriteriaList([stop]),
+            logits_processor=llama_cpp.LogitsProcessorList([guide]) if guide is not None else None)
         try:
             for chunk in chunks:
                 text = chunk["choices"][0]["text"]
@@ -68,7 +72,24 @@ class LlamaCppBackend(Backend):
         finally:
             chunks.close()
 
+    def _guidance(self, settings: dict, room: int) -> tuple[LlamaCppGuidance | None, int]:
+        """CFG sampling's logits processor for one generation (None when off) and the tokens left to generate: the
+        negative branch shares the context length."""
+        if settings["guidance_scale"] == OFF:
+            return None, room
+        negative = self.tokenizer.encode(settings["negative_prompt"]) if settings["negative_prompt"] else None
+        if negative is not None and len(negative) >= self.n_ctx:
+            raise UserError(f"the negative prompt has {len(negative)} tokens, more than the context ({self.n_ctx}); "
+                            "shorten it or load with a larger n_ctx")
+        if self.negative is None:
+            self.negative = NegativeContext(self.llm)
+        guide = LlamaCppGuidance(self.negative, settings["guidance_scale"], negative)
+        return guide, min(room, self.n_ctx - len(negative or [0]))
+
     def close(self) -> None:
+        negative, self.negative = self.negative, None
+        if negative is not None:
+            negative.close()
         llm, self.llm = self.llm, None
         if llm is not None and hasattr(llm, "close"):
             llm.close()

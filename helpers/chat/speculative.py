@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from .backend import Backend, StopFilter
+from .guidance import OFF
 from ..util import UserError
 from .hf import TransformersBackend
 
@@ -112,8 +113,12 @@ def speculative_generate(target: Backend, draft: Backend, prompt: str, *, num_as
         raise UserError("the draft must be another model than the target (load it separately, even with the same "
                         "weights): speculative decoding runs both side by side")
     _shared_vocabulary(target, draft)
+    settings = target.settings(**gen)
+    if settings["guidance_scale"] != OFF:
+        raise UserError("speculative decoding does not combine with CFG sampling (the target verifies several draft "
+                        "tokens per pass; CFG guides one token at a time): pass guidance_scale=1")
     ids, mask = target.encode(prompt)
-    kwargs = target.generate_kwargs(target.settings(**gen))
+    kwargs = target.generate_kwargs(settings)
     _warm_up((target.model, draft.model), ids, mask, kwargs["generation_config"].pad_token_id)
     new, dt, steps = _assisted(target, draft, ids, mask, kwargs, num_assistant_tokens)
     text = _cut(target, new)

@@ -25,9 +25,9 @@ from typing import Any, Collection, Mapping
 
 from ..checkpoint import TensorSink
 from ..disk import claim_output, disk_errors
-from ..gguf import JOB_KEY, GGUFSink, describe_model, gguf_sidecars, write_modelfile
+from ..gguf import JOB_KEY, GGUFSink, ModelCard, describe_model, gguf_sidecars, write_modelfile
 from ..hub import is_local
-from ..tokens import get_template, load_tokenizer
+from ..tokens import get_template, jinja_chat_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import already_done, job_identity, void_outputs_of_damaged_inputs
@@ -58,12 +58,16 @@ def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: Merg
     if options.fmt == "pth":
         return PthSink(target, n_shards=options.pth_shards, dtype=dtype, job=fingerprint, sha256=options.write_sha256,
                        extra_json=extra)
-    updates, extra["generation_config.json"] = serving_files(plan, inputs, name=name)
+    card = describe_model(plan.config, plan.tokenizer_dir, name=name) if plan.tokenizer_dir is not None else None
+    updates, extra["generation_config.json"] = serving_files(plan, inputs, card)
+    template = chat_template_file(plan, card)
+    if template is not None:
+        extra["chat_template.jinja"] = template
     return HFSink(target, max_shard_bytes=options.max_shard_bytes or DEFAULT_SHARD_BYTES, dtype=dtype,
                   job=fingerprint, sha256=options.write_sha256, extra_json=extra, config_updates=updates)
 
 
-def serving_files(plan: MergePlan, inputs: MergeInputs, *, name: str) -> tuple[dict, dict]:
+def serving_files(plan: MergePlan, inputs: MergeInputs, card: ModelCard | None) -> tuple[dict, dict]:
     """What an HF output needs, beyond the base's files, to be served as released (vLLM, transformers): the
     long-context RoPE scaling the catalog knows for the release when no input's config.json states it, and a
     ``generation_config.json`` whose stop ids include the chat template's end-of-turn token (``<|eot_id|>`` of a
@@ -72,7 +76,7 @@ def serving_files(plan: MergePlan, inputs: MergeInputs, *, name: str) -> tuple[d
     Returns:
         ``(config.json updates, generation_config.json)``.
     """
-    card = describe_model(plan.config, plan.tokenizer_dir, name=name)
+    card = card or ModelCard()
     updates: dict[str, Any] = {}
     if card.rope_scaling and not plan.config.get("rope_scaling"):
         updates["rope_scaling"] = dict(card.rope_scaling)
@@ -90,6 +94,20 @@ def serving_files(plan: MergePlan, inputs: MergeInputs, *, name: str) -> tuple[d
         if isinstance(eot_id, int) and eot_id >= 0 and eot_id != tokenizer.unk_token_id and eot_id not in stops:
             gen = {**gen, "eos_token_id": [*stops, eot_id] if stops else eot_id}
     return updates, gen
+
+
+def chat_template_file(plan: MergePlan, card: ModelCard | None) -> str | None:
+    """The text of ``chat_template.jinja`` for an HF output whose tokenizer files carry no chat template (the LoRA
+    releases' ``tokenizer_config.json`` has none): the release's template, where transformers' tokenizers and
+    text-generation-webui look for it; None under the rule a GGUF's ``tokenizer.chat_template`` follows (unknown or
+    ``raw`` template) or when the tokenizer files already have one."""
+    tok = plan.tokenizer_dir
+    if card is None or card.template in (None, "raw") or tok is None or (tok / "chat_template.jinja").is_file():
+        return None
+    config = tok / "tokenizer_config.json"
+    if config.is_file() and read_json(config).get("chat_template"):
+        return None
+    return jinja_chat_template(card.template)
 
 
 def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, options: MergeOptions,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import TensorPlan, hf_to_meta_name, meta_split_dim, rope_to_meta
 from ..tokens import tokenizer_files
-from ..util import UserError, fault_point, remove, tmp_name, write_json, write_sha256_listing
+from ..util import UserError, atomic_path, fault_point, remove, tmp_name, write_json, write_sha256_listing
 
 if TYPE_CHECKING:
     import torch
@@ -108,7 +108,11 @@ class _FolderSink:
 
     def _finish(self) -> list[Path]:
         for name, data in self.extra_json.items():
-            write_json(self.partial / name, data)
+            if isinstance(data, str):  # a text file (chat_template.jinja)
+                with atomic_path(self.partial / name) as tmp:
+                    tmp.write_text(data, encoding="utf-8")
+            else:
+                write_json(self.partial / name, data)
         (self.partial / MERGE_STATE).unlink(missing_ok=True)
         if self.sha256:
             files = [p for p in self.partial.iterdir() if p.is_file() and p.name != "SHA256SUMS"]
@@ -146,7 +150,8 @@ class HFSink(_FolderSink):
         dtype: ``float16``, ``bfloat16`` or ``float32``.
         job: identity of the merge job; a partial folder from another job is discarded.
         sha256: write a ``SHA256SUMS`` listing of the outputs.
-        extra_json: more JSON files to write (``generation_config.json``, ``merge.json``...).
+        extra_json: more files to write: JSON data (``generation_config.json``, ``merge.json``...), or text given
+            as a str (``chat_template.jinja``).
     """
 
     def __init__(self, out_dir: str | Path, *, max_shard_bytes: int = DEFAULT_SHARD_BYTES, dtype: str = "float16",

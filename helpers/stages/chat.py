@@ -143,6 +143,10 @@ class ChatStage(Stage):
                                "transformers chat downloads SERVER_MODEL for it)")
     server_model: str = param("chinese-alpaca-2-7b-gguf", "the GGUF the server serves when the chat uses "
                               "transformers")
+    cfg_scale: float = param(1.0, "CFG sampling's guidance scale: 1 is off; above 1 steers the replies away from "
+                             "the negative prompt (e.g. 1.5)")
+    negative_prompt: str = param("", "CFG sampling's negative prompt, put in the system prompt's place (empty: the "
+                                 "question's last token)")
     workspace: str = param(AUTO, WORKSPACE_HELP)
 
     def settings(self) -> str:
@@ -172,12 +176,32 @@ class ChatStage(Stage):
                                                      fix="a smaller model or its GGUF with llama.cpp", draft=drafted)
         server, server_needs, server_download = self._server(backend, gguf, runtime)
         needs = [bytes_need("disk", download + server_download, runtime.disk, fix=MORE_DISK, detail="downloads"),
-                 *needs, *server_needs]
+                 *needs, *server_needs, *self._guidance(backend, notes)]
         return Plan(self, runtime, needs, ChatJob(model, backend, quant, draft, server), notes)
+
+    def _guidance(self, backend: str, notes: list[str]) -> list[Need]:
+        """CFG sampling: a refusal for a scale it cannot take, or a note on what it does and costs."""
+        if not self.cfg_scale >= 0:
+            return [Need("CFG sampling", "a guidance scale of 0 or more", self.assignment("cfg_scale", self.cfg_scale),
+                         NO, f"set {self.assignment('cfg_scale', 1.0)} (off) or above 1 (e.g. 1.5)")]
+        if self.cfg_scale == 1:
+            if self.negative_prompt:
+                notes.append(f"note: the negative prompt is ignored while CFG sampling is off (e.g. "
+                             f"{self.assignment('cfg_scale', 1.5)} uses it)")
+            return []
+        how = "transformers' own guidance" if backend == "transformers" else "a second llama.cpp context (same weights)"
+        against = (f"{self.assignment('negative_prompt', self.negative_prompt)} in the system prompt's place"
+                   if self.negative_prompt else "the question's last token")
+        notes.append(f"note: CFG sampling (scale {self.cfg_scale:g}) against {against}, through {how}: every token "
+                     "also runs through the negative branch, whose KV cache (up to the chat's size) is not counted above")
+        return []
 
     def _draft(self, model: str, backend: str, notes: list[str]) -> str | None:
         """The draft model speculative decoding will use, or None (why goes into ``notes``)."""
         if not self.draft_model:
+            return None
+        if self.cfg_scale != 1:
+            notes.append("note: speculative decoding does not combine with CFG sampling; skipped")
             return None
         if backend != "transformers":
             notes.append("note: speculative decoding runs on the transformers back end; skipped with llama.cpp")
@@ -225,7 +249,8 @@ class ChatStage(Stage):
         job: ChatJob = plan.job
         release(self.NOTEBOOK)  # what this notebook's earlier run loaded: the plan counted it as free
         rope = None if self.rope == "none" else self.rope
-        bot = load_backend(job.model, backend=job.backend, quantization=job.quantization, rope=rope)
+        bot = load_backend(job.model, backend=job.backend, quantization=job.quantization, rope=rope,
+                           guidance_scale=self.cfg_scale, negative_prompt=self.negative_prompt or None)
         hold(self.NOTEBOOK, bot)
         print("template:", bot.template)
         return ChatSession(self, job, bot)
