@@ -24,6 +24,7 @@ By hand (to run the notebooks or the CLI against it)::
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = Path(__file__).with_name("hubtwin_server.py")
@@ -352,6 +353,19 @@ class HubTwin:
         tmp.write_text(json.dumps(data))
         os.replace(tmp, faults)
 
+    @contextlib.contextmanager
+    def gated(self, *hub_ids: str) -> Iterator[None]:
+        """Serve ``hub_ids`` as gated repos (as the hub serves Meta's Llama-2/3) while in the block: their info says
+        so, and their files answer 401 ``GatedRepo`` to a client without a token."""
+        gated = self.log.with_name("gated.json")
+        tmp = gated.with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(hub_ids)))
+        os.replace(tmp, gated)
+        try:
+            yield
+        finally:
+            gated.unlink(missing_ok=True)
+
     def log_size(self) -> int:
         """The log's size now (an offset for :meth:`requests`)."""
         return self.log.stat().st_size
@@ -399,7 +413,8 @@ def _launch(python: Path, mirror: Path, workdir: Path, repos: dict, port: int) -
                       f'mirrors-path = ["{mirror}"]\n\n[accessibility]\noffline = true\n', encoding="utf-8")
     log = workdir / "hubtwin.log"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
-           "HF_HUB_OFFLINE": "1", "NO_PROXY": "*", "HUBTWIN_FAULTS": str(workdir / "faults.json")}
+           "HF_HUB_OFFLINE": "1", "NO_PROXY": "*", "HUBTWIN_FAULTS": str(workdir / "faults.json"),
+           "HUBTWIN_GATED": str(workdir / "gated.json")}
     with open(log, "ab") as out:
         process = subprocess.Popen([str(python), str(SERVER), "--config", str(config), "--log-path",
                                     str(workdir / "olah-logs")], cwd=workdir, env=env, stdout=out,

@@ -18,6 +18,10 @@ asks of a mirrored repo as huggingface.co does; the layer makes it answer like t
 
 For tests of interrupted downloads, ``$HUBTWIN_FAULTS`` names a JSON file ``{"<hub id>/<file>": <bytes>}``: the
 next full GET of such a file sends that many bytes and drops the connection (the entry is then removed).
+
+For tests of gated repos (Meta's Llama-2/3 on the hub), ``$HUBTWIN_GATED`` names a JSON list of hub ids, read on each
+request: their repo info says ``"gated": "manual"``, and their files and ``auth-check`` answer 401 ``GatedRepo``
+without an ``Authorization`` header, as the hub answers an anonymous client.
 """
 from __future__ import annotations
 
@@ -29,14 +33,21 @@ from urllib.parse import parse_qs
 _INFO = re.compile(r"/api/(?P<kind>models|datasets)/(?P<org>[^/]+)/(?P<repo>[^/]+)(?:/revision/(?P<rev>[^/]+))?/?")
 _RESOLVE = re.compile(r"/(?:(?P<kind>models|datasets)/)?(?P<org>[^/]+)/(?P<repo>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+_AUTH_CHECK = re.compile(r"/api/models/(?P<org>[^/]+)/(?P<repo>[^/]+)/auth-check/?")
 _NOT_REPOS = {"api", "datasets", "spaces", "repos"}
 
 
 class HubLike:
     """ASGI middleware around olah's app; ``mirrors`` are olah's ``mirrors-path`` folders."""
 
-    def __init__(self, app, mirrors: list[str], faults: str | None = None) -> None:
-        self.app, self.mirrors, self.faults = app, list(mirrors), faults
+    def __init__(self, app, mirrors: list[str], faults: str | None = None, gated: str | None = None) -> None:
+        self.app, self.mirrors, self.faults, self.gated = app, list(mirrors), faults, gated
+
+    def _is_gated(self, org: str, repo: str) -> bool:
+        if not self.gated or not os.path.isfile(self.gated):
+            return False
+        with open(self.gated) as f:
+            return f"{org}/{repo}".lower() in {x.lower() for x in json.load(f)}
 
     def _repo_dir(self, org: str, repo: str, kind: str | None = "models") -> str | None:
         for root in self.mirrors:
@@ -49,20 +60,28 @@ class HubLike:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
         path = scope["path"]
+        anonymous = b"authorization" not in dict(scope["headers"])
+        check = _AUTH_CHECK.fullmatch(path)
+        if check and self._is_gated(check["org"], check["repo"]):
+            return await (_gated_reply(send) if anonymous else _reply(send, 200, [], b"{}"))
         info = _INFO.fullmatch(path)
         if info:
-            inner = dict(scope)
-            if not info["rev"]:
-                inner["path"] = path.rstrip("/") + "/revision/main"
-                inner["raw_path"] = inner["path"].encode()
+            inner = _main_revision(scope, info)
             query = parse_qs(scope.get("query_string", b"").decode())
-            if scope["method"] == "GET" and query.get("blobs", [""])[0].lower() in ("true", "1"):
+            blobs = query.get("blobs", [""])[0].lower() in ("true", "1")
+            gated = self._is_gated(info["org"], info["repo"])
+            if scope["method"] == "GET" and (blobs or gated):
                 status, headers, body = await _collect(self.app, inner, receive)
-                if status == 200:
+                if status == 200 and blobs:
                     body = self._with_blobs(info["org"], info["repo"], body, info["kind"])
+                if status == 200 and gated:
+                    body = json.dumps({**json.loads(body), "gated": "manual"}).encode()
                 return await _reply(send, status, headers, body)
             return await self.app(inner, receive, send)
         resolve = _RESOLVE.fullmatch(path)
+        if resolve and anonymous and resolve["org"] not in _NOT_REPOS and self._is_gated(resolve["org"],
+                                                                                        resolve["repo"]):
+            return await _gated_reply(send)
         if resolve and resolve["org"] not in _NOT_REPOS:
             status, headers, body = await _collect(self.app, scope, receive)
             if status == 401 and self._repo_dir(resolve["org"], resolve["repo"], resolve["kind"]):
@@ -112,6 +131,23 @@ class HubLike:
                 lfs = item["lfs"]
                 sibling["lfs"] = {"sha256": lfs["oid"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]}
         return json.dumps(meta).encode()
+
+
+def _main_revision(scope, info) -> dict:
+    """The scope of a repo-info request, asked of revision ``main`` when it names none (olah answers only that)."""
+    inner = dict(scope)
+    if not info["rev"]:
+        inner["path"] = scope["path"].rstrip("/") + "/revision/main"
+        inner["raw_path"] = inner["path"].encode()
+    return inner
+
+
+async def _gated_reply(send) -> None:
+    """The hub's answer to an anonymous client asking for a gated repo's files."""
+    msg = b'{"error":"Access to this model is restricted: you must have access to it and be authenticated"}'
+    headers = [(b"x-error-code", b"GatedRepo"), (b"x-error-message", b"Access to this model is restricted"),
+               (b"content-type", b"application/json")]
+    await _reply(send, 401, headers, msg)
 
 
 def _header(headers: list, name: bytes) -> bytes | None:
@@ -189,7 +225,7 @@ def main() -> None:
 
     args = server.init()
     mirrors = server.app.state.app_settings.config.mirrors_path
-    app = HubLike(server.app, mirrors, faults=os.environ.get("HUBTWIN_FAULTS"))
+    app = HubLike(server.app, mirrors, faults=os.environ.get("HUBTWIN_FAULTS"), gated=os.environ.get("HUBTWIN_GATED"))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", reload=False)
 
 

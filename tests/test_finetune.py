@@ -281,7 +281,7 @@ def test_bad_sft_records_are_refused(tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "x"}]), encoding="utf-8")
-    with pytest.raises(UserError, match="record 0"):
+    with pytest.raises(UserError, match="record 1"):  # as an editor counts (issue 26)
         load_sft_records(bad)
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(UserError, match="not valid JSON"):

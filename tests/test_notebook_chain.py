@@ -90,21 +90,27 @@ def test_a_second_run_reuses_its_outputs_and_downloads_nothing(session, tmp_path
     assert changed == [], changed
 
 
-def test_new_data_trains_from_scratch_in_a_rerun(session, tmp_path, demo):
-    """Notebook 04 rerun with other data in the same place: not resumed at MAX_STEPS from the old checkpoints, but
-    trained from step 1 on the new data, which the run records."""
+def test_other_data_is_another_job_that_keeps_the_first_jobs_outputs(session, tmp_path, demo):
+    """Notebook 04 rerun with other data in the same place and workspace (issue 26): a job of its own, with its own
+    adapter and GGUF, trained from step 1 on the new data (which the run records); the first job's adapter and GGUF
+    stay in the workspace byte for byte."""
     import json
 
     twin, drive = session
     run("04_finetune_lora", tmp_path / "rt", WORKSPACE=str(drive))
-    adapter = tmp_path / "rt" / "smoke-output" / "04_finetune" / "chinese-alpaca-2-7b-sft-lora"
-    first = json.loads((adapter / "finetune.json").read_text())
+    first = digests(drive)
+    (adapter_a,) = drive.glob("*-lora")
     records = json.loads((demo / "data" / "sft_zh.json").read_text())[::-1][:40]  # other data, other order
     (drive / "mine.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     run("04_finetune_lora", tmp_path / "rt", WORKSPACE=str(drive), DATA="mine.json")  # found in the workspace
-    second = json.loads((adapter / "finetune.json").read_text())
-    assert second["resumed_from"] is None and second["global_step"] == first["global_step"]
-    assert second["config"]["data"].endswith("mine.json") and second["first_loss"] != first["first_loss"]
+    assert {k: v for k, v in digests(drive).items() if k in first} == first
+    (adapter_b,) = set(drive.glob("*-lora")) - {adapter_a}
+    assert "-sft-mine-" in adapter_b.name and "-sft-sample-" in adapter_a.name
+    assert {p.name for p in drive.glob("*.gguf")} == {f"{a.name.removesuffix('-lora')}-q4_k_m.gguf"
+                                                      for a in (adapter_a, adapter_b)}
+    a, b = (json.loads((x / "finetune.json").read_text()) for x in (adapter_a, adapter_b))
+    assert b["resumed_from"] is None and b["global_step"] == a["global_step"]
+    assert b["config"]["data"].endswith("mine.json") and b["first_loss"] != a["first_loss"]
 
 
 def test_the_merge_is_pushed_with_its_model_card(hub_env, hub_standin, tmp_path, monkeypatch):

@@ -104,8 +104,8 @@ def test_a_folder_is_swapped_in_whole_and_stale_files_go(tmp_path):
     (ws / "merged").mkdir(parents=True)
     (ws / "merged" / "model-00002-of-00002.safetensors").write_bytes(b"an older merge")
     (ws / "merged" / "config.json").write_bytes(b"{}")
-    saved = copy_to_workspace(src, ws, show_progress=False)
-    assert files(ws / "merged") == files(src)
+    saved = copy_to_workspace(src, ws, show_progress=False, replace=True)  # another job's folder: replaced only
+    assert files(ws / "merged") == files(src)                                # when asked (issue 26)
     assert sorted(p.name for p in ws.iterdir()) == [".helpers-saved.json", "merged"]
     assert {f.path.relative_to(ws / "merged").as_posix(): f.sha256 for f in saved.files} == \
         {k: sha(v) for k, v in files(src).items()}

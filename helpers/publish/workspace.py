@@ -8,8 +8,13 @@ every file is there, so a half-saved model folder is never taken for a model; an
 the files already verified. A file already saved with the same SHA256 is not copied again.
 
 The workspace keeps what it knows in ``.helpers-saved.json``: for each copy, its size, modification time and
-SHA256 (so a rerun checks a 13 GB copy on Drive without reading it back), and for each source the same (so a
-rerun in the same runtime does not hash it again). A record counts only while size and time still match.
+SHA256 (so a rerun checks a 13 GB copy on Drive without reading it back), for each source the same (so a
+rerun in the same runtime does not hash it again), and for each saved name the job that made it. A record counts
+only while size and time still match.
+
+A user's work is never replaced by another job's: a name already in the workspace with other contents is replaced
+only by the job that made it (the same ``job`` id; without one, a newer version of the same source file), or when
+the caller says ``replace``; otherwise the save is refused with one line, and the new output stays where it is.
 """
 from __future__ import annotations
 
@@ -72,6 +77,7 @@ class _Records:
         data = read_json(self.path, default={})
         self.files: dict = data.get("files", {}) if isinstance(data, dict) else {}
         self.sources: dict = data.get("sources", {}) if isinstance(data, dict) else {}
+        self.makers: dict = data.get("made_by", {}) if isinstance(data, dict) else {}
         self.root = dest_dir
 
     @staticmethod
@@ -115,26 +121,41 @@ class _Records:
         kept = {k: v for k, v in self.files.items() if not k.startswith(n)}
         self.files = {(n + k[len(o):] if k.startswith(o) else k): v for k, v in kept.items()}
 
+    def maker(self, name: str) -> dict | None:
+        """Who made the saved ``name``: ``{"job": id or None, "source": absolute path}`` (None: not recorded)."""
+        rec = self.makers.get(name)
+        return rec if isinstance(rec, dict) else None
+
+    def made(self, name: str, src: Path, job: str | None) -> None:
+        """``name`` now holds ``src``'s copy, made by ``job``."""
+        self.makers[name] = {"job": job, "source": str(src.resolve())}
+
     def save(self) -> None:
         self.sources = {k: v for k, v in self.sources.items() if Path(k).exists()}
-        write_json(self.path, {"files": dict(sorted(self.files.items())), "sources": self.sources})
+        write_json(self.path, {"files": dict(sorted(self.files.items())), "sources": self.sources,
+                               "made_by": dict(sorted(self.makers.items()))})
 
 
-def copy_to_workspace(src: str | Path, dest_dir: str | Path, *, show_progress: bool | None = None) -> Saved:
+def copy_to_workspace(src: str | Path, dest_dir: str | Path, *, show_progress: bool | None = None,
+                      job: str | None = None, replace: bool = False) -> Saved:
     """Copy a file or folder into ``dest_dir`` as ``dest_dir / src.name``, verified by SHA256, atomically.
 
     Files already there with the same SHA256 are kept as they are; a folder replaces an earlier folder of the same
-    name only once its new copy is complete. Nothing is copied when ``src`` already is that place.
+    name only once its new copy is complete. Nothing is copied when ``src`` already is that place. Different contents
+    under the name replace it only when the same job made it (see the module's rule) or with ``replace``.
 
     Args:
         src: the file or folder to save (typically on the local disk).
         dest_dir: the workspace folder (created if missing), e.g. ``/content/drive/MyDrive/chinese-llama``.
         show_progress: show a progress bar in MiB (default: unless ``HELPERS_NO_PROGRESS=1``).
+        job: what made ``src`` (an id of its inputs and settings), recorded with the copy; ``None``: the source
+            file itself stands for its job.
+        replace: replace another job's copy (the user's explicit choice).
     Returns:
         what was saved: the final path and each file's size and SHA256.
     Raises:
         UserError: ``src`` missing, ``dest_dir`` inside ``src``, a disk full or read-only, a copy that reads back
-            different bytes.
+            different bytes, another job's output under the same name.
     """
     src, dest_dir = Path(src).expanduser(), Path(dest_dir).expanduser()
     if not src.exists():
@@ -151,19 +172,43 @@ def copy_to_workspace(src: str | Path, dest_dir: str | Path, *, show_progress: b
         with claim_output(final, what=f"the copy of {src.name}"):
             records = _Records(dest_dir)
             try:
+                if not replace:
+                    _refuse_another_jobs(src, final, records, job)
                 saved = _save_dir(src, final, records, show_progress) if src.is_dir() else \
                     Saved(final, tuple(_copy_files([(src, final)], records, show_progress, src.name)))
+                if saved.copied or records.maker(final.name) is None:
+                    records.made(final.name, src, job)
             finally:
                 records.save()
     return saved
+
+
+def _refuse_another_jobs(src: Path, final: Path, records: _Records, job: str | None) -> None:
+    """Refuse to put ``src`` over ``final`` when ``final`` holds other contents made by another job."""
+    if not final.exists() or _holds(final, src, records):
+        return
+    maker = records.maker(final.name)
+    if maker is not None and maker.get("job") == job and (job is not None or maker.get("source") == str(src.resolve())):
+        return
+    raise UserError(f"{final} in your workspace holds another job's output, which this run's {src.name} would "
+                    f"replace: it is kept, and this run's stays at {src}; rename or move {final.name} in the workspace "
+                    "to keep both, or delete it to save this one there")
+
+
+def _holds(final: Path, src: Path, records: _Records) -> bool:
+    """``final`` (a file or folder) holds exactly ``src``'s files."""
+    if src.is_file():
+        return final.is_file() and _same(src, final, records)
+    rels = {p.relative_to(src) for p in src.rglob("*") if p.is_file()}
+    return final.is_dir() and {p.relative_to(final) for p in final.rglob("*") if p.is_file()} == rels and \
+        all(_same(src / r, final / r, records) for r in rels)
 
 
 def _save_dir(src: Path, final: Path, records: _Records, show: bool | None) -> Saved:
     """Copy folder ``src`` to ``final`` through ``.<name>.partial`` (kept across interrupted runs), or keep
     ``final`` when it already holds exactly ``src``'s files."""
     rels = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
-    if final.is_dir() and {p.relative_to(final) for p in final.rglob("*") if p.is_file()} == set(rels) \
-            and all(_same(src / r, final / r, records) for r in rels):
+    if _holds(final, src, records):
         return Saved(final, tuple(SavedFile(final / r, (final / r).stat().st_size, records.copy_sha(final / r),
                                             False) for r in rels))
     partial = final.with_name(f".{final.name}.partial")

@@ -20,7 +20,7 @@ from .base import Plan, Stage
 from .form import param
 from .held import hold, release
 from .memory import llama_cpp_needs, quantization_note, quantization_param, quantized_needs, transformers_loaded
-from .needs import MORE_DISK
+from .needs import MORE_DISK, access_needs
 from .workspace import AUTO, WORKSPACE_HELP, Workspace, locate
 
 BACKENDS = ("auto", "transformers", "llama.cpp")
@@ -176,7 +176,9 @@ class ChatStage(Stage):
                                                      fix="a smaller model or its GGUF with llama.cpp", draft=drafted)
         server, server_needs, server_download = self._server(backend, gguf, runtime)
         needs = [bytes_need("disk", download + server_download, runtime.disk, fix=MORE_DISK, detail="downloads"),
-                 *needs, *server_needs, *self._guidance(backend, notes)]
+                 *needs, *server_needs, *self._guidance(backend, notes),
+                 *access_needs(("model", model), ("draft model", draft),
+                               ("server model", server if server != "model" else None))]
         return Plan(self, runtime, needs, ChatJob(model, backend, quant, draft, server), notes)
 
     def _guidance(self, backend: str, notes: list[str]) -> list[Need]:

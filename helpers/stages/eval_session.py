@@ -3,6 +3,8 @@ and how it is loaded, the data, what ``COMPARE_WITH`` is), and :class:`EvalRepor
 """
 from __future__ import annotations
 
+import json
+
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +113,8 @@ class EvalSession:
         out = Path(s.output_dir).expanduser() / f"{s.bench}-{Path(model).name}-{s.shots}shot"
         result.write(out)
         self.written.append(out)
-        Workspace.of(s.workspace, s.output_dir).save([out])
+        settings = [s.bench, model, s.shots, s.with_prompt, s.subject_list(), self.job.exam_data]  # the exam's job
+        Workspace.of(s.workspace, s.output_dir).save([out], job=json.dumps(settings, default=str))
         print("\n".join(exam_table(result)))
         published = published_row(model, s.bench, split=result.split)
         if published is not None and published.accuracy(s.shots) is not None:

@@ -26,7 +26,7 @@ from .base import Plan, Stage
 from .eval_session import CHINESE_SP_URL, EvalJob, EvalReport, EvalSession
 from .form import param
 from .memory import llama_cpp_needs, quantization_note, quantization_param, quantized_needs
-from .needs import MORE_DISK
+from .needs import MORE_DISK, access_needs
 from .workspace import AUTO, WORKSPACE_HELP, Workspace, locate
 
 BENCHES = ("ceval", "cmmlu", "none")
@@ -102,6 +102,8 @@ class EvalStage(Stage):
                                    detail="downloads; the tokenizers and benchmark data are a few MB"))
         job = EvalJob(model, sized.backend, sized.quantization, text, mc, data or None, compare,
                       other.quantization if other else None, earlier)
+        needs += access_needs(("model", model), ("model", compare if other else None),
+                              ("tokenizer", self.base_tokenizer))
         if exam is not None:
             notes.insert(0, self._time_note(job, exam, runtime))
         return Plan(self, runtime, needs, job, sized.notes + notes)

@@ -20,7 +20,6 @@ from ..catalog import ModelEntry
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..evaluate import ChunkSettings
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type
-from ..hubaccess import access_problem
 from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_path, imatrix_route,
                        imatrix_seconds, intermediate_path, offload_layers, route_recommended)
 from ..merge import (FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources,
@@ -29,7 +28,7 @@ from ..publish import ReleaseCard
 from ..util import UserError, human_bytes, human_seconds
 from .base import Plan, Stage, form_path
 from .form import param
-from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, listing_fallback
+from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
 OUTTYPES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "iq4_xs", "q3_k_m", "iq3_s", "iq3_xxs", "q2_k", "f16", "bf16",
@@ -236,10 +235,7 @@ class MergeStage(Stage):
 
     @staticmethod
     def _access_needs(job: MergeJob) -> list[Need]:
-        roles = [("base model", job.base), *(("LoRA", x) for x in job.loras), *([("patch", job.patch)] if job.patch
-                                                                                  else [])]
-        return [Need(f"access to {ref}", "the right to download it", "none", NO, problem)
-                for role, ref in roles if (problem := access_problem(ref, what=role))]
+        return access_needs(("base model", job.base), *(("LoRA", x) for x in job.loras), ("patch", job.patch))
 
     def _disk_need(self, job: MergeJob) -> Need:
         resources, route = job.resources, job.route

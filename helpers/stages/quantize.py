@@ -28,7 +28,7 @@ from ..util import UserError, human_bytes
 from .base import Plan, Stage, form_path
 from .form import param
 from .merge import release_inputs, release_target
-from .needs import GET_LLAMA, MORE_DISK, listing_fallback
+from .needs import GET_LLAMA, MORE_DISK, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
 PUBLISHED = {"plain": "", "im": "-im", "no": None}  # -> the suffix of the authors' file name (None: never use them)
@@ -152,6 +152,7 @@ class QuantizeStage(Stage):
         needs = [Need("GPU", "no GPU", runtime.gpu or "none")]
         if job.source != "published":
             needs.append(wheel_need("llama.cpp", runtime.llama_cpp, fix=GET_LLAMA))
+        needs += access_needs(*downloaded_from(job))
         needs += [Need("output name", f"{p.name} not to be an input", "it is the input", NO, "rename the input GGUF")
                   for p in job.outputs.values() if job.f16 is not None and p.resolve() == job.f16.resolve()]
         what = "the published GGUF(s)" if job.source == "published" else f"F16 GGUF and {len(types)} quantized file(s)"
@@ -314,6 +315,16 @@ class QuantizeStage(Stage):
     def headless(self, plan: Plan, result: QuantizeResult) -> QuantizeResult:
         """The notebook's quality cell (when ``QUALITY_TABLE`` asks for it), its rows kept in the result."""
         return QuantizeResult(result.f16, result.quants, tuple(self.quality(result)))
+
+
+def downloaded_from(job: QuantizeJob) -> list[tuple[str, str | None]]:
+    """``(role, ref)`` of every repo the run downloads from (the merge's inputs, the model converted, the release)."""
+    if job.source == "merge":
+        base, loras, patch = release_inputs(job.entry)
+        return [("base model", base), *(("LoRA", x) for x in loras), ("patch", patch)]
+    if job.source == "convert":
+        return [("model", job.entry.hub_id if job.entry is not None else job.ref)]
+    return [("GGUF release", hub_id) for hub_id, _ in job.downloads.values()]
 
 
 def _same_device(a: Path, folder: Path) -> bool:

@@ -8,6 +8,8 @@ notebook (and form values) that make it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +18,11 @@ from typing import Any, Iterable
 from .. import catalog
 from ..colab import NO, Need
 from ..env import get_secret, in_colab
-from ..gguf import DRIVE_ROOT, FLOAT_TYPES, WRITE_TYPES, gguf_sidecars
+from ..gguf import DRIVE_ROOT, FLOAT_TYPES, JOB_KEY, WRITE_TYPES, gguf_sidecars, read_metadata
 from ..publish import NO_TOKEN, ReleaseCard, Saved, copy_to_workspace, push_to_hub
-from ..util import UserError
+from ..util import UserError, read_json
 from .form import assignment
+from .jobname import FinetuneName
 
 AUTO = "auto"
 DRIVE_FOLDER = "chinese-llama-notebooks"  # under MyDrive
@@ -59,19 +62,26 @@ class Workspace:
 
         drive.mount(str(Path(DRIVE_ROOT).parent))
 
-    def save(self, paths: Iterable[Path]) -> list[Saved]:
+    def save(self, paths: Iterable[Path], *, job: str | None = None, replace: bool = False) -> list[Saved]:
         """Copy ``paths`` (files or folders) into the workspace, verified; what is already there is not copied. A
         GGUF's sidecars (its Ollama ``.Modelfile`` and ``.sha256``) go with it, so the workspace folder is what a
-        laptop needs; the list returned holds ``paths``' copies only."""
+        laptop needs; the list returned holds ``paths``' copies only.
+
+        A name the workspace holds with other contents is replaced only when the same job made it: ``job`` (an id
+        of the inputs and settings), else the job a merged output records in itself (:func:`made_by`), else the
+        same source file; or with ``replace`` (the user's explicit choice). Otherwise :class:`UserError`, and the
+        new output stays where it is.
+        """
         saved = []
         for path in paths:
             if path.exists() and path.resolve().parent != self.folder.resolve():
                 self.ready()
-                saved.append(copy_to_workspace(path, self.folder))
+                maker = job or made_by(path)
+                saved.append(copy_to_workspace(path, self.folder, job=maker, replace=replace))
                 print(saved[-1])
                 sidecars = gguf_sidecars(path) if path.suffix == ".gguf" else []
                 for extra in (p for p in sidecars if p.is_file()):
-                    copy_to_workspace(extra, self.folder, show_progress=False)
+                    copy_to_workspace(extra, self.folder, show_progress=False, job=maker, replace=replace)
         return saved
 
     def find(self, ref: str) -> Path | None:
@@ -80,6 +90,23 @@ class Workspace:
             return None
         candidate = self.folder / ref
         return candidate if candidate.exists() else None
+
+
+def made_by(path: Path) -> str | None:
+    """The job an output records in itself, as a short id: a merged GGUF's inputs and options (with its type), a
+    merged folder's ``merge.json``; None when it records none."""
+    record: object = None
+    if path.suffix == ".gguf" and path.is_file():
+        try:
+            meta = read_metadata(path, (JOB_KEY, "general.file_type"))
+        except UserError:
+            return None
+        record = [meta.get(JOB_KEY), meta.get("general.file_type")] if meta.get(JOB_KEY) else None
+    elif (path / "merge.json").is_file():
+        record = read_json(path / "merge.json", default={}).get("job")
+    if not record:
+        return None
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def push_needs(repo_id: str) -> list[Need]:
@@ -100,13 +127,14 @@ def push(paths: list[Path], repo_id: str, card: ReleaseCard) -> Any:
 
 def output_maker(name: str) -> str | None:
     """Which notebook, with which form values, makes an output called ``name`` (None: not a notebook output)."""
+    finetuned = FinetuneName.parse(name)
+    if finetuned is not None:
+        names, kind = finetuned
+        values = [assignment("base_model", names.base), assignment("mode", names.mode),
+                  f"{'data'.upper()} naming your '{names.data}' data", f"the settings of job {names.key}"]
+        return f"04_finetune_lora ({', '.join(values + ([assignment('outtype', kind)] if kind else []))})"
     m = re.fullmatch(r"(.+)-(" + "|".join(WRITE_TYPES) + r")\.gguf", name)
     stem, kind = (m.group(1), m.group(2)) if m else tuple((name.rsplit("-", 1) + [""])[:2])
-    base, _, mode = stem.rpartition("-")
-    if mode in ("sft", "pt") and base:
-        mode_of = assignment("mode", mode)
-        return f"04_finetune_lora ({assignment('base_model', base)}, {mode_of}" + (
-            f", {assignment('outtype', kind)})" if m else ")")
     release = next((e for e in (catalog.find(f"{stem}{s}") for s in ("-lora", ""))
                     if e is not None and e.kind in ("lora", "patch")), None)  # the patch keeps its suffix
     if release is None:

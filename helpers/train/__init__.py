@@ -5,7 +5,9 @@
   :mod:`.result`: :class:`FinetuneResult`;
 - :mod:`.plan`: the checks and choices made before loading; :mod:`.memory`: the peak-memory estimate (per GPU
   under DDP / ZeRO / FSDP); :mod:`.stats`: peak memory and wall time after loading and after training;
-- :mod:`.data`: Alpaca records (SFT) and text blocks (PT), tokenized with prompt-masked labels;
+- :mod:`.data`: Alpaca records (SFT) and text blocks (PT), tokenized with prompt-masked labels; :mod:`.datafile`:
+  local data read and checked (one line naming the file, the record or line from 1, the field, the fix);
+  :mod:`.datastats`: what will be trained (records, token lengths, the first example as trained);
   :mod:`.stream`: hub data sets and streamed corpora (``datasets``), split among the processes;
 - :mod:`.jobs`: the job a run's checkpoints belong to, and the resume policy (auto / yes / no);
 - :mod:`.dist`: running under torchrun / accelerate launch; :mod:`.launch`: DeepSpeed / accelerate configs and
@@ -19,19 +21,25 @@ from __future__ import annotations
 
 from .callbacks import in_notebook, loss_figure, read_loss_csv, save_loss_plot, trainer_callbacks, write_loss_csv
 from .compare import Comparison, compare_answers
-from .config import RESUME_CHOICES, FinetuneConfig, is_hub_dataset
+from .config import DATA_SUFFIXES, RESUME_CHOICES, FinetuneConfig, is_hub_dataset
 from .data import IGNORE, DataCollator, build_dataset, eot_id, group_texts, load_sft_records, pad_id_of, tokenize_sft
+from .datafile import check_record, read_pt_lines, read_sft_records
+from .datastats import DataStats, pt_stats, sft_stats
 from .dist import Launch, launch_context
 from .finetune import finetune
-from .jobs import CHECKPOINTS, ResumePlan, job_identity, list_checkpoints, plan_resume
+from .jobs import CHECKPOINTS, ResumePlan, job_identity, list_checkpoints, plan_resume, planned_job_key
 from .launch import LaunchFiles, accelerate_config, deepspeed_config, deepspeed_preset, write_launch_files
 from .memory import EMBEDDINGS, MemoryEstimate, detect_device, estimate_memory, memory_per_gpu
-from .result import FinetuneResult
+from .result import FinetuneResult, finished_record, result_from_record
+from .setup import resolve_template
 from .stats import StageStats, stage_stats
-from .records import hub_records
+from .records import hub_records, preview_hub_records
 from .stream import pack_batch, streamed_examples
 
-__all__ = ["CHECKPOINTS", "EMBEDDINGS", "IGNORE", "RESUME_CHOICES", "Comparison", "DataCollator", "FinetuneConfig", "FinetuneResult",
+__all__ = ["CHECKPOINTS", "DATA_SUFFIXES", "EMBEDDINGS", "IGNORE", "RESUME_CHOICES", "Comparison", "DataCollator",
+           "DataStats", "FinetuneConfig", "FinetuneResult", "check_record", "finished_record", "planned_job_key",
+           "preview_hub_records", "pt_stats", "read_pt_lines", "read_sft_records", "resolve_template",
+           "result_from_record", "sft_stats",
            "Launch", "LaunchFiles", "MemoryEstimate", "ResumePlan", "StageStats", "accelerate_config",
            "build_dataset", "compare_answers", "deepspeed_config", "deepspeed_preset", "detect_device", "eot_id",
            "estimate_memory", "finetune", "group_texts", "hub_records", "in_notebook", "is_hub_dataset",

@@ -8,7 +8,7 @@ from .config import FinetuneConfig
 
 FLAGS = {"load_in_4bit": "--4bit", "gradient_checkpointing": "--no-gradient-checkpointing",
          "check_memory": "--no-memory-check", "shuffle": "--no-shuffle", "streaming": "--streaming"}
-NOT_FLAGS = ("live_plot", "plot_every", "extra", "save_total_limit", "logging_steps")
+NOT_FLAGS = ("live_plot", "plot_every", "extra", "save_total_limit", "logging_steps", "job_key")
 
 
 def config_to_args(config: FinetuneConfig) -> list[str]:

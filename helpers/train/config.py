@@ -83,6 +83,8 @@ class FinetuneConfig:
         plot_every: steps between live plot updates / log lines.
         max_samples: use only the first N records (SFT) or blocks (PT).
         extra: more ``transformers.TrainingArguments`` keywords (e.g. ``{"optim": "paged_adamw_8bit"}``).
+        job_key: the id a notebook gave this job (:func:`.jobs.planned_job_key`), recorded in ``finetune.json`` so a
+            later plan recognises the finished run without loading anything; not part of what is trained.
     """
 
     base: str
@@ -123,6 +125,7 @@ class FinetuneConfig:
     plot_every: int = 10
     max_samples: int | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    job_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("base", "data", "out"):

@@ -5,14 +5,14 @@ and cut into ``block_size`` blocks. :class:`DataCollator` right-pads a batch.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..tokens import build_prompt, get_template
-from ..util import UserError, progress, read_utf8
+from ..util import UserError, progress
 from .config import is_hub_dataset
+from .datafile import read_pt_lines, read_sft_records
 
 if TYPE_CHECKING:
     from .config import FinetuneConfig
@@ -20,43 +20,10 @@ if TYPE_CHECKING:
 IGNORE = -100
 
 
-def _files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
-        if not files:
-            raise UserError(f"no {'/'.join(suffixes)} files in {path}")
-        return files
-    return [path]
-
-
 def load_sft_records(path: str | Path) -> list[dict]:
-    """Read Alpaca-format records from a JSON list, a JSONL file or a folder of ``*.json``/``*.jsonl``."""
-    records: list[dict] = []
-    for file in _files(Path(path), (".json", ".jsonl")):
-        text = read_utf8(file, what='a UTF-8 JSON/JSONL file of {"instruction", "input", "output"} records')
-        try:
-            if file.suffix.lower() == ".jsonl":
-                items = [json.loads(line) for line in text.splitlines() if line.strip()]
-            else:
-                items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{file} is not valid JSON ({exc}); SFT data is a list of "
-                            '{"instruction", "input", "output"} records') from None
-        if isinstance(items, dict):
-            items = items.get("data", items.get("train", [items]))
-        if not isinstance(items, list):
-            raise UserError(f"{file} must hold a list of instruction records")
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or not isinstance(item.get("instruction"), str) \
-                    or not isinstance(item.get("output"), str):
-                raise UserError(f"{file} record {i} needs string 'instruction' and 'output' fields "
-                                "(and optionally 'input'); got " + repr(item)[:120])
-            if item.get("input") is not None and not isinstance(item["input"], str):
-                raise UserError(f"{file} record {i}: 'input' must be a string")
-            records.append(item)
-    if not records:
-        raise UserError(f"{path} holds no instruction records")
-    return records
+    """Read Alpaca-format records from a JSON list, a JSONL file or a folder of ``*.json``/``*.jsonl``, every record
+    checked (:mod:`.datafile`: a bad one is one line naming the file, the record or line from 1, and the field)."""
+    return read_sft_records(path)
 
 
 def eot_id(tokenizer, template) -> int:
@@ -95,18 +62,6 @@ def group_texts(token_lists: Iterable[Sequence[int]], block_size: int) -> list[l
     """Concatenate token lists and cut them into ``block_size`` blocks (the remainder is dropped)."""
     flat = [t for ids in token_lists for t in ids]
     return [flat[i:i + block_size] for i in range(0, len(flat) - block_size + 1, block_size)]
-
-
-def read_pt_lines(path: str | Path) -> list[str]:
-    """The non-empty lines of a PT ``.txt`` file or folder of them (JSON is refused: it is SFT data)."""
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() in (".json", ".jsonl"):
-        raise UserError(f"{path} is JSON (instruction data?), but --mode pt trains on plain text: give a .txt file "
-                        "or folder, or use --mode sft for Alpaca JSON")
-    lines = []
-    for file in _files(path, (".txt",)):
-        lines += [ln for ln in read_utf8(file, what="UTF-8 text for pre-training").splitlines() if ln.strip()]
-    return lines
 
 
 def _pt_examples(config: FinetuneConfig, tokenizer) -> list[dict]:

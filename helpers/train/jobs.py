@@ -20,6 +20,7 @@ old run (adapter, tokenizer files, loss files), so nothing stale is left beside 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..hub import current_hub_id
 from ..tokens import tokenizer_files
 from ..util import UserError, read_json, remove, sample_digest, write_json
 
@@ -55,16 +57,12 @@ def _data_identity(config: FinetuneConfig) -> dict:
     return {"hub": config.data, "streaming": config.streaming, "text_column": config.text_column}
 
 
-def job_identity(config: FinetuneConfig, *, base_dir: Path, tok_dir: Path, template: str | None,
-                 modules_to_save: tuple[str, ...], world_size: int, zero_stage: int | None = None) -> dict:
-    """What a run trains, by content and settings (JSON-ready); equal dicts mean the same job.
-
-    The number of processes is not part of it (a DDP checkpoint resumes on any number with the same global
-    batch), except under DeepSpeed, whose checkpoints hold one optimizer partition per process."""
-    base_files = [f for pattern in _BASE_FILES for f in base_dir.glob(pattern)]
+def job_settings(config: FinetuneConfig, *, template: str | None, modules_to_save: tuple[str, ...], world_size: int,
+                 zero_stage: int | None = None) -> dict:
+    """Every setting of a run that changes what is trained (the part of :func:`job_identity` that is not an input's
+    content)."""
     return {
-        "base": _digests(base_dir, base_files), "tokenizer": _digests(tok_dir, tokenizer_files(tok_dir)),
-        "data": _data_identity(config), "mode": config.mode, "template": template,
+        "mode": config.mode, "template": template,
         "lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
         "target_modules": sorted(config.target_modules), "modules_to_save": sorted(modules_to_save),
         "max_steps": config.max_steps, "epochs": None if config.max_steps else config.epochs,
@@ -75,6 +73,33 @@ def job_identity(config: FinetuneConfig, *, base_dir: Path, tok_dir: Path, templ
         "load_in_4bit": config.load_in_4bit, "embedding_stage_steps": config.embedding_stage_steps,
         "deepspeed": None if zero_stage is None else {"zero_stage": zero_stage, "processes": world_size},
     }
+
+
+def job_identity(config: FinetuneConfig, *, base_dir: Path, tok_dir: Path, template: str | None,
+                 modules_to_save: tuple[str, ...], world_size: int, zero_stage: int | None = None) -> dict:
+    """What a run trains, by content and settings (JSON-ready); equal dicts mean the same job.
+
+    The number of processes is not part of it (a DDP checkpoint resumes on any number with the same global
+    batch), except under DeepSpeed, whose checkpoints hold one optimizer partition per process."""
+    base_files = [f for pattern in _BASE_FILES for f in base_dir.glob(pattern)]
+    return {"base": _digests(base_dir, base_files), "tokenizer": _digests(tok_dir, tokenizer_files(tok_dir)),
+            "data": _data_identity(config),
+            **job_settings(config, template=template, modules_to_save=modules_to_save, world_size=world_size,
+                           zero_stage=zero_stage)}
+
+
+def planned_job_key(config: FinetuneConfig, base: str, *, length: int = 8) -> str:
+    """A short id of the job ``config`` describes, known before anything is downloaded: the base by content when it
+    is a folder here, else by its hub id (a catalog name and its hub id are one base), the tokenizer as named, the
+    data by content and every setting of :func:`job_settings` as set (one process). Two runs with the same key
+    train the same job; any change of data or settings gives another key."""
+    folder = Path(base).expanduser()
+    base_ident = _digests(folder, [f for p in _BASE_FILES for f in folder.glob(p)]) if folder.is_dir() \
+        else current_hub_id(base)
+    ident = {"base": base_ident, "tokenizer": config.tokenizer, "data": _data_identity(config),
+             **job_settings(config, template=config.template, modules_to_save=config.modules_to_save or (),
+                            world_size=1)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def job_changes(old: dict, new: dict) -> list[str]:

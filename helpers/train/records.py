@@ -2,19 +2,22 @@
 or local shards; the columns SFT and PT read are checked with one error line."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..env import get_secret
 from ..hub import hub_endpoint
 from ..util import UserError
 from .config import is_hub_dataset
+from .datafile import check_record, json_kind
 
 if TYPE_CHECKING:
     from .config import FinetuneConfig
 
 _BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 SFT_COLUMNS = ("instruction", "output")
+PREVIEW_ROWS = 200  # rows of a hub data set the plan reads before anything is downloaded
 
 
 def load_records(config: FinetuneConfig, *, streaming: bool):
@@ -51,10 +54,50 @@ def check_columns(config: FinetuneConfig, columns: list[str] | None) -> None:
                         f"{', '.join(columns)}): {hint}")
 
 
+def hub_rows(config: FinetuneConfig, rows: Iterable[Any]) -> list[Any]:
+    """``rows`` of the hub data set checked as the mode reads them: SFT records (each with non-empty
+    ``instruction`` and ``output`` text, :func:`.datafile.check_record`; ``row N`` counts from 1) or PT texts (the
+    non-empty strings of the text column; anything else in it is refused)."""
+    out = []
+    for number, row in enumerate(rows, 1):
+        where = f"the data set {config.data} row {number}"
+        if config.mode == "pt":
+            text = row.get(config.text_column)
+            if text is not None and not isinstance(text, str):
+                raise UserError(f"{where}: '{config.text_column}' is {json_kind(text)}, not text: PT reads one text "
+                                "column (name it with --text-column)")
+            if text and text.strip():
+                out.append(text)
+            continue
+        record = check_record(dict(row), where)
+        out.append({"instruction": record["instruction"], "input": record.get("input") or "",
+                    "output": record["output"]})
+    return out
+
+
 def hub_records(config: FinetuneConfig) -> list[Any]:
-    """A hub data set, downloaded: SFT records (dicts with the Alpaca columns) or PT texts (non-empty strings)."""
+    """A hub data set, downloaded: SFT records (dicts with the Alpaca columns) or PT texts (non-empty strings),
+    every row checked (:func:`hub_rows`)."""
     ds = load_records(config, streaming=False)
     check_columns(config, list(ds.column_names))
-    if config.mode == "pt":
-        return [t for t in ds[config.text_column] if isinstance(t, str) and t.strip()]
-    return [{"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]} for r in ds]
+    return hub_rows(config, ds)
+
+
+def preview_hub_records(config: FinetuneConfig, rows: int = PREVIEW_ROWS) -> list[Any]:
+    """The schema and first ``rows`` rows of a hub data set, read as a stream (the whole set is not downloaded) and
+    checked as :func:`hub_records` checks every row.
+
+    Raises:
+        UserError: the set cannot be read, lacks the columns the mode reads, or a first row is bad.
+    """
+    ds = load_records(config, streaming=True)
+    try:
+        first = list(itertools.islice(iter(ds), rows))
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for a file it cannot parse
+        raise UserError(f"cannot read the rows of the data set {config.data} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}): check its files") from None
+    columns = list(ds.column_names) if ds.column_names else (list(first[0]) if first else None)
+    check_columns(config, columns)
+    if not first:
+        raise UserError(f"the data set {config.data} has no rows in its train split")
+    return hub_rows(config, first)

@@ -55,6 +55,14 @@ class FinetuneResult:
         return (f"FinetuneResult(out={str(self.out)!r}, steps={self.global_step}{loss}{resumed}, "
                 f"{self.steps_per_second:.2f} steps/s, {self.tokens_per_second:.0f} tokens/s)")
 
+    def summary(self) -> str:
+        """One line for the user: where the adapter is, the steps, the loss and the speed (or that it was reused)."""
+        loss = f", loss {self.first_loss:.4f} -> {self.last_loss:.4f}" if self.losses else ""
+        resumed = f", resumed from {Path(self.resumed_from).name}" if self.resumed_from else ""
+        speed = (f", {self.train_seconds:.0f} s ({self.steps_per_second:.2f} steps/s)" if self.train_seconds
+                 else " (trained earlier: nothing to train)")
+        return f"adapter {self.out}: {self.global_step} steps{loss}{resumed}{speed}"
+
     @property
     def adapter_dir(self) -> Path:
         """The folder to pass to the merge as ``--lora`` (same as ``out``)."""
@@ -70,6 +78,27 @@ class FinetuneResult:
 
 
 
+def finished_record(out: Path, job_key: str) -> dict | None:
+    """``finetune.json`` of a finished run of the job ``job_key`` (:attr:`FinetuneConfig.job_key`) in ``out``, its
+    adapter complete (a run writes that record last); None when ``out`` holds no such run. Reads two small files,
+    so a plan can ask it of a workspace before anything is downloaded."""
+    record = read_json(out / "finetune.json", default=None)
+    if not isinstance(record, dict) or (record.get("config") or {}).get("job_key") != job_key:
+        return None
+    return record if all((out / name).is_file() for name in RUN_OUTPUTS[:2]) else None
+
+
+def result_from_record(out: Path, record: dict, memory: MemoryEstimate | None = None) -> FinetuneResult:
+    """The :class:`FinetuneResult` of a finished run from its ``finetune.json`` (nothing trained now)."""
+    stats = tuple(StageStats(**s) for s in record.get("stats") or [])
+    return FinetuneResult(
+        out=out, global_step=int(record["global_step"]), losses=read_loss_csv(out / "loss.csv"),
+        resumed_from=record.get("resumed_from"), template=record.get("template"),
+        modules_to_save=tuple(record.get("modules_to_save") or ()), trainable_params=int(record["trainable_params"]),
+        train_seconds=0.0, steps_per_second=0.0, tokens_per_second=0.0, memory=memory, stats=stats,
+        world_size=int(record.get("world_size") or 1))
+
+
 def reuse_finished(config: FinetuneConfig, run: RunPlan, job: dict) -> FinetuneResult | None:
     """The result of this very job when OUT already holds its complete outputs (a rerun then loads nothing), else
     ``None``."""
@@ -79,10 +108,4 @@ def reuse_finished(config: FinetuneConfig, run: RunPlan, job: dict) -> FinetuneR
     if not record or record.get("job") != job or not all(p.is_file() for p in adapter):
         return None
     note(f"note: {out} already holds this job's adapter ({record['global_step']} steps): nothing to train")
-    stats = tuple(StageStats(**s) for s in record.get("stats") or [])
-    return FinetuneResult(
-        out=out, global_step=int(record["global_step"]), losses=read_loss_csv(out / "loss.csv"),
-        resumed_from=record.get("resumed_from"), template=record.get("template"),
-        modules_to_save=tuple(record.get("modules_to_save") or ()), trainable_params=int(record["trainable_params"]),
-        train_seconds=0.0, steps_per_second=0.0, tokens_per_second=0.0, memory=run.memory, stats=stats,
-        world_size=int(record.get("world_size") or 1))
+    return result_from_record(out, record, run.memory)

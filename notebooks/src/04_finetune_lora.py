@@ -14,10 +14,11 @@
 # | disk | 13.5 GB base + a few hundred MB of adapter | 26 GB |
 # | time | about 10 min per 100 steps at batch 1 x 8 | about twice |
 #
-# Data: a JSON list of `{"instruction", "input", "output"}` records (Alpaca format), a hub data set id, or
-# plain text for `pt`. Put your file in your workspace (your Google Drive folder) or upload it in the Files
-# panel and set `DATA`, or keep `sample` to try it. The adapter and the GGUF are saved to your workspace; a
-# rerun continues the same job, and trains from scratch when the data or the settings changed.
+# Data: a JSON list (or JSON Lines) of `{"instruction", "input", "output"}` records (Alpaca format), a hub data
+# set id, or plain text for `pt`. Put your file in your workspace (your Google Drive folder) or upload it in the
+# Files panel and set `DATA`, or keep `sample` to try it. Each job (data and settings) gets its own names, shown by
+# the check cell: the adapter and the GGUF are saved to your workspace under them, so another job never replaces
+# them. A rerun of the same job continues it, or, finished, reuses it without downloading anything.
 
 # %% [markdown]
 # ## Setup
@@ -37,9 +38,11 @@ if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPO
 
 # %% [markdown]
 # ## Does it fit this runtime?
-# Before the base model is downloaded: the memory estimate (weights, LoRA parameters with their optimizer
-# state, activations with gradient checkpointing), the GPU that QLoRA needs, and the disk. It stops here
-# (for example 13B in 16-bit on a T4) instead of crashing an hour later.
+# Before the base model is downloaded: your data, read and checked whole (a bad record stops here with its file,
+# line and field), what will be trained (records, token lengths, the first record as the model sees it), this
+# job's names, the memory estimate (weights, LoRA parameters with their optimizer state, activations with
+# gradient checkpointing), the GPU that QLoRA needs, access to a gated base, and the disk. It stops here (for
+# example 13B in 16-bit on a T4) instead of crashing an hour later.
 # (From a terminal: `python -m helpers colab-check 04 --colab t4 --set LOAD_IN_4BIT=false`.)
 
 # %%
@@ -50,7 +53,7 @@ plan = FinetuneStage.from_form(globals()).check()
 # %% [markdown]
 # ## Train
 # Downloads the base model, then trains; the loss plot updates while it trains. The adapter is saved to your
-# workspace when training ends; an interrupted run continues from its last checkpoint.
+# workspace when training ends; an interrupted run continues from its last checkpoint; a finished job is reused.
 
 # %%
 result = plan.run(globals())
@@ -61,7 +64,7 @@ result
 # The same prompt, answered by the base model and by the base model with the new adapter.
 
 # %%
-before, after = plan.stage.compare(result)
+before, after = plan.stage.compare(plan, result)
 
 # %% [markdown]
 # ## Merge the adapter into a GGUF
