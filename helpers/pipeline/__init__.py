@@ -1,8 +1,9 @@
-"""The offline demo job, end to end: demo assets -> merge -> GGUF -> quantize -> a reply.
+"""The offline demo job, end to end: demo assets -> merge, quantized in the same pass -> a reply.
 
-It runs the notebooks' own stages (:class:`helpers.stages.QuantizeStage`, then the llama.cpp back end) with their
-real defaults (``meta-llama/Llama-2-7b-hf`` + ``hfl/chinese-alpaca-2-lora-7b``), resolved to the tiny demo
-stand-ins through ``HELPERS_LOCAL_MODELS``. On CPU it takes well under a minute after setup.
+It runs notebook 01's own stage (:class:`helpers.stages.MergeStage`: the LoRA merged into its base and written as a
+quantized GGUF tensor by tensor, with no F16 file in between), then the llama.cpp back end, with the real defaults
+(``meta-llama/Llama-2-7b-hf`` + ``hfl/chinese-alpaca-2-lora-7b``) resolved to the tiny demo stand-ins through
+``HELPERS_LOCAL_MODELS``. On CPU it takes a few seconds after setup; a second run reuses the merge.
 
 - :func:`run_pipeline`; :mod:`.cli`: ``python -m helpers pipeline``.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ..chat import load_backend
 from ..demo import use_demo_assets
-from ..stages import QuantizeStage
+from ..stages import MergeStage
 from ..util import human_bytes
 
 DEFAULT_MODEL = "chinese-alpaca-2-7b-lora"
@@ -48,15 +49,16 @@ def run_pipeline(out: str | Path, *, model: str = DEFAULT_MODEL, qtype: str = "q
     timer = _Timer()
     assets = use_demo_assets(out / "assets", through_hub=False)  # offline whatever HF_ENDPOINT says
     timer.done("demo assets")
-    stage = QuantizeStage(model=model, quant_types=qtype, output_dir=str(out))
-    print(f"merging {model} into its base and quantizing to {qtype} (offline stand-ins from {assets})", flush=True)
+    stage = MergeStage(model=model, outtype=qtype, imatrix="no", output_dir=str(out))
+    print(f"merging {model} into its base, quantized to {qtype} in the same pass (offline stand-ins from {assets})",
+          flush=True)
     result = stage.check().run()
-    timer.done(f"merge -> GGUF f16 -> {qtype}")
-    quant = result.quants[stage.types()[0]]
+    timer.done(f"merge -> GGUF {qtype}")
+    quant = result.outputs[0]
     backend = load_backend(str(quant), backend="llama.cpp")
     reply = backend.chat(prompt, max_new_tokens=max_new_tokens, temperature=0.0, do_sample=False)
     timer.done("reply")
-    sizes = {p.name: p.stat().st_size for p in (result.f16, quant)}
+    sizes = {quant.name: quant.stat().st_size}
     print()
     for name, size in sizes.items():
         print(f"  {name:28s} {human_bytes(size)}")
@@ -65,5 +67,5 @@ def run_pipeline(out: str | Path, *, model: str = DEFAULT_MODEL, qtype: str = "q
     print(f"  reply:    {reply!r}")
     print("(the demo models are tiny and random, so the reply is not meaningful; in Colab the same steps run on the "
           "real models)")
-    return {"f16": result.f16, "quant": quant, "sizes": sizes, "reply": reply, "timings": timer.timings,
+    return {"quant": quant, "sizes": sizes, "reply": reply, "timings": timer.timings,
             "template": backend.template}
