@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.stages.eval_session import exam_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMS = "cllama-tests/ceval-05"  # a hub data set of this file's own (the twin keeps the first repo of an id)
 SUBJECTS = ["computer_network", "law"]
@@ -68,7 +70,8 @@ def test_run_05_scores_writes_the_files_and_compares_with_an_earlier_results_fol
     drive = tmp_path / "drive"
     first = helpers_run(tmp_path / "rt1", "05", *sets(**eval_form(demo, tmp_path / "rt1" / "out", drive)))
     assert first.returncode == 0, first.stderr
-    folder = "ceval-chinese-alpaca-2-7b-5shot"
+    folder = exam_folder("ceval", "chinese-alpaca-2-7b", 5, data=EXAMS)  # the job's own name: not the default data
+    assert folder.startswith("ceval-chinese-alpaca-2-7b-5shot-") and f"results in {folder}" in first.stdout
     for where in (tmp_path / "rt1" / "out", drive):
         summary = json.loads((where / folder / "summary.json").read_text(encoding="utf-8"))
         assert summary["All"]["num"] == 6 and (where / folder / "predictions.json").is_file()
@@ -101,6 +104,21 @@ def test_the_05_check_refuses_data_it_cannot_read_before_any_download(exam_hub, 
     ok = helpers_run(tmp_path / "rt", "05", *sets(EXAM_DATA=EXAMS, MODEL="chinese-alpaca-2-7b-gguf"),
                      command="colab-check")
     assert ok.returncode == 0 and "ceval: 6 questions" in ok.stdout, ok.stdout + ok.stderr
+    assert f"results in {exam_folder('ceval', 'chinese-alpaca-2-7b-gguf', 5, data=EXAMS)}" in ok.stdout
+
+
+def test_each_benchmark_job_has_its_own_results_folder():
+    """The releases' run keeps the README's name; other subjects, data or prompts get the key of what differs, the
+    same for the same job (subjects in any order), so a second job never lands on the first one's results."""
+    default = exam_folder("ceval", "/content/m/chinese-alpaca-2-7b/", 5)
+    assert default == "ceval-chinese-alpaca-2-7b-5shot"
+    others = {exam_folder("ceval", "chinese-alpaca-2-7b", 5, subjects=["law"]),
+              exam_folder("ceval", "chinese-alpaca-2-7b", 5, subjects=["law", "computer_network"]),
+              exam_folder("ceval", "chinese-alpaca-2-7b", 5, data="me/my-ceval"),
+              exam_folder("ceval", "chinese-alpaca-2-7b", 5, with_prompt=False)}
+    assert len(others) == 4 and all(re.fullmatch(default + r"-[0-9a-f]{8}", o) for o in others)
+    assert (exam_folder("ceval", "m", 0, subjects=["law", "computer_network"])
+            == exam_folder("ceval", "m", 0, subjects=["computer_network", "law"]))
 
 
 def test_the_05_check_takes_a_results_folder_of_the_same_questions_only(exam_hub, tmp_path):

@@ -3,6 +3,7 @@ and how it is loaded, the data, what ``COMPARE_WITH`` is), and :class:`EvalRepor
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 import urllib.request
@@ -47,6 +48,19 @@ def fetch_file(ref: str, out_dir: str | Path, *, sha256: str | None = None) -> P
         raise UserError(f"{ref} downloaded with another SHA256 than the released file's ({sha256}); the copy was "
                         "removed: run again, or give the file's path")
     return target
+
+
+def exam_folder(bench: str, model: str, shots: int, *, with_prompt: bool = True, subjects: list[str] | None = None,
+                data: str | None = None) -> str:
+    """The results folder of one benchmark job: ``ceval-<model>-5shot`` for the benchmark as the releases ran it
+    (every subject, the default data, the template on), else that name with the 8-hex key of the settings that
+    differ, so a run on other subjects, data or prompts never lands on an earlier job's results
+    (``ceval-<model>-5shot-1a2b3c4d``), and a rerun of the same job finds its own."""
+    name = f"{bench}-{Path(str(model).rstrip('/')).name}-{shots}shot"
+    if with_prompt and not subjects and not data:
+        return name
+    settings = json.dumps([with_prompt, sorted(subjects or []), data or ""])
+    return f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -110,7 +124,8 @@ class EvalSession:
                                                                                        self.job.compare_quantization)
         result = run_exam(model, s.bench, data=self.job.exam_data, shots=s.shots, with_prompt=s.with_prompt,
                           subjects=s.subject_list(), quantization=quant)
-        out = Path(s.output_dir).expanduser() / f"{s.bench}-{Path(model).name}-{s.shots}shot"
+        out = Path(s.output_dir).expanduser() / exam_folder(s.bench, model, s.shots, with_prompt=s.with_prompt,
+                                                             subjects=s.subject_list(), data=self.job.exam_data)
         result.write(out)
         self.written.append(out)
         settings = [s.bench, model, s.shots, s.with_prompt, s.subject_list(), self.job.exam_data]  # the exam's job

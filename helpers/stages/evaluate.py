@@ -23,7 +23,7 @@ from ..evaluate import (MC_WINDOW, PPL_WINDOW, PREDICTIONS, ExamData, ExamResult
 from ..hub import require_online
 from ..util import UserError
 from .base import Plan, Stage
-from .eval_session import CHINESE_SP_URL, EvalJob, EvalReport, EvalSession
+from .eval_session import CHINESE_SP_URL, EvalJob, EvalReport, EvalSession, exam_folder
 from .form import param
 from .memory import llama_cpp_needs, quantization_note, quantization_param, quantized_needs
 from .needs import MORE_DISK, access_needs
@@ -188,7 +188,10 @@ class EvalStage(Stage):
         estimate = plan_exam(job.model, self.bench, exam=exam, with_prompt=self.with_prompt,
                              quantization=job.quantization, runtime="t4" if runtime.gpu else "cpu")
         twice = job.compare_with and not job.earlier
-        return f"{self.bench}: {estimate.text()}" + (f" (twice: {self.compare_with} too)" if twice else "")
+        folders = [exam_folder(self.bench, m, self.shots, with_prompt=self.with_prompt, subjects=self.subject_list(),
+                               data=job.exam_data) for m in (job.model, job.compare_with if twice else None) if m]
+        return (f"{self.bench}: {estimate.text()}" + (f" (twice: {self.compare_with} too)" if twice else "")
+                + f"; results in {', '.join(folders)}")
 
     def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = [] if self.quantization == "4bit" else [{"quantization": "4bit"}]
