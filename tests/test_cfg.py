@@ -259,6 +259,31 @@ def test_notebook_check_refuses_a_negative_scale_and_skips_speculative_decoding(
     assert any("ignored while CFG sampling is off" in n for n in off.notes)
 
 
+@pytest.mark.parametrize("model", ["chinese-alpaca-2-7b", "chinese-alpaca-2-7b-gguf"])
+def test_the_check_counts_the_negative_branchs_kv_cache(monkeypatch, model):
+    """CFG keeps a second KV cache (transformers' negative batch row, llama.cpp's second context): on a T4 the check's
+    memory row grows by exactly one more KV cache of the chat's size (llama.cpp: and one more context's overhead)."""
+    from helpers.colab import Runtime
+    from helpers.colab.sizing import kv_cache_bytes, model_files
+    from helpers.stages import ChatStage
+    from helpers.stages.memory import CHAT_CONTEXT, RUNTIME_OVERHEAD
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t4 = Runtime.free_colab(gpu=True, setup=ChatStage.SETUP)
+
+    def memory(scale: float):
+        plan = ChatStage(model=model, cfg_scale=scale, draft_model="", start_server=False).plan(t4)
+        return next(n for n in plan.needs if n.what in ("GPU memory", "RAM") and "KV cache" in n.need)
+
+    plain, guided = memory(1.0), memory(1.5)
+    config = model_files("chinese-alpaca-2-7b").config
+    gguf = model.endswith("-gguf")
+    extra = kv_cache_bytes(config, CHAT_CONTEXT, **({} if gguf else {"bytes_per_value": 2}))
+    extra += RUNTIME_OVERHEAD if gguf else 0
+    assert guided.amount - plain.amount == extra
+    assert f"2 x {CHAT_CONTEXT}-token KV cache (CFG)" in guided.need
+
+
 def test_notebook_form_reaches_the_chat(demo):
     """CFG_SCALE and NEGATIVE_PROMPT: the reply notebook 03 streams is the guided one (Chinese-Alpaca-2's stand-in,
     the release's sampling defaults with the same random draws)."""

@@ -167,13 +167,15 @@ class ChatStage(Stage):
             return Plan(self, runtime, [Need("back end", f"one that loads {kind}", backend, NO, "")],
                         ChatJob(model, backend, None, None, None))
         draft = self._draft(model, backend, notes)
+        kv_copies = 1 if self.cfg_scale == 1 else 2  # CFG sampling's negative branch keeps a KV cache of its own
         if backend == "llama.cpp":
-            needs, download = llama_cpp_needs(gguf, runtime, "model")
+            needs, download = llama_cpp_needs(gguf, runtime, "model", kv_copies=kv_copies)
             quant, notes = None, quantization_note(self.quantization) + notes
         else:
             drafted = transformers_loaded(draft, None, runtime) if draft else None  # as speculative() loads it
             needs, download, quant = quantized_needs(model, self.quantization, runtime, n_ctx=CHAT_CONTEXT,
-                                                     fix="a smaller model or its GGUF with llama.cpp", draft=drafted)
+                                                     fix="a smaller model or its GGUF with llama.cpp", draft=drafted,
+                                                     kv_copies=kv_copies)
         server, server_needs, server_download = self._server(backend, gguf, runtime)
         needs = [bytes_need("disk", download + server_download, runtime.disk, fix=MORE_DISK, detail="downloads"),
                  *needs, *server_needs, *self._guidance(backend, notes),
@@ -195,7 +197,7 @@ class ChatStage(Stage):
         against = (f"{self.assignment('negative_prompt', self.negative_prompt)} in the system prompt's place"
                    if self.negative_prompt else "the question's last token")
         notes.append(f"note: CFG sampling (scale {self.cfg_scale:g}) against {against}, through {how}: every token "
-                     "also runs through the negative branch, whose KV cache (up to the chat's size) is not counted above")
+                     "also runs through the negative branch, whose KV cache is counted above (2 x)")
         return []
 
     def _draft(self, model: str, backend: str, notes: list[str]) -> str | None:

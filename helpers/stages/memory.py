@@ -35,12 +35,19 @@ class Loaded:
     config: dict
 
 
-def llama_cpp_needs(gguf: GGUFFile, rt: Runtime, what: str, *, n_ctx: int = CHAT_CONTEXT) -> tuple[list[Need], int]:
-    """llama.cpp running ``gguf``: the wheel, and its memory on the GPU (CUDA wheel) or in RAM; and the download."""
+def _kv_words(n_ctx: int, kv_copies: int) -> str:
+    """``4096-token KV cache``, or with CFG sampling's negative branch ``2 x 4096-token KV cache (CFG)``."""
+    return f"{n_ctx}-token KV cache" if kv_copies == 1 else f"{kv_copies} x {n_ctx}-token KV cache (CFG)"
+
+
+def llama_cpp_needs(gguf: GGUFFile, rt: Runtime, what: str, *, n_ctx: int = CHAT_CONTEXT,
+                    kv_copies: int = 1) -> tuple[list[Need], int]:
+    """llama.cpp running ``gguf``: the wheel, and its memory on the GPU (CUDA wheel) or in RAM; and the download.
+    ``kv_copies`` contexts share the weights (CFG sampling's negative branch is a second one)."""
     config = gguf.config or {}
     n_ctx = min(int(config.get("max_position_embeddings") or n_ctx), n_ctx)
-    mem = gguf.size + (kv_cache_bytes(config, n_ctx) if config else 0) + RUNTIME_OVERHEAD
-    detail = f"{what} {gguf.name} {human_bytes(gguf.size)} + {n_ctx}-token KV cache"
+    mem = gguf.size + kv_copies * ((kv_cache_bytes(config, n_ctx) if config else 0) + RUNTIME_OVERHEAD)
+    detail = f"{what} {gguf.name} {human_bytes(gguf.size)} + {_kv_words(n_ctx, kv_copies)}"
     if rt.llama_cpp_gpu:
         need = bytes_need("GPU memory", mem, rt.vram, detail=detail, slow_fix="fewer layers on the GPU (n_gpu_layers)")
     else:
@@ -81,14 +88,15 @@ def quantized(asked: str, rt: Runtime) -> tuple[list[Need], str | None]:
 
 
 def quantized_needs(ref: str, asked: str, rt: Runtime, *, n_ctx: int, fix: str, logits_positions: int = 0,
-                    draft: Loaded | None = None) -> tuple[list[Need], int, str | None]:
+                    draft: Loaded | None = None, kv_copies: int = 1) -> tuple[list[Need], int, str | None]:
     """``ref`` loaded by transformers with the form's ``QUANTIZATION`` (``asked``): the rows of :func:`quantized`
     and :func:`transformers_needs` (with a ``draft`` model beside it), the download, the quantization used."""
     needs, quant = quantized(asked, rt)
     loaded = transformers_loaded(ref, quant, rt)
     if draft is not None:
         loaded = beside(loaded, draft, "draft", rt, n_ctx=n_ctx)
-    needs += transformers_needs(loaded, rt, n_ctx=n_ctx, logits_positions=logits_positions, fix=fix)
+    needs += transformers_needs(loaded, rt, n_ctx=n_ctx, logits_positions=logits_positions, fix=fix,
+                                kv_copies=kv_copies)
     return needs, loaded.download, quant
 
 
@@ -100,15 +108,16 @@ def quantization_note(asked: str) -> list[str]:
 
 
 def transformers_needs(loaded: Loaded, rt: Runtime, *, n_ctx: int, logits_positions: int = 0,
-                       fix: str) -> list[Need]:
-    """Memory rows for a transformers model (with its KV cache of ``n_ctx`` tokens and the float32 logits of
-    ``logits_positions`` positions): GPU memory and the libraries' RAM on a GPU, else RAM."""
+                       fix: str, kv_copies: int = 1) -> list[Need]:
+    """Memory rows for a transformers model (with ``kv_copies`` KV caches of ``n_ctx`` tokens: 2 with CFG sampling's
+    negative branch, and the float32 logits of ``logits_positions`` positions): GPU memory and the libraries' RAM on
+    a GPU, else RAM."""
     config = loaded.config
     n_ctx = min(int(config.get("max_position_embeddings") or n_ctx), n_ctx)
     on_gpu = rt.gpu is not None
-    mem = loaded.memory + kv_cache_bytes(config, n_ctx, bytes_per_value=2 if on_gpu else 4) + RUNTIME_OVERHEAD
-    mem += logits_positions * int(config["vocab_size"]) * 4
-    detail = loaded.detail + f" + {n_ctx}-token KV cache" + (" and logits" if logits_positions else "")
+    kv = kv_copies * kv_cache_bytes(config, n_ctx, bytes_per_value=2 if on_gpu else 4)
+    mem = loaded.memory + kv + RUNTIME_OVERHEAD + logits_positions * int(config["vocab_size"]) * 4
+    detail = loaded.detail + f" + {_kv_words(n_ctx, kv_copies)}" + (" and logits" if logits_positions else "")
     if on_gpu:
         return [bytes_need("GPU memory", mem, rt.vram, detail=detail, fix=fix),
                 bytes_need("RAM", TORCH_PROCESS_BYTES, rt.ram, fix=MORE_RAM, detail="libraries; weights go to the GPU")]
