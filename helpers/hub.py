@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import os
 import sys
 from pathlib import Path
@@ -257,33 +258,78 @@ def download_small_files(repo_id: str, *, what: str = "model") -> Path:
     return _download(hub_id, allow_patterns=None, ignore_patterns=[*_OTHER_WEIGHTS, "original/*"], what=what)
 
 
-def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[str, tuple[str, tuple[int, ...], int]]]:
-    """``{shard: {tensor: (dtype, shape, data start)}}`` of a hub repo's safetensors shards, read with HTTP range
-    requests (a few hundred kB), before any shard is downloaded."""
-    from huggingface_hub import HfApi
+HEADER_FIRST_BYTES = 100_000  # what the first request asks for: most headers fit (huggingface_hub's own guess)
+HEADER_LIMIT = 100_000_000  # safetensors' own bound on a header's length
 
+
+def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[str, tuple[str, tuple[int, ...], int]]]:
+    """``{shard: {tensor: (dtype, shape, data start)}}`` of a hub repo's safetensors files (its shards, or its one
+    ``model.safetensors``), each read from the start of the file (:func:`safetensors_file_header`), before any shard
+    is downloaded."""
     hub_id = current_hub_id(repo_id)
-    require_online(hub_id, what)
-    remote = _remote()
-    with quiet_hub_logs(), _hub_errors(hub_id, what):
-        meta = retrying(lambda: HfApi(endpoint=remote.endpoint).get_safetensors_metadata(hub_id, token=remote.token),
-                        remote=remote, what=f"the safetensors headers of {hub_id}")
-    return {shard: {name: (t.dtype, tuple(t.shape), int(t.data_offsets[0])) for name, t in info.tensors.items()}
-            for shard, info in meta.files_metadata.items()}
+    names = file_listing(hub_id, what=what)
+    if "model.safetensors.index.json" in names:
+        index = json.loads(fetch_file(hub_id, "model.safetensors.index.json", what=what).read_text(encoding="utf-8"))
+        shards = sorted(set((index.get("weight_map") or {}).values()))
+    else:
+        shards = sorted(n for n in names if n.endswith(".safetensors") and "/" not in n)
+    return {shard: _tensors(_read_header(hub_id, shard, what=what)) for shard in shards}
 
 
 def safetensors_file_header(repo_id: str, filename: str, *, what: str = "model") -> dict[str, tuple[int, ...]]:
-    """``{tensor: shape}`` of one safetensors file of a hub repo, read with an HTTP range request (its header
-    only)."""
-    from huggingface_hub import HfApi
+    """``{tensor: shape}`` of one safetensors file of a hub repo, read from the start of the file: a streamed
+    request closed once the header is in, so a mirror that ignores ``Range`` (answering 200 with the whole file,
+    as olah does) costs the header's bytes, not the file's."""
+    return {name: shape for name, (_dtype, shape, _start) in
+            _tensors(_read_header(current_hub_id(repo_id), filename, what=what)).items()}
 
-    hub_id = current_hub_id(repo_id)
+
+def _tensors(header: dict) -> dict[str, tuple[str, tuple[int, ...], int]]:
+    return {name: (t["dtype"], tuple(t["shape"]), int(t["data_offsets"][0]))
+            for name, t in header.items() if name != "__metadata__"}
+
+
+def _read_header(hub_id: str, filename: str, *, what: str) -> dict:
+    """The JSON header of a safetensors file on the hub (retried as every hub call is)."""
     require_online(hub_id, what)
     remote = _remote()
     with quiet_hub_logs(), _hub_errors(hub_id, what):
-        meta = retrying(lambda: HfApi(endpoint=remote.endpoint).parse_safetensors_file_metadata(
-            hub_id, filename, token=remote.token), remote=remote, what=f"the header of {hub_id}/{filename}")
-    return {name: tuple(t.shape) for name, t in meta.tensors.items()}
+        return retrying(lambda: _header_bytes(hub_id, filename, remote), remote=remote,
+                        what=f"the header of {hub_id}/{filename}")
+
+
+def _header_bytes(hub_id: str, filename: str, remote: Remote) -> dict:
+    """Read the 8-byte length and the header from the start of the file with streamed GETs, each closed as soon as
+    what it was for has arrived, whatever the server does with ``Range`` (206 with the bytes asked, or 200 with the
+    whole file)."""
+    from huggingface_hub import constants, get_session, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+
+    url = hf_hub_url(hub_id, filename, endpoint=remote.endpoint)
+    want, data = HEADER_FIRST_BYTES, b""
+    for _ in range(2):  # a header longer than the first request's bytes takes a second one
+        headers = {**build_hf_headers(token=remote.token), "Range": f"bytes=0-{want - 1}"}
+        buf = bytearray()
+        with get_session().stream("GET", url, headers=headers, follow_redirects=True,
+                                  timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as response:
+            hf_raise_for_status(response)
+            for chunk in response.iter_bytes():
+                buf += chunk
+                if len(buf) >= 8:
+                    want = 8 + int.from_bytes(buf[:8], "little")
+                    if want - 8 > HEADER_LIMIT:
+                        raise UserError(f"{hub_id}/{filename} is not a safetensors file (a header of {want - 8} bytes)")
+                    if len(buf) >= want:
+                        break
+        data = bytes(buf)
+        if len(data) >= max(want, 8):
+            break
+    if len(data) < 8 or len(data) < want:
+        raise UserError(f"{hub_id}/{filename}: the hub sent {len(data)} bytes, fewer than its safetensors header")
+    try:
+        return json.loads(data[8:want])
+    except ValueError as err:
+        raise UserError(f"{hub_id}/{filename} is not a safetensors file (its header is not JSON: {err})") from None
 
 
 def require_online(hub_id: str, what: str) -> None:

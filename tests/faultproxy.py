@@ -10,7 +10,8 @@ hub twin (``tests/hubtwin.py``) and misbehaves as a flaky mirror does, on the re
   ``path`` regular expression and whose ``Range`` header (``""`` when none) matches ``range`` (``re.search``);
   ``times=-1``: to all of them;
 - :attr:`FaultProxy.log` lists every request: method, path, the status sent, the ``Range`` asked for, the time it
-  came and the fault applied.
+  came, the fault applied and the body bytes the client took before it hung up (``sent``: the body is written in
+  64 kB pieces, so a client that closes early stops it, give or take the sockets' buffers).
 
 Runs in a thread of the test process (``http.server``), so CLI subprocesses reach it at :attr:`FaultProxy.endpoint`.
 """
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
         "content-length", "host"}
 _KINDS = ("status", "drop", "delay", "corrupt")
+_PIECE = 64 * 1024
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Logged:
     range: str
     time: float
     fault: str = ""
+    sent: int = 0
 
 
 @dataclass
@@ -188,7 +191,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.wfile.write(body)
+        for at in range(0, len(body), _PIECE):
+            try:
+                self.wfile.write(body[at:at + _PIECE])
+            except OSError:  # the client hung up
+                self.close_connection = True
+                return
+            entry.sent = at + len(body[at:at + _PIECE])
 
     def _answer_status(self, fault: Fault) -> None:
         body = b'{"error": "injected fault"}' if self.command != "HEAD" else b""

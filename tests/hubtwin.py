@@ -248,12 +248,18 @@ def build_mirror_from(root: str | Path, stage: "Callable[[Path], dict[str, Path]
 _DATASET_LFS = frozenset({".parquet", ".zip", ".tar", ".gz", ".arrow"})  # the hub's .gitattributes sends these to LFS
 
 
-def add_dataset_repo(mirror: str | Path, hub_id: str, files: str | Path | dict[str, str | bytes]) -> Path:
+def add_model_repo(mirror: str | Path, hub_id: str, files: str | Path | dict[str, str | bytes]) -> Path:
+    """As :func:`add_dataset_repo`, a model repo (at ``mirror/models/<hub id>``; weights are Git LFS objects)."""
+    return add_dataset_repo(mirror, hub_id, files, kind="models")
+
+
+def add_dataset_repo(mirror: str | Path, hub_id: str, files: str | Path | dict[str, str | bytes], *,
+                     kind: str = "datasets") -> Path:
     """Serve ``files`` (a folder, or ``{path in the repo: text or bytes}``) as the data set repo ``hub_id`` of a built
     twin, at ``mirror/datasets/<hub id>``; data files (parquet, archives) are Git LFS objects, as on the hub. A running
     twin serves it at once (olah reads its mirrors on each request). An existing repo of that id is kept as it is, so
     tests sharing a twin can each add theirs. Returns its folder."""
-    repo = Path(mirror) / "datasets" / hub_id
+    repo = Path(mirror) / kind / hub_id
     if repo.is_dir():
         return repo
     work = repo.with_name(repo.name + ".partial")
