@@ -97,7 +97,7 @@ class Plan:
                 print(f"the parameters changed since the check ({changed}): checking them again")
                 return current.check().run()
         self.check()
-        with CellStats(self.stage.NOTEBOOK.split("_", 1)[1].replace("_", " ")):
+        with CellStats(self.stage.step_name()):
             return self.stage.execute(self)
 
 
@@ -123,6 +123,10 @@ class Stage(Form):
     def settings(self) -> str:
         """One line naming what the parameters ask for (the report's title)."""
         return ", ".join(f"{f.name}={getattr(self, f.attr)!r}" for f in self.form_fields()[:3])
+
+    def step_name(self) -> str:
+        """What the run cell does, for its cost line (``quantize gguf: 12.3 s, ...``)."""
+        return self.NOTEBOOK.split("_", 1)[1].replace("_", " ")
 
     def make_plan(self, runtime: Runtime) -> Plan:
         """The plan on ``runtime`` (without fixes)."""
