@@ -10,7 +10,8 @@ Sources use the percent format (``# %%`` code cells, ``# %% [markdown]`` text ce
   is importable;
 * a code cell whose first line is ``# %% parameters`` becomes the parameters form, rendered from the notebook's
   stage (:data:`helpers.stages.STAGES`: one ``NAME = default  # @param ...`` per field, its help above it), tagged
-  ``parameters``; the cell's own lines (the smoke-mode override) follow the form.
+  ``parameters``. It holds the users' form only: smoke mode's stand-in settings are the stage's
+  (:mod:`helpers.stages.smoke`), applied to the entries left at their defaults.
 
 Outputs are never written, so the notebooks are committed clean.
 
@@ -102,11 +103,15 @@ def literal(value: object) -> str:
 
 
 def parameters_cell(name: str, tail: str) -> str:
-    """The form of notebook ``name``'s stage, then ``tail`` (the smoke-mode override)."""
-    lines = ["import os", ""]
+    """The form of notebook ``name``'s stage (a source's own lines in that cell are refused: the form is the
+    stage's)."""
+    if tail.strip():
+        raise SystemExit(f"{name}: the parameters cell is the stage's form only; move {tail.splitlines()[0]!r} into "
+                         "the stage (smoke settings: its smoke_values)")
+    lines: list[str] = []
     for f in stage_of(name).form_fields():
         lines += [f"# {f.entry.help}", f"{f.name} = {literal(f.default)}  {f.annotation()}"]
-    return "\n".join(lines) + ("\n\n" + tail if tail else "")
+    return "\n".join(lines)
 
 
 def setup_cell(name: str) -> str:

@@ -122,6 +122,9 @@ class MergeStage(Stage):
         route = f" (importance matrix via {self.intermediate})" if self.uses_route() else ""
         return f"{self.model} -> {self.output_format} {self.outtype}{route}"
 
+    def smoke_values(self, demo: Path) -> dict[str, Any]:
+        return {"outtype": "iq3_xxs", "imatrix_chunks": 4}  # the importance-matrix route, on the calibration stand-in
+
     def step_name(self) -> str:
         """``merge lora`` or ``merge patch``, as the release is."""
         return f"merge {catalog.get(self.model).kind}" if catalog.find(self.model) is not None else "merge"

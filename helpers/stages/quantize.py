@@ -152,6 +152,12 @@ class QuantizeStage(Stage):
     def settings(self) -> str:
         return f"{self.input_path or self.model} -> {self.quant_types}"
 
+    def smoke_values(self, demo: Path) -> dict[str, Any]:
+        values = {"model": "chinese-alpaca-2-7b-lora", "quant_types": "q8_0,q4_k_m", "published": "no",
+                  "quality_table": True, "eval_text": str(demo / "data" / "heldout_zh.txt")}
+        trained = os.environ.get("NOTEBOOK_TRAINED_GGUF")  # the tests' trained model (SmolLM2-135M, F16): the
+        return {**values, "input_path": trained} if trained else values  # table measures a trained model
+
     def types(self) -> tuple[str, ...]:
         return parse_types(self.quant_types)
 

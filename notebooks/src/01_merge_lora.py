@@ -40,12 +40,6 @@
 # Gated base models (Llama-2/3) need your Hugging Face token as the `HF_TOKEN` secret (key icon).
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids, tiny stand-ins (from HF_ENDPOINT if set)
-    from helpers.demo import use_demo_assets
-
-    use_demo_assets()
-    OUTPUT_DIR, WORKSPACE = "smoke-output/01_merge", "smoke-output/01_drive"  # a folder standing in for Drive
-    OUTTYPE, IMATRIX_CHUNKS = "iq3_xxs", 4  # the importance-matrix route, on the twin's calibration stand-in
 
 # %% [markdown]
 # ## Does it fit this runtime?

@@ -28,15 +28,6 @@
 # ## Parameters
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins for the same hub ids (from HF_ENDPOINT if set)
-    from helpers.demo import use_demo_assets
-
-    DEMO = use_demo_assets()
-    MODEL, QUANT_TYPES, PUBLISHED, QUALITY_TABLE = "chinese-alpaca-2-7b-lora", "q8_0,q4_k_m", "no", True
-    OUTPUT_DIR, WORKSPACE = "smoke-output/02_quantize", "smoke-output/02_drive"
-    EVAL_TEXT = str(DEMO / "data" / "heldout_zh.txt")
-    if os.environ.get("NOTEBOOK_TRAINED_GGUF"):  # the tests' real trained model (SmolLM2-135M, F16): the quality
-        INPUT_PATH = os.environ["NOTEBOOK_TRAINED_GGUF"]  # table measures a trained model, not random weights
 
 # %% [markdown]
 # ## Does it fit this runtime?

@@ -25,16 +25,6 @@
 # ## Parameters
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set), CPU, short replies
-    from helpers.demo import use_demo_assets
-
-    use_demo_assets()
-    QUANTIZATION, MAX_NEW_TOKENS, WORKSPACE = "none", 16, "smoke-output/03_drive"
-    if not os.environ.get("HF_ENDPOINT"):  # offline, the demo assets hold no GGUF release repo: make a GGUF
-        from helpers.stages import QuantizeStage
-
-        SERVER_MODEL = str(QuantizeStage(model="chinese-alpaca-2-7b", quant_types="q8_0",
-                                         output_dir="smoke-output/03_inference").check().run().f16)
 
 # %% [markdown]
 # ## Does it fit this runtime?

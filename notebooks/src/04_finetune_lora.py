@@ -29,12 +29,6 @@
 # ## Parameters
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set), a few CPU steps
-    from helpers.demo import use_demo_assets
-
-    use_demo_assets()
-    LOAD_IN_4BIT, MAX_STEPS, LEARNING_RATE, LORA_R, LORA_ALPHA = False, 6, 1e-3, 8, 16
-    OUTPUT_DIR, WORKSPACE, STRATEGY, GPUS = "smoke-output/04_finetune", "smoke-output/04_drive", "ddp", 2
 
 # %% [markdown]
 # ## Does it fit this runtime?

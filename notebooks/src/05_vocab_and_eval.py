@@ -30,16 +30,6 @@
 # back instead of scored again.
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set)
-    from helpers.demo import use_demo_assets
-
-    DEMO = use_demo_assets()
-    from helpers.evaluate import write_standin
-
-    EXAM_DATA, COMPARE_WITH = str(write_standin("smoke-output/05_ceval", "ceval")), "chinese-alpaca-2-7b-gguf"
-    CHINESE_SP_MODEL = str(DEMO / "data" / "chinese_sp.model")
-    EVAL_TEXT, MC_CSV = str(DEMO / "data" / "heldout_zh.txt"), str(DEMO / "data" / "ceval_sample.csv")
-    OUTPUT_DIR, WORKSPACE = "smoke-output/05_vocab_eval", "smoke-output/05_drive"
 
 # %% [markdown]
 # ## Does it fit this runtime?
