@@ -5,6 +5,8 @@ Sources use the percent format (``# %%`` code cells, ``# %% [markdown]`` text ce
 ``tags=[...]``). The builder adds what every notebook shares, so the conventions live in one place:
 
 * ``{{BADGE}}`` in a markdown cell becomes the Open-in-Colab badge for that notebook's path;
+* ``{{NEEDS}}`` becomes the notebook's needs table, planned by its stage on free Colab
+  (:mod:`helpers.stages.header`): the header says what the check cell says, and ``--check`` fails when it drifts;
 * a code cell whose first line is ``# %% setup`` becomes the standard Setup cell: on Colab it installs this
   repository (and llama.cpp, as the notebook's stage's ``SETUP`` says); elsewhere it only checks that ``helpers``
   is importable;
@@ -114,6 +116,13 @@ def parameters_cell(name: str, tail: str) -> str:
     return "\n".join(lines)
 
 
+def needs_table(name: str) -> str:
+    """The header's needs table of notebook ``name``, from its stage's plan (:func:`helpers.stages.header.needs_table`)."""
+    from helpers.stages.header import needs_table as table
+
+    return table(stage_of(name))
+
+
 def setup_cell(name: str) -> str:
     """The Setup cell for what notebook ``name``'s stage installs."""
     wanted = stage_of(name).SETUP
@@ -133,6 +142,8 @@ def render_cell(cell: dict, name: str) -> dict:
         src = parameters_cell(name, src)
         cell = {**cell, "tags": sorted({*cell["tags"], "parameters"})}
     src = src.replace("{{BADGE}}", badge(name))
+    if "{{NEEDS}}" in src:
+        src = src.replace("{{NEEDS}}", needs_table(name))
     meta: dict = {}
     if cell["tags"]:
         meta["tags"] = cell["tags"]

@@ -9,12 +9,10 @@
 # model; on request (`START_SERVER`, `DRAFT_MODEL`) it also starts an OpenAI-compatible server over a GGUF and runs
 # speculative decoding with a small draft model, and the check counts what they download and load.
 #
-# | needs | 7B 4-bit (transformers) | 7B Q4_K_M GGUF (llama.cpp) |
-# |---|---|---|
-# | GPU | a T4 (free Colab) | optional (CPU works, slower) |
-# | RAM | about 6 GB while loading | about 5 GB |
-# | disk | 13.5 GB download | 3.9 GB |
-# | time | 5-10 min to download and load | 2-5 min |
+# {{NEEDS}}
+#
+# Time on free Colab (measured, not planned): 5-10 min to download and load a 7B for transformers, 2-5 min for a
+# Q4_K_M GGUF.
 
 # %% [markdown]
 # ## Setup

@@ -10,12 +10,10 @@
 # Chinese text, and C-Eval / CMMLU exactly as the releases report them, so your merged, quantized or fine-tuned
 # model goes into the same table, with what quantization (or a LoRA) changed beyond the noise.
 #
-# | needs | vocabulary only | evaluating a 7B model |
-# |---|---|---|
-# | GPU | not needed | a T4 for transformers; CPU for a GGUF |
-# | RAM | under 1 GB | about 6 GB (4-bit) or the GGUF size |
-# | disk | a few MB | the model |
-# | time | under a minute | minutes per 100 questions |
+# {{NEEDS}}
+#
+# The vocabulary merge alone needs a few MB and under a minute. Time (measured, not planned): minutes per 100
+# questions.
 
 # %% [markdown]
 # ## Setup
