@@ -216,8 +216,8 @@ def verify_published(entry: ModelEntry, folder: Path) -> int:
         known = Digest.named(blob.name) if blob is not None and is_verified(path) else None
         got = known.hex if known is not None and known.algo == "sha256" else sha256_file(path)  # verified: its name
         if got != want and twin_standin(path, got):
-            print(f"{entry.hub_id}: {name} is the hub twin's stand-in built on this machine ({standin_note()}), not the "
-                  "published release: accepted", file=sys.stderr)
+            print(f"{entry.hub_id}: {name} is the hub twin's stand-in built on this machine ({standin_note()}), "
+                  "not the published release: accepted", file=sys.stderr)
         elif got != want:
             fix = "check the file" if blob is None else "the bad copy was removed, run again to download it afresh"
             if blob is not None:  # only a hub-cache copy is deleted, never a user's own file

@@ -27,6 +27,5 @@ STAGES: dict[str, type[Stage]] = {s.NOTEBOOK: s for s in (MergeStage, QuantizeSt
                                                          EvalStage)}
 
 __all__ = ["STAGES", "ChatSession", "ChatStage", "EvalSession", "EvalStage", "FinetuneStage", "FormField",
-           "MergeStage", "Plan", "QuantizeResult", "QuantizeStage", "Stage", "param", "parse_release_file", "quant_target",
-           "release_file_name",
-           "release_target"]
+           "MergeStage", "Plan", "QuantizeResult", "QuantizeStage", "Stage", "param", "parse_release_file",
+           "quant_target", "release_file_name", "release_target"]

@@ -20,7 +20,8 @@ from ..chat import choose_gguf
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import TORCH_PROCESS_BYTES
 from ..evaluate import compare_quants, default_eval_text, plot_quant_table
-from ..gguf import FLOAT_TYPES, already_quantized, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize, requantized_bytes
+from ..gguf import (FLOAT_TYPES, already_quantized, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize,
+                    requantized_bytes)
 from ..hub import file_sizes, resolve_model
 from ..merge import MergeOptions, ResourcePlan, Sources, gather_sources, made_from, merge, resource_plan
 from ..publish import ReleaseCard
@@ -189,6 +190,12 @@ class QuantizeStage(Stage):
             ram = max([job.resources.ram_bytes, *(p.ram_bytes for p in job.direct.values())])
             needs.append(bytes_need("RAM (merge)", ram, job.resources.free_ram,
                                     detail="the merges" if job.direct else "the F16 conversion"))
+        if job.source == "direct" and not job.resources.sources[0].streamable:
+            needs.append(Need("low-disk mode", "a base on the hub in several safetensors shards",
+                              f"{job.resources.sources[0].ref}, which is not", NO, ""))
+        if self.low_disk == "yes" and job.source in ("gguf", "convert"):
+            needs.append(Need("low-disk mode", "a LoRA or patch release to merge", f"a {job.source} source", NO,
+                              "low-disk mode merges a release straight into each type"))
         if self.quality_table and job.source == "direct":
             needs.append(Need("quality table", "the F16 GGUF to compare with", "none in low-disk mode", NO,
                               "the table compares each type with the F16, which low-disk mode never writes"))
@@ -276,7 +283,9 @@ class QuantizeStage(Stage):
                                        free_disk=runtime.disk, free_ram=runtime.ram,
                                        partial=out.with_name(f".{out.name}.partial")) for t, out in outputs.items()}
             f16_peak = resources.chosen_peak_disk + sum(planned(t).output_bytes for t in types)
-            if self.low_disk == "yes" or (f16_peak > runtime.disk and direct_peak(direct) <= runtime.disk):
+            streamable = resources.sources[0].streamable
+            only_fit = streamable and f16_peak > runtime.disk and direct_peak(direct) <= runtime.disk
+            if self.low_disk == "yes" or only_fit:
                 notes.append("low-disk mode: each type merged straight from the release (no F16 file), the base "
                              "fetched one shard at a time and each shard deleted once merged")
                 notes.append(next(iter(direct.values())).summary())
@@ -300,6 +309,8 @@ class QuantizeStage(Stage):
         entry = catalog.find(self.model) if not self.input_path else None
         if self.low_disk != "yes" and entry is not None and entry.kind in ("lora", "patch"):
             fixes.append({"low_disk": "yes"})
+        if self.low_disk == "yes":
+            fixes.append({"low_disk": "auto"})
         return fixes + ([{"push_to_hub": ""}] if self.push_to_hub else [])
 
     # ---------------------------------------------------------------------------------------------------- run
