@@ -85,6 +85,7 @@ def test_02_in_a_new_runtime_takes_the_types_in_the_workspace(hub_env, tmp_path)
     assert second.returncode == 0, second.stderr
     assert weights_downloaded(hub_env, since) == set()
     assert "kept as they are" in second.stdout and "nothing to download or quantize" in second.stdout
+    assert "quantized to q8_0, q4_k_m (q8_0, q4_k_m kept from your workspace):" in second.stdout
     assert "quantizing" not in second.stderr
     assert digests(drive) == saved and not list((tmp_path / "rt2").rglob("*.gguf"))
     for name in names:

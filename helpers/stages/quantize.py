@@ -114,10 +114,12 @@ class QuantizeResult:
     f16: Path | None
     quants: dict[str, Path]
     quality: tuple[dict, ...] = ()  # the quality table's rows, when it was measured (python -m helpers run)
+    kept: tuple[str, ...] = ()  # the types taken from the workspace as they were (an earlier session made them)
 
     def summary(self) -> str:
-        """One line per file written (size and path), then the quality table when it was measured."""
-        lines = [f"quantized to {', '.join(self.quants)}:", QuantizeStage.sizes(self)]
+        """One line per file (size and path), then the quality table when it was measured."""
+        kept = f" ({', '.join(self.kept)} kept from your workspace)" if self.kept else ""
+        lines = [f"quantized to {', '.join(self.quants)}{kept}:", QuantizeStage.sizes(self)]
         lines += [f"  {r['type']:>8}  {r['size_gb']:.2f} GB  perplexity {r['ppl']:.3f}  mean KLD {r['kld']:.4f}"
                   for r in self.quality]
         return "\n".join(lines)
@@ -322,11 +324,11 @@ class QuantizeStage(Stage):
             base, loras, patch = release_inputs(job.entry)
             result = QuantizeResult(None, {t: job.saved.get(t) or merge(
                 base, loras, patch=patch, out=out, fmt="gguf", outtype=t, resources=job.direct[t]).outputs[0]
-                for t, out in job.outputs.items()})
+                for t, out in job.outputs.items()}, kept=tuple(job.saved))
         else:
             f16 = self._float_gguf(job) if job.todo() or self.quality_table else None
             result = QuantizeResult(f16, {t: job.saved.get(t) or quantize(f16, out, qtype=t)
-                                          for t, out in job.outputs.items()})
+                                          for t, out in job.outputs.items()}, kept=tuple(job.saved))
         self.keep(job, result)
         return result
 
@@ -388,7 +390,7 @@ class QuantizeStage(Stage):
 
     def headless(self, plan: Plan, result: QuantizeResult) -> QuantizeResult:
         """The notebook's quality cell (when ``QUALITY_TABLE`` asks for it), its rows kept in the result."""
-        return QuantizeResult(result.f16, result.quants, tuple(self.quality(result)))
+        return QuantizeResult(result.f16, result.quants, tuple(self.quality(result)), result.kept)
 
 
 def direct_peak(plans: dict[str, ResourcePlan]) -> int:
