@@ -315,3 +315,18 @@ def test_setup_reports_versions_without_the_bitsandbytes_noise():
     assert r.returncode == 0, r.stderr
     assert re.search(r"\[setup\] ok: torch \S+ \| transformers \S+ \| peft \S+", r.stdout)
     assert "gemm_4bit" not in r.stdout + r.stderr and "kernels-community" not in r.stdout + r.stderr
+
+
+def test_build_check_catches_a_header_that_drifted_from_the_plan(monkeypatch):
+    """A plan that says other than the committed header (here: the 13B column planned as 7B) makes the built notebook
+    differ from the committed one, which is what ``build_notebooks.py --check`` reports."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_notebooks
+
+    from helpers.stages import header
+
+    src = ROOT / "notebooks" / "src" / "04_finetune_lora.py"
+    committed = (ROOT / "notebooks" / "04_finetune_lora.ipynb").read_text(encoding="utf-8")
+    assert build_notebooks.build(src) == committed
+    monkeypatch.setitem(header.COLUMNS, "04_finetune_lora", (("13B QLoRA (T4)", {}, True),))
+    assert build_notebooks.build(src) != committed
