@@ -71,11 +71,12 @@ def gguf_tensors(path: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------------------------ reruns
 @pytest.mark.slow
 @pytest.mark.hub
-def test_02_in_a_new_runtime_takes_the_types_in_the_workspace(hub_env, tmp_path):
-    """02 run twice from a LoRA release, each in a new runtime: the second downloads no weights, quantizes nothing,
-    and hands over the workspace's files unchanged."""
+@pytest.mark.parametrize("model", ["chinese-alpaca-2-7b-lora", "chinese-alpaca-2-7b"], ids=["merged", "converted"])
+def test_02_in_a_new_runtime_takes_the_types_in_the_workspace(hub_env, tmp_path, model):
+    """02 run twice, from a LoRA release (merged to F16) or a full model (converted), each in a new runtime: the
+    second downloads no weights, quantizes nothing, and hands over the workspace's files unchanged."""
     drive = tmp_path / "drive"
-    form = dict(MODEL="chinese-alpaca-2-7b-lora", QUANT_TYPES="q8_0,q4_k_m", PUBLISHED="no", WORKSPACE=drive)
+    form = dict(MODEL=model, QUANT_TYPES="q8_0,q4_k_m", PUBLISHED="no", WORKSPACE=drive)
     first = helpers_run(tmp_path / "rt1", "02", *sets(OUTPUT_DIR=tmp_path / "rt1" / "q", **form))
     assert first.returncode == 0, first.stderr
     names = {"chinese-alpaca-2-7b-q8_0.gguf", "chinese-alpaca-2-7b-q4_k_m.gguf"}

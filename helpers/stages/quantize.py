@@ -9,6 +9,8 @@ GGUF are kept.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,8 @@ from ..evaluate import compare_quants, default_eval_text, plot_quant_table
 from ..gguf import (FLOAT_TYPES, already_quantized, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize,
                     requantized_bytes)
 from ..hub import file_sizes, resolve_model
-from ..merge import MergeOptions, ResourcePlan, Sources, gather_sources, made_from, merge, resource_plan
-from ..publish import ReleaseCard
+from ..merge import MergeOptions, ResourcePlan, SourceFiles, Sources, gather_sources, made_from, merge, resource_plan
+from ..publish import ReleaseCard, saved_job
 from ..util import UserError, human_bytes
 from .base import Plan, Stage, form_path
 from .form import param
@@ -295,8 +297,10 @@ class QuantizeStage(Stage):
                 job = QuantizeJob("direct", entry.name, None, outputs, resources, entry, saved=saved, direct=direct)
                 return job, {t: 0 for t in types}, direct_peak({t: p for t, p in direct.items() if t not in saved})
         notes.append(resources.summary())
+        model = sources.files[0]
         saved = {t: c for t, c in self._in_workspace(outputs).items()
-                 if source == "merge" and same_release(c, t, resources)} if outputs else {}
+                 if (same_release(c, t, resources) if source == "merge" else
+                     converted_job(model, t) is not None and saved_job(c.parent, c.name) == converted_job(model, t))}
         job = QuantizeJob(source, entry.name if entry is not None else str(path), f16, outputs, resources, entry,
                           saved=saved)
         return job, {t: planned(t).output_bytes for t in types}, resources.chosen_peak_disk
@@ -359,8 +363,10 @@ class QuantizeStage(Stage):
 
     def keep(self, job: QuantizeJob, result: QuantizeResult) -> None:
         """Save the quantized files to the workspace, push them when asked, download them when asked."""
-        files = list(result.quants.values())
-        self.workspace_folder().save(files)
+        ws = self.workspace_folder()
+        for qtype, path in result.quants.items():  # a conversion's file records no job: the workspace records it
+            model = job.resources.sources[0] if job.source == "convert" and job.resources is not None else None
+            ws.save([path], job=converted_job(model, qtype) if model is not None else None)
         base = job.entry.name if job.entry is not None else job.ref
         for qtype, path in result.quants.items():
             push([path], self.push_to_hub, ReleaseCard(base, kind="gguf", quant=qtype,
@@ -400,6 +406,15 @@ def direct_peak(plans: dict[str, ResourcePlan]) -> int:
         return 0
     outputs = sum(p.output_bytes for p in plans.values())
     return outputs + max(p.chosen_peak_disk - p.output_bytes for p in plans.values())
+
+
+def converted_job(model: SourceFiles, qtype: str) -> str | None:
+    """The job a ``qtype`` GGUF converted from ``model`` (a full model on the hub) is saved under: its files by the
+    hub's SHA256 and the type; None when the hub's digests are not known (then nothing is taken as the same)."""
+    if model.estimated or not model.digests or set(model.weights) - set(model.digests):
+        return None
+    files = sorted([name, size, model.digests.get(name, "")] for name, size in model.files.items())
+    return hashlib.sha256(json.dumps([files, qtype]).encode()).hexdigest()[:16]
 
 
 def same_release(copy: Path, qtype: str, resources: ResourcePlan) -> bool:
