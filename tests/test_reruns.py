@@ -257,6 +257,22 @@ def test_by_hand_a_v1_release_downloads_through_the_twin_with_every_check_on(hub
         verify_published(entry, resolve_model(entry.hub_id))
 
 
+@pytest.mark.slow
+@pytest.mark.hub
+def test_by_hand_run_01_merges_a_v1_release_through_the_twin(hub_env, demo, tmp_path, monkeypatch):
+    """``python -m helpers run 01`` of a v1 Alpaca LoRA through the twin, as the README's by-hand lines set it up
+    (``HELPERS_DEMO_DIR`` the stand-ins the twin serves), with every check on: the merge is made, and says why the
+    published sums were passed."""
+    env = {"HELPERS_DEMO_DIR": str(demo)}
+    monkeypatch.delenv("HELPERS_VERIFY_SHA256", raising=False)
+    r = helpers_run(tmp_path / "rt", "01", *sets(MODEL="chinese-alpaca-7b-lora", OUTTYPE="q8_0",
+                                                 OUTPUT_DIR=tmp_path / "m", WORKSPACE=tmp_path / "drive"), **env)
+    assert r.returncode == 0, r.stderr
+    assert "hub twin's stand-in built on this machine" in r.stderr
+    assert gguf_vocab(tmp_path / "drive" / "chinese-alpaca-7b-q8_0.gguf") > 0
+    assert "published SHA256" not in r.stderr
+
+
 def test_the_real_hub_never_passes_a_stand_in(demo, tmp_path, monkeypatch):
     """The same stand-in bytes, said to come from huggingface.co (no HF_ENDPOINT) or a remote mirror: refused."""
     from helpers.hub import twin_standin, verify_published
