@@ -20,6 +20,7 @@ OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 CACHE_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME")  # the first one set chooses the hub cache
 LOCAL_MODELS_ENV = "HELPERS_LOCAL_MODELS"
+DEMO_DIR_ENV = "HELPERS_DEMO_DIR"
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 
 
@@ -108,3 +109,25 @@ def cache_not_writable(exc: BaseException, *, roots: Iterable[str | Path]) -> Us
     name = setting.partition("=")[0]
     return UserError(f"cannot write the Hugging Face cache that {setting} chooses ({why}): set {name} to a writable "
                      f"folder (e.g. `export {name}=/tmp/hf-home`) or unset it")
+
+
+def demo_dir() -> Path:
+    """Where this machine builds the demo stand-ins (``$HELPERS_DEMO_DIR`` or a user cache folder), which smoke mode
+    and the hub twin serve."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cllama" / "demo-assets"
+    return Path(os.environ.get(DEMO_DIR_ENV, default))
+
+
+def loopback_endpoint(endpoint: str | None) -> bool:
+    """True when ``endpoint`` (``HF_ENDPOINT``) is a server on this machine (127.0.0.0/8, ::1, localhost), as the
+    project's hub twin is; never for huggingface.co (``None``) or any other host."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(endpoint or "").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

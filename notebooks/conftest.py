@@ -5,7 +5,9 @@ worker) starts the hub twin (``tests/hubtwin.py``: the tiny demo stand-ins under
 olah on 127.0.0.1; the mirror is built once per run and shared by the workers) and puts ``HF_ENDPOINT`` in
 ``os.environ`` before nbmake starts any kernel; kernels inherit the environment, so the notebooks download
 through it exactly as from huggingface.co. Every notebook gets an empty ``HF_HOME`` and its earlier smoke outputs
-(``notebooks/smoke-output/NN_*``) removed, like a fresh Colab runtime.
+(``notebooks/smoke-output/NN_*``) removed, like a fresh Colab runtime; the workspace all of them share
+(``notebooks/smoke-output/workspace``, :mod:`helpers.stages.smoke`) is emptied once per run and kept between the
+notebooks, as a user's Drive folder is.
 
 After each notebook its downloads are read from the server's access log: the files :data:`EXPECTED` names must
 have been downloaded and none that :data:`NOT_DOWNLOADED` names, or the notebook fails.
@@ -91,10 +93,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     sys.path[:0] = [str(ROOT)]
     import hubtwin
     from helpers.demo import use_demo_assets
+    from helpers.stages.smoke import SMOKE_WORKSPACE
 
     shared = _shared_dir(config)
     with open(shared / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        workspace = ROOT / "notebooks" / SMOKE_WORKSPACE  # the notebooks' shared Drive stand-in: emptied once a run
+        if not (shared / "workspace-emptied").exists():
+            shutil.rmtree(workspace, ignore_errors=True)
+            (shared / "workspace-emptied").touch()
         demo = use_demo_assets(through_hub=True)  # the folder the notebooks read their data files from
         hubtwin.build_mirror(shared / "mirror", demo)
         trained = _trained_f16(shared)

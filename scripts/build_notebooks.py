@@ -5,12 +5,15 @@ Sources use the percent format (``# %%`` code cells, ``# %% [markdown]`` text ce
 ``tags=[...]``). The builder adds what every notebook shares, so the conventions live in one place:
 
 * ``{{BADGE}}`` in a markdown cell becomes the Open-in-Colab badge for that notebook's path;
+* ``{{NEEDS}}`` becomes the notebook's needs table, planned by its stage on free Colab
+  (:mod:`helpers.stages.header`): the header says what the check cell says, and ``--check`` fails when it drifts;
 * a code cell whose first line is ``# %% setup`` becomes the standard Setup cell: on Colab it installs this
   repository (and llama.cpp, as the notebook's stage's ``SETUP`` says); elsewhere it only checks that ``helpers``
   is importable;
 * a code cell whose first line is ``# %% parameters`` becomes the parameters form, rendered from the notebook's
   stage (:data:`helpers.stages.STAGES`: one ``NAME = default  # @param ...`` per field, its help above it), tagged
-  ``parameters``; the cell's own lines (the smoke-mode override) follow the form.
+  ``parameters``. It holds the users' form only: smoke mode's stand-in settings are the stage's
+  (:mod:`helpers.stages.smoke`), applied to the entries left at their defaults.
 
 Outputs are never written, so the notebooks are committed clean.
 
@@ -102,11 +105,22 @@ def literal(value: object) -> str:
 
 
 def parameters_cell(name: str, tail: str) -> str:
-    """The form of notebook ``name``'s stage, then ``tail`` (the smoke-mode override)."""
-    lines = ["import os", ""]
+    """The form of notebook ``name``'s stage (a source's own lines in that cell are refused: the form is the
+    stage's)."""
+    if tail.strip():
+        raise SystemExit(f"{name}: the parameters cell is the stage's form only; move {tail.splitlines()[0]!r} into "
+                         "the stage (smoke settings: its smoke_values)")
+    lines: list[str] = []
     for f in stage_of(name).form_fields():
         lines += [f"# {f.entry.help}", f"{f.name} = {literal(f.default)}  {f.annotation()}"]
-    return "\n".join(lines) + ("\n\n" + tail if tail else "")
+    return "\n".join(lines)
+
+
+def needs_table(name: str) -> str:
+    """The header's needs table of notebook ``name``, from its stage's plan (:func:`helpers.stages.header.needs_table`)."""
+    from helpers.stages.header import needs_table as table
+
+    return table(stage_of(name))
 
 
 def setup_cell(name: str) -> str:
@@ -128,6 +142,8 @@ def render_cell(cell: dict, name: str) -> dict:
         src = parameters_cell(name, src)
         cell = {**cell, "tags": sorted({*cell["tags"], "parameters"})}
     src = src.replace("{{BADGE}}", badge(name))
+    if "{{NEEDS}}" in src:
+        src = src.replace("{{NEEDS}}", needs_table(name))
     meta: dict = {}
     if cell["tags"]:
         meta["tags"] = cell["tags"]

@@ -71,7 +71,17 @@ if ! "$PY" -c "import llama_cpp" >/dev/null 2>&1; then
     fi
     "${PIP[@]}" install "$wheel"
 fi
-"$PY" -c "import torch, transformers, peft, gguf, llama_cpp; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| llama-cpp-python', llama_cpp.__version__)"
+# The versions from the installed packages' metadata: importing peft (or bitsandbytes) on a machine without a GPU
+# makes bitsandbytes look for hub kernels and print "Failed to load CPU gemm_4bit_forward from kernels-community".
+"$PY" - <<'PYEOF'
+import importlib.util
+from importlib.metadata import version
+
+missing = [m for m in ("torch", "transformers", "peft", "gguf", "llama_cpp") if importlib.util.find_spec(m) is None]
+if missing:
+    raise SystemExit(f"[setup] not installed: {', '.join(missing)}")
+print("[setup] ok: " + " | ".join(f"{p} {version(p)}" for p in ("torch", "transformers", "peft", "llama-cpp-python")))
+PYEOF
 if [ "$LEVEL" = demo ]; then
     fingerprint > "$STAMP"
     exit 0

@@ -470,7 +470,8 @@ def main() -> int:
     build_mirror(work / "mirror", demo)
     twin = start(work / "mirror", work, port=args.port)
     print(f"hub twin serving {len(twin.repos)} repos at {twin.endpoint} (log: {twin.log})\n"
-          f"  export HF_ENDPOINT={twin.endpoint} HF_HOME={work / 'hf-home'}\n"
+          f"  export HF_ENDPOINT={twin.endpoint} HF_HOME={work / 'hf-home'} HELPERS_DEMO_DIR={demo}\n"
+          "  (HELPERS_DEMO_DIR: the stand-ins it serves, built here, pass the v1 releases' published-sum check)\n"
           "  NOTEBOOK_SMOKE=1 ... runs the notebooks' smoke mode through it; Ctrl-C stops it", flush=True)
     try:
         twin.process.wait()

@@ -73,7 +73,7 @@ class TestConventions:
         assert len(params) == 1
         body = src(params[0])
         assert "# @param" in body
-        assert 'os.environ.get("NOTEBOOK_SMOKE") == "1"' in body, "smoke mode switches to the demo assets"
+        assert "NOTEBOOK_SMOKE" not in body, "smoke mode's stand-ins are the stage's, never in the users' form"
         assert sum("# @param" in src(c) for c in cells) == 1, "all @param forms live in the parameters cell"
 
     def test_committed_without_outputs(self, path):

@@ -14,13 +14,8 @@ import os
 from pathlib import Path
 
 from ..hub import LOCAL_MODELS_ENV
+from ..hubenv import demo_dir
 from .build import build_demo
-
-
-def demo_dir() -> Path:
-    """Where smoke mode keeps the demo assets (``$HELPERS_DEMO_DIR`` or a user cache folder)."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cllama" / "demo-assets"
-    return Path(os.environ.get("HELPERS_DEMO_DIR", default))
 
 
 def use_demo_assets(path: str | Path | None = None, *, through_hub: bool | None = None) -> Path:

@@ -25,13 +25,13 @@ from .layout import data_bytes, gguf_names, requantized_bytes, tensor_nbytes, te
 from .llamacpp import (LLAMA_CPP_VERSION, SERVER_MODULES, colab_install_llama_cpp, install_hint, llama_cpp_available,
                        quantize_binary, quiet_llama_log, server_extras_missing)
 from .metadata import JOB_KEY, check_gguf, gguf_template, gguf_type, read_metadata
-from .llama_quantize import quantize
+from .llama_quantize import already_quantized, quantize
 from .sink import GGUFSink, permute_qk
 from .types import BITS_PER_WEIGHT, DEFAULT_QUANT, FLOAT_TYPES, FTYPES, NEEDS_IMATRIX, WRITE_TYPES, gguf_outtype, qtype_name
 from .vocab import add_tokenizer, bpe_vocab, sentencepiece_vocab
 
 __all__ = [
-    "BITS_PER_WEIGHT", "DEFAULT_QUANT", "DRIVE_ROOT", "FLOAT_TYPES", "FTYPES", "GGUFSink", "ImatrixStats", "JOB_KEY",
+    "already_quantized", "BITS_PER_WEIGHT", "DEFAULT_QUANT", "DRIVE_ROOT", "FLOAT_TYPES", "FTYPES", "GGUFSink", "ImatrixStats", "JOB_KEY",
     "LLAMA_CPP_VERSION", "ModelCard", "check_imatrix_fits", "read_imatrix_stats", "write_imatrix",
     "NEEDS_IMATRIX", "SERVER_MODULES", "WRITE_TYPES", "add_tokenizer", "bpe_vocab", "check_gguf",
     "colab_install_llama_cpp",

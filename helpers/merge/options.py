@@ -96,7 +96,7 @@ class MergeResult:
         """What was written, and how: the tensors, the time, the vocabulary, the peak memory."""
         files = "\n".join(f"  {human_bytes(p.stat().st_size) if p.is_file() else '':>10}  {p}" for p in self.outputs)
         if self.already_merged:
-            return f"already made earlier, nothing merged:\n{files}"
+            return f"already made earlier, nothing merged ({self.vocab_size}-token vocabulary):\n{files}"
         resumed = f" (and {self.tensors_resumed} resumed from an interrupted run)" if self.tensors_resumed else ""
         return (f"merged: {self.tensors_written} tensors written{resumed} in {human_seconds(self.seconds)}, "
                 f"{self.vocab_size}-token vocabulary, peak RAM {human_bytes(self.peak_rss_bytes)}\n{files}")

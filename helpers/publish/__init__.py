@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .card import CARD_KINDS, ReleaseCard, model_card
 from .push import NO_TOKEN, PushResult, push_to_hub, upload_layout
-from .workspace import Saved, SavedFile, copy_to_workspace
+from .workspace import Saved, SavedFile, copy_to_workspace, saved_job
 
-__all__ = ["CARD_KINDS", "NO_TOKEN", "PushResult", "ReleaseCard", "Saved", "SavedFile", "copy_to_workspace", "model_card",
+__all__ = ["CARD_KINDS", "NO_TOKEN", "PushResult", "ReleaseCard", "Saved", "SavedFile", "copy_to_workspace", "saved_job", "model_card",
            "push_to_hub", "upload_layout"]

@@ -136,6 +136,15 @@ class _Records:
                                "made_by": dict(sorted(self.makers.items()))})
 
 
+def saved_job(dest_dir: str | Path, name: str) -> str | None:
+    """The job recorded as having made ``dest_dir / name`` when it was saved (None: none recorded, or not there)."""
+    dest_dir = Path(dest_dir).expanduser()
+    if not (dest_dir / name).exists():
+        return None
+    maker = _Records(dest_dir).maker(name)
+    return maker.get("job") if maker is not None else None
+
+
 def copy_to_workspace(src: str | Path, dest_dir: str | Path, *, show_progress: bool | None = None,
                       job: str | None = None, replace: bool = False) -> Saved:
     """Copy a file or folder into ``dest_dir`` as ``dest_dir / src.name``, verified by SHA256, atomically.

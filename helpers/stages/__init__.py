@@ -19,12 +19,13 @@ from .chat import ChatSession, ChatStage
 from .evaluate import EvalSession, EvalStage
 from .finetune import FinetuneStage
 from .form import FormField, param
-from .merge import MergeStage, release_target
+from .merge import MergeStage
+from .names import parse_release_file, release_file_name, release_target
 from .quantize import QuantizeResult, QuantizeStage, quant_target
 
 STAGES: dict[str, type[Stage]] = {s.NOTEBOOK: s for s in (MergeStage, QuantizeStage, ChatStage, FinetuneStage,
                                                          EvalStage)}
 
 __all__ = ["STAGES", "ChatSession", "ChatStage", "EvalSession", "EvalStage", "FinetuneStage", "FormField",
-           "MergeStage", "Plan", "QuantizeResult", "QuantizeStage", "Stage", "param", "quant_target",
-           "release_target"]
+           "MergeStage", "Plan", "QuantizeResult", "QuantizeStage", "Stage", "param", "parse_release_file",
+           "quant_target", "release_file_name", "release_target"]

@@ -21,6 +21,7 @@ from ..colab import NO, Need, Runtime
 from ..util import UserError
 from .form import Form
 from .held import held_runtime
+from .smoke import smoke_mode, smoked
 from .stats import CellStats
 
 MAX_FIXES = 3  # parameter changes a refusal proposes, each checked to fit
@@ -97,7 +98,7 @@ class Plan:
                 print(f"the parameters changed since the check ({changed}): checking them again")
                 return current.check().run()
         self.check()
-        with CellStats(self.stage.NOTEBOOK.split("_", 1)[1].replace("_", " ")):
+        with CellStats(self.stage.step_name()):
             return self.stage.execute(self)
 
 
@@ -119,10 +120,26 @@ class Stage(Form):
     def __post_init__(self) -> None:
         self.check_form()
 
+    @classmethod
+    def from_form(cls, namespace: Mapping[str, Any]):
+        """The stage a notebook's parameters describe; in smoke mode (``NOTEBOOK_SMOKE=1``) with the stand-in
+        settings for the entries still at their defaults (:func:`~.smoke.smoked`)."""
+        stage = super().from_form(namespace)
+        return smoked(stage) if smoke_mode() else stage
+
+    def smoke_values(self, demo: Path) -> dict[str, Any]:
+        """The stand-in values smoke mode gives this form's entries left at their defaults (by field name), beside
+        its own output folder and the shared workspace; ``demo`` is the demo stand-ins' folder."""
+        return {}
+
     # -------------------------------------------------------------------------------------------- to override
     def settings(self) -> str:
         """One line naming what the parameters ask for (the report's title)."""
         return ", ".join(f"{f.name}={getattr(self, f.attr)!r}" for f in self.form_fields()[:3])
+
+    def step_name(self) -> str:
+        """What the run cell does, for its cost line (``quantize gguf: 12.3 s, ...``)."""
+        return self.NOTEBOOK.split("_", 1)[1].replace("_", " ")
 
     def make_plan(self, runtime: Runtime) -> Plan:
         """The plan on ``runtime`` (without fixes)."""

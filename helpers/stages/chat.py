@@ -8,7 +8,9 @@ counted); the run loads exactly that, after freeing what this notebook's earlier
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import catalog
@@ -148,6 +150,16 @@ class ChatStage(Stage):
     negative_prompt: str = param("", "CFG sampling's negative prompt, put in the system prompt's place (empty: the "
                                  "question's last token)")
     workspace: str = param(AUTO, WORKSPACE_HELP)
+
+    def smoke_values(self, demo: Path) -> dict[str, Any]:
+        values: dict[str, Any] = {"quantization": "none", "max_new_tokens": 16}  # CPU, short replies
+        if self.start_server and not os.environ.get("HF_ENDPOINT"):  # offline: no GGUF release repo, make a GGUF
+            from .quantize import QuantizeStage
+
+            made = QuantizeStage(model="chinese-alpaca-2-7b", quant_types="q8_0",
+                                 output_dir="smoke-output/03_inference").check().run()
+            values["server_model"] = str(made.f16)
+        return values
 
     def settings(self) -> str:
         return f"{self.model} ({self.backend}, {self.quantization})"

@@ -74,6 +74,13 @@ class EvalStage(Stage):
     output_dir: str = param("/content/vocab_eval", "where the tokenizer and downloads go")
     workspace: str = param(AUTO, WORKSPACE_HELP)
 
+    def smoke_values(self, demo: Path) -> dict[str, Any]:
+        from ..evaluate import write_standin
+
+        return {"exam_data": str(write_standin("smoke-output/05_ceval", "ceval")),
+                "compare_with": "chinese-alpaca-2-7b-gguf", "chinese_sp_model": str(demo / "data" / "chinese_sp.model"),
+                "eval_text": str(demo / "data" / "heldout_zh.txt"), "mc_csv": str(demo / "data" / "ceval_sample.csv")}
+
     def settings(self) -> str:
         """What the run measures: perplexity, the benchmark (and against what), the multiple-choice file."""
         parts = ["perplexity"]

@@ -100,6 +100,10 @@ class FinetuneStage(Stage):
                           "FSDP", choices=tuple(STRATEGIES))
     gpu_memory_gb: float = param(80.0, "Outgrow Colab: memory of each of those GPUs, in GB")
 
+    def smoke_values(self, demo: Path) -> dict[str, Any]:
+        return {"load_in_4bit": False, "max_steps": 6, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16,
+                "strategy": "ddp", "gpus": 2}  # a few CPU steps, two processes
+
     def settings(self) -> str:
         mode = "QLoRA 4-bit" if self.load_in_4bit else "LoRA"
         return f"{self.base_model} ({mode}, r={self.lora_r}, {self.mode})"

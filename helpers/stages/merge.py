@@ -19,15 +19,17 @@ from .. import catalog
 from ..catalog import ModelEntry
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..evaluate import ChunkSettings
-from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type
+from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type, read_metadata
 from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_path, imatrix_route,
                        imatrix_seconds, intermediate_path, offload_layers, route_recommended)
 from ..merge import (FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources,
                      planned_model, sources_fit)
 from ..publish import ReleaseCard
-from ..util import UserError, human_bytes, human_seconds
+from ..tokens import piece_count
+from ..util import UserError, human_bytes, human_seconds, read_json
 from .base import Plan, Stage, form_path
 from .form import param
+from .names import release_target
 from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
@@ -42,13 +44,6 @@ def release_inputs(entry: ModelEntry, base: str = "") -> tuple[str, list[str], s
     default_base, steps = catalog.merge_plan(entry.name)
     patch = steps.pop() if entry.kind == "patch" else None
     return base or default_base, steps, patch
-
-
-def release_target(entry: ModelEntry, out_dir: str | Path, fmt: str, outtype: str) -> Path:
-    """Where a release's merge goes: ``chinese-alpaca-2-7b-q4_k_m.gguf``, ``...-hf`` or ``...-pth`` in ``out_dir``
-    (the catalog name without ``-lora``)."""
-    suffix = f"-{outtype}.gguf" if fmt == "gguf" else f"-{fmt}"
-    return Path(out_dir).expanduser() / f"{entry.name.removesuffix('-lora')}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +121,13 @@ class MergeStage(Stage):
     def settings(self) -> str:
         route = f" (importance matrix via {self.intermediate})" if self.uses_route() else ""
         return f"{self.model} -> {self.output_format} {self.outtype}{route}"
+
+    def smoke_values(self, demo: Path) -> dict[str, Any]:
+        return {"outtype": "iq3_xxs", "imatrix_chunks": 4}  # the importance-matrix route, on the calibration stand-in
+
+    def step_name(self) -> str:
+        """``merge lora`` or ``merge patch``, as the release is."""
+        return f"merge {catalog.get(self.model).kind}" if catalog.find(self.model) is not None else "merge"
 
     def uses_route(self) -> bool:
         """True when the output is made through the importance-matrix route."""
@@ -279,7 +281,8 @@ class MergeStage(Stage):
         job: MergeJob = plan.job
         if job.saved is not None:
             print(f"{job.saved} holds this merge already (saved by an earlier session)")
-            return MergeResult([job.saved], job.entry.vocab_size, 0, already_merged=True)
+            self.hand_over(job.saved)
+            return MergeResult([job.saved], output_vocab(job.saved), 0, already_merged=True)
         if job.route is not None:
             result = self._through_imatrix(job)
         else:
@@ -294,14 +297,14 @@ class MergeStage(Stage):
         if (job.target.is_file() and matrix.is_file() and gguf_type(job.target).lower() == self.outtype
                 and made_from(job.target, job.options, job.resources.sources)):
             print(f"{job.target} holds this merge already (importance matrix: {matrix.name})")
-            return MergeResult([job.target, matrix], job.entry.vocab_size, 0, already_merged=True)
+            return MergeResult([job.target, matrix], output_vocab(job.target), 0, already_merged=True)
         route = job.route
         done = imatrix_route(job.base, list(job.loras), job.patch, out=job.target, outtype=self.outtype,
                              calibration=route.calibration, intermediate=route.intermediate,
                              settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks,
                                                     n_gpu_layers=route.gpu_layers),
                              low_disk=job.resources.low_disk)
-        return MergeResult([done.output, done.imatrix], job.entry.vocab_size, 0)
+        return MergeResult([done.output, done.imatrix], output_vocab(done.output), 0)
 
     def keep(self, job: MergeJob) -> list[Path]:
         """Save the output to the workspace, push it when asked, download a GGUF when asked; returns where it is."""
@@ -314,6 +317,30 @@ class MergeStage(Stage):
                            quant=self.outtype if kind == "gguf" else None,
                            how=f"merged by notebook 01_merge_lora: {self.settings()}")
         push([job.target], self.push_to_hub, card)
-        if self.download and job.target.is_file():
-            export_file(job.target, download=True)
+        self.hand_over(job.target)
         return kept
+
+    def hand_over(self, output: Path) -> None:
+        """For a GGUF: its size, the exact ``ollama create`` command for its Modelfile, and (``DOWNLOAD``) the
+        browser download; the same for a merge made now and one found in the workspace."""
+        if self.output_format == "gguf" and output.is_file():
+            export_file(output, download=self.download)
+
+
+def output_vocab(output: Path) -> int:
+    """The vocabulary size a merge's output holds, read from the output itself: a GGUF's ``<arch>.vocab_size``
+    (else its token list), an HF folder's ``config.json``, a ``.pth`` folder's ``params.json``."""
+    if output.suffix == ".gguf":
+        meta = read_metadata(output)
+        size = meta.get(f"{meta.get('general.architecture', 'llama')}.vocab_size")
+        if size is None:
+            size = len(read_metadata(output, ("tokenizer.ggml.tokens",)).get("tokenizer.ggml.tokens") or [])
+        return int(size)
+    for name in ("config.json", "params.json"):
+        size = int(read_json(output / name, default={}).get("vocab_size", -1)) if (output / name).is_file() else -1
+        if size > 0:
+            return size
+    try:  # Meta's params.json says -1: the tokenizer's pieces are the rows
+        return piece_count(output / "tokenizer.model")
+    except Exception:  # noqa: BLE001 - a tiktoken tokenizer (Llama-3) or none: the size is not known
+        return 0

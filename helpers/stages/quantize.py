@@ -9,6 +9,8 @@ GGUF are kept.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +22,16 @@ from ..chat import choose_gguf
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import TORCH_PROCESS_BYTES
 from ..evaluate import compare_quants, default_eval_text, plot_quant_table
-from ..gguf import FLOAT_TYPES, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize, requantized_bytes
+from ..gguf import (FLOAT_TYPES, already_quantized, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize,
+                    requantized_bytes)
 from ..hub import file_sizes, resolve_model
-from ..merge import MergeOptions, ResourcePlan, Sources, gather_sources, merge, resource_plan
-from ..publish import ReleaseCard
+from ..merge import MergeOptions, ResourcePlan, SourceFiles, Sources, gather_sources, made_from, merge, resource_plan
+from ..publish import ReleaseCard, saved_job
 from ..util import UserError, human_bytes
 from .base import Plan, Stage, form_path
 from .form import param
-from .merge import release_inputs, release_target
+from .merge import release_inputs
+from .names import release_stem, release_target
 from .needs import GET_LLAMA, MORE_DISK, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
@@ -64,7 +68,7 @@ def quant_target(source: Path, out_dir: str | Path, qtype: str) -> Path:
 def published_file(entry: ModelEntry, qtype: str, suffix: str) -> tuple[str, str, int] | None:
     """``(hub id, file name, bytes)`` of the authors' GGUF of ``entry`` in ``qtype`` (``suffix`` ``-im``: its
     importance-matrix variant), from the hub's listing; None when they publish none (or the hub cannot say)."""
-    release = catalog.find(f"{entry.name.removesuffix('-lora').removesuffix('-patch')}-gguf")
+    release = catalog.find(f"{release_stem(entry).removesuffix('-patch')}-gguf")
     if release is None:
         return None
     try:
@@ -86,6 +90,8 @@ class QuantizeJob:
         f16: the float GGUF (None for ``published``).
         outputs: ``{type: file}``; published: ``{type: (hub id, file name)}`` in ``downloads``.
         resources: the merge's or conversion's plan.
+        saved: ``{type: file}`` of the outputs an earlier session saved in the workspace from the same source (the
+            same float GGUF, or the same release's inputs): taken as they are, never quantized again.
     """
 
     source: str
@@ -95,6 +101,12 @@ class QuantizeJob:
     resources: ResourcePlan | None = None
     entry: ModelEntry | None = None
     downloads: dict[str, tuple[str, str]] = field(default_factory=dict)
+    saved: dict[str, Path] = field(default_factory=dict)
+    direct: dict[str, ResourcePlan] = field(default_factory=dict)  # low-disk mode: each type's own merge
+
+    def todo(self) -> tuple[str, ...]:
+        """The types this run makes (those not saved in the workspace already)."""
+        return tuple(t for t in self.outputs if t not in self.saved)
 
 
 @dataclass(frozen=True)
@@ -104,10 +116,12 @@ class QuantizeResult:
     f16: Path | None
     quants: dict[str, Path]
     quality: tuple[dict, ...] = ()  # the quality table's rows, when it was measured (python -m helpers run)
+    kept: tuple[str, ...] = ()  # the types taken from the workspace as they were (an earlier session made them)
 
     def summary(self) -> str:
-        """One line per file written (size and path), then the quality table when it was measured."""
-        lines = [f"quantized to {', '.join(self.quants)}:", QuantizeStage.sizes(self)]
+        """One line per file (size and path), then the quality table when it was measured."""
+        kept = f" ({', '.join(self.kept)} kept from your workspace)" if self.kept else ""
+        lines = [f"quantized to {', '.join(self.quants)}{kept}:", QuantizeStage.sizes(self)]
         lines += [f"  {r['type']:>8}  {r['size_gb']:.2f} GB  perplexity {r['ppl']:.3f}  mean KLD {r['kld']:.4f}"
                   for r in self.quality]
         return "\n".join(lines)
@@ -128,6 +142,10 @@ class QuantizeStage(Stage):
     published: str = param("plain", "take the authors' own GGUF of a type when they publish one (plain, or im: their "
                            "importance-matrix variant) instead of converting the model here; no: always convert",
                            choices=tuple(PUBLISHED))
+    low_disk: str = param("auto", "for a LoRA or patch release: merge straight into each type, fetching the base one "
+                          "shard at a time and deleting each once merged, with no F16 file (as 01_merge_lora does; "
+                          "no quality table then); auto: only when the F16 route does not fit the disk",
+                          choices=("auto", "yes", "no"))
     quality_table: bool = param(False, "measure each type: size, perplexity and KL divergence on EVAL_TEXT")
     eval_text: str = param("", "a UTF-8 text file to score the quants on (empty: a Chinese sample)")
     output_dir: str = param("/content/gguf", "where the GGUF files are written on this runtime")
@@ -138,6 +156,12 @@ class QuantizeStage(Stage):
 
     def settings(self) -> str:
         return f"{self.input_path or self.model} -> {self.quant_types}"
+
+    def smoke_values(self, demo: Path) -> dict[str, Any]:
+        values = {"model": "chinese-alpaca-2-7b-lora", "quant_types": "q8_0,q4_k_m", "published": "no",
+                  "quality_table": True, "eval_text": str(demo / "data" / "heldout_zh.txt")}
+        trained = os.environ.get("NOTEBOOK_TRAINED_GGUF")  # the tests' trained model (SmolLM2-135M, F16): the
+        return {**values, "input_path": trained} if trained else values  # table measures a trained model
 
     def types(self) -> tuple[str, ...]:
         return parse_types(self.quant_types)
@@ -150,18 +174,36 @@ class QuantizeStage(Stage):
         types, notes = self.types(), []
         job, sizes, peak = self._source(types, runtime, notes)
         needs = [Need("GPU", "no GPU", runtime.gpu or "none")]
+        if job.saved:
+            notes.append(f"in your workspace from an earlier session (the same source), kept as they are: "
+                         f"{', '.join(p.name for p in job.saved.values())}")
+        if not job.todo() and not self.quality_table:
+            notes.append("nothing to download or quantize")
+            return Plan(self, runtime, needs + push_needs(self.push_to_hub), job, notes)
         if job.source != "published":
             needs.append(wheel_need("llama.cpp", runtime.llama_cpp, fix=GET_LLAMA))
         needs += access_needs(*downloaded_from(job))
         needs += [Need("output name", f"{p.name} not to be an input", "it is the input", NO, "rename the input GGUF")
                   for p in job.outputs.values() if job.f16 is not None and p.resolve() == job.f16.resolve()]
-        what = "the published GGUF(s)" if job.source == "published" else f"F16 GGUF and {len(types)} quantized file(s)"
-        needs.append(bytes_need("disk", peak + sum(sizes.values()), runtime.disk, fix=MORE_DISK,
+        types = job.todo() or types
+        what = {"published": "the published GGUF(s)", "direct": f"{len(types)} GGUF(s) merged in low-disk mode"}.get(
+            job.source, f"F16 GGUF and {len(types)} quantized file(s)")
+        needs.append(bytes_need("disk", peak + sum(sizes[t] for t in job.todo()), runtime.disk, fix=MORE_DISK,
                                 detail=f"{what}: {', '.join(types)}"))
         if job.resources is not None:
-            needs.append(bytes_need("RAM (merge)", job.resources.ram_bytes, job.resources.free_ram,
-                                    detail="the F16 conversion"))
-        if self.quality_table:
+            ram = max([job.resources.ram_bytes, *(p.ram_bytes for p in job.direct.values())])
+            needs.append(bytes_need("RAM (merge)", ram, job.resources.free_ram,
+                                    detail="the merges" if job.direct else "the F16 conversion"))
+        if job.source == "direct" and not job.resources.sources[0].streamable:
+            needs.append(Need("low-disk mode", "a base on the hub in several safetensors shards",
+                              f"{job.resources.sources[0].ref}, which is not", NO, ""))
+        if self.low_disk == "yes" and job.source in ("gguf", "convert"):
+            needs.append(Need("low-disk mode", "a LoRA or patch release to merge", f"a {job.source} source", NO,
+                              "low-disk mode merges a release straight into each type"))
+        if self.quality_table and job.source == "direct":
+            needs.append(Need("quality table", "the F16 GGUF to compare with", "none in low-disk mode", NO,
+                              "the table compares each type with the F16, which low-disk mode never writes"))
+        elif self.quality_table:
             scored = max(sizes.values()) if job.f16 is None else peak or job.f16.stat().st_size
             needs.append(bytes_need("RAM (quality table)", scored + TORCH_PROCESS_BYTES, runtime.ram,
                                     detail="scoring the largest GGUF", slow_fix="llama.cpp maps the file and reads what "
@@ -210,7 +252,15 @@ class QuantizeStage(Stage):
         if kind not in FLOAT_TYPES:
             raise UserError(f"{path} is already quantized ({kind}): llama.cpp quantizes from F16, BF16 or F32")
         outputs = {t: quant_target(path, self.output_dir, t) for t in types}
-        return QuantizeJob("gguf", str(path), path, outputs), {t: requantized_bytes(str(path), t) for t in types}, 0
+        saved = {t: c for t, c in self._in_workspace(outputs).items() if already_quantized(c, path, t, None)}
+        return (QuantizeJob("gguf", str(path), path, outputs, saved=saved),
+                {t: requantized_bytes(str(path), t) for t in types}, 0)
+
+    def _in_workspace(self, outputs: dict[str, Path]) -> dict[str, Path]:
+        """``{type: the workspace's file of that output's name}``, for the outputs saved there (not in place)."""
+        ws = self.workspace_folder()
+        found = {t: ws.find(p.name) for t, p in outputs.items()}
+        return {t: c for t, c in found.items() if c is not None and c.is_file() and c.resolve() != outputs[t].resolve()}
 
     def _made(self, entry: ModelEntry | None, types: tuple[str, ...], runtime: Runtime, notes: list[str]
               ) -> tuple[QuantizeJob, dict[str, int], int]:
@@ -231,9 +281,28 @@ class QuantizeStage(Stage):
                                  partial=f16.with_name(f".{f16.name}.partial"))
 
         resources = planned("f16")
-        notes.append(resources.summary())
         outputs = {t: quant_target(f16, self.output_dir, t) for t in types}
-        job = QuantizeJob(source, entry.name if entry is not None else str(path), f16, outputs, resources, entry)
+        if source == "merge" and self.low_disk != "no":
+            direct = {t: resource_plan(sources, options=MergeOptions(fmt="gguf", outtype=t, low_disk=True), out=out,
+                                       free_disk=runtime.disk, free_ram=runtime.ram,
+                                       partial=out.with_name(f".{out.name}.partial")) for t, out in outputs.items()}
+            f16_peak = resources.chosen_peak_disk + sum(planned(t).output_bytes for t in types)
+            streamable = resources.sources[0].streamable
+            only_fit = streamable and f16_peak > runtime.disk and direct_peak(direct) <= runtime.disk
+            if self.low_disk == "yes" or only_fit:
+                notes.append("low-disk mode: each type merged straight from the release (no F16 file), the base "
+                             "fetched one shard at a time and each shard deleted once merged")
+                notes.append(next(iter(direct.values())).summary())
+                saved = {t: c for t, c in self._in_workspace(outputs).items() if same_release(c, t, resources)}
+                job = QuantizeJob("direct", entry.name, None, outputs, resources, entry, saved=saved, direct=direct)
+                return job, {t: 0 for t in types}, direct_peak({t: p for t, p in direct.items() if t not in saved})
+        notes.append(resources.summary())
+        model = sources.files[0]
+        saved = {t: c for t, c in self._in_workspace(outputs).items()
+                 if (same_release(c, t, resources) if source == "merge" else
+                     converted_job(model, t) is not None and saved_job(c.parent, c.name) == converted_job(model, t))}
+        job = QuantizeJob(source, entry.name if entry is not None else str(path), f16, outputs, resources, entry,
+                          saved=saved)
         return job, {t: planned(t).output_bytes for t in types}, resources.chosen_peak_disk
 
     def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
@@ -243,6 +312,11 @@ class QuantizeStage(Stage):
             fixes.append({"published": "plain"})
         if self.quality_table:
             fixes.append({"quality_table": False})
+        entry = catalog.find(self.model) if not self.input_path else None
+        if self.low_disk != "yes" and entry is not None and entry.kind in ("lora", "patch"):
+            fixes.append({"low_disk": "yes"})
+        if self.low_disk == "yes":
+            fixes.append({"low_disk": "auto"})
         return fixes + ([{"push_to_hub": ""}] if self.push_to_hub else [])
 
     # ---------------------------------------------------------------------------------------------------- run
@@ -250,9 +324,15 @@ class QuantizeStage(Stage):
         job: QuantizeJob = plan.job
         if job.source == "published":
             result = QuantizeResult(None, {t: self._download(job, t) for t in job.outputs})
+        elif job.source == "direct":
+            base, loras, patch = release_inputs(job.entry)
+            result = QuantizeResult(None, {t: job.saved.get(t) or merge(
+                base, loras, patch=patch, out=out, fmt="gguf", outtype=t, resources=job.direct[t]).outputs[0]
+                for t, out in job.outputs.items()}, kept=tuple(job.saved))
         else:
-            f16 = self._float_gguf(job)
-            result = QuantizeResult(f16, {t: quantize(f16, out, qtype=t) for t, out in job.outputs.items()})
+            f16 = self._float_gguf(job) if job.todo() or self.quality_table else None
+            result = QuantizeResult(f16, {t: job.saved.get(t) or quantize(f16, out, qtype=t)
+                                          for t, out in job.outputs.items()}, kept=tuple(job.saved))
         self.keep(job, result)
         return result
 
@@ -283,8 +363,10 @@ class QuantizeStage(Stage):
 
     def keep(self, job: QuantizeJob, result: QuantizeResult) -> None:
         """Save the quantized files to the workspace, push them when asked, download them when asked."""
-        files = list(result.quants.values())
-        self.workspace_folder().save(files)
+        ws = self.workspace_folder()
+        for qtype, path in result.quants.items():  # a conversion's file records no job: the workspace records it
+            model = job.resources.sources[0] if job.source == "convert" and job.resources is not None else None
+            ws.save([path], job=converted_job(model, qtype) if model is not None else None)
         base = job.entry.name if job.entry is not None else job.ref
         for qtype, path in result.quants.items():
             push([path], self.push_to_hub, ReleaseCard(base, kind="gguf", quant=qtype,
@@ -314,12 +396,41 @@ class QuantizeStage(Stage):
 
     def headless(self, plan: Plan, result: QuantizeResult) -> QuantizeResult:
         """The notebook's quality cell (when ``QUALITY_TABLE`` asks for it), its rows kept in the result."""
-        return QuantizeResult(result.f16, result.quants, tuple(self.quality(result)))
+        return QuantizeResult(result.f16, result.quants, tuple(self.quality(result)), result.kept)
+
+
+def direct_peak(plans: dict[str, ResourcePlan]) -> int:
+    """The peak disk of merging each type in turn in low-disk mode: the outputs made before, plus the worst merge's
+    own peak (its shard and its output)."""
+    if not plans:
+        return 0
+    outputs = sum(p.output_bytes for p in plans.values())
+    return outputs + max(p.chosen_peak_disk - p.output_bytes for p in plans.values())
+
+
+def converted_job(model: SourceFiles, qtype: str) -> str | None:
+    """The job a ``qtype`` GGUF converted from ``model`` (a full model on the hub) is saved under: its files by the
+    hub's SHA256 and the type; None when the hub's digests are not known (then nothing is taken as the same)."""
+    if model.estimated or not model.digests or set(model.weights) - set(model.digests):
+        return None
+    files = sorted([name, size, model.digests.get(name, "")] for name, size in model.files.items())
+    return hashlib.sha256(json.dumps([files, qtype]).encode()).hexdigest()[:16]
+
+
+def same_release(copy: Path, qtype: str, resources: ResourcePlan) -> bool:
+    """``copy`` is the ``qtype`` GGUF of the release ``resources`` merges, from the same inputs: quantized by llama.cpp
+    from its F16 merge (this notebook) or merged straight into ``qtype`` (01_merge_lora), as the job it records says."""
+    try:
+        if gguf_type(copy).lower() != qtype:
+            return False
+    except UserError:  # not a readable GGUF: not this output
+        return False
+    return any(made_from(copy, MergeOptions(fmt="gguf", outtype=o), resources.sources) for o in ("f16", qtype))
 
 
 def downloaded_from(job: QuantizeJob) -> list[tuple[str, str | None]]:
     """``(role, ref)`` of every repo the run downloads from (the merge's inputs, the model converted, the release)."""
-    if job.source == "merge":
+    if job.source in ("merge", "direct"):
         base, loras, patch = release_inputs(job.entry)
         return [("base model", base), *(("LoRA", x) for x in loras), ("patch", patch)]
     if job.source == "convert":

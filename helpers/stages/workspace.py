@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .. import catalog
 from ..colab import NO, Need
 from ..env import get_secret, in_colab
-from ..gguf import DRIVE_ROOT, FLOAT_TYPES, JOB_KEY, WRITE_TYPES, gguf_sidecars, read_metadata
+from ..gguf import DRIVE_ROOT, FLOAT_TYPES, JOB_KEY, gguf_sidecars, read_metadata
 from ..publish import NO_TOKEN, ReleaseCard, Saved, copy_to_workspace, push_to_hub
 from ..util import UserError, read_json
 from .form import assignment
 from .jobname import FinetuneName
+from .names import parse_release_file
 
 AUTO = "auto"
 DRIVE_FOLDER = "chinese-llama-notebooks"  # under MyDrive
@@ -133,19 +132,15 @@ def output_maker(name: str) -> str | None:
         values = [assignment("base_model", names.base), assignment("mode", names.mode),
                   f"{'data'.upper()} naming your '{names.data}' data", f"the settings of job {names.key}"]
         return f"04_finetune_lora ({', '.join(values + ([assignment('outtype', kind)] if kind else []))})"
-    m = re.fullmatch(r"(.+)-(" + "|".join(WRITE_TYPES) + r")\.gguf", name)
-    stem, kind = (m.group(1), m.group(2)) if m else tuple((name.rsplit("-", 1) + [""])[:2])
-    release = next((e for e in (catalog.find(f"{stem}{s}") for s in ("-lora", ""))
-                    if e is not None and e.kind in ("lora", "patch")), None)  # the patch keeps its suffix
-    if release is None:
+    parsed = parse_release_file(name)
+    if parsed is None:
         return None
+    release, fmt, kind = parsed
     model = assignment("model", release.name)
-    if m:
+    if fmt == "gguf":
         also = "" if kind in FLOAT_TYPES else f", or 02_quantize_gguf ({model}, {assignment('quant_types', kind)})"
         return f"01_merge_lora ({model}, {assignment('outtype', kind)}){also}"
-    if kind in ("hf", "pth"):
-        return f"01_merge_lora ({model}, {assignment('output_format', kind)})"
-    return None
+    return f"01_merge_lora ({model}, {assignment('output_format', fmt)})"
 
 
 def locate(ref: str, workspace: Workspace) -> str:

@@ -10,12 +10,10 @@
 # and writes the GGUF you want for llama.cpp / Ollama, **quantized in the same pass** (Q4_K_M by
 # default, no F16 file in between), or a Hugging Face folder, or Meta `.pth` files.
 #
-# | needs (Q4_K_M) | 7B | 13B | 33B |
-# |---|---|---|---|
-# | GPU | not needed (a CPU runtime is enough) | not needed | not needed |
-# | RAM | about 1.3 GB peak (free Colab has 12.7 GB) | about 1.5 GB | about 1.8 GB |
-# | disk | 17.5 GB (13.5 GB download + 3.9 GB output) | 33 GB | 81 GB: low-disk mode, 30 GB |
-# | time | 20-40 min: the download, then quantizing on 2 cores | 40-80 min | 2-3 h |
+# {{NEEDS}}
+#
+# Time on free Colab (measured, not planned): 20-40 min for 7B (the download, then quantizing on 2 cores), 40-80 min
+# for 13B, 2-3 h for 33B.
 #
 # For a laptop with little RAM, the low-bit types (IQ4_XS, Q3_K_M, IQ3_S, IQ3_XXS, Q2_K) go through the
 # **importance-matrix route**: a Q8_0 merge first, then llama.cpp's importance matrix computed on Chinese text
@@ -40,12 +38,6 @@
 # Gated base models (Llama-2/3) need your Hugging Face token as the `HF_TOKEN` secret (key icon).
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: the same hub ids, tiny stand-ins (from HF_ENDPOINT if set)
-    from helpers.demo import use_demo_assets
-
-    use_demo_assets()
-    OUTPUT_DIR, WORKSPACE = "smoke-output/01_merge", "smoke-output/01_drive"  # a folder standing in for Drive
-    OUTTYPE, IMATRIX_CHUNKS = "iq3_xxs", 4  # the importance-matrix route, on the twin's calibration stand-in
 
 # %% [markdown]
 # ## Does it fit this runtime?
@@ -79,4 +71,5 @@ result
 # - `02_quantize_gguf.ipynb`: other llama.cpp types from an F16 GGUF, with a size / perplexity / KL table.
 # - `03_inference_chat.ipynb`: chat with the merged model (transformers or llama.cpp).
 # - On a laptop: `ollama create <name> -f <file>.Modelfile` in the folder holding the GGUF and its Modelfile (the
-#   export cell prints the exact command), or `llama-cli -m <file>.gguf`.
+#   run cell above printed the exact command, for a merge made now or found in your workspace), or
+#   `llama-cli -m <file>.gguf`.

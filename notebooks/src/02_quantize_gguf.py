@@ -8,19 +8,18 @@
 # file size, perplexity on held-out Chinese text, and KL divergence against the F16 model. Each GGUF
 # gets an Ollama `<file>.Modelfile` (right template and stop tokens) and a SHA256 beside it.
 #
-# | needs | 7B | 13B |
-# |---|---|---|
-# | GPU | not needed (quantization runs on the CPU; a GPU speeds up the perplexity table) | not needed |
-# | RAM | about 4 GB, plus the F16 model mapped from disk | about 8 GB |
-# | disk | F16 13.5 GB + 3.9 GB per Q4_K_M | F16 26 GB + 7.8 GB per Q4_K_M |
-# | time | download 5-10 min, F16 conversion 3 min, each quant 3-5 min on Colab's 2 CPUs | about twice |
+# {{NEEDS}}
+#
+# Time on free Colab (measured, not planned): for 7B, the download 5-10 min, the F16 conversion 3 min, each type 3-5
+# min on Colab's 2 CPUs; 13B about twice that. Types already in your workspace from the same source are kept, not
+# made again; the 33B releases go through low-disk mode (`LOW_DISK`: each type merged straight from the release).
 #
 # Q4_K_M is the usual choice for a laptop (Chinese-LLaMA-2-7B: PPL 9.24 vs 9.13 at F16, 3.9 GB).
 
 # %% [markdown]
 # ## Setup
-# llama.cpp comes from a prebuilt `llama-cpp-python` wheel when one matches this runtime; otherwise it is
-# compiled once (about 10 minutes; the cell says so before it starts).
+# llama.cpp comes from the prebuilt `llama-cpp-python` CPU wheel, as in the other notebooks: never a slow build (a
+# source build, about 10 minutes, happens only if you ask for it: `colab_install_llama_cpp(build_from_source=True)`).
 
 # %% setup
 
@@ -28,15 +27,6 @@
 # ## Parameters
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins for the same hub ids (from HF_ENDPOINT if set)
-    from helpers.demo import use_demo_assets
-
-    DEMO = use_demo_assets()
-    MODEL, QUANT_TYPES, PUBLISHED, QUALITY_TABLE = "chinese-alpaca-2-7b-lora", "q8_0,q4_k_m", "no", True
-    OUTPUT_DIR, WORKSPACE = "smoke-output/02_quantize", "smoke-output/02_drive"
-    EVAL_TEXT = str(DEMO / "data" / "heldout_zh.txt")
-    if os.environ.get("NOTEBOOK_TRAINED_GGUF"):  # the tests' real trained model (SmolLM2-135M, F16): the quality
-        INPUT_PATH = os.environ["NOTEBOOK_TRAINED_GGUF"]  # table measures a trained model, not random weights
 
 # %% [markdown]
 # ## Does it fit this runtime?

@@ -9,12 +9,10 @@
 # model; on request (`START_SERVER`, `DRAFT_MODEL`) it also starts an OpenAI-compatible server over a GGUF and runs
 # speculative decoding with a small draft model, and the check counts what they download and load.
 #
-# | needs | 7B 4-bit (transformers) | 7B Q4_K_M GGUF (llama.cpp) |
-# |---|---|---|
-# | GPU | a T4 (free Colab) | optional (CPU works, slower) |
-# | RAM | about 6 GB while loading | about 5 GB |
-# | disk | 13.5 GB download | 3.9 GB |
-# | time | 5-10 min to download and load | 2-5 min |
+# {{NEEDS}}
+#
+# Time on free Colab (measured, not planned): 5-10 min to download and load a 7B for transformers, 2-5 min for a
+# Q4_K_M GGUF.
 
 # %% [markdown]
 # ## Setup
@@ -25,16 +23,6 @@
 # ## Parameters
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set), CPU, short replies
-    from helpers.demo import use_demo_assets
-
-    use_demo_assets()
-    QUANTIZATION, MAX_NEW_TOKENS, WORKSPACE = "none", 16, "smoke-output/03_drive"
-    if not os.environ.get("HF_ENDPOINT"):  # offline, the demo assets hold no GGUF release repo: make a GGUF
-        from helpers.stages import QuantizeStage
-
-        SERVER_MODEL = str(QuantizeStage(model="chinese-alpaca-2-7b", quant_types="q8_0",
-                                         output_dir="smoke-output/03_inference").check().run().f16)
 
 # %% [markdown]
 # ## Does it fit this runtime?

@@ -7,12 +7,9 @@
 # model's own prompt template and a tokenizer that matches sentencepiece exactly. The adapter is
 # written in the layout the merge notebook reads, so the last cell turns it into a GGUF.
 #
-# | needs | 7B QLoRA | 13B QLoRA |
-# |---|---|---|
-# | GPU | a T4 (15 GB): about 7 GB of VRAM at 512 tokens | about 11 GB |
-# | RAM | about 6 GB while loading | about 10 GB |
-# | disk | 13.5 GB base + a few hundred MB of adapter | 26 GB |
-# | time | about 10 min per 100 steps at batch 1 x 8 | about twice |
+# {{NEEDS}}
+#
+# Time on a T4 (measured, not planned): about 10 min per 100 steps at batch 1 x 8 for 7B, about twice for 13B.
 #
 # Data: a JSON list (or JSON Lines) of `{"instruction", "input", "output"}` records (Alpaca format), a hub data
 # set id, or plain text for `pt`. Put your file in your workspace (your Google Drive folder) or upload it in the
@@ -29,12 +26,6 @@
 # ## Parameters
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set), a few CPU steps
-    from helpers.demo import use_demo_assets
-
-    use_demo_assets()
-    LOAD_IN_4BIT, MAX_STEPS, LEARNING_RATE, LORA_R, LORA_ALPHA = False, 6, 1e-3, 8, 16
-    OUTPUT_DIR, WORKSPACE, STRATEGY, GPUS = "smoke-output/04_finetune", "smoke-output/04_drive", "ddp", 2
 
 # %% [markdown]
 # ## Does it fit this runtime?

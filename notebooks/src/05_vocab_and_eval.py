@@ -10,12 +10,10 @@
 # Chinese text, and C-Eval / CMMLU exactly as the releases report them, so your merged, quantized or fine-tuned
 # model goes into the same table, with what quantization (or a LoRA) changed beyond the noise.
 #
-# | needs | vocabulary only | evaluating a 7B model |
-# |---|---|---|
-# | GPU | not needed | a T4 for transformers; CPU for a GGUF |
-# | RAM | under 1 GB | about 6 GB (4-bit) or the GGUF size |
-# | disk | a few MB | the model |
-# | time | under a minute | minutes per 100 questions |
+# {{NEEDS}}
+#
+# The vocabulary merge alone needs a few MB and under a minute. Time (measured, not planned): minutes per 100
+# questions.
 
 # %% [markdown]
 # ## Setup
@@ -30,16 +28,6 @@
 # back instead of scored again.
 
 # %% parameters
-if os.environ.get("NOTEBOOK_SMOKE") == "1":  # CI: tiny stand-ins (from HF_ENDPOINT if set)
-    from helpers.demo import use_demo_assets
-
-    DEMO = use_demo_assets()
-    from helpers.evaluate import write_standin
-
-    EXAM_DATA, COMPARE_WITH = str(write_standin("smoke-output/05_ceval", "ceval")), "chinese-alpaca-2-7b-gguf"
-    CHINESE_SP_MODEL = str(DEMO / "data" / "chinese_sp.model")
-    EVAL_TEXT, MC_CSV = str(DEMO / "data" / "heldout_zh.txt"), str(DEMO / "data" / "ceval_sample.csv")
-    OUTPUT_DIR, WORKSPACE = "smoke-output/05_vocab_eval", "smoke-output/05_drive"
 
 # %% [markdown]
 # ## Does it fit this runtime?
