@@ -21,6 +21,9 @@ import math
 import time
 from typing import Any, Awaitable, Callable
 
+API_KEY_ENV = "HELPERS_API_KEY"  # the one name of the server's key variable (the CLI reads it, the server process
+# gets the key in it: never on a command line, which other users of the machine can read)
+DEFAULT_TIMEOUT = 600.0  # seconds one generation may run before it ends (``--timeout``)
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 DEFAULT_QUEUE = 16  # requests waiting behind the one being generated before new ones get 503
 FIRST_ESTIMATE = 2.0  # seconds per request assumed before any was served
