@@ -148,3 +148,39 @@ def test_every_path_feeds_the_authors_prompt_with_one_bos(release, name, ollama_
                     assert ids == authors, (path, system_kind, history_kind)
     finally:
         llm.close()
+
+
+def builtin_template_text(template: str, messages: list[dict]) -> str:
+    """llama.cpp's built-in (non-Jinja) template for ``template`` text, as ``llama-server --no-jinja`` and
+    ``llama_chat_apply_template`` apply it ("" when llama.cpp recognizes none)."""
+    import ctypes
+
+    import llama_cpp
+
+    chat = (llama_cpp.llama_chat_message * len(messages))(
+        *[llama_cpp.llama_chat_message(role=m["role"].encode(), content=m["content"].encode()) for m in messages])
+    buf = ctypes.create_string_buffer(8192)
+    n = llama_cpp.llama_chat_apply_template(template.encode(), chat, len(messages), True, buf, len(buf))
+    return buf.raw[:n].decode() if n > 0 else ""
+
+
+def test_llama_cpp_builtin_llama3_template_is_the_authors():
+    """Without Jinja, llama.cpp recognizes the Llama-3 template and renders the authors' format (system given)."""
+    from helpers.tokens import gguf_chat_template
+
+    messages = conversation("你是一个导游。", HISTORIES["three turns"])
+    assert builtin_template_text(gguf_chat_template("llama3"), messages) == build_prompt(
+        "llama3", QUESTION, history=HISTORIES["three turns"], system="你是一个导游。")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="llama.cpp's built-in (non-Jinja) Llama-2 template puts no space before a reply and no <s> "
+                   "between turns, and it has no Alpaca template; llama-server renders the GGUF's Jinja template by "
+                   "default since llama.cpp PR 17524 (Nov 2025): README, 'Serving' says to keep --jinja")
+@pytest.mark.parametrize("template", ["llama2-zh", "alpaca"])
+def test_llama_cpp_builtin_template_without_jinja(template):
+    from helpers.tokens import gguf_chat_template
+
+    messages = conversation("你是一个导游。", HISTORIES["three turns"])
+    assert builtin_template_text(gguf_chat_template(template), messages) == build_prompt(
+        template, QUESTION, history=HISTORIES["three turns"], system="你是一个导游。")

@@ -20,6 +20,7 @@ Its own engine (:mod:`.engine`) over llama-cpp-python's token loop, behind FastA
 - every refusal is OpenAI's error object (:mod:`.openai_types`), 404 and 405 too; the API key and a bounded queue
   (:mod:`.admission`: more than ``1 + --max_queue`` generation requests at once get 503 with ``Retry-After``);
 - ``GET /helpers/instance`` returns ``--instance``, so the starter knows the server on the port is the one it started;
+  ``GET /helpers/stats``: whether a generation runs, and how many finished, were cancelled (client gone) or failed;
 - it exits when the process that started it is gone (a notebook kernel restarted, a CLI killed).
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Service:
         self.engine, self.model_id, self.timeout = engine, model_id, timeout
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.names = {model_id, engine.path.name, engine.path.stem}
+        self.stats = {"generating": False, "finished": 0, "cancelled": 0, "failed": 0}  # GET /helpers/stats
 
     def check_model(self, name: str | None) -> None:
         """Accept the served model's id (or its file name), or no name; else 404 ``model_not_found``."""
@@ -79,11 +81,19 @@ class Service:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def job() -> None:
+            outcome = "failed"
+            self.stats["generating"] = True
             try:
                 work(emit, cancel)
+                outcome = "finished"
+            except Cancelled as exc:
+                outcome = "cancelled"
+                emit(exc)
             except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which answers it
                 emit(exc)
             finally:
+                self.stats["generating"] = False
+                self.stats[outcome] += 1
                 emit(end)
 
         self.pool.submit(job)
@@ -260,6 +270,10 @@ def create_app(service: Service, *, api_key: str | None = None, max_queue: int =
     @app.get("/helpers/instance")
     async def helpers_instance():
         return {"instance": instance, "pid": os.getpid()}
+
+    @app.get("/helpers/stats")
+    async def helpers_stats():
+        return dict(service.stats)
 
     @app.get("/v1/models")
     async def models():
