@@ -26,9 +26,10 @@ class ApiError(Exception):
     """A request the server refuses: HTTP ``status`` and OpenAI's error fields."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error") -> None:
+                 type: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return error_body(self.message, type=self.type, param=self.param, code=self.code)

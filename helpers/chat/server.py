@@ -94,8 +94,7 @@ def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = 
     with ``api_key``. Stop it with ``proc.terminate()``; ``proc.log_path`` is where its output goes.
 
     Args:
-        gguf_path: the model file.
-        port: TCP port; host: the interface (``0.0.0.0`` to serve other machines).
+        gguf_path: the model file. port: TCP port; host: the interface (``0.0.0.0`` to serve other machines).
         template: a template id of :data:`helpers.tokens.TEMPLATES` (``llama2-zh``, ``llama3`` ...), if wanted.
         n_ctx: context length; n_gpu_layers: layers on the GPU (default: all when supported).
         wait: seconds to wait for the server to come up (0: do not wait).
@@ -107,7 +106,7 @@ def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = 
         timeout: seconds one generation may run before it ends with ``finish_reason: "length"``.
 
     Raises:
-        UserError: llama-cpp-python or its server extras are missing, the port is taken, a public host has no key, or
+        UserError: llama-cpp-python or its server extras are missing, the port is taken, a public host has no key,
             the server exits or never answers (the error quotes the end of its log).
     """
     check_exposure(host, api_key)
