@@ -12,8 +12,10 @@ N threads each send ``--requests`` streamed chat completions back to back over p
 - tok/s: all the replies' tokens over the run's wall time;
 - p50 / p95: request sent to the end of the stream (``[DONE]``);
 - after hang-up: a client starts a long reply (``--hangup-tokens`` tokens) and disconnects after its first chunk;
-  the seconds the next request (``--max-tokens`` tokens) then takes;
-- 503 / other: answers other than 200 (none expected: 16 clients fit ``helpers serve``'s default queue).
+  the seconds the next request (``--max-tokens`` tokens) then takes (median of 5);
+- 503 / other: answers other than 200 (none expected: 16 clients fit ``helpers serve``'s default queue);
+- the greedy ``--greedy-tokens`` reply to 你好, unstreamed and streamed: its second token is a lone ``0xCC`` byte
+  (half a character), which made llama-cpp-python's stream re-detokenize the growing text at every token.
 
 Not part of the test suite::
 
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 N_CTX = 2048
 EOS = 2  # </s> of the demo's Llama-2 vocabulary
 MESSAGES = [{"role": "user", "content": "用一句话介绍你自己。"}]
+HELLO = [{"role": "user", "content": "你好"}]  # greedy, the demo's reply has a lone 0xCC byte as its second token
 
 
 def demo_gguf(work: Path) -> Path:
@@ -85,18 +88,18 @@ def start(kind: str, gguf: Path, port: int, log: Path) -> subprocess.Popen:
     raise SystemExit(f"error: the {kind} server did not start (log: {log})")
 
 
-def body(max_tokens: int, stream: bool = True) -> str:
-    return json.dumps({"messages": MESSAGES, "max_tokens": max_tokens, "stream": stream, "temperature": 0.7,
-                       "logit_bias": {str(EOS): -100}})
+def body(max_tokens: int, stream: bool = True, *, greedy: bool = False) -> str:
+    return json.dumps({"messages": HELLO if greedy else MESSAGES, "max_tokens": max_tokens, "stream": stream,
+                       "temperature": 0 if greedy else 0.7, "logit_bias": {str(EOS): -100}})
 
 
-def streamed(port: int, max_tokens: int) -> tuple[int, float, float]:
+def streamed(port: int, max_tokens: int, *, greedy: bool = False) -> tuple[int, float, float]:
     """``(status, seconds to the first text, seconds to the end)`` of one streamed chat completion."""
     t0 = time.perf_counter()
     first = None
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
-        conn.request("POST", "/v1/chat/completions", body=body(max_tokens),
+        conn.request("POST", "/v1/chat/completions", body=body(max_tokens, greedy=greedy),
                      headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         for line in resp:
@@ -114,13 +117,14 @@ def _text(chunk: dict) -> str:
     return (choices[0].get("delta") or {}).get("content") or ""
 
 
-def completion_tokens(port: int, max_tokens: int) -> int:
-    """The tokens a server says it generated for an unstreamed request of ``max_tokens`` (a sanity check)."""
+def unstreamed(port: int, max_tokens: int, *, greedy: bool = False) -> tuple[int, float]:
+    """``(completion tokens the server reports, seconds)`` of one unstreamed request of ``max_tokens``."""
+    t0 = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
-        conn.request("POST", "/v1/chat/completions", body=body(max_tokens, stream=False),
+        conn.request("POST", "/v1/chat/completions", body=body(max_tokens, stream=False, greedy=greedy),
                      headers={"Content-Type": "application/json"})
-        return json.loads(conn.getresponse().read())["usage"]["completion_tokens"]
+        return json.loads(conn.getresponse().read())["usage"]["completion_tokens"], time.perf_counter() - t0
     finally:
         conn.close()
 
@@ -153,8 +157,13 @@ def load(port: int, clients: int, requests: int, max_tokens: int) -> dict:
             "busy": sum(r[0] == 503 for r in results), "other": sum(r[0] not in (200, 503) for r in results)}
 
 
-def after_hangup(port: int, long_tokens: int, max_tokens: int) -> float:
-    """Seconds the next request takes after a client hung up on a ``long_tokens`` reply after its first chunk."""
+def after_hangup(port: int, long_tokens: int, max_tokens: int, tries: int = 5) -> float:
+    """Seconds the next request takes after a client hung up on a ``long_tokens`` reply after its first chunk (the
+    median of ``tries``)."""
+    return statistics.median(_after_hangup(port, long_tokens, max_tokens) for _ in range(tries))
+
+
+def _after_hangup(port: int, long_tokens: int, max_tokens: int) -> float:
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     data = body(long_tokens).encode()
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -172,6 +181,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=8, help="requests per client")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--hangup-tokens", type=int, default=1500)
+    p.add_argument("--greedy-tokens", type=int, default=400)
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
     work = Path(args.workdir or Path(tempfile.gettempdir()) / "cllama-serve-load")
@@ -184,8 +194,10 @@ def main() -> None:
         proc = start(kind, gguf, port, work / f"{kind}.log")
         try:
             streamed(port, 4)  # warm up
-            checks[kind] = (completion_tokens(port, args.max_tokens), after_hangup(port, args.hangup_tokens,
-                                                                                   args.max_tokens))
+            checks[kind] = (unstreamed(port, args.max_tokens)[0],
+                            after_hangup(port, args.hangup_tokens, args.max_tokens),
+                            unstreamed(port, args.greedy_tokens, greedy=True)[1],
+                            streamed(port, args.greedy_tokens, greedy=True)[2])
             rows[kind] = [(n, load(port, n, args.requests, args.max_tokens)) for n in args.clients]
         finally:
             proc.terminate()
@@ -199,9 +211,11 @@ def main() -> None:
         for n, r in table:
             print(f"{kind:<18} {n:>7} {r['ttft'] * 1e3:>11.1f} {r['tps']:>8.1f} {r['p50'] * 1e3:>8.1f} "
                   f"{r['p95'] * 1e3:>8.1f} {r['busy']:>4} {r['other']:>5}")
-    for kind, (tokens, hangup) in checks.items():
+    for kind, (tokens, hangup, plain, stream) in checks.items():
         print(f"{kind}: an unstreamed request of max_tokens {args.max_tokens} generated {tokens} tokens; the request "
-              f"after a client hung up on a {args.hangup_tokens}-token reply took {hangup * 1e3:.0f} ms")
+              f"after a client hung up on a {args.hangup_tokens}-token reply took {hangup * 1e3:.0f} ms; the greedy "
+              f"{args.greedy_tokens}-token reply to 你好 (a lone 0xCC byte second) took {plain * 1e3:.0f} ms "
+              f"unstreamed, {stream * 1e3:.0f} ms streamed")
 
 
 if __name__ == "__main__":
