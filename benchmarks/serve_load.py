@@ -106,6 +106,8 @@ def streamed(port: int, max_tokens: int, *, greedy: bool = False, timeout: float
                      headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         for line in resp:
+            if time.perf_counter() - t0 > timeout:  # a server may keep the stream open with pings
+                raise TimeoutError(f"no answer within {timeout:.0f} s")
             if first is None and line.startswith(b"data: {") and _text(json.loads(line[len(b"data: "):])):
                 first = time.perf_counter() - t0
         status = resp.status
