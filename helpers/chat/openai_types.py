@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MAX_N = 16  # choices per request (each is generated in turn)
 ROLES = ("system", "developer", "user", "assistant")
+_TYPE_NAMES = {"str", "int", "float", "bool", "dict", "list", "none"}  # pydantic names union members in an error's loc
 
 
 class ApiError(Exception):
@@ -117,7 +118,8 @@ def parse(model: type[BaseModel], body: bytes) -> Any:
         err = exc.errors(include_input=False)[0]
         loc = [str(x) for x in err.get("loc", ())]
         param = loc[0] if loc else None
-        where = ".".join(x for x in loc if not any(c in x for c in "[]")) or "body"
+        where = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc
+                        if x.isdigit() or not (x in _TYPE_NAMES or "[" in x)).lstrip(".") or "body"
         raise ApiError(400, f"{where}: {err.get('msg', 'invalid')}", param=param) from None
     stop = getattr(request, "stop", None)
     if isinstance(stop, list) and len(stop) > 4:
