@@ -172,8 +172,9 @@ async def completions(service: Service, request: Request) -> Any:
                          top_logprobs=req.logprobs or 0, engine=engine)
     n, rid, created = req.n or 1, f"cmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": rid, "object": "text_completion", "created": created, "model": service.model_id}
-    echoes = [engine.llm.detokenize(ids[1:] if ids and ids[0] == engine.llm.token_bos() else ids)
-              .decode("utf-8", "replace") if req.echo else "" for ids in prompts]
+    sent = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt) if isinstance(req.prompt[0], str) \
+        else [engine.llm.detokenize(ids).decode("utf-8", "replace") for ids in prompts]
+    echoes = sent if req.echo else [""] * len(prompts)  # the prompt as sent
 
     def work(emit: Callable[[Any], None], cancel: threading.Event) -> None:
         deadline = service.deadline()
