@@ -175,6 +175,18 @@ def test_max_completion_tokens_and_max_tokens_are_exact(client, limit):
     assert text.usage.completion_tokens == limit
 
 
+def test_logit_bias_and_min_tokens_steer_the_sampler(client):
+    """``logit_bias`` reaches llama.cpp's sampler (a +100 token is always chosen), and ``min_tokens`` holds EOS off
+    (EOS at +100 ends the reply right after it)."""
+    forced = client.chat.completions.create(model="chinese-alpaca-2-7b-demo.gguf", messages=HELLO, max_tokens=4,
+                                            logit_bias={"100": 100}, logprobs=True)
+    assert [bytes(t.bytes) for t in forced.choices[0].logprobs.content] == [bytes(forced.choices[0].logprobs
+                                                                                  .content[0].bytes)] * 4
+    ended = client.chat.completions.create(model="chinese-alpaca-2-7b-demo.gguf", messages=HELLO, max_tokens=20,
+                                           logit_bias={str(EOS): 100}, extra_body={"min_tokens": 3})
+    assert ended.usage.completion_tokens == 3 and ended.choices[0].finish_reason == "stop"
+
+
 def test_langchain_max_tokens_is_honoured(server):
     langchain_openai = pytest.importorskip("langchain_openai")
     llm = langchain_openai.ChatOpenAI(base_url=server.url, api_key="none", model=server.model_id, max_tokens=8,
