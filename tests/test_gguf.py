@@ -178,6 +178,11 @@ def assert_same_gguf(ours_path: Path, ref_path: Path) -> None:
     fa, fb = fields(ours_path), fields(ref_path)
     for key in set(fb) - NAMING_KEYS:
         assert key in fa, f"missing {key}"
+        if key == "tokenizer.chat_template" and fa[key] != fb[key]:
+            # the converter copies the folder's template, which leaves the BOS to the tokenizer; ours gives it, so
+            # that llama-cpp-python's chat path (no BOS added) feeds one too (tests/test_prompt_paths.py)
+            assert fa[key] == "{{ bos_token }}" + fb[key], key
+            continue
         assert fa[key] == fb[key], key
     assert set(fa) - set(fb) - NAMING_KEYS <= OUR_EXTRA_KEYS
 
@@ -202,9 +207,9 @@ def test_matches_llama_cpp_converter(ours, reference_converter, tmp_path, model,
     if model == "alpaca":
         tokens = f["tokenizer.ggml.tokens"]
         assert tokens[-1] == "[PAD]" and f["tokenizer.ggml.token_type"][-1] == gguf.TokenType.USER_DEFINED
-        from helpers.tokens import jinja_chat_template
+        from helpers.tokens import gguf_chat_template
 
-        assert f["tokenizer.chat_template"] == jinja_chat_template("alpaca")  # from the catalog entry
+        assert f["tokenizer.chat_template"] == gguf_chat_template("alpaca")  # from the catalog entry
     assert f["general.file_type"] == {"f16": 1, "q8_0": 7}[outtype]
 
 
@@ -374,13 +379,13 @@ def test_llama3_tokenization_matches_hf(ours, demo):
 
 # ------------------------------------------------------------------------------------------------ metadata
 def test_chat_template_and_catalog(demo, tmp_path):
-    from helpers.tokens import jinja_chat_template
+    from helpers.tokens import gguf_chat_template
 
     tok = demo / "chinese-alpaca-2-lora-7b"
     (p,) = tiny_gguf(tok, tmp_path / "a.gguf", sp_vocab_size(tok))  # catalog: chinese-alpaca-2 -> llama2-zh
-    assert fields(p)["tokenizer.chat_template"] == jinja_chat_template("llama2-zh")
+    assert fields(p)["tokenizer.chat_template"] == gguf_chat_template("llama2-zh")
     (p,) = tiny_gguf(tok, tmp_path / "b.gguf", sp_vocab_size(tok), template="alpaca")
-    assert fields(p)["tokenizer.chat_template"] == jinja_chat_template("alpaca")
+    assert fields(p)["tokenizer.chat_template"] == gguf_chat_template("alpaca")
     (p,) = tiny_gguf(demo / "Llama-2-7b-hf", tmp_path / "c.gguf", sp_vocab_size(demo / "Llama-2-7b-hf"))
     assert "tokenizer.chat_template" not in fields(p)  # a base model gets none
 
@@ -434,7 +439,7 @@ def test_cli_to_gguf(demo, tmp_path, capsys):
 def test_cli_modelfile_uses_the_embedded_template(demo, tmp_path):
     """A folder named freely whose config names a catalog release: GGUF and Modelfile agree on the template."""
     from helpers.__main__ import main
-    from helpers.tokens import jinja_chat_template, ollama_template
+    from helpers.tokens import gguf_chat_template, ollama_template
 
     model = tmp_path / "my-merged-model"
     shutil.copytree(demo / "chinese-alpaca-2-7b", model)
@@ -443,7 +448,7 @@ def test_cli_modelfile_uses_the_embedded_template(demo, tmp_path):
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
     out = tmp_path / "m.gguf"
     assert main(["to-gguf", "--model", str(model), "--out", str(out)]) == 0
-    assert fields(out)["tokenizer.chat_template"] == jinja_chat_template("llama2-zh")
+    assert fields(out)["tokenizer.chat_template"] == gguf_chat_template("llama2-zh")
     assert ollama_template("llama2-zh") in (tmp_path / "m.Modelfile").read_text(encoding="utf-8")
 
 

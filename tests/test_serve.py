@@ -20,7 +20,7 @@ from faults import assert_error_line, cli
 from helpers.util import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_EXTRAS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+SERVER_EXTRAS = ("llama_cpp", "uvicorn", "fastapi")  # what helpers serve imports
 USER = [{"role": "user", "content": "你好"}]
 
 

@@ -14,7 +14,8 @@ its loaders read (oobabooga/text-generation-webui at 1dcde41d, May 2026):
 - ``transformers_loader``: ``AutoConfig``, ``AutoModelForCausalLM`` and ``AutoTokenizer(use_fast=True)``;
   ``text_generation.encode`` tokenizes with the special tokens, adds a missing BOS and drops a doubled one.
 - ``llama_cpp_server``: llama.cpp's ``llama-server`` on the GGUF; the prompt is tokenized by its ``/tokenize``
-  (``add_special`` false in instruct mode, special tokens parsed) and sent as token ids. llama-cpp-python runs the same
+  (``add_special`` false in instruct mode, special tokens parsed) and sent as token ids, so the BOS comes from the
+  GGUF's template, which starts with ``{{ bos_token }}``. llama-cpp-python runs the same
   llama.cpp library here.
 """
 from __future__ import annotations
@@ -182,9 +183,9 @@ def webui_llama_cpp_ids(llm, prompt: str) -> list[int]:
 
 @pytest.mark.parametrize("name", CASES)
 def test_the_gguf_meets_the_llama_cpp_loader(merged, name):
-    """The webui picks its llama.cpp loader, reads the template and BOS/EOS from the header, renders our prompt byte
-    for byte, and llama.cpp loads the file and tokenizes that prompt (as ``/tokenize`` does) to our prompt's ids
-    after the BOS (the BOS itself: see the next test)."""
+    """The webui picks its llama.cpp loader, reads the template and BOS/EOS from the header and renders our prompt byte
+    for byte after the BOS text the GGUF's template starts with (``{{ bos_token }}``, issue 27); llama.cpp loads the
+    file and tokenizes that prompt (as ``/tokenize`` does, no BOS added) to our prompt's ids, the one BOS first."""
     path, template_id = merged(name, "gguf"), CASES[name][2]
     assert webui_loader(path) == "llama.cpp" and webui_loader(path.parent) == "llama.cpp"
     tokenizer = load_tokenizer(merged(name, "hf"))
@@ -194,30 +195,10 @@ def test_the_gguf_meets_the_llama_cpp_loader(merged, name):
         for question, history, system in CHATS:
             ours = build_prompt(template_id, question, history=history, system=system)
             prompt = webui_render(meta["template"], messages_of(question, history, system), meta["bos"], meta["eos"])
-            assert prompt == ours
+            assert prompt == meta["bos"] + ours
             ids = llm.tokenize(ours.encode(), add_bos=True, special=True)  # what our llama.cpp back end feeds
             assert ids == tokenizer(ours)["input_ids"]  # and our transformers back end
-            assert ids[0] == llm.token_bos() and webui_llama_cpp_ids(llm, prompt) == ids[1:]
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="in instruct mode the webui leaves the BOS to the chat template ({{ bos_token }}), ours "
-                   "leave it to the tokenizer (helpers.tokens.templates): its llama.cpp loader sends the prompt "
-                   "without BOS; README: the workaround")
-def test_the_webui_llama_cpp_prompt_starts_with_bos(merged):
-    with loaded_gguf(merged("chinese-alpaca-2-7b", "gguf")) as (meta, llm):
-        prompt = webui_render(meta["template"], messages_of(*CHATS[0]), meta["bos"], meta["eos"])
-        assert webui_llama_cpp_ids(llm, prompt)[0] == llm.token_bos()
-
-
-def test_the_readme_workaround_gives_the_webui_llama_cpp_prompt_its_bos(merged):
-    """``{{ bos_token }}`` put first in the instruction template: the webui's llama.cpp prompt is our prompt's ids."""
-    with loaded_gguf(merged("chinese-alpaca-2-7b", "gguf")) as (meta, llm):
-        for question, history, system in CHATS:
-            prompt = webui_render("{{ bos_token }}" + meta["template"], messages_of(question, history, system),
-                                  meta["bos"], meta["eos"])
-            ours = build_prompt("llama2-zh", question, history=history, system=system)
-            assert webui_llama_cpp_ids(llm, prompt) == llm.tokenize(ours.encode(), add_bos=True, special=True)
+            assert ids[0] == llm.token_bos() != ids[1] and webui_llama_cpp_ids(llm, prompt) == ids
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,

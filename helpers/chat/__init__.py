@@ -11,8 +11,10 @@ strings, which never appear in the reply.
 - :mod:`.longctx`: RoPE scaling plans (NTK, linear, YaRN);
 - :mod:`.speculative`: :func:`speculative_generate`;
 - :mod:`.guidance`: CFG sampling (``guidance_scale``, ``negative_prompt``) on both back ends;
-- :mod:`.widget` / :mod:`.server`: the notebook chat box and the OpenAI-compatible server (:func:`serve`, its
-  bounded queue and API key in :mod:`.admission`);
+- :mod:`.widget` / :mod:`.server`: the notebook chat box and the OpenAI-compatible server (:func:`serve`); the
+  server process is :mod:`.openai_app` (routes :mod:`.openai_routes`, requests and errors :mod:`.openai_types`, the
+  worker thread :mod:`.openai_service`, the token loop :mod:`.engine`; bounded queue and API key in
+  :mod:`.admission`);
 - :mod:`.cli` / :mod:`.serve_cli`: ``python -m helpers chat`` and ``python -m helpers serve``.
 """
 from __future__ import annotations

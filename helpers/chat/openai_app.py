@@ -1,164 +1,126 @@
 """The OpenAI-compatible server process that :func:`helpers.chat.start_openai_server` starts.
 
 ``python -m helpers.chat.openai_app --model M.gguf --port P [--host H] [--n_ctx N] [--n_gpu_layers L]
-[--chat_format F] [--instance ID] [--max_queue Q]``; the API key, if any, comes in the environment variable
-``HELPERS_SERVER_API_KEY`` (not on the command line, which other users of the machine can read).
+[--template T] [--model_id ID] [--instance ID] [--max_queue Q] [--timeout S]``; the API key, if any, comes in the
+environment variable ``HELPERS_API_KEY`` (not on the command line, which other users of the machine can read).
 
-It is llama-cpp-python's own app (``llama_cpp.server.app.create_app``) with these differences:
+Its own engine (:mod:`.engine`) over llama-cpp-python's token loop, behind FastAPI:
 
-- it binds exactly to ``--host`` / ``--port`` (llama-cpp-python's ``__main__`` lets the ``HOST`` and ``PORT``
-  environment variables override them, which could expose the model on every interface);
-- a request-validation layer answers a malformed body with HTTP 400 and an OpenAI-style error, where
-  llama-cpp-python answers 500 (its route handler turns every exception into one) or, for a grammar that does not
-  parse or a token id outside the vocabulary, crashes the process;
-- ``GET /helpers/instance`` returns the ``--instance`` id, so the starter knows that the server answering on the
-  port is the one it started;
-- the API key and a bounded request queue (:mod:`.admission`): over ``1 + --max_queue`` generation requests at once,
-  503 with ``Retry-After``; and a streaming reply is never cut short by the next request (llama-cpp-python's
-  ``interrupt_requests`` is off);
+- ``POST /v1/chat/completions``, ``/v1/completions`` (streamed or not, ``n`` choices, logprobs, ``stop``, ``seed``,
+  ``logit_bias``, ``response_format`` json_object / json_schema, GBNF ``grammar``, ``stream_options.include_usage``),
+  ``/v1/embeddings`` (float or base64); ``GET /v1/models``, ``/v1/models/{id}``, ``/health``;
+- the chat prompt is the release's format with one BOS (:meth:`.engine.Engine.chat_tokens`);
+  ``POST /helpers/prompt`` returns that text and its token ids for a chat request (llama-server's
+  ``/apply-template`` and ``/tokenize`` in one);
+- generation runs in one worker thread, one request at a time in arrival order, so ``/v1/models`` and ``/health``
+  answer while it runs; a client that disconnects stops its generation at the next token (or before it starts); no
+  generation runs longer than ``--timeout`` seconds (it ends with ``finish_reason: "length"``);
+- the model id is ``--model_id`` (the release or file name, never a path); a request naming another model gets 404
+  ``model_not_found``; one naming none is served;
+- every refusal is OpenAI's error object (:mod:`.openai_types`), 404 and 405 too; the API key and a bounded queue
+  (:mod:`.admission`: more than ``1 + --max_queue`` generation requests at once get 503 with ``Retry-After``);
+- ``GET /helpers/instance`` returns ``--instance``, so the starter knows the server on the port is the one it started;
+  ``GET /helpers/stats``: whether a generation runs, and how many finished, were cancelled (client gone) or failed;
 - it exits when the process that started it is gone (a notebook kernel restarted, a CLI killed).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
 
-from .admission import DEFAULT_QUEUE, Admission, ApiKey
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
-API_KEY_ENV = "HELPERS_SERVER_API_KEY"
+from . import openai_routes as routes
+from ..util import UserError
+from .admission import API_KEY_ENV, DEFAULT_QUEUE, DEFAULT_TIMEOUT, ApiKey
+from .engine import Engine
+from .openai_service import Service
+from .openai_types import ApiError, error_body
 
-ENDPOINTS = {"/v1/chat/completions": "CreateChatCompletionRequest", "/v1/completions": "CreateCompletionRequest",
-             "/v1/embeddings": "CreateEmbeddingRequest"}
-ROLES = ("system", "user", "assistant", "tool", "function")
+# ---------------------------------------------------------------------------------------------- the app
+def create_app(service: Service, *, api_key: str | None = None, instance: str = ""):
+    """The FastAPI app over ``service``, behind the API key."""
+    app = FastAPI(title="helpers serve", docs_url=None, redoc_url=None, openapi_url=None)
+    engine = service.engine
+    _answer_errors(app)
 
+    def model_card() -> dict:
+        return {"id": service.model_id, "object": "model", "created": int(engine.path.stat().st_mtime),
+                "owned_by": "helpers"}
 
-def _model():
-    """The loaded ``llama_cpp.Llama`` (None before the app is created)."""
-    from llama_cpp.server import app as server_app
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
 
-    proxy = getattr(server_app, "_llama_proxy", None)
-    return proxy() if proxy is not None else None
+    @app.get("/helpers/instance")
+    async def helpers_instance():
+        return {"instance": instance, "pid": os.getpid()}
 
+    @app.get("/helpers/stats")
+    async def helpers_stats():
+        return dict(service.stats)
 
-def _check_grammar(grammar: str) -> str | None:
-    import llama_cpp
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [model_card()]}
 
-    llm = _model()
-    vocab = getattr(getattr(llm, "_model", None), "vocab", None)
-    if vocab is None:
-        return None
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
-    if not sampler:
-        return "grammar: not a valid GBNF grammar (see llama.cpp's grammars/README.md)"
-    llama_cpp.llama_sampler_free(sampler)
-    return None
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str):
+        service.check_model(name)
+        return model_card()
 
+    @app.post("/helpers/prompt")
+    async def prompt(request: Request):
+        return await routes.prompt(service, request)
 
-def _check_tokens(prompt: Any) -> str | None:
-    items = prompt if isinstance(prompt, list) else []
-    ids = [t for t in items if isinstance(t, int)] + [t for p in items if isinstance(p, list) for t in p]
-    llm = _model()
-    if ids and llm is not None:
-        n = llm.n_vocab()
-        bad = [t for t in ids if not 0 <= t < n]
-        if bad:
-            return f"prompt: token id {bad[0]} is outside the vocabulary (0 to {n - 1})"
-    return None
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await routes.chat(service, request)
 
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await routes.completions(service, request)
 
-def request_problem(path: str, body: bytes) -> str | None:
-    """What is wrong with a request body for ``path`` (None: nothing this layer can see)."""
-    from llama_cpp.server import types
-    from pydantic import ValidationError
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        return await routes.embeddings(service, request)
 
-    try:
-        data = json.loads(body or b"null")
-    except ValueError as exc:
-        return f"the request body is not valid JSON ({exc})"
-    if not isinstance(data, dict):
-        return "the request body must be a JSON object"
-    try:
-        getattr(types, ENDPOINTS[path])(**data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        return f"{'.'.join(str(x) for x in err.get('loc', ())) or 'body'}: {err.get('msg', 'invalid')}"
-    except TypeError as exc:
-        return f"the request body does not fit {path}: {exc}"
-    if path == "/v1/chat/completions":
-        messages = data.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return "messages: a non-empty list of {role, content} objects is required"
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or m.get("role") not in ROLES:
-                return f"messages[{i}].role: one of {', '.join(ROLES)} is required"
-            if not isinstance(m.get("content"), str) and not (m["role"] == "assistant" and m.get("content") is None):
-                return f"messages[{i}].content: a string is required (this server takes text)"
-    if isinstance(data.get("max_tokens"), int) and data["max_tokens"] < 1:
-        return "max_tokens: at least 1 (or null for as many as the context allows)"
-    bias = data.get("logit_bias")
-    if isinstance(bias, dict) and data.get("logit_bias_type") != "tokens":
-        if not all(str(k).lstrip("-").isdigit() for k in bias):
-            return "logit_bias: keys must be token ids (or set logit_bias_type to 'tokens')"
-    if isinstance(data.get("grammar"), str) and (problem := _check_grammar(data["grammar"])):
-        return problem
-    return _check_tokens(data.get("prompt")) if path == "/v1/completions" else None
-
-
-class RequestValidation:
-    """ASGI middleware: a POST to an OpenAI endpoint whose body :func:`request_problem` refuses gets a 400."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in ENDPOINTS:
-            await self.app(scope, receive, send)
-            return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        problem = request_problem(scope["path"], body)
-        if problem is not None:
-            from starlette.responses import JSONResponse
-
-            error = {"message": problem, "type": "invalid_request_error", "param": None, "code": None}
-            await JSONResponse({"error": error}, status_code=400)(scope, receive, send)
-            return
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-def build_app(args: argparse.Namespace):
-    """llama-cpp-python's app over ``args.model`` with the validation layer and the instance endpoint."""
-    from llama_cpp.server.app import create_app
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
-
-    model = {"model": args.model, "n_ctx": args.n_ctx, "n_gpu_layers": args.n_gpu_layers}
-    if args.chat_format:
-        model["chat_format"] = args.chat_format
-    key = os.environ.get(API_KEY_ENV) or None
-    app = create_app(server_settings=ServerSettings(host=args.host, port=args.port, api_key=key,
-                                                    interrupt_requests=False),
-                     model_settings=[ModelSettings(**model)])
-    app.add_api_route("/helpers/instance", lambda: {"instance": args.instance, "pid": os.getpid()}, methods=["GET"])
-    app.add_middleware(Admission, max_queue=args.max_queue)  # added first: innermost
-    app.add_middleware(RequestValidation)
-    app.add_middleware(ApiKey, api_key=key)
+    app.add_middleware(ApiKey, api_key=api_key)
     return app
+
+
+def _answer_errors(app: FastAPI) -> None:
+    """Every error as OpenAI's error object: ours (:class:`ApiError`), FastAPI's 404/405, and the unexpected (500,
+    without the request's content)."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        message = {404: f"Invalid URL ({request.method} {request.url.path})",
+                   405: f"Method {request.method} is not allowed for {request.url.path}"}.get(exc.status_code,
+                                                                                             str(exc.detail))
+        return JSONResponse(error_body(message, code="not_found" if exc.status_code == 404 else None),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        return JSONResponse(error_body("the request does not fit this endpoint"), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def server_error(_request: Request, exc: Exception):
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return JSONResponse(error_body(f"the server failed on this request ({type(exc).__name__}); see its log",
+                                       type="server_error"), status_code=500)
 
 
 def _exit_with_parent() -> None:
@@ -179,16 +141,28 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m helpers.chat.openai_app", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
+    p.add_argument("--model_id", default=None)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--n_ctx", type=int, default=4096)
     p.add_argument("--n_gpu_layers", type=int, default=0)
-    p.add_argument("--chat_format", default=None)
+    p.add_argument("--template", default=None)
     p.add_argument("--instance", default="")
     p.add_argument("--max_queue", type=int, default=DEFAULT_QUEUE)
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     args = p.parse_args(argv)
     _exit_with_parent()
-    uvicorn.run(build_app(args), host=args.host, port=args.port)
+    try:
+        engine = Engine(args.model, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, template=args.template)
+    except (UserError, ValueError) as exc:
+        print(f"error: cannot load {args.model}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    service = Service(engine, model_id=args.model_id or Path(args.model).name, timeout=args.timeout,
+                      max_queue=args.max_queue)
+    print(f"serving {args.model} as '{service.model_id}', template {engine.template or 'from the GGUF'}, context "
+          f"{engine.n_ctx}", file=sys.stderr, flush=True)
+    app = create_app(service, api_key=os.environ.get(API_KEY_ENV) or None, instance=args.instance)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""An OpenAI-compatible server over a GGUF (llama-cpp-python's), and a standard-library client for it.
+"""An OpenAI-compatible server over a GGUF (our engine over llama-cpp-python, :mod:`.openai_app`), and a
+standard-library client for it.
 
 :func:`serve` (``python -m helpers serve`` and the inference notebook) resolves a GGUF file, a catalog name or a
 hub id, starts the server (what laptop users plug other tools into) and returns a :class:`Server` handle;
@@ -25,12 +26,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..disk import disk_errors
-from ..gguf import server_extras_missing
 from ..util import UserError, log_dir
-from .admission import DEFAULT_QUEUE
+from .admission import API_KEY_ENV, DEFAULT_QUEUE, DEFAULT_TIMEOUT
 from .llamacpp import DEFAULT_N_CTX
 from .load import resolve
-from .openai_app import API_KEY_ENV
+
+SERVER_MODULES = ("llama_cpp", "fastapi", "uvicorn")  # what the server process imports (llama-cpp-python[server]
+# brings the last two)
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding ``helpers``, for the server process
 
@@ -80,35 +82,35 @@ def check_exposure(host: str, api_key: str | None) -> None:
 
 
 def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = "127.0.0.1",
-                        chat_format: str | None = None, n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | None = None,
+                        template: str | None = None, n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | None = None,
                         wait: float = 120.0, log_path: str | Path | None = None, api_key: str | None = None,
-                        max_queue: int = DEFAULT_QUEUE) -> subprocess.Popen:
-    """Start an OpenAI-compatible server (llama-cpp-python's, :mod:`.openai_app`) on a GGUF and wait until it answers.
+                        max_queue: int = DEFAULT_QUEUE, model_id: str | None = None,
+                        timeout: float = DEFAULT_TIMEOUT) -> subprocess.Popen:
+    """Start the OpenAI-compatible server (:mod:`.openai_app`) on a GGUF and wait until it answers.
 
-    Without ``chat_format`` the server formats chats with the GGUF's own ``tokenizer.chat_template``
-    (our GGUFs carry the release's template). A malformed request gets HTTP 400. It listens on ``host`` only
-    (127.0.0.1 unless told otherwise; the ``HOST``/``PORT`` environment variables do not change that), on another
-    interface only with ``api_key``. Stop it with ``proc.terminate()``; ``proc.log_path`` is where its output goes.
+    Without ``template`` the server formats chats with the release template the GGUF's ``tokenizer.chat_template`` is
+    (our GGUFs carry it), one BOS first; a foreign GGUF's own template is rendered as llama.cpp renders it. A malformed
+    request gets HTTP 400. It listens on ``host`` only (127.0.0.1 unless told otherwise), on another interface only
+    with ``api_key``. Stop it with ``proc.terminate()``; ``proc.log_path`` is where its output goes.
 
     Args:
-        gguf_path: the model file.
-        port: TCP port; host: the interface (``0.0.0.0`` to serve other machines).
-        chat_format: a llama-cpp-python chat format name (e.g. ``llama-2``, ``llama-3``), if wanted.
+        gguf_path: the model file. port: TCP port; host: the interface (``0.0.0.0`` to serve other machines).
+        template: a template id of :data:`helpers.tokens.TEMPLATES` (``llama2-zh``, ``llama3`` ...), if wanted.
         n_ctx: context length; n_gpu_layers: layers on the GPU (default: all when supported).
         wait: seconds to wait for the server to come up (0: do not wait).
         log_path: where the server's output goes (default: ``openai-server-<port>.log`` in
             :func:`helpers.util.log_dir`, so a model in a read-only folder can be served).
         api_key: clients must send ``Authorization: Bearer <api_key>`` (required for a non-loopback ``host``).
         max_queue: generation requests that may wait behind the one being answered; more get 503.
+        model_id: the model's name in ``/v1/models`` and requests (default: the file name).
+        timeout: seconds one generation may run before it ends with ``finish_reason: "length"``.
 
     Raises:
-        UserError: llama-cpp-python's server extras are missing, the port is taken, a public host has no key, or the
-            server exits or never answers (the error quotes the end of its log).
+        UserError: llama-cpp-python or its server extras are missing, the port is taken, a public host has no key,
+            the server exits or never answers (the error quotes the end of its log).
     """
     check_exposure(host, api_key)
-    missing = server_extras_missing()
-    if importlib.util.find_spec("llama_cpp") is None:
-        missing.insert(0, "llama_cpp")
+    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"the OpenAI-compatible server needs llama-cpp-python's server extras (missing: "
                         f"{', '.join(missing)}); install them with: pip install 'llama-cpp-python[server]'")
@@ -124,9 +126,9 @@ def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = 
     instance = uuid.uuid4().hex
     cmd = [sys.executable, "-m", "helpers.chat.openai_app", "--model", str(gguf_path), "--host", host,
            "--port", str(port), "--n_ctx", str(n_ctx), "--n_gpu_layers", str(n_gpu_layers), "--instance", instance,
-           "--max_queue", str(max_queue)]
-    if chat_format:
-        cmd += ["--chat_format", chat_format]
+           "--max_queue", str(max_queue), "--model_id", model_id or gguf_path.name, "--timeout", str(timeout)]
+    if template:
+        cmd += ["--template", template]
     log = Path(log_path) if log_path else log_dir() / f"openai-server-{port}.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
     env.pop(API_KEY_ENV, None)
@@ -162,7 +164,7 @@ def openai_chat(base_url: str, messages: Sequence[dict], *, model: str | None = 
     Args:
         base_url: ``http://host:port`` or ``http://host:port/v1``.
         messages: ``[{"role": "system"|"user"|"assistant", "content": ...}, ...]``.
-        model: the model name to send (llama-cpp-python's server ignores it).
+        model: the model name to send (None: none; our server then answers with the model it serves).
         timeout: seconds to wait for the reply.
         api_key: sent as ``Authorization: Bearer <api_key>`` (a server started with one).
         **gen: request fields such as ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``repeat_penalty``,
@@ -178,7 +180,7 @@ def openai_chat(base_url: str, messages: Sequence[dict], *, model: str | None = 
         gen["max_tokens"] = gen.pop("max_new_tokens")
     if "repetition_penalty" in gen:
         gen["repeat_penalty"] = gen.pop("repetition_penalty")
-    body = {"model": model or "local", "messages": list(messages), "stream": False, **gen}
+    body = {**({"model": model} if model else {}), "messages": list(messages), "stream": False, **gen}
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
     req = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode("utf-8"), headers=headers,
                                  method="POST")
@@ -202,7 +204,7 @@ class Server:
 
     Attributes:
         url: the base URL OpenAI clients take (``http://127.0.0.1:8000/v1``).
-        model: the GGUF it serves.
+        model: the GGUF it serves. model_id: its name for clients (``/v1/models``; what requests send as ``model``).
         api_key: what clients must send as ``Authorization: Bearer <api_key>`` (None: nothing).
         process: the server process; log_path: where its output goes.
     """
@@ -212,10 +214,11 @@ class Server:
     api_key: str | None
     process: subprocess.Popen = field(repr=False)
     log_path: Path | None = None
+    model_id: str = ""
 
     def chat(self, messages: Sequence[dict], **gen: Any) -> str:
         """One reply from the server (:func:`openai_chat` with this server's URL and key)."""
-        return openai_chat(self.url, messages, api_key=self.api_key, **gen)
+        return openai_chat(self.url, messages, api_key=self.api_key, model=self.model_id or None, **gen)
 
     def running(self) -> bool:
         """True while the server process is alive."""
@@ -240,8 +243,8 @@ class Server:
 
 def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           gguf_quant: str = "q4_k", n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | None = None,
-          chat_format: str | None = None, max_queue: int = DEFAULT_QUEUE, wait: float = 120.0,
-          log_path: str | Path | None = None) -> Server:
+          template: str | None = None, max_queue: int = DEFAULT_QUEUE, wait: float = 120.0,
+          log_path: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT) -> Server:
     """Serve ``model`` with the OpenAI API and return once it answers.
 
     Args:
@@ -249,8 +252,11 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_k
             (downloaded and verified; ``gguf_quant`` picks the file of a repo that holds several).
         host: the interface: 127.0.0.1 (this machine only) unless told otherwise; any other needs ``api_key``.
         port: the TCP port. api_key: what clients must send as ``Authorization: Bearer <api_key>``.
-        n_ctx, n_gpu_layers, chat_format, wait, log_path: as :func:`start_openai_server`.
+        n_ctx, n_gpu_layers, template, wait, log_path, timeout: as :func:`start_openai_server`.
         max_queue: generation requests that may wait behind the one being answered; more get 503 with Retry-After.
+
+    The model's id for clients is the name it was asked for when that is a catalog name or hub id, else the file name
+    (never a path).
 
     Raises:
         UserError: a public ``host`` without ``api_key``, a model that is not a GGUF, or the server did not start.
@@ -260,9 +266,10 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_k
     if not (path.is_file() and path.suffix.lower() == ".gguf"):
         raise UserError(f"{model} is not a GGUF ({path}): the server runs GGUF files; convert it first "
                         "(python -m helpers to-gguf, or merge --format gguf) or give a GGUF release")
-    proc = start_openai_server(path, port=port, host=host, chat_format=chat_format, n_ctx=n_ctx,
+    model_id = path.name if Path(str(model)).exists() else str(model)
+    proc = start_openai_server(path, port=port, host=host, template=template, n_ctx=n_ctx,
                                n_gpu_layers=n_gpu_layers, wait=wait, log_path=log_path, api_key=api_key,
-                               max_queue=max_queue)
+                               max_queue=max_queue, model_id=model_id, timeout=timeout)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     shown = f"[{shown}]" if ":" in shown else shown
-    return Server(f"http://{shown}:{port}/v1", path, api_key, proc, getattr(proc, "log_path", None))
+    return Server(f"http://{shown}:{port}/v1", path, api_key, proc, getattr(proc, "log_path", None), model_id)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..tokens import LLAMA3_PRE_PATTERN, is_sentencepiece, jinja_chat_template
+from ..tokens import LLAMA3_PRE_PATTERN, gguf_chat_template, is_sentencepiece
 from ..util import UserError, read_json
 
 
@@ -133,7 +133,7 @@ def add_tokenizer(w, tokenizer_dir: Path, *, vocab_size: int, config: dict | Non
         raise UserError(f"no tokenizer in {tokenizer_dir}: need tokenizer.model (sentencepiece) or tokenizer.json")
     _fill_special_ids(special, tokenizer_dir, texts, config)
     if template is not None and (template != "raw" or template_explicit):
-        special.chat_template = jinja_chat_template(template)
+        special.chat_template = gguf_chat_template(template)
     special.add_to_gguf(w, quiet=True)
     if "<|eot_id|>" in texts:
         w.add_eot_token_id(texts.index("<|eot_id|>"))

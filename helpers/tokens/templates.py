@@ -9,8 +9,18 @@ Four formats are known (plus a long-answer system prompt for the v2 chat models)
 - ``raw``: plain continuation for base (non-chat) models.
 
 A system prompt of ``None`` means the template's default; an empty string means "no system block".
-The same formats are exported as a Jinja2 chat template (HF ``tokenizer_config.json`` / GGUF
-``tokenizer.chat_template``) and as an Ollama ``TEMPLATE``; both render exactly what :meth:`Template.render` does.
+The same formats are exported as a Jinja2 chat template (HF ``tokenizer_config.json``: :func:`jinja_chat_template`;
+GGUF ``tokenizer.chat_template``: :func:`gguf_chat_template`, the same with ``{{ bos_token }}`` first) and as an
+Ollama ``TEMPLATE``; all render exactly what :meth:`Template.render` does, and every path feeds the model the same
+token ids, one BOS first (``tests/test_prompt_paths.py``):
+
+- transformers: the tokenizer adds the BOS to :meth:`Template.render`'s text (the HF template has none);
+- llama-cpp-python's ``create_chat_completion``: the GGUF template's ``{{ bos_token }}``, tokenized with special
+  tokens parsed and no BOS added (its Jinja formatter says the template added it);
+- llama.cpp (``llama-server --jinja``, ``common/chat.cpp``): strips a leading ``bos_token`` from the rendered text and
+  lets the tokenizer add the BOS;
+- Ollama: renders the Modelfile ``TEMPLATE`` turn by turn and lets the tokenizer add the BOS, so that template has
+  none first.
 """
 from __future__ import annotations
 
@@ -269,14 +279,26 @@ def jinja_chat_template(name: str | Template) -> str:
     return body
 
 
+def gguf_chat_template(name: str | Template) -> str:
+    """The chat template a GGUF carries: :func:`jinja_chat_template` with ``{{ bos_token }}`` first.
+
+    llama-cpp-python's Jinja chat path tokenizes the rendered text without adding a BOS, so the template must give it;
+    llama.cpp's own (``common/chat.cpp``) strips a leading ``bos_token`` and adds it back when tokenizing; both end
+    with exactly one BOS, as the releases were trained (the tokenizer's BOS before :meth:`Template.render`'s text).
+    """
+    return "{{ bos_token }}" + jinja_chat_template(name)
+
+
 def ollama_template(name: str | Template) -> str:
     """Return an Ollama Modelfile ``TEMPLATE`` (Go template using ``.System``, ``.Prompt``, ``.Response``).
 
     Ollama renders such a template once per turn and sets ``.System`` only on the turn that follows a
-    system message, i.e. the first one. Write ``SYSTEM`` = :attr:`Template.default_system` into the
-    Modelfile (for llama2-zh it must be non-empty: turns without ``.System`` open with ``<s>[INST] ``,
-    which is the release's format for later turns). Text after ``{{ .Response }}`` is left out while
-    generating, so the generation prompt ends exactly like :meth:`Template.render`'s.
+    system message, i.e. the first one; the Modelfile's ``SYSTEM`` (:attr:`Template.default_system`) is that message
+    unless the request brings its own (an empty one: no system block). Text after ``{{ .Response }}`` is left out
+    while generating, so the generation prompt ends exactly like :meth:`Template.render`'s. Ollama's tokenizer adds
+    the BOS (``Tokenize(prompt, addSpecial=true)`` in its runner), so the template never starts with one; for
+    llama2-zh the ``</s><s>`` between turns ends the turn before, so a first turn without a system block gets no
+    second BOS.
     """
     t = get_template(name)
     if t.family == "alpaca":
@@ -286,8 +308,8 @@ def ollama_template(name: str | Template) -> str:
         )
     if t.family == "llama2":
         return (
-            "{{ if .System }}[INST] <<SYS>>\n{{ .System }}\n<</SYS>>\n\n{{ else }}<s>[INST] {{ end }}"
-            "{{ .Prompt }} [/INST]{{ if .Response }} {{ .Response }}</s>{{ end }}"
+            "[INST] {{ if .System }}<<SYS>>\n{{ .System }}\n<</SYS>>\n\n{{ end }}"
+            "{{ .Prompt }} [/INST]{{ if .Response }} {{ .Response }}</s><s>{{ end }}"
         )
     if t.family == "llama3":
         return (
