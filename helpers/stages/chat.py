@@ -15,9 +15,11 @@ from typing import Any
 
 from .. import catalog
 from ..chat import Backend, chat_widget, load_backend, serve, speculative_generate
+from ..chat.docqa import DOCQA_PACKAGES, DocAnswer, document_qa, missing_docqa_packages
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import CHAT_CONTEXT, GGUFFile, gguf_file, model_files
-from ..util import UserError
+from ..env import in_colab
+from ..util import UserError, read_utf8
 from .base import Plan, Stage
 from .form import param
 from .held import hold, release
@@ -74,7 +76,28 @@ class ChatSession:
             return None
         with serve(self.bot.path if self.job.server == "model" else self.job.server, port=SERVER_PORT) as server:
             print(f"serving {server.model.name} at {server.url} (OpenAI API)")
-            return server.chat([{"role": "user", "content": self.stage.prompt}], max_tokens=self.stage.max_new_tokens)
+            reply = server.chat([{"role": "user", "content": self.stage.prompt}], max_tokens=self.stage.max_new_tokens)
+            print(f"its reply to PROMPT: {reply}")
+            if self.stage.doc_file:
+                self.extra["documents"] = self._documents(server)
+            return reply
+
+    def _documents(self, server: Any) -> DocAnswer:
+        """``DOC_QUESTION`` about ``DOC_FILE``, through LangChain's OpenAI classes and the running server."""
+        missing = missing_docqa_packages()
+        if missing:  # the check allowed it: on Colab, installed now (pure Python, seconds)
+            import subprocess
+            import sys
+
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", *DOCQA_PACKAGES], check=True)
+        s = self.stage
+        found = document_qa(read_utf8(self.stage.located(s.doc_file)), s.doc_question, base_url=server.url,
+                            model=server.model_id, api_key=server.api_key or "none", max_tokens=s.max_new_tokens)
+        print(f"document QA on {s.doc_file}: {s.doc_question}")
+        for i, chunk in enumerate(found.chunks, 1):
+            print(f"  retrieved {i}: {chunk}")
+        print(f"  answer: {found.answer}")
+        return found
 
     def speculative(self) -> dict | None:
         """Speculative decoding of the templated ``PROMPT`` with the planned draft model; its figures, or None when
@@ -102,6 +125,7 @@ class ChatReport:
     reply: str
     server_reply: str | None = None
     speculative: dict | None = None
+    documents: DocAnswer | None = None
 
     def summary(self) -> str:
         s = self.stage
@@ -112,6 +136,9 @@ class ChatReport:
             lines.append(f"  no server ({s.assignment('start_server', True)} starts one)")
         else:
             lines.append(f"  the OpenAI-compatible server answered {len(self.server_reply or '')} characters")
+        if self.documents is not None:
+            lines.append(f"  document QA on {s.doc_file}: {len(self.documents.chunks)} chunks retrieved, an answer of "
+                         f"{len(self.documents.answer)} characters")
         if self.speculative is None:
             lines.append("  no speculative decoding" + ("" if s.draft_model else " (no draft model asked for)"))
         else:
@@ -149,6 +176,10 @@ class ChatStage(Stage):
                              "the negative prompt (e.g. 1.5)")
     negative_prompt: str = param("", "CFG sampling's negative prompt, put in the system prompt's place (empty: the "
                                  "question's last token)")
+    doc_file: str = param("", "a UTF-8 text file of your own to ask DOC_QUESTION about through LangChain and the "
+                          "server (split, embedded by the GGUF, the nearest chunks answered from; with the "
+                          "server on; empty: skip)")
+    doc_question: str = param("这份资料主要讲了什么？", "the question about DOC_FILE")
     workspace: str = param(AUTO, WORKSPACE_HELP)
 
     def smoke_values(self, demo: Path) -> dict[str, Any]:
@@ -190,10 +221,33 @@ class ChatStage(Stage):
                                                      kv_copies=kv_copies)
         server, server_needs, server_download = self._server(backend, gguf, runtime)
         needs = [bytes_need("disk", download + server_download, runtime.disk, fix=MORE_DISK, detail="downloads"),
-                 *needs, *server_needs, *self._guidance(backend, notes),
+                 *needs, *server_needs, *self._guidance(backend, notes), *self._doc_needs(server, notes),
                  *access_needs(("model", model), ("draft model", draft),
                                ("server model", server if server != "model" else None))]
         return Plan(self, runtime, needs, ChatJob(model, backend, quant, draft, server), notes)
+
+    def _doc_needs(self, server: str | None, notes: list[str]) -> list[Need]:
+        """Document QA: the server it runs through, the file (read now: UTF-8, not empty) and LangChain."""
+        if not self.doc_file:
+            return []
+        if server is None:
+            return [Need("document QA", "the server", self.assignment("start_server", self.start_server), NO,
+                         f"set {self.assignment('start_server', True)} (or {self.assignment('doc_file', '')})")]
+        path = Path(self.located(self.doc_file)).expanduser()
+        if not path.is_file():
+            raise UserError(f"DOC_FILE {self.doc_file!r} not found: give a UTF-8 text file (on Colab, upload it in the "
+                            f"Files pane), or {self.assignment('doc_file', '')} to skip document QA")
+        text = read_utf8(path, what=f"DOC_FILE {self.doc_file!r}: a UTF-8 text file")
+        if not text.strip():
+            raise UserError(f"DOC_FILE {self.doc_file!r} is empty: give a UTF-8 text file with some text in it")
+        missing = missing_docqa_packages()
+        notes.append(f"document QA: {self.doc_file} ({len(text)} characters) through LangChain and the server"
+                     + (f"; the run installs {', '.join(DOCQA_PACKAGES)} (pip, seconds)" if missing and in_colab()
+                        else ""))
+        if missing and not in_colab():
+            return [Need("LangChain", ", ".join(DOCQA_PACKAGES), f"missing {', '.join(missing)}", NO,
+                         "pip install " + " ".join(DOCQA_PACKAGES))]
+        return []
 
     def _guidance(self, backend: str, notes: list[str]) -> list[Need]:
         """CFG sampling: a refusal for a scale it cannot take, or a note on what it does and costs."""
@@ -277,4 +331,5 @@ class ChatStage(Stage):
         reply = result.reply()
         served = result.serve() if result.job.server is not None else None
         stats = result.speculative() if result.job.draft is not None else None
-        return ChatReport(self, result.job, str(result.bot.template), reply, served, stats)
+        return ChatReport(self, result.job, str(result.bot.template), reply, served, stats,
+                          result.extra.get("documents"))

@@ -58,10 +58,14 @@ reply = chat.reply()
 chat.widget()
 
 # %% [markdown]
-# ## An OpenAI-compatible server over a GGUF
-# This is how a laptop user plugs the model into other tools: `llama_cpp.server` speaks the
-# `/v1/chat/completions` API. With `START_SERVER = True` it serves the GGUF loaded above, or `SERVER_MODEL` (the
-# release's Q4_K GGUF, an extra download) when the chat runs on transformers.
+# ## An OpenAI-compatible server over a GGUF, and questions about your own documents
+# This is how a laptop user plugs the model into other tools: `python -m helpers serve` speaks OpenAI's
+# `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings` with the release's own template. With
+# `START_SERVER = True` it serves the GGUF loaded above, or `SERVER_MODEL` (the release's Q4_K GGUF, an extra
+# download) when the chat runs on transformers, and answers `PROMPT` once. With `DOC_FILE` set to a UTF-8 text file
+# (upload it in the Files pane), LangChain's OpenAI classes then answer `DOC_QUESTION` from it through the same
+# server: the text is split into chunks, each embedded by the GGUF, the nearest chunks retrieved and the model
+# answers from them; the cell prints the chunks it used.
 
 # %%
 chat.serve()
