@@ -61,6 +61,17 @@ def test_output_size_is_predicted(demo, tmp_path, fmt, outtype):
     assert plan.download_bytes == 0 and abs(plan.output_bytes - written) <= 0.15 * written, (plan.output_bytes, written)
 
 
+def test_what_an_interrupted_run_left_is_not_counted_again(demo, tmp_path):
+    from helpers.util import partial_path
+
+    out, base, lora = tmp_path / "m.gguf", str(demo / "Llama-2-7b-hf"), str(demo / "chinese-alpaca-2-lora-7b")
+    options = MergeOptions(fmt="gguf", outtype="f16")
+    fresh = plan_resources(base, [lora], options=options, out=out).output_bytes
+    partial_path(out).mkdir()
+    (partial_path(out) / "shard").write_bytes(b"x" * (fresh // 3))
+    assert plan_resources(base, [lora], options=options, out=out).output_bytes == fresh - fresh // 3
+
+
 @pytest.mark.parametrize("low_disk", [False, True])
 def test_peak_disk_is_predicted_through_the_hub(hub_env, tmp_path, low_disk):
     from helpers.hub import hub_cache_dir

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..checkpoint import TensorPlan, rope_to_meta
-from ..util import UserError, remove
+from ..util import UserError, partial_path, remove
 from .card import ModelCard
 from .export import write_checksum
 from .hparams import add_hparams
@@ -124,7 +124,7 @@ class GGUFSink:
             from .ggml import ggml_library
 
             ggml_library()  # llama-cpp-python missing: say so before anything is written
-        self.partial: Path = self.out_path.with_name(f".{self.out_path.name}.partial")
+        self.partial: Path = partial_path(self.out_path)
         self._entries: list[_Entry] = []
         self._index: dict[str, int] = {}
         self._files: PartialGGUF | None = None

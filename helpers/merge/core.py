@@ -124,7 +124,7 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
         return None
     sources = gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None)
-    return checked_plan(sources, options=options, out=target, partial=target.with_name(f".{target.name}.partial"))
+    return checked_plan(sources, options=options, out=target)
 
 
 def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import TensorPlan, hf_to_meta_name, meta_split_dim, rope_to_meta
 from ..tokens import tokenizer_files
-from ..util import UserError, atomic_path, fault_point, remove, tmp_name, write_json, write_sha256_listing
+from ..util import (UserError, atomic_path, fault_point, partial_path, remove, tmp_name, write_json,
+                    write_sha256_listing)
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +64,7 @@ class _FolderSink:
         if dtype not in _ST_CODE:
             raise UserError(f"unsupported dtype {dtype!r}; use one of {', '.join(_ST_CODE)}")
         self.final = Path(out_dir)
-        self.partial = self.final.parent / f".{self.final.name}.partial"
+        self.partial = partial_path(self.final)
         self.dtype_name, self.dtype = dtype, getattr(torch, dtype)
         self.job, self.sha256, self.extra_json = job, sha256, dict(extra_json or {})
         self.state: dict[str, Any] = {}

@@ -177,7 +177,7 @@ class FinetuneStage(Stage):
         options = MergeOptions(fmt="gguf", outtype=self.outtype, low_disk=False)
         return listing_fallback(notes, lambda offline: plan_resources(
             self.base_ref(), [], None, options=options, out=job.gguf, offline=offline, fresh=runtime.assumed,
-            free_disk=runtime.disk, free_ram=runtime.ram, partial=job.gguf.with_name(f".{job.gguf.name}.partial")))
+            free_disk=runtime.disk, free_ram=runtime.ram))
 
     def _merge_needs(self, resources: ResourcePlan, runtime: Runtime) -> list[Need]:
         needs = [bytes_need("RAM (GGUF merge)", resources.ram_bytes, resources.free_ram, fix=MORE_RAM,
@@ -289,7 +289,7 @@ class FinetuneStage(Stage):
         if job.gguf_saved is None:
             resources = plan_resources(self.base_ref(), [str(result.adapter_dir)], options=job.merge.options
                                        if job.merge is not None else MergeOptions(fmt="gguf", outtype=self.outtype),
-                                       out=job.gguf, partial=job.gguf.with_name(f".{job.gguf.name}.partial"))
+                                       out=job.gguf)
             if resources.refusal():
                 raise UserError(f"the GGUF merge of {job.name.adapter}: {resources.refusal()}")
             merge(self.base_ref(), [str(result.adapter_dir)], out=job.gguf, fmt="gguf", outtype=self.outtype,

@@ -163,7 +163,7 @@ class MergeStage(Stage):
         notes: list[str] = []
         resources = listing_fallback(notes, lambda offline: plan_resources(
             base, loras, patch, options=options, out=written, offline=offline, fresh=runtime.assumed,
-            free_disk=runtime.disk, free_ram=runtime.ram, partial=written.with_name(f".{written.name}.partial")))
+            free_disk=runtime.disk, free_ram=runtime.ram))
         fit = sources_fit(resources.sources, outtype=self.outtype) if self.output_format == "gguf" else None
         route = self._route(resources, fit.file_bytes, runtime) if self.uses_route() else None
         job = MergeJob(entry, base, tuple(loras), patch, target, options, resources, self._saved(target, resources),

@@ -227,8 +227,7 @@ class QuantizeStage(Stage):
 
         def planned(outtype: str) -> ResourcePlan:
             return resource_plan(sources, options=MergeOptions(fmt="gguf", outtype=outtype), out=f16,
-                                 free_disk=runtime.disk, free_ram=runtime.ram,
-                                 partial=f16.with_name(f".{f16.name}.partial"))
+                                 free_disk=runtime.disk, free_ram=runtime.ram)
 
         resources = planned("f16")
         notes.append(resources.summary())
