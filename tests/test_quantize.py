@@ -38,6 +38,24 @@ def test_type_names():
         hq.qtype_name("q9_z")
 
 
+def test_every_type_is_llama_cpps_own_file_type_and_size():
+    """The file types and bits per weight come from gguf-py's tables; llama.cpp's own header (llama_cpp's
+    LLAMA_FTYPE_*) and the block sizes its ggml library reports are the independent references."""
+    from helpers.gguf.types import BITS_PER_WEIGHT, FTYPES, TENSOR_TYPE
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for name, value in FTYPES.items():
+        const = "LLAMA_FTYPE_ALL_F32" if name == "f32" else f"LLAMA_FTYPE_MOSTLY_{name.upper()}"
+        assert getattr(llama_cpp, const) == value, name
+    from helpers.gguf.ggml import ggml_library
+
+    lib = ggml_library()
+    for name, qtype in TENSOR_TYPE.items():
+        block, nbytes = lib.ggml_blck_size(int(qtype)), lib.ggml_type_size(int(qtype))
+        assert BITS_PER_WEIGHT[name] == 8 * nbytes / block, name
+    assert BITS_PER_WEIGHT["q4_k_m"] == 4.5 and BITS_PER_WEIGHT["q8_0"] == 8.5 and BITS_PER_WEIGHT["f16"] == 16
+
+
 def test_iq_types_need_an_imatrix(f16, tmp_path):
     with pytest.raises(UserError, match="importance matrix"):
         hq.quantize(f16, tmp_path / "x.gguf", qtype="iq2_xxs")

@@ -5,9 +5,10 @@ import argparse
 
 from .core import merge
 from .inputs import parse_sha256_file
-from .options import FORMATS, OUTTYPES
+from ..gguf import WRITE_TYPES
+from .options import FORMATS
 
-_QUANTS = ", ".join(t for t in OUTTYPES if t not in ("f16", "bf16", "f32"))
+_QUANTS = ", ".join(t for t in WRITE_TYPES if t not in ("f16", "bf16", "f32"))
 
 
 def _size(text: str) -> int:

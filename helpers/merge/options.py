@@ -9,7 +9,6 @@ from ..gguf import FLOAT_TYPES, WRITE_TYPES, gguf_outtype
 from ..util import UserError, human_bytes, human_seconds
 
 FORMATS = ("hf", "pth", "gguf")
-OUTTYPES = WRITE_TYPES  # f32, f16, bf16 for every format; every llama.cpp quantization type for gguf
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}  # torch dtype of each HF / .pth outtype
 
 

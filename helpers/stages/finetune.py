@@ -24,7 +24,7 @@ from ..gguf import FLOAT_TYPES
 from ..hub import current_hub_id, is_local, resolve_model
 from ..merge import MergeOptions, ResourcePlan, merge, plan_resources
 from ..publish import ReleaseCard
-from ..train import (CHECKPOINTS, RESUME_CHOICES, FinetuneConfig, FinetuneResult, LaunchFiles, MemoryEstimate,
+from ..train import (CHECKPOINTS, RESUME_CHOICES, STRATEGIES, FinetuneConfig, FinetuneResult, LaunchFiles, MemoryEstimate,
                      compare_answers, estimate_memory, finetune, finished_record, list_checkpoints, planned_job_key, result_from_record,
                      write_launch_files)
 from ..util import UserError, human_bytes, read_json, write_json
@@ -36,7 +36,6 @@ from .needs import GET_GPU, GET_LLAMA, MORE_DISK, MORE_RAM, access_needs, listin
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
 SAMPLE = "sample"  # the DATA value that trains on the shipped Chinese sample (of the chosen MODE)
-STRATEGIES = {"zero2": 2, "ddp": None, "zero3": 3, "fsdp": None}  # -> DeepSpeed ZeRO stage
 
 
 @dataclass(frozen=True)

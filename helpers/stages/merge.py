@@ -31,8 +31,9 @@ from .form import param
 from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
-OUTTYPES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "iq4_xs", "q3_k_m", "iq3_s", "iq3_xxs", "q2_k", "f16", "bf16",
-            "f32")
+# notebook 01's OUTTYPE dropdown (any of gguf.WRITE_TYPES can be typed in)
+OUTTYPE_CHOICES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "iq4_xs", "q3_k_m", "iq3_s", "iq3_xxs", "q2_k", "f16",
+                   "bf16", "f32")
 LOW_DISK = {"auto": None, "yes": True, "no": False}
 IMATRIX = ("auto", "yes", "no")
 
@@ -107,7 +108,7 @@ class MergeStage(Stage):
                                choices=tuple(sorted(FORMATS, key=lambda f: f != "gguf")))
     outtype: str = param("q4_k_m", "the GGUF type, quantized in the same pass (iq4_xs and below: through the "
                          "importance-matrix route; f16/bf16/f32 for every format)",
-                         choices=OUTTYPES)
+                         choices=OUTTYPE_CHOICES)
     imatrix: str = param("auto", "the importance-matrix route: merge to INTERMEDIATE, compute llama.cpp's "
                          "importance matrix on CALIBRATION_TEXT, quantize to OUTTYPE with it (auto: for the types "
                          "below 4.5 bits, where it helps most; iq3_xxs cannot do without)", choices=IMATRIX)
@@ -268,7 +269,7 @@ class MergeStage(Stage):
             fixes.append({"intermediate": "q8_0"})
         if self.output_format == "gguf":
             bits = BITS_PER_WEIGHT[self.outtype]
-            smaller = sorted((t for t in OUTTYPES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get, reverse=True)
+            smaller = sorted((t for t in OUTTYPE_CHOICES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get, reverse=True)
             fixes += [{"outtype": t} for t in smaller] + [{"outtype": t, "low_disk": "yes"} for t in smaller]
         else:
             fixes.append({"output_format": "gguf", "outtype": "q4_k_m"})

@@ -28,7 +28,7 @@ from .datastats import DataStats, pt_stats, sft_stats
 from .dist import Launch, launch_context
 from .finetune import finetune
 from .jobs import CHECKPOINTS, ResumePlan, job_identity, list_checkpoints, plan_resume, planned_job_key
-from .launch import LaunchFiles, accelerate_config, deepspeed_config, deepspeed_preset, write_launch_files
+from .launch import STRATEGIES, LaunchFiles, accelerate_config, deepspeed_config, deepspeed_preset, write_launch_files
 from .memory import EMBEDDINGS, MemoryEstimate, detect_device, estimate_memory, memory_per_gpu
 from .result import FinetuneResult, finished_record, result_from_record
 from .setup import resolve_template
@@ -36,7 +36,7 @@ from .stats import StageStats, stage_stats
 from .records import hub_records, preview_hub_records
 from .stream import pack_batch, streamed_examples
 
-__all__ = ["CHECKPOINTS", "DATA_SUFFIXES", "EMBEDDINGS", "IGNORE", "RESUME_CHOICES", "Comparison", "DataCollator",
+__all__ = ["STRATEGIES", "CHECKPOINTS", "DATA_SUFFIXES", "EMBEDDINGS", "IGNORE", "RESUME_CHOICES", "Comparison", "DataCollator",
            "DataStats", "FinetuneConfig", "FinetuneResult", "check_record", "finished_record", "planned_job_key",
            "preview_hub_records", "pt_stats", "read_pt_lines", "read_sft_records", "resolve_template",
            "result_from_record", "sft_stats",
