@@ -122,23 +122,23 @@ def test_ntk_alpha_formula():
 
 
 def test_plan_rope_options():
-    from helpers.chat import ntk_rope_base, plan_rope
+    from helpers.chat import ntk_rope_base, choose_rope
 
     args = {"native_ctx": 4096, "base": 10000.0, "head_dim": 128}
-    assert plan_rope(None, n_ctx=None, **args).kind == "config"
-    assert plan_rope("auto", n_ctx=4096, **args).kind == "config"
-    assert plan_rope("auto", n_ctx=16384, configured="linear", **args).kind == "config"
-    auto = plan_rope("auto", n_ctx=8192, **args)
+    assert choose_rope(None, n_ctx=None, **args).kind == "config"
+    assert choose_rope("auto", n_ctx=4096, **args).kind == "config"
+    assert choose_rope("auto", n_ctx=16384, configured="linear", **args).kind == "config"
+    auto = choose_rope("auto", n_ctx=8192, **args)
     assert (auto.kind, auto.factor, auto.n_ctx) == ("ntk", 3.0, 8192)
     assert auto.base == pytest.approx(ntk_rope_base(10000.0, 3.0, 128))
-    fixed = plan_rope("ntk:4", n_ctx=None, **args)
+    fixed = choose_rope("ntk:4", n_ctx=None, **args)
     assert fixed.factor == 4.0 and fixed.base == pytest.approx(10000.0 * 4 ** (128 / 126))
-    assert plan_rope("ntk", n_ctx=None, **args).factor == 3.0  # default target: twice the native context
-    lin = plan_rope("linear:4", n_ctx=None, **args)
+    assert choose_rope("ntk", n_ctx=None, **args).factor == 3.0  # default target: twice the native context
+    lin = choose_rope("linear:4", n_ctx=None, **args)
     assert (lin.kind, lin.factor, lin.n_ctx) == ("linear", 4.0, 16384)
     for bad in ("ntk:0.5", "ntk:x", "magic", "linear:0.5"):
         with pytest.raises(UserError):
-            plan_rope(bad, n_ctx=None, **args)
+            choose_rope(bad, n_ctx=None, **args)
 
 
 def test_rope_scaling_reaches_transformers_rotary_embedding():
@@ -147,7 +147,7 @@ def test_rope_scaling_reaches_transformers_rotary_embedding():
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from helpers.chat import RopePlan, apply_rope_to_config as _apply_rope_to_config, ntk_rope_base
+    from helpers.chat import RopeScaling, apply_rope_to_config as _apply_rope_to_config, ntk_rope_base
 
     def inv_freq(cfg):
         return LlamaRotaryEmbedding(cfg).inv_freq.double()
@@ -160,16 +160,16 @@ def test_rope_scaling_reaches_transformers_rotary_embedding():
     plain = inv_freq(config())
     assert torch.allclose(plain, 1.0 / 10000.0 ** (torch.arange(0, d, 2).double() / d))
     linear = config()
-    _apply_rope_to_config(linear, RopePlan("config", native_ctx=4096), {"type": "linear", "factor": 4.0})
+    _apply_rope_to_config(linear, RopeScaling("config", native_ctx=4096), {"type": "linear", "factor": 4.0})
     assert linear.max_position_embeddings == 16384
     assert torch.allclose(inv_freq(linear), plain / 4)
     ntk = config()
     base = ntk_rope_base(10000.0, 3.0, d)
-    _apply_rope_to_config(ntk, RopePlan("ntk", 3.0, base, 4096, 8192), None)
+    _apply_rope_to_config(ntk, RopeScaling("ntk", 3.0, base, 4096, 8192), None)
     assert torch.allclose(inv_freq(ntk), 1.0 / base ** (torch.arange(0, d, 2).double() / d))
     assert ntk.max_position_embeddings == 8192
     yarn = config()
-    _apply_rope_to_config(yarn, RopePlan("config", native_ctx=4096),
+    _apply_rope_to_config(yarn, RopeScaling("config", native_ctx=4096),
                           {"type": "yarn", "factor": 16.0, "original_max_position_embeddings": 4096})
     emb = LlamaRotaryEmbedding(yarn)
     assert yarn.rope_parameters["rope_type"] == "yarn"

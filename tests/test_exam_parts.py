@@ -182,16 +182,16 @@ def test_archives_unpack_only_their_csv_files(tmp_path, monkeypatch):
 
 def test_plan_before_loading_the_model(tmp_path):
     """The notebook's estimate before a run: style, size and weights from the catalog, nothing loaded."""
-    from helpers.evaluate import PromptStyle, benchmark, estimate_time, load_exam, plan_exam, write_standin
+    from helpers.evaluate import PromptStyle, benchmark, estimate_time, load_exam, estimate_exam, write_standin
 
     data = write_standin(tmp_path / "d", "ceval", questions=4)
-    gguf = plan_exam("chinese-alpaca-2-13b-gguf", data=data, runtime="cpu")
+    gguf = estimate_exam("chinese-alpaca-2-13b-gguf", data=data, runtime="cpu")
     exam = load_exam(benchmark("ceval"), data, shots=5)
     assert gguf == estimate_time(exam, PromptStyle("v2", benchmark("ceval")), params_b=13, runtime="cpu", weights="gguf")
-    v3 = plan_exam("llama-3-chinese-8b-instruct", data=data, with_prompt=True, quantization="4bit")
+    v3 = estimate_exam("llama-3-chinese-8b-instruct", data=data, with_prompt=True, quantization="4bit")
     assert v3 == estimate_time(exam, PromptStyle("v3", benchmark("ceval"), with_prompt=True), params_b=8,
                                weights="4bit")
-    assert plan_exam(tmp_path / "my-model", data=data).weights == "f16"
+    assert estimate_exam(tmp_path / "my-model", data=data).weights == "f16"
 
 
 @pytest.mark.parametrize("shots", [0, 5])

@@ -168,11 +168,11 @@ def _needed(demo: Path) -> int:
     """The space check's estimate for the Plus merge (HF, f16)."""
     from helpers.merge.inputs import open_inputs
     from helpers.merge.options import MergeOptions
-    from helpers.merge.preflight import output_bytes, plan_merge
+    from helpers.merge.preflight import output_bytes, merge_layout
 
     inputs = open_inputs(demo / "llama-7b", [demo / x for x in PLUS], None)
     try:
-        return output_bytes(plan_merge(inputs), MergeOptions())
+        return output_bytes(merge_layout(inputs), MergeOptions())
     finally:
         inputs.close()
 

@@ -284,7 +284,7 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
     """A 1-layer, 64-wide GGUF with ``tokenizer_dir``'s vocabulary (zero weights: for vocab / metadata checks)."""
     import torch
 
-    from helpers.checkpoint import TensorPlan
+    from helpers.checkpoint import TensorSpec
     from helpers.gguf import GGUFSink, describe_model
 
     cfg = tiny_config(vocab, **config_extra)
@@ -297,7 +297,7 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
     shapes.update({"model.norm.weight": (h,), "lm_head.weight": (vocab, h)})
     card = describe_model(cfg, tokenizer_dir, name=name, template=template)
     sink = GGUFSink(out, outtype="f16", card=card, split_max_size=split_max_size)
-    sink.open(config=cfg, tokenizer_dir=tokenizer_dir, plan=[TensorPlan(k, s) for k, s in shapes.items()])
+    sink.open(config=cfg, tokenizer_dir=tokenizer_dir, tensors=[TensorSpec(k, s) for k, s in shapes.items()])
     for k, s in shapes.items():
         sink.write(k, torch.ones(s) if len(s) == 1 else torch.randn(s) * 0.02)
     return sink.close()

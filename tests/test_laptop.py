@@ -73,9 +73,9 @@ def test_file_size_is_the_writers(demo, tmp_path, outtype):
     reader = gguf.GGUFReader(str(out))
     data = out.stat().st_size - min(t.data_offset for t in reader.tensors)
     from helpers.gguf import data_bytes
-    from helpers.merge.sources import inputs_of, planned_model
+    from helpers.merge.sources import inputs_of, merged_layout
 
-    config, tensors, _ = planned_model(inputs_of(str(base), [str(x) for x in loras], None))
+    config, tensors, _ = merged_layout(inputs_of(str(base), [str(x) for x in loras], None))
     assert data_bytes(config, tensors, outtype) == data
     assert abs(fit.file_bytes - out.stat().st_size) < 128 << 10  # the header: the vocabulary, estimated
 

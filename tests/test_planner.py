@@ -142,7 +142,7 @@ def test_every_release_fits_free_colab_at_q4_k_m_33b_in_low_disk_mode():
     gb = 1 << 30
     for name in catalog.names(kind="lora") + catalog.names(kind="patch"):
         entry = catalog.get(name)
-        base, loras = catalog.merge_plan(name)
+        base, loras = catalog.release_recipe(name)
         patch = loras.pop() if entry.kind == "patch" else None
         plan = plan_resources(base, loras, patch, options=MergeOptions(fmt="gguf", outtype="q4_k_m"),
                               out="/content/out.gguf", offline=True, free_disk=78 * gb, free_ram=int(12.7 * gb))

@@ -330,7 +330,7 @@ def test_install_hint_and_availability():
     ("13.0", True, ("cu121", "cu124"), "cpu", False),          # another major version
 ])
 def test_colab_wheel_choice(cuda, want_gpu, tags, expect_tag, expect_gpu):
-    plan = hq_llamacpp.plan_wheel(cuda=cuda, want_gpu=want_gpu, cuda_tags=tags)
+    plan = hq_llamacpp.choose_wheel(cuda=cuda, want_gpu=want_gpu, cuda_tags=tags)
     assert (plan.tag, plan.gpu) == (expect_tag, expect_gpu)
     if want_gpu and cuda and not expect_gpu:
         assert "20-60 minutes" in plan.note and "build_from_source=True" in plan.note

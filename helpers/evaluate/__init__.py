@@ -10,7 +10,7 @@ a GGUF file (llama-cpp-python), or an already loaded model.
   first-step scores, each subject's shared prefix evaluated once;
 - :mod:`.exam`: :func:`run_exam`; :mod:`.results`: :class:`ExamResult` (``summary.json``, ``submission.json``);
   :mod:`.paired`: :func:`compare_results`; :mod:`.published`: :func:`published_row`; :mod:`.timing`:
-  :func:`estimate_time`, :func:`plan_exam`; :mod:`.standin`: :func:`write_standin`;
+  :func:`estimate_time`, :func:`estimate_exam`; :mod:`.standin`: :func:`write_standin`;
 - :mod:`.llama_chunks`: :class:`ChunkRunner`, a GGUF run over a text in chunks as llama-perplexity and
   llama-imatrix run it;
 - :mod:`.choice`: :func:`multiple_choice` (one CSV of your own, scored the same way);
@@ -32,13 +32,13 @@ from .results import PREDICTIONS, Answer, ExamResult, load_result
 from .scorers import PPL_WINDOW, HFScorer, LlamaCppScorer, open_model
 from .standin import write_standin
 from .subjects import BENCHMARKS, Benchmark, benchmark
-from .timing import TimeEstimate, estimate_time, plan_exam
+from .timing import TimeEstimate, estimate_time, estimate_exam
 
 __all__ = ["ANSWER_CUE", "BENCHMARKS", "ChunkRunner", "ChunkSettings", "chunk_count", "LETTERS", "MC_HEADER", "MC_WINDOW", "PPL_WINDOW", "PREDICTIONS", "REPETITION_PENALTY",
            "TEMPERATURE", "Answer", "Benchmark", "ExamData", "ExamResult", "ExamScorer", "HFExamScorer", "HFScorer",
            "KLReport", "LetterIds", "LlamaCppExamScorer", "LlamaCppScorer", "MCReport", "PairedComparison",
            "PromptStyle", "PublishedRow", "TimeEstimate", "benchmark", "compare_quants", "compare_results", "default_eval_text",
            "estimate_time", "format_item", "kl_divergence", "letter_ids", "load_exam", "load_result", "mc_prompt",
-           "multiple_choice", "open_model", "open_scorer", "plan_exam", "perplexity", "plot_quant_table",
+           "multiple_choice", "open_model", "open_scorer", "estimate_exam", "perplexity", "plot_quant_table",
            "published_row", "read_mc_csv", "read_text", "release_name", "run_exam", "score_exam", "style_for",
            "windows", "write_standin"]

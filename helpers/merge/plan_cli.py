@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..catalog import get, merge_plan
+from ..catalog import get, release_recipe
 from ..gguf import NEEDS_IMATRIX, gguf_outtype
 from .laptop import LAPTOPS_GB, sources_fit
 from .options import FORMATS, MergeOptions
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     patch = None
     if args.model:
         entry = get(args.model)
-        base, loras = merge_plan(entry.name)
+        base, loras = release_recipe(entry.name)
         if entry.kind == "patch":
             patch = loras.pop()
     elif args.base:

@@ -67,7 +67,7 @@ class FinetuneJob:
 
 
 @dataclass(frozen=True)
-class FinetuneStage(Stage):
+class FinetuneStage(Stage[FinetuneJob]):
     """The fine-tuning notebook's form."""
 
     NOTEBOOK = "04_finetune_lora"
@@ -124,7 +124,7 @@ class FinetuneStage(Stage):
         saved = None if redo or gguf.is_file() else ws.find(gguf.name)
         return FinetuneJob(config, name, gguf, finished, saved, redo=redo)
 
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[FinetuneJob]:
         job = self.job()
         access = access_needs(("base model", self.base_model))
         notes = [f"job {job.name.key}: adapter {job.name.adapter}, GGUF {job.gguf.name} (kept in "
@@ -219,7 +219,7 @@ class FinetuneStage(Stage):
                               max_seq_length=self.max_seq_length, block_size=self.max_seq_length,
                               load_in_4bit=self.load_in_4bit, resume=self.resume)
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[FinetuneJob]) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = [{"load_in_4bit": not self.load_in_4bit}]
         if self.resume == "yes":
             fixes.append({"resume": "auto"})
@@ -228,7 +228,7 @@ class FinetuneStage(Stage):
         return fixes + ([{"push_to_hub": ""}] if self.push_to_hub else [])
 
     # ---------------------------------------------------------------------------------------------------- run
-    def execute(self, plan: Plan) -> FinetuneResult:
+    def execute(self, plan: Plan[FinetuneJob]) -> FinetuneResult:
         """Train the job (or take its finished adapter) and save the adapter to the workspace."""
         job: FinetuneJob = plan.job
         if job.finished is not None:
@@ -241,7 +241,7 @@ class FinetuneStage(Stage):
         return result
 
     @staticmethod
-    def _job_of(plan: Plan, result: FinetuneResult) -> FinetuneJob:
+    def _job_of(plan: Plan[FinetuneJob], result: FinetuneResult) -> FinetuneJob:
         """The plan's job, refused when ``result`` is another job's (the form changed after the check cell)."""
         job: FinetuneJob = plan.job
         if result.out.name != job.name.adapter:
@@ -262,7 +262,7 @@ class FinetuneStage(Stage):
                 return saved
         return None
 
-    def compare(self, plan: Plan, result: FinetuneResult) -> tuple[str, str]:
+    def compare(self, plan: Plan[FinetuneJob], result: FinetuneResult) -> tuple[str, str]:
         """``TEST_PROMPT`` answered by the base model and by the base with the new adapter (kept beside the adapter
         and in the workspace, so a rerun of the finished job shows them without loading anything)."""
         job = self._job_of(plan, result)
@@ -279,7 +279,7 @@ class FinetuneStage(Stage):
         print("after: ", saved["after"])
         return saved["before"], saved["after"]
 
-    def to_gguf(self, plan: Plan, result: FinetuneResult) -> Path:
+    def to_gguf(self, plan: Plan[FinetuneJob], result: FinetuneResult) -> Path:
         """The adapter merged into the base as this job's ``OUTTYPE`` GGUF (quantized in the same pass, planned by
         the merge planner with the adapter now there), saved to the workspace, and with the adapter pushed to
         ``PUSH_TO_HUB`` when asked; this job's GGUF already in the workspace is taken as it is."""
@@ -301,7 +301,7 @@ class FinetuneStage(Stage):
                                                    quant=self.outtype, how=how))
         return gguf
 
-    def outgrow(self, plan: Plan) -> LaunchFiles:
+    def outgrow(self, plan: Plan[FinetuneJob]) -> LaunchFiles:
         """``launch.sh`` and the accelerate / DeepSpeed configs that train the same job on ``GPUS`` GPUs, with the
         memory each GPU needs; written into this job's own launch folder beside the adapter."""
         job: FinetuneJob = plan.job
@@ -312,7 +312,7 @@ class FinetuneStage(Stage):
         print(f"wrote {', '.join(str(p) for p in files.paths)}; on the big machine: bash {files.script}")
         return files
 
-    def headless(self, plan: Plan, result: FinetuneResult) -> FinetuneReport:
+    def headless(self, plan: Plan[FinetuneJob], result: FinetuneResult) -> FinetuneReport:
         """The notebook's cells after the training, as ``python -m helpers run`` carries them out: the answers
         before and after, the GGUF, the launch files."""
         self.compare(plan, result)

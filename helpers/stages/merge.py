@@ -23,7 +23,7 @@ from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, ggu
 from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_path, imatrix_route,
                        imatrix_seconds, intermediate_path, offload_layers, route_recommended)
 from ..merge import (FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources,
-                     planned_model, sources_fit)
+                     merged_layout, sources_fit)
 from ..publish import ReleaseCard
 from ..util import UserError, human_bytes, human_seconds
 from .base import Plan, Stage, form_path
@@ -40,7 +40,7 @@ IMATRIX = ("auto", "yes", "no")
 
 def release_inputs(entry: ModelEntry, base: str = "") -> tuple[str, list[str], str | None]:
     """(base, LoRAs in order, patch) of a catalog LoRA or patch release; ``base`` replaces the catalog's."""
-    default_base, steps = catalog.merge_plan(entry.name)
+    default_base, steps = catalog.release_recipe(entry.name)
     patch = steps.pop() if entry.kind == "patch" else None
     return base or default_base, steps, patch
 
@@ -93,7 +93,7 @@ class Route:
 
 
 @dataclass(frozen=True)
-class MergeStage(Stage):
+class MergeStage(Stage[MergeJob]):
     """The merge notebook's form."""
 
     NOTEBOOK = "01_merge_lora"
@@ -147,7 +147,7 @@ class MergeStage(Stage):
         return entry
 
     # ---------------------------------------------------------------------------------------------------- plan
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[MergeJob]:
         entry = self.entry()
         base, loras, patch = release_inputs(entry, self.base_model)
         target = release_target(entry, self.output_dir, self.output_format, self.outtype)
@@ -198,7 +198,7 @@ class MergeStage(Stage):
         if calibration is not None and not calibration.is_file():
             raise UserError(f"CALIBRATION_TEXT {calibration} is not a file: give a UTF-8 text file, or leave it "
                             f"empty for {CALIBRATION_NAME}")
-        config, tensors, _ = planned_model(resources.sources)
+        config, tensors, _ = merged_layout(resources.sources)
         n_layers = int(config["num_hidden_layers"])
         gpu = bool(runtime.gpu) and runtime.llama_cpp_gpu
         layers = offload_layers(resources.output_bytes, n_layers, runtime.vram) if gpu else -1
@@ -253,7 +253,7 @@ class MergeStage(Stage):
                         f"{resources.sources[0].ref}, which is not", NO, "")
         return need
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[MergeJob]) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = []
         if self._imatrix_refusal() is not None:
             return [{"imatrix": "auto"}, {"outtype": "q3_k_m"}]
@@ -276,7 +276,7 @@ class MergeStage(Stage):
         return fixes
 
     # ---------------------------------------------------------------------------------------------------- run
-    def execute(self, plan: Plan) -> MergeResult:
+    def execute(self, plan: Plan[MergeJob]) -> MergeResult:
         job: MergeJob = plan.job
         if job.saved is not None:
             print(f"{job.saved} holds this merge already (saved by an earlier session)")

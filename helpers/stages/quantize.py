@@ -114,7 +114,7 @@ class QuantizeResult:
 
 
 @dataclass(frozen=True)
-class QuantizeStage(Stage):
+class QuantizeStage(Stage[QuantizeJob]):
     """The quantize notebook's form."""
 
     NOTEBOOK = "02_quantize_gguf"
@@ -146,7 +146,7 @@ class QuantizeStage(Stage):
         return Workspace.of(self.workspace, self.output_dir)
 
     # ---------------------------------------------------------------------------------------------------- plan
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[QuantizeJob]:
         types, notes = self.types(), []
         job, sizes, peak = self._source(types, runtime, notes)
         needs = [Need("GPU", "no GPU", runtime.gpu or "none")]
@@ -235,7 +235,7 @@ class QuantizeStage(Stage):
         job = QuantizeJob(source, entry.name if entry is not None else str(path), f16, outputs, resources, entry)
         return job, {t: planned(t).output_bytes for t in types}, resources.chosen_peak_disk
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[QuantizeJob]) -> list[dict[str, Any]]:
         types = self.types()
         fixes: list[dict[str, Any]] = [{"quant_types": types[0]}] if len(types) > 1 else []
         if self.published == "no":
@@ -245,7 +245,7 @@ class QuantizeStage(Stage):
         return fixes + ([{"push_to_hub": ""}] if self.push_to_hub else [])
 
     # ---------------------------------------------------------------------------------------------------- run
-    def execute(self, plan: Plan) -> QuantizeResult:
+    def execute(self, plan: Plan[QuantizeJob]) -> QuantizeResult:
         job: QuantizeJob = plan.job
         if job.source == "published":
             result = QuantizeResult(None, {t: self._download(job, t) for t in job.outputs})
@@ -311,7 +311,7 @@ class QuantizeStage(Stage):
         files = [*([result.f16] if result.f16 is not None else []), *result.quants.values()]
         return "\n".join(f"{human_bytes(p.stat().st_size):>10}  {p}" for p in files)
 
-    def headless(self, plan: Plan, result: QuantizeResult) -> QuantizeResult:
+    def headless(self, plan: Plan[QuantizeJob], result: QuantizeResult) -> QuantizeResult:
         """The notebook's quality cell (when ``QUALITY_TABLE`` asks for it), its rows kept in the result."""
         return QuantizeResult(result.f16, result.quants, tuple(self.quality(result)))
 

@@ -27,7 +27,7 @@ from .datafile import check_record, read_pt_lines, read_sft_records
 from .datastats import DataStats, pt_stats, sft_stats
 from .dist import Launch, launch_context
 from .finetune import finetune
-from .jobs import CHECKPOINTS, ResumePlan, job_identity, list_checkpoints, plan_resume, planned_job_key
+from .jobs import CHECKPOINTS, ResumeDecision, job_identity, list_checkpoints, decide_resume, planned_job_key
 from .launch import STRATEGIES, LaunchFiles, accelerate_config, deepspeed_config, deepspeed_preset, write_launch_files
 from .memory import EMBEDDINGS, MemoryEstimate, detect_device, estimate_memory, memory_per_gpu
 from .result import FinetuneResult, finished_record, result_from_record
@@ -40,9 +40,9 @@ __all__ = ["STRATEGIES", "CHECKPOINTS", "DATA_SUFFIXES", "EMBEDDINGS", "IGNORE",
            "DataStats", "FinetuneConfig", "FinetuneResult", "check_record", "finished_record", "planned_job_key",
            "preview_hub_records", "pt_stats", "read_pt_lines", "read_sft_records", "resolve_template",
            "result_from_record", "sft_stats",
-           "Launch", "LaunchFiles", "MemoryEstimate", "ResumePlan", "StageStats", "accelerate_config",
+           "Launch", "LaunchFiles", "MemoryEstimate", "ResumeDecision", "StageStats", "accelerate_config",
            "build_dataset", "compare_answers", "deepspeed_config", "deepspeed_preset", "detect_device", "eot_id",
            "estimate_memory", "finetune", "group_texts", "hub_records", "in_notebook", "is_hub_dataset",
            "job_identity", "launch_context", "list_checkpoints", "load_sft_records", "loss_figure", "memory_per_gpu", "pack_batch",
-           "pad_id_of", "plan_resume", "read_loss_csv", "save_loss_plot", "stage_stats", "streamed_examples",
+           "pad_id_of", "decide_resume", "read_loss_csv", "save_loss_plot", "stage_stats", "streamed_examples",
            "tokenize_sft", "trainer_callbacks", "write_launch_files", "write_loss_csv"]
