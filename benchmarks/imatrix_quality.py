@@ -159,12 +159,12 @@ def synthetic_q8(work: Path, layers: int) -> Path:
     """The synthetic 7B-wide base of ``layers`` layers, merged to Q8_0 (as the importance-matrix route does)."""
     from merge_memory import build_base, tokenizer
 
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     out = work / f"synthetic-L{layers}-q8_0.gguf"
     if not out.is_file():
         base = build_base(work, layers, tokenizer(work, 32000))
-        merge(base, [], out=out, fmt="gguf", outtype="q8_0", progress=False, write_sha256=False)
+        merge(Recipe(base, []), out, MergeOptions(fmt="gguf", outtype="q8_0", progress=False, write_sha256=False))
     return out
 
 

@@ -83,10 +83,10 @@ def _llama2_bin_copy(src: Path, dst: Path) -> None:
 
 def _meta_original_copy(src: Path, dst: Path, work: Path) -> None:
     """The Llama-3 repo's Meta copy: ``original/consolidated.00.pth`` and ``params.json`` (Meta layout)."""
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     out = work / "llama3-pth"
-    merge(src, [], out=out, fmt="pth", outtype="bf16", progress=False, write_sha256=False)
+    merge(Recipe(src, []), out, MergeOptions(fmt="pth", outtype="bf16", progress=False, write_sha256=False))
     (dst / "original").mkdir()
     for name in ("consolidated.00.pth", "params.json"):
         shutil.copy(out / name, dst / "original" / name)

@@ -21,7 +21,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from helpers.merge import INTERRUPT_ENV, merge  # noqa: E402
+from helpers.merge import INTERRUPT_ENV, MergeOptions, Recipe, merge  # noqa: E402
 from helpers.util import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +83,8 @@ def f16(cases, tmp_path_factory):
     def get(case: str) -> Path:
         if case not in made:
             base, loras = cases[case]
-            made[case] = merge(base, loras, out=d / case / "model.gguf", fmt="gguf", outtype="f16", progress=False,
-                               write_sha256=False).outputs[0]
+            made[case] = merge(Recipe(base, loras), d / case / "model.gguf",
+                               MergeOptions(fmt="gguf", outtype="f16", progress=False, write_sha256=False)).outputs[0]
         return made[case]
 
     return get
@@ -167,7 +167,8 @@ def assert_same_quantization(ours: Path, ref: Path) -> None:
 
 def one_pass(cases, case: str, qtype: str, out: Path, **kw) -> Path:
     base, loras = cases[case]
-    return merge(base, loras, out=out, fmt="gguf", outtype=qtype, progress=False, write_sha256=False, **kw).outputs[0]
+    options = MergeOptions(fmt="gguf", outtype=qtype, progress=False, write_sha256=False, **kw)
+    return merge(Recipe(base, loras), out, options).outputs[0]
 
 
 # ------------------------------------------------------------------------------------------------ vs llama.cpp
@@ -387,7 +388,7 @@ def test_interrupted_gguf_merge_resumes(cases, tmp_path, monkeypatch, qtype):
     assert not out.exists() and json.loads((partial / ".gguf-state.json").read_text())["done"] == 7
     monkeypatch.delenv(INTERRUPT_ENV)
     base, loras = cases["llama2"]
-    res = merge(base, loras, out=out, fmt="gguf", outtype=qtype, progress=False, write_sha256=False)
+    res = merge(Recipe(base, loras), out, MergeOptions(fmt="gguf", outtype=qtype, progress=False, write_sha256=False))
     assert res.tensors_resumed == 7 and res.tensors_written == len(tensors(out)) - 7
     clean = one_pass(cases, "llama2", qtype, tmp_path / "clean" / "m.gguf")
     assert out.read_bytes() == clean.read_bytes()
@@ -401,7 +402,8 @@ def test_partial_of_another_job_is_discarded(cases, tmp_path, monkeypatch):
         one_pass(cases, "llama2", "q4_k_m", out)
     monkeypatch.delenv(INTERRUPT_ENV)
     base, loras = cases["llama2"]
-    res = merge(base, loras, out=out, fmt="gguf", outtype="q5_k_m", progress=False, write_sha256=False)
+    res = merge(Recipe(base, loras), out,
+                MergeOptions(fmt="gguf", outtype="q5_k_m", progress=False, write_sha256=False))
     assert res.tensors_resumed == 0
     assert out.read_bytes() == one_pass(cases, "llama2", "q5_k_m", tmp_path / "clean" / "m.gguf").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.Modelfile", "m.gguf"]

@@ -212,7 +212,7 @@ def test_route_through_f16_equals_the_one_pass_merge(demo, tmp_path):
     """merge -> F16 -> importance matrix -> IQ4_XS gives the file a one-pass merge with that matrix gives, and
     leaves only the output, its Modelfile and checksum, and the matrix."""
     from helpers.imatrix import imatrix_route
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     base, loras = demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]
     res = imatrix_route(base, loras, out=tmp_path / "route" / "m.gguf", outtype="IQ4_XS", calibration=CORPUS_ZH,
@@ -220,8 +220,9 @@ def test_route_through_f16_equals_the_one_pass_merge(demo, tmp_path):
     assert sorted(p.name for p in (tmp_path / "route").iterdir()) == ["m.Modelfile", "m.gguf", "m.gguf.sha256",
                                                                      "m.imatrix.gguf"]
     assert res.report.chunks == 4 and read_imatrix_stats(res.imatrix).datasets == (str(CORPUS_ZH),)
-    one = merge(base, loras, out=tmp_path / "one" / "m.gguf", fmt="gguf", outtype="iq4_xs", imatrix=res.imatrix,
-                progress=False, write_sha256=False).outputs[0]
+    one = merge(Recipe(base, loras), tmp_path / "one" / "m.gguf",
+                MergeOptions(fmt="gguf", outtype="iq4_xs", imatrix=res.imatrix, progress=False,
+                             write_sha256=False)).outputs[0]
     _same_tensors(res.output, one)
     fa, fb = gguf.GGUFReader(str(res.output)).fields, gguf.GGUFReader(str(one)).fields
     for key in ("general.file_type", "quantize.imatrix.file", "quantize.imatrix.dataset",

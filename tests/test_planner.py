@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.merge import merge
+from helpers.merge import Recipe, merge
 from helpers.merge.options import MergeOptions
 from helpers.merge import plan_resources
 
@@ -56,7 +56,7 @@ def test_output_size_is_predicted(demo, tmp_path, fmt, outtype):
     out = tmp_path / ("m.gguf" if fmt == "gguf" else "m")
     base, loras = demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]
     plan = plan_resources(str(base), [str(x) for x in loras], options=MergeOptions(fmt=fmt, outtype=outtype), out=out)
-    merge(base, loras, out=out, fmt=fmt, outtype=outtype, progress=False)
+    merge(Recipe(base, loras), out, MergeOptions(fmt=fmt, outtype=outtype, progress=False))
     written = apparent_bytes(tmp_path)
     assert plan.download_bytes == 0 and abs(plan.output_bytes - written) <= 0.15 * written, (plan.output_bytes, written)
 
@@ -83,7 +83,7 @@ def test_peak_disk_is_predicted_through_the_hub(hub_env, tmp_path, low_disk):
     assert plan.download_bytes > plan.output_bytes > 0 and plan.peak_disk_low < plan.peak_disk
     hub_cache_dir().mkdir(parents=True, exist_ok=True)
     with DiskSampler(hub_cache_dir(), tmp_path / "out") as disk:
-        merge(BASE, [LORA], out=out, fmt="gguf", outtype="q4_k_m", low_disk=low_disk, progress=False)
+        merge(Recipe(BASE, [LORA]), out, MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=low_disk, progress=False))
     assert abs(disk.peak - predicted) <= 0.15 * disk.peak, (disk.peak, predicted)
 
 

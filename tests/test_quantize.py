@@ -385,19 +385,19 @@ def test_a_rerun_keeps_the_same_quantization_of_a_merge_and_redoes_another(demo,
     """quantize() of a merge's GGUF: the output carries the merge's job (the quantizer copies the source's keys), so
     the same source, type and matrix are not quantized again; another merge in the same place is."""
     from helpers.gguf import quantize
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     src = tmp_path / "m-f16.gguf"
-    merge(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"], out=src, fmt="gguf", outtype="f16",
-          progress=False)
+    merge(Recipe(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]), src,
+          MergeOptions(fmt="gguf", outtype="f16", progress=False))
     out = quantize(src, tmp_path / "m-q8_0.gguf", qtype="q8_0")
     first = out.read_bytes()
     mtime = out.stat().st_mtime_ns
     capsys.readouterr()
     quantize(src, out, qtype="q8_0")
     assert "already the q8_0" in capsys.readouterr().err and out.stat().st_mtime_ns == mtime
-    merge(demo / "Llama-2-7b-hf", [demo / "chinese-llama-2-lora-7b"], out=src, fmt="gguf", outtype="f16",
-          progress=False, overwrite=True)
+    merge(Recipe(demo / "Llama-2-7b-hf", [demo / "chinese-llama-2-lora-7b"]), src,
+          MergeOptions(fmt="gguf", outtype="f16", progress=False, overwrite=True))
     quantize(src, out, qtype="q8_0")
     assert "already" not in capsys.readouterr().err and out.read_bytes() != first
 

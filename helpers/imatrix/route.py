@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..evaluate import ChunkSettings
 from ..gguf import FLOAT_TYPES, NEEDS_IMATRIX, gguf_outtype, gguf_sidecars, quantize
-from ..merge import merge
+from ..merge import MergeOptions, Recipe, merge
 from ..merge.options import gguf_target
 from ..util import UserError, remove
 from .compute import ImatrixReport, compute_imatrix
@@ -120,8 +120,8 @@ def imatrix_route(base: str | Path, loras: list[str | Path] | tuple = (), patch:
     imatrix = imatrix_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"imatrix route: merge to {intermediate}, importance matrix, then {outtype}", file=sys.stderr)
-    merge(base, list(loras), patch=patch, out=middle, fmt="gguf", outtype=intermediate, write_sha256=False,
-          progress=progress, low_disk=low_disk)
+    merge(Recipe(base, loras, patch), middle, MergeOptions(fmt="gguf", outtype=intermediate, write_sha256=False,
+                                                         progress=progress, low_disk=low_disk))
     dataset = None
     if calibration is None:
         from .calibration import CALIBRATION_NAME, calibration_text

@@ -21,7 +21,7 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from ..checkpoint import TensorSink
 from ..disk import claim_output, disk_errors
@@ -31,7 +31,7 @@ from ..tokens import get_template, jinja_chat_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import already_done, job_identity, void_outputs_of_damaged_inputs
-from .options import DTYPES, MergeOptions, MergeResult
+from .options import DTYPES, MergeOptions, MergeResult, Recipe
 from .planner import ResourcePlan, checked_plan
 from .preflight import MergeLayout, check_resources, describe, output_bytes, merge_layout
 from .sources import gather_sources
@@ -156,52 +156,40 @@ def _merge_into(target: Path, layout: MergeLayout, inputs: MergeInputs, options:
     return outputs, written, resumed
 
 
-def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str | Path | None = None,
-          out: str | Path, fmt: str = "hf", outtype: str = "f16", overwrite: bool = False,
-          verify_sha256: Mapping[str, str | Collection[str]] | None = None, write_sha256: bool = True,
-          progress: bool = True, max_shard_bytes: int | None = None, pth_shards: int | None = None,
-          imatrix: str | Path | None = None, low_disk: bool | None = None,
-          resources: ResourcePlan | None = None, replace: bool = False) -> MergeResult:
-    """Merge ``loras`` (in order) and/or ``patch`` into ``base`` and write the result.
+def merge(recipe: Recipe, out: str | Path, options: MergeOptions = MergeOptions(), plan: ResourcePlan | None = None
+          ) -> MergeResult:
+    """Merge ``recipe``'s LoRAs (in order) and/or patch into its base and write the result to ``out``.
 
     Args:
-        base: base model folder or hub id (HF safetensors / .bin shards, or Meta .pth).
-        loras: LoRA folders or hub ids, applied in this order.
-        patch: a full-weight delta checkpoint (Open-Chinese-LLaMA), added last.
+        recipe: the base, the LoRAs in order, the patch.
         out: output folder (``hf``/``pth``), or ``.gguf`` file (a folder gets ``ggml-model-<outtype>.gguf``).
-        fmt, outtype, overwrite, verify_sha256, write_sha256, progress, max_shard_bytes, pth_shards, imatrix,
-            low_disk: see
-            :class:`MergeOptions` (``fmt="gguf"`` with a quantization ``outtype`` such as ``q4_k_m`` quantizes each
-            tensor as it is merged, exactly as llama.cpp's quantizer would quantize the F16 GGUF).
-        resources: the plan of this merge made beforehand (:func:`plan_resources`, as a notebook's check cell makes
-            it); it is executed as it is, low-disk mode included, instead of planning again.
-        replace: an output that holds another merge (a notebook's own output of an earlier job, e.g. of an adapter
-            trained again) is replaced instead of refused; the same job is still recognised and kept.
+        options: format, type and the rest (:class:`MergeOptions`; ``fmt="gguf"`` with a quantization ``outtype``
+            such as ``q4_k_m`` quantizes each tensor as it is merged, exactly as llama.cpp's quantizer would
+            quantize the F16 GGUF).
+        plan: the plan of this merge made beforehand (:func:`plan_resources`, as a notebook's check cell makes it);
+            it is executed as it is, low-disk mode included, instead of planning again.
 
     Raises:
         UserError: any problem with the inputs, found before anything is written.
     """
     t0 = time.time()
-    options = MergeOptions(fmt=fmt, outtype=outtype, overwrite=overwrite, verify_sha256=verify_sha256,
-                           write_sha256=write_sha256, progress=progress, max_shard_bytes=max_shard_bytes,
-                           pth_shards=pth_shards, imatrix=imatrix, low_disk=low_disk)
-    loras = list(loras)
+    base, loras, patch, fmt = recipe.base, list(recipe.loras), recipe.patch, options.fmt
     target = options.target(out)
     with claim_output(target, what=f"the merged model ({fmt})", sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
-        if resources is None:
-            resources = plan_hub_merge(base, loras, patch, options, target)
+        if plan is None:
+            plan = plan_hub_merge(base, loras, patch, options, target)
         with void_outputs_of_damaged_inputs(target, fmt):
-            inputs = open_inputs(base, loras, patch, stream_base=resources is not None and resources.low_disk)
+            inputs = open_inputs(base, loras, patch, stream_base=plan is not None and plan.low_disk)
         try:
             job = job_identity(inputs, options)
-            if not overwrite and already_done(target, fmt, job, replace=replace):
+            if not options.overwrite and already_done(target, fmt, job, replace=options.replace):
                 print(f"already merged into {target} (use --overwrite to merge again)")
                 return MergeResult([target], 0, 0, seconds=time.time() - t0, peak_rss_bytes=peak_rss(),
                                    already_merged=True)
-            if verify_sha256:
-                print(f"verified SHA256 of {verify_inputs(inputs, verify_sha256)} input files")
+            if options.verify_sha256:
+                print(f"verified SHA256 of {verify_inputs(inputs, options.verify_sha256)} input files")
             layout = merge_layout(inputs)
-            outputs, written, resumed = _merge_into(target, layout, inputs, options, job, resources,
+            outputs, written, resumed = _merge_into(target, layout, inputs, options, job, plan,
                                                     name=label(loras[-1] if loras else patch or base))
         finally:
             inputs.close()

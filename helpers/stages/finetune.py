@@ -22,7 +22,7 @@ from ..colab.sizing import ModelFiles, model_files
 from ..demo import sample_data
 from ..gguf import FLOAT_TYPES
 from ..hub import current_hub_id, is_local, resolve_model
-from ..merge import MergeOptions, ResourcePlan, merge, plan_resources
+from ..merge import MergeOptions, Recipe, ResourcePlan, merge, plan_resources
 from ..publish import ReleaseCard
 from ..train import (CHECKPOINTS, RESUME_CHOICES, STRATEGIES, FinetuneConfig, FinetuneResult, LaunchFiles, MemoryEstimate,
                      compare_answers, estimate_memory, finetune, finished_record, list_checkpoints, planned_job_key, result_from_record,
@@ -291,8 +291,8 @@ class FinetuneStage(Stage[FinetuneJob]):
                                        out=job.gguf)
             if resources.refusal():
                 raise UserError(f"the GGUF merge of {job.name.adapter}: {resources.refusal()}")
-            merge(self.base_ref(), [str(result.adapter_dir)], out=job.gguf, fmt="gguf", outtype=self.outtype,
-                  resources=resources, replace=job.redo)
+            merge(Recipe(self.base_ref(), (str(result.adapter_dir),)), job.gguf,
+                  MergeOptions(fmt="gguf", outtype=self.outtype, replace=job.redo), resources)
             self.workspace_folder().save([job.gguf], job=job.name.key, replace=job.redo)
         print(gguf, human_bytes(gguf.stat().st_size))
         how = f"fine-tuned by notebook 04_finetune_lora: {self.settings()}, {self.max_steps} steps"

@@ -22,7 +22,7 @@ from ..evaluate import ChunkSettings
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type
 from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_path, imatrix_route,
                        imatrix_seconds, intermediate_path, offload_layers, route_recommended)
-from ..merge import (FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources,
+from ..merge import (FORMATS, MergeOptions, MergeResult, Recipe, ResourcePlan, made_from, merge, plan_resources,
                      merged_layout, sources_fit)
 from ..publish import ReleaseCard
 from ..util import UserError, human_bytes, human_seconds
@@ -284,8 +284,7 @@ class MergeStage(Stage[MergeJob]):
         if job.route is not None:
             result = self._through_imatrix(job)
         else:
-            result = merge(job.base, list(job.loras), patch=job.patch, out=job.target, fmt=job.options.fmt,
-                           outtype=job.options.outtype, resources=job.resources)
+            result = merge(Recipe(job.base, job.loras, job.patch), job.target, job.options, job.resources)
         self.keep(job)
         return result
 

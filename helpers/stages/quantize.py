@@ -22,7 +22,7 @@ from ..colab.sizing import TORCH_PROCESS_BYTES
 from ..evaluate import compare_quants, default_eval_text, plot_quant_table
 from ..gguf import FLOAT_TYPES, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize, requantized_bytes
 from ..hub import file_sizes, resolve_model
-from ..merge import MergeOptions, ResourcePlan, Sources, gather_sources, merge, resource_plan
+from ..merge import MergeOptions, Recipe, ResourcePlan, Sources, gather_sources, merge, resource_plan
 from ..publish import ReleaseCard
 from ..util import UserError, human_bytes
 from .base import Plan, Stage, form_path
@@ -272,7 +272,7 @@ class QuantizeStage(Stage[QuantizeJob]):
             return job.f16
         if job.source == "merge":  # a finished merge of the same inputs is recognised and kept
             base, loras, patch = release_inputs(job.entry)
-            merge(base, loras, patch=patch, out=job.f16, fmt="gguf", outtype="f16", resources=job.resources)
+            merge(Recipe(base, loras, patch), job.f16, MergeOptions(fmt="gguf", outtype="f16"), job.resources)
             return job.f16
         if job.f16.is_file():
             return job.f16
