@@ -63,7 +63,7 @@ def prepare(work: Path, ctx: int, calib_chunks: int, threads: int) -> dict:
     """The F16 reference, the texts, and both importance matrices (with their wall times)."""
     from helpers.evaluate import ChunkSettings
     from helpers.gguf import quantize
-    from helpers.imatrix import compute_imatrix
+    from helpers.imatrix.compute import compute_imatrix
 
     f16 = work / "smollm2-f16.gguf"
     if not f16.is_file():
@@ -171,7 +171,7 @@ def synthetic_q8(work: Path, layers: int) -> Path:
 def cost(work: Path, depths: tuple[int, int], ctx: int, threads: int) -> list[str]:
     """Seconds per 1000 tokens of the importance matrix for a 7B-wide model, ours and llama-imatrix's."""
     from helpers.evaluate import ChunkSettings
-    from helpers.imatrix import compute_imatrix
+    from helpers.imatrix.compute import compute_imatrix
 
     text = work / "cost-text.txt"
     text.write_text(licence_text(*HELD_OUT), encoding="utf-8")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 def demo_gguf(work: Path) -> Path:
     """The demo's merged Chinese-Alpaca-2-7B stand-in as an F16 GGUF (built once in ``work``)."""
-    from helpers.demo import build_demo
+    from helpers.demo.build import build_demo
     from helpers.gguf import convert_hf_to_gguf
 
     assets, out = work / "demo", work / "chinese-alpaca-2-7b-demo-f16.gguf"

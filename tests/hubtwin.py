@@ -148,7 +148,7 @@ def _stage(demo: Path, stage: Path) -> dict[str, Path]:
     """Every repo's files in a plain folder, ``{hub id: folder}``: the demo assets under the ids they stand for,
     the copies real repos also hold, the GGUF releases, and every other catalog release under a stand-in of its
     kind (:func:`stand_in_of`)."""
-    from helpers import catalog
+    from helpers.catalog.releases import CATALOG
 
     repos: dict[str, Path] = {}
     for hub_id, src in demo_hub_ids(demo).items():
@@ -160,7 +160,7 @@ def _stage(demo: Path, stage: Path) -> dict[str, Path]:
         repos[repo] = stage / repo
         repos[repo].mkdir(parents=True)
         _gguf_release(demo / model, repos[repo], stage.parent)
-    for entry in catalog.CATALOG.values():
+    for entry in CATALOG.values():
         if entry.hub_id not in repos:
             repos[entry.hub_id] = stage / entry.hub_id
             shutil.copytree(repos[stand_in_of(entry, repos)], repos[entry.hub_id], copy_function=_link_or_copy)
@@ -220,7 +220,7 @@ def build_mirror(root: str | Path, demo: str | Path) -> dict[str, list[str]]:
     ``root`` if the build fails (it is built beside it and renamed).
     """
     listing = build_mirror_from(root, lambda stage: _stage(Path(demo), stage))
-    from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_REPO
+    from helpers.imatrix.calibration import CALIBRATION_FILE, CALIBRATION_REPO
 
     add_dataset_repo(root, CALIBRATION_REPO, {CALIBRATION_FILE: calibration_standin()[0]})  # kept when there
     return listing
@@ -269,7 +269,7 @@ def add_dataset_repo(mirror: str | Path, hub_id: str, files: str | Path | dict[s
 
 
 def calibration_standin() -> tuple[bytes, str]:
-    """A stand-in for the default calibration file (``helpers.imatrix.CALIBRATION_FILE``, CMRC 2019's cloze layout)
+    """A stand-in for the default calibration file (``helpers.imatrix.calibration.CALIBRATION_FILE``, CMRC 2019's cloze layout)
     made from the demo's Chinese corpus: each four lines one story, its first and last sentences cut out as
     ``[BLANK1]`` / ``[BLANK2]`` with a distractor among the choices. Returns the file's bytes and the text
     ``calibration_text`` must rebuild from it."""

@@ -13,7 +13,8 @@ import pytest
 
 from helpers import catalog
 from helpers.__main__ import main
-from helpers.catalog import CATALOG, ModelEntry
+from helpers.catalog import ModelEntry
+from helpers.catalog.releases import CATALOG
 from helpers.catalog.releases import check_catalog
 from helpers.util import UserError
 

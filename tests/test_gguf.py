@@ -212,7 +212,7 @@ def test_qk_permutation_is_llama_cpp_interleaving():
     """Rotate-half (HF) pairs (i, i + d/2) become adjacent rows (2i, 2i + 1) in each head."""
     import torch
 
-    from helpers.gguf import permute_qk
+    from helpers.gguf.sink import permute_qk
 
     n_head, head_dim = 2, 8
     w = torch.arange(n_head * head_dim, dtype=torch.float32)[:, None].repeat(1, 3)
@@ -314,7 +314,7 @@ def sp_vocab_size(tokenizer_dir: Path) -> int:
 
 
 def zh_lines() -> list[str]:
-    from helpers.demo import corpus
+    from helpers.demo.tokenizers import corpus
 
     lines = corpus("zh")
     return lines + ["详细介绍一下北京的历史", "我喜欢吃苹果和香蕉，你呢？", "2024年，ChatGPT 很火。", "  两个空格 开头",
@@ -468,7 +468,8 @@ def test_modelfile(ours, tmp_path, template):
 
 
 def test_split_and_export(ours, tmp_path, capsys):
-    from helpers.gguf import export_file, split_gguf, write_checksum
+    from helpers.gguf import export_file
+    from helpers.gguf.export import split_gguf, write_checksum
 
     g = tmp_path / "model.gguf"
     shutil.copy(ours("llama2"), g)

@@ -21,7 +21,8 @@ import pytest
 gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from helpers.merge import INTERRUPT_ENV, MergeOptions, Recipe, merge  # noqa: E402
+from helpers.merge import MergeOptions, Recipe, merge  # noqa: E402
+from helpers.merge.stream import INTERRUPT_ENV  # noqa: E402
 from helpers.util import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ IMATRIX_DATASET, IMATRIX_CHUNKS = "synthetic-zh", 3
 # ------------------------------------------------------------------------------------------------ inputs
 def tiny_model(root: Path, demo: Path, name: str, spec, seed: int) -> tuple[Path, Path]:
     """A base model of ``spec`` with the demo Llama-2 tokenizer, and a LoRA on its 7 projections."""
-    from helpers.demo import base_state_dict, hf_config, lora_state_dict, write_hf_model, write_lora
+    from helpers.demo.weights import base_state_dict, hf_config, lora_state_dict, write_hf_model, write_lora
     from helpers.tokens import piece_count
 
     tok = demo / "Llama-2-7b-hf"
@@ -62,7 +63,7 @@ def cases(demo, tmp_path_factory) -> dict:
       10 layers, 4 query heads per key/value head: the K-quant fallbacks, F16 fallbacks and GQA rules;
     - ``deep``: 80 layers with grouped-query attention, which llama.cpp treats as a 70B (more bits for attn_v).
     """
-    from helpers.demo import TinySpec
+    from helpers.demo.weights import TinySpec
 
     root = tmp_path_factory.mktemp("quant-models")
     out = {k: (demo / b, [demo / x for x in ls]) for k, (b, ls) in DEMO_CASES.items()}
@@ -111,7 +112,8 @@ def write_imatrix(f16_path: Path, out: Path, *, seed: int = 0, skip: str | None 
 
 def llama_quantize(src: Path, dst: Path, qtype: str, imatrix: Path | None = None) -> Path:
     """llama.cpp's quantizer on ``src``, with the ``quantize.imatrix.*`` keys the llama-quantize tool adds."""
-    from helpers.gguf import FTYPES, quiet_llama_log
+    from helpers.gguf import quiet_llama_log
+    from helpers.gguf.types import FTYPES
     from helpers.gguf.imatrix import imatrix_struct, read_imatrix
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -178,7 +180,7 @@ def test_one_pass_equals_llama_cpp_quantizer(cases, f16, tmp_path, case, qtype):
     ours = one_pass(cases, case, qtype, tmp_path / f"{qtype}.gguf")
     ref = llama_quantize(f16(case), tmp_path / "ref.gguf", qtype)
     assert_same_quantization(ours, ref)
-    from helpers.gguf import FTYPES
+    from helpers.gguf.types import FTYPES
 
     assert gguf.GGUFReader(str(ours)).fields["general.file_type"].contents() == FTYPES[qtype]
     assert not list(tmp_path.glob(".*"))  # no partial folder left
@@ -225,7 +227,7 @@ LOW_BIT = ["iq3_xxs", "iq3_s", "iq4_xs", "q3_k_m", "q2_k"]
 def real_imatrix(f16, tmp_path_factory) -> Path:
     """This project's importance matrix of the llama2 demo merge (its F16), on the demo's Chinese text."""
     from helpers.evaluate import ChunkSettings
-    from helpers.imatrix import compute_imatrix
+    from helpers.imatrix.compute import compute_imatrix
 
     out = tmp_path_factory.mktemp("imatrix") / "imatrix.gguf"
     text = ROOT / "helpers" / "data" / "corpus_zh.txt"
@@ -411,7 +413,8 @@ def test_partial_of_another_job_is_discarded(cases, tmp_path, monkeypatch):
 
 def test_split_output_resumes(demo, tmp_path, monkeypatch):
     """to-gguf into shards, interrupted inside the second shard, then rerun: the same shards."""
-    from helpers.gguf import GGUFSink, convert_to_gguf_files
+    from helpers.gguf import GGUFSink
+    from helpers.gguf.convert import convert_to_gguf_files
 
     model = demo / "chinese-alpaca-2-7b"
     clean = convert_to_gguf_files(model, tmp_path / "clean" / "s.gguf", outtype="q6_k", split_max_size=400_000)

@@ -20,9 +20,9 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from assets import licence_text  # noqa: E402
 from helpers.evaluate import ChunkSettings  # noqa: E402
 from helpers.evaluate.llama_ppl import chunked_perplexity  # noqa: E402
-from helpers.gguf import read_imatrix, read_imatrix_stats  # noqa: E402
+from helpers.gguf.imatrix import read_imatrix, read_imatrix_stats  # noqa: E402
 from helpers.gguf.imatrix import imatrix_metadata  # noqa: E402
-from helpers.imatrix import compute_imatrix  # noqa: E402
+from helpers.imatrix.compute import compute_imatrix  # noqa: E402
 from helpers.util import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_perplexity_equals_llama_perplexity(smollm2, demo_gguf, english, llama_t
 
 def test_kl_divergence_on_llama_chunks(smollm2, english, tmp_path):
     """A model against itself: no divergence, full agreement; against a coarser requantization: some."""
-    from helpers.evaluate import kl_divergence
+    from helpers.evaluate.perplexity import kl_divergence
     from helpers.gguf import quantize
 
     same = kl_divergence(smollm2, smollm2, english, n_ctx=128, method="llama.cpp", chunks=2)
@@ -164,7 +164,7 @@ def test_calibration_text_through_the_hub_twin(hub_env, tmp_path):
     blanks filled back; a damaged copy in the cache is found, removed, and downloaded afresh on the next run."""
     import hubtwin
 
-    from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_REPO, calibration_text
+    from helpers.imatrix.calibration import CALIBRATION_FILE, CALIBRATION_REPO, calibration_text
 
     _, whole = hubtwin.calibration_standin()
     since = hub_env.log_size()
@@ -233,7 +233,7 @@ def test_route_through_f16_equals_the_one_pass_merge(demo, tmp_path):
 def test_route_through_the_hub_twin(hub_env, tmp_path):
     """Hub ids and the default calibration set, all through the hub twin (as the merge notebook in smoke mode):
     a Q8_0 intermediate, requantized to IQ3_XXS, that llama.cpp loads and runs."""
-    from helpers.gguf import FTYPES
+    from helpers.gguf.types import FTYPES
     from helpers.imatrix import CALIBRATION_NAME, imatrix_route
 
     out = tmp_path / "out"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.merge import INTERRUPT_ENV, MergeOptions, Recipe, merge
+from helpers.merge import MergeOptions, Recipe, merge
+from helpers.merge.stream import INTERRUPT_ENV
 from helpers.util import UserError
 
 BASE, LORA = "meta-llama/Llama-2-7b-hf", "hfl/chinese-alpaca-2-lora-7b"

@@ -238,7 +238,7 @@ def test_sha256_verification_and_listing(demo, tmp_path):
 
 
 def test_sha256_listing_parser(tmp_path):
-    from helpers.merge import parse_sha256_file
+    from helpers.merge.inputs import parse_sha256_file
 
     f = tmp_path / "SHA256"
     f.write_text(f"{'a' * 64}  adapter_model.bin\n{'b' * 64} *adapter_model.bin\n\n{'c' * 64}  ./x/config.json\n")
@@ -280,7 +280,8 @@ def test_gguf_output(demo, tmp_path):
 def test_gguf_output_comes_with_the_modelfile_ollama_needs(demo, tmp_path, capsys):
     """The notebooks tell users to run `ollama create NAME -f <stem>.Modelfile`: that file must exist beside
     the merged GGUF, point at it, and carry the release's template."""
-    from helpers.gguf import export_file, ollama_command
+    from helpers.gguf import export_file
+    from helpers.gguf.export import ollama_command
     from helpers.tokens import ollama_template
 
     out = tmp_path / "chinese-alpaca-2-7b-f16.gguf"

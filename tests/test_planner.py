@@ -102,7 +102,7 @@ json.dump({"rc": os.waitstatus_to_exitcode(status), "maxrss": usage.ru_maxrss * 
 def wide(tmp_path_factory):
     """A one-layer base of 2048 width and a LoRA that expands its vocabulary to Chinese-LLaMA-2's 55296 (a 453 MB
     float32 tensor), with that tokenizer, as the v2 LoRAs ship it."""
-    from helpers.demo import TinySpec, base_state_dict, hf_config, lora_state_dict, write_hf_model, write_lora
+    from helpers.demo.weights import TinySpec, base_state_dict, hf_config, lora_state_dict, write_hf_model, write_lora
 
     d = tmp_path_factory.mktemp("wide")
     spec = TinySpec(hidden=WIDE["hidden"], intermediate=WIDE["intermediate"], layers=1, heads=WIDE["heads"],

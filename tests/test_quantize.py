@@ -114,7 +114,7 @@ def test_quantize_hf_folder_modelfile_matches_embedded_template(demo, tmp_path):
     pytest.importorskip("llama_cpp")
     import shutil
 
-    from helpers.gguf import gguf_template
+    from helpers.gguf.metadata import gguf_template
     from helpers.tokens import ollama_template
 
     model = tmp_path / "my-merged-model"
@@ -270,7 +270,7 @@ def write_imatrix_legacy(path: Path, means: dict[str, np.ndarray], ncall: int) -
 
 @pytest.fixture(scope="module")
 def imatrix(demo, tmp_path_factory):
-    from helpers.demo import corpus
+    from helpers.demo.tokenizers import corpus
 
     sums, n = activation_stats(demo / "Llama-2-7b-hf", corpus("zh")[:20])
     d = tmp_path_factory.mktemp("imatrix")

@@ -38,7 +38,7 @@ def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
 
 def test_partial_path_is_one_hidden_sibling_per_output_and_every_writer_uses_it(tmp_path):
     from helpers.gguf import GGUFSink
-    from helpers.merge import HFSink, PthSink
+    from helpers.merge.writers import HFSink, PthSink
 
     for final in (tmp_path / "m.gguf", tmp_path / "merged", tmp_path / "sub" / "a.b.c"):
         work = partial_path(final)

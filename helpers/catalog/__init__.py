@@ -13,11 +13,10 @@ the LLaMA-Plus LoRA first); :func:`check_family` refuses a LoRA from another gen
 """
 from __future__ import annotations
 
-from .entry import FAMILIES, GENERATIONS, KINDS, TEMPLATES, ModelEntry
+from .entry import ModelEntry
 from .family import check_family, family_of_config, family_of_lora
 from .lookup import find, get, release_recipe, names
-from .releases import CATALOG
-from .shapes import ARCHITECTURES, config_of
+from .shapes import config_of
 
-__all__ = ["ARCHITECTURES", "CATALOG", "FAMILIES", "GENERATIONS", "KINDS", "TEMPLATES", "ModelEntry", "check_family", "config_of",
-           "family_of_config", "family_of_lora", "find", "get", "release_recipe", "names"]
+__all__ = ["ModelEntry", "check_family", "config_of", "family_of_config", "family_of_lora", "find", "get",
+           "release_recipe", "names"]

@@ -11,16 +11,11 @@
 """
 from __future__ import annotations
 
-from .adapter import Adapter, LoraPair, open_adapter
-from .files import SafetensorsFile, corrupt_message, torch_load
+from .adapter import Adapter, open_adapter
 from .model import Checkpoint, open_checkpoint
-from .names import LORA_TARGETS, hf_to_meta_name, meta_split_dim, meta_to_hf_name, rope_to_hf, rope_to_meta
+from .names import LORA_TARGETS, hf_to_meta_name, meta_split_dim, rope_to_meta
 from .layout import TensorSpec, TensorSink, llama_tensors
 from .streamed import StreamedCheckpoint
-from .torchzip import open_pickle
 
-__all__ = [
-    "LORA_TARGETS", "Adapter", "Checkpoint", "LoraPair", "SafetensorsFile", "StreamedCheckpoint", "TensorSpec", "TensorSink",
-    "corrupt_message", "hf_to_meta_name", "llama_tensors", "meta_split_dim", "meta_to_hf_name", "open_adapter",
-    "open_checkpoint", "open_pickle", "rope_to_hf", "rope_to_meta", "torch_load",
-]
+__all__ = ["LORA_TARGETS", "Adapter", "Checkpoint", "StreamedCheckpoint", "TensorSpec", "TensorSink", "hf_to_meta_name",
+           "llama_tensors", "meta_split_dim", "open_adapter", "open_checkpoint", "rope_to_meta"]

@@ -8,7 +8,7 @@ Q3_K_M, Q2_K ...) made from LoRA releases takes two passes over the merged weigh
    ``f16`` (exact: the result is byte for byte what ``llama-quantize --imatrix`` makes from the F16, the same as
    ``merge --imatrix`` in one pass) or ``q8_0`` (half the disk; the low-bit type is then quantized from Q8_0
    values, llama-quantize's ``--allow-requantize``, which costs a little quality);
-2. :func:`~helpers.imatrix.compute_imatrix` runs it over the calibration text (on the GPU with a CUDA build);
+2. :func:`~helpers.imatrix.compute.compute_imatrix` runs it over the calibration text (on the GPU with a CUDA build);
 3. llama.cpp's quantizer (:func:`helpers.gguf.quantize`) writes the low-bit GGUF with the matrix (plus its
    Modelfile and checksum);
 4. the intermediate is deleted; the importance matrix is kept beside the output (``<stem>.imatrix.gguf``, a few

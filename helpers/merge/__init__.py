@@ -14,22 +14,13 @@
 """
 from __future__ import annotations
 
-from .core import make_sink, merge
+from .core import merge
 from .job import made_from
-from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
-from .laptop import RunFit, release_fit, sources_fit
+from .laptop import sources_fit
 from .options import FORMATS, MergeOptions, MergeResult, Recipe
 from .planner import ResourcePlan, plan_resources, resource_plan
-from .sources import (SourceFiles, Sources, estimated_source, gather_sources, merged_layout, source_config,
-                      source_files)
-from .preflight import MergeLayout, merge_layout
-from .stream import INTERRUPT_ENV, merged_tensor
-from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params
+from .sources import SourceFiles, Sources, estimated_source, gather_sources, merged_layout, source_config, source_files
 
-__all__ = [
-    "DEFAULT_SHARD_BYTES", "estimated_source", "FORMATS", "gather_sources", "HFSink", "INTERRUPT_ENV", "made_from",
-    "make_sink", "merge", "merged_tensor", "MergeInputs", "MergeOptions", "MergeLayout", "MergeResult", "meta_params",
-    "open_inputs", "parse_sha256_file", "merge_layout", "plan_resources", "merged_layout", "PthSink", "Recipe",
-    "release_fit", "resource_plan", "ResourcePlan", "RunFit", "source_config", "source_files", "SourceFiles",
-    "Sources", "sources_fit", "verify_inputs",
-]
+__all__ = ["estimated_source", "FORMATS", "gather_sources", "made_from", "merge", "MergeOptions", "MergeResult",
+           "plan_resources", "merged_layout", "Recipe", "resource_plan", "ResourcePlan", "source_config",
+           "source_files", "SourceFiles", "Sources", "sources_fit"]

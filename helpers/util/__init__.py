@@ -15,13 +15,12 @@ Disk space and locks are :mod:`helpers.disk`.
 from __future__ import annotations
 
 from .errors import UserError
-from .faults import FAULT_ENV, fault_point
-from .files import (DATA_DIR, atomic_path, partial_path, read_json, read_utf8, remove, tmp_name, tree_bytes,
-                    write_json)
+from .faults import fault_point
+from .files import DATA_DIR, atomic_path, partial_path, read_json, read_utf8, remove, tmp_name, tree_bytes, write_json
 from .hashing import sample_digest, sha256_file, write_sha256_listing
 from .logs import log_dir
 from .progress import human_bytes, human_seconds, progress
 
-__all__ = ["DATA_DIR", "FAULT_ENV", "UserError", "atomic_path", "fault_point", "human_bytes", "human_seconds", "log_dir",
-           "partial_path", "progress", "read_json", "read_utf8", "remove", "sample_digest", "sha256_file", "tmp_name", "tree_bytes",
-           "write_json", "write_sha256_listing"]
+__all__ = ["DATA_DIR", "UserError", "atomic_path", "fault_point", "human_bytes", "human_seconds", "log_dir",
+           "partial_path", "progress", "read_json", "read_utf8", "remove", "sample_digest", "sha256_file", "tmp_name",
+           "tree_bytes", "write_json", "write_sha256_listing"]
