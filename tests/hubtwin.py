@@ -112,14 +112,15 @@ def _write_imatrix(f16: Path, out: Path) -> Path:
 
 def _gguf_release(model: Path, dst: Path, work: Path) -> None:
     """``ggml-model-{f16,q8_0,q4_k,q4_k-im}.gguf`` of ``model``, named like the hfl GGUF releases."""
-    from helpers.gguf import convert_hf_to_gguf, quantize
+    from helpers.gguf import QuantizeOptions, convert_hf_to_gguf, quantize
 
     f16 = convert_hf_to_gguf(model, dst / "ggml-model-f16.gguf", outtype="f16")
     imatrix = _write_imatrix(f16, work / "imatrix.dat")
     for q in GGUF_QUANTS[1:]:
         qtype = q.removesuffix("-im")
-        quantize(f16, dst / f"ggml-model-{q}.gguf", qtype=qtype, imatrix=imatrix if q.endswith("-im") else None,
-                 threads=1, modelfile=False)
+        quantize(f16, dst / f"ggml-model-{q}.gguf",
+                 QuantizeOptions(qtype=qtype, imatrix=imatrix if q.endswith("-im") else None, threads=1,
+                                 modelfile=False))
 
 
 def stand_in_of(entry, served: dict[str, Path]) -> str:

@@ -61,12 +61,12 @@ def trained(demo, tmp_path_factory) -> Path:
 def ggufs(trained, tmp_path_factory) -> dict[str, Path]:
     """F16 GGUF of the trained model and its Q8_0 / Q4_K_M quants (helpers.gguf)."""
     pytest.importorskip("llama_cpp")
-    from helpers.gguf import convert_hf_to_gguf, quantize
+    from helpers.gguf import QuantizeOptions, convert_hf_to_gguf, quantize
 
     d = tmp_path_factory.mktemp("gguf")
     f16 = convert_hf_to_gguf(trained, d / "tiny-f16.gguf", outtype="f16")
-    return {"F16": f16, "Q8_0": quantize(f16, d / "tiny-q8_0.gguf", qtype="q8_0", modelfile=False),
-            "Q4_K_M": quantize(f16, d / "tiny-q4_k_m.gguf", qtype="q4_k_m", modelfile=False)}
+    return {"F16": f16, "Q8_0": quantize(f16, d / "tiny-q8_0.gguf", QuantizeOptions(qtype="q8_0", modelfile=False)),
+            "Q4_K_M": quantize(f16, d / "tiny-q4_k_m.gguf", QuantizeOptions(qtype="q4_k_m", modelfile=False))}
 
 
 # ---------------------------------------------------------------------------------------------- perplexity

@@ -253,7 +253,7 @@ def rel_err(a, b) -> float:
 @pytest.mark.parametrize("model", ["llama2", "llama3"])
 def test_logits_match_transformers(ours, tmp_path, model):
     pytest.importorskip("llama_cpp")
-    from helpers.gguf import quantize
+    from helpers.gguf import QuantizeOptions, quantize
 
     errors = {}
     for outtype, bound in (("f16", 2e-3), ("q8_0", 3e-2)):
@@ -261,7 +261,7 @@ def test_logits_match_transformers(ours, tmp_path, model):
         refs = _hf_logits(ours.models[model], [t for t, _ in res])
         errors[outtype] = max(rel_err(lg, ref) for (_, lg), ref in zip(res, refs))
         assert errors[outtype] <= bound, (outtype, errors)
-    q4 = quantize(ours(model, "f16"), tmp_path / "q4_k_m.gguf", qtype="q4_k_m", threads=2)
+    q4 = quantize(ours(model, "f16"), tmp_path / "q4_k_m.gguf", QuantizeOptions(qtype="q4_k_m", threads=2))
     assert q4.stat().st_size < ours(model, "q8_0").stat().st_size
     res = _llama_logits(q4, PROMPTS)
     assert all(np.isfinite(lg).all() for _, lg in res)

@@ -254,9 +254,10 @@ def test_low_bit_one_pass_equals_llama_quantize_tool(cases, f16, real_imatrix, l
     fields = gguf.GGUFReader(str(ours)).fields
     assert fields["quantize.imatrix.entries_count"].contents() == 2 * 7
     if qtype in ("iq3_xxs", "q2_k"):  # the two-step path (quantize an F16 GGUF) is the tool's file too
-        from helpers.gguf import quantize
+        from helpers.gguf import QuantizeOptions, quantize
 
-        two = quantize(f16("llama2"), tmp_path / "two.gguf", qtype=qtype, imatrix=real_imatrix, modelfile=False)
+        two = quantize(f16("llama2"), tmp_path / "two.gguf",
+                       QuantizeOptions(qtype=qtype, imatrix=real_imatrix, modelfile=False))
         assert two.read_bytes() == ref.read_bytes()
 
 

@@ -148,12 +148,12 @@ def test_perplexity_equals_llama_perplexity(smollm2, demo_gguf, english, llama_t
 def test_kl_divergence_on_llama_chunks(smollm2, english, tmp_path):
     """A model against itself: no divergence, full agreement; against a coarser requantization: some."""
     from helpers.evaluate.perplexity import kl_divergence
-    from helpers.gguf import quantize
+    from helpers.gguf import QuantizeOptions, quantize
 
     same = kl_divergence(smollm2, smollm2, english, n_ctx=128, method="llama.cpp", chunks=2)
     assert same.mean_kld == pytest.approx(0.0, abs=1e-6) and same.top1_agreement == 1.0
     assert same.ppl_ref == pytest.approx(chunked_perplexity(smollm2, english.read_text(), ChunkSettings(128, 2)).ppl)
-    coarse = quantize(smollm2, tmp_path / "q4_0.gguf", qtype="q4_0", requantize=True, modelfile=False)
+    coarse = quantize(smollm2, tmp_path / "q4_0.gguf", QuantizeOptions(qtype="q4_0", requantize=True, modelfile=False))
     worse = kl_divergence(smollm2, coarse, english, n_ctx=128, method="llama.cpp", chunks=2)
     assert worse.mean_kld > 0.005 and worse.top1_agreement < 1.0
 

@@ -23,13 +23,13 @@ from .imatrix import ImatrixStats, write_imatrix
 from .layout import data_bytes, gguf_names, requantized_bytes, tensor_nbytes, tensor_types
 from .llamacpp import colab_install_llama_cpp, install_hint, llama_cpp_available, quiet_llama_log, server_extras_missing
 from .metadata import JOB_KEY, check_gguf, gguf_type, read_metadata
-from .llama_quantize import quantize
+from .llama_quantize import QuantizeOptions, quantize
 from .sink import GGUFSink
 from .types import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, WRITE_TYPES, gguf_outtype, qtype_name
 
 __all__ = ["BITS_PER_WEIGHT", "DRIVE_ROOT", "FLOAT_TYPES", "GGUFSink", "ImatrixStats", "JOB_KEY", "ModelCard",
            "write_imatrix", "NEEDS_IMATRIX", "WRITE_TYPES", "check_gguf", "colab_install_llama_cpp",
            "convert_hf_to_gguf", "data_bytes", "describe_model", "export_file", "gguf_names", "gguf_outtype",
-           "gguf_sidecars", "gguf_type", "install_hint", "llama_cpp_available", "qtype_name", "quantize",
-           "quiet_llama_log", "read_metadata", "requantized_bytes", "server_extras_missing", "tensor_nbytes",
-           "tensor_types", "write_modelfile"]
+           "gguf_sidecars", "gguf_type", "install_hint", "llama_cpp_available", "qtype_name", "QuantizeOptions",
+           "quantize", "quiet_llama_log", "read_metadata", "requantized_bytes", "server_extras_missing",
+           "tensor_nbytes", "tensor_types", "write_modelfile"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..evaluate import ChunkSettings
-from ..gguf import FLOAT_TYPES, NEEDS_IMATRIX, gguf_outtype, gguf_sidecars, quantize
+from ..gguf import FLOAT_TYPES, NEEDS_IMATRIX, QuantizeOptions, gguf_outtype, gguf_sidecars, quantize
 from ..merge import MergeOptions, Recipe, merge
 from ..merge.options import gguf_target
 from ..util import UserError, remove
@@ -129,7 +129,7 @@ def imatrix_route(base: str | Path, loras: list[str | Path] | tuple = (), patch:
         calibration, dataset = calibration_text(target.parent), CALIBRATION_NAME
     report = compute_imatrix(middle, Path(calibration), imatrix, settings=settings, dataset=dataset,
                              show_progress=progress)
-    quantize(middle, target, qtype=outtype, imatrix=imatrix, requantize=intermediate != "f16")
+    quantize(middle, target, QuantizeOptions(qtype=outtype, imatrix=imatrix, requantize=intermediate != "f16"))
     for path in (middle, *gguf_sidecars(middle)):
         remove(Path(path))
     return RouteResult(target, imatrix, report)

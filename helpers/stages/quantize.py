@@ -20,7 +20,8 @@ from ..chat import choose_gguf
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import TORCH_PROCESS_BYTES
 from ..evaluate import compare_quants, default_eval_text, plot_quant_table
-from ..gguf import FLOAT_TYPES, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize, requantized_bytes
+from ..gguf import (FLOAT_TYPES, QuantizeOptions, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize,
+                   requantized_bytes)
 from ..hub import file_sizes, resolve_model
 from ..merge import MergeOptions, Recipe, ResourcePlan, Sources, gather_sources, merge, resource_plan
 from ..publish import ReleaseCard
@@ -251,7 +252,8 @@ class QuantizeStage(Stage[QuantizeJob]):
             result = QuantizeResult(None, {t: self._download(job, t) for t in job.outputs})
         else:
             f16 = self._float_gguf(job)
-            result = QuantizeResult(f16, {t: quantize(f16, out, qtype=t) for t, out in job.outputs.items()})
+            result = QuantizeResult(f16, {t: quantize(f16, out, QuantizeOptions(qtype=t))
+                                          for t, out in job.outputs.items()})
         self.keep(job, result)
         return result
 
