@@ -211,12 +211,13 @@ def _same_tensors(a: Path, b: Path) -> None:
 def test_route_through_f16_equals_the_one_pass_merge(demo, tmp_path):
     """merge -> F16 -> importance matrix -> IQ4_XS gives the file a one-pass merge with that matrix gives, and
     leaves only the output, its Modelfile and checksum, and the matrix."""
-    from helpers.imatrix import imatrix_route
+    from helpers.imatrix import RouteOptions, imatrix_route
     from helpers.merge import MergeOptions, Recipe, merge
 
     base, loras = demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]
-    res = imatrix_route(base, loras, out=tmp_path / "route" / "m.gguf", outtype="IQ4_XS", calibration=CORPUS_ZH,
-                        intermediate="f16", settings=ChunkSettings(n_ctx=64, chunks=4), progress=False)
+    res = imatrix_route(Recipe(base, loras), tmp_path / "route" / "m.gguf",
+                        RouteOptions(outtype="IQ4_XS", calibration=CORPUS_ZH, intermediate="f16",
+                                     settings=ChunkSettings(n_ctx=64, chunks=4), progress=False))
     assert sorted(p.name for p in (tmp_path / "route").iterdir()) == ["m.Modelfile", "m.gguf", "m.gguf.sha256",
                                                                      "m.imatrix.gguf"]
     assert res.report.chunks == 4 and read_imatrix_stats(res.imatrix).datasets == (str(CORPUS_ZH),)
@@ -234,11 +235,12 @@ def test_route_through_the_hub_twin(hub_env, tmp_path):
     """Hub ids and the default calibration set, all through the hub twin (as the merge notebook in smoke mode):
     a Q8_0 intermediate, requantized to IQ3_XXS, that llama.cpp loads and runs."""
     from helpers.gguf.types import FTYPES
-    from helpers.imatrix import CALIBRATION_NAME, imatrix_route
+    from helpers.imatrix import CALIBRATION_NAME, RouteOptions, imatrix_route
+    from helpers.merge import Recipe
 
     out = tmp_path / "out"
-    res = imatrix_route("meta-llama/Llama-2-7b-hf", ["hfl/chinese-alpaca-2-lora-7b"], out=out, outtype="iq3_xxs",
-                        settings=ChunkSettings(n_ctx=64, chunks=3), progress=False)
+    res = imatrix_route(Recipe("meta-llama/Llama-2-7b-hf", ["hfl/chinese-alpaca-2-lora-7b"]), out,
+                        RouteOptions(outtype="iq3_xxs", settings=ChunkSettings(n_ctx=64, chunks=3), progress=False))
     assert res.output == out / "ggml-model-iq3_xxs.gguf"
     assert not list(out.glob("*intermediate*"))
     reader = gguf.GGUFReader(str(res.output))

@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 from .calibration import CALIBRATION_NAME
-from .route import (IMATRIX_CHUNK, INTERMEDIATES, imatrix_path, imatrix_route, imatrix_seconds, intermediate_path,
-                    offload_layers, route_recommended)
+from .route import (IMATRIX_CHUNK, INTERMEDIATES, RouteOptions, imatrix_path, imatrix_route, imatrix_seconds,
+                    intermediate_path, offload_layers, route_recommended)
 
-__all__ = ["CALIBRATION_NAME", "IMATRIX_CHUNK", "INTERMEDIATES", "imatrix_path", "imatrix_route", "imatrix_seconds",
-           "intermediate_path", "offload_layers", "route_recommended"]
+__all__ = ["CALIBRATION_NAME", "IMATRIX_CHUNK", "INTERMEDIATES", "RouteOptions", "imatrix_path", "imatrix_route",
+           "imatrix_seconds", "intermediate_path", "offload_layers", "route_recommended"]

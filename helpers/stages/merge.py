@@ -20,7 +20,7 @@ from ..catalog import ModelEntry
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..evaluate import ChunkSettings
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type
-from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_path, imatrix_route,
+from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, RouteOptions, imatrix_path, imatrix_route,
                        imatrix_seconds, intermediate_path, offload_layers, route_recommended)
 from ..merge import (FORMATS, MergeOptions, MergeResult, Recipe, ResourcePlan, made_from, merge, plan_resources,
                      merged_layout, sources_fit)
@@ -269,7 +269,8 @@ class MergeStage(Stage[MergeJob]):
             fixes.append({"intermediate": "q8_0"})
         if self.output_format == "gguf":
             bits = BITS_PER_WEIGHT[self.outtype]
-            smaller = sorted((t for t in OUTTYPE_CHOICES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get, reverse=True)
+            smaller = sorted((t for t in OUTTYPE_CHOICES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get,
+                             reverse=True)
             fixes += [{"outtype": t} for t in smaller] + [{"outtype": t, "low_disk": "yes"} for t in smaller]
         else:
             fixes.append({"output_format": "gguf", "outtype": "q4_k_m"})
@@ -296,11 +297,10 @@ class MergeStage(Stage[MergeJob]):
             print(f"{job.target} holds this merge already (importance matrix: {matrix.name})")
             return MergeResult([job.target, matrix], job.entry.vocab_size, 0, already_merged=True)
         route = job.route
-        done = imatrix_route(job.base, list(job.loras), job.patch, out=job.target, outtype=self.outtype,
-                             calibration=route.calibration, intermediate=route.intermediate,
-                             settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks,
-                                                    n_gpu_layers=route.gpu_layers),
-                             low_disk=job.resources.low_disk)
+        options = RouteOptions(outtype=self.outtype, intermediate=route.intermediate, calibration=route.calibration,
+                               settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks,
+                                                      n_gpu_layers=route.gpu_layers))
+        done = imatrix_route(Recipe(job.base, job.loras, job.patch), job.target, options, job.resources)
         return MergeResult([done.output, done.imatrix], job.entry.vocab_size, 0)
 
     def keep(self, job: MergeJob) -> list[Path]:
