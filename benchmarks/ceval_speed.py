@@ -11,7 +11,7 @@ subjects; CMMLU's test split has about 170 per subject, which favours the shared
 
 - transformers, the scripts' way: ``tokenizer(prompt)`` and ``model.generate`` with their GenerationConfig
   (one step, repetition penalty 1.1, temperature 0.2, ``output_scores``) per question;
-- transformers, shared prefix: :func:`helpers.evaluate.score_exam` (one question at a time on CPU);
+- transformers, shared prefix: :func:`helpers.evaluate.exam.score_exam` (one question at a time on CPU);
 - llama.cpp (the model's F16 GGUF), each whole prompt from an empty cache, and with the prefix kept in the
   KV cache.
 
@@ -33,7 +33,7 @@ TOKENIZER = ROOT / "tests" / "data" / "chinese-llama-2-tokenizer"
 
 def build_model(out: Path, hidden: int, layers: int) -> Path:
     """A random LLaMA (width ``hidden``, ``layers`` blocks) with the Chinese-LLaMA-2 tokenizer, in float16."""
-    from helpers.demo import TinySpec, base_state_dict, hf_config, write_hf_model
+    from helpers.demo.weights import TinySpec, base_state_dict, hf_config, write_hf_model
 
     spec = TinySpec(hidden=hidden, intermediate=hidden * 11 // 4 // 256 * 256, layers=layers, heads=hidden // 64,
                     kv_heads=hidden // 64)
@@ -81,7 +81,7 @@ def scripts_way(model_dir: Path, exam, style) -> tuple[tuple[float, float], list
 
 
 def ours(model, exam, style, *, reuse: bool) -> tuple[tuple[float, float], list[str]]:
-    from helpers.evaluate import open_scorer, score_exam
+    from helpers.evaluate.exam import open_scorer, score_exam
 
     with open_scorer(model) as (scorer, _, _):
         start = _clock()
@@ -106,7 +106,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HELPERS_NO_PROGRESS", "1")
-    from helpers.evaluate import PromptStyle, benchmark, load_exam, write_standin
+    from helpers.evaluate import benchmark, load_exam, write_standin
+    from helpers.evaluate.prompts import PromptStyle
     from helpers.gguf import convert_hf_to_gguf
 
     with tempfile.TemporaryDirectory(prefix="ceval-speed-") as tmp:

@@ -51,7 +51,7 @@ def _run(demo: Path, out: Path, *, nproc: int, batch: int, threads: int, steps: 
 
 def main() -> int:
     """Run the three configurations and print them side by side."""
-    from helpers.demo import build_demo
+    from helpers.demo.build import build_demo
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")

@@ -62,12 +62,12 @@ def run(cmd: list, *, threads: int | None = None) -> str:
 def prepare(work: Path, ctx: int, calib_chunks: int, threads: int) -> dict:
     """The F16 reference, the texts, and both importance matrices (with their wall times)."""
     from helpers.evaluate import ChunkSettings
-    from helpers.gguf import quantize
-    from helpers.imatrix import compute_imatrix
+    from helpers.gguf import QuantizeOptions, quantize
+    from helpers.imatrix.compute import compute_imatrix
 
     f16 = work / "smollm2-f16.gguf"
     if not f16.is_file():
-        quantize(smollm2_gguf(), f16, qtype="f16", requantize=True, modelfile=False)
+        quantize(smollm2_gguf(), f16, QuantizeOptions(qtype="f16", requantize=True, modelfile=False))
     calib, held = work / "calibration.txt", work / "held-out.txt"
     calib.write_text(licence_text(*CALIBRATION), encoding="utf-8")
     held.write_text(licence_text(*HELD_OUT), encoding="utf-8")
@@ -85,7 +85,7 @@ def prepare(work: Path, ctx: int, calib_chunks: int, threads: int) -> dict:
 
 def make_quants(work: Path, prep: dict, threads: int) -> dict:
     """``{(type, variant): path}`` for every type x {none, ours, tool}."""
-    from helpers.gguf import NEEDS_IMATRIX, quantize
+    from helpers.gguf import QuantizeOptions, NEEDS_IMATRIX, quantize
 
     out = {}
     for qtype in TYPES:
@@ -93,9 +93,10 @@ def make_quants(work: Path, prep: dict, threads: int) -> dict:
             path = work / f"{qtype}-{variant}.gguf"
             if not path.is_file():
                 if variant == "ours":
-                    quantize(prep["f16"], path, qtype=qtype, imatrix=prep["ours"], threads=threads, modelfile=False)
+                    quantize(prep["f16"], path,
+                             QuantizeOptions(qtype=qtype, imatrix=prep["ours"], threads=threads, modelfile=False))
                 elif variant == "none" and qtype not in NEEDS_IMATRIX:
-                    quantize(prep["f16"], path, qtype=qtype, threads=threads, modelfile=False)
+                    quantize(prep["f16"], path, QuantizeOptions(qtype=qtype, threads=threads, modelfile=False))
                 else:  # the tool's matrix, or a type this project refuses without one (llama.cpp allows it here)
                     im = ["--imatrix", prep["tool"]] if variant == "tool" else []
                     run([llama_tool("llama-quantize"), *im, prep["f16"], path, qtype.upper(), threads])
@@ -159,19 +160,19 @@ def synthetic_q8(work: Path, layers: int) -> Path:
     """The synthetic 7B-wide base of ``layers`` layers, merged to Q8_0 (as the importance-matrix route does)."""
     from merge_memory import build_base, tokenizer
 
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     out = work / f"synthetic-L{layers}-q8_0.gguf"
     if not out.is_file():
         base = build_base(work, layers, tokenizer(work, 32000))
-        merge(base, [], out=out, fmt="gguf", outtype="q8_0", progress=False, write_sha256=False)
+        merge(Recipe(base, []), out, MergeOptions(fmt="gguf", outtype="q8_0", progress=False, write_sha256=False))
     return out
 
 
 def cost(work: Path, depths: tuple[int, int], ctx: int, threads: int) -> list[str]:
     """Seconds per 1000 tokens of the importance matrix for a 7B-wide model, ours and llama-imatrix's."""
     from helpers.evaluate import ChunkSettings
-    from helpers.imatrix import compute_imatrix
+    from helpers.imatrix.compute import compute_imatrix
 
     text = work / "cost-text.txt"
     text.write_text(licence_text(*HELD_OUT), encoding="utf-8")

@@ -99,7 +99,7 @@ def converter(workdir: Path, sdist: Path | None) -> Path:
 
 def tokenizer(workdir: Path, n: int) -> Path:
     """A sentencepiece tokenizer folder of exactly ``n`` pieces (the demo's, padded with filler pieces)."""
-    from helpers.demo import build_demo
+    from helpers.demo.build import build_demo
     from helpers.tokens.sentencepiece import add_pieces, piece_count
 
     d = workdir / f"tok-{n}"
@@ -172,7 +172,7 @@ def build_base(workdir: Path, layers: int, tok_base: Path, *, llama1: bool = Fal
     import torch
     from safetensors.torch import save_file
 
-    from helpers.demo import TinySpec, hf_config
+    from helpers.demo.weights import TinySpec, hf_config
 
     base = workdir / f"base-{'v1-' if llama1 else ''}L{layers}"
     if built(base):

@@ -53,8 +53,8 @@ with open(sys.argv[1], "w") as f:
                "cpu": usage.ru_utime + usage.ru_stime,
                "write_bytes": int(io.get("write_bytes", -1)), "wchar": int(io.get("wchar", -1))}, f)
 """
-QUANTIZE = ("import sys; from helpers.gguf import quantize; "
-            "quantize(sys.argv[1], sys.argv[2], qtype=sys.argv[3], modelfile=False)")
+QUANTIZE = ("import sys; from helpers.gguf import QuantizeOptions, quantize; "
+            "quantize(sys.argv[1], sys.argv[2], QuantizeOptions(qtype=sys.argv[3], modelfile=False))")
 
 
 def measure(cmd: list[str], env: dict) -> dict:

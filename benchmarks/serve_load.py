@@ -49,7 +49,7 @@ HELLO = [{"role": "user", "content": "你好"}]  # greedy, the demo's reply has 
 
 def demo_gguf(work: Path) -> Path:
     """The demo's merged Chinese-Alpaca-2-7B stand-in as an F16 GGUF (built once in ``work``)."""
-    from helpers.demo import build_demo
+    from helpers.demo.build import build_demo
     from helpers.gguf import convert_hf_to_gguf
 
     assets, out = work / "demo", work / "chinese-alpaca-2-7b-demo-f16.gguf"

@@ -40,7 +40,7 @@ def table() -> str:
             "|---|---|---|---|---|---|---|---|"]
     for name in catalog.names(kind="lora") + catalog.names(kind="patch"):
         entry = catalog.get(name)
-        base, loras = catalog.merge_plan(name)
+        base, loras = catalog.release_recipe(name)
         patch = loras.pop() if entry.kind == "patch" else None
         for outtype in ("q4_k_m", "q8_0"):
             p = plan_resources(base, loras, patch, options=MergeOptions(fmt="gguf", outtype=outtype), out="/content",

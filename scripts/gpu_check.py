@@ -31,8 +31,9 @@ r = finetune(cfg)
 print(f"[qlora] steps={r.global_step} first_loss={r.first_loss:.3f} last_loss={r.last_loss:.3f} tok/s={r.tokens_per_second:.0f}", flush=True)
 print("[qlora] files", sorted(p.name for p in out.iterdir()))
 # merge the QLoRA adapter (fp16 base) and compare with PEFT on the fp32 base
-from helpers.merge import merge
-merge(str(demo / "chinese-alpaca-2-7b"), [str(out)], out="/tmp/qlora-merged", fmt="hf", progress=False)
+from helpers.merge import MergeOptions, Recipe, merge
+merge(Recipe(str(demo / "chinese-alpaca-2-7b"), [str(out)]), "/tmp/qlora-merged",
+      MergeOptions(fmt="hf", progress=False))
 from transformers import AutoModelForCausalLM
 from peft import PeftModel
 ids = torch.tensor([[1, 20, 30, 40, 50, 60, 70]])

@@ -24,7 +24,7 @@ LICENCES = {
 
 def llama_tools_dir() -> Path:
     """Where ``scripts/setup.sh`` puts llama.cpp's tools."""
-    from helpers.gguf import LLAMA_CPP_VERSION
+    from helpers.gguf.llamacpp import LLAMA_CPP_VERSION
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     default = cache / "cllama" / f"llama.cpp-{LLAMA_CPP_VERSION}"

@@ -55,7 +55,7 @@ def shared_fixtures() -> Path:
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> Path:
     """The demo assets (``python -m helpers demo``), built once per test session."""
-    from helpers.demo import build_demo
+    from helpers.demo.build import build_demo
 
     out = tmp_path_factory.mktemp("demo") / "assets"
     build_demo(out)

@@ -15,7 +15,7 @@ from typing import Iterator, Mapping, Sequence
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FAULT_ENV = "HELPERS_FAULT_KILL"  # helpers.util.FAULT_ENV: "<site>:<n>" kills the command at its n-th pass
+FAULT_ENV = "HELPERS_FAULT_KILL"  # helpers.util.faults.FAULT_ENV: "<site>:<n>" kills the command at its n-th pass
 QUIET = {"HELPERS_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 

@@ -83,10 +83,10 @@ def _llama2_bin_copy(src: Path, dst: Path) -> None:
 
 def _meta_original_copy(src: Path, dst: Path, work: Path) -> None:
     """The Llama-3 repo's Meta copy: ``original/consolidated.00.pth`` and ``params.json`` (Meta layout)."""
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     out = work / "llama3-pth"
-    merge(src, [], out=out, fmt="pth", outtype="bf16", progress=False, write_sha256=False)
+    merge(Recipe(src, []), out, MergeOptions(fmt="pth", outtype="bf16", progress=False, write_sha256=False))
     (dst / "original").mkdir()
     for name in ("consolidated.00.pth", "params.json"):
         shutil.copy(out / name, dst / "original" / name)
@@ -112,14 +112,15 @@ def _write_imatrix(f16: Path, out: Path) -> Path:
 
 def _gguf_release(model: Path, dst: Path, work: Path) -> None:
     """``ggml-model-{f16,q8_0,q4_k,q4_k-im}.gguf`` of ``model``, named like the hfl GGUF releases."""
-    from helpers.gguf import convert_hf_to_gguf, quantize
+    from helpers.gguf import QuantizeOptions, convert_hf_to_gguf, quantize
 
     f16 = convert_hf_to_gguf(model, dst / "ggml-model-f16.gguf", outtype="f16")
     imatrix = _write_imatrix(f16, work / "imatrix.dat")
     for q in GGUF_QUANTS[1:]:
         qtype = q.removesuffix("-im")
-        quantize(f16, dst / f"ggml-model-{q}.gguf", qtype=qtype, imatrix=imatrix if q.endswith("-im") else None,
-                 threads=1, modelfile=False)
+        quantize(f16, dst / f"ggml-model-{q}.gguf",
+                 QuantizeOptions(qtype=qtype, imatrix=imatrix if q.endswith("-im") else None, threads=1,
+                                 modelfile=False))
 
 
 def stand_in_of(entry, served: dict[str, Path]) -> str:
@@ -148,7 +149,7 @@ def _stage(demo: Path, stage: Path) -> dict[str, Path]:
     """Every repo's files in a plain folder, ``{hub id: folder}``: the demo assets under the ids they stand for,
     the copies real repos also hold, the GGUF releases, and every other catalog release under a stand-in of its
     kind (:func:`stand_in_of`)."""
-    from helpers import catalog
+    from helpers.catalog.releases import CATALOG
 
     repos: dict[str, Path] = {}
     for hub_id, src in demo_hub_ids(demo).items():
@@ -160,7 +161,7 @@ def _stage(demo: Path, stage: Path) -> dict[str, Path]:
         repos[repo] = stage / repo
         repos[repo].mkdir(parents=True)
         _gguf_release(demo / model, repos[repo], stage.parent)
-    for entry in catalog.CATALOG.values():
+    for entry in CATALOG.values():
         if entry.hub_id not in repos:
             repos[entry.hub_id] = stage / entry.hub_id
             shutil.copytree(repos[stand_in_of(entry, repos)], repos[entry.hub_id], copy_function=_link_or_copy)
@@ -220,7 +221,7 @@ def build_mirror(root: str | Path, demo: str | Path) -> dict[str, list[str]]:
     ``root`` if the build fails (it is built beside it and renamed).
     """
     listing = build_mirror_from(root, lambda stage: _stage(Path(demo), stage))
-    from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_REPO
+    from helpers.imatrix.calibration import CALIBRATION_FILE, CALIBRATION_REPO
 
     add_dataset_repo(root, CALIBRATION_REPO, {CALIBRATION_FILE: calibration_standin()[0]})  # kept when there
     return listing
@@ -275,7 +276,7 @@ def add_dataset_repo(mirror: str | Path, hub_id: str, files: str | Path | dict[s
 
 
 def calibration_standin() -> tuple[bytes, str]:
-    """A stand-in for the default calibration file (``helpers.imatrix.CALIBRATION_FILE``, CMRC 2019's cloze layout)
+    """A stand-in for the default calibration file (``helpers.imatrix.calibration.CALIBRATION_FILE``, CMRC 2019's cloze layout)
     made from the demo's Chinese corpus: each four lines one story, its first and last sentences cut out as
     ``[BLANK1]`` / ``[BLANK2]`` with a distractor among the choices. Returns the file's bytes and the text
     ``calibration_text`` must rebuild from it."""

@@ -13,7 +13,8 @@ import pytest
 
 from helpers import catalog
 from helpers.__main__ import main
-from helpers.catalog import CATALOG, ModelEntry
+from helpers.catalog import ModelEntry
+from helpers.catalog.releases import CATALOG
 from helpers.catalog.releases import check_catalog
 from helpers.util import UserError
 
@@ -183,13 +184,13 @@ def test_templates_and_contexts():
 
 
 def test_plus_merge_order():
-    assert catalog.merge_plan("chinese-alpaca-plus-7b-lora") == (
+    assert catalog.release_recipe("chinese-alpaca-plus-7b-lora") == (
         "huggyllama/llama-7b", ["hfl/chinese-llama-plus-lora-7b", "hfl/chinese-alpaca-plus-lora-7b"])
     # by (former) hub id too, and the 13B pair uses the 13B base (the seed table's "LLaMA-7B" there is a typo);
     # plans name the current ids, the ones downloads use
-    assert catalog.merge_plan("ziqingyang/chinese-alpaca-plus-lora-13b") == (
+    assert catalog.release_recipe("ziqingyang/chinese-alpaca-plus-lora-13b") == (
         "huggyllama/llama-13b", ["hfl/chinese-llama-plus-lora-13b", "hfl/chinese-alpaca-plus-lora-13b"])
-    assert catalog.merge_plan("chinese-alpaca-pro-33b-lora") == (
+    assert catalog.release_recipe("chinese-alpaca-pro-33b-lora") == (
         "huggyllama/llama-30b", ["hfl/chinese-llama-plus-lora-33b", "hfl/chinese-alpaca-pro-lora-33b"])
     assert catalog.get("chinese-alpaca-plus-7b-lora").base == ("llama-7b", "chinese-llama-plus-7b-lora")
 
@@ -204,13 +205,13 @@ def test_plus_merge_order():
     ("open-chinese-llama-7b-patch", ("huggyllama/llama-7b", ["openlmlab/open-chinese-llama-7b-patch"])),
 ])
 def test_merge_plans(name, plan):
-    assert catalog.merge_plan(name) == plan
+    assert catalog.release_recipe(name) == plan
 
 
 @pytest.mark.parametrize("name", ["chinese-alpaca-2-7b", "chinese-alpaca-2-7b-gguf", "llama-2-7b"])
 def test_merge_plan_refuses_full_and_gguf(name):
     with pytest.raises(UserError, match="no merge is needed"):
-        catalog.merge_plan(name)
+        catalog.release_recipe(name)
 
 
 def test_every_base_chain_is_consistent():
@@ -387,7 +388,7 @@ def test_cli_table_filters_and_errors(capsys):
     assert "hfl/chinese-alpaca-2-lora-7b-64k" in lines[-1] and lines[-1].split()[-1] == "65536"
     assert main(["catalog", "chinese-alpaca-plus-7b-lora", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
-    assert one["merge_plan"]["apply"][0] == "hfl/chinese-llama-plus-lora-7b"
+    assert one["release_recipe"]["apply"][0] == "hfl/chinese-llama-plus-lora-7b"
     assert one["aliases"] == ["ziqingyang/chinese-alpaca-plus-lora-7b"]
     assert main(["catalog", "no-such-model"]) == 2
     err = capsys.readouterr().err

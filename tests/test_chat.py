@@ -109,7 +109,7 @@ def _eot_model(src: Path, dst: Path, stop_token: str) -> Path:
 
 # ----------------------------------------------------------------------------- long context
 def test_ntk_alpha_formula():
-    from helpers.chat import ntk_alpha, ntk_rope_base
+    from helpers.chat.longctx import ntk_alpha, ntk_rope_base
 
     assert ntk_alpha(4096, 4096) == 1.0  # no scaling within the native context
     assert ntk_alpha(1000, 4096) == 1.0
@@ -122,23 +122,23 @@ def test_ntk_alpha_formula():
 
 
 def test_plan_rope_options():
-    from helpers.chat import ntk_rope_base, plan_rope
+    from helpers.chat.longctx import ntk_rope_base, choose_rope
 
     args = {"native_ctx": 4096, "base": 10000.0, "head_dim": 128}
-    assert plan_rope(None, n_ctx=None, **args).kind == "config"
-    assert plan_rope("auto", n_ctx=4096, **args).kind == "config"
-    assert plan_rope("auto", n_ctx=16384, configured="linear", **args).kind == "config"
-    auto = plan_rope("auto", n_ctx=8192, **args)
+    assert choose_rope(None, n_ctx=None, **args).kind == "config"
+    assert choose_rope("auto", n_ctx=4096, **args).kind == "config"
+    assert choose_rope("auto", n_ctx=16384, configured="linear", **args).kind == "config"
+    auto = choose_rope("auto", n_ctx=8192, **args)
     assert (auto.kind, auto.factor, auto.n_ctx) == ("ntk", 3.0, 8192)
     assert auto.base == pytest.approx(ntk_rope_base(10000.0, 3.0, 128))
-    fixed = plan_rope("ntk:4", n_ctx=None, **args)
+    fixed = choose_rope("ntk:4", n_ctx=None, **args)
     assert fixed.factor == 4.0 and fixed.base == pytest.approx(10000.0 * 4 ** (128 / 126))
-    assert plan_rope("ntk", n_ctx=None, **args).factor == 3.0  # default target: twice the native context
-    lin = plan_rope("linear:4", n_ctx=None, **args)
+    assert choose_rope("ntk", n_ctx=None, **args).factor == 3.0  # default target: twice the native context
+    lin = choose_rope("linear:4", n_ctx=None, **args)
     assert (lin.kind, lin.factor, lin.n_ctx) == ("linear", 4.0, 16384)
     for bad in ("ntk:0.5", "ntk:x", "magic", "linear:0.5"):
         with pytest.raises(UserError):
-            plan_rope(bad, n_ctx=None, **args)
+            choose_rope(bad, n_ctx=None, **args)
 
 
 def test_rope_scaling_reaches_transformers_rotary_embedding():
@@ -147,7 +147,7 @@ def test_rope_scaling_reaches_transformers_rotary_embedding():
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from helpers.chat import RopePlan, apply_rope_to_config as _apply_rope_to_config, ntk_rope_base
+    from helpers.chat.longctx import RopeScaling, apply_rope_to_config as _apply_rope_to_config, ntk_rope_base
 
     def inv_freq(cfg):
         return LlamaRotaryEmbedding(cfg).inv_freq.double()
@@ -160,16 +160,16 @@ def test_rope_scaling_reaches_transformers_rotary_embedding():
     plain = inv_freq(config())
     assert torch.allclose(plain, 1.0 / 10000.0 ** (torch.arange(0, d, 2).double() / d))
     linear = config()
-    _apply_rope_to_config(linear, RopePlan("config", native_ctx=4096), {"type": "linear", "factor": 4.0})
+    _apply_rope_to_config(linear, RopeScaling("config", native_ctx=4096), {"type": "linear", "factor": 4.0})
     assert linear.max_position_embeddings == 16384
     assert torch.allclose(inv_freq(linear), plain / 4)
     ntk = config()
     base = ntk_rope_base(10000.0, 3.0, d)
-    _apply_rope_to_config(ntk, RopePlan("ntk", 3.0, base, 4096, 8192), None)
+    _apply_rope_to_config(ntk, RopeScaling("ntk", 3.0, base, 4096, 8192), None)
     assert torch.allclose(inv_freq(ntk), 1.0 / base ** (torch.arange(0, d, 2).double() / d))
     assert ntk.max_position_embeddings == 8192
     yarn = config()
-    _apply_rope_to_config(yarn, RopePlan("config", native_ctx=4096),
+    _apply_rope_to_config(yarn, RopeScaling("config", native_ctx=4096),
                           {"type": "yarn", "factor": 16.0, "original_max_position_embeddings": 4096})
     emb = LlamaRotaryEmbedding(yarn)
     assert yarn.rope_parameters["rope_type"] == "yarn"
@@ -180,7 +180,8 @@ def test_rope_scaling_reaches_transformers_rotary_embedding():
 def test_ntk_option_on_both_backends(llama2_dir, ggufs):
     import torch
 
-    from helpers.chat import load_backend, ntk_rope_base
+    from helpers.chat import load_backend
+    from helpers.chat.longctx import ntk_rope_base
 
     hf = load_backend(llama2_dir, template="llama2-zh", rope="ntk:4")
     want = ntk_rope_base(10000.0, 4.0, 64)
@@ -281,7 +282,7 @@ def test_stop_event_and_early_close(backends, llama2_dir, tmp_path):
 
 
 def test_stop_filter():
-    from helpers.chat import StopFilter
+    from helpers.chat.backend import StopFilter
 
     f = StopFilter(["### Instruction:", "</s>"])
     out = "".join(f.feed(p) for p in ["Hello", " wor", "ld\n\n##", "# Instr", "uction: more"]) + f.flush()
@@ -443,7 +444,7 @@ def _free_port() -> int:
 def test_openai_server_round_trip(ggufs, tmp_path):
     for module in SERVER_EXTRAS:
         pytest.importorskip(module)
-    from helpers.chat import openai_chat, start_openai_server
+    from helpers.chat.server import openai_chat, start_openai_server
 
     proc = start_openai_server(ggufs("llama3"), port=_free_port(), n_ctx=512, log_path=tmp_path / "server.log")
     try:
@@ -466,7 +467,7 @@ def served(ggufs):
     """One server for the request tests, started with HOST=0.0.0.0 in the environment (which must not matter)."""
     for module in SERVER_EXTRAS:
         pytest.importorskip(module)
-    from helpers.chat import start_openai_server
+    from helpers.chat.server import start_openai_server
 
     port, before = _free_port(), os.environ.get("HOST")
     os.environ["HOST"] = "0.0.0.0"
@@ -573,7 +574,8 @@ def test_openai_server_on_a_busy_port_reports_failure(ggufs, monkeypatch, checke
     and the bind, the answer of the other server is not mistaken for ours."""
     for module in SERVER_EXTRAS:
         pytest.importorskip(module)
-    from helpers.chat import server, start_openai_server
+    from helpers.chat import server
+    from helpers.chat.server import start_openai_server
 
     with _OtherServer() as port:
         if not checked:
@@ -589,7 +591,7 @@ def test_openai_server_serves_a_model_in_a_read_only_folder(ggufs, tmp_path):
         pytest.importorskip(module)
     from faults import readonly_folder
 
-    from helpers.chat import openai_chat, start_openai_server
+    from helpers.chat.server import openai_chat, start_openai_server
 
     gguf = ggufs("llama3")
     with readonly_folder(tmp_path / "ro", files=[gguf]) as ro:
@@ -606,7 +608,7 @@ def test_openai_server_serves_a_model_in_a_read_only_folder(ggufs, tmp_path):
 def test_openai_server_needs_extras(monkeypatch, tmp_path):
     import importlib.util
 
-    from helpers import chat as chatui
+    from helpers.chat import server as chatui
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from helpers.catalog import config_of, get
-from helpers.colab import FREE_COLAB_DISK, NO, OK, SLOW, Runtime, notebook_params, notebook_setup
+from helpers.colab import FREE_COLAB_DISK, NO, OK, SLOW, Runtime
+from helpers.colab.params import notebook_params, notebook_setup
 from helpers.colab.sizing import kv_cache_bytes, weight_bytes
 from helpers.gguf import BITS_PER_WEIGHT
 from helpers.merge import MergeOptions, plan_resources
-from helpers.stages import STAGES, ChatStage, EvalStage, FinetuneStage, MergeStage, release_target
+from helpers.stages import STAGES, ChatStage, EvalStage, FinetuneStage, MergeStage
+from helpers.stages.merge import release_target
 from helpers.stages.cli import find_stage
 from helpers.util import UserError
 
@@ -337,7 +339,7 @@ def test_05_evaluates_8b_and_13b_on_a_t4_in_4_bit_as_03_chats_with_them(monkeypa
 
 
 def test_quantized_outputs_never_replace_their_input(tmp_path):
-    from helpers.stages import quant_target
+    from helpers.stages.quantize import quant_target
 
     for name in ("m-f16.gguf", "m-bf16.gguf", "m-f32.gguf", "model.gguf"):
         src = tmp_path / name
@@ -385,7 +387,7 @@ def test_run_executes_the_plan_and_replans_when_the_form_changed(hub_env, tmp_pa
 def test_the_importance_matrix_puts_on_a_t4_only_the_layers_that_fit(monkeypatch):
     """A 33B Q8_0 intermediate (32 GB) on a 15 GB T4: as many layers as fit its memory go to the GPU, not all (which
     would run out of GPU memory); a 7B goes there whole; a CPU runtime offloads nothing and says nothing of a GPU."""
-    from helpers.imatrix import GPU_HEADROOM
+    from helpers.imatrix.route import GPU_HEADROOM
 
     _offline(monkeypatch)
     big = MergeStage(model="chinese-alpaca-33b-lora", outtype="iq3_xxs").plan(T4)

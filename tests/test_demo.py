@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.demo import build_demo
+from helpers.demo.build import build_demo
 
 
 def _same_tree(a: Path, b: Path) -> list[str]:

@@ -81,7 +81,8 @@ def test_the_global_batch_loss_is_not_a_mean_of_process_means(demo, mixed_length
     from transformers import AutoModelForCausalLM
 
     from helpers.tokens import get_template, load_tokenizer
-    from helpers.train import DataCollator, FinetuneConfig, build_dataset, pad_id_of
+    from helpers.train import FinetuneConfig
+    from helpers.train.data import DataCollator, build_dataset, pad_id_of
 
     tok = load_tokenizer(demo / "Llama-2-7b-hf")
     cfg = FinetuneConfig(base="b", data=str(mixed_lengths), out="/unused", template="llama2-zh")
@@ -239,7 +240,8 @@ def test_each_process_streams_its_own_share(demo, tmp_path, shards, world):
     among the processes each reads only its own shards and packs its own records; otherwise ``datasets`` gives
     each process every N-th block of the one packing of the whole stream."""
     from helpers.tokens import load_tokenizer
-    from helpers.train import FinetuneConfig, pack_batch, streamed_examples
+    from helpers.train import FinetuneConfig
+    from helpers.train.stream import pack_batch, streamed_examples
     from helpers.train.stream import open_records
 
     for name, text in _shards(demo, shards).items():

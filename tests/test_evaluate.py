@@ -61,17 +61,17 @@ def trained(demo, tmp_path_factory) -> Path:
 def ggufs(trained, tmp_path_factory) -> dict[str, Path]:
     """F16 GGUF of the trained model and its Q8_0 / Q4_K_M quants (helpers.gguf)."""
     pytest.importorskip("llama_cpp")
-    from helpers.gguf import convert_hf_to_gguf, quantize
+    from helpers.gguf import QuantizeOptions, convert_hf_to_gguf, quantize
 
     d = tmp_path_factory.mktemp("gguf")
     f16 = convert_hf_to_gguf(trained, d / "tiny-f16.gguf", outtype="f16")
-    return {"F16": f16, "Q8_0": quantize(f16, d / "tiny-q8_0.gguf", qtype="q8_0", modelfile=False),
-            "Q4_K_M": quantize(f16, d / "tiny-q4_k_m.gguf", qtype="q4_k_m", modelfile=False)}
+    return {"F16": f16, "Q8_0": quantize(f16, d / "tiny-q8_0.gguf", QuantizeOptions(qtype="q8_0", modelfile=False)),
+            "Q4_K_M": quantize(f16, d / "tiny-q4_k_m.gguf", QuantizeOptions(qtype="q4_k_m", modelfile=False))}
 
 
 # ---------------------------------------------------------------------------------------------- perplexity
 def test_windows_score_every_token_once():
-    from helpers.evaluate import windows
+    from helpers.evaluate.perplexity import windows
 
     for n, n_ctx, stride in [(1000, 128, 64), (1000, 128, 128), (129, 128, 64), (5, 512, 256), (2, 8, 8), (300, 100, 37)]:
         seen = []
@@ -110,7 +110,7 @@ def test_open_model_uses_the_dtype_keyword_of_older_transformers(demo, monkeypat
     import torch
     import transformers
 
-    from helpers.evaluate import open_model
+    from helpers.evaluate.scorers import open_model
 
     seen: dict = {}
 
@@ -156,7 +156,8 @@ def test_perplexity_backends_agree(trained, ggufs, demo):
 
 # ---------------------------------------------------------------------------------------------- KL divergence
 def test_kl_divergence_grows_with_quantization(ggufs, demo):
-    from helpers.evaluate import kl_divergence, perplexity
+    from helpers.evaluate import perplexity
+    from helpers.evaluate.perplexity import kl_divergence
 
     text = _lines(demo / "data" / "heldout_zh.txt", 20)
     same = kl_divergence(ggufs["F16"], ggufs["F16"], text, n_ctx=128, stride=64)
@@ -195,7 +196,8 @@ def test_quality_table_loads_one_model_at_a_time(ggufs, demo, monkeypatch):
     and get the same figures as measuring each pair directly."""
     import llama_cpp
 
-    from helpers.evaluate import compare_quants, kl_divergence, perplexity
+    from helpers.evaluate import compare_quants, perplexity
+    from helpers.evaluate.perplexity import kl_divergence
 
     text = _lines(demo / "data" / "heldout_zh.txt", 10)
     direct = [perplexity(ggufs["F16"], text, n_ctx=128, stride=64),
@@ -275,7 +277,7 @@ def _answers(csv_path: Path) -> list[str]:
 
 
 def test_mc_prompt_format():
-    from helpers.evaluate import format_item, mc_prompt
+    from helpers.evaluate.choice import format_item, mc_prompt
 
     row = {"id": "0", "question": "1加2等于多少？", "A": "3", "B": "4", "C": "1", "D": "5", "answer": "A"}
     item = "1加2等于多少？\nA. 3\nB. 4\nC. 1\nD. 5\n答案："
@@ -294,7 +296,8 @@ def test_letter_ids_are_the_scripts(planted_b):
     """The ids the releases' scripts read: ``encode("A", add_special_tokens=False)[0]`` and ``encode("：A")[-1]``."""
     import sentencepiece as spm
 
-    from helpers.evaluate import letter_ids, open_scorer
+    from helpers.evaluate.choice import letter_ids
+    from helpers.evaluate.exam import open_scorer
 
     sp = spm.SentencePieceProcessor(model_file=str(planted_b / "tokenizer.model"))
     with open_scorer(planted_b) as (scorer, _, _):

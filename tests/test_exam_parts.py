@@ -83,7 +83,8 @@ def test_mcnemar_and_bootstrap():
 
 
 def _result(answers):
-    from helpers.evaluate import Answer, ExamResult
+    from helpers.evaluate import ExamResult
+    from helpers.evaluate.results import Answer
 
     return ExamResult("ceval", "val", 5, False, "v2", "m", "transformers",
                       tuple(Answer(s, i, a, p, (0.0, 0.0, 0.0, 0.0)) for s, i, a, p in answers))
@@ -145,7 +146,9 @@ def test_published_rows_are_the_readme_tables():
 
 
 def test_time_estimate(tmp_path):
-    from helpers.evaluate import PromptStyle, benchmark, estimate_time, load_exam, write_standin
+    from helpers.evaluate import benchmark, load_exam, write_standin
+    from helpers.evaluate.prompts import PromptStyle
+    from helpers.evaluate.timing import estimate_time
     from helpers.evaluate.timing import TOKENS_PER_SECOND_7B, count_tokens
 
     spec = benchmark("ceval")
@@ -182,16 +185,18 @@ def test_archives_unpack_only_their_csv_files(tmp_path, monkeypatch):
 
 def test_plan_before_loading_the_model(tmp_path):
     """The notebook's estimate before a run: style, size and weights from the catalog, nothing loaded."""
-    from helpers.evaluate import PromptStyle, benchmark, estimate_time, load_exam, plan_exam, write_standin
+    from helpers.evaluate import benchmark, load_exam, estimate_exam, write_standin
+    from helpers.evaluate.prompts import PromptStyle
+    from helpers.evaluate.timing import estimate_time
 
     data = write_standin(tmp_path / "d", "ceval", questions=4)
-    gguf = plan_exam("chinese-alpaca-2-13b-gguf", data=data, runtime="cpu")
+    gguf = estimate_exam("chinese-alpaca-2-13b-gguf", data=data, runtime="cpu")
     exam = load_exam(benchmark("ceval"), data, shots=5)
     assert gguf == estimate_time(exam, PromptStyle("v2", benchmark("ceval")), params_b=13, runtime="cpu", weights="gguf")
-    v3 = plan_exam("llama-3-chinese-8b-instruct", data=data, with_prompt=True, quantization="4bit")
+    v3 = estimate_exam("llama-3-chinese-8b-instruct", data=data, with_prompt=True, quantization="4bit")
     assert v3 == estimate_time(exam, PromptStyle("v3", benchmark("ceval"), with_prompt=True), params_b=8,
                                weights="4bit")
-    assert plan_exam(tmp_path / "my-model", data=data).weights == "f16"
+    assert estimate_exam(tmp_path / "my-model", data=data).weights == "f16"
 
 
 @pytest.mark.parametrize("shots", [0, 5])
@@ -202,7 +207,8 @@ def test_v3_cmmlu_prompts_are_the_authors_question_by_question(tmp_path, shots, 
     (``name_en2zh``: 市场营销), never by its file key (marketing)."""
     pytest.importorskip("pandas")
     import exam_reference as ref
-    from helpers.evaluate import PromptStyle, benchmark, load_exam, write_standin
+    from helpers.evaluate import benchmark, load_exam, write_standin
+    from helpers.evaluate.prompts import PromptStyle
 
     spec = benchmark("cmmlu")
     data = write_standin(tmp_path, "cmmlu", subjects=["marketing", "anatomy", "ancient_chinese"], questions=4)

@@ -196,7 +196,10 @@ def test_batched_questions_equal_one_at_a_time(models, data):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from helpers.evaluate import HFExamScorer, PromptStyle, benchmark, load_exam, score_exam
+    from helpers.evaluate import benchmark, load_exam
+    from helpers.evaluate.engine import HFExamScorer
+    from helpers.evaluate.prompts import PromptStyle
+    from helpers.evaluate.exam import score_exam
     from helpers.tokens import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(models["v2"], dtype=torch.float32).eval()
@@ -239,7 +242,9 @@ def test_prompts_and_tokens_are_the_scripts(models, data, bench, kind, shots, wi
     """Every prompt, as text and as token ids on both back ends, is the one the naive method builds."""
     from llama_cpp import Llama
 
-    from helpers.evaluate import HFExamScorer, LlamaCppExamScorer, PromptStyle, benchmark, load_exam
+    from helpers.evaluate import benchmark, load_exam
+    from helpers.evaluate.engine import HFExamScorer, LlamaCppExamScorer
+    from helpers.evaluate.prompts import PromptStyle
     from helpers.tokens import load_tokenizer
 
     spec = benchmark(bench)
@@ -284,7 +289,9 @@ def test_quant_option_loads_through_bitsandbytes(models, data, monkeypatch, bits
     the naive method scores that same model."""
     import torch
 
-    from helpers.evaluate import PromptStyle, benchmark, load_exam, open_scorer, score_exam
+    from helpers.evaluate import benchmark, load_exam
+    from helpers.evaluate.prompts import PromptStyle
+    from helpers.evaluate.exam import open_scorer, score_exam
 
     import bitsandbytes  # noqa: F401 - imported first, so that it registers its CPU kernels, not CUDA's
 

@@ -120,11 +120,11 @@ def test_compare_two_models(standins, demo, tmp_path, capsys):
     """--compare: both runs on the same questions, and the paired figures recomputed from their predictions."""
     from helpers.evaluate import load_result
     from helpers.evaluate.paired import mcnemar_p
-    from helpers.gguf import convert_hf_to_gguf, quantize
+    from helpers.gguf import QuantizeOptions, convert_hf_to_gguf, quantize
 
     model = demo / "chinese-alpaca-2-7b"
     f16 = convert_hf_to_gguf(model, tmp_path / "m-f16.gguf", outtype="f16")
-    q4 = quantize(f16, tmp_path / "m-q4_0.gguf", qtype="q4_0", modelfile=False)
+    q4 = quantize(f16, tmp_path / "m-q4_0.gguf", QuantizeOptions(qtype="q4_0", modelfile=False))
     out = tmp_path / "cmp"
     assert main(["cmmlu", "--compare", str(f16), str(q4), "--data", str(standins["cmmlu"]), "--shots", "0",
                  "--out", str(out)]) == 0

@@ -31,7 +31,7 @@ def merge_args(demo: Path, fmt: str = "hf") -> list:
 @pytest.fixture(scope="module")
 def clean(demo, tmp_path_factory):
     """Uninterrupted outputs of each command, made once: merge (hf, pth), to-gguf, quantize."""
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     root = tmp_path_factory.mktemp("clean")
     cache: dict[str, Path] = {}
@@ -40,8 +40,9 @@ def clean(demo, tmp_path_factory):
         if what not in cache:
             out = root / what
             if what in ("hf", "pth"):
-                merge(demo / "llama-7b", [demo / x for x in PLUS], out=out, fmt=what, progress=False,
-                      max_shard_bytes=800 << 10 if what == "hf" else None, pth_shards=2 if what == "pth" else None)
+                merge(Recipe(demo / "llama-7b", [demo / x for x in PLUS]), out,
+                      MergeOptions(fmt=what, progress=False, max_shard_bytes=800 << 10 if what == "hf" else None,
+                                   pth_shards=2 if what == "pth" else None))
             elif what == "f16.gguf":
                 assert cli("to-gguf", "--model", demo / "Llama-2-7b-hf", "--out", out).returncode == 0
             else:  # q4 from the F16 GGUF, or from the HF folder
@@ -141,7 +142,7 @@ def test_kill9_demo_then_rerun_is_identical(demo, tmp_path):
 # ------------------------------------------------------------------------------------------------ full disks
 def test_disk_full_mid_merge_keeps_the_partial_for_a_resume(demo, clean, tmp_path, monkeypatch):
     """In-process: ENOSPC from the third write is one UserError that says so; the rerun resumes, same bytes."""
-    from helpers.merge import merge, writers
+    from helpers.merge import MergeOptions, Recipe, merge, writers
     from helpers.util import UserError
 
     real, calls = writers.write_tensor, []
@@ -154,12 +155,13 @@ def test_disk_full_mid_merge_keeps_the_partial_for_a_resume(demo, clean, tmp_pat
 
     monkeypatch.setattr(writers, "write_tensor", failing)
     out = tmp_path / "out"
-    kwargs = dict(out=out, max_shard_bytes=800 << 10, progress=False)
+    recipe, options = Recipe(demo / "llama-7b", [demo / x for x in PLUS]), MergeOptions(max_shard_bytes=800 << 10,
+                                                                                         progress=False)
     with pytest.raises(UserError, match="disk is full.*needs about"):
-        merge(demo / "llama-7b", [demo / x for x in PLUS], **kwargs)
+        merge(recipe, out, options)
     assert not out.exists() and hidden(tmp_path) == [".out.partial"]
     monkeypatch.setattr(writers, "write_tensor", real)
-    res = merge(demo / "llama-7b", [demo / x for x in PLUS], **kwargs)
+    res = merge(recipe, out, options)
     assert res.tensors_resumed > 0
     assert_same_tree(out, clean("hf"))
 
@@ -168,11 +170,11 @@ def _needed(demo: Path) -> int:
     """The space check's estimate for the Plus merge (HF, f16)."""
     from helpers.merge.inputs import open_inputs
     from helpers.merge.options import MergeOptions
-    from helpers.merge.preflight import output_bytes, plan_merge
+    from helpers.merge.preflight import output_bytes, merge_layout
 
     inputs = open_inputs(demo / "llama-7b", [demo / x for x in PLUS], None)
     try:
-        return output_bytes(plan_merge(inputs), MergeOptions())
+        return output_bytes(merge_layout(inputs), MergeOptions())
     finally:
         inputs.close()
 
@@ -180,20 +182,20 @@ def _needed(demo: Path) -> int:
 def test_space_check_counts_the_partial_output(demo, tmp_path, monkeypatch):
     """In-process: a resume needs only the space the partial output does not hold yet."""
     from helpers import disk
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
     from helpers.util import UserError
 
     out, args = tmp_path / "out", (demo / "llama-7b", [demo / x for x in PLUS])
     monkeypatch.setenv("HELPERS_MERGE_INTERRUPT_AFTER", "14")
     with pytest.raises(KeyboardInterrupt):
-        merge(*args, out=out, max_shard_bytes=800 << 10, progress=False)
+        merge(Recipe(*args), out, MergeOptions(max_shard_bytes=800 << 10, progress=False))
     monkeypatch.delenv("HELPERS_MERGE_INTERRUPT_AFTER")
     held = sum(f.stat().st_size for f in (tmp_path / ".out.partial").iterdir())
     assert held > 1 << 20
     monkeypatch.setattr(disk, "free_disk_bytes", lambda _p: _needed(demo) - held // 2)
     with pytest.raises(UserError, match="not enough disk space"):  # a fresh merge elsewhere does not fit ...
-        merge(*args, out=tmp_path / "other", max_shard_bytes=800 << 10, progress=False)
-    res = merge(*args, out=out, max_shard_bytes=800 << 10, progress=False)  # ... the resume does
+        merge(Recipe(*args), tmp_path / "other", MergeOptions(max_shard_bytes=800 << 10, progress=False))
+    res = merge(Recipe(*args), out, MergeOptions(max_shard_bytes=800 << 10, progress=False))  # ... the resume does
     assert res.tensors_resumed > 0
 
 

@@ -38,7 +38,7 @@ def trained(demo, tmp_path_factory):
 
 def _batch(demo, n=16):
     from helpers.tokens import load_tokenizer
-    from helpers.train import DataCollator, build_dataset, pad_id_of
+    from helpers.train.data import DataCollator, build_dataset, pad_id_of
 
     cfg = _config(demo, "/unused", template="llama2-zh")
     tok = load_tokenizer(demo / "Llama-2-7b-hf")
@@ -89,7 +89,7 @@ def test_training_lowers_the_loss(trained, demo):
 def test_output_layout(trained, demo):
     from safetensors import safe_open
 
-    from helpers.train import read_loss_csv
+    from helpers.train.callbacks import read_loss_csv
 
     out = trained.out
     cfg = json.loads((out / "adapter_config.json").read_text())
@@ -143,7 +143,8 @@ def _stop_at(step):
 
 
 def test_resume_continues_the_same_job_and_restarts_a_changed_one(demo, tmp_path, capfd):
-    from helpers.train import finetune, read_loss_csv
+    from helpers.train import finetune
+    from helpers.train.callbacks import read_loss_csv
 
     out = tmp_path / "run"
     first = finetune(_config(demo, out, max_steps=7, save_steps=2), callbacks=[_stop_at(4)])
@@ -207,7 +208,7 @@ def test_a_rerun_with_new_data_trains_from_scratch(demo, tmp_path, capfd):
 
 def test_labels_mask_the_prompt_exactly(demo):
     from helpers.tokens import load_tokenizer
-    from helpers.train import IGNORE, tokenize_sft
+    from helpers.train.data import IGNORE, tokenize_sft
     from helpers.tokens import build_prompt
 
     tok = load_tokenizer(demo / "Llama-2-7b-hf")
@@ -229,7 +230,7 @@ def test_labels_mask_the_prompt_exactly(demo):
 
 def test_llama3_target_ends_with_eot(demo):
     from helpers.tokens import load_tokenizer
-    from helpers.train import IGNORE, tokenize_sft
+    from helpers.train.data import IGNORE, tokenize_sft
     from helpers.tokens import build_prompt
 
     tok = load_tokenizer(demo / "Meta-Llama-3-8B-Instruct")
@@ -242,7 +243,7 @@ def test_llama3_target_ends_with_eot(demo):
 
 
 def test_collator_pads_ids_and_labels():
-    from helpers.train import DataCollator
+    from helpers.train.data import DataCollator
 
     batch = DataCollator(7)([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [1], "labels": [5]}])
     assert batch["input_ids"].tolist() == [[1, 2, 3], [1, 7, 7]]
@@ -252,7 +253,7 @@ def test_collator_pads_ids_and_labels():
 
 def test_pt_mode_groups_text_into_blocks(demo):
     from helpers.tokens import load_tokenizer
-    from helpers.train import build_dataset, group_texts
+    from helpers.train.data import build_dataset, group_texts
 
     assert group_texts([[1, 2, 3], [4, 5], [6, 7, 8]], 3) == [[1, 2, 3], [4, 5, 6]]
     tok = load_tokenizer(demo / "Llama-2-7b-hf")
@@ -277,7 +278,7 @@ def test_pt_training_runs(demo, tmp_path):
 
 
 def test_bad_sft_records_are_refused(tmp_path):
-    from helpers.train import load_sft_records
+    from helpers.train.data import load_sft_records
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "x"}]), encoding="utf-8")
@@ -445,7 +446,7 @@ def test_compare_answers(trained, demo):
 
 
 def test_sample_data(tmp_path):
-    from helpers.train import load_sft_records
+    from helpers.train.data import load_sft_records
     from helpers.demo import sample_data
 
     path = sample_data(tmp_path)
@@ -455,7 +456,7 @@ def test_sample_data(tmp_path):
 
 def test_live_plot_updates_one_notebook_image(monkeypatch):
     ipd = pytest.importorskip("IPython.display")
-    from helpers.train import trainer_callbacks as _callbacks
+    from helpers.train.callbacks import trainer_callbacks as _callbacks
 
     shown = []
 
@@ -539,7 +540,7 @@ def test_pt_sample_is_plain_text_and_pt_refuses_json(demo, tmp_path):
     (sample_data(..., mode="pt")) and PT refuses a JSON file in one line."""
     from helpers.demo import sample_data
     from helpers.tokens import load_tokenizer
-    from helpers.train import build_dataset
+    from helpers.train.data import build_dataset
 
     text = sample_data(tmp_path, mode="pt").read_text(encoding="utf-8")
     with pytest.raises(json.JSONDecodeError):

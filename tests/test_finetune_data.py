@@ -134,7 +134,8 @@ def test_lengths_and_cuts_agree_with_sentencepiece(demo):
 
 def test_pt_blocks_are_the_packed_tokens(demo):
     from helpers.tokens import load_tokenizer
-    from helpers.train import group_texts, pt_stats, read_pt_lines
+    from helpers.train import pt_stats, read_pt_lines
+    from helpers.train.data import group_texts
 
     tok = load_tokenizer(demo / "Llama-2-7b-hf")
     lines = read_pt_lines(demo / "data" / "pt_zh.txt")
@@ -168,12 +169,12 @@ def test_a_jobs_names_read_back(base, mode, data):
 
 
 def test_other_notebooks_names_are_not_finetune_names():
-    from helpers import catalog
-    from helpers.stages import release_target
+    from helpers.catalog.releases import CATALOG
+    from helpers.stages.merge import release_target
     from helpers.stages.jobname import FinetuneName
     from helpers.stages.workspace import output_maker
 
-    for entry in [e for e in catalog.CATALOG.values() if e.kind == "lora"]:
+    for entry in [e for e in CATALOG.values() if e.kind == "lora"]:
         target = release_target(entry, ".", "gguf", "q4_k_m").name
         assert FinetuneName.parse(target) is None and output_maker(target).startswith("01_merge_lora")
 

@@ -217,7 +217,7 @@ def test_qk_permutation_is_llama_cpp_interleaving():
     """Rotate-half (HF) pairs (i, i + d/2) become adjacent rows (2i, 2i + 1) in each head."""
     import torch
 
-    from helpers.gguf import permute_qk
+    from helpers.gguf.sink import permute_qk
 
     n_head, head_dim = 2, 8
     w = torch.arange(n_head * head_dim, dtype=torch.float32)[:, None].repeat(1, 3)
@@ -258,7 +258,7 @@ def rel_err(a, b) -> float:
 @pytest.mark.parametrize("model", ["llama2", "llama3"])
 def test_logits_match_transformers(ours, tmp_path, model):
     pytest.importorskip("llama_cpp")
-    from helpers.gguf import quantize
+    from helpers.gguf import QuantizeOptions, quantize
 
     errors = {}
     for outtype, bound in (("f16", 2e-3), ("q8_0", 3e-2)):
@@ -266,7 +266,7 @@ def test_logits_match_transformers(ours, tmp_path, model):
         refs = _hf_logits(ours.models[model], [t for t, _ in res])
         errors[outtype] = max(rel_err(lg, ref) for (_, lg), ref in zip(res, refs))
         assert errors[outtype] <= bound, (outtype, errors)
-    q4 = quantize(ours(model, "f16"), tmp_path / "q4_k_m.gguf", qtype="q4_k_m", threads=2)
+    q4 = quantize(ours(model, "f16"), tmp_path / "q4_k_m.gguf", QuantizeOptions(qtype="q4_k_m", threads=2))
     assert q4.stat().st_size < ours(model, "q8_0").stat().st_size
     res = _llama_logits(q4, PROMPTS)
     assert all(np.isfinite(lg).all() for _, lg in res)
@@ -289,7 +289,7 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
     """A 1-layer, 64-wide GGUF with ``tokenizer_dir``'s vocabulary (zero weights: for vocab / metadata checks)."""
     import torch
 
-    from helpers.checkpoint import TensorPlan
+    from helpers.checkpoint import TensorSpec
     from helpers.gguf import GGUFSink, describe_model
 
     cfg = tiny_config(vocab, **config_extra)
@@ -302,7 +302,7 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
     shapes.update({"model.norm.weight": (h,), "lm_head.weight": (vocab, h)})
     card = describe_model(cfg, tokenizer_dir, name=name, template=template)
     sink = GGUFSink(out, outtype="f16", card=card, split_max_size=split_max_size)
-    sink.open(config=cfg, tokenizer_dir=tokenizer_dir, plan=[TensorPlan(k, s) for k, s in shapes.items()])
+    sink.open(config=cfg, tokenizer_dir=tokenizer_dir, tensors=[TensorSpec(k, s) for k, s in shapes.items()])
     for k, s in shapes.items():
         sink.write(k, torch.ones(s) if len(s) == 1 else torch.randn(s) * 0.02)
     return sink.close()
@@ -319,7 +319,7 @@ def sp_vocab_size(tokenizer_dir: Path) -> int:
 
 
 def zh_lines() -> list[str]:
-    from helpers.demo import corpus
+    from helpers.demo.tokenizers import corpus
 
     lines = corpus("zh")
     return lines + ["详细介绍一下北京的历史", "我喜欢吃苹果和香蕉，你呢？", "2024年，ChatGPT 很火。", "  两个空格 开头",
@@ -473,7 +473,8 @@ def test_modelfile(ours, tmp_path, template):
 
 
 def test_split_and_export(ours, tmp_path, capsys):
-    from helpers.gguf import export_file, split_gguf, write_checksum
+    from helpers.gguf import export_file
+    from helpers.gguf.export import split_gguf, write_checksum
 
     g = tmp_path / "model.gguf"
     shutil.copy(ours("llama2"), g)

@@ -21,7 +21,8 @@ import pytest
 gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from helpers.merge import INTERRUPT_ENV, merge  # noqa: E402
+from helpers.merge import MergeOptions, Recipe, merge  # noqa: E402
+from helpers.merge.stream import INTERRUPT_ENV  # noqa: E402
 from helpers.util import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ IMATRIX_DATASET, IMATRIX_CHUNKS = "synthetic-zh", 3
 # ------------------------------------------------------------------------------------------------ inputs
 def tiny_model(root: Path, demo: Path, name: str, spec, seed: int) -> tuple[Path, Path]:
     """A base model of ``spec`` with the demo Llama-2 tokenizer, and a LoRA on its 7 projections."""
-    from helpers.demo import base_state_dict, hf_config, lora_state_dict, write_hf_model, write_lora
+    from helpers.demo.weights import base_state_dict, hf_config, lora_state_dict, write_hf_model, write_lora
     from helpers.tokens import piece_count
 
     tok = demo / "Llama-2-7b-hf"
@@ -62,7 +63,7 @@ def cases(demo, tmp_path_factory) -> dict:
       10 layers, 4 query heads per key/value head: the K-quant fallbacks, F16 fallbacks and GQA rules;
     - ``deep``: 80 layers with grouped-query attention, which llama.cpp treats as a 70B (more bits for attn_v).
     """
-    from helpers.demo import TinySpec
+    from helpers.demo.weights import TinySpec
 
     root = tmp_path_factory.mktemp("quant-models")
     out = {k: (demo / b, [demo / x for x in ls]) for k, (b, ls) in DEMO_CASES.items()}
@@ -83,8 +84,8 @@ def f16(cases, tmp_path_factory):
     def get(case: str) -> Path:
         if case not in made:
             base, loras = cases[case]
-            made[case] = merge(base, loras, out=d / case / "model.gguf", fmt="gguf", outtype="f16", progress=False,
-                               write_sha256=False).outputs[0]
+            made[case] = merge(Recipe(base, loras), d / case / "model.gguf",
+                               MergeOptions(fmt="gguf", outtype="f16", progress=False, write_sha256=False)).outputs[0]
         return made[case]
 
     return get
@@ -111,7 +112,8 @@ def write_imatrix(f16_path: Path, out: Path, *, seed: int = 0, skip: str | None 
 
 def llama_quantize(src: Path, dst: Path, qtype: str, imatrix: Path | None = None) -> Path:
     """llama.cpp's quantizer on ``src``, with the ``quantize.imatrix.*`` keys the llama-quantize tool adds."""
-    from helpers.gguf import FTYPES, quiet_llama_log
+    from helpers.gguf import quiet_llama_log
+    from helpers.gguf.types import FTYPES
     from helpers.gguf.imatrix import imatrix_struct, read_imatrix
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -167,7 +169,8 @@ def assert_same_quantization(ours: Path, ref: Path) -> None:
 
 def one_pass(cases, case: str, qtype: str, out: Path, **kw) -> Path:
     base, loras = cases[case]
-    return merge(base, loras, out=out, fmt="gguf", outtype=qtype, progress=False, write_sha256=False, **kw).outputs[0]
+    options = MergeOptions(fmt="gguf", outtype=qtype, progress=False, write_sha256=False, **kw)
+    return merge(Recipe(base, loras), out, options).outputs[0]
 
 
 # ------------------------------------------------------------------------------------------------ vs llama.cpp
@@ -177,7 +180,7 @@ def test_one_pass_equals_llama_cpp_quantizer(cases, f16, tmp_path, case, qtype):
     ours = one_pass(cases, case, qtype, tmp_path / f"{qtype}.gguf")
     ref = llama_quantize(f16(case), tmp_path / "ref.gguf", qtype)
     assert_same_quantization(ours, ref)
-    from helpers.gguf import FTYPES
+    from helpers.gguf.types import FTYPES
 
     assert gguf.GGUFReader(str(ours)).fields["general.file_type"].contents() == FTYPES[qtype]
     assert not list(tmp_path.glob(".*"))  # no partial folder left
@@ -224,7 +227,7 @@ LOW_BIT = ["iq3_xxs", "iq3_s", "iq4_xs", "q3_k_m", "q2_k"]
 def real_imatrix(f16, tmp_path_factory) -> Path:
     """This project's importance matrix of the llama2 demo merge (its F16), on the demo's Chinese text."""
     from helpers.evaluate import ChunkSettings
-    from helpers.imatrix import compute_imatrix
+    from helpers.imatrix.compute import compute_imatrix
 
     out = tmp_path_factory.mktemp("imatrix") / "imatrix.gguf"
     text = ROOT / "helpers" / "data" / "corpus_zh.txt"
@@ -251,9 +254,10 @@ def test_low_bit_one_pass_equals_llama_quantize_tool(cases, f16, real_imatrix, l
     fields = gguf.GGUFReader(str(ours)).fields
     assert fields["quantize.imatrix.entries_count"].contents() == 2 * 7
     if qtype in ("iq3_xxs", "q2_k"):  # the two-step path (quantize an F16 GGUF) is the tool's file too
-        from helpers.gguf import quantize
+        from helpers.gguf import QuantizeOptions, quantize
 
-        two = quantize(f16("llama2"), tmp_path / "two.gguf", qtype=qtype, imatrix=real_imatrix, modelfile=False)
+        two = quantize(f16("llama2"), tmp_path / "two.gguf",
+                       QuantizeOptions(qtype=qtype, imatrix=real_imatrix, modelfile=False))
         assert two.read_bytes() == ref.read_bytes()
 
 
@@ -387,7 +391,7 @@ def test_interrupted_gguf_merge_resumes(cases, tmp_path, monkeypatch, qtype):
     assert not out.exists() and json.loads((partial / ".gguf-state.json").read_text())["done"] == 7
     monkeypatch.delenv(INTERRUPT_ENV)
     base, loras = cases["llama2"]
-    res = merge(base, loras, out=out, fmt="gguf", outtype=qtype, progress=False, write_sha256=False)
+    res = merge(Recipe(base, loras), out, MergeOptions(fmt="gguf", outtype=qtype, progress=False, write_sha256=False))
     assert res.tensors_resumed == 7 and res.tensors_written == len(tensors(out)) - 7
     clean = one_pass(cases, "llama2", qtype, tmp_path / "clean" / "m.gguf")
     assert out.read_bytes() == clean.read_bytes()
@@ -401,7 +405,8 @@ def test_partial_of_another_job_is_discarded(cases, tmp_path, monkeypatch):
         one_pass(cases, "llama2", "q4_k_m", out)
     monkeypatch.delenv(INTERRUPT_ENV)
     base, loras = cases["llama2"]
-    res = merge(base, loras, out=out, fmt="gguf", outtype="q5_k_m", progress=False, write_sha256=False)
+    res = merge(Recipe(base, loras), out,
+                MergeOptions(fmt="gguf", outtype="q5_k_m", progress=False, write_sha256=False))
     assert res.tensors_resumed == 0
     assert out.read_bytes() == one_pass(cases, "llama2", "q5_k_m", tmp_path / "clean" / "m.gguf").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "m.Modelfile", "m.gguf"]
@@ -409,7 +414,8 @@ def test_partial_of_another_job_is_discarded(cases, tmp_path, monkeypatch):
 
 def test_split_output_resumes(demo, tmp_path, monkeypatch):
     """to-gguf into shards, interrupted inside the second shard, then rerun: the same shards."""
-    from helpers.gguf import GGUFSink, convert_to_gguf_files
+    from helpers.gguf import GGUFSink
+    from helpers.gguf.convert import convert_to_gguf_files
 
     model = demo / "chinese-alpaca-2-7b"
     clean = convert_to_gguf_files(model, tmp_path / "clean" / "s.gguf", outtype="q6_k", split_max_size=400_000)

@@ -125,7 +125,8 @@ def test_the_05_check_takes_a_results_folder_of_the_same_questions_only(exam_hub
     """``COMPARE_WITH`` as a results folder: one of the same questions asked the same way is planned as read back;
     one of other subjects, another shot count or benchmark, or a folder holding neither results nor a model, is
     refused by the check naming what to change."""
-    from helpers.evaluate import Answer, ExamResult, benchmark, load_exam
+    from helpers.evaluate import ExamResult, benchmark, load_exam
+    from helpers.evaluate.results import Answer
     from helpers.stages import EvalStage
     from helpers.util import UserError
 

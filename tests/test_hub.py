@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from helpers import catalog
-from helpers.catalog import CATALOG
-from helpers.chat import choose_gguf, pick_gguf, resolve
+from helpers.catalog.releases import CATALOG
+from helpers.chat import choose_gguf, resolve
+from helpers.chat.load import pick_gguf
 from helpers.hub import list_files, resolve_model, verify_published
 from helpers.util import UserError, sha256_file
 
@@ -62,7 +63,7 @@ def test_the_twin_serves_every_demo_asset_under_its_real_hub_id(hub_env, demo):
             "hfl/chinese-alpaca-lora-7b", "hfl/chinese-alpaca-2-7b", "hfl/chinese-alpaca-2-1.3b",
             "meta-llama/Meta-Llama-3-8B-Instruct", "hfl/llama-3-chinese-8b-instruct-v2-lora",
             "openlmlab/open-chinese-llama-7b-patch"} <= set(expected)
-    assert set(hub_env.repos) == set(expected) | {e.hub_id for e in catalog.CATALOG.values()}  # and a stand-in each
+    assert set(hub_env.repos) == set(expected) | {e.hub_id for e in CATALOG.values()}  # and a stand-in each
     for hub_id, folder in expected.items():
         assert catalog.get(hub_id).hub_id == hub_id  # the current id of a catalog release
         listed = set(api.list_repo_files(hub_id))

@@ -20,9 +20,9 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from assets import licence_text  # noqa: E402
 from helpers.evaluate import ChunkSettings  # noqa: E402
 from helpers.evaluate.llama_ppl import chunked_perplexity  # noqa: E402
-from helpers.gguf import read_imatrix, read_imatrix_stats  # noqa: E402
+from helpers.gguf.imatrix import read_imatrix, read_imatrix_stats  # noqa: E402
 from helpers.gguf.imatrix import imatrix_metadata  # noqa: E402
-from helpers.imatrix import compute_imatrix  # noqa: E402
+from helpers.imatrix.compute import compute_imatrix  # noqa: E402
 from helpers.util import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,13 +147,13 @@ def test_perplexity_equals_llama_perplexity(smollm2, demo_gguf, english, llama_t
 
 def test_kl_divergence_on_llama_chunks(smollm2, english, tmp_path):
     """A model against itself: no divergence, full agreement; against a coarser requantization: some."""
-    from helpers.evaluate import kl_divergence
-    from helpers.gguf import quantize
+    from helpers.evaluate.perplexity import kl_divergence
+    from helpers.gguf import QuantizeOptions, quantize
 
     same = kl_divergence(smollm2, smollm2, english, n_ctx=128, method="llama.cpp", chunks=2)
     assert same.mean_kld == pytest.approx(0.0, abs=1e-6) and same.top1_agreement == 1.0
     assert same.ppl_ref == pytest.approx(chunked_perplexity(smollm2, english.read_text(), ChunkSettings(128, 2)).ppl)
-    coarse = quantize(smollm2, tmp_path / "q4_0.gguf", qtype="q4_0", requantize=True, modelfile=False)
+    coarse = quantize(smollm2, tmp_path / "q4_0.gguf", QuantizeOptions(qtype="q4_0", requantize=True, modelfile=False))
     worse = kl_divergence(smollm2, coarse, english, n_ctx=128, method="llama.cpp", chunks=2)
     assert worse.mean_kld > 0.005 and worse.top1_agreement < 1.0
 
@@ -164,7 +164,7 @@ def test_calibration_text_through_the_hub_twin(hub_env, tmp_path):
     blanks filled back; a damaged copy in the cache is found, removed, and downloaded afresh on the next run."""
     import hubtwin
 
-    from helpers.imatrix import CALIBRATION_FILE, CALIBRATION_REPO, calibration_text
+    from helpers.imatrix.calibration import CALIBRATION_FILE, CALIBRATION_REPO, calibration_text
 
     _, whole = hubtwin.calibration_standin()
     since = hub_env.log_size()
@@ -211,17 +211,19 @@ def _same_tensors(a: Path, b: Path) -> None:
 def test_route_through_f16_equals_the_one_pass_merge(demo, tmp_path):
     """merge -> F16 -> importance matrix -> IQ4_XS gives the file a one-pass merge with that matrix gives, and
     leaves only the output, its Modelfile and checksum, and the matrix."""
-    from helpers.imatrix import imatrix_route
-    from helpers.merge import merge
+    from helpers.imatrix import RouteOptions, imatrix_route
+    from helpers.merge import MergeOptions, Recipe, merge
 
     base, loras = demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]
-    res = imatrix_route(base, loras, out=tmp_path / "route" / "m.gguf", outtype="IQ4_XS", calibration=CORPUS_ZH,
-                        intermediate="f16", settings=ChunkSettings(n_ctx=64, chunks=4), progress=False)
+    res = imatrix_route(Recipe(base, loras), tmp_path / "route" / "m.gguf",
+                        RouteOptions(outtype="IQ4_XS", calibration=CORPUS_ZH, intermediate="f16",
+                                     settings=ChunkSettings(n_ctx=64, chunks=4), progress=False))
     assert sorted(p.name for p in (tmp_path / "route").iterdir()) == ["m.Modelfile", "m.gguf", "m.gguf.sha256",
                                                                      "m.imatrix.gguf"]
     assert res.report.chunks == 4 and read_imatrix_stats(res.imatrix).datasets == (str(CORPUS_ZH),)
-    one = merge(base, loras, out=tmp_path / "one" / "m.gguf", fmt="gguf", outtype="iq4_xs", imatrix=res.imatrix,
-                progress=False, write_sha256=False).outputs[0]
+    one = merge(Recipe(base, loras), tmp_path / "one" / "m.gguf",
+                MergeOptions(fmt="gguf", outtype="iq4_xs", imatrix=res.imatrix, progress=False,
+                             write_sha256=False)).outputs[0]
     _same_tensors(res.output, one)
     fa, fb = gguf.GGUFReader(str(res.output)).fields, gguf.GGUFReader(str(one)).fields
     for key in ("general.file_type", "quantize.imatrix.file", "quantize.imatrix.dataset",
@@ -232,12 +234,13 @@ def test_route_through_f16_equals_the_one_pass_merge(demo, tmp_path):
 def test_route_through_the_hub_twin(hub_env, tmp_path):
     """Hub ids and the default calibration set, all through the hub twin (as the merge notebook in smoke mode):
     a Q8_0 intermediate, requantized to IQ3_XXS, that llama.cpp loads and runs."""
-    from helpers.gguf import FTYPES
-    from helpers.imatrix import CALIBRATION_NAME, imatrix_route
+    from helpers.gguf.types import FTYPES
+    from helpers.imatrix import CALIBRATION_NAME, RouteOptions, imatrix_route
+    from helpers.merge import Recipe
 
     out = tmp_path / "out"
-    res = imatrix_route("meta-llama/Llama-2-7b-hf", ["hfl/chinese-alpaca-2-lora-7b"], out=out, outtype="iq3_xxs",
-                        settings=ChunkSettings(n_ctx=64, chunks=3), progress=False)
+    res = imatrix_route(Recipe("meta-llama/Llama-2-7b-hf", ["hfl/chinese-alpaca-2-lora-7b"]), out,
+                        RouteOptions(outtype="iq3_xxs", settings=ChunkSettings(n_ctx=64, chunks=3), progress=False))
     assert res.output == out / "ggml-model-iq3_xxs.gguf"
     assert not list(out.glob("*intermediate*"))
     reader = gguf.GGUFReader(str(res.output))

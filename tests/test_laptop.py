@@ -64,18 +64,18 @@ def test_run_buffers_against_llama_cpp(smollm2, demo_f16, n_ctx):
 @pytest.mark.parametrize("outtype", ["q4_k_m", "q8_0", "q3_k_m"])
 def test_file_size_is_the_writers(demo, tmp_path, outtype):
     """The file size the table uses is the size of the GGUF the merge writes (its data section to the byte)."""
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     base, loras = demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]
     fit = run_fit(str(base), [str(x) for x in loras], outtype=outtype)
-    out = merge(base, loras, out=tmp_path / "m.gguf", fmt="gguf", outtype=outtype, progress=False,
-                write_sha256=False).outputs[0]
+    out = merge(Recipe(base, loras), tmp_path / "m.gguf",
+                MergeOptions(fmt="gguf", outtype=outtype, progress=False, write_sha256=False)).outputs[0]
     reader = gguf.GGUFReader(str(out))
     data = out.stat().st_size - min(t.data_offset for t in reader.tensors)
     from helpers.gguf import data_bytes
-    from helpers.merge.sources import inputs_of, planned_model
+    from helpers.merge.sources import inputs_of, merged_layout
 
-    config, tensors, _ = planned_model(inputs_of(str(base), [str(x) for x in loras], None))
+    config, tensors, _ = merged_layout(inputs_of(str(base), [str(x) for x in loras], None))
     assert data_bytes(config, tensors, outtype) == data
     assert abs(fit.file_bytes - out.stat().st_size) < 128 << 10  # the header: the vocabulary, estimated
 

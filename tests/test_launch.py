@@ -29,7 +29,7 @@ def _config(demo, out, **kw):
 
 # ---------------------------------------------------------------------------------------------- configs, script
 def test_deepspeed_presets_follow_the_authors_zero2(tmp_path):
-    from helpers.train import deepspeed_config, deepspeed_preset
+    from helpers.train.launch import deepspeed_config, deepspeed_preset
 
     z2 = deepspeed_preset(2)
     zero = z2["zero_optimization"]
@@ -125,7 +125,8 @@ def test_memory_per_gpu_shrinks_with_each_zero_stage():
 
 
 def test_memory_per_gpu_of_a_run(demo, tmp_path):
-    from helpers.train import FinetuneConfig, memory_per_gpu
+    from helpers.train import FinetuneConfig
+    from helpers.train.memory import memory_per_gpu
 
     cfg = FinetuneConfig(base="chinese-alpaca-2-13b", data=str(demo / "data" / "sft_zh.json"), out=str(tmp_path))
     ddp = memory_per_gpu(cfg, nproc=8, gpu_bytes=40 * GB)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.merge import INTERRUPT_ENV, merge
+from helpers.merge import MergeOptions, Recipe, merge
+from helpers.merge.stream import INTERRUPT_ENV
 from helpers.util import UserError
 
 BASE, LORA = "meta-llama/Llama-2-7b-hf", "hfl/chinese-alpaca-2-lora-7b"
@@ -23,8 +24,8 @@ def tensors(path: Path) -> dict:
 def reference(demo, tmp_path_factory):
     """The same merge from the local demo folders (full inputs on disk)."""
     out = tmp_path_factory.mktemp("ref") / "m.gguf"
-    merge(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"], out=out, fmt="gguf", outtype="q4_k_m",
-          progress=False)
+    merge(Recipe(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]), out,
+          MergeOptions(fmt="gguf", outtype="q4_k_m", progress=False))
     return tensors(out)
 
 
@@ -54,7 +55,8 @@ def cached_shards() -> list[str]:
 
 def test_low_disk_merge_equals_a_full_download(hub_env, reference, shards_seen, tmp_path, capsys):
     since = hub_env.log_size()
-    res = merge(BASE, [LORA], out=tmp_path / "m.gguf", fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False)
+    res = merge(Recipe(BASE, [LORA]), tmp_path / "m.gguf",
+                MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False))
     assert tensors(res.outputs[0]) == reference
     assert [f for f, _ in shards_seen] == SHARDS  # each shard fetched once, in order
     assert all(cached == [] for _, cached in shards_seen)  # the previous one was gone before the next came
@@ -70,11 +72,11 @@ def test_low_disk_merge_resumes_without_fetching_finished_shards(hub_env, refere
     out = tmp_path / "m.gguf"
     monkeypatch.setenv(INTERRUPT_ENV, "15")  # past the first shard's tensors
     with pytest.raises(KeyboardInterrupt):
-        merge(BASE, [LORA], out=out, fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False)
+        merge(Recipe(BASE, [LORA]), out, MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False))
     assert not out.exists() and cached_shards() == []  # an interruption releases the shard in use too
     monkeypatch.delenv(INTERRUPT_ENV)
     shards_seen.clear()
-    res = merge(BASE, [LORA], out=out, fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False)
+    res = merge(Recipe(BASE, [LORA]), out, MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False))
     assert res.tensors_resumed == 15
     assert [f for f, _ in shards_seen] == SHARDS[1:]  # the first shard's tensors were all done
     assert tensors(out) == reference
@@ -87,7 +89,7 @@ def test_low_disk_is_chosen_when_only_it_fits(hub_env, reference, shards_seen, t
     plan = plan_resources(BASE, [LORA], options=MergeOptions(fmt="gguf", outtype="q4_k_m"), out=tmp_path / "m.gguf")
     assert plan.peak_disk_low < plan.peak_disk
     monkeypatch.setattr(planner, "free_disk_bytes", lambda path: (plan.peak_disk_low + plan.peak_disk) // 2)
-    res = merge(BASE, [LORA], out=tmp_path / "m.gguf", fmt="gguf", outtype="q4_k_m", progress=False)
+    res = merge(Recipe(BASE, [LORA]), tmp_path / "m.gguf", MergeOptions(fmt="gguf", outtype="q4_k_m", progress=False))
     assert "low-disk mode" in capsys.readouterr().out
     assert [f for f, _ in shards_seen] == SHARDS and tensors(res.outputs[0]) == reference
 
@@ -98,7 +100,8 @@ def test_what_does_not_fit_is_refused_before_any_download(hub_env, tmp_path, mon
     since = hub_env.log_size()
     monkeypatch.setattr(planner, "free_disk_bytes", lambda path: 1 << 20)
     with pytest.raises(UserError) as e:
-        merge(BASE, [LORA], out=tmp_path / "out" / "m.gguf", fmt="gguf", outtype="f16", progress=False)
+        merge(Recipe(BASE, [LORA]), tmp_path / "out" / "m.gguf",
+              MergeOptions(fmt="gguf", outtype="f16", progress=False))
     message = str(e.value)
     assert "\n" not in message and "disk" in message and "free" in message
     assert "smaller type" in message or "another output folder" in message
@@ -122,11 +125,12 @@ def test_a_corrupted_shard_is_one_error_line_and_leaves_the_cache_consistent(hub
     monkeypatch.setattr(streamed, "fetch_file", damaged)
     out = tmp_path / "m.gguf"
     with pytest.raises(UserError, match="truncated or corrupt|does not hold"):
-        merge(BASE, [LORA], out=out, fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False)
+        merge(Recipe(BASE, [LORA]), out, MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False))
     assert not out.exists()
     assert cached_shards() == []  # the damaged copy is not left in the cache for the next run to trust
     monkeypatch.setattr(streamed, "fetch_file", real)
-    merge(BASE, [LORA], out=out, fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False)  # a rerun recovers
+    merge(Recipe(BASE, [LORA]), out,
+          MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False))  # a rerun recovers
     assert out.is_file()
 
 
@@ -135,8 +139,8 @@ def test_a_local_base_is_never_deleted(demo, tmp_path, capsys):
 
     base = shutil.copytree(demo / "Llama-2-7b-hf", tmp_path / "base")
     before = sorted(p.name for p in base.iterdir())
-    merge(base, [demo / "chinese-alpaca-2-lora-7b"], out=tmp_path / "m.gguf", fmt="gguf", outtype="q8_0",
-          low_disk=True, progress=False)
+    merge(Recipe(base, [demo / "chinese-alpaca-2-lora-7b"]), tmp_path / "m.gguf",
+          MergeOptions(fmt="gguf", outtype="q8_0", low_disk=True, progress=False))
     assert sorted(p.name for p in base.iterdir()) == before
     assert "already on this machine" in capsys.readouterr().out
 

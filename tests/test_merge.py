@@ -13,7 +13,7 @@ import pytest
 import torch
 from reference import torch_state
 
-from helpers.merge import merge
+from helpers.merge import MergeOptions, Recipe, merge
 from helpers.checkpoint import open_checkpoint
 from helpers.util import UserError, sha256_file
 
@@ -93,8 +93,8 @@ def merged(demo, tmp_path_factory):
         if case not in cache:
             base, loras, patch = CASES[case]
             out = tmp_path_factory.mktemp("merged") / case
-            merge(demo / base, [demo / x for x in loras], patch=demo / patch if patch else None, out=out,
-                  progress=False)
+            merge(Recipe(demo / base, [demo / x for x in loras], patch=demo / patch if patch else None), out,
+                  MergeOptions(progress=False))
             cache[case] = out
         return cache[case]
 
@@ -152,7 +152,8 @@ def _hf_tensors(folder: Path) -> dict[str, torch.Tensor]:
 def test_pth_output_round_trips(demo, merged, tmp_path, case, shards):
     base, loras, _ = CASES[case]
     out = tmp_path / "pth"
-    merge(demo / base, [demo / x for x in loras], out=out, fmt="pth", pth_shards=shards, progress=False)
+    merge(Recipe(demo / base, [demo / x for x in loras]), out,
+          MergeOptions(fmt="pth", pth_shards=shards, progress=False))
     n = shards or 1
     assert sorted(p.name for p in out.glob("consolidated.*.pth")) == [f"consolidated.{i:02d}.pth" for i in range(n)]
     params = json.loads((out / "params.json").read_text())
@@ -182,7 +183,7 @@ def test_pth_output_round_trips(demo, merged, tmp_path, case, shards):
     assert (out / "tokenizer.model").is_file() or (out / "tokenizer.json").is_file()
     # and a Meta checkpoint is a base like any other: merging nothing into it gives the HF tensors back
     again = tmp_path / "again"
-    merge(out, [], out=again, progress=False)
+    merge(Recipe(out, []), again, MergeOptions(progress=False))
     assert json.loads((again / "config.json").read_text())["num_key_value_heads"] == cfg["num_key_value_heads"]
     back_hf = _hf_tensors(again)
     assert sorted(back_hf) == sorted(hf) and all(torch.equal(back_hf[k], hf[k]) for k in hf)
@@ -210,7 +211,7 @@ def test_rslora_fan_in_fan_out_and_embedding_lora(demo, tmp_path):
                                                        "use_rslora": True, "fan_in_fan_out": True,
                                                        "base_model_name_or_path": "meta-llama/Llama-2-7b-hf"}))
     out = tmp_path / "out"
-    merge(base, [d], out=out, outtype="f32", progress=False)
+    merge(Recipe(base, [d]), out, MergeOptions(outtype="f32", progress=False))
     got = load_file(out / "model.safetensors")
     s = alpha / math.sqrt(r)
     assert torch.allclose(got[q + ".weight"], sd[q + ".weight"] + s * (b @ a).T, atol=1e-5)
@@ -223,20 +224,21 @@ def test_sha256_verification_and_listing(demo, tmp_path):
     lora = demo / "chinese-alpaca-2-lora-7b"
     good = {"adapter_model.safetensors": sha256_file(lora / "adapter_model.safetensors")}
     out = tmp_path / "ok"
-    res = merge(demo / "Llama-2-7b-hf", [lora], out=out, verify_sha256=good, progress=False)
+    res = merge(Recipe(demo / "Llama-2-7b-hf", [lora]), out, MergeOptions(verify_sha256=good, progress=False))
     listing = dict(line.split("  ")[::-1] for line in (out / "SHA256SUMS").read_text().splitlines())
     files = {p.name for p in out.iterdir()} - {"SHA256SUMS"}
     assert set(listing) == files
     assert all(sha256_file(out / n) == h for n, h in listing.items())
     assert res.vocab_size == 1357 and res.tensors_written == len(open_checkpoint(out).names())
     with pytest.raises(UserError, match="download it again"):
-        merge(demo / "Llama-2-7b-hf", [lora], out=tmp_path / "bad", progress=False,
-              verify_sha256={"chinese-alpaca-2-lora-7b/adapter_model.safetensors": "0" * 64})
+        merge(Recipe(demo / "Llama-2-7b-hf", [lora]), tmp_path / "bad",
+              MergeOptions(progress=False,
+                           verify_sha256={"chinese-alpaca-2-lora-7b/adapter_model.safetensors": "0" * 64}))
     assert not (tmp_path / "bad").exists()
 
 
 def test_sha256_listing_parser(tmp_path):
-    from helpers.merge import parse_sha256_file
+    from helpers.merge.inputs import parse_sha256_file
 
     f = tmp_path / "SHA256"
     f.write_text(f"{'a' * 64}  adapter_model.bin\n{'b' * 64} *adapter_model.bin\n\n{'c' * 64}  ./x/config.json\n")
@@ -258,7 +260,8 @@ def test_nan_in_input_is_refused_and_leaves_nothing(demo, tmp_path):
     sd[name][3, 5] = float("nan")
     save_file(sd, str(shard), metadata={"format": "pt"})
     with pytest.raises(UserError, match=f"{name} contains NaN"):
-        merge(base, [demo / "chinese-alpaca-2-lora-7b"], out=tmp_path / "out", max_shard_bytes=1 << 20, progress=False)
+        merge(Recipe(base, [demo / "chinese-alpaca-2-lora-7b"]), tmp_path / "out",
+              MergeOptions(max_shard_bytes=1 << 20, progress=False))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
 
 
@@ -266,7 +269,8 @@ def test_gguf_output(demo, tmp_path):
     from gguf import GGUFReader
 
     out = tmp_path / "m.gguf"
-    merge(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"], out=out, fmt="gguf", progress=False)
+    merge(Recipe(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]), out,
+          MergeOptions(fmt="gguf", progress=False))
     reader = GGUFReader(out)
     emb = next(t for t in reader.tensors if t.name == "token_embd.weight")
     assert 1357 in [int(x) for x in emb.shape]
@@ -276,11 +280,13 @@ def test_gguf_output(demo, tmp_path):
 def test_gguf_output_comes_with_the_modelfile_ollama_needs(demo, tmp_path, capsys):
     """The notebooks tell users to run `ollama create NAME -f <stem>.Modelfile`: that file must exist beside
     the merged GGUF, point at it, and carry the release's template."""
-    from helpers.gguf import export_file, ollama_command
+    from helpers.gguf import export_file
+    from helpers.gguf.export import ollama_command
     from helpers.tokens import ollama_template
 
     out = tmp_path / "chinese-alpaca-2-7b-f16.gguf"
-    result = merge(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"], out=out, fmt="gguf", progress=False)
+    result = merge(Recipe(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]), out,
+                   MergeOptions(fmt="gguf", progress=False))
     modelfile = tmp_path / "chinese-alpaca-2-7b-f16.Modelfile"
     assert modelfile in result.outputs
     text = modelfile.read_text(encoding="utf-8")
@@ -406,8 +412,8 @@ def test_resume_after_interruption_and_idempotent_rerun(demo, tmp_path):
     assert len(list(out.glob("model-*.safetensors"))) >= 3
     # identical to an uninterrupted merge
     clean = tmp_path / "clean"
-    merge(demo / "llama-7b", [demo / "chinese-llama-plus-lora-7b", demo / "chinese-alpaca-plus-lora-7b"], out=clean,
-          max_shard_bytes=800 << 10, progress=False)
+    merge(Recipe(demo / "llama-7b", [demo / "chinese-llama-plus-lora-7b", demo / "chinese-alpaca-plus-lora-7b"]), clean,
+          MergeOptions(max_shard_bytes=800 << 10, progress=False))
     for f in clean.glob("model*"):
         assert f.read_bytes() == (out / f.name).read_bytes(), f.name
     p = cli(*args, "--out", out)

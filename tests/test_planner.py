@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.merge import merge
+from helpers.merge import Recipe, merge
 from helpers.merge.options import MergeOptions
 from helpers.merge import plan_resources
 
@@ -56,9 +56,20 @@ def test_output_size_is_predicted(demo, tmp_path, fmt, outtype):
     out = tmp_path / ("m.gguf" if fmt == "gguf" else "m")
     base, loras = demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]
     plan = plan_resources(str(base), [str(x) for x in loras], options=MergeOptions(fmt=fmt, outtype=outtype), out=out)
-    merge(base, loras, out=out, fmt=fmt, outtype=outtype, progress=False)
+    merge(Recipe(base, loras), out, MergeOptions(fmt=fmt, outtype=outtype, progress=False))
     written = apparent_bytes(tmp_path)
     assert plan.download_bytes == 0 and abs(plan.output_bytes - written) <= 0.15 * written, (plan.output_bytes, written)
+
+
+def test_what_an_interrupted_run_left_is_not_counted_again(demo, tmp_path):
+    from helpers.util import partial_path
+
+    out, base, lora = tmp_path / "m.gguf", str(demo / "Llama-2-7b-hf"), str(demo / "chinese-alpaca-2-lora-7b")
+    options = MergeOptions(fmt="gguf", outtype="f16")
+    fresh = plan_resources(base, [lora], options=options, out=out).output_bytes
+    partial_path(out).mkdir()
+    (partial_path(out) / "shard").write_bytes(b"x" * (fresh // 3))
+    assert plan_resources(base, [lora], options=options, out=out).output_bytes == fresh - fresh // 3
 
 
 @pytest.mark.parametrize("low_disk", [False, True])
@@ -72,7 +83,7 @@ def test_peak_disk_is_predicted_through_the_hub(hub_env, tmp_path, low_disk):
     assert plan.download_bytes > plan.output_bytes > 0 and plan.peak_disk_low < plan.peak_disk
     hub_cache_dir().mkdir(parents=True, exist_ok=True)
     with DiskSampler(hub_cache_dir(), tmp_path / "out") as disk:
-        merge(BASE, [LORA], out=out, fmt="gguf", outtype="q4_k_m", low_disk=low_disk, progress=False)
+        merge(Recipe(BASE, [LORA]), out, MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=low_disk, progress=False))
     assert abs(disk.peak - predicted) <= 0.15 * disk.peak, (disk.peak, predicted)
 
 
@@ -91,7 +102,7 @@ json.dump({"rc": os.waitstatus_to_exitcode(status), "maxrss": usage.ru_maxrss * 
 def wide(tmp_path_factory):
     """A one-layer base of 2048 width and a LoRA that expands its vocabulary to Chinese-LLaMA-2's 55296 (a 453 MB
     float32 tensor), with that tokenizer, as the v2 LoRAs ship it."""
-    from helpers.demo import TinySpec, base_state_dict, hf_config, lora_state_dict, write_hf_model, write_lora
+    from helpers.demo.weights import TinySpec, base_state_dict, hf_config, lora_state_dict, write_hf_model, write_lora
 
     d = tmp_path_factory.mktemp("wide")
     spec = TinySpec(hidden=WIDE["hidden"], intermediate=WIDE["intermediate"], layers=1, heads=WIDE["heads"],
@@ -131,7 +142,7 @@ def test_every_release_fits_free_colab_at_q4_k_m_33b_in_low_disk_mode():
     gb = 1 << 30
     for name in catalog.names(kind="lora") + catalog.names(kind="patch"):
         entry = catalog.get(name)
-        base, loras = catalog.merge_plan(name)
+        base, loras = catalog.release_recipe(name)
         patch = loras.pop() if entry.kind == "patch" else None
         plan = plan_resources(base, loras, patch, options=MergeOptions(fmt="gguf", outtype="q4_k_m"),
                               out="/content/out.gguf", offline=True, free_disk=78 * gb, free_ram=int(12.7 * gb))

@@ -46,7 +46,7 @@ def conversation(system: str | None, history: list) -> list[dict]:
 @pytest.fixture(scope="module")
 def release(demo, tmp_path_factory):
     """Each release merged by notebook 01's merge: ``(HF folder, GGUF, template id)``, made once."""
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     out = tmp_path_factory.mktemp("paths")
     cache: dict = {}
@@ -56,7 +56,8 @@ def release(demo, tmp_path_factory):
             base, loras, template = CASES[name]
             folder, gguf = out / name, out / f"{name}.gguf"
             for target, fmt in ((folder, "hf"), (gguf, "gguf")):
-                merge(demo / base, [demo / x for x in loras], out=target, fmt=fmt, outtype="f16", progress=False)
+                merge(Recipe(demo / base, tuple(demo / x for x in loras)), target,
+                      MergeOptions(fmt=fmt, outtype="f16", progress=False))
             cache[name] = folder, gguf, template
         return cache[name]
 

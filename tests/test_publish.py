@@ -19,7 +19,9 @@ import pytest
 
 import hubstandin
 from faults import FAULT_ENV, cli, readonly_folder
-from helpers.publish import ReleaseCard, copy_to_workspace, model_card, push_to_hub, upload_layout
+from helpers.publish import ReleaseCard, copy_to_workspace, push_to_hub
+from helpers.publish.card import model_card
+from helpers.publish.push import upload_layout
 from helpers.publish.push import NO_TOKEN
 from helpers.util import UserError
 
@@ -286,7 +288,8 @@ def test_the_push_command(hub_standin, outputs, tmp_path, test_env):
 
 def test_export_to_drive_saves_the_gguf_and_its_sidecars_verified(tmp_path, monkeypatch, capsys):
     """Notebooks 01/02's export cell (helpers.gguf.export_file) saves through copy_to_workspace in Colab."""
-    from helpers.gguf import export, write_checksum
+    from helpers.gguf import export
+    from helpers.gguf.export import write_checksum
 
     monkeypatch.setattr(export, "in_colab", lambda: True)
     g = tmp_path / "out" / "m.gguf"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import helpers.gguf.llama_quantize as hq
+from helpers.gguf import QuantizeOptions
 import helpers.gguf.llamacpp as hq_llamacpp
 from helpers.util import UserError
 
@@ -38,9 +39,27 @@ def test_type_names():
         hq.qtype_name("q9_z")
 
 
+def test_every_type_is_llama_cpps_own_file_type_and_size():
+    """The file types and bits per weight come from gguf-py's tables; llama.cpp's own header (llama_cpp's
+    LLAMA_FTYPE_*) and the block sizes its ggml library reports are the independent references."""
+    from helpers.gguf.types import BITS_PER_WEIGHT, FTYPES, TENSOR_TYPE
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for name, value in FTYPES.items():
+        const = "LLAMA_FTYPE_ALL_F32" if name == "f32" else f"LLAMA_FTYPE_MOSTLY_{name.upper()}"
+        assert getattr(llama_cpp, const) == value, name
+    from helpers.gguf.ggml import ggml_library
+
+    lib = ggml_library()
+    for name, qtype in TENSOR_TYPE.items():
+        block, nbytes = lib.ggml_blck_size(int(qtype)), lib.ggml_type_size(int(qtype))
+        assert BITS_PER_WEIGHT[name] == 8 * nbytes / block, name
+    assert BITS_PER_WEIGHT["q4_k_m"] == 4.5 and BITS_PER_WEIGHT["q8_0"] == 8.5 and BITS_PER_WEIGHT["f16"] == 16
+
+
 def test_iq_types_need_an_imatrix(f16, tmp_path):
     with pytest.raises(UserError, match="importance matrix"):
-        hq.quantize(f16, tmp_path / "x.gguf", qtype="iq2_xxs")
+        hq.quantize(f16, tmp_path / "x.gguf", QuantizeOptions(qtype="iq2_xxs"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -73,7 +92,7 @@ def test_binary_backend_command_line(f16, tmp_path, monkeypatch):
         {n: np.ones(1, np.float32) for n in blocks}, chunk_count=1, chunk_size=8, datasets=("t",)))
     monkeypatch.setattr(hq, "llama_cpp_available", lambda: False)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    out = hq.quantize(f16, tmp_path / "o.gguf", qtype="iq4_xs", imatrix=imatrix, threads=3)
+    out = hq.quantize(f16, tmp_path / "o.gguf", QuantizeOptions(qtype="iq4_xs", imatrix=imatrix, threads=3))
     args = json.loads(log.read_text())
     assert args[:2] == ["--imatrix", str(imatrix)] and args[2] == str(f16)
     assert args[4:] == ["IQ4_XS", "3"] and out.is_file()
@@ -83,7 +102,7 @@ def test_quantize_hf_folder_writes_sidecars(demo, tmp_path):
     pytest.importorskip("llama_cpp")
     from helpers.tokens import ollama_template
 
-    out = hq.quantize(demo / "Meta-Llama-3-8B-Instruct", tmp_path / "l3-q4_k_m.gguf", threads=2)
+    out = hq.quantize(demo / "Meta-Llama-3-8B-Instruct", tmp_path / "l3-q4_k_m.gguf", QuantizeOptions(threads=2))
     assert file_type(out) == 15
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l3-q4_k_m.Modelfile", "l3-q4_k_m.gguf",
                                                             "l3-q4_k_m.gguf.sha256"]  # temporary F16 removed
@@ -96,7 +115,7 @@ def test_quantize_hf_folder_modelfile_matches_embedded_template(demo, tmp_path):
     pytest.importorskip("llama_cpp")
     import shutil
 
-    from helpers.gguf import gguf_template
+    from helpers.gguf.metadata import gguf_template
     from helpers.tokens import ollama_template
 
     model = tmp_path / "my-merged-model"
@@ -104,7 +123,7 @@ def test_quantize_hf_folder_modelfile_matches_embedded_template(demo, tmp_path):
     config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     config["_name_or_path"] = "hfl/chinese-alpaca-2-7b"
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    out = hq.quantize(model, tmp_path / "q" / "m-q8_0.gguf", qtype="q8_0", threads=2)
+    out = hq.quantize(model, tmp_path / "q" / "m-q8_0.gguf", QuantizeOptions(qtype="q8_0", threads=2))
     assert gguf_template(out) == "llama2-zh"
     assert ollama_template("llama2-zh") in (tmp_path / "q" / "m-q8_0.Modelfile").read_text(encoding="utf-8")
 
@@ -123,20 +142,20 @@ def test_types_and_cli(f16, tmp_path, qtype, ftype):
 def test_an_output_that_is_the_input_is_refused_and_the_input_kept(f16, tmp_path):
     import shutil
 
-    from helpers.gguf import quantize
+    from helpers.gguf import QuantizeOptions, quantize
 
     src = Path(shutil.copy(f16, tmp_path / "model.gguf"))
     before = src.read_bytes()
     with pytest.raises(UserError, match="is the input itself"):
-        quantize(src, tmp_path / "." / "model.gguf", qtype="q8_0")
+        quantize(src, tmp_path / "." / "model.gguf", QuantizeOptions(qtype="q8_0"))
     assert src.read_bytes() == before
 
 
 def test_requantizing_is_refused(f16, tmp_path):
     pytest.importorskip("llama_cpp")
-    q4 = hq.quantize(f16, tmp_path / "q4.gguf", threads=2, modelfile=False)
+    q4 = hq.quantize(f16, tmp_path / "q4.gguf", QuantizeOptions(threads=2, modelfile=False))
     with pytest.raises(UserError, match="start from the F16"):
-        hq.quantize(q4, tmp_path / "q2.gguf", qtype="q2_k", threads=2)
+        hq.quantize(q4, tmp_path / "q2.gguf", QuantizeOptions(qtype="q2_k", threads=2))
     assert not (tmp_path / "q2.gguf").exists()
     with pytest.raises(UserError, match="not a GGUF"):
         (tmp_path / "x.gguf").write_bytes(b"nope")
@@ -164,24 +183,24 @@ def test_quiet_log_is_restored_and_kept_on_failure(f16, imatrix, tmp_path, capfd
     """In-process: quiet, then llama-cpp-python's own logging works again; a run llama.cpp fails keeps the log it
     collected in a file the one-line error names, instead of printing it."""
     pytest.importorskip("llama_cpp")
-    q8 = hq.quantize(f16, tmp_path / "q8.gguf", qtype="q8_0", threads=2, modelfile=False)
+    q8 = hq.quantize(f16, tmp_path / "q8.gguf", QuantizeOptions(qtype="q8_0", threads=2, modelfile=False))
     err = capfd.readouterr().err
     assert not PER_TENSOR.search(err) and "quantizing" in err
-    hq.quantize(f16, tmp_path / "v.gguf", qtype="q8_0", threads=2, modelfile=False, verbose=True)
+    hq.quantize(f16, tmp_path / "v.gguf", QuantizeOptions(qtype="q8_0", threads=2, modelfile=False, verbose=True))
     assert len(PER_TENSOR.findall(capfd.readouterr().err)) >= 21
     with pytest.raises(UserError, match="start from the F16"):  # refused before llama.cpp runs: no log at all
-        hq.quantize(q8, tmp_path / "q2.gguf", qtype="q2_k", threads=2)
+        hq.quantize(q8, tmp_path / "q2.gguf", QuantizeOptions(qtype="q2_k", threads=2))
     assert "llama_model_loader" not in capfd.readouterr().err
     monkeypatch.setenv("HELPERS_LOG_DIR", str(tmp_path / "logs"))
     path, sums, n = imatrix  # an importance matrix of the wrong width
     bad = write_imatrix_gguf(tmp_path / "bad.imatrix", {k: v[:10] for k, v in sums.items()}, n)
     with pytest.raises(UserError, match=r"has 10 values for blk\.0\.attn_k\.weight, which has 256 columns; it was "
                                         "computed for another model"):  # refused before llama.cpp runs
-        hq.quantize(f16, tmp_path / "iq.gguf", qtype="iq4_xs", imatrix=bad, threads=2)
+        hq.quantize(f16, tmp_path / "iq.gguf", QuantizeOptions(qtype="iq4_xs", imatrix=bad, threads=2))
     assert not (tmp_path / "logs" / "quantize-iq.log").exists()
     monkeypatch.setattr(hq, "_check_imatrix_for", lambda src, imatrix: None)  # now llama.cpp finds out itself
     with pytest.raises(UserError, match=r"imatrix size 10 is different.*its log is in .*quantize-iq\.log"):
-        hq.quantize(f16, tmp_path / "iq.gguf", qtype="iq4_xs", imatrix=bad, threads=2)
+        hq.quantize(f16, tmp_path / "iq.gguf", QuantizeOptions(qtype="iq4_xs", imatrix=bad, threads=2))
     assert "llama_model_loader" not in capfd.readouterr().err and not (tmp_path / "iq.gguf").exists()
     assert "llama_model_loader" in (tmp_path / "logs" / "quantize-iq.log").read_text()
     print("still on stderr", file=sys.stderr)
@@ -252,7 +271,7 @@ def write_imatrix_legacy(path: Path, means: dict[str, np.ndarray], ncall: int) -
 
 @pytest.fixture(scope="module")
 def imatrix(demo, tmp_path_factory):
-    from helpers.demo import corpus
+    from helpers.demo.tokenizers import corpus
 
     sums, n = activation_stats(demo / "Llama-2-7b-hf", corpus("zh")[:20])
     d = tmp_path_factory.mktemp("imatrix")
@@ -278,7 +297,8 @@ def test_imatrix_quantization(f16, imatrix, tmp_path, capsys):
     from llama_cpp import Llama
 
     path, _, _ = imatrix
-    iq = hq.quantize(f16, tmp_path / "iq4_xs.gguf", qtype="iq4_xs", imatrix=path, threads=2, verbose=True)
+    iq = hq.quantize(f16, tmp_path / "iq4_xs.gguf",
+                     QuantizeOptions(qtype="iq4_xs", imatrix=path, threads=2, verbose=True))
     assert "have importance matrix data with 14 entries" in capsys.readouterr().err
     assert file_type(iq) == 30
     llm = Llama(model_path=str(iq), logits_all=True, n_ctx=64, n_threads=2, verbose=False)
@@ -286,8 +306,9 @@ def test_imatrix_quantization(f16, imatrix, tmp_path, capsys):
     llm.eval(toks)
     assert np.isfinite(np.array(llm.scores[: len(toks)])).all()
     # the importance matrix changes how K-quants round: same type, different bytes
-    plain = hq.quantize(f16, tmp_path / "plain.gguf", qtype="q4_k_m", threads=2, modelfile=False)
-    weighted = hq.quantize(f16, tmp_path / "weighted.gguf", qtype="q4_k_m", imatrix=path, threads=2, modelfile=False)
+    plain = hq.quantize(f16, tmp_path / "plain.gguf", QuantizeOptions(qtype="q4_k_m", threads=2, modelfile=False))
+    weighted = hq.quantize(f16, tmp_path / "weighted.gguf",
+                           QuantizeOptions(qtype="q4_k_m", imatrix=path, threads=2, modelfile=False))
     import gguf
 
     a, b = gguf.GGUFReader(str(plain)), gguf.GGUFReader(str(weighted))
@@ -312,7 +333,7 @@ def test_install_hint_and_availability():
     ("13.0", True, ("cu121", "cu124"), "cpu", False),          # another major version
 ])
 def test_colab_wheel_choice(cuda, want_gpu, tags, expect_tag, expect_gpu):
-    plan = hq_llamacpp.plan_wheel(cuda=cuda, want_gpu=want_gpu, cuda_tags=tags)
+    plan = hq_llamacpp.choose_wheel(cuda=cuda, want_gpu=want_gpu, cuda_tags=tags)
     assert (plan.tag, plan.gpu) == (expect_tag, expect_gpu)
     if want_gpu and cuda and not expect_gpu:
         assert "20-60 minutes" in plan.note and "build_from_source=True" in plan.note
@@ -366,21 +387,21 @@ def test_colab_install_adds_the_server_extra_when_asked_even_over_an_installed_w
 def test_a_rerun_keeps_the_same_quantization_of_a_merge_and_redoes_another(demo, tmp_path, capsys):
     """quantize() of a merge's GGUF: the output carries the merge's job (the quantizer copies the source's keys), so
     the same source, type and matrix are not quantized again; another merge in the same place is."""
-    from helpers.gguf import quantize
-    from helpers.merge import merge
+    from helpers.gguf import QuantizeOptions, quantize
+    from helpers.merge import MergeOptions, Recipe, merge
 
     src = tmp_path / "m-f16.gguf"
-    merge(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"], out=src, fmt="gguf", outtype="f16",
-          progress=False)
-    out = quantize(src, tmp_path / "m-q8_0.gguf", qtype="q8_0")
+    merge(Recipe(demo / "Llama-2-7b-hf", [demo / "chinese-alpaca-2-lora-7b"]), src,
+          MergeOptions(fmt="gguf", outtype="f16", progress=False))
+    out = quantize(src, tmp_path / "m-q8_0.gguf", QuantizeOptions(qtype="q8_0"))
     first = out.read_bytes()
     mtime = out.stat().st_mtime_ns
     capsys.readouterr()
-    quantize(src, out, qtype="q8_0")
+    quantize(src, out, QuantizeOptions(qtype="q8_0"))
     assert "already the q8_0" in capsys.readouterr().err and out.stat().st_mtime_ns == mtime
-    merge(demo / "Llama-2-7b-hf", [demo / "chinese-llama-2-lora-7b"], out=src, fmt="gguf", outtype="f16",
-          progress=False, overwrite=True)
-    quantize(src, out, qtype="q8_0")
+    merge(Recipe(demo / "Llama-2-7b-hf", [demo / "chinese-llama-2-lora-7b"]), src,
+          MergeOptions(fmt="gguf", outtype="f16", progress=False, overwrite=True))
+    quantize(src, out, QuantizeOptions(qtype="q8_0"))
     assert "already" not in capsys.readouterr().err and out.read_bytes() != first
 
 
@@ -393,7 +414,7 @@ def test_the_quantizer_log_drives_a_progress_bar(f16, tmp_path, monkeypatch):
     real = lq._TensorProgress.__call__
     monkeypatch.setattr(lq._TensorProgress, "__call__", lambda self, text: (real(self, text), seen.append(
         self.bar.n if self.bar is not None else None)))
-    lq.quantize(f16, tmp_path / "q.gguf", qtype="q8_0", modelfile=False)
+    lq.quantize(f16, tmp_path / "q.gguf", QuantizeOptions(qtype="q8_0", modelfile=False))
     counts = [n for n in seen if n is not None]
     assert counts and counts == sorted(counts) and counts[-1] == len(gguf.GGUFReader(str(f16)).tensors)
 
@@ -404,7 +425,8 @@ def test_requantized_bytes_is_the_quantizers_data_to_the_byte(smollm2, tmp_path,
     (per-tensor rules, a tied output, widths that force fallbacks), float targets included."""
     from helpers.gguf import requantized_bytes
 
-    out = hq.quantize(smollm2, tmp_path / f"{qtype}.gguf", qtype=qtype, requantize=True, modelfile=False)
+    out = hq.quantize(smollm2, tmp_path / f"{qtype}.gguf",
+                      QuantizeOptions(qtype=qtype, requantize=True, modelfile=False))
     src_offset = gguf.GGUFReader(str(smollm2)).data_offset
     written = out.stat().st_size - gguf.GGUFReader(str(out)).data_offset
     assert requantized_bytes(str(smollm2), qtype) - src_offset == written

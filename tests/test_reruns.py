@@ -23,7 +23,8 @@ import pytest
 
 from helpers import catalog
 from helpers.gguf import WRITE_TYPES
-from helpers.stages import STAGES, MergeStage, QuantizeStage, parse_release_file, release_file_name
+from helpers.stages import STAGES, MergeStage, QuantizeStage
+from helpers.stages.names import parse_release_file, release_file_name
 from helpers.stages.workspace import output_maker
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ import pytest
 
 
 def _merge(base: Path, lora: Path, out: Path) -> Path:
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
-    merge(base, [lora], out=out, fmt="hf", outtype="f16", progress=False)
+    merge(Recipe(base, [lora]), out, MergeOptions(fmt="hf", outtype="f16", progress=False))
     return out
 
 

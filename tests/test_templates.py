@@ -7,6 +7,7 @@ import re
 import pytest
 
 from helpers import tokens as T
+from helpers.tokens.templates import TEMPLATES, GenerationDefaults
 from helpers.util import UserError
 
 HEADER = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
@@ -52,8 +53,8 @@ def test_system_prompts():
     assert T.build_prompt("llama3", "你好", system="") == (
         "<|start_header_id|>user<|end_header_id|>\n\n你好<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
     )
-    assert T.TEMPLATES["alpaca"].default_system == HEADER
-    assert T.TEMPLATES["llama2-zh"].default_system == SYS == T.TEMPLATES["llama3"].default_system
+    assert TEMPLATES["alpaca"].default_system == HEADER
+    assert TEMPLATES["llama2-zh"].default_system == SYS == TEMPLATES["llama3"].default_system
 
 
 def test_render_training_form_and_stops():
@@ -128,7 +129,7 @@ def _jinja_env():
     return env
 
 
-@pytest.mark.parametrize("name", list(T.TEMPLATES))
+@pytest.mark.parametrize("name", list(TEMPLATES))
 @pytest.mark.parametrize("gen", [True, False])
 def test_jinja_matches_render(name, gen):
     env = _jinja_env()
@@ -151,7 +152,7 @@ def test_jinja_rejects_misplaced_system():
 def test_jinja_through_transformers_renderer():
     """transformers' own renderer (the one apply_chat_template uses) gives the same text."""
     utils = pytest.importorskip("transformers.utils.chat_template_utils")
-    for name in T.TEMPLATES:
+    for name in TEMPLATES:
         rendered, _ = utils.render_jinja_template(
             conversations=[CONVERSATIONS[3]], chat_template=T.jinja_chat_template(name),
             add_generation_prompt=True, bos_token="<s>", eos_token="</s>",
@@ -228,7 +229,7 @@ def test_generation_defaults():
     with pytest.raises(UserError):
         T.generation_defaults("v9")
     with pytest.raises(ValueError):
-        T.GenerationDefaults(temperature=0.2, top_k=40, top_p=1.5, repetition_penalty=1.1, max_new_tokens=10)
+        GenerationDefaults(temperature=0.2, top_k=40, top_p=1.5, repetition_penalty=1.1, max_new_tokens=10)
 
 
 def test_template_for_model_from_gguf_and_folder(tmp_path, capsys):

@@ -232,9 +232,9 @@ def zh2(released_tokenizers):
 def repo_zh_lines(tmp_path_factory) -> list[str]:
     """Chinese text shipped in the repo, so parity runs on a plain clone: the demo corpus, its clauses, the demo's
     instruction data, the templates' Chinese system prompts, and the tricky strings above."""
-    from helpers.demo import corpus
+    from helpers.demo.tokenizers import corpus
     from helpers.demo.data import write_data
-    from helpers.tokens import ZH_SYSTEM, ZH_SYSTEM_LONG
+    from helpers.tokens.templates import ZH_SYSTEM, ZH_SYSTEM_LONG
 
     lines = corpus("zh")
     clauses = [c for line in lines for c in re.split("[，。、；：！？]", line) if c.strip()]

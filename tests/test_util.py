@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from helpers import disk, env
-from helpers.util import (UserError, atomic_path, fault_point, human_bytes, log_dir, read_json, read_utf8,
-                          sample_digest, sha256_file, tree_bytes, write_json, write_sha256_listing)
+from helpers.util import (UserError, atomic_path, fault_point, human_bytes, log_dir, partial_path, read_json,
+                          read_utf8, sample_digest, sha256_file, tmp_name, tree_bytes, write_json,
+                          write_sha256_listing)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,21 @@ def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
     with atomic_path(tmp_path / "folder", is_dir=True) as tmp:
         (tmp / "a").write_text("x")
     assert (tmp_path / "folder" / "a").read_text() == "x"
+
+
+def test_partial_path_is_one_hidden_sibling_per_output_and_every_writer_uses_it(tmp_path):
+    from helpers.gguf import GGUFSink
+    from helpers.merge.writers import HFSink, PthSink
+
+    for final in (tmp_path / "m.gguf", tmp_path / "merged", tmp_path / "sub" / "a.b.c"):
+        work = partial_path(final)
+        assert work.parent == final.parent and work.name == f".{final.name}.partial"
+        assert work != final and not tmp_name(final).name.startswith(work.name)  # not a temporary file's name
+        assert partial_path(str(final)) == work  # a string names the same place
+    assert len({partial_path(tmp_path / n) for n in ("m", "m.gguf", ".m", "m.partial")}) == 4  # one per output
+    assert HFSink(tmp_path / "hf", job="j").partial == partial_path(tmp_path / "hf")
+    assert PthSink(tmp_path / "pth", job="j").partial == partial_path(tmp_path / "pth")
+    assert GGUFSink(tmp_path / "m.gguf").partial == partial_path(tmp_path / "m.gguf")
 
 
 def test_json_and_text_reading_turn_bad_files_into_one_line(tmp_path):

@@ -32,7 +32,7 @@ def _n_tokens(model_file: Path, lines: list[str]) -> int:
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory) -> tuple[Path, Path]:
     """A LLaMA-style base (BPE, byte fallback, mostly English) and a Chinese unigram model, trained here."""
-    from helpers.demo import corpus, train_sentencepiece
+    from helpers.demo.tokenizers import corpus, train_sentencepiece
 
     d = tmp_path_factory.mktemp("sp")
     base, add = d / "base.model", d / "zh.model"
@@ -44,7 +44,7 @@ def tiny_pair(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_expand_generated_tokenizers(tiny_pair, tmp_path):
     from helpers.tokens import load_tokenizer
-    from helpers.demo import corpus
+    from helpers.demo.tokenizers import corpus
     from helpers.tokens import expand_vocab
 
     base, add = tiny_pair
@@ -102,7 +102,7 @@ def test_expand_llama_32k_plus_chinese_20k(shared_fixtures, released_tokenizers,
 
 def test_expand_with_released_chinese_20k(tiny_pair, released_tokenizers, tmp_path):
     """The real 20k Chinese model (vendored) merged into the generated LLaMA-style base: runs on a plain clone."""
-    from helpers.demo import corpus
+    from helpers.demo.tokenizers import corpus
     from helpers.tokens import expand_vocab, load_tokenizer
 
     base, add = tiny_pair[0], released_tokenizers["chinese_sp_20k.model"]
@@ -151,7 +151,9 @@ def _weights(folder: Path) -> dict:
 def test_init_new_embeddings_mean_of_old_pieces(demo, tmp_path):
     import torch
 
-    from helpers.tokens import init_new_embeddings, piece_count, sp_processor, split_new_pieces
+    from helpers.tokens import piece_count
+    from helpers.tokens.vocab import init_new_embeddings, split_new_pieces
+    from helpers.tokens.sentencepiece import sp_processor
 
     base = demo / "Llama-2-7b-hf"
     new_tok = demo / "chinese-llama-2-lora-7b"  # the demo base tokenizer + a Chinese vocabulary
@@ -184,7 +186,8 @@ def test_init_new_embeddings_mean_of_old_pieces(demo, tmp_path):
 def test_init_new_embeddings_added_pad_and_errors(demo, tiny_pair, tmp_path):
     import torch
 
-    from helpers.tokens import init_new_embeddings, piece_count
+    from helpers.tokens import piece_count
+    from helpers.tokens.vocab import init_new_embeddings
 
     base = demo / "Llama-2-7b-hf"
     alpaca = demo / "chinese-alpaca-lora-7b"  # Chinese vocabulary on the same base pieces, plus an added [PAD]
@@ -208,7 +211,8 @@ def test_init_new_embeddings_counts_tokens_added_in_tokenizer_config(demo, tmp_p
     """transformers' newer tokenizer folders list an added ``[PAD]`` only in tokenizer_config.json."""
     import shutil
 
-    from helpers.tokens import init_new_embeddings, piece_count
+    from helpers.tokens import piece_count
+    from helpers.tokens.vocab import init_new_embeddings
 
     src = demo / "chinese-llama-2-lora-7b"
     tok = tmp_path / "tok"

@@ -120,7 +120,7 @@ def messages_of(question: str, history: list, system: str | None) -> list[dict]:
 @pytest.fixture(scope="module")
 def merged(demo, tmp_path_factory):
     """Each release merged by notebook 01's merge, as an HF folder and as an F16 GGUF."""
-    from helpers.merge import merge
+    from helpers.merge import MergeOptions, Recipe, merge
 
     out = tmp_path_factory.mktemp("webui")
     cache: dict = {}
@@ -129,7 +129,8 @@ def merged(demo, tmp_path_factory):
         if (name, fmt) not in cache:
             base, loras, _ = CASES[name]
             target = out / (f"{name}.gguf" if fmt == "gguf" else name)
-            merge(demo / base, [demo / x for x in loras], out=target, fmt=fmt, outtype="f16", progress=False)
+            merge(Recipe(demo / base, [demo / x for x in loras]), target,
+                  MergeOptions(fmt=fmt, outtype="f16", progress=False))
             cache[name, fmt] = target
         return cache[name, fmt]
 

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from .entry import GENERATIONS, KINDS
-from .lookup import get, merge_plan, names
+from .lookup import get, release_recipe, names
 from .releases import CATALOG
 
 
@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
         entry = get(args.name)
         data = entry.to_dict()
         if entry.base:
-            base, steps = merge_plan(entry.name)
-            data["merge_plan"] = {"base": base, "apply": steps}
+            base, steps = release_recipe(entry.name)
+            data["release_recipe"] = {"base": base, "apply": steps}
         if args.json:
             print(json.dumps(data, indent=2, ensure_ascii=False))
         else:

@@ -1,4 +1,4 @@
-"""Name and hub-id lookup over the catalog: :func:`find`, :func:`get`, :func:`names`, :func:`merge_plan`."""
+"""Name and hub-id lookup over the catalog: :func:`find`, :func:`get`, :func:`names`, :func:`release_recipe`."""
 from __future__ import annotations
 
 import difflib
@@ -74,10 +74,10 @@ def names(*, kind: str | None = None, generation: str | None = None) -> list[str
             if (kind is None or e.kind == kind) and (generation is None or e.generation == generation)]
 
 
-def merge_plan(name: str) -> tuple[str, list[str]]:
+def release_recipe(name: str) -> tuple[str, list[str]]:
     """Return ``(original base hub id, [hub ids to apply in order, ending with this one])``.
 
-    Example: ``merge_plan("chinese-alpaca-plus-7b-lora")`` ->
+    Example: ``release_recipe("chinese-alpaca-plus-7b-lora")`` ->
     ``("huggyllama/llama-7b", ["hfl/chinese-llama-plus-lora-7b", "hfl/chinese-alpaca-plus-lora-7b"])``
     (current hub ids, the ones to download).
 

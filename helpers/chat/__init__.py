@@ -19,16 +19,13 @@ strings, which never appear in the reply.
 """
 from __future__ import annotations
 
-from .backend import GEN_KEYS, Backend, StopFilter
-from .hf import TransformersBackend, load_hf_model, load_transformers
-from .llamacpp import DEFAULT_N_CTX, LlamaCppBackend, load_llama_cpp
-from .load import choose_gguf, load_backend, pick_gguf, resolve
-from .longctx import RopePlan, apply_rope_to_config, ntk_alpha, ntk_rope_base, plan_rope
-from .server import Server, openai_chat, serve, start_openai_server
+from .backend import Backend
+from .hf import load_hf_model
+from .llamacpp import DEFAULT_N_CTX
+from .load import choose_gguf, load_backend, resolve
+from .server import serve
 from .speculative import speculative_generate
-from .widget import ChatBox, chat_widget
+from .widget import chat_widget
 
-__all__ = ["DEFAULT_N_CTX", "GEN_KEYS", "Backend", "ChatBox", "LlamaCppBackend", "RopePlan", "Server", "StopFilter",
-           "TransformersBackend", "apply_rope_to_config", "chat_widget", "choose_gguf", "load_backend", "load_hf_model", "load_llama_cpp",
-           "load_transformers", "ntk_alpha", "ntk_rope_base", "openai_chat", "pick_gguf", "plan_rope", "resolve",
-           "serve", "speculative_generate", "start_openai_server"]
+__all__ = ["DEFAULT_N_CTX", "Backend", "chat_widget", "choose_gguf", "load_backend", "load_hf_model", "resolve",
+           "serve", "speculative_generate"]

@@ -11,7 +11,7 @@ from .guidance import OFF
 from ..device import dtype_kwarg, free_memory, torch_dtype
 from ..tokens import load_tokenizer
 from ..util import UserError
-from .longctx import RopePlan, apply_rope_to_config, plan_rope
+from .longctx import RopeScaling, apply_rope_to_config, choose_rope
 
 
 class TransformersBackend(Backend):
@@ -221,7 +221,7 @@ def _check_device(device: str | None, quantization: str | None) -> str:
 
 
 def _config_with_rope(path: Path, *, n_ctx: int | None, rope: str | None, trust_remote_code: bool,
-                      catalog_rope: dict | None) -> tuple[Any, RopePlan]:
+                      catalog_rope: dict | None) -> tuple[Any, RopeScaling]:
     """The model's config with the long-context plan (:mod:`.longctx`) applied, and the plan."""
     from transformers import AutoConfig
 
@@ -237,7 +237,7 @@ def _config_with_rope(path: Path, *, n_ctx: int | None, rope: str | None, trust_
     native = int(config.max_position_embeddings)
     if configured == "linear":
         native = int(native * float(params.get("factor", 1.0)))
-    plan = plan_rope(rope, n_ctx=n_ctx, native_ctx=native, base=base, head_dim=head_dim,
+    plan = choose_rope(rope, n_ctx=n_ctx, native_ctx=native, base=base, head_dim=head_dim,
                      configured=configured or (catalog_rope or {}).get("type"))
     apply_rope_to_config(config, plan, catalog_rope)
     if plan.kind != "config":

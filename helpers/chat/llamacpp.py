@@ -9,7 +9,7 @@ from .backend import Backend
 from .guidance import OFF, LlamaCppGuidance, NegativeContext
 from ..gguf import read_metadata
 from ..util import UserError
-from .longctx import plan_rope
+from .longctx import choose_rope
 
 DEFAULT_N_CTX = 4096  # llama.cpp's context when none is asked for: the model's, at most this
 
@@ -111,7 +111,7 @@ def load_llama_cpp(path: Path, *, template: str, n_gpu_layers: int | None = None
     base = float(meta.get(f"{arch}.rope.freq_base", 10000.0))
     configured = meta.get(f"{arch}.rope.scaling.type")
     configured = None if configured in (None, "none") else configured
-    plan = plan_rope(rope, n_ctx=n_ctx, native_ctx=native, base=base, head_dim=head_dim, configured=configured)
+    plan = choose_rope(rope, n_ctx=n_ctx, native_ctx=native, base=base, head_dim=head_dim, configured=configured)
     kwargs: dict[str, Any] = {}
     if plan.kind == "ntk":
         kwargs["rope_freq_base"] = plan.base

@@ -13,7 +13,7 @@ The ``rope=`` option of :func:`helpers.chat.load_backend` (and ``python -m helpe
 - ``"auto"``: the config's scaling if it has one, else ``"ntk"`` when ``n_ctx`` exceeds the native context.
 - ``"linear:<factor>"`` / ``"yarn:<factor>"``: position interpolation / YaRN by hand.
 
-:func:`plan_rope` turns the option into a :class:`RopePlan`; the back ends apply it
+:func:`choose_rope` turns the option into a :class:`RopeScaling`; the back ends apply it
 (:func:`apply_rope_to_config` for transformers configs, llama.cpp's own rope arguments for GGUFs).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def ntk_rope_base(base: float, alpha: float, head_dim: int) -> float:
 
 
 @dataclass(frozen=True)
-class RopePlan:
+class RopeScaling:
     """What to do with RoPE: ``kind`` is ``config``, ``ntk``, ``linear`` or ``yarn``.
 
     ``factor`` is alpha for ``ntk`` and the scaling factor otherwise; ``base`` the new rope theta (ntk).
@@ -64,9 +64,9 @@ class RopePlan:
         return f"{self.kind} RoPE scaling, factor {self.factor:g}"
 
 
-def plan_rope(rope: str | None, *, n_ctx: int | None, native_ctx: int, base: float, head_dim: int,
-              configured: str | None = None) -> RopePlan:
-    """Turn a ``rope=`` option into a :class:`RopePlan` (see the module docstring for the options).
+def choose_rope(rope: str | None, *, n_ctx: int | None, native_ctx: int, base: float, head_dim: int,
+              configured: str | None = None) -> RopeScaling:
+    """Turn a ``rope=`` option into a :class:`RopeScaling` (see the module docstring for the options).
 
     Args:
         rope: the option.
@@ -79,10 +79,10 @@ def plan_rope(rope: str | None, *, n_ctx: int | None, native_ctx: int, base: flo
     text = (rope or "config").strip().lower()
     kind, _, arg = text.partition(":")
     if kind in ("config", "none", "default"):
-        return RopePlan("config", native_ctx=native_ctx, n_ctx=n_ctx)
+        return RopeScaling("config", native_ctx=native_ctx, n_ctx=n_ctx)
     if kind == "auto":
         if configured or n_ctx is None or n_ctx <= native_ctx:
-            return RopePlan("config", native_ctx=native_ctx, n_ctx=n_ctx)
+            return RopeScaling("config", native_ctx=native_ctx, n_ctx=n_ctx)
         kind, arg = "ntk", ""
     try:
         value = float(arg) if arg else None
@@ -94,13 +94,13 @@ def plan_rope(rope: str | None, *, n_ctx: int | None, native_ctx: int, base: flo
         alpha = value if value is not None else ntk_alpha(target, native_ctx)
         if alpha < 1:
             raise UserError(f"NTK alpha must be >= 1, got {alpha:g}")
-        return RopePlan("ntk", alpha, ntk_rope_base(base, alpha, head_dim), native_ctx, target)
+        return RopeScaling("ntk", alpha, ntk_rope_base(base, alpha, head_dim), native_ctx, target)
     if kind in ("linear", "yarn") and value is not None and value > 1:
-        return RopePlan(kind, value, None, native_ctx, n_ctx or int(native_ctx * value))
+        return RopeScaling(kind, value, None, native_ctx, n_ctx or int(native_ctx * value))
     raise UserError(f"unknown rope option {rope!r}; use config, auto, ntk, ntk:<alpha>, linear:<factor> or yarn:<factor>")
 
 
-def apply_rope_to_config(config: Any, plan: RopePlan, catalog_rope: dict | None) -> None:
+def apply_rope_to_config(config: Any, plan: RopeScaling, catalog_rope: dict | None) -> None:
     """Write ``plan`` (or the catalog's scaling missing from the config) into a transformers config."""
     params = getattr(config, "rope_parameters", None)
     legacy = not isinstance(params, dict)  # transformers 4: rope_theta / rope_scaling attributes

@@ -6,21 +6,16 @@
 - :mod:`.model`: :func:`open_checkpoint` (HF safetensors / ``.bin`` shards, Meta ``.pth``), in HF naming;
 - :mod:`.adapter`: :func:`open_adapter` (PEFT LoRA folders, old layouts included);
 - :mod:`.names`: Meta <-> HF tensor names and the RoPE row permutations;
-- :mod:`.plan`: :class:`TensorPlan`, :func:`llama_plan` and the :class:`TensorSink` protocol that writers implement;
+- :mod:`.layout`: :class:`TensorSpec`, :func:`llama_tensors` and the :class:`TensorSink` protocol that writers implement;
 - :mod:`.streamed`: :class:`StreamedCheckpoint`, a hub base read one safetensors shard at a time (low-disk mode).
 """
 from __future__ import annotations
 
-from .adapter import Adapter, LoraPair, open_adapter
-from .files import SafetensorsFile, corrupt_message, torch_load
+from .adapter import Adapter, open_adapter
 from .model import Checkpoint, open_checkpoint
-from .names import LORA_TARGETS, hf_to_meta_name, meta_split_dim, meta_to_hf_name, rope_to_hf, rope_to_meta
-from .plan import TensorPlan, TensorSink, llama_plan
+from .names import LORA_TARGETS, hf_to_meta_name, meta_split_dim, rope_to_meta
+from .layout import TensorSpec, TensorSink, llama_tensors
 from .streamed import StreamedCheckpoint
-from .torchzip import open_pickle
 
-__all__ = [
-    "LORA_TARGETS", "Adapter", "Checkpoint", "LoraPair", "SafetensorsFile", "StreamedCheckpoint", "TensorPlan", "TensorSink",
-    "corrupt_message", "hf_to_meta_name", "llama_plan", "meta_split_dim", "meta_to_hf_name", "open_adapter",
-    "open_checkpoint", "open_pickle", "rope_to_hf", "rope_to_meta", "torch_load",
-]
+__all__ = ["LORA_TARGETS", "Adapter", "Checkpoint", "StreamedCheckpoint", "TensorSpec", "TensorSink", "hf_to_meta_name",
+           "llama_tensors", "meta_split_dim", "open_adapter", "open_checkpoint", "rope_to_meta"]

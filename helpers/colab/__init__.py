@@ -9,9 +9,7 @@ The notebook steps themselves, and their plans, are :mod:`helpers.stages`.
 """
 from __future__ import annotations
 
-from .params import notebook_params, notebook_setup
 from .report import NO, OK, SLOW, Need, bytes_need, wheel_need
-from .runtime import FREE_COLAB_DISK, FREE_COLAB_RAM, GIB, T4_VRAM, Runtime
+from .runtime import FREE_COLAB_DISK, FREE_COLAB_RAM, Runtime
 
-__all__ = ["FREE_COLAB_DISK", "FREE_COLAB_RAM", "GIB", "NO", "OK", "SLOW", "T4_VRAM", "Need", "Runtime", "bytes_need",
-           "notebook_params", "notebook_setup", "wheel_need"]
+__all__ = ["FREE_COLAB_DISK", "FREE_COLAB_RAM", "NO", "OK", "SLOW", "Need", "Runtime", "bytes_need", "wheel_need"]

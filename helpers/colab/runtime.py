@@ -79,7 +79,7 @@ class Runtime:
 
         Args:
             gpu: the T4 runtime (else the CPU one).
-            setup: what the notebook's setup cell installs (:func:`helpers.colab.notebook_setup`): ``llama_cpp``
+            setup: what the notebook's setup cell installs (:func:`helpers.colab.params.notebook_setup`): ``llama_cpp``
                 (the prebuilt CPU wheel), ``gpu`` (the CUDA wheel, which fits Colab's CUDA 12), ``server``.
         """
         llama = "llama_cpp" in setup

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..catalog import ModelEntry, config_of, find
 from ..chat import DEFAULT_N_CTX, choose_gguf
-from ..checkpoint import llama_plan
+from ..checkpoint import llama_tensors
 from ..gguf import BITS_PER_WEIGHT, qtype_name, read_metadata
 from ..hub import file_sizes, looks_like_hub_id
 from ..merge import SourceFiles, estimated_source, source_config, source_files
@@ -56,7 +56,7 @@ def weight_bytes(config: dict, quantization: str | None, *, bytes_per_value: int
     """Bytes of the weights once loaded by transformers: 16-bit (``bytes_per_value``: 4 for float32 on a CPU), or
     bitsandbytes ``8bit`` / ``4bit`` (NF4 with double quantization) for the linear layers, whose embeddings,
     ``lm_head`` and norms stay 16-bit."""
-    tensors = llama_plan(config)
+    tensors = llama_tensors(config)
     total = sum(t.numel for t in tensors)
     if quantization not in ("4bit", "8bit"):
         return total * bytes_per_value
@@ -127,7 +127,7 @@ def _estimated_gguf(entry: ModelEntry, quant: str) -> GGUFFile:
     except UserError:
         qtype = "q4_k_m"
     bits = BITS_PER_WEIGHT.get(qtype, BITS_PER_WEIGHT["q4_k_m"])
-    size = int(sum(t.numel for t in llama_plan(config)) * bits / 8) if config else 0
+    size = int(sum(t.numel for t in llama_tensors(config)) * bits / 8) if config else 0
     return GGUFFile(f"ggml-model-{quant}.gguf", size, False, config, estimated=True)
 
 

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..merge import merge
+from ..merge import MergeOptions, Recipe, merge
 from ..tokens import merge_sentencepiece, piece_count
 from ..disk import claim_output, disk_errors, require_free_disk
 from ..util import atomic_path, fault_point, write_json
@@ -144,8 +144,8 @@ def _merged_release(b: _Build) -> None:
     """Chinese-Alpaca-2-7B, the released full model, is the v2 LoRA merged into Llama-2: built the way users do,
     with this project's streaming merge (quietly, fp16 like the release)."""
     out = b.root / "chinese-alpaca-2-7b"
-    merge(b.root / "Llama-2-7b-hf", [b.root / "chinese-alpaca-2-lora-7b"], out=out, fmt="hf", outtype="f16",
-          progress=False, write_sha256=False)
+    merge(Recipe(b.root / "Llama-2-7b-hf", (b.root / "chinese-alpaca-2-lora-7b",)), out,
+          MergeOptions(fmt="hf", outtype="f16", progress=False, write_sha256=False))
     (out / "merge.json").unlink()  # a release has no job record
     b.note(out.name, kind="full", family="llama2", vocab=b.manifest["assets"]["chinese-alpaca-2-lora-7b"]["vocab"],
            stands_for="hfl/chinese-alpaca-2-7b")

@@ -10,7 +10,7 @@ a GGUF file (llama-cpp-python), or an already loaded model.
   first-step scores, each subject's shared prefix evaluated once;
 - :mod:`.exam`: :func:`run_exam`; :mod:`.results`: :class:`ExamResult` (``summary.json``, ``submission.json``);
   :mod:`.paired`: :func:`compare_results`; :mod:`.published`: :func:`published_row`; :mod:`.timing`:
-  :func:`estimate_time`, :func:`plan_exam`; :mod:`.standin`: :func:`write_standin`;
+  :func:`estimate_time`, :func:`estimate_exam`; :mod:`.standin`: :func:`write_standin`;
 - :mod:`.llama_chunks`: :class:`ChunkRunner`, a GGUF run over a text in chunks as llama-perplexity and
   llama-imatrix run it;
 - :mod:`.choice`: :func:`multiple_choice` (one CSV of your own, scored the same way);
@@ -19,26 +19,19 @@ a GGUF file (llama-cpp-python), or an already loaded model.
 from __future__ import annotations
 
 from .llama_chunks import ChunkRunner, ChunkSettings, chunk_count
-from .choice import (ANSWER_CUE, LETTERS, MC_HEADER, MC_WINDOW, MCReport, format_item, letter_ids, mc_prompt,
-                     multiple_choice, read_mc_csv)
-from .engine import REPETITION_PENALTY, TEMPERATURE, ExamScorer, HFExamScorer, LetterIds, LlamaCppExamScorer
-from .exam import open_scorer, run_exam, score_exam
+from .choice import MC_WINDOW, multiple_choice
+from .exam import run_exam
 from .examdata import ExamData, load_exam
-from .paired import PairedComparison, compare_results
-from .perplexity import KLReport, compare_quants, default_eval_text, kl_divergence, perplexity, plot_quant_table, read_text, windows
-from .prompts import PromptStyle, style_for
-from .published import PublishedRow, published_row, release_name
-from .results import PREDICTIONS, Answer, ExamResult, load_result
-from .scorers import PPL_WINDOW, HFScorer, LlamaCppScorer, open_model
+from .paired import compare_results
+from .perplexity import compare_quants, default_eval_text, perplexity, plot_quant_table, read_text
+from .published import published_row
+from .results import PREDICTIONS, ExamResult, load_result
+from .scorers import PPL_WINDOW
 from .standin import write_standin
-from .subjects import BENCHMARKS, Benchmark, benchmark
-from .timing import TimeEstimate, estimate_time, plan_exam
+from .subjects import benchmark
+from .timing import estimate_exam
 
-__all__ = ["ANSWER_CUE", "BENCHMARKS", "ChunkRunner", "ChunkSettings", "chunk_count", "LETTERS", "MC_HEADER", "MC_WINDOW", "PPL_WINDOW", "PREDICTIONS", "REPETITION_PENALTY",
-           "TEMPERATURE", "Answer", "Benchmark", "ExamData", "ExamResult", "ExamScorer", "HFExamScorer", "HFScorer",
-           "KLReport", "LetterIds", "LlamaCppExamScorer", "LlamaCppScorer", "MCReport", "PairedComparison",
-           "PromptStyle", "PublishedRow", "TimeEstimate", "benchmark", "compare_quants", "compare_results", "default_eval_text",
-           "estimate_time", "format_item", "kl_divergence", "letter_ids", "load_exam", "load_result", "mc_prompt",
-           "multiple_choice", "open_model", "open_scorer", "plan_exam", "perplexity", "plot_quant_table",
-           "published_row", "read_mc_csv", "read_text", "release_name", "run_exam", "score_exam", "style_for",
-           "windows", "write_standin"]
+__all__ = ["ChunkRunner", "ChunkSettings", "chunk_count", "MC_WINDOW", "PPL_WINDOW", "PREDICTIONS", "ExamData",
+           "ExamResult", "benchmark", "compare_quants", "compare_results", "default_eval_text", "load_exam",
+           "load_result", "multiple_choice", "estimate_exam", "perplexity", "plot_quant_table", "published_row",
+           "read_text", "run_exam", "write_standin"]

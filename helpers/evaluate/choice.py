@@ -104,7 +104,7 @@ def multiple_choice(model: Any, csv_path: str | Path, *, shots: int = 0, dev_csv
 
     Args:
         model: an HF folder, ``.gguf``, hub id or catalog name, or a loaded model (see
-            :func:`helpers.evaluate.open_scorer`).
+            :func:`helpers.evaluate.exam.open_scorer`).
         csv_path: items (``id,question,A,B,C,D,answer``).
         shots: solved examples before each item (0 or 5 in the releases): the first ``shots`` rows of ``dev_csv``,
             default the first other rows of ``csv_path`` that have an answer.

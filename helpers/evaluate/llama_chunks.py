@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..util import UserError
+from ..util.params import param
 
 DEFAULT_BATCH = 2048  # the tools' default -b
 
@@ -41,11 +42,13 @@ class ChunkSettings:
         n_gpu_layers: layers offloaded to the GPU with a CUDA build (-1: all; ignored by a CPU build).
     """
 
-    n_ctx: int = 512
-    chunks: int | None = None
-    n_batch: int = DEFAULT_BATCH
-    threads: int | None = None
-    n_gpu_layers: int = -1
+    n_ctx: int = param(512, "tokens per chunk (llama.cpp's -c)", flag="--ctx", parse=int, metavar="N")
+    chunks: int | None = param(None, "at most this many chunks (default: all the text)", parse=int, metavar="K")
+    n_batch: int = param(DEFAULT_BATCH, "tokens per batch; batch/ctx chunks run side by side", flag="--batch",
+                         parse=int, metavar="N")
+    threads: int | None = param(None, "CPU threads (default: all cores)", parse=int, metavar="N")
+    n_gpu_layers: int = param(-1, "layers on the GPU with a CUDA build (-1: all)", flag="--gpu-layers", parse=int,
+                              metavar="N")
 
     def __post_init__(self) -> None:
         if self.n_ctx < 8:

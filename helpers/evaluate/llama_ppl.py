@@ -107,7 +107,7 @@ def chunked_perplexity(model: str | Path, text: str, settings: ChunkSettings | N
 def chunked_kl_divergence(reference: str | Path, quant: str | Path, text: str,
                           settings: ChunkSettings | None = None):
     """KL(P_reference || P_quant) per scored token, averaged, on llama-perplexity's chunks; plus the top-1
-    agreement and both perplexities (a :class:`helpers.evaluate.KLReport`).
+    agreement and both perplexities (a :class:`helpers.evaluate.perplexity.KLReport`).
 
     Raises:
         UserError: the two models tokenize the text differently (not the same vocabulary), or as
@@ -143,7 +143,7 @@ def chunked_kl_divergences(reference: str | Path, quants: list, text: str, setti
 
 def _compare(store, quant: str | Path, reference: str | Path, tokens: list[int], n_chunks: int, text: str,
              settings: ChunkSettings):
-    """One quant's :class:`~helpers.evaluate.KLReport` against the stored reference."""
+    """One quant's :class:`~helpers.evaluate.perplexity.KLReport` against the stored reference."""
     import numpy as np
 
     _, n_scored = _scored(settings)

@@ -93,7 +93,7 @@ def estimate_time(exam: ExamData, prompts: PromptStyle, *, params_b: float = 7.0
                         runtime=runtime, weights=weights)
 
 
-def plan_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: str | None = None, shots: int = 5,
+def estimate_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: str | None = None, shots: int = 5,
               with_prompt: bool = False, style: str = "auto", subjects: Any = None, quantization: str | None = None,
               runtime: str = "t4", params_b: float | None = None, exam: ExamData | None = None) -> TimeEstimate:
     """:func:`estimate_time` for a run of :func:`~.exam.run_exam` with these arguments, before loading the model:

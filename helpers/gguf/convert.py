@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..checkpoint import TensorPlan, open_checkpoint
+from ..checkpoint import TensorSpec, open_checkpoint
 from ..disk import claim_output, disk_errors, require_free_disk
 from ..tokens import tokenizer_files
 from ..util import UserError, fault_point, progress, sample_digest
@@ -33,13 +33,13 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: 
                                  split_max_size=split_max_size, sha256=sha256, imatrix=imatrix)[0]
 
 
-def gguf_bytes(config: dict, plan: list[TensorPlan], outtype: str, tokenizer_dir: Path | None, *,
+def gguf_bytes(config: dict, tensors: list[TensorSpec], outtype: str, tokenizer_dir: Path | None, *,
                has_imatrix: bool = False) -> int:
-    """The disk a GGUF of ``plan`` needs: the tensor data exactly as the writer lays it out in ``outtype``
+    """The disk a GGUF of ``tensors`` needs: the tensor data exactly as the writer lays it out in ``outtype``
     (:func:`helpers.gguf.layout.data_bytes`), plus the header (about the size of the tokenizer files, which it
     holds) and 64 KiB for the rest of the metadata."""
     vocab = sum(f.stat().st_size for f in tokenizer_files(tokenizer_dir)) if tokenizer_dir else 0
-    return data_bytes(config, plan, outtype, has_imatrix=has_imatrix) + vocab + (64 << 10)
+    return data_bytes(config, tensors, outtype, has_imatrix=has_imatrix) + vocab + (64 << 10)
 
 
 def convert_to_gguf_files(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f16",
@@ -93,16 +93,16 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, *, outtype: str = "f
     model_dir, out_path = Path(model_dir), Path(out_path)
     with open_checkpoint(model_dir) as ckpt:
         names = list(ckpt.names())
-        plan = [TensorPlan(n, tuple(ckpt.shape(n))) for n in names]
+        tensors = [TensorSpec(n, tuple(ckpt.shape(n))) for n in names]
         tokenizer_dir = Path(ckpt.tokenizer_dir or model_dir)
-        needed = gguf_bytes(ckpt.config, plan, outtype, tokenizer_dir, has_imatrix=imatrix is not None)
+        needed = gguf_bytes(ckpt.config, tensors, outtype, tokenizer_dir, has_imatrix=imatrix is not None)
         require_free_disk(out_path.parent, needed, what=what)
         card = describe_model(ckpt.config, tokenizer_dir, name=name or model_dir.name, template=template)
         sink = GGUFSink(out_path, outtype=outtype, card=card, split_max_size=split_max_size, sha256=sha256,
                         imatrix=imatrix, job=_fingerprint(model_dir))
         with disk_errors(out_path.parent, needed=needed, what=what):
             try:
-                sink.open(config=dict(ckpt.config), tokenizer_dir=tokenizer_dir, plan=plan)
+                sink.open(config=dict(ckpt.config), tokenizer_dir=tokenizer_dir, tensors=tensors)
                 resumed = 0
                 for n in progress(names, desc=f"to GGUF {sink.outtype}", unit="tensor"):
                     if sink.done(n):

@@ -8,14 +8,14 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from ..checkpoint import TensorPlan
+from ..checkpoint import TensorSpec
 from ..util import UserError
 
 SKIP_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 ALIGNMENT = 32  # GGUF's default data alignment: every tensor's data starts on a multiple of it
 
 
-def gguf_names(plan: Sequence[TensorPlan], n_layers: int) -> tuple[list[str], int | None]:
+def gguf_names(plan: Sequence[TensorSpec], n_layers: int) -> tuple[list[str], int | None]:
     """The GGUF name of each planned tensor (``""`` for buffers that are not written) and the embedding rows.
 
     Raises:
@@ -38,7 +38,7 @@ def gguf_names(plan: Sequence[TensorPlan], n_layers: int) -> tuple[list[str], in
     return names, embed_rows
 
 
-def tensor_types(plan: Sequence[TensorPlan], names: Sequence[str], outtype: str, *, n_layers: int, n_head: int,
+def tensor_types(plan: Sequence[TensorSpec], names: Sequence[str], outtype: str, *, n_layers: int, n_head: int,
                  n_kv: int, has_imatrix: bool = False) -> dict[str, Any]:
     """The GGML type of every written tensor: the converter's for the float types (1-D tensors and norms in F32),
     llama.cpp's quantizer's (applied to the F16 output) for the quantization types."""
@@ -67,7 +67,7 @@ def tensor_nbytes(shape: Sequence[int], qtype: Any) -> int:
     return math.prod(shape) // block * size
 
 
-def data_bytes(config: dict, plan: Sequence[TensorPlan], outtype: str, *, has_imatrix: bool = False) -> int:
+def data_bytes(config: dict, plan: Sequence[TensorSpec], outtype: str, *, has_imatrix: bool = False) -> int:
     """Bytes of a GGUF's tensor data (alignment padding included) for ``plan`` written as ``outtype``."""
     n_layers = int(config["num_hidden_layers"])
     n_head = int(config["num_attention_heads"])

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..disk import claim_output, disk_error_message, disk_errors, require_free_disk
 from ..util import UserError, atomic_path, fault_point, human_bytes, log_dir, progress, remove, tmp_name
+from ..util.params import param
 from .convert import gguf_sidecars, write_gguf
 from .export import write_checksum, write_modelfile
 from .imatrix import check_imatrix_fits, imatrix_metadata, imatrix_struct, read_imatrix
@@ -259,32 +260,51 @@ def _quantize_source(src: Path, out: Path, q: _Quantizer) -> None:
           file=sys.stderr)
 
 
-def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, imatrix: str | Path | None = None,
-             threads: int | None = None, template: str | None = None, modelfile: bool = True,
-             verbose: bool = False, requantize: bool = False) -> Path:
-    """Quantize ``model`` to ``out`` with llama.cpp's quantizer; returns ``out``.
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """How to quantize; each field is declared once here, and ``python -m helpers quantize``'s flags are made from
+    these declarations.
+
+    Attributes:
+        qtype: llama.cpp type name (``q4_k_m``, ``q5_k_m``, ``q8_0``, ``iq4_xs`` ... case-insensitive).
+        imatrix: importance matrix file (required for the 1-, 2- and 3-bit iq types and ``q2_k_s``); one made for
+            another model is refused.
+        requantize: accept an already quantized GGUF (llama-quantize's ``--allow-requantize``: a Q8_0
+            intermediate of the importance-matrix route; quality is lost against quantizing from F16).
+        template: prompt template for the Modelfile (default: from the model).
+        threads: quantizer threads (default: all cores).
+        modelfile: write ``<stem>.Modelfile`` and ``<file>.sha256`` beside ``out``.
+        verbose: show llama.cpp's per-tensor log (otherwise a progress bar, and the log in a file named when it
+            fails).
+    """
+
+    qtype: str = param(DEFAULT_QUANT, f"llama.cpp type: {', '.join(FTYPES)}", flag="--type", metavar="TYPE")
+    imatrix: str | Path | None = param(None, "importance matrix (python -m helpers imatrix, or llama-imatrix; needed "
+                                       "for the 1-3 bit iq types)", metavar="FILE")
+    requantize: bool = param(False, "accept an already quantized GGUF (Q8_0)", flag="--allow-requantize")
+    template: str | None = param(None, "prompt template for the Modelfile (default: from the model)")
+    threads: int | None = param(None, "threads (default: all cores)", parse=int, metavar="N")
+    modelfile: bool = param(True, "no Ollama Modelfile and .sha256 beside the output")
+    verbose: bool = param(False, "show llama.cpp's per-tensor log")
+
+
+def quantize(model: str | Path, out: str | Path, options: QuantizeOptions = QuantizeOptions()) -> Path:
+    """Quantize ``model`` to ``out`` with llama.cpp's quantizer as ``options`` say; returns ``out``.
 
     Args:
         model: a GGUF file (F32/F16/BF16) or a Hugging Face model folder (converted to F16 first, in a
             temporary file beside ``out`` that is removed afterwards).
         out: the ``.gguf`` to write (atomically); never the input itself. One that already holds this
             quantization of the same source (and matrix) is kept.
-        qtype: llama.cpp type name (``q4_k_m``, ``q5_k_m``, ``q8_0``, ``iq4_xs`` ... case-insensitive).
-        imatrix: importance matrix file (required for the 1-, 2- and 3-bit iq types and ``q2_k_s``); one made for
-            another model is refused.
-        threads: quantizer threads (default: all cores).
-        template: prompt template for the Modelfile (default: from the model).
-        modelfile: write ``<stem>.Modelfile`` and ``<file>.sha256`` beside ``out``.
-        verbose: show llama.cpp's per-tensor log (otherwise a progress bar, and the log in a file named when it
-            fails).
-        requantize: accept an already quantized GGUF (llama-quantize's ``--allow-requantize``: a Q8_0
-            intermediate of the importance-matrix route; quality is lost against quantizing from F16).
+        options: the type, the importance matrix and the rest (:class:`QuantizeOptions`).
 
     Raises:
         UserError: a bad or already quantized input, an output that is the input, a missing or mismatched
             importance matrix, no quantizer, another run writing ``out``, a read-only or full disk.
     """
-    qtype = qtype_name(qtype)
+    imatrix, threads, template, verbose, requantize = (options.imatrix, options.threads, options.template,
+                                                       options.verbose, options.requantize)
+    qtype = qtype_name(options.qtype)
     model, out = Path(model), Path(out)
     q = _quantizer(qtype, _checked_inputs(model, out, qtype, imatrix, requantize), threads, verbose, out, requantize)
     with claim_output(out, what="the quantized GGUF", sidecars=gguf_sidecars(out)):
@@ -302,7 +322,7 @@ def quantize(model: str | Path, out: str | Path, *, qtype: str = DEFAULT_QUANT, 
         finally:
             if temp_f16 is not None:
                 remove(temp_f16)
-        if modelfile:
+        if options.modelfile:
             with disk_errors(out.parent, what="the Modelfile and checksum"):
                 write_modelfile(out, template=found or "raw")
                 write_checksum(out)

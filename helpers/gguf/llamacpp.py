@@ -139,7 +139,7 @@ KNOWN_CUDA_TAGS = ("cu121", "cu122", "cu123", "cu124", "cu125")
 
 
 @dataclass(frozen=True)
-class WheelPlan:
+class WheelChoice:
     """How to install llama-cpp-python here: which prebuilt wheel index, or a source build, and why."""
 
     tag: str | None  # ``cpu``, ``cu124``...; None: build from source
@@ -153,8 +153,8 @@ def _cuda_version(tag: str) -> tuple[int, int] | None:
     return (int(m[1]), int(m[2])) if m else None
 
 
-def plan_wheel(*, cuda: str | None, want_gpu: bool, cuda_tags: Sequence[str], build_from_source: bool = False
-               ) -> WheelPlan:
+def choose_wheel(*, cuda: str | None, want_gpu: bool, cuda_tags: Sequence[str], build_from_source: bool = False
+               ) -> WheelChoice:
     """Choose the llama-cpp-python build for this runtime.
 
     The CPU wheel always works and is all that conversion and quantization need. A CUDA wheel is used only when
@@ -171,16 +171,16 @@ def plan_wheel(*, cuda: str | None, want_gpu: bool, cuda_tags: Sequence[str], bu
     gpu = bool(want_gpu and cuda)
     if build_from_source:
         minutes = "20-60 minutes (CUDA)" if gpu else "about 10 minutes"
-        return WheelPlan(None, gpu, f"building llama-cpp-python from source: {minutes} on Colab's 2 CPU cores")
+        return WheelChoice(None, gpu, f"building llama-cpp-python from source: {minutes} on Colab's 2 CPU cores")
     if not gpu:
         why = "" if not want_gpu else " (no GPU in this runtime)"
-        return WheelPlan("cpu", False, f"using the prebuilt CPU wheel{why}; conversion and quantization run on the CPU")
+        return WheelChoice("cpu", False, f"using the prebuilt CPU wheel{why}; conversion and quantization run on the CPU")
     runtime = tuple(int(x) for x in cuda.split(".")[:2])
     fits = sorted((v, t) for t in cuda_tags if (v := _cuda_version(t)) and v[0] == runtime[0] and v <= runtime)
     if fits:
         tag = fits[-1][1]
-        return WheelPlan(tag, True, f"using the prebuilt {tag} wheel (CUDA {cuda} runtime): layers run on the GPU")
-    return WheelPlan("cpu", False, f"no prebuilt CUDA wheel fits CUDA {cuda} (index has {', '.join(cuda_tags) or 'none'}): "
+        return WheelChoice(tag, True, f"using the prebuilt {tag} wheel (CUDA {cuda} runtime): layers run on the GPU")
+    return WheelChoice("cpu", False, f"no prebuilt CUDA wheel fits CUDA {cuda} (index has {', '.join(cuda_tags) or 'none'}): "
                                    "using the CPU wheel, so llama.cpp chats on the CPU (conversion and quantization do "
                                    "not need the GPU). A CUDA source build takes 20-60 minutes on Colab's 2 cores: "
                                    "colab_install_llama_cpp(gpu=True, build_from_source=True) if you want it anyway")
@@ -205,8 +205,8 @@ def available_cuda_tags(version: str = LLAMA_CPP_VERSION, *, timeout: float = 10
 
 
 def colab_install_llama_cpp(*, version: str = LLAMA_CPP_VERSION, gpu: bool = False, build_from_source: bool = False,
-                            server: bool = False, force: bool = False) -> WheelPlan:
-    """Install llama-cpp-python in a notebook from a prebuilt wheel (see :func:`plan_wheel` for the choice).
+                            server: bool = False, force: bool = False) -> WheelChoice:
+    """Install llama-cpp-python in a notebook from a prebuilt wheel (see :func:`choose_wheel` for the choice).
 
     Args:
         version: the llama-cpp-python version.
@@ -223,14 +223,14 @@ def colab_install_llama_cpp(*, version: str = LLAMA_CPP_VERSION, gpu: bool = Fal
         import llama_cpp
 
         print(f"llama-cpp-python {llama_cpp.__version__} is already installed")
-        return WheelPlan("installed", bool(llama_cpp.llama_supports_gpu_offload()), "already installed")
+        return WheelChoice("installed", bool(llama_cpp.llama_supports_gpu_offload()), "already installed")
     try:
         import torch
 
         cuda = torch.version.cuda if torch.cuda.is_available() else None
     except ImportError:
         cuda = None
-    plan = plan_wheel(cuda=cuda, want_gpu=gpu, cuda_tags=available_cuda_tags(version) if gpu and cuda else (),
+    plan = choose_wheel(cuda=cuda, want_gpu=gpu, cuda_tags=available_cuda_tags(version) if gpu and cuda else (),
                       build_from_source=build_from_source)
     print(plan.note + " ...")
     pip = [sys.executable, "-m", "pip", "install", "-q"]

@@ -25,20 +25,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import gguf  # the type enum and block sizes; this module is imported only when quantizing
+import gguf  # the type enum and block sizes
+
+from .types import FLOAT_TYPES, TENSOR_TYPE
 
 T = gguf.GGMLQuantizationType
 
 # the base tensor type of each file type (llama.cpp's default for the 2-D weights)
-FLOAT_FTYPES: dict[str, T] = {"f16": T.F16, "bf16": T.BF16, "f32": T.F32}
-BASE_TYPE: dict[str, T] = {
-    "q4_0": T.Q4_0, "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q8_0": T.Q8_0,
-    "q2_k": T.Q2_K, "q2_k_s": T.Q2_K, "q3_k_s": T.Q3_K, "q3_k_m": T.Q3_K, "q3_k_l": T.Q3_K,
-    "q4_k_s": T.Q4_K, "q4_k_m": T.Q4_K, "q5_k_s": T.Q5_K, "q5_k_m": T.Q5_K, "q6_k": T.Q6_K,
-    "iq2_xxs": T.IQ2_XXS, "iq2_xs": T.IQ2_XS, "iq2_s": T.IQ2_XS, "iq2_m": T.IQ2_S, "iq3_xxs": T.IQ3_XXS,
-    "iq3_xs": T.IQ3_S, "iq3_s": T.IQ3_S, "iq3_m": T.IQ3_S, "iq1_s": T.IQ1_S, "iq1_m": T.IQ1_M,
-    "iq4_nl": T.IQ4_NL, "iq4_xs": T.IQ4_XS, "tq1_0": T.TQ1_0, "tq2_0": T.TQ2_0,
-}
+FLOAT_FTYPES: dict[str, T] = {t: TENSOR_TYPE[t] for t in FLOAT_TYPES}
+BASE_TYPE: dict[str, T] = {name: t for name, t in TENSOR_TYPE.items() if name not in FLOAT_TYPES}
 _LOW_IQ = {"iq2_xxs", "iq2_xs", "iq1_s", "iq2_s", "iq2_m", "iq1_m"}  # the 1- and 2-bit iq mixes
 _FALLBACK = {T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.IQ2_XXS: T.IQ4_NL, T.IQ2_XS: T.IQ4_NL, T.IQ2_S: T.IQ4_NL,
              T.IQ3_XXS: T.IQ4_NL, T.IQ3_S: T.IQ4_NL, T.IQ4_XS: T.IQ4_NL, T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0,

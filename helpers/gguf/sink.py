@@ -35,8 +35,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..checkpoint import TensorPlan, rope_to_meta
-from ..util import UserError, remove
+from ..checkpoint import TensorSpec, rope_to_meta
+from ..util import UserError, partial_path, remove
 from .card import ModelCard
 from .export import write_checksum
 from .hparams import add_hparams
@@ -62,7 +62,7 @@ def permute_qk(w: "torch.Tensor", n_head: int) -> "torch.Tensor":
 
 
 class _Entry(NamedTuple):
-    hf: str  # name in the plan
+    hf: str  # name in the layout
     name: str  # GGUF name ("" for buffers that are not written)
     qtype: Any  # gguf.GGMLQuantizationType
     shape: tuple[int, ...]
@@ -124,7 +124,7 @@ class GGUFSink:
             from .ggml import ggml_library
 
             ggml_library()  # llama-cpp-python missing: say so before anything is written
-        self.partial: Path = self.out_path.with_name(f".{self.out_path.name}.partial")
+        self.partial: Path = partial_path(self.out_path)
         self._entries: list[_Entry] = []
         self._index: dict[str, int] = {}
         self._files: PartialGGUF | None = None
@@ -136,29 +136,29 @@ class GGUFSink:
         self._heads = (0, 0)
 
     # ------------------------------------------------------------------ TensorSink protocol
-    def open(self, *, config: dict, tokenizer_dir: Path, plan: list[TensorPlan]) -> None:
+    def open(self, *, config: dict, tokenizer_dir: Path, tensors: list[TensorSpec]) -> None:
         """Plan every tensor's type, then write the header, metadata and tensor infos, or resume an interrupted
         file of the same job; tensors follow through :meth:`write`."""
         import gguf
 
         n_layers, vocab_size = self._check_config(config)
-        names, embed_rows = gguf_names(plan, n_layers)
+        names, embed_rows = gguf_names(tensors, n_layers)
         vocab_size = vocab_size or embed_rows or 0
         if embed_rows is not None and embed_rows != vocab_size:
             raise UserError(f"config vocab_size {vocab_size} differs from the {embed_rows} rows of embed_tokens; "
                             "fix config.json (the merge sets it from the tokenizer)")
-        types = tensor_types(plan, names, self.outtype, n_layers=n_layers, n_head=self._heads[0], n_kv=self._heads[1],
+        types = tensor_types(tensors, names, self.outtype, n_layers=n_layers, n_head=self._heads[0], n_kv=self._heads[1],
                              has_imatrix=self._imatrix is not None)
         w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA], split_max_size=self.split_max_size)
         self._add_metadata(w, config, tokenizer_dir, n_layers, vocab_size)
-        order = self._add_tensor_infos(w, plan, names, types)
+        order = self._add_tensor_infos(w, tensors, names, types)
         imatrix = self._add_quantization(w, order, types) if self.quantized else {}
         self._names = [p.name for p in w.format_shard_names(Path(self.out_path.name))]
         slots = [{n: ti.nbytes for n, ti in shard.items()} for shard in w.tensors]  # before the writer forgets them
         headers = render_headers(w, self.partial, self.out_path.name)
         where, sizes = _layout(headers, slots)
         self._entries = [_Entry(p.name, new, types.get(new), tuple(p.shape), *where.get(new, (0, 0)), imatrix.get(new))
-                         for p, new in zip(plan, names)]
+                         for p, new in zip(tensors, names)]
         self._index = {e.hf: i for i, e in enumerate(self._entries)}
         self._files = PartialGGUF(self.partial, self._names, headers, sizes, self._key(headers))
         self._pos = self._resumed = self._files.done
@@ -189,12 +189,12 @@ class GGUFSink:
         add_tokenizer(w, Path(tokenizer_dir), vocab_size=vocab_size, config=config, template=card.template,
                       template_explicit=card.template_explicit)
 
-    def _add_tensor_infos(self, w: Any, plan: list[TensorPlan], names: list[str], types: dict) -> list:
+    def _add_tensor_infos(self, w: Any, tensors: list[TensorSpec], names: list[str], types: dict) -> list:
         """Every written tensor's info, in the order llama.cpp's converter (or its quantizer) writes them."""
         import gguf
         import numpy as np
 
-        order = [(p, new) for p, new in zip(plan, names) if new]
+        order = [(p, new) for p, new in zip(tensors, names) if new]
         if self.quantized:  # llama.cpp's quantizer writes the tensors sorted (by block, then name): so do we
             from .quant_rules import order_key
 
@@ -223,7 +223,7 @@ class GGUFSink:
         return imatrix
 
     def done(self, name: str) -> bool:
-        """True for the tensors an interrupted run of the same job already wrote (they come first in the plan)."""
+        """True for the tensors an interrupted run of the same job already wrote (they come first in the layout)."""
         return self._index[name] < self._resumed
 
     def write(self, name: str, tensor: "torch.Tensor") -> None:
@@ -239,12 +239,12 @@ class GGUFSink:
             raise RuntimeError("GGUFSink.write called before open")
         if self._pos >= len(self._entries) or self._entries[self._pos].hf != name:
             want = self._entries[self._pos].hf if self._pos < len(self._entries) else "nothing"
-            raise RuntimeError(f"GGUFSink got {name!r}, expected {want!r} (tensors must come in plan order)")
+            raise RuntimeError(f"GGUFSink got {name!r}, expected {want!r} (tensors must come in layout order)")
         e = self._entries[self._pos]
         if e.name:
             t = tensor.detach().to("cpu", torch.float32)
             if tuple(t.shape) != e.shape:
-                raise UserError(f"tensor {name} has shape {tuple(t.shape)}, the plan said {e.shape}")
+                raise UserError(f"tensor {name} has shape {tuple(t.shape)}, the layout said {e.shape}")
             if name.endswith(("q_proj.weight", "q_proj.bias")):
                 t = permute_qk(t, self._heads[0])
             elif name.endswith(("k_proj.weight", "k_proj.bias")):

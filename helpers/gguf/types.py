@@ -1,18 +1,34 @@
-"""GGUF tensor and file types: what the streaming writer produces directly, and llama.cpp's quantization types."""
+"""GGUF tensor and file types: what the streaming writer produces directly, and llama.cpp's quantization types;
+the numbers (file types, block sizes) are gguf-py's tables."""
 from __future__ import annotations
+
+import gguf
 
 from ..util import UserError
 
 DEFAULT_QUANT = "q4_k_m"
+T = gguf.GGMLQuantizationType
 
-# llama.cpp file type (``llama_ftype`` in llama.h) of every quantization type name
-FTYPES: dict[str, int] = {
-    "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9,
-    "q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15,
-    "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18, "iq2_xxs": 19, "iq2_xs": 20, "q2_k_s": 21,
-    "iq3_xs": 22, "iq3_xxs": 23, "iq1_s": 24, "iq4_nl": 25, "iq3_s": 26, "iq3_m": 27,
-    "iq2_s": 28, "iq2_m": 29, "iq4_xs": 30, "iq1_m": 31, "bf16": 32, "tq1_0": 36, "tq2_0": 37,
+# The tensor type behind each output type name this package writes or quantizes to: the float types themselves, and
+# each llama.cpp mix's base type (llama.cpp's default for the 2-D weights; :mod:`.quant_rules` gives some tensors
+# more). The names are llama.cpp's file types (``gguf.LlamaFileType``), lower case, without ``MOSTLY_``.
+TENSOR_TYPE: dict[str, T] = {
+    "f32": T.F32, "f16": T.F16, "bf16": T.BF16,
+    "q4_0": T.Q4_0, "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q8_0": T.Q8_0,
+    "q2_k": T.Q2_K, "q2_k_s": T.Q2_K, "q3_k_s": T.Q3_K, "q3_k_m": T.Q3_K, "q3_k_l": T.Q3_K,
+    "q4_k_s": T.Q4_K, "q4_k_m": T.Q4_K, "q5_k_s": T.Q5_K, "q5_k_m": T.Q5_K, "q6_k": T.Q6_K,
+    "iq2_xxs": T.IQ2_XXS, "iq2_xs": T.IQ2_XS, "iq2_s": T.IQ2_XS, "iq2_m": T.IQ2_S, "iq3_xxs": T.IQ3_XXS,
+    "iq3_xs": T.IQ3_S, "iq3_s": T.IQ3_S, "iq3_m": T.IQ3_S, "iq1_s": T.IQ1_S, "iq1_m": T.IQ1_M,
+    "iq4_nl": T.IQ4_NL, "iq4_xs": T.IQ4_XS, "tq1_0": T.TQ1_0, "tq2_0": T.TQ2_0,
 }
+
+
+def _ftype(name: str) -> int:
+    return int(gguf.LlamaFileType["ALL_F32" if name == "f32" else f"MOSTLY_{name.upper()}"])
+
+
+# llama.cpp's file type (``llama_ftype`` in llama.h, gguf-py's ``LlamaFileType``) of every type name, in its order
+FTYPES: dict[str, int] = {name: _ftype(name) for name in sorted(TENSOR_TYPE, key=_ftype)}
 ALIASES = {"q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}
 # The mixes llama.cpp refuses to make without an importance matrix: their base type (or, for iq3_xs, the type of
 # attn_q/attn_k and most ffn_gate/ffn_up) is one whose quantizer needs it (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S,
@@ -22,13 +38,10 @@ FLOAT_TYPES = ("f32", "f16", "bf16")
 # Types the streaming GGUF writer (merge, to-gguf) produces: the float types, and every llama.cpp mix, quantized
 # in memory under llama.cpp's per-tensor rules (:mod:`.quant_rules`)
 WRITE_TYPES = FLOAT_TYPES + tuple(t for t in FTYPES if t not in FLOAT_TYPES)
-# bits per weight of each mix's base type, for disk-space estimates (the mixes give some tensors more)
-BITS_PER_WEIGHT = {"f32": 32.0, "f16": 16.0, "bf16": 16.0, "q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0,
-                   "q8_0": 8.5, "q2_k": 2.625, "q2_k_s": 2.625, "q3_k_s": 3.4375, "q3_k_m": 3.4375,
-                   "q3_k_l": 3.4375, "q4_k_s": 4.5, "q4_k_m": 4.5, "q5_k_s": 5.5, "q5_k_m": 5.5, "q6_k": 6.5625,
-                   "iq2_xxs": 2.0625, "iq2_xs": 2.3125, "iq2_s": 2.3125, "iq2_m": 2.5, "iq3_xxs": 3.0625,
-                   "iq3_xs": 3.4375, "iq3_s": 3.4375, "iq3_m": 3.4375, "iq1_s": 1.5625, "iq1_m": 1.75,
-                   "iq4_nl": 4.5, "iq4_xs": 4.25, "tq1_0": 1.6875, "tq2_0": 2.0625}
+# bits per weight of each type's tensor type (gguf-py's block sizes), for disk-space estimates (the mixes give some
+# tensors more)
+BITS_PER_WEIGHT: dict[str, float] = {name: 8 * gguf.GGML_QUANT_SIZES[t][1] / gguf.GGML_QUANT_SIZES[t][0]
+                                     for name, t in TENSOR_TYPE.items()}
 
 
 def qtype_name(qtype: str) -> str:
@@ -54,9 +67,8 @@ def gguf_outtype(outtype: str, *, imatrix: bool = False) -> str:
     return key
 
 
-def float_type(outtype: str):
+def float_type(outtype: str) -> T:
     """The GGML tensor type of a float output type (``f32``, ``f16``, ``bf16``)."""
-    import gguf
-
-    return {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-            "bf16": gguf.GGMLQuantizationType.BF16}[outtype]
+    if outtype not in FLOAT_TYPES:
+        raise KeyError(outtype)
+    return TENSOR_TYPE[outtype]

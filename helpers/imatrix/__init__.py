@@ -9,13 +9,9 @@
 """
 from __future__ import annotations
 
-from .calibration import CALIBRATION_FILE, CALIBRATION_LICENSE, CALIBRATION_NAME, CALIBRATION_REPO, calibration_text
-from .collect import ActivationCollector
-from .compute import ImatrixReport, compute_imatrix
-from .route import (GPU_HEADROOM, IMATRIX_CHUNK, INTERMEDIATES, ROUTE_TYPES, RouteResult, imatrix_path, imatrix_route,
-                    imatrix_seconds, intermediate_path, offload_layers, route_recommended)
+from .calibration import CALIBRATION_NAME
+from .route import (IMATRIX_CHUNK, INTERMEDIATES, RouteOptions, imatrix_path, imatrix_route, imatrix_seconds,
+                    intermediate_path, offload_layers, route_recommended)
 
-__all__ = ["CALIBRATION_FILE", "CALIBRATION_LICENSE", "CALIBRATION_NAME", "CALIBRATION_REPO", "GPU_HEADROOM",
-           "IMATRIX_CHUNK", "INTERMEDIATES", "ROUTE_TYPES", "ActivationCollector", "ImatrixReport", "RouteResult",
-           "calibration_text", "compute_imatrix", "imatrix_path", "imatrix_route", "imatrix_seconds",
-           "intermediate_path", "offload_layers", "route_recommended"]
+__all__ = ["CALIBRATION_NAME", "IMATRIX_CHUNK", "INTERMEDIATES", "RouteOptions", "imatrix_path", "imatrix_route",
+           "imatrix_seconds", "intermediate_path", "offload_layers", "route_recommended"]

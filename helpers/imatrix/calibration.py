@@ -57,7 +57,7 @@ def calibration_text(folder: str | Path) -> Path:
         folder: where to write ``calibration-zh.txt`` (kept: a rerun does not download again).
 
     Returns:
-        the text file, for :func:`helpers.imatrix.compute_imatrix` (whose ``dataset`` should be
+        the text file, for :func:`helpers.imatrix.compute.compute_imatrix` (whose ``dataset`` should be
         :data:`CALIBRATION_NAME`).
 
     Raises:

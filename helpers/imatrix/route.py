@@ -8,7 +8,7 @@ Q3_K_M, Q2_K ...) made from LoRA releases takes two passes over the merged weigh
    ``f16`` (exact: the result is byte for byte what ``llama-quantize --imatrix`` makes from the F16, the same as
    ``merge --imatrix`` in one pass) or ``q8_0`` (half the disk; the low-bit type is then quantized from Q8_0
    values, llama-quantize's ``--allow-requantize``, which costs a little quality);
-2. :func:`~helpers.imatrix.compute_imatrix` runs it over the calibration text (on the GPU with a CUDA build);
+2. :func:`~helpers.imatrix.compute.compute_imatrix` runs it over the calibration text (on the GPU with a CUDA build);
 3. llama.cpp's quantizer (:func:`helpers.gguf.quantize`) writes the low-bit GGUF with the matrix (plus its
    Modelfile and checksum);
 4. the intermediate is deleted; the importance matrix is kept beside the output (``<stem>.imatrix.gguf``, a few
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..evaluate import ChunkSettings
-from ..gguf import FLOAT_TYPES, NEEDS_IMATRIX, gguf_outtype, gguf_sidecars, quantize
-from ..merge import merge
+from ..gguf import FLOAT_TYPES, NEEDS_IMATRIX, QuantizeOptions, gguf_outtype, gguf_sidecars, quantize
+from ..merge import MergeOptions, Recipe, ResourcePlan, merge
 from ..merge.options import gguf_target
 from ..util import UserError, remove
+from ..util.params import param
 from .compute import ImatrixReport, compute_imatrix
 
 INTERMEDIATES = ("q8_0", "f16")
@@ -88,28 +89,46 @@ def imatrix_path(target: Path) -> Path:
     return target.with_name(f"{target.stem}.imatrix.gguf")
 
 
-def imatrix_route(base: str | Path, loras: list[str | Path] | tuple = (), patch: str | Path | None = None, *,
-                  out: str | Path, outtype: str, calibration: str | Path | None = None,
-                  intermediate: str = "q8_0", settings: ChunkSettings | None = None, low_disk: bool | None = None,
-                  progress: bool = True) -> RouteResult:
-    """Merge, compute the importance matrix, quantize to ``outtype`` with it, delete the intermediate.
+@dataclass(frozen=True)
+class RouteOptions:
+    """How the importance-matrix route runs; each field declared once.
 
-    Args:
-        base, loras, patch: as for :func:`helpers.merge.merge` (folders, hub ids or catalog names).
-        out: the output ``.gguf`` (or a folder: ``ggml-model-<outtype>.gguf`` in it).
+    Attributes:
         outtype: a llama.cpp quantization type (``iq3_xxs``, ``iq3_s``, ``iq4_xs``, ``q3_k_m``, ``q2_k`` ...).
+        intermediate: ``q8_0`` (default: half the disk of F16) or ``f16`` (exact).
         calibration: a UTF-8 text file to compute the matrix on (default: the Chinese calibration set,
             :func:`helpers.imatrix.calibration.calibration_text`, downloaded beside the output).
-        intermediate: ``q8_0`` (default: half the disk of F16) or ``f16`` (exact).
         settings: chunk size, number of chunks, threads, GPU layers of the importance-matrix run (default: chunks
             of 512 tokens over the whole text).
-        low_disk: passed to the merge (None: low-disk mode only when the planner says it is needed).
+        low_disk: the merge's low-disk mode when no plan is given (None: only when the planner says it is needed).
         progress: progress bars.
+    """
+
+    outtype: str = param("iq4_xs", "the low-bit type", metavar="TYPE")
+    intermediate: str = param("q8_0", "the merge's intermediate GGUF", choices=INTERMEDIATES)
+    calibration: str | Path | None = param(None, "calibration text, a UTF-8 file (default: the Chinese stories of "
+                                           "hfl/cmrc2019)", metavar="FILE")
+    settings: ChunkSettings = ChunkSettings()
+    low_disk: bool | None = param(None, "the merge's low-disk mode (default: as the planner decides)")
+    progress: bool = param(True, "no progress bars")
+
+
+def imatrix_route(recipe: Recipe, out: str | Path, options: RouteOptions, plan: ResourcePlan | None = None
+                  ) -> RouteResult:
+    """Merge, compute the importance matrix, quantize to ``options.outtype`` with it, delete the intermediate.
+
+    Args:
+        recipe: the base, the LoRAs in order, the patch (folders, hub ids or catalog names).
+        out: the output ``.gguf`` (or a folder: ``ggml-model-<outtype>.gguf`` in it).
+        options: the type, the intermediate, the calibration text and the rest (:class:`RouteOptions`).
+        plan: the merge's plan for the intermediate made beforehand (a notebook's check): the merge executes it as
+            it is instead of planning and listing the hub again.
 
     Raises:
         UserError: a float ``outtype``, an unknown intermediate, or anything the merge, the computation or the
             quantizer refuses (one line each).
     """
+    outtype, intermediate, calibration = options.outtype, options.intermediate, options.calibration
     outtype = gguf_outtype(outtype, imatrix=True)
     if outtype in FLOAT_TYPES:
         raise UserError(f"{outtype} is not quantized and takes no importance matrix; merge to it directly")
@@ -120,16 +139,16 @@ def imatrix_route(base: str | Path, loras: list[str | Path] | tuple = (), patch:
     imatrix = imatrix_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"imatrix route: merge to {intermediate}, importance matrix, then {outtype}", file=sys.stderr)
-    merge(base, list(loras), patch=patch, out=middle, fmt="gguf", outtype=intermediate, write_sha256=False,
-          progress=progress, low_disk=low_disk)
+    merge(recipe, middle, MergeOptions(fmt="gguf", outtype=intermediate, write_sha256=False, progress=options.progress,
+                                       low_disk=options.low_disk), plan)
     dataset = None
     if calibration is None:
         from .calibration import CALIBRATION_NAME, calibration_text
 
         calibration, dataset = calibration_text(target.parent), CALIBRATION_NAME
-    report = compute_imatrix(middle, Path(calibration), imatrix, settings=settings, dataset=dataset,
-                             show_progress=progress)
-    quantize(middle, target, qtype=outtype, imatrix=imatrix, requantize=intermediate != "f16")
+    report = compute_imatrix(middle, Path(calibration), imatrix, settings=options.settings, dataset=dataset,
+                             show_progress=options.progress)
+    quantize(middle, target, QuantizeOptions(qtype=outtype, imatrix=imatrix, requantize=intermediate != "f16"))
     for path in (middle, *gguf_sidecars(middle)):
         remove(Path(path))
     return RouteResult(target, imatrix, report)

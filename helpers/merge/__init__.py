@@ -6,7 +6,7 @@
 - :mod:`.sources`: before any download, what the inputs are (files, sizes, the model they make):
   :func:`gather_sources`; :mod:`.planner`: what a merge fetches, writes and holds, and whether it fits
   (:func:`plan_resources`, ``python -m helpers plan``); :mod:`.sizes`: output bytes and peak RAM;
-- :mod:`.preflight`: every check before anything is written, and the :class:`MergePlan`;
+- :mod:`.preflight`: every check before anything is written, and the :class:`MergeLayout`;
 - :mod:`.stream`: the tensor-by-tensor pass;
 - :mod:`.job`: what makes two merges the same job;
 - :mod:`.writers`: the HF safetensors and Meta ``.pth`` sinks (the GGUF sink is :class:`helpers.gguf.GGUFSink`);
@@ -14,22 +14,13 @@
 """
 from __future__ import annotations
 
-from .core import make_sink, merge
+from .core import merge
 from .job import made_from
-from .inputs import MergeInputs, open_inputs, parse_sha256_file, verify_inputs
-from .laptop import RunFit, release_fit, sources_fit
-from .options import FORMATS, OUTTYPES, MergeOptions, MergeResult
+from .laptop import sources_fit
+from .options import FORMATS, MergeOptions, MergeResult, Recipe
 from .planner import ResourcePlan, plan_resources, resource_plan
-from .sources import (SourceFiles, Sources, estimated_source, gather_sources, planned_model, source_config,
-                      source_files)
-from .preflight import MergePlan, plan_merge
-from .stream import INTERRUPT_ENV, merged_tensor
-from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink, meta_params
+from .sources import SourceFiles, Sources, estimated_source, gather_sources, merged_layout, source_config, source_files
 
-__all__ = [
-    "DEFAULT_SHARD_BYTES", "estimated_source", "FORMATS", "gather_sources", "HFSink", "INTERRUPT_ENV", "made_from",
-    "make_sink", "merge", "merged_tensor", "MergeInputs", "MergeOptions", "MergePlan", "MergeResult", "meta_params",
-    "open_inputs", "OUTTYPES", "parse_sha256_file", "plan_merge", "plan_resources", "planned_model", "PthSink",
-    "release_fit", "resource_plan", "ResourcePlan", "RunFit", "source_config", "source_files", "SourceFiles",
-    "Sources", "sources_fit", "verify_inputs",
-]
+__all__ = ["estimated_source", "FORMATS", "gather_sources", "made_from", "merge", "MergeOptions", "MergeResult",
+           "plan_resources", "merged_layout", "Recipe", "resource_plan", "ResourcePlan", "source_config",
+           "source_files", "SourceFiles", "Sources", "sources_fit"]

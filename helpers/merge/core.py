@@ -21,7 +21,7 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from ..checkpoint import TensorSink
 from ..disk import claim_output, disk_errors
@@ -31,9 +31,9 @@ from ..tokens import get_template, jinja_chat_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import already_done, job_identity, void_outputs_of_damaged_inputs
-from .options import DTYPES, MergeOptions, MergeResult
+from .options import DTYPES, MergeOptions, MergeResult, Recipe
 from .planner import ResourcePlan, checked_plan
-from .preflight import MergePlan, check_resources, describe, output_bytes, plan_merge
+from .preflight import MergeLayout, check_resources, describe, output_bytes, merge_layout
 from .sources import gather_sources
 from .stream import stream
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink
@@ -44,30 +44,30 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def make_sink(options: MergeOptions, target: Path, plan: MergePlan, inputs: MergeInputs, *, job: dict,
+def make_sink(options: MergeOptions, target: Path, layout: MergeLayout, inputs: MergeInputs, *, job: dict,
               name: str) -> TensorSink:
     """The writer for ``options.fmt``, given everything it writes besides the tensors."""
     if options.fmt == "gguf":
-        card = describe_model(plan.config, plan.tokenizer_dir, name=name)
+        card = describe_model(layout.config, layout.tokenizer_dir, name=name)
         card = dataclasses.replace(card, extra_metadata={JOB_KEY: json.dumps(job, sort_keys=True)})
         return GGUFSink(target, outtype=options.outtype, card=card, sha256=options.write_sha256,
                         imatrix=options.imatrix, job=json.dumps(job, sort_keys=True))
     fingerprint = json.dumps(job, sort_keys=True)
-    extra: dict[str, Any] = {"merge.json": {"job": job, "vocab_size": plan.vocab_size}}
+    extra: dict[str, Any] = {"merge.json": {"job": job, "vocab_size": layout.vocab_size}}
     dtype = DTYPES[options.outtype]
     if options.fmt == "pth":
         return PthSink(target, n_shards=options.pth_shards, dtype=dtype, job=fingerprint, sha256=options.write_sha256,
                        extra_json=extra)
-    card = describe_model(plan.config, plan.tokenizer_dir, name=name) if plan.tokenizer_dir is not None else None
-    updates, extra["generation_config.json"] = serving_files(plan, inputs, card)
-    template = chat_template_file(plan, card)
+    card = describe_model(layout.config, layout.tokenizer_dir, name=name) if layout.tokenizer_dir is not None else None
+    updates, extra["generation_config.json"] = serving_files(layout, inputs, card)
+    template = chat_template_file(layout, card)
     if template is not None:
         extra["chat_template.jinja"] = template
     return HFSink(target, max_shard_bytes=options.max_shard_bytes or DEFAULT_SHARD_BYTES, dtype=dtype,
                   job=fingerprint, sha256=options.write_sha256, extra_json=extra, config_updates=updates)
 
 
-def serving_files(plan: MergePlan, inputs: MergeInputs, card: ModelCard | None) -> tuple[dict, dict]:
+def serving_files(layout: MergeLayout, inputs: MergeInputs, card: ModelCard | None) -> tuple[dict, dict]:
     """What an HF output needs, beyond the base's files, to be served as released (vLLM, transformers): the
     long-context RoPE scaling the catalog knows for the release when no input's config.json states it, and a
     ``generation_config.json`` whose stop ids include the chat template's end-of-turn token (``<|eot_id|>`` of a
@@ -78,16 +78,16 @@ def serving_files(plan: MergePlan, inputs: MergeInputs, card: ModelCard | None) 
     """
     card = card or ModelCard()
     updates: dict[str, Any] = {}
-    if card.rope_scaling and not plan.config.get("rope_scaling"):
+    if card.rope_scaling and not layout.config.get("rope_scaling"):
         updates["rope_scaling"] = dict(card.rope_scaling)
         if card.context_length:
             updates["max_position_embeddings"] = card.context_length
     gen_file = inputs.base_dir / "generation_config.json" if inputs.base_dir.is_dir() else None
-    ids = {k: plan.config[k] for k in ("bos_token_id", "eos_token_id") if k in plan.config}
+    ids = {k: layout.config[k] for k in ("bos_token_id", "eos_token_id") if k in layout.config}
     gen = read_json(gen_file) if gen_file and gen_file.is_file() else ids
     eot = get_template(card.template).eot_token if card.template else None
-    if eot and plan.tokenizer_dir is not None:
-        tokenizer = load_tokenizer(plan.tokenizer_dir)
+    if eot and layout.tokenizer_dir is not None:
+        tokenizer = load_tokenizer(layout.tokenizer_dir)
         eot_id = tokenizer.convert_tokens_to_ids(eot)
         stops = gen.get("eos_token_id")
         stops = [] if stops is None else list(stops) if isinstance(stops, list) else [stops]
@@ -96,12 +96,12 @@ def serving_files(plan: MergePlan, inputs: MergeInputs, card: ModelCard | None) 
     return updates, gen
 
 
-def chat_template_file(plan: MergePlan, card: ModelCard | None) -> str | None:
+def chat_template_file(layout: MergeLayout, card: ModelCard | None) -> str | None:
     """The text of ``chat_template.jinja`` for an HF output whose tokenizer files carry no chat template (the LoRA
     releases' ``tokenizer_config.json`` has none): the release's template, where transformers' tokenizers and
     text-generation-webui look for it; None under the rule a GGUF's ``tokenizer.chat_template`` follows (unknown or
     ``raw`` template) or when the tokenizer files already have one."""
-    tok = plan.tokenizer_dir
+    tok = layout.tokenizer_dir
     if card is None or card.template in (None, "raw") or tok is None or (tok / "chat_template.jinja").is_file():
         return None
     config = tok / "tokenizer_config.json"
@@ -124,10 +124,10 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
         return None
     sources = gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None)
-    return checked_plan(sources, options=options, out=target, partial=target.with_name(f".{target.name}.partial"))
+    return checked_plan(sources, options=options, out=target)
 
 
-def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: MergeOptions
+def _write(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, options: MergeOptions
            ) -> tuple[list[Path], int, int]:
     """Open the sink, stream every tensor, close it; returns ``(outputs, written, resumed)``.
 
@@ -135,77 +135,65 @@ def _write(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, options: Merg
     interruption keeps it for a resume.
     """
     try:
-        sink.open(config=plan.config, tokenizer_dir=plan.tokenizer_dir, plan=plan.tensors)
-        written, resumed = stream(plan, inputs, sink, outtype=options.outtype, show_progress=options.progress)
+        sink.open(config=layout.config, tokenizer_dir=layout.tokenizer_dir, tensors=layout.tensors)
+        written, resumed = stream(layout, inputs, sink, outtype=options.outtype, show_progress=options.progress)
         return sink.close(), written, resumed
     except BaseException as exc:
         sink.abort(keep_partial=not isinstance(exc, UserError))
         raise
 
 
-def _merge_into(target: Path, plan: MergePlan, inputs: MergeInputs, options: MergeOptions, job: dict,
+def _merge_into(target: Path, layout: MergeLayout, inputs: MergeInputs, options: MergeOptions, job: dict,
                 resources: ResourcePlan | None, *, name: str) -> tuple[list[Path], int, int]:
     """The checked merge written into ``target`` (a GGUF with its Modelfile); returns ``(outputs, written, resumed)``."""
-    sink = make_sink(options, target, plan, inputs, job=job, name=name)
+    sink = make_sink(options, target, layout, inputs, job=job, name=name)
     planned = (resources.output_bytes, resources.ram_bytes) if resources is not None else None
-    print(describe(plan, inputs, target, check_resources(plan, target, options, partial=sink.partial, planned=planned)))
-    with disk_errors(target.parent, needed=output_bytes(plan, options), what=f"the merged model ({options.fmt})"):
-        outputs, written, resumed = _write(plan, inputs, sink, options)
+    print(describe(layout, inputs, target, check_resources(layout, target, options, partial=sink.partial, planned=planned)))
+    with disk_errors(target.parent, needed=output_bytes(layout, options), what=f"the merged model ({options.fmt})"):
+        outputs, written, resumed = _write(layout, inputs, sink, options)
         if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports one file with its Modelfile
             outputs.append(write_modelfile(outputs[0], template=sink.card.template or "raw"))
     return outputs, written, resumed
 
 
-def merge(base: str | Path, loras: list[str | Path] | tuple = (), *, patch: str | Path | None = None,
-          out: str | Path, fmt: str = "hf", outtype: str = "f16", overwrite: bool = False,
-          verify_sha256: Mapping[str, str | Collection[str]] | None = None, write_sha256: bool = True,
-          progress: bool = True, max_shard_bytes: int | None = None, pth_shards: int | None = None,
-          imatrix: str | Path | None = None, low_disk: bool | None = None,
-          resources: ResourcePlan | None = None, replace: bool = False) -> MergeResult:
-    """Merge ``loras`` (in order) and/or ``patch`` into ``base`` and write the result.
+def merge(recipe: Recipe, out: str | Path, options: MergeOptions = MergeOptions(), plan: ResourcePlan | None = None
+          ) -> MergeResult:
+    """Merge ``recipe``'s LoRAs (in order) and/or patch into its base and write the result to ``out``.
 
     Args:
-        base: base model folder or hub id (HF safetensors / .bin shards, or Meta .pth).
-        loras: LoRA folders or hub ids, applied in this order.
-        patch: a full-weight delta checkpoint (Open-Chinese-LLaMA), added last.
+        recipe: the base, the LoRAs in order, the patch.
         out: output folder (``hf``/``pth``), or ``.gguf`` file (a folder gets ``ggml-model-<outtype>.gguf``).
-        fmt, outtype, overwrite, verify_sha256, write_sha256, progress, max_shard_bytes, pth_shards, imatrix,
-            low_disk: see
-            :class:`MergeOptions` (``fmt="gguf"`` with a quantization ``outtype`` such as ``q4_k_m`` quantizes each
-            tensor as it is merged, exactly as llama.cpp's quantizer would quantize the F16 GGUF).
-        resources: the plan of this merge made beforehand (:func:`plan_resources`, as a notebook's check cell makes
-            it); it is executed as it is, low-disk mode included, instead of planning again.
-        replace: an output that holds another merge (a notebook's own output of an earlier job, e.g. of an adapter
-            trained again) is replaced instead of refused; the same job is still recognised and kept.
+        options: format, type and the rest (:class:`MergeOptions`; ``fmt="gguf"`` with a quantization ``outtype``
+            such as ``q4_k_m`` quantizes each tensor as it is merged, exactly as llama.cpp's quantizer would
+            quantize the F16 GGUF).
+        plan: the plan of this merge made beforehand (:func:`plan_resources`, as a notebook's check cell makes it);
+            it is executed as it is, low-disk mode included, instead of planning again.
 
     Raises:
         UserError: any problem with the inputs, found before anything is written.
     """
     t0 = time.time()
-    options = MergeOptions(fmt=fmt, outtype=outtype, overwrite=overwrite, verify_sha256=verify_sha256,
-                           write_sha256=write_sha256, progress=progress, max_shard_bytes=max_shard_bytes,
-                           pth_shards=pth_shards, imatrix=imatrix, low_disk=low_disk)
-    loras = list(loras)
+    base, loras, patch, fmt = recipe.base, list(recipe.loras), recipe.patch, options.fmt
     target = options.target(out)
     with claim_output(target, what=f"the merged model ({fmt})", sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
-        if resources is None:
-            resources = plan_hub_merge(base, loras, patch, options, target)
+        if plan is None:
+            plan = plan_hub_merge(base, loras, patch, options, target)
         with void_outputs_of_damaged_inputs(target, fmt):
-            inputs = open_inputs(base, loras, patch, stream_base=resources is not None and resources.low_disk)
+            inputs = open_inputs(base, loras, patch, stream_base=plan is not None and plan.low_disk)
         try:
             job = job_identity(inputs, options)
-            if not overwrite and already_done(target, fmt, job, replace=replace):
+            if not options.overwrite and already_done(target, fmt, job, replace=options.replace):
                 print(f"already merged into {target} (use --overwrite to merge again)")
                 return MergeResult([target], 0, 0, seconds=time.time() - t0, peak_rss_bytes=peak_rss(),
                                    already_merged=True)
-            if verify_sha256:
-                print(f"verified SHA256 of {verify_inputs(inputs, verify_sha256)} input files")
-            plan = plan_merge(inputs)
-            outputs, written, resumed = _merge_into(target, plan, inputs, options, job, resources,
+            if options.verify_sha256:
+                print(f"verified SHA256 of {verify_inputs(inputs, options.verify_sha256)} input files")
+            layout = merge_layout(inputs)
+            outputs, written, resumed = _merge_into(target, layout, inputs, options, job, plan,
                                                     name=label(loras[-1] if loras else patch or base))
         finally:
             inputs.close()
-    result = MergeResult(list(outputs), plan.vocab_size, written, resumed, time.time() - t0, peak_rss())
+    result = MergeResult(list(outputs), layout.vocab_size, written, resumed, time.time() - t0, peak_rss())
     print(f"merged into {target}: {written} tensors written" + (f", {resumed} resumed" if resumed else "")
-          + f", vocabulary {plan.vocab_size}, {result.seconds:.1f} s, peak RSS {human_bytes(result.peak_rss_bytes)}")
+          + f", vocabulary {layout.vocab_size}, {result.seconds:.1f} s, peak RSS {human_bytes(result.peak_rss_bytes)}")
     return result

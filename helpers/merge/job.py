@@ -29,7 +29,7 @@ from typing import Iterator
 from ..gguf import JOB_KEY, gguf_sidecars, read_metadata
 from ..integrity import DamagedDownload
 from ..tokens import tokenizer_files
-from ..util import UserError, read_json, remove, sample_digest
+from ..util import UserError, partial_path, read_json, remove, sample_digest
 from .inputs import MergeInputs
 from .options import MergeOptions
 from .sources import SourceFiles
@@ -174,7 +174,7 @@ def void_outputs_of_damaged_inputs(target: Path, fmt: str) -> Iterator[None]:
         old = recorded_job(target, fmt) or {}
         digest = f"sha256:{exc.expected.hex}"
         used = [f for i in old.get("inputs", []) if isinstance(i, dict) for f in i.get("files", []) if digest in f]
-        partial = target.with_name(f".{target.name}.partial")
+        partial = partial_path(target)
         if not used and not partial.exists():
             raise
         for path in ([target, *(gguf_sidecars(target) if fmt == "gguf" else [])] if used else []) + [partial]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..catalog import get
 from ..gguf import data_bytes
-from .sources import inputs_of, planned_model
+from .sources import inputs_of, merged_layout
 from .sizes import METADATA
 
 RUN_CTX = 4096  # context the table assumes
@@ -96,7 +96,7 @@ def run_fit(base: str, loras: list[str] = (), patch: str | None = None, *, outty
 
     Args:
         base, loras, patch: as for :func:`helpers.merge.merge` (a catalog release's come from
-            :func:`helpers.catalog.merge_plan`).
+            :func:`helpers.catalog.release_recipe`).
         outtype: a GGUF type (``q4_k_m``, ``iq3_xxs`` ...; the ``iq`` types as made with an importance matrix).
         n_ctx: the context to run at.
         offline: estimate catalog releases from their architectures (no hub listing).
@@ -107,7 +107,7 @@ def run_fit(base: str, loras: list[str] = (), patch: str | None = None, *, outty
 
 def sources_fit(sources: list, *, outtype: str, n_ctx: int = RUN_CTX) -> RunFit:
     """:func:`run_fit` from the inputs a :class:`~helpers.merge.planner.ResourcePlan` already listed."""
-    config, tensors, tokenizer = planned_model(sources)
+    config, tensors, tokenizer = merged_layout(sources)
     file_bytes = data_bytes(config, tensors, outtype, has_imatrix=outtype.startswith("iq")) + tokenizer + METADATA
     kv, compute = run_buffers(config, n_ctx)
     return RunFit(outtype, n_ctx, file_bytes, kv, compute)
@@ -115,11 +115,11 @@ def sources_fit(sources: list, *, outtype: str, n_ctx: int = RUN_CTX) -> RunFit:
 
 def release_fit(name: str, outtype: str, *, n_ctx: int = RUN_CTX) -> RunFit:
     """:func:`run_fit` for a catalog release (a LoRA, patch or full release), from its architecture."""
-    from ..catalog import merge_plan
+    from ..catalog import release_recipe
 
     entry = get(name)
     if entry.kind in ("lora", "patch"):
-        base, loras = merge_plan(entry.name)
+        base, loras = release_recipe(entry.name)
         patch = loras.pop() if entry.kind == "patch" else None
         return run_fit(base, loras, patch, outtype=outtype, n_ctx=n_ctx)
     return run_fit(entry.hub_id, [], None, outtype=outtype, n_ctx=n_ctx)

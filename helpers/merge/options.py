@@ -1,48 +1,97 @@
-"""The settings of one merge (:class:`MergeOptions`) and what it produced (:class:`MergeResult`)."""
+"""What a merge combines (:class:`Recipe`), its settings (:class:`MergeOptions`, declared once with
+:func:`~helpers.util.params.param`) and what it produced (:class:`MergeResult`)."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Mapping
 
 from ..gguf import FLOAT_TYPES, WRITE_TYPES, gguf_outtype
 from ..util import UserError, human_bytes, human_seconds
+from ..util.params import param
 
 FORMATS = ("hf", "pth", "gguf")
-OUTTYPES = WRITE_TYPES  # f32, f16, bf16 for every format; every llama.cpp quantization type for gguf
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}  # torch dtype of each HF / .pth outtype
+_QUANTS = ", ".join(t for t in WRITE_TYPES if t not in FLOAT_TYPES)
+
+
+def parse_size(text: str) -> int:
+    """A size such as ``2GB`` or ``500MB`` in bytes (a flag's value)."""
+    units = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper()
+    num = t.rstrip("KMGB")
+    try:
+        return int(float(num) * units[t[len(num):]])
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2GB, 500MB)") from None
+
+
+def _sha256_listing(path: str) -> dict[str, set[str]]:
+    from .inputs import parse_sha256_file
+
+    return parse_sha256_file(path)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a merge combines: the base, the LoRAs applied in order, and a full-weight patch added last.
+
+    Attributes:
+        base: base model folder or hub id (HF safetensors / .bin shards, or Meta .pth).
+        loras: LoRA folders or hub ids, applied in this order.
+        patch: a full-weight delta checkpoint (Open-Chinese-LLaMA), added last.
+    """
+
+    base: str | Path
+    loras: tuple[str | Path, ...] = ()
+    patch: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loras", tuple(self.loras))
 
 
 @dataclass(frozen=True)
 class MergeOptions:
-    """How to write a merge.
+    """How to write a merge; each field is declared once here, and ``python -m helpers merge``'s flags are made from
+    these declarations (:func:`helpers.util.params.add_arguments`).
 
     Attributes:
         fmt: ``hf``, ``pth`` or ``gguf``.
         outtype: ``f32``, ``f16``, ``bf16`` (any format) or, for gguf, any llama.cpp quantization type
             (``q8_0``, ``q4_k_m``, ...; case and the aliases ``q4_k`` etc. are normalised), quantized in the same pass.
-        overwrite: replace an existing output (only once the new one is complete).
-        verify_sha256: ``{file name: digest(s)}`` that input files must match (``dir/name`` or ``name``).
-        write_sha256: write a ``SHA256SUMS`` listing (a ``.sha256`` file beside a GGUF).
-        progress: show a progress bar.
-        max_shard_bytes: HF shard size (default 2 GiB).
-        pth_shards: number of ``consolidated.NN.pth`` shards (default: as the releases).
         imatrix: importance matrix for a quantized GGUF (required by ``iq*`` and ``q2_k_s``).
         low_disk: fetch a hub base one safetensors shard at a time, deleting each before the next (peak disk: the
             largest shard + the LoRAs + the output); ``None``: only when the planner says the full download would
             not fit.
+        overwrite: replace an existing output (only once the new one is complete).
+        replace: an output that holds another merge (a notebook's own output of an earlier job, e.g. of an adapter
+            trained again) is replaced instead of refused; the same job is still recognised and kept.
+        verify_sha256: ``{file name: digest(s)}`` that input files must match (``dir/name`` or ``name``).
+        write_sha256: write a ``SHA256SUMS`` listing (a ``.sha256`` file beside a GGUF).
+        max_shard_bytes: HF shard size (default 2 GiB).
+        pth_shards: number of ``consolidated.NN.pth`` shards (default: as the releases).
+        progress: show a progress bar.
     """
 
-    fmt: str = "hf"
-    outtype: str = "f16"
-    overwrite: bool = False
-    verify_sha256: Mapping[str, str | Collection[str]] | None = None
-    write_sha256: bool = True
-    progress: bool = True
-    max_shard_bytes: int | None = None
-    pth_shards: int | None = None
-    imatrix: str | Path | None = None
-    low_disk: bool | None = None
+    fmt: str = param("hf", "output format", choices=FORMATS, flag="--format")
+    outtype: str = param("f16", "f16, bf16 or f32; with --format gguf also a llama.cpp quantization type, quantized "
+                         f"in the same pass (no F16 file): {_QUANTS}", parse=str.lower, metavar="TYPE")
+    imatrix: str | Path | None = param(None, "importance matrix from llama-imatrix for a quantized GGUF (needed for "
+                                       "the iq* types and q2_k_s)", metavar="FILE")
+    low_disk: bool | None = param(None, "fetch a hub base one shard at a time, deleting each once merged (peak disk: "
+                                  "the largest shard + the LoRAs + the output); default: only when the full "
+                                  "download would not fit")
+    overwrite: bool = param(False, "replace an existing output")
+    replace: bool = param(False, "replace an output another merge made (the same merge is still kept)")
+    verify_sha256: Mapping[str, str | Collection[str]] | None = param(
+        None, "verify input files against this sha256sum listing", flag="--sha256", parse=_sha256_listing,
+        metavar="FILE")
+    write_sha256: bool = param(True, "do not write a SHA256SUMS listing of the outputs", flag="--no-sha256")
+    max_shard_bytes: int | None = param(None, "HF shard size limit (default 2GB)", flag="--shard-size",
+                                        parse=parse_size, metavar="SIZE")
+    pth_shards: int | None = param(None, "number of consolidated.NN.pth shards", parse=int, metavar="N")
+    progress: bool = param(True, "no progress bar")
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..catalog import get, merge_plan
+from ..catalog import get, release_recipe
 from ..gguf import NEEDS_IMATRIX, gguf_outtype
 from .laptop import LAPTOPS_GB, sources_fit
-from .options import FORMATS, MergeOptions
+from ..util.params import add_arguments as add_options
+from .options import MergeOptions
 from .planner import plan_resources
 
 GB = 1 << 30  # the --disk-gb and --ram-gb unit (GiB)
@@ -21,8 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "from the catalog); or give --base / --lora")
     parser.add_argument("--base", help="base model: folder or hub id (default: the release's)")
     parser.add_argument("--lora", action="append", default=None, metavar="LORA", help="LoRA folder or hub id, in order")
-    parser.add_argument("--format", choices=FORMATS, default="gguf", help="output format (default: gguf)")
-    parser.add_argument("--outtype", default="q4_k_m", type=str.lower, help="output type (default: q4_k_m)")
+    add_options(parser, MergeOptions, only=("fmt", "outtype"), defaults={"fmt": "gguf", "outtype": "q4_k_m"})
     parser.add_argument("--out", default=".", help="where the output would go (its free space counts)")
     parser.add_argument("--offline", action="store_true", help="estimate catalog releases from their architectures "
                                                                 "instead of reading the hub's file listing")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     patch = None
     if args.model:
         entry = get(args.model)
-        base, loras = merge_plan(entry.name)
+        base, loras = release_recipe(entry.name)
         if entry.kind == "patch":
             patch = loras.pop()
     elif args.base:
@@ -46,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise UserError("give a release (python -m helpers plan chinese-alpaca-2-7b-lora) or --base [--lora ...]")
     base, loras = args.base or base, args.lora if args.lora is not None else loras
-    outtype = gguf_outtype(args.outtype, imatrix=True) if args.format == "gguf" else args.outtype
+    outtype = gguf_outtype(args.outtype, imatrix=True) if args.fmt == "gguf" else args.outtype
     route = outtype in NEEDS_IMATRIX  # made through the importance-matrix route: a Q8_0 merge first
-    options = MergeOptions(fmt=args.format, outtype="q8_0" if route else outtype)
+    options = MergeOptions(fmt=args.fmt, outtype="q8_0" if route else outtype)
     plan = plan_resources(base, loras, patch, options=options, out=args.out, offline=args.offline,
                           free_disk=int(args.disk_gb * GB) if args.disk_gb else None,
                           free_ram=int(args.ram_gb * GB) if args.ram_gb else None)
-    fit = sources_fit(plan.sources, outtype=outtype) if args.format == "gguf" else None
+    fit = sources_fit(plan.sources, outtype=outtype) if args.fmt == "gguf" else None
     if args.json:
         run = {"run_ctx": fit.n_ctx, "run_file_bytes": fit.file_bytes, "run_ram_bytes": fit.ram_bytes,
                "run_fits_laptops_gb": [g for g in LAPTOPS_GB if fit.fits(g)]} if fit else {}

@@ -25,7 +25,7 @@ from ..disk import free_disk_bytes
 from ..env import available_ram_bytes
 from ..gguf import BITS_PER_WEIGHT
 from ..hub import hub_cache_dir
-from ..util import UserError, human_bytes, tree_bytes
+from ..util import UserError, human_bytes, partial_path, tree_bytes
 from .options import MergeOptions
 from .sizes import output_size, peak_ram
 from .sources import SourceFiles, Sources, gather_sources
@@ -158,7 +158,7 @@ def _smaller_type(plan: ResourcePlan) -> str | None:
 
 
 def resource_plan(sources: Sources, *, options: MergeOptions, out: str | Path, free_disk: int | None = None,
-                  free_ram: int | None = None, partial: str | Path | None = None) -> ResourcePlan:
+                  free_ram: int | None = None) -> ResourcePlan:
     """What the merge of ``sources`` needs, and whether this machine (or the one assumed) has it, with low-disk
     mode decided: as ``options.low_disk`` asks, or (``None``) only when the full download does not fit and low-disk
     mode does.
@@ -168,12 +168,14 @@ def resource_plan(sources: Sources, *, options: MergeOptions, out: str | Path, f
         options: format, type and the rest of the merge's settings.
         out: the output path (its filesystem's free space counts, and the hub cache's).
         free_disk, free_ram: assume these instead of measuring (e.g. free Colab's 78 GB and 12.7 GB).
-        partial: the unfinished output of an interrupted run: what it holds is not needed again.
+
+    What an interrupted run left in the output's partial folder (:func:`~helpers.util.partial_path`) is not needed
+    again.
     """
     target = options.target(out)
     if free_disk is None:
         free_disk = min(free_disk_bytes(target.parent), free_disk_bytes(hub_cache_dir()))
-    written = tree_bytes(partial) if partial is not None else 0
+    written = tree_bytes(partial_path(target))
     size = output_size(sources.config, sources.tensors, options, sources.tokenizer_bytes)
     plan = ResourcePlan(sources=sources.files, options=options, output_bytes=max(size - written, 0),
                         ram_bytes=peak_ram(sources.config, sources.tensors, options), free_disk=free_disk,
@@ -185,13 +187,13 @@ def resource_plan(sources: Sources, *, options: MergeOptions, out: str | Path, f
     return dataclasses.replace(plan, low_disk=low)
 
 
-def checked_plan(sources: Sources, *, options: MergeOptions, out: Path, partial: Path | None) -> ResourcePlan:
+def checked_plan(sources: Sources, *, options: MergeOptions, out: Path) -> ResourcePlan:
     """:func:`resource_plan`, printed; refused with one line naming what would fit when it does not.
 
     Raises:
         UserError: the merge does not fit in the mode chosen.
     """
-    plan = resource_plan(sources, options=options, out=out, partial=partial)
+    plan = resource_plan(sources, options=options, out=out)
     print(plan.summary())
     if plan.low_disk and options.low_disk is None:
         print("the full download does not fit: low-disk mode (each base shard is deleted once merged)")
@@ -203,7 +205,7 @@ def checked_plan(sources: Sources, *, options: MergeOptions, out: Path, partial:
 
 def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *, options: MergeOptions,
                    out: str | Path, offline: bool = False, fresh: bool = False, free_disk: int | None = None,
-                   free_ram: int | None = None, partial: str | Path | None = None) -> ResourcePlan:
+                   free_ram: int | None = None) -> ResourcePlan:
     """Plan a merge before anything is downloaded: :func:`.sources.gather_sources`, then :func:`resource_plan`.
 
     Args:
@@ -213,7 +215,6 @@ def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *
         offline: estimate catalog releases from their architectures instead of reading the hub's listing.
         fresh: count every hub file as still to download (planning for a new runtime).
         free_disk, free_ram: assume these instead of measuring (e.g. free Colab's 78 GB and 12.7 GB).
-        partial: the unfinished output of an interrupted run: what it holds is not needed again.
     """
     return resource_plan(gather_sources(base, loras, patch, offline=offline, fresh=fresh), options=options, out=out,
-                         free_disk=free_disk, free_ram=free_ram, partial=partial)
+                         free_disk=free_disk, free_ram=free_ram)

@@ -1,6 +1,6 @@
 """Everything checked before a merge writes anything: shapes, families, vocabulary order, tokenizers, disk, RAM.
 
-:func:`plan_merge` turns the opened inputs into a :class:`MergePlan` (every output tensor's name and shape, the
+:func:`merge_layout` turns the opened inputs into a :class:`MergeLayout` (every output tensor's name and shape, the
 merged config, the tokenizer that goes with it) or stops with one :class:`UserError` that names the input at
 fault; :func:`check_resources` checks the free disk and reports the memory the merge will need.
 """
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalog import check_family, family_of_config, family_of_lora
-from ..checkpoint import Adapter, TensorPlan
+from ..checkpoint import Adapter, TensorSpec
 from ..env import available_ram_bytes
 from ..tokens import tokenizer_files, tokenizer_vocab_size
 from ..disk import require_free_disk
@@ -24,7 +24,7 @@ _SKIP = "rotary_emb.inv_freq"  # buffers some old checkpoints saved; never merge
 
 
 @dataclass(frozen=True)
-class MergePlan:
+class MergeLayout:
     """What the merge will produce.
 
     Attributes:
@@ -35,7 +35,7 @@ class MergePlan:
         base_vocab: rows of the base model's embeddings.
     """
 
-    tensors: list[TensorPlan]
+    tensors: list[TensorSpec]
     config: dict
     tokenizer_dir: Path
     vocab_size: int
@@ -170,7 +170,7 @@ def _merged_config(inputs: MergeInputs, vocab: int) -> dict:
     return config
 
 
-def plan_merge(inputs: MergeInputs) -> MergePlan:
+def merge_layout(inputs: MergeInputs) -> MergeLayout:
     """Check the inputs against each other and plan the output (nothing is read but headers and configs).
 
     Raises:
@@ -193,18 +193,18 @@ def plan_merge(inputs: MergeInputs) -> MergePlan:
                         "a LoRA saves only one of them: check the LoRA order")
     if inputs.patch is not None:
         _fit_patch(inputs, shapes, family)
-    return MergePlan(tensors=[TensorPlan(n, tuple(s)) for n, s in shapes.items()],
+    return MergeLayout(tensors=[TensorSpec(n, tuple(s)) for n, s in shapes.items()],
                      config=_merged_config(inputs, vocab), tokenizer_dir=_pick_tokenizer(inputs, vocab, vocab_from),
                      vocab_size=vocab, base_vocab=base_vocab)
 
 
-def output_bytes(plan: MergePlan, options: MergeOptions) -> int:
+def output_bytes(layout: MergeLayout, options: MergeOptions) -> int:
     """Disk the finished output needs (:func:`.sizes.output_size`)."""
-    tokenizer = sum(f.stat().st_size for f in tokenizer_files(plan.tokenizer_dir))
-    return output_size(plan.config, plan.tensors, options, tokenizer)
+    tokenizer = sum(f.stat().st_size for f in tokenizer_files(layout.tokenizer_dir))
+    return output_size(layout.config, layout.tensors, options, tokenizer)
 
 
-def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, partial: Path | None = None,
+def check_resources(layout: MergeLayout, target: Path, options: MergeOptions, *, partial: Path | None = None,
                     planned: tuple[int, int] | None = None) -> int:
     """Refuse when the output's filesystem lacks the space still needed (what ``partial``, the unfinished output of
     an interrupted run, already holds is not needed again); returns the estimated peak RAM in bytes. ``planned``:
@@ -214,15 +214,15 @@ def check_resources(plan: MergePlan, target: Path, options: MergeOptions, *, par
     if planned is not None:
         need, ram = planned
     else:
-        need = output_bytes(plan, options) - (tree_bytes(partial) if partial is not None else 0)
-        ram = peak_ram(plan.config, plan.tensors, options)
+        need = output_bytes(layout, options) - (tree_bytes(partial) if partial is not None else 0)
+        ram = peak_ram(layout.config, layout.tensors, options)
     require_free_disk(target.parent, max(need, 1 << 20), what=f"the merged model ({options.fmt}){resuming}")
     return ram
 
 
-def describe(plan: MergePlan, inputs: MergeInputs, target: Path, ram_estimate: int) -> str:
+def describe(layout: MergeLayout, inputs: MergeInputs, target: Path, ram_estimate: int) -> str:
     """The one line printed before the merge starts."""
     avail = available_ram_bytes()
-    return (f"merging {len(plan.tensors)} tensors: {len(inputs.adapters)} LoRA(s){' + patch' if inputs.patch else ''}, "
-            f"vocabulary {plan.base_vocab} -> {plan.vocab_size}; estimated peak RAM {human_bytes(ram_estimate)}"
+    return (f"merging {len(layout.tensors)} tensors: {len(inputs.adapters)} LoRA(s){' + patch' if inputs.patch else ''}, "
+            f"vocabulary {layout.base_vocab} -> {layout.vocab_size}; estimated peak RAM {human_bytes(ram_estimate)}"
             + (f" ({human_bytes(avail)} available)" if avail else "") + f"; output {target}")

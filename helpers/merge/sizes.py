@@ -5,7 +5,7 @@ say the same.
 """
 from __future__ import annotations
 
-from ..checkpoint import TensorPlan
+from ..checkpoint import TensorSpec
 from ..gguf import FLOAT_TYPES, data_bytes, gguf_names, tensor_nbytes, tensor_types
 from .options import MergeOptions
 from .writers import WRITE_CHUNK_ELEMENTS
@@ -15,7 +15,7 @@ HF_CHUNK = WRITE_CHUNK_ELEMENTS * 4  # HF / .pth writers convert a tensor in chu
 METADATA = 64 << 10  # configs, checksums, Modelfile, a GGUF's keys besides the vocabulary
 
 
-def output_size(config: dict, tensors: list[TensorPlan], options: MergeOptions, tokenizer_bytes: int) -> int:
+def output_size(config: dict, tensors: list[TensorSpec], options: MergeOptions, tokenizer_bytes: int) -> int:
     """Bytes of the finished output: a GGUF exactly as the writer lays it out, HF / ``.pth`` tensors in their dtype
     (twice for ``.pth``: staged pieces, then the shards), plus the tokenizer and :data:`METADATA`."""
     if options.fmt == "gguf":  # the header holds the vocabulary: about the tokenizer's size
@@ -25,7 +25,7 @@ def output_size(config: dict, tensors: list[TensorPlan], options: MergeOptions, 
     return data * (2 if options.fmt == "pth" else 1) + tokenizer_bytes + METADATA
 
 
-def peak_ram(config: dict, tensors: list[TensorPlan], options: MergeOptions) -> int:
+def peak_ram(config: dict, tensors: list[TensorSpec], options: MergeOptions) -> int:
     """The merge's peak RAM, from the tensors in the order they are merged: the libraries, plus at the worst
     moment one tensor in float32 and as written (its float16 copy, or a chunk for HF / ``.pth``). A quantized
     GGUF quantizes each tensor in the background while the next one is merged, so there two neighbours count."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog import ModelEntry, config_of, find
-from ..checkpoint import TensorPlan, llama_plan
+from ..checkpoint import TensorSpec, llama_tensors
 from ..hub import (cached_files, current_hub_id, fetch_file, file_listing, is_local, safetensors_file_header,
                    safetensors_headers)
 from ..tokens import tokenizer_files
@@ -67,7 +67,7 @@ class Sources:
 
     files: list[SourceFiles]
     config: dict
-    tensors: list[TensorPlan]
+    tensors: list[TensorSpec]
     tokenizer_bytes: int
 
 
@@ -83,7 +83,7 @@ def gather_sources(base: str, loras: list[str] = (), patch: str | None = None, *
     files = inputs_of(str(base), [str(x) for x in loras], str(patch) if patch else None, offline=offline)
     if fresh:
         files = [dataclasses.replace(f, missing=dict(f.files)) if not is_local(f.ref) else f for f in files]
-    config, tensors, tokenizer = planned_model(files)
+    config, tensors, tokenizer = merged_layout(files)
     return Sources(files, config, tensors, tokenizer)
 
 
@@ -115,7 +115,7 @@ def estimated_source(entry: ModelEntry, role: str, *, lora_rank: int = 64) -> So
         embeddings = 2 * entry.vocab_size * h * 2 if base is None or base.vocab_size != entry.vocab_size else 0
         files = {"adapter_model.safetensors": lora + embeddings, "adapter_config.json": 1 << 10}
     else:
-        total = sum(tp.numel for tp in llama_plan(config)) * 2
+        total = sum(tp.numel for tp in llama_tensors(config)) * 2
         cap = (5 if entry.family == "llama3" else 10) * 10**9  # transformers fills each shard up to its cap
         sizes = [cap] * (total // cap) + ([total % cap] if total % cap else [])
         files = {f"model-{i:05d}-of-{len(sizes):05d}.safetensors": b for i, b in enumerate(sizes, 1)}
@@ -139,7 +139,7 @@ def inputs_of(base: str, loras: list[str], patch: str | None, *, offline: bool =
     return out
 
 
-def planned_model(sources: list[SourceFiles]) -> tuple[dict, list[TensorPlan], int]:
+def merged_layout(sources: list[SourceFiles]) -> tuple[dict, list[TensorSpec], int]:
     """The merged model's config, tensors and tokenizer bytes, before anything is downloaded.
 
     Local inputs are opened (headers only) and planned exactly as the merge plans them; otherwise the base's
@@ -151,13 +151,13 @@ def planned_model(sources: list[SourceFiles]) -> tuple[dict, list[TensorPlan], i
     """
     if all(is_local(s.ref) for s in sources):
         from .inputs import open_inputs
-        from .preflight import plan_merge
+        from .preflight import merge_layout
 
         loras = [s.ref for s in sources[1:] if s.role.startswith("LoRA")]
         patch = next((s.ref for s in sources[1:] if s.role == "patch"), None)
         inputs = open_inputs(sources[0].ref, loras, patch)
         try:
-            plan = plan_merge(inputs)
+            plan = merge_layout(inputs)
         finally:
             inputs.close()
         tokenizer = sum(f.stat().st_size for f in tokenizer_files(plan.tokenizer_dir))
@@ -169,7 +169,7 @@ def planned_model(sources: list[SourceFiles]) -> tuple[dict, list[TensorPlan], i
             config["vocab_size"] = vocab
     tokenizer = next((sum(b for n, b in s.files.items() if n in TOKENIZER) for s in reversed(sources)
                       if any(n in TOKENIZER for n in s.files)), 0)
-    return config, _hub_order(sources[0], llama_plan(config)), tokenizer
+    return config, _hub_order(sources[0], llama_tensors(config)), tokenizer
 
 
 def source_config(source: SourceFiles) -> dict:
@@ -210,7 +210,7 @@ def _lora_vocab(source: SourceFiles) -> int | None:
     return entry.vocab_size if entry is not None and entry.kind == "lora" else None
 
 
-def _hub_order(source: SourceFiles, tensors: list[TensorPlan]) -> list[TensorPlan]:
+def _hub_order(source: SourceFiles, tensors: list[TensorSpec]) -> list[TensorSpec]:
     """``tensors`` in the order the hub base's safetensors shards hold them (the order they are merged in), read
     from the shards' headers; unchanged when the base has no safetensors or its headers cannot be read."""
     if source.estimated or is_local(source.ref) or not any(n.endswith(".safetensors") for n in source.files):

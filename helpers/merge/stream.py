@@ -1,6 +1,6 @@
 """The streaming pass: each output tensor computed in float32 from its inputs and handed to a sink.
 
-For every tensor of the plan, in order:
+For every tensor of the layout, in order:
 
 1. start from the base tensor, or from the ``modules_to_save`` replacement of the *last* LoRA that has one (the
    expanded ``embed_tokens`` / ``lm_head``: its row count becomes the vocabulary);
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..checkpoint import TensorSink
 from ..util import UserError, progress
 from .inputs import MergeInputs
-from .preflight import MergePlan
+from .preflight import MergeLayout
 
 if TYPE_CHECKING:
     import torch
@@ -59,12 +59,12 @@ def check_values(name: str, w: "torch.Tensor", outtype: str) -> None:
                         "use --outtype bf16 or f32")
 
 
-def stream(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, *, outtype: str, show_progress: bool
+def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtype: str, show_progress: bool
            ) -> tuple[int, int]:
     """Compute and write every tensor the sink does not already hold; returns ``(written, resumed)``."""
     written = resumed = 0
     limit = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
-    for tp in progress(plan.tensors, total=len(plan.tensors), desc="merge", unit="tensor",
+    for tp in progress(layout.tensors, total=len(layout.tensors), desc="merge", unit="tensor",
                        disable=not show_progress or None):
         if sink.done(tp.name):
             resumed += 1
@@ -78,6 +78,6 @@ def stream(plan: MergePlan, inputs: MergeInputs, sink: TensorSink, *, outtype: s
         written += 1
         if limit and written >= limit:
             raise KeyboardInterrupt
-    if written + resumed != len(plan.tensors):
-        raise RuntimeError(f"only {written + resumed} of {len(plan.tensors)} tensors were written")
+    if written + resumed != len(layout.tensors):
+        raise RuntimeError(f"only {written + resumed} of {len(layout.tensors)} tensors were written")
     return written, resumed

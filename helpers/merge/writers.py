@@ -5,7 +5,7 @@ Both implement :class:`helpers.checkpoint.TensorSink`. They build the output in 
 ``.merge-state.json`` in that folder records what is already on disk, so a rerun after an
 interruption skips finished work (:meth:`done`) instead of recomputing it.
 
-* :class:`HFSink`: shard boundaries and every safetensors header are known from the plan, so each
+* :class:`HFSink`: shard boundaries and every safetensors header are known from the tensors, so each
   shard is written front to back as tensors arrive (peak memory: one tensor); a finished shard is
   renamed into place and recorded, an unfinished one is redone on resume.
 * :class:`PthSink`: Meta's layout (``consolidated.NN.pth`` + ``params.json``): q/k permuted back to
@@ -23,9 +23,10 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import TensorPlan, hf_to_meta_name, meta_split_dim, rope_to_meta
+from ..checkpoint import TensorSpec, hf_to_meta_name, meta_split_dim, rope_to_meta
 from ..tokens import tokenizer_files
-from ..util import UserError, atomic_path, fault_point, remove, tmp_name, write_json, write_sha256_listing
+from ..util import (UserError, atomic_path, fault_point, partial_path, remove, tmp_name, write_json,
+                    write_sha256_listing)
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +64,7 @@ class _FolderSink:
         if dtype not in _ST_CODE:
             raise UserError(f"unsupported dtype {dtype!r}; use one of {', '.join(_ST_CODE)}")
         self.final = Path(out_dir)
-        self.partial = self.final.parent / f".{self.final.name}.partial"
+        self.partial = partial_path(self.final)
         self.dtype_name, self.dtype = dtype, getattr(torch, dtype)
         self.job, self.sha256, self.extra_json = job, sha256, dict(extra_json or {})
         self.state: dict[str, Any] = {}
@@ -160,13 +161,13 @@ class HFSink(_FolderSink):
         super().__init__(out_dir, dtype=dtype, job=job, sha256=sha256, extra_json=extra_json)
         self.max_shard_bytes = int(max_shard_bytes)
         self.config_updates = dict(config_updates or {})  # what serving needs beyond the base's config.json
-        self.shards: list[tuple[str, list[TensorPlan]]] = []
+        self.shards: list[tuple[str, list[TensorSpec]]] = []
 
-    def open(self, *, config: dict, tokenizer_dir: Path | None, plan: list[TensorPlan]) -> None:
+    def open(self, *, config: dict, tokenizer_dir: Path | None, tensors: list[TensorSpec]) -> None:
         item = self.dtype.itemsize
-        groups: list[list[TensorPlan]] = []
+        groups: list[list[TensorSpec]] = []
         size = 0
-        for tp in plan:
+        for tp in tensors:
             if not groups or (size + tp.numel * item > self.max_shard_bytes and groups[-1]):
                 groups.append([])
                 size = 0
@@ -191,7 +192,7 @@ class HFSink(_FolderSink):
     def done(self, name: str) -> bool:
         return self.shards[self._shard_of[name]][0] in self.state["shards"]
 
-    def _header(self, group: list[TensorPlan]) -> bytes:
+    def _header(self, group: list[TensorSpec]) -> bytes:
         header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
         off, item = 0, self.dtype.itemsize
         for tp in group:
@@ -207,7 +208,7 @@ class HFSink(_FolderSink):
         fname, group = self.shards[i]
         if self._cur != i:
             if self._fh is not None or group[0].name != name:
-                raise RuntimeError(f"HFSink: tensors must arrive in plan order (got {name})")
+                raise RuntimeError(f"HFSink: tensors must arrive in layout order (got {name})")
             self._open_tmp(self.partial / fname).write(self._header(group))
             self._cur, self._k = i, 0
         tp = group[self._k]
@@ -277,15 +278,15 @@ class PthSink(_FolderSink):
         super().__init__(out_dir, dtype=dtype, job=job, sha256=sha256, extra_json=extra_json)
         self.n_shards = n_shards
 
-    def open(self, *, config: dict, tokenizer_dir: Path | None, plan: list[TensorPlan]) -> None:
+    def open(self, *, config: dict, tokenizer_dir: Path | None, tensors: list[TensorSpec]) -> None:
         self.n = int(self.n_shards or META_SHARDS.get(int(config["hidden_size"]), 1))
         if self.n < 1:
             raise UserError("the number of .pth shards must be at least 1")
         self.heads = int(config["num_attention_heads"])
         self.kv_heads = int(config.get("num_key_value_heads") or self.heads)
-        self.plan = plan
+        self.tensors = tensors
         self.meta: dict[str, str] = {}
-        for tp in plan:
+        for tp in tensors:
             m = hf_to_meta_name(tp.name)
             if m is None:
                 raise UserError(f"{tp.name} has no place in Meta's .pth layout; use --format hf or gguf")
@@ -294,7 +295,7 @@ class PthSink(_FolderSink):
                 raise UserError(f"{tp.name} {list(tp.shape)} cannot be split into {self.n} shards")
             self.meta[tp.name] = m
         self.params = meta_params(config)
-        self._begin([self.dtype_name, self.n, [(t.name, t.shape) for t in plan]], tokenizer_dir)
+        self._begin([self.dtype_name, self.n, [(t.name, t.shape) for t in tensors]], tokenizer_dir)
         self.staging = self.partial / "staging"
         self.state.setdefault("staged", [])
         self.state.setdefault("assembled", [])
@@ -327,7 +328,7 @@ class PthSink(_FolderSink):
         self._save_state()
 
     def _piece_shape(self, name: str, shard: int) -> tuple[int, ...]:
-        shape = list(self.plan[self._index[name]].shape)
+        shape = list(self.tensors[self._index[name]].shape)
         dim = meta_split_dim(self.meta[name])
         if dim is not None:
             q, r = divmod(shape[dim], self.n)
@@ -337,16 +338,16 @@ class PthSink(_FolderSink):
     def close(self) -> list[Path]:
         import torch
 
-        missing = [tp.name for tp in self.plan if tp.name not in self._staged]
+        missing = [tp.name for tp in self.tensors if tp.name not in self._staged]
         if missing:
             raise RuntimeError(f"PthSink: tensors never written: {', '.join(missing[:5])}")
-        self._index = {tp.name: i for i, tp in enumerate(self.plan)}
+        self._index = {tp.name: i for i, tp in enumerate(self.tensors)}
         for i in range(self.n):
             final = self.partial / f"consolidated.{i:02d}.pth"
             if final.name in self.state["assembled"] and final.is_file():
                 continue
             sd = {}
-            for tp in self.plan:
+            for tp in self.tensors:
                 shape = self._piece_shape(tp.name, i)
                 sd[self.meta[tp.name]] = torch.from_file(str(self._piece(i, tp.name)), shared=False,
                                                          size=math.prod(shape), dtype=self.dtype).view(shape)

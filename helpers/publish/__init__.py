@@ -8,9 +8,8 @@
 """
 from __future__ import annotations
 
-from .card import CARD_KINDS, ReleaseCard, model_card
-from .push import NO_TOKEN, PushResult, push_to_hub, upload_layout
-from .workspace import Saved, SavedFile, copy_to_workspace, saved_job
+from .card import ReleaseCard
+from .push import NO_TOKEN, push_to_hub
+from .workspace import Saved, copy_to_workspace
 
-__all__ = ["CARD_KINDS", "NO_TOKEN", "PushResult", "ReleaseCard", "Saved", "SavedFile", "copy_to_workspace", "saved_job", "model_card",
-           "push_to_hub", "upload_layout"]
+__all__ = ["NO_TOKEN", "ReleaseCard", "Saved", "copy_to_workspace", "push_to_hub"]

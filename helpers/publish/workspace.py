@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ..disk import claim_output, disk_errors, stale_temps
-from ..util import (UserError, atomic_path, fault_point, human_bytes, progress, read_json, remove, sha256_file,
-                    write_json)
+from ..util import (UserError, atomic_path, fault_point, human_bytes, partial_path, progress, read_json, remove,
+                    sha256_file, write_json)
 
 MANIFEST = ".helpers-saved.json"
 CHUNK = 1 << 20  # bytes per read/write; the progress bar counts MiB
@@ -220,7 +220,7 @@ def _save_dir(src: Path, final: Path, records: _Records, show: bool | None) -> S
     if _holds(final, src, records):
         return Saved(final, tuple(SavedFile(final / r, (final / r).stat().st_size, records.copy_sha(final / r),
                                             False) for r in rels))
-    partial = final.with_name(f".{final.name}.partial")
+    partial = partial_path(final)
     if partial.exists() and not partial.is_dir():
         remove(partial)
     files = _copy_files([(src / r, partial / r) for r in rels], records, show, src.name)

@@ -14,18 +14,14 @@ In a notebook: the parameters cell fills the form, the check cell runs ``plan = 
 """
 from __future__ import annotations
 
-from .base import Plan, Stage
-from .chat import ChatSession, ChatStage
-from .evaluate import EvalSession, EvalStage
+from .base import Stage
+from .chat import ChatStage
+from .evaluate import EvalStage
 from .finetune import FinetuneStage
-from .form import FormField, param
 from .merge import MergeStage
-from .names import parse_release_file, release_file_name, release_target
-from .quantize import QuantizeResult, QuantizeStage, quant_target
+from .quantize import QuantizeStage
 
 STAGES: dict[str, type[Stage]] = {s.NOTEBOOK: s for s in (MergeStage, QuantizeStage, ChatStage, FinetuneStage,
                                                          EvalStage)}
 
-__all__ = ["STAGES", "ChatSession", "ChatStage", "EvalSession", "EvalStage", "FinetuneStage", "FormField",
-           "MergeStage", "Plan", "QuantizeResult", "QuantizeStage", "Stage", "param", "parse_release_file",
-           "quant_target", "release_file_name", "release_target"]
+__all__ = ["STAGES", "ChatStage", "EvalStage", "FinetuneStage", "MergeStage", "QuantizeStage", "Stage"]

@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Generic, Mapping, TypeVar
 
 from ..colab import NO, Need, Runtime
 from ..util import UserError
@@ -25,10 +25,11 @@ from .smoke import smoke_mode, smoked
 from .stats import CellStats
 
 MAX_FIXES = 3  # parameter changes a refusal proposes, each checked to fit
+JobT = TypeVar("JobT")  # a stage's job: every decision its run carries out (MergeJob, QuantizeJob...)
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(Generic[JobT]):
     """What a stage's parameters need on a runtime, the verdict, and the decisions :meth:`run` carries out.
 
     Attributes:
@@ -40,10 +41,10 @@ class Plan:
         fixes: parameter changes that make it fit, each ``{attr: value}`` and checked by planning it.
     """
 
-    stage: Any
+    stage: Stage[JobT]
     runtime: Runtime
     needs: list[Need]
-    job: Any = None
+    job: JobT
     notes: list[str] = field(default_factory=list)
     fixes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -81,7 +82,7 @@ class Plan:
         fix = f"; to fit, {self.fix_text()}" if self.fixes else ""
         return f"{self.stage.NOTEBOOK} will not fit {self.runtime.name} with these settings: {why}{fix}"
 
-    def check(self) -> Plan:
+    def check(self) -> Plan[JobT]:
         """Raise :class:`UserError` with :meth:`refusal` when it does not fit; else return this plan."""
         why = self.refusal()
         if why:
@@ -102,9 +103,10 @@ class Plan:
             return self.stage.execute(self)
 
 
-class Stage(Form):
+class Stage(Form, Generic[JobT]):
     """A notebook step. Subclasses are frozen dataclasses of :func:`~.form.param` fields and define
-    :meth:`make_plan`, :meth:`candidate_fixes` and :meth:`execute`.
+    :meth:`make_plan`, :meth:`candidate_fixes` and :meth:`execute`; ``Stage[MergeJob]`` makes ``Plan[MergeJob]``
+    plans, whose ``job`` its :meth:`execute` carries out.
 
     Class attributes:
         NOTEBOOK: the notebook's name (``01_merge_lora``).
@@ -141,21 +143,21 @@ class Stage(Form):
         """What the run cell does, for its cost line (``quantize gguf: 12.3 s, ...``)."""
         return self.NOTEBOOK.split("_", 1)[1].replace("_", " ")
 
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[JobT]:
         """The plan on ``runtime`` (without fixes)."""
         raise NotImplementedError
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[JobT]) -> list[dict[str, Any]]:
         """Parameter changes that may make ``plan`` fit, the smallest change first (each is then checked)."""
         return []
 
-    def headless(self, plan: Plan, result: Any) -> Any:
+    def headless(self, plan: Plan[JobT], result: Any) -> Any:
         """The notebook's cells after its run cell, without the notebook (``python -m helpers run``): what they do
         with ``result`` (what :meth:`Plan.run` returned), returning what to summarize. Default: ``result`` itself,
         for the notebooks whose run cell is the whole step."""
         return result
 
-    def execute(self, plan: Plan) -> Any:
+    def execute(self, plan: Plan[JobT]) -> Any:
         """Carry out ``plan`` (made by :meth:`make_plan` for these parameters)."""
         raise NotImplementedError
 
@@ -164,7 +166,7 @@ class Stage(Form):
         return str(getattr(self, "output_dir", ".") or ".")
 
     # -------------------------------------------------------------------------------------------- the protocol
-    def plan(self, runtime: Runtime | None = None, *, fixes: bool = True) -> Plan:
+    def plan(self, runtime: Runtime | None = None, *, fixes: bool = True) -> Plan[JobT]:
         """What these parameters need on ``runtime`` (default: this machine, crediting the memory this notebook's
         own earlier run still holds), whether they fit, and (``fixes``) which parameter changes would."""
         rt = runtime or held_runtime(self.NOTEBOOK, Runtime.detect(self.output_folder()))
@@ -173,7 +175,7 @@ class Stage(Form):
             plan = dataclasses.replace(plan, fixes=self._verified_fixes(plan))
         return plan
 
-    def _verified_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def _verified_fixes(self, plan: Plan[JobT]) -> list[dict[str, Any]]:
         """The candidate fixes that make the plan fit; when no single one does (two needs unmet), pairs of them."""
         singles = self.candidate_fixes(plan)
         pairs = [a | b for a, b in itertools.combinations(singles, 2) if not set(a) & set(b)]
@@ -194,7 +196,7 @@ class Stage(Form):
         except UserError:
             return False
 
-    def check(self, runtime: Runtime | None = None) -> Plan:
+    def check(self, runtime: Runtime | None = None) -> Plan[JobT]:
         """The check cell: print the plan, and stop (:class:`UserError` naming what to change) when it does not
         fit; returns the plan for the run cells."""
         plan = self.plan(runtime)

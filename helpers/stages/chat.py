@@ -149,7 +149,7 @@ class ChatReport:
 
 
 @dataclass(frozen=True)
-class ChatStage(Stage):
+class ChatStage(Stage[ChatJob]):
     """The inference notebook's form."""
 
     NOTEBOOK = "03_inference_chat"
@@ -200,7 +200,7 @@ class ChatStage(Stage):
         return locate(ref, Workspace.of(self.workspace, "."))
 
     # ---------------------------------------------------------------------------------------------------- plan
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[ChatJob]:
         model = self.located(self.model)
         gguf = gguf_file(model)
         backend = ("llama.cpp" if gguf is not None else "transformers") if self.backend == "auto" else self.backend
@@ -301,7 +301,7 @@ class ChatStage(Stage):
         server_needs, download = llama_cpp_needs(served, rt.cpu_only(), "server")
         return server_model, needs + [server_needs[1].renamed("RAM (server)")], download
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[ChatJob]) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = [{"backend": "auto"}] if self.backend != "auto" else []
         if self.quantization != "4bit":
             fixes.append({"quantization": "4bit"})
@@ -315,7 +315,7 @@ class ChatStage(Stage):
         return fixes
 
     # ---------------------------------------------------------------------------------------------------- run
-    def execute(self, plan: Plan) -> ChatSession:
+    def execute(self, plan: Plan[ChatJob]) -> ChatSession:
         job: ChatJob = plan.job
         release(self.NOTEBOOK)  # what this notebook's earlier run loaded: the plan counted it as free
         rope = None if self.rope == "none" else self.rope
@@ -325,7 +325,7 @@ class ChatStage(Stage):
         print("template:", bot.template)
         return ChatSession(self, job, bot)
 
-    def headless(self, plan: Plan, result: ChatSession) -> ChatReport:
+    def headless(self, plan: Plan[ChatJob], result: ChatSession) -> ChatReport:
         """The notebook's cells: the reply to ``PROMPT``, streamed; the server and speculative decoding when the
         plan runs them (the chat box needs a notebook)."""
         reply = result.reply()

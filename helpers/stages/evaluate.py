@@ -19,7 +19,7 @@ from .. import catalog
 from ..colab import Need, Runtime, bytes_need
 from ..colab.sizing import gguf_file
 from ..evaluate import (MC_WINDOW, PPL_WINDOW, PREDICTIONS, ExamData, ExamResult, benchmark, load_exam, load_result,
-                        plan_exam)
+                        estimate_exam)
 from ..hub import require_online
 from ..util import UserError
 from .base import Plan, Stage
@@ -45,7 +45,7 @@ class Sized:
 
 
 @dataclass(frozen=True)
-class EvalStage(Stage):
+class EvalStage(Stage[EvalJob]):
     """The vocabulary and evaluation notebook's form."""
 
     NOTEBOOK = "05_vocab_and_eval"
@@ -95,7 +95,7 @@ class EvalStage(Stage):
         return [x.strip() for x in self.subjects.split(",") if x.strip()] or None
 
     # ---------------------------------------------------------------------------------------------------- plan
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[EvalJob]:
         ws = Workspace.of(self.workspace, self.output_dir)
         model, text, mc, data = (locate(r, ws) for r in (self.model, self.eval_text, self.mc_csv, self.exam_data))
         window = MC_WINDOW if self.mc_csv or self.bench != "none" else PPL_WINDOW
@@ -192,7 +192,7 @@ class EvalStage(Stage):
 
     def _time_note(self, job: EvalJob, exam: ExamData, runtime: Runtime) -> str:
         """How long the benchmark will take here (from its data and the model's size), before the model loads."""
-        estimate = plan_exam(job.model, self.bench, exam=exam, with_prompt=self.with_prompt,
+        estimate = estimate_exam(job.model, self.bench, exam=exam, with_prompt=self.with_prompt,
                              quantization=job.quantization, runtime="t4" if runtime.gpu else "cpu")
         twice = job.compare_with and not job.earlier
         folders = [exam_folder(self.bench, m, self.shots, with_prompt=self.with_prompt, subjects=self.subject_list(),
@@ -200,16 +200,16 @@ class EvalStage(Stage):
         return (f"{self.bench}: {estimate.text()}" + (f" (twice: {self.compare_with} too)" if twice else "")
                 + f"; results in {', '.join(folders)}")
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[EvalJob]) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = [] if self.quantization == "4bit" else [{"quantization": "4bit"}]
         gguf = catalog.find(f"{self.model}-gguf")
         return fixes + ([{"model": gguf.name}] if gguf is not None else [])
 
     # ---------------------------------------------------------------------------------------------------- run
-    def execute(self, plan: Plan) -> EvalSession:
+    def execute(self, plan: Plan[EvalJob]) -> EvalSession:
         return EvalSession(self, plan.job)
 
-    def headless(self, plan: Plan, result: EvalSession) -> EvalReport:
+    def headless(self, plan: Plan[EvalJob], result: EvalSession) -> EvalReport:
         """The notebook's cells in order: the tokenizer, perplexity, the benchmark and its comparison, the
         multiple-choice file."""
         vocab, ppl = result.expand_vocabulary(), result.perplexity()

@@ -22,9 +22,9 @@ from ..colab.sizing import ModelFiles, model_files
 from ..demo import sample_data
 from ..gguf import FLOAT_TYPES
 from ..hub import current_hub_id, is_local, resolve_model
-from ..merge import MergeOptions, ResourcePlan, merge, plan_resources
+from ..merge import MergeOptions, Recipe, ResourcePlan, merge, plan_resources
 from ..publish import ReleaseCard
-from ..train import (CHECKPOINTS, RESUME_CHOICES, FinetuneConfig, FinetuneResult, LaunchFiles, MemoryEstimate,
+from ..train import (CHECKPOINTS, RESUME_CHOICES, STRATEGIES, FinetuneConfig, FinetuneResult, LaunchFiles, MemoryEstimate,
                      compare_answers, estimate_memory, finetune, finished_record, list_checkpoints, planned_job_key, result_from_record,
                      write_launch_files)
 from ..util import UserError, human_bytes, read_json, write_json
@@ -36,7 +36,6 @@ from .needs import GET_GPU, GET_LLAMA, MORE_DISK, MORE_RAM, access_needs, listin
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
 SAMPLE = "sample"  # the DATA value that trains on the shipped Chinese sample (of the chosen MODE)
-STRATEGIES = {"zero2": 2, "ddp": None, "zero3": 3, "fsdp": None}  # -> DeepSpeed ZeRO stage
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class FinetuneJob:
 
 
 @dataclass(frozen=True)
-class FinetuneStage(Stage):
+class FinetuneStage(Stage[FinetuneJob]):
     """The fine-tuning notebook's form."""
 
     NOTEBOOK = "04_finetune_lora"
@@ -129,7 +128,7 @@ class FinetuneStage(Stage):
         saved = None if redo or gguf.is_file() else ws.find(gguf.name)
         return FinetuneJob(config, name, gguf, finished, saved, redo=redo)
 
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[FinetuneJob]:
         job = self.job()
         access = access_needs(("base model", self.base_model))
         notes = [f"job {job.name.key}: adapter {job.name.adapter}, GGUF {job.gguf.name} (kept in "
@@ -181,7 +180,7 @@ class FinetuneStage(Stage):
         options = MergeOptions(fmt="gguf", outtype=self.outtype, low_disk=False)
         return listing_fallback(notes, lambda offline: plan_resources(
             self.base_ref(), [], None, options=options, out=job.gguf, offline=offline, fresh=runtime.assumed,
-            free_disk=runtime.disk, free_ram=runtime.ram, partial=job.gguf.with_name(f".{job.gguf.name}.partial")))
+            free_disk=runtime.disk, free_ram=runtime.ram))
 
     def _merge_needs(self, resources: ResourcePlan, runtime: Runtime) -> list[Need]:
         needs = [bytes_need("RAM (GGUF merge)", resources.ram_bytes, resources.free_ram, fix=MORE_RAM,
@@ -224,7 +223,7 @@ class FinetuneStage(Stage):
                               max_seq_length=self.max_seq_length, block_size=self.max_seq_length,
                               load_in_4bit=self.load_in_4bit, resume=self.resume)
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[FinetuneJob]) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = [{"load_in_4bit": not self.load_in_4bit}]
         if self.resume == "yes":
             fixes.append({"resume": "auto"})
@@ -233,7 +232,7 @@ class FinetuneStage(Stage):
         return fixes + ([{"push_to_hub": ""}] if self.push_to_hub else [])
 
     # ---------------------------------------------------------------------------------------------------- run
-    def execute(self, plan: Plan) -> FinetuneResult:
+    def execute(self, plan: Plan[FinetuneJob]) -> FinetuneResult:
         """Train the job (or take its finished adapter) and save the adapter to the workspace."""
         job: FinetuneJob = plan.job
         if job.finished is not None:
@@ -246,7 +245,7 @@ class FinetuneStage(Stage):
         return result
 
     @staticmethod
-    def _job_of(plan: Plan, result: FinetuneResult) -> FinetuneJob:
+    def _job_of(plan: Plan[FinetuneJob], result: FinetuneResult) -> FinetuneJob:
         """The plan's job, refused when ``result`` is another job's (the form changed after the check cell)."""
         job: FinetuneJob = plan.job
         if result.out.name != job.name.adapter:
@@ -267,7 +266,7 @@ class FinetuneStage(Stage):
                 return saved
         return None
 
-    def compare(self, plan: Plan, result: FinetuneResult) -> tuple[str, str]:
+    def compare(self, plan: Plan[FinetuneJob], result: FinetuneResult) -> tuple[str, str]:
         """``TEST_PROMPT`` answered by the base model and by the base with the new adapter (kept beside the adapter
         and in the workspace, so a rerun of the finished job shows them without loading anything)."""
         job = self._job_of(plan, result)
@@ -284,7 +283,7 @@ class FinetuneStage(Stage):
         print("after: ", saved["after"])
         return saved["before"], saved["after"]
 
-    def to_gguf(self, plan: Plan, result: FinetuneResult) -> Path:
+    def to_gguf(self, plan: Plan[FinetuneJob], result: FinetuneResult) -> Path:
         """The adapter merged into the base as this job's ``OUTTYPE`` GGUF (quantized in the same pass, planned by
         the merge planner with the adapter now there), saved to the workspace, and with the adapter pushed to
         ``PUSH_TO_HUB`` when asked; this job's GGUF already in the workspace is taken as it is."""
@@ -293,11 +292,11 @@ class FinetuneStage(Stage):
         if job.gguf_saved is None:
             resources = plan_resources(self.base_ref(), [str(result.adapter_dir)], options=job.merge.options
                                        if job.merge is not None else MergeOptions(fmt="gguf", outtype=self.outtype),
-                                       out=job.gguf, partial=job.gguf.with_name(f".{job.gguf.name}.partial"))
+                                       out=job.gguf)
             if resources.refusal():
                 raise UserError(f"the GGUF merge of {job.name.adapter}: {resources.refusal()}")
-            merge(self.base_ref(), [str(result.adapter_dir)], out=job.gguf, fmt="gguf", outtype=self.outtype,
-                  resources=resources, replace=job.redo)
+            merge(Recipe(self.base_ref(), (str(result.adapter_dir),)), job.gguf,
+                  MergeOptions(fmt="gguf", outtype=self.outtype, replace=job.redo), resources)
             self.workspace_folder().save([job.gguf], job=job.name.key, replace=job.redo)
         print(gguf, human_bytes(gguf.stat().st_size))
         how = f"fine-tuned by notebook 04_finetune_lora: {self.settings()}, {self.max_steps} steps"
@@ -306,7 +305,7 @@ class FinetuneStage(Stage):
                                                    quant=self.outtype, how=how))
         return gguf
 
-    def outgrow(self, plan: Plan) -> LaunchFiles:
+    def outgrow(self, plan: Plan[FinetuneJob]) -> LaunchFiles:
         """``launch.sh`` and the accelerate / DeepSpeed configs that train the same job on ``GPUS`` GPUs, with the
         memory each GPU needs; written into this job's own launch folder beside the adapter."""
         job: FinetuneJob = plan.job
@@ -317,7 +316,7 @@ class FinetuneStage(Stage):
         print(f"wrote {', '.join(str(p) for p in files.paths)}; on the big machine: bash {files.script}")
         return files
 
-    def headless(self, plan: Plan, result: FinetuneResult) -> FinetuneReport:
+    def headless(self, plan: Plan[FinetuneJob], result: FinetuneResult) -> FinetuneReport:
         """The notebook's cells after the training, as ``python -m helpers run`` carries them out: the answers
         before and after, the GGUF, the launch files."""
         self.compare(plan, result)

@@ -4,35 +4,17 @@ and its help.
 A stage's dataclass *is* the form: the notebook builder renders the parameters cell from it (``NAME = default  #
 @param ...``), :meth:`Stage.from_form` fills it back from a running notebook's globals, and ``--set NAME=VALUE``
 overrides fill it from a terminal. A form name is its field's name in upper case; no other code spells it.
+Fields are declared with :func:`helpers.util.params.param`, the mechanism the operations' options use too.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ..util import UserError
-
-
-@dataclass(frozen=True)
-class Entry:
-    """How one field shows in the form.
-
-    Attributes:
-        help: one line for the user (rendered as a comment above the entry).
-        choices: the dropdown's values; empty for a free entry.
-        allow_input: a dropdown that also accepts other values (Colab's ``allow-input``).
-    """
-
-    help: str
-    choices: tuple = ()
-    allow_input: bool = False
-
-
-def param(default: Any, help: str, *, choices: Iterable = (), allow_input: bool = False) -> Any:
-    """A dataclass field that is a form entry (see :class:`Entry`)."""
-    return field(default=default, metadata={"form": Entry(help, tuple(choices), allow_input)})
+from ..util.params import Entry, param
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from ..catalog import ModelEntry
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..evaluate import ChunkSettings
 from ..gguf import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, export_file, gguf_type, read_metadata
-from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, imatrix_path, imatrix_route,
+from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, RouteOptions, imatrix_path, imatrix_route,
                        imatrix_seconds, intermediate_path, offload_layers, route_recommended)
-from ..merge import (FORMATS, MergeOptions, MergeResult, ResourcePlan, made_from, merge, plan_resources,
-                     planned_model, sources_fit)
+from ..merge import (FORMATS, MergeOptions, MergeResult, Recipe, ResourcePlan, made_from, merge, plan_resources,
+                     merged_layout, sources_fit)
 from ..publish import ReleaseCard
 from ..tokens import piece_count
 from ..util import UserError, human_bytes, human_seconds, read_json
@@ -33,15 +33,16 @@ from .names import release_target
 from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
-OUTTYPES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "iq4_xs", "q3_k_m", "iq3_s", "iq3_xxs", "q2_k", "f16", "bf16",
-            "f32")
+# notebook 01's OUTTYPE dropdown (any of gguf.WRITE_TYPES can be typed in)
+OUTTYPE_CHOICES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "iq4_xs", "q3_k_m", "iq3_s", "iq3_xxs", "q2_k", "f16",
+                   "bf16", "f32")
 LOW_DISK = {"auto": None, "yes": True, "no": False}
 IMATRIX = ("auto", "yes", "no")
 
 
 def release_inputs(entry: ModelEntry, base: str = "") -> tuple[str, list[str], str | None]:
     """(base, LoRAs in order, patch) of a catalog LoRA or patch release; ``base`` replaces the catalog's."""
-    default_base, steps = catalog.merge_plan(entry.name)
+    default_base, steps = catalog.release_recipe(entry.name)
     patch = steps.pop() if entry.kind == "patch" else None
     return base or default_base, steps, patch
 
@@ -87,7 +88,7 @@ class Route:
 
 
 @dataclass(frozen=True)
-class MergeStage(Stage):
+class MergeStage(Stage[MergeJob]):
     """The merge notebook's form."""
 
     NOTEBOOK = "01_merge_lora"
@@ -102,7 +103,7 @@ class MergeStage(Stage):
                                choices=tuple(sorted(FORMATS, key=lambda f: f != "gguf")))
     outtype: str = param("q4_k_m", "the GGUF type, quantized in the same pass (iq4_xs and below: through the "
                          "importance-matrix route; f16/bf16/f32 for every format)",
-                         choices=OUTTYPES)
+                         choices=OUTTYPE_CHOICES)
     imatrix: str = param("auto", "the importance-matrix route: merge to INTERMEDIATE, compute llama.cpp's "
                          "importance matrix on CALIBRATION_TEXT, quantize to OUTTYPE with it (auto: for the types "
                          "below 4.5 bits, where it helps most; iq3_xxs cannot do without)", choices=IMATRIX)
@@ -148,7 +149,7 @@ class MergeStage(Stage):
         return entry
 
     # ---------------------------------------------------------------------------------------------------- plan
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[MergeJob]:
         entry = self.entry()
         base, loras, patch = release_inputs(entry, self.base_model)
         target = release_target(entry, self.output_dir, self.output_format, self.outtype)
@@ -165,7 +166,7 @@ class MergeStage(Stage):
         notes: list[str] = []
         resources = listing_fallback(notes, lambda offline: plan_resources(
             base, loras, patch, options=options, out=written, offline=offline, fresh=runtime.assumed,
-            free_disk=runtime.disk, free_ram=runtime.ram, partial=written.with_name(f".{written.name}.partial")))
+            free_disk=runtime.disk, free_ram=runtime.ram))
         fit = sources_fit(resources.sources, outtype=self.outtype) if self.output_format == "gguf" else None
         route = self._route(resources, fit.file_bytes, runtime) if self.uses_route() else None
         job = MergeJob(entry, base, tuple(loras), patch, target, options, resources, self._saved(target, resources),
@@ -199,7 +200,7 @@ class MergeStage(Stage):
         if calibration is not None and not calibration.is_file():
             raise UserError(f"CALIBRATION_TEXT {calibration} is not a file: give a UTF-8 text file, or leave it "
                             f"empty for {CALIBRATION_NAME}")
-        config, tensors, _ = planned_model(resources.sources)
+        config, tensors, _ = merged_layout(resources.sources)
         n_layers = int(config["num_hidden_layers"])
         gpu = bool(runtime.gpu) and runtime.llama_cpp_gpu
         layers = offload_layers(resources.output_bytes, n_layers, runtime.vram) if gpu else -1
@@ -254,7 +255,7 @@ class MergeStage(Stage):
                         f"{resources.sources[0].ref}, which is not", NO, "")
         return need
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[MergeJob]) -> list[dict[str, Any]]:
         fixes: list[dict[str, Any]] = []
         if self._imatrix_refusal() is not None:
             return [{"imatrix": "auto"}, {"outtype": "q3_k_m"}]
@@ -270,14 +271,15 @@ class MergeStage(Stage):
             fixes.append({"intermediate": "q8_0"})
         if self.output_format == "gguf":
             bits = BITS_PER_WEIGHT[self.outtype]
-            smaller = sorted((t for t in OUTTYPES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get, reverse=True)
+            smaller = sorted((t for t in OUTTYPE_CHOICES if BITS_PER_WEIGHT[t] < bits), key=BITS_PER_WEIGHT.get,
+                             reverse=True)
             fixes += [{"outtype": t} for t in smaller] + [{"outtype": t, "low_disk": "yes"} for t in smaller]
         else:
             fixes.append({"output_format": "gguf", "outtype": "q4_k_m"})
         return fixes
 
     # ---------------------------------------------------------------------------------------------------- run
-    def execute(self, plan: Plan) -> MergeResult:
+    def execute(self, plan: Plan[MergeJob]) -> MergeResult:
         job: MergeJob = plan.job
         if job.saved is not None:
             print(f"{job.saved} holds this merge already (saved by an earlier session)")
@@ -286,8 +288,7 @@ class MergeStage(Stage):
         if job.route is not None:
             result = self._through_imatrix(job)
         else:
-            result = merge(job.base, list(job.loras), patch=job.patch, out=job.target, fmt=job.options.fmt,
-                           outtype=job.options.outtype, resources=job.resources)
+            result = merge(Recipe(job.base, job.loras, job.patch), job.target, job.options, job.resources)
         self.keep(job)
         return result
 
@@ -299,11 +300,10 @@ class MergeStage(Stage):
             print(f"{job.target} holds this merge already (importance matrix: {matrix.name})")
             return MergeResult([job.target, matrix], output_vocab(job.target), 0, already_merged=True)
         route = job.route
-        done = imatrix_route(job.base, list(job.loras), job.patch, out=job.target, outtype=self.outtype,
-                             calibration=route.calibration, intermediate=route.intermediate,
-                             settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks,
-                                                    n_gpu_layers=route.gpu_layers),
-                             low_disk=job.resources.low_disk)
+        options = RouteOptions(outtype=self.outtype, intermediate=route.intermediate, calibration=route.calibration,
+                               settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks,
+                                                      n_gpu_layers=route.gpu_layers))
+        done = imatrix_route(Recipe(job.base, job.loras, job.patch), job.target, options, job.resources)
         return MergeResult([done.output, done.imatrix], output_vocab(done.output), 0)
 
     def keep(self, job: MergeJob) -> list[Path]:

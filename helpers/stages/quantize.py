@@ -22,11 +22,14 @@ from ..chat import choose_gguf
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import TORCH_PROCESS_BYTES
 from ..evaluate import compare_quants, default_eval_text, plot_quant_table
-from ..gguf import (FLOAT_TYPES, already_quantized, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize,
-                    requantized_bytes)
+from ..gguf import (FLOAT_TYPES, QuantizeOptions, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize,
+                   requantized_bytes)
+from ..gguf.llama_quantize import already_quantized
 from ..hub import file_sizes, resolve_model
-from ..merge import MergeOptions, ResourcePlan, SourceFiles, Sources, gather_sources, made_from, merge, resource_plan
-from ..publish import ReleaseCard, saved_job
+from ..merge import (MergeOptions, Recipe, ResourcePlan, SourceFiles, Sources, gather_sources, made_from, merge,
+                     resource_plan)
+from ..publish import ReleaseCard
+from ..publish.workspace import saved_job
 from ..util import UserError, human_bytes
 from .base import Plan, Stage, form_path
 from .form import param
@@ -128,7 +131,7 @@ class QuantizeResult:
 
 
 @dataclass(frozen=True)
-class QuantizeStage(Stage):
+class QuantizeStage(Stage[QuantizeJob]):
     """The quantize notebook's form."""
 
     NOTEBOOK = "02_quantize_gguf"
@@ -170,7 +173,7 @@ class QuantizeStage(Stage):
         return Workspace.of(self.workspace, self.output_dir)
 
     # ---------------------------------------------------------------------------------------------------- plan
-    def make_plan(self, runtime: Runtime) -> Plan:
+    def make_plan(self, runtime: Runtime) -> Plan[QuantizeJob]:
         types, notes = self.types(), []
         job, sizes, peak = self._source(types, runtime, notes)
         needs = [Need("GPU", "no GPU", runtime.gpu or "none")]
@@ -277,15 +280,13 @@ class QuantizeStage(Stage):
 
         def planned(outtype: str) -> ResourcePlan:
             return resource_plan(sources, options=MergeOptions(fmt="gguf", outtype=outtype), out=f16,
-                                 free_disk=runtime.disk, free_ram=runtime.ram,
-                                 partial=f16.with_name(f".{f16.name}.partial"))
+                                 free_disk=runtime.disk, free_ram=runtime.ram)
 
         resources = planned("f16")
         outputs = {t: quant_target(f16, self.output_dir, t) for t in types}
         if source == "merge" and self.low_disk != "no":
             direct = {t: resource_plan(sources, options=MergeOptions(fmt="gguf", outtype=t, low_disk=True), out=out,
-                                       free_disk=runtime.disk, free_ram=runtime.ram,
-                                       partial=out.with_name(f".{out.name}.partial")) for t, out in outputs.items()}
+                                       free_disk=runtime.disk, free_ram=runtime.ram) for t, out in outputs.items()}
             f16_peak = resources.chosen_peak_disk + sum(planned(t).output_bytes for t in types)
             streamable = resources.sources[0].streamable
             only_fit = streamable and f16_peak > runtime.disk and direct_peak(direct) <= runtime.disk
@@ -305,7 +306,7 @@ class QuantizeStage(Stage):
                           saved=saved)
         return job, {t: planned(t).output_bytes for t in types}, resources.chosen_peak_disk
 
-    def candidate_fixes(self, plan: Plan) -> list[dict[str, Any]]:
+    def candidate_fixes(self, plan: Plan[QuantizeJob]) -> list[dict[str, Any]]:
         types = self.types()
         fixes: list[dict[str, Any]] = [{"quant_types": types[0]}] if len(types) > 1 else []
         if self.published == "no":
@@ -320,18 +321,18 @@ class QuantizeStage(Stage):
         return fixes + ([{"push_to_hub": ""}] if self.push_to_hub else [])
 
     # ---------------------------------------------------------------------------------------------------- run
-    def execute(self, plan: Plan) -> QuantizeResult:
+    def execute(self, plan: Plan[QuantizeJob]) -> QuantizeResult:
         job: QuantizeJob = plan.job
         if job.source == "published":
             result = QuantizeResult(None, {t: self._download(job, t) for t in job.outputs})
         elif job.source == "direct":
             base, loras, patch = release_inputs(job.entry)
             result = QuantizeResult(None, {t: job.saved.get(t) or merge(
-                base, loras, patch=patch, out=out, fmt="gguf", outtype=t, resources=job.direct[t]).outputs[0]
-                for t, out in job.outputs.items()}, kept=tuple(job.saved))
+                Recipe(base, loras, patch), out, MergeOptions(fmt="gguf", outtype=t, low_disk=True),
+                job.direct[t]).outputs[0] for t, out in job.outputs.items()}, kept=tuple(job.saved))
         else:
             f16 = self._float_gguf(job) if job.todo() or self.quality_table else None
-            result = QuantizeResult(f16, {t: job.saved.get(t) or quantize(f16, out, qtype=t)
+            result = QuantizeResult(f16, {t: job.saved.get(t) or quantize(f16, out, QuantizeOptions(qtype=t))
                                           for t, out in job.outputs.items()}, kept=tuple(job.saved))
         self.keep(job, result)
         return result
@@ -353,7 +354,7 @@ class QuantizeStage(Stage):
             return job.f16
         if job.source == "merge":  # a finished merge of the same inputs is recognised and kept
             base, loras, patch = release_inputs(job.entry)
-            merge(base, loras, patch=patch, out=job.f16, fmt="gguf", outtype="f16", resources=job.resources)
+            merge(Recipe(base, loras, patch), job.f16, MergeOptions(fmt="gguf", outtype="f16"), job.resources)
             return job.f16
         if job.f16.is_file():
             return job.f16
@@ -394,7 +395,7 @@ class QuantizeStage(Stage):
         files = [*([result.f16] if result.f16 is not None else []), *result.quants.values()]
         return "\n".join(f"{human_bytes(p.stat().st_size):>10}  {p}" for p in files)
 
-    def headless(self, plan: Plan, result: QuantizeResult) -> QuantizeResult:
+    def headless(self, plan: Plan[QuantizeJob], result: QuantizeResult) -> QuantizeResult:
         """The notebook's quality cell (when ``QUALITY_TABLE`` asks for it), its rows kept in the result."""
         return QuantizeResult(result.f16, result.quants, tuple(self.quality(result)), result.kept)
 

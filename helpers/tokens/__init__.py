@@ -12,24 +12,16 @@
 from __future__ import annotations
 
 from .detect import template_for_model, template_from_chat_template
-from .files import (LLAMA3_PRE_PATTERN, TOKENIZER_FILES, copy_tokenizer_files, find_tokenizer_dir, has_tokenizer,
-                    tokenizer_files, tokenizer_vocab_size)
-from .sentencepiece import (add_pieces, count_tokens, is_sentencepiece, merge_sentencepiece, piece_count,
-                            sp_processor, write_sp_tokenizer_files, write_tokenizer_dir)
-from .templates import (ALPACA_HEADER, TEMPLATES, ZH_SYSTEM, ZH_SYSTEM_LONG, GenerationDefaults, Template, build_prompt,
-                        generation_defaults, get_template, gguf_chat_template, jinja_chat_template, ollama_template,
-                        truncate_history)
+from .files import (LLAMA3_PRE_PATTERN, copy_tokenizer_files, find_tokenizer_dir, has_tokenizer, tokenizer_files,
+                    tokenizer_vocab_size)
+from .sentencepiece import is_sentencepiece, merge_sentencepiece, piece_count, write_sp_tokenizer_files
+from .templates import (TEMPLATES, Template, build_prompt, generation_defaults, get_template, gguf_chat_template,
+                        jinja_chat_template, ollama_template, truncate_history)
 from .tokenizer import load_tokenizer
-from .vocab import (EmbeddingInitReport, VocabReport, expand_vocab, init_embeddings_, init_new_embeddings,
-                    split_new_pieces)
+from .vocab import expand_vocab
 
-__all__ = [
-    "ALPACA_HEADER", "LLAMA3_PRE_PATTERN", "TEMPLATES", "TOKENIZER_FILES", "ZH_SYSTEM", "ZH_SYSTEM_LONG",
-    "EmbeddingInitReport", "GenerationDefaults", "Template", "VocabReport", "add_pieces", "build_prompt",
-    "copy_tokenizer_files", "count_tokens", "expand_vocab", "find_tokenizer_dir", "generation_defaults",
-    "get_template", "has_tokenizer", "init_embeddings_", "init_new_embeddings", "is_sentencepiece",
-    "gguf_chat_template", "jinja_chat_template", "load_tokenizer", "merge_sentencepiece", "ollama_template",
-    "piece_count", "sp_processor",
-    "split_new_pieces", "template_for_model", "template_from_chat_template", "tokenizer_files",
-    "tokenizer_vocab_size", "truncate_history", "write_sp_tokenizer_files", "write_tokenizer_dir",
-]
+__all__ = ["LLAMA3_PRE_PATTERN", "TEMPLATES", "Template", "build_prompt", "copy_tokenizer_files", "expand_vocab",
+           "find_tokenizer_dir", "generation_defaults", "get_template", "gguf_chat_template", "has_tokenizer", "is_sentencepiece",
+           "jinja_chat_template", "load_tokenizer", "merge_sentencepiece", "ollama_template", "piece_count",
+           "template_for_model", "template_from_chat_template", "tokenizer_files", "tokenizer_vocab_size",
+           "truncate_history", "write_sp_tokenizer_files"]

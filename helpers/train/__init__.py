@@ -19,30 +19,19 @@
 """
 from __future__ import annotations
 
-from .callbacks import in_notebook, loss_figure, read_loss_csv, save_loss_plot, trainer_callbacks, write_loss_csv
-from .compare import Comparison, compare_answers
+from .compare import compare_answers
 from .config import DATA_SUFFIXES, RESUME_CHOICES, FinetuneConfig, is_hub_dataset
-from .data import IGNORE, DataCollator, build_dataset, eot_id, group_texts, load_sft_records, pad_id_of, tokenize_sft
-from .datafile import check_record, read_pt_lines, read_sft_records
-from .datastats import DataStats, pt_stats, sft_stats
-from .dist import Launch, launch_context
+from .datafile import read_pt_lines, read_sft_records
+from .datastats import pt_stats, sft_stats
 from .finetune import finetune
-from .jobs import CHECKPOINTS, ResumePlan, job_identity, list_checkpoints, plan_resume, planned_job_key
-from .launch import LaunchFiles, accelerate_config, deepspeed_config, deepspeed_preset, write_launch_files
-from .memory import EMBEDDINGS, MemoryEstimate, detect_device, estimate_memory, memory_per_gpu
+from .jobs import CHECKPOINTS, list_checkpoints, planned_job_key
+from .launch import STRATEGIES, LaunchFiles, write_launch_files
+from .memory import MemoryEstimate, estimate_memory
 from .result import FinetuneResult, finished_record, result_from_record
 from .setup import resolve_template
-from .stats import StageStats, stage_stats
-from .records import hub_records, preview_hub_records
-from .stream import pack_batch, streamed_examples
+from .records import preview_hub_records
 
-__all__ = ["CHECKPOINTS", "DATA_SUFFIXES", "EMBEDDINGS", "IGNORE", "RESUME_CHOICES", "Comparison", "DataCollator",
-           "DataStats", "FinetuneConfig", "FinetuneResult", "check_record", "finished_record", "planned_job_key",
-           "preview_hub_records", "pt_stats", "read_pt_lines", "read_sft_records", "resolve_template",
-           "result_from_record", "sft_stats",
-           "Launch", "LaunchFiles", "MemoryEstimate", "ResumePlan", "StageStats", "accelerate_config",
-           "build_dataset", "compare_answers", "deepspeed_config", "deepspeed_preset", "detect_device", "eot_id",
-           "estimate_memory", "finetune", "group_texts", "hub_records", "in_notebook", "is_hub_dataset",
-           "job_identity", "launch_context", "list_checkpoints", "load_sft_records", "loss_figure", "memory_per_gpu", "pack_batch",
-           "pad_id_of", "plan_resume", "read_loss_csv", "save_loss_plot", "stage_stats", "streamed_examples",
-           "tokenize_sft", "trainer_callbacks", "write_launch_files", "write_loss_csv"]
+__all__ = ["STRATEGIES", "CHECKPOINTS", "DATA_SUFFIXES", "RESUME_CHOICES", "FinetuneConfig", "FinetuneResult",
+           "finished_record", "planned_job_key", "preview_hub_records", "pt_stats", "read_pt_lines", "read_sft_records",
+           "resolve_template", "result_from_record", "sft_stats", "LaunchFiles", "MemoryEstimate", "compare_answers",
+           "estimate_memory", "finetune", "is_hub_dataset", "list_checkpoints", "write_launch_files"]

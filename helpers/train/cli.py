@@ -14,6 +14,7 @@ from ..checkpoint import LORA_TARGETS
 from ..util import UserError
 from .args import NOT_FLAGS
 from .config import RESUME_CHOICES, FinetuneConfig
+from .launch import STRATEGIES
 from .dist import Launch, launch_context, quiet_unless_main
 
 # FinetuneConfig fields whose flag is not ``--field-name`` (or that are switches)
@@ -73,7 +74,7 @@ def _distributed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for --check-only / --write-launch")
     p.add_argument("--write-launch", metavar="DIR", help="write launch.sh and the DeepSpeed/accelerate configs for an "
                    "--nproc GPU machine into DIR instead of training")
-    p.add_argument("--strategy", choices=("ddp", "zero2", "zero3", "fsdp"), default="zero2",
+    p.add_argument("--strategy", choices=tuple(STRATEGIES), default="zero2",
                    help="for --write-launch: plain DDP, DeepSpeed ZeRO-2 / ZeRO-3, or FSDP")
     p.add_argument("--gpu-memory", type=float, metavar="GiB", help="for --write-launch: each GPU's memory, to check "
                    "the per-GPU estimate against (e.g. 80)")
@@ -104,7 +105,7 @@ def _check_only(config: FinetuneConfig, nproc: int) -> int:
 def _write_launch(config: FinetuneConfig, args: argparse.Namespace) -> int:
     from .launch import write_launch_files
 
-    stage = {"zero2": 2, "zero3": 3}.get(args.strategy)
+    stage = STRATEGIES[args.strategy]
     gpu = int(args.gpu_memory * (1 << 30)) if args.gpu_memory else None
     files = write_launch_files(config, nproc=args.nproc, out_dir=args.write_launch, zero_stage=stage,
                                fsdp=args.strategy == "fsdp", gpu_bytes=gpu)

@@ -43,7 +43,7 @@ from .callbacks import in_notebook, read_loss_csv, save_loss_plot, trainer_callb
 from .config import FinetuneConfig
 from .data import DataCollator, build_dataset, pad_id_of
 from .dist import Launch, barrier, launch_context, note
-from .jobs import ResumePlan, apply_resume, checkpoint_step, job_identity, plan_resume
+from .jobs import ResumeDecision, apply_resume, checkpoint_step, job_identity, decide_resume
 from .memory import EMBEDDINGS
 from .plan import RunPlan, plan_run
 from .result import FinetuneResult, reuse_finished
@@ -247,7 +247,7 @@ def _record(config: FinetuneConfig, run: RunPlan, result: FinetuneResult, train_
         "deepspeed_zero_stage": run.zero_stage, "stats": [dataclasses.asdict(st) for st in result.stats], "job": job}
 
 
-def _prepare_output(config: FinetuneConfig, run: RunPlan, plan: ResumePlan, job: dict) -> None:
+def _prepare_output(config: FinetuneConfig, run: RunPlan, plan: ResumeDecision, job: dict) -> None:
     """Rank 0 applies the resume decision once every rank has read the folder it decided from."""
     barrier()
     if run.launch.is_main:
@@ -276,7 +276,7 @@ def finetune(config: FinetuneConfig, *, callbacks: Sequence[Any] = (), launch: L
     out = Path(config.out)
     job = job_identity(config, base_dir=run.base_dir, tok_dir=run.tok_dir, template=run.template and run.template.name,
                        modules_to_save=run.modules_to_save, world_size=launch.world_size, zero_stage=run.zero_stage)
-    plan = plan_resume(out, job, config.resume)  # read-only, on every rank, before any rank writes
+    plan = decide_resume(out, job, config.resume)  # read-only, on every rank, before any rank writes
     claim = claim_output(out, what="the adapter and its checkpoints") if launch.is_main else contextlib.nullcontext()
     with claim:
         args = training_arguments(config, run)

@@ -16,7 +16,7 @@ checkpoints (it would train 0 steps and hand back the old adapter, or fail on a 
 The policy (``resume``): ``auto`` resumes the same job and starts the other ones fresh, saying what changed;
 ``yes`` resumes or refuses; ``no`` starts fresh. Starting fresh removes the old checkpoints and every output of the
 old run (adapter, tokenizer files, loss files), so nothing stale is left beside the new run's files.
-:func:`plan_resume` only reads (every rank calls it on the same files); :func:`apply_resume` writes (rank 0).
+:func:`decide_resume` only reads (every rank calls it on the same files); :func:`apply_resume` writes (rank 0).
 """
 from __future__ import annotations
 
@@ -128,8 +128,8 @@ def checkpoint_step(ckpt: Path) -> int:
 
 
 @dataclass(frozen=True)
-class ResumePlan:
-    """What :func:`plan_resume` decided.
+class ResumeDecision:
+    """What :func:`decide_resume` decided.
 
     Attributes:
         resume_from: the checkpoint to continue, or ``None``.
@@ -146,7 +146,7 @@ class ResumePlan:
 
 
 
-def plan_resume(out: Path, job: dict, policy: str) -> ResumePlan:
+def decide_resume(out: Path, job: dict, policy: str) -> ResumeDecision:
     """Decide, from what ``out`` holds, whether to resume (reads only).
 
     Raises:
@@ -159,26 +159,26 @@ def plan_resume(out: Path, job: dict, policy: str) -> ResumePlan:
         if policy == "yes":
             raise UserError(f"resume=yes, but {ckpt_dir} holds no checkpoint; run with resume auto or no to start")
         note = f"note: resume=no: removing the checkpoints in {ckpt_dir} and starting fresh" if done else None
-        return ResumePlan(None, True, note)
+        return ResumeDecision(None, True, note)
     last = str(done[-1])
     if recorded is None:
         if policy == "yes":
-            return ResumePlan(last, False, f"note: {ckpt_dir} has no record of its job; resuming it as asked")
-        return ResumePlan(None, True, f"note: {ckpt_dir} has no record of the job that wrote it: starting fresh "
+            return ResumeDecision(last, False, f"note: {ckpt_dir} has no record of its job; resuming it as asked")
+        return ResumeDecision(None, True, f"note: {ckpt_dir} has no record of the job that wrote it: starting fresh "
                                       "(resume=yes continues it anyway)")
     changed = job_changes(recorded, job)
     if not changed:
         at_end = bool(job.get("max_steps")) and checkpoint_step(done[-1]) >= job["max_steps"]
-        return ResumePlan(last, False, finished=at_end)
+        return ResumeDecision(last, False, finished=at_end)
     what = ", ".join(changed)
     if policy == "yes":
         raise UserError(f"resume=yes, but the checkpoints in {ckpt_dir} are of another job (changed: {what}); "
                         "give the settings they were made with, or resume auto/no to start fresh")
-    return ResumePlan(None, True, f"note: the checkpoints in {ckpt_dir} are of another job (changed: {what}): "
+    return ResumeDecision(None, True, f"note: the checkpoints in {ckpt_dir} are of another job (changed: {what}): "
                                   "starting fresh")
 
 
-def apply_resume(out: Path, plan: ResumePlan, job: dict) -> None:
+def apply_resume(out: Path, plan: ResumeDecision, job: dict) -> None:
     """Carry out ``plan`` (rank 0 only): remove interrupted checkpoints, and on a fresh start the old checkpoints and
     outputs; record ``job``."""
     ckpt_dir = out / CHECKPOINTS

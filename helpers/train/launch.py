@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from .memory import MemoryEstimate
 
 ZERO_BUCKET = 100_000_000  # elements per all-gather / reduce bucket (the authors' 1e8)
-STRATEGIES = ("ddp", "zero2", "zero3", "fsdp")
+# the ways a launch spreads one job over N GPUs -> its DeepSpeed ZeRO stage (None: not DeepSpeed); the first is the
+# default (the releases were trained with ZeRO-2)
+STRATEGIES: dict[str, int | None] = {"zero2": 2, "ddp": None, "zero3": 3, "fsdp": None}
 
 
 def deepspeed_preset(stage: int, *, offload: bool = False) -> dict:
@@ -188,7 +190,7 @@ def write_launch_files(config: FinetuneConfig, *, nproc: int, out_dir: str | Pat
 
     if nproc < 1:
         raise UserError(f"nproc = {nproc}: the machine needs at least one GPU")
-    strategy = "fsdp" if fsdp else {None: "ddp", 0: "ddp", 2: "zero2", 3: "zero3"}.get(zero_stage, "")
+    strategy = "fsdp" if fsdp else {z: n for n, z in STRATEGIES.items() if n != "fsdp"}.get(zero_stage or None, "")
     if not strategy:
         raise UserError(f"ZeRO stage {zero_stage}: use 2 or 3 (or None for plain DDP)")
     if config.load_in_4bit and strategy in ("zero3", "fsdp"):

@@ -19,6 +19,15 @@ from .errors import UserError
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # text shipped with the package (demo corpus)
 
 
+def partial_path(final: str | Path) -> Path:
+    """Where ``final`` is built before it takes its name: the hidden sibling ``.<name>.partial`` (same folder, so
+    the last rename is atomic; kept across an interrupted run for a resume, which reads what it already holds).
+    Every writer of an output that outlives one call (merge sinks, the GGUF sink, the workspace's copies) and the
+    planner that counts what an interrupted run left use this one rule."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.partial")
+
+
 def tmp_name(final: Path) -> Path:
     """Return a unique temporary sibling path for ``final`` (same directory, so rename is atomic)."""
     final = Path(final)

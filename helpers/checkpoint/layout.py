@@ -1,10 +1,10 @@
-"""The tensor plan, and the contract between whatever streams tensors (the merge, ``to-gguf``) and the writers.
+"""The tensor layout, and the contract between whatever streams tensors (the merge, ``to-gguf``) and the writers.
 
 The merge knows every output tensor's name and shape before it computes any of them (from the base
-checkpoint's headers and the LoRAs' ``modules_to_save`` shapes). It hands that plan to a sink,
-then streams each finished tensor, in plan order, as float32 in Hugging Face naming
+checkpoint's headers and the LoRAs' ``modules_to_save`` shapes). It hands that layout to a sink,
+then streams each finished tensor, in layout order, as float32 in Hugging Face naming
 (``model.layers.0.self_attn.q_proj.weight``, ``lm_head.weight``, ...). Writers that need a header
-first (GGUF) use the plan; writers that shard (HF, Meta .pth) use it to decide shard boundaries.
+first (GGUF) use the layout; writers that shard (HF, Meta .pth) use it to decide shard boundaries.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class TensorPlan:
+class TensorSpec:
     """One output tensor: HF name and shape."""
 
     name: str
@@ -40,14 +40,14 @@ class TensorSink(Protocol):
 
     partial: Path  # where the unfinished output lives
 
-    def open(self, *, config: dict, tokenizer_dir: Path, plan: list[TensorPlan]) -> None:
-        """Start: ``config`` is the HF config.json dict (``vocab_size`` updated), ``plan`` every tensor in order."""
+    def open(self, *, config: dict, tokenizer_dir: Path, tensors: list[TensorSpec]) -> None:
+        """Start: ``config`` is the HF config.json dict (``vocab_size`` updated), ``tensors`` every tensor in order."""
 
     def done(self, name: str) -> bool:
         """True when ``name`` is already safely on disk from an earlier, interrupted run (resume)."""
 
     def write(self, name: str, tensor: "torch.Tensor") -> None:
-        """Receive one finished float32 tensor, in plan order (the sink may keep it until the next call, so the
+        """Receive one finished float32 tensor, in layout order (the sink may keep it until the next call, so the
         caller must not change it afterwards)."""
 
     def close(self) -> list[Path]:
@@ -58,20 +58,21 @@ class TensorSink(Protocol):
         Final names are never touched."""
 
 
-def llama_plan(config: dict) -> list[TensorPlan]:
+def llama_tensors(config: dict) -> list[TensorSpec]:
     """The tensors of a LLaMA-architecture model with this ``config.json`` (HF names and shapes, in the order the
     released checkpoints list them): what a checkpoint holds before it is downloaded."""
     h, f = int(config["hidden_size"]), int(config["intermediate_size"])
     heads = int(config["num_attention_heads"])
     kv = int(config.get("num_key_value_heads") or heads) * int(config.get("head_dim") or h // heads)
     vocab = int(config["vocab_size"])
-    plan = [TensorPlan("model.embed_tokens.weight", (vocab, h))]
+    tensors = [TensorSpec("model.embed_tokens.weight", (vocab, h))]
     for i in range(int(config["num_hidden_layers"])):
         p = f"model.layers.{i}."
-        plan += [TensorPlan(p + "self_attn.q_proj.weight", (h, h)), TensorPlan(p + "self_attn.k_proj.weight", (kv, h)),
-                 TensorPlan(p + "self_attn.v_proj.weight", (kv, h)), TensorPlan(p + "self_attn.o_proj.weight", (h, h)),
-                 TensorPlan(p + "mlp.gate_proj.weight", (f, h)), TensorPlan(p + "mlp.up_proj.weight", (f, h)),
-                 TensorPlan(p + "mlp.down_proj.weight", (h, f)), TensorPlan(p + "input_layernorm.weight", (h,)),
-                 TensorPlan(p + "post_attention_layernorm.weight", (h,))]
-    plan += [TensorPlan("model.norm.weight", (h,)), TensorPlan("lm_head.weight", (vocab, h))]
-    return plan
+        tensors += [TensorSpec(p + "self_attn.q_proj.weight", (h, h)),
+                    TensorSpec(p + "self_attn.k_proj.weight", (kv, h)),
+                    TensorSpec(p + "self_attn.v_proj.weight", (kv, h)), TensorSpec(p + "self_attn.o_proj.weight", (h, h)),
+                    TensorSpec(p + "mlp.gate_proj.weight", (f, h)), TensorSpec(p + "mlp.up_proj.weight", (f, h)),
+                    TensorSpec(p + "mlp.down_proj.weight", (h, f)), TensorSpec(p + "input_layernorm.weight", (h,)),
+                    TensorSpec(p + "post_attention_layernorm.weight", (h,))]
+    tensors += [TensorSpec("model.norm.weight", (h,)), TensorSpec("lm_head.weight", (vocab, h))]
+    return tensors
