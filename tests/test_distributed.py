@@ -235,10 +235,15 @@ def test_a_hub_data_set_is_fine_tuning_data(demo, hub_twin, tmp_path):
 
 
 @pytest.mark.parametrize("shards,world", [(3, 2), (4, 2), (3, 3), (2, 3)])
-def test_each_process_streams_its_own_share(demo, tmp_path, shards, world):
+def test_each_process_streams_its_own_share(demo, tmp_path, shards, world, monkeypatch):
     """Within a pass no record (and no block) goes to two processes and none is skipped. When the shards divide
     among the processes each reads only its own shards and packs its own records; otherwise ``datasets`` gives
     each process every N-th block of the one packing of the whole stream."""
+    import datasets
+
+    # ``datasets`` runs in this process: its cache goes to this test's folder, not the session's shared HF_HOME
+    # (which tests/test_hubenv.py expects empty)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
     from helpers.tokens import load_tokenizer
     from helpers.train import FinetuneConfig
     from helpers.train.stream import pack_batch, streamed_examples
