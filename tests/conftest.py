@@ -62,6 +62,16 @@ def demo(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def alpaca2_gguf(demo, tmp_path_factory) -> Path:
+    """The Chinese-Alpaca-2 stand-in as an F16 GGUF (random weights: its greedy reply to 你好 has a lone ``0xCC``
+    byte as second token), made once per session for the server tests."""
+    from helpers.gguf import convert_hf_to_gguf
+
+    return convert_hf_to_gguf(demo / "chinese-alpaca-2-7b", tmp_path_factory.mktemp("alpaca2-gguf") /
+                              "chinese-alpaca-2-7b-demo.gguf", outtype="f16")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run fastest on one thread; the test machine's two cores are shared."""

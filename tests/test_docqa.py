@@ -5,9 +5,10 @@ LangChain retrieves is the one the server's own embeddings rank first by cosine 
 from __future__ import annotations
 
 import math
-import socket
+from pathlib import Path
 
 import pytest
+from hubtwin import free_port
 
 pytest.importorskip("langchain_openai")
 pytest.importorskip("langchain_text_splitters")
@@ -25,18 +26,10 @@ QUESTIONS = {"兵马俑是哪一年被发现的？": "一九七四年", "黄山�
              "西湖在哪个城市？": "杭州"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def gguf(demo, tmp_path_factory):
-    from helpers.gguf import convert_hf_to_gguf
-
-    return convert_hf_to_gguf(demo / "chinese-alpaca-2-7b", tmp_path_factory.mktemp("docqa") /
-                              "chinese-alpaca-2-7b-demo.gguf", outtype="f16")
+def gguf(alpaca2_gguf) -> Path:
+    return alpaca2_gguf
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from hubtwin import free_port
 
 from faults import assert_error_line, cli
 from helpers.util import UserError
@@ -23,11 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVER_EXTRAS = ("llama_cpp", "uvicorn", "fastapi")  # what helpers serve imports
 USER = [{"role": "user", "content": "你好"}]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hubtwin import free_port
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm would fetch its price list at import
 
@@ -33,18 +34,10 @@ EOS = 2  # </s> of the Llama-2 vocabulary
 NO_EOS = {str(EOS): -100}  # so that a reply runs to its limit
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def gguf(demo, tmp_path_factory) -> Path:
-    from helpers.gguf import convert_hf_to_gguf
-
-    return convert_hf_to_gguf(demo / "chinese-alpaca-2-7b", tmp_path_factory.mktemp("clients") /
-                              "chinese-alpaca-2-7b-demo.gguf", outtype="f16")
+def gguf(alpaca2_gguf) -> Path:
+    return alpaca2_gguf
 
 
 @pytest.fixture(scope="module")
