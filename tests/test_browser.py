@@ -114,7 +114,7 @@ def _drive(page, server, context) -> tuple[str, list[str], str, dict]:
     second, _ = _turn(page, "再见", context)
     assert second.startswith(first), "the first exchange must stay in the transcript"
     state = json.loads(server.run_in_kernel(
-        "import json, sys, ipywidgets\nfrom helpers.chat import ChatBox\n"
+        "import json, sys, ipywidgets\nfrom helpers.chat.widget import ChatBox\n"
         "boxes = [v for v in Out.values() if isinstance(v, ChatBox)]\n"
         "print(json.dumps({'prefix': sys.prefix, 'ipywidgets': ipywidgets.__version__,"
         " 'histories': [b.history for b in boxes]}))"))

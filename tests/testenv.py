@@ -40,9 +40,12 @@ def is_cleared(name: str) -> bool:
 def controlled(root: str | Path) -> dict[str, str]:
     """The variables the tests set themselves, with ``root`` a fresh folder for the hub cache and logs: offline (a
     test that downloads goes through the hub twin, ``tests/conftest.py::hub_env``), an empty ``HF_HOME`` (never the
-    user's cache or saved token), no token, no proxy for loopback, no progress bars."""
+    user's cache or saved token), no token, no proxy for loopback, no progress bars, and a demo folder of the tests'
+    own (never the one a by-hand twin run built in the user's cache, whose stand-ins pass the published-sum check:
+    a test that wants that sets ``HELPERS_DEMO_DIR`` itself)."""
     root = Path(root)
     return {"HF_HOME": str(root / "hf-home"), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HELPERS_DEMO_DIR": str(root / "demo-assets"),
             "HELPERS_NO_PROGRESS": "1", "HELPERS_LOG_DIR": str(root / "logs"), "TOKENIZERS_PARALLELISM": "false",
             "NO_PROXY": LOOPBACK, "no_proxy": LOOPBACK}
 
