@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -82,10 +83,16 @@ def note(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+RANK0_GRACE_SECONDS = 60.0  # how long a non-zero rank waits for rank 0 to report the error both met
+
+
 def quiet_unless_main(exc: UserError) -> None:
     """On a non-zero rank, end the process with the error's exit status without printing: every rank meets the
-    same bad input, and rank 0 alone says so in one ``error:`` line."""
+    same bad input, and rank 0 alone says so in one ``error:`` line. The rank first waits (up to
+    :data:`RANK0_GRACE_SECONDS`) so that rank 0 fails first: the launcher stops every worker at the first failure,
+    and a rank that failed sooner would have rank 0 stopped before it printed its line."""
     if not is_main_process():
+        time.sleep(RANK0_GRACE_SECONDS)  # the launcher ends this wait once rank 0 has failed
         raise SystemExit(2) from exc
 
 
