@@ -119,11 +119,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _trained_f16(shared: Path) -> Path:
     """SmolLM2-135M-Instruct as an F16 GGUF in ``shared`` (llama.cpp dequantizes the package's Q4_1)."""
     from assets import smollm2_gguf
-    from helpers.gguf import quantize
+    from helpers.gguf import QuantizeOptions, quantize
 
     out = shared / "SmolLM2-135M-Instruct-f16.gguf"
     if not out.is_file():
-        quantize(smollm2_gguf(), out, qtype="f16", requantize=True, modelfile=False)
+        quantize(smollm2_gguf(), out, QuantizeOptions(qtype="f16", requantize=True, modelfile=False))
     return out
 
 
