@@ -141,10 +141,20 @@ async def chat(service: Service, request: Request) -> Any:
         usage = bool(req.stream_options and req.stream_options.include_usage)
         return _Stream(service, _chat_stream(service, request, work, head, n, len(prompt_ids), usage,
                                              sampling.logprobs))
-    texts, tokens, reasons, completion = [""] * n, [[] for _ in range(n)], ["stop"] * n, 0
     items = await _collect(service, request, work)
     if items is None:
         return Response(status_code=499)  # nobody reads it: the client has gone
+    texts, tokens, reasons, completion = _gathered(items, [""] * n)
+    choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
+                "logprobs": _chat_logprobs(engine, tokens[i]) if sampling.logprobs else None,
+                "finish_reason": reasons[i]} for i in range(n)]
+    return {**head, "object": "chat.completion", "choices": choices, "usage": _usage(len(prompt_ids), completion)}
+
+
+def _gathered(items: list, starts: list[str]) -> tuple[list[str], list[list[Token]], list[str], int]:
+    """The collected ``(choice, item)`` pairs of an unstreamed reply: each choice's text (after its ``start``), its
+    tokens, its finish reason, and the completion tokens of all choices."""
+    texts, tokens, reasons, completion = list(starts), [[] for _ in starts], ["stop"] * len(starts), 0
     for choice, item in items:
         texts[choice] += item.text
         if isinstance(item, Token):
@@ -152,10 +162,7 @@ async def chat(service: Service, request: Request) -> Any:
         else:
             reasons[choice] = item.reason
             completion += item.completion_tokens
-    choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
-                "logprobs": _chat_logprobs(engine, tokens[i]) if sampling.logprobs else None,
-                "finish_reason": reasons[i]} for i in range(n)]
-    return {**head, "object": "chat.completion", "choices": choices, "usage": _usage(len(prompt_ids), completion)}
+    return texts, tokens, reasons, completion
 
 
 async def completions(service: Service, request: Request) -> Any:
@@ -189,18 +196,10 @@ async def completions(service: Service, request: Request) -> Any:
         usage = bool(req.stream_options and req.stream_options.include_usage)
         return _Stream(service, _completion_stream(service, request, work, head, n, echoes, prompt_tokens, usage,
                                                    sampling.logprobs))
-    texts, tokens, reasons, completion = [echoes[i // n] for i in range(count)], [[] for _ in range(count)], \
-        ["stop"] * count, 0
     items = await _collect(service, request, work)
     if items is None:
         return Response(status_code=499)
-    for index, item in items:
-        texts[index] += item.text
-        if isinstance(item, Token):
-            tokens[index].append(item)
-        else:
-            reasons[index] = item.reason
-            completion += item.completion_tokens
+    texts, tokens, reasons, completion = _gathered(items, [echoes[i // n] for i in range(count)])
     choices = [{"index": i, "text": texts[i], "finish_reason": reasons[i],
                 "logprobs": _completion_logprobs(engine, tokens[i], len(echoes[i // n]))
                 if sampling.logprobs else None} for i in range(count)]
