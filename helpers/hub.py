@@ -352,9 +352,9 @@ def _header_bytes(hub_id: str, filename: str, remote: Remote) -> dict:
                     if len(buf) >= want:
                         break
         data = bytes(buf)
-        if len(data) >= max(want, 8):
+        if len(data) >= want:  # want is at least 8: the first request's size, then the header's end
             break
-    if len(data) < 8 or len(data) < want:
+    if len(data) < want:
         raise UserError(f"{hub_id}/{filename}: the hub sent {len(data)} bytes, fewer than its safetensors header")
     try:
         return json.loads(data[8:want])

@@ -91,8 +91,8 @@ class ChatSession:
 
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", *DOCQA_PACKAGES], check=True)
         s = self.stage
-        found = document_qa(read_utf8(self.stage.located(s.doc_file)), s.doc_question, base_url=server.url,
-                            model=server.model_id, api_key=server.api_key or "none", max_tokens=s.max_new_tokens)
+        found = document_qa(s.doc_text(), s.doc_question, base_url=server.url, model=server.model_id,
+                            api_key=server.api_key or "none", max_tokens=s.max_new_tokens)
         print(f"document QA on {s.doc_file}: {s.doc_question}")
         for i, chunk in enumerate(found.chunks, 1):
             print(f"  retrieved {i}: {chunk}")
@@ -233,13 +233,7 @@ class ChatStage(Stage[ChatJob]):
         if server is None:
             return [Need("document QA", "the server", self.assignment("start_server", self.start_server), NO,
                          f"set {self.assignment('start_server', True)} (or {self.assignment('doc_file', '')})")]
-        path = Path(self.located(self.doc_file)).expanduser()
-        if not path.is_file():
-            raise UserError(f"DOC_FILE {self.doc_file!r} not found: give a UTF-8 text file (on Colab, upload it in the "
-                            f"Files pane), or {self.assignment('doc_file', '')} to skip document QA")
-        text = read_utf8(path, what=f"DOC_FILE {self.doc_file!r}: a UTF-8 text file")
-        if not text.strip():
-            raise UserError(f"DOC_FILE {self.doc_file!r} is empty: give a UTF-8 text file with some text in it")
+        text = self.doc_text()
         missing = missing_docqa_packages()
         notes.append(f"document QA: {self.doc_file} ({len(text)} characters) through LangChain and the server"
                      + (f"; the run installs {', '.join(DOCQA_PACKAGES)} (pip, seconds)" if missing and in_colab()
@@ -248,6 +242,19 @@ class ChatStage(Stage[ChatJob]):
             return [Need("LangChain", ", ".join(DOCQA_PACKAGES), f"missing {', '.join(missing)}", NO,
                          "pip install " + " ".join(DOCQA_PACKAGES))]
         return []
+
+    def doc_text(self) -> str:
+        """``DOC_FILE``'s text (found in the workspace, or as given).
+
+        Raises:
+            UserError: the file is missing, not UTF-8, or empty.
+        """
+        text = read_utf8(Path(self.located(self.doc_file)).expanduser(),
+                         what=f"a UTF-8 text file as DOC_FILE (on Colab, upload it in the Files pane), or "
+                              f"{self.assignment('doc_file', '')} to skip document QA")
+        if not text.strip():
+            raise UserError(f"DOC_FILE {self.doc_file!r} is empty: give a UTF-8 text file with some text in it")
+        return text
 
     def _guidance(self, backend: str, notes: list[str]) -> list[Need]:
         """CFG sampling: a refusal for a scale it cannot take, or a note on what it does and costs."""

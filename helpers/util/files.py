@@ -99,7 +99,7 @@ def read_utf8(path: str | Path, *, what: str = "a UTF-8 text file") -> str:
     :class:`UserError` that says what was expected (``what``)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found")
+        raise UserError(f"{path} not found: give {what}")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
