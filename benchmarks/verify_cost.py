@@ -1,7 +1,7 @@
 """What checking every download against the hub's digest costs, beside not checking it.
 
 1. **hashing speed** on this machine: SHA256 (LFS files) and the git blob id (small files) of a file in the page
-   cache, in GB/s (``helpers.integrity.hash_file``);
+   cache, in GB/s (``helpers.hub.integrity.hash_file``);
 2. **a download**: a repo of ``--shards`` files of ``--shard-mb`` MB of random bytes, fetched by
    ``helpers.hub.resolve_model`` into an empty cache, with ``HELPERS_VERIFY_SHA256=0`` and with the check on (each
    file hashed while the others download), beside "download, then hash every file" (the separate pass the overlap
@@ -127,7 +127,7 @@ def start_hub(folder: Path, files: dict[str, dict], rate: float):
 
 def make_repo(folder: Path, shards: int, shard_mb: int) -> dict[str, dict]:
     """Random shards (LFS files, as weights are) and a small config (a git file), with their digests."""
-    from helpers.integrity import hash_file
+    from helpers.hub.integrity import hash_file
 
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
@@ -145,7 +145,7 @@ def make_repo(folder: Path, shards: int, shard_mb: int) -> dict[str, dict]:
 
 def hash_speed(path: Path) -> dict[str, float]:
     """GB/s of each digest over ``path`` (read once first, so it is in the page cache)."""
-    from helpers.integrity import hash_file
+    from helpers.hub.integrity import hash_file
 
     size = path.stat().st_size
     hash_file(path)
@@ -172,7 +172,7 @@ def resolve(home: Path, *, verify: bool, fresh: bool = True) -> float:
 
 def then_hash(home: Path) -> float:
     """Seconds to download unchecked and then hash every file, one after the other (the separate pass)."""
-    from helpers.integrity import hash_file
+    from helpers.hub.integrity import hash_file
 
     t0 = time.perf_counter()
     resolve(home, verify=False)

@@ -139,7 +139,7 @@ def twin_home(tmp_path_factory) -> Path:
 def twin_env(hub_twin, twin_home, monkeypatch):
     """As :func:`hub_env`, with one download cache for the whole module; published SHA256 sums are not checked (the
     stand-ins are not the releases the authors published sums for)."""
-    from helpers import hub
+    from helpers.hub import resolve as hub
 
     _online(monkeypatch, hub_twin.endpoint, twin_home)
     monkeypatch.setattr(hub, "verify_published", lambda entry, folder: 0)

@@ -184,7 +184,7 @@ def test_a_quantized_gguf_without_llama_cpp_is_refused_with_the_install_hint(mon
 
 def test_a_gated_base_without_a_token_is_a_no_that_names_the_secret(monkeypatch):
     """Asked of the hub when it answers, else of the catalog: Llama-2 is gated; never "fits" without a token."""
-    from helpers import hubaccess as hub
+    from helpers.hub import access as hub
 
     _offline(monkeypatch)
     monkeypatch.delenv("HF_TOKEN", raising=False)

@@ -180,7 +180,7 @@ def test_bad_input_is_one_error_line(standins, demo, tmp_path, capsys, case):
 
 def test_damaged_download_is_refused_and_removed(exam_hub):
     """Each LFS file of a data set is checked against the SHA256 the hub lists; a bad copy is removed."""
-    from helpers.hubaccess import resolve_dataset
+    from helpers.hub.access import resolve_dataset
     from helpers.util import UserError
 
     folder = resolve_dataset("haonan-li/cmmlu")

@@ -19,7 +19,7 @@ from helpers import catalog
 from helpers.catalog.releases import CATALOG
 from helpers.chat import choose_gguf, resolve
 from helpers.chat.load import pick_gguf
-from helpers.hub import list_files, resolve_model, verify_published
+from helpers.hub.resolve import list_files, resolve_model, verify_published
 from helpers.util import UserError, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,13 +219,13 @@ def test_smoke_mode_downloads_through_hf_endpoint_when_set(tmp_path, monkeypatch
 def test_an_unreachable_endpoint_is_one_error_line(monkeypatch):
     """A mirror that does not answer (wrong HF_ENDPOINT) ends in one line naming it (huggingface_hub's own
     retries are skipped here: the connection error is raised at once)."""
-    from helpers import hub
+    from helpers.hub import resolve as hub
 
     httpx2 = pytest.importorskip("httpx2")  # the HTTP client of huggingface_hub >= 1.0
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(UserError, match=r"cannot reach HF_ENDPOINT=http://127\.0\.0\.1:9 to download hfl/x \(.*refused.*"
                                          r"unset it to use huggingface\.co") as e:
-        with hub._hub_errors("hfl/x", "model"):
+        with hub.hub_errors("hfl/x", "model"):
             raise httpx2.ConnectError("[Errno 111] Connection refused")
     assert "\n" not in str(e.value)

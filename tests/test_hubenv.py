@@ -1,5 +1,5 @@
 """The shell's hub variables: the tests run in an environment of their own (tests/testenv.py), and when one of
-those variables is why a download fails, the error names it with the one-line fix (helpers/hubenv.py).
+those variables is why a download fails, the error names it with the one-line fix (helpers/hub/environment.py).
 
 Each message is checked where a user meets it: the CLI's one ``error:`` line with the variable exported, then the
 same command with the fix applied (unset, or a writable folder), which must get past the point that failed.
@@ -103,7 +103,7 @@ def test_offline_mode_read_at_import_is_named_too(monkeypatch):
 def test_offline_errors_raised_by_huggingface_hub_name_the_variable(monkeypatch):
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    from helpers import hub
+    from helpers.hub import resolve as hub
 
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "ON")
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -142,7 +142,7 @@ def test_a_read_only_hf_home_is_named(hub_twin, tmp_path, test_env):
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])
 def test_cache_write_errors_name_the_variable_that_chose_the_cache(monkeypatch, tmp_path, code):
-    from helpers.hubenv import cache_not_writable
+    from helpers.hub.environment import cache_not_writable
 
     cache = tmp_path / "c"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

@@ -1,5 +1,5 @@
-"""Checking downloads against the hub's digests (helpers.integrity) and the retry and error rules of a failing mirror
-(helpers.hubfetch), on a hub cache laid out by hand and on synthetic HTTP errors: no server, milliseconds each.
+"""Checking downloads against the hub's digests (helpers.hub.integrity) and the retry and error rules of a failing mirror
+(helpers.hub.fetch), on a hub cache laid out by hand and on synthetic HTTP errors: no server, milliseconds each.
 Through the hub twin and a fault-injecting proxy: tests/test_mirror_faults.py."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import hubfetch
-from helpers.hubfetch import Remote, quiet_hub_logs, retrying, transport_problem
-from helpers.integrity import (RECORD_DIR, DamagedDownload, Digest, Verifier, check_file, hash_file, is_verified,
+from helpers.hub import fetch as hubfetch
+from helpers.hub.fetch import Remote, quiet_hub_logs, retrying, transport_problem
+from helpers.hub.integrity import (RECORD_DIR, DamagedDownload, Digest, Verifier, check_file, hash_file, is_verified,
                                remove_cached)
 from helpers.util import UserError
 
@@ -230,7 +230,7 @@ def test_a_file_is_hashed_while_it_is_written(tmp_path):
     import threading
     import time
 
-    from helpers.integrity import GrowingFileHash
+    from helpers.hub.integrity import GrowingFileHash
 
     part, final = tmp_path / "blob.incomplete", tmp_path / "blob"
     data = os.urandom(3 << 20)

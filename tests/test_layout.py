@@ -20,8 +20,8 @@ PACKAGE = ROOT / "helpers"
 # layers freely; never from a higher layer. docs/ARCHITECTURE.md shows the same picture.
 LAYERS = [
     ["util", "disk"],
-    ["env", "device", "catalog", "integrity", "hubenv"],
-    ["hub", "hubfetch", "hubaccess", "tokens"],
+    ["env", "device", "catalog"],
+    ["hub", "tokens"],
     ["checkpoint", "publish"],
     ["gguf"],
     ["merge", "chat"],

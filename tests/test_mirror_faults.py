@@ -17,7 +17,7 @@ import pytest
 
 from faultproxy import Fault, FaultProxy
 from faults import assert_error_line, cli, hidden
-from helpers.integrity import DamagedDownload, Digest, hash_file
+from helpers.hub.integrity import DamagedDownload, Digest, hash_file
 
 BASE, LORA = "meta-llama/Llama-2-7b-hf", "hfl/chinese-alpaca-2-lora-7b"
 ADAPTER = "adapter_model.safetensors"
@@ -187,7 +187,7 @@ def followed(mirror, hub_env, monkeypatch):
     """In-process downloads through the proxy, every LFS file hashed as it is written (64 KiB chunks)."""
     from huggingface_hub import constants
 
-    from helpers import hubfetch
+    from helpers.hub import fetch as hubfetch
 
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1 << 16)
     monkeypatch.setattr(hubfetch, "FOLLOW_MIN_BYTES", 0)
@@ -207,7 +207,7 @@ def followed(mirror, hub_env, monkeypatch):
 
 def test_a_download_hashed_as_it_is_written_needs_no_second_read(followed, mirror, demo):
     from helpers.hub import resolve_model
-    from helpers.integrity import is_verified
+    from helpers.hub.integrity import is_verified
 
     mirror.add(Fault("drop", path=f"{LORA}/resolve/.*/{ADAPTER}", range=WHOLE_OR_RESUMED, after_bytes=300_000))
     folder = resolve_model(LORA, what="LoRA")  # dropped once and resumed (appended): still one front-to-back write

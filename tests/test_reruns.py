@@ -241,7 +241,7 @@ def test_by_hand_a_v1_release_downloads_through_the_twin_with_every_check_on(hub
     """No ``HELPERS_VERIFY_SHA256=0`` and no patched check: the v1 LoRA from the twin fails the authors' published
     sums (it is a stand-in), and passes because it is byte for byte the stand-in this machine built; with another
     demo folder (a twin's files this machine did not build) the same download is refused."""
-    from helpers.hub import resolve_model, verify_published
+    from helpers.hub.resolve import resolve_model, verify_published
 
     entry = _adapter_entry()
     monkeypatch.setenv("HELPERS_DEMO_DIR", str(demo))
@@ -276,7 +276,7 @@ def test_by_hand_run_01_merges_a_v1_release_through_the_twin(hub_env, demo, tmp_
 
 def test_the_real_hub_never_passes_a_stand_in(demo, tmp_path, monkeypatch):
     """The same stand-in bytes, said to come from huggingface.co (no HF_ENDPOINT) or a remote mirror: refused."""
-    from helpers.hub import twin_standin, verify_published
+    from helpers.hub.resolve import twin_standin, verify_published
     from helpers.util import UserError
 
     entry = _adapter_entry()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.hub import redundant_weights, resolve_model
+from helpers.hub.resolve import redundant_weights, resolve_model
 from helpers.util import UserError
 
 LLAMA2 = ["config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ..hub import LOCAL_MODELS_ENV
-from ..hubenv import demo_dir
+from ..hub import demo_dir
 from .build import build_demo
 
 

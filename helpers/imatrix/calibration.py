@@ -7,7 +7,7 @@ licence CC BY-SA 4.0), published by HFL, the lab that released Chinese-LLaMA/Alp
 text is whole again. Each story becomes one paragraph of the calibration file.
 
 The file is downloaded through ``huggingface_hub`` (``HF_ENDPOINT`` honoured, so a mirror works) and checked against
-the digest the hub lists for it (:func:`helpers.hubaccess.fetch_dataset_file`). Any UTF-8 text file of your own works as
+the digest the hub lists for it (:func:`helpers.hub.access.fetch_dataset_file`). Any UTF-8 text file of your own works as
 well (``python -m helpers imatrix --text FILE``).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from ..hubaccess import fetch_dataset_file
+from ..hub import fetch_dataset_file
 from ..util import UserError, atomic_path
 
 CALIBRATION_REPO = "hfl/cmrc2019"  # hub data set

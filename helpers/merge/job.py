@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..gguf import JOB_KEY, gguf_sidecars, read_metadata
-from ..integrity import DamagedDownload
+from ..hub import DamagedDownload
 from ..tokens import tokenizer_files
 from ..util import UserError, partial_path, read_json, remove, sample_digest
 from .inputs import MergeInputs
@@ -163,7 +163,7 @@ def already_done(target: Path, fmt: str, job: dict, *, replace: bool = False) ->
 @contextlib.contextmanager
 def void_outputs_of_damaged_inputs(target: Path, fmt: str) -> Iterator[None]:
     """Around opening (downloading and checking) a merge's inputs: when a file in the hub cache proves damaged
-    (:class:`~helpers.integrity.DamagedDownload`, a download made before every file was checked), an output at
+    (:class:`~helpers.hub.integrity.DamagedDownload`, a download made before every file was checked), an output at
     ``target`` whose recorded job names that file's SHA256 was merged from the damaged bytes, and the rerun, once
     the file is downloaded again, would take it for finished (the same job): it is removed, with its partial output
     (a resume could reuse tensors merged from those bytes) and sidecars, and the error says so.

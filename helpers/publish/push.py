@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..env import get_secret
 from ..hub import hub_endpoint, hub_errors
-from ..hubenv import TOKENS_PAGE, token_origin, token_rejected
+from ..hub import TOKENS_PAGE, token_origin, token_rejected
 from ..util import UserError, sha256_file
 from .card import ReleaseCard, model_card
 

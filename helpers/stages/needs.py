@@ -6,7 +6,7 @@ from typing import Callable, TypeVar
 
 from ..colab import NO, Need
 from ..hub import current_hub_id
-from ..hubaccess import access_problem
+from ..hub import access_problem
 from ..util import UserError
 
 T = TypeVar("T")
@@ -30,7 +30,7 @@ def listing_fallback(notes: list[str], plan: Callable[[bool], T]) -> T:
 def access_needs(*inputs: tuple[str, str | None]) -> list[Need]:
     """One unmet need per ``(role, ref)`` this machine cannot download although it exists: a gated repo (Meta's
     Llama-2/3) without the ``HF_TOKEN`` secret, or with a token the repo does not accept yet
-    (:func:`helpers.hubaccess.access_problem`, asked before any download). Empty refs, local files and folders need
+    (:func:`helpers.hub.access.access_problem`, asked before any download). Empty refs, local files and folders need
     nothing; each ref is asked once."""
     seen: set[str] = set()
     needs = []

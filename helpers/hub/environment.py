@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .env import get_secret
-from .util import UserError
+from ..env import get_secret
+from ..util import UserError
 
 # huggingface_hub's offline switches in the order it reads them (the first one set decides), and its true values
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")

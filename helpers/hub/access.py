@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .catalog import find
-from .env import get_secret
-from .hub import (check_reachable, current_hub_id, hub_cache_dir, hub_endpoint, hub_errors, is_local, looks_like_hub_id,
+from ..catalog import find
+from ..env import get_secret
+from .resolve import (check_reachable, current_hub_id, hub_cache_dir, hub_endpoint, hub_errors, is_local, looks_like_hub_id,
                   require_online)
-from .hubenv import offline_setting
-from .hubfetch import quiet_hub_logs
+from .environment import offline_setting
+from .fetch import quiet_hub_logs
 from .integrity import check_file, remove_cached
-from .util import UserError, sha256_file
+from ..util import UserError, sha256_file
 
 
 def access_problem(ref: str, *, what: str = "model") -> str | None:
@@ -83,7 +83,7 @@ def resolve_dataset(repo_id: str, *, what: str = "data set") -> Path:
 
 def fetch_dataset_file(repo_id: str, filename: str, *, revision: str | None = None, what: str = "data set") -> Path:
     """Download one file of a hub *data set* repo into the hub cache (resumable, through ``HF_ENDPOINT``) and check
-    it against the digest the hub lists for it (:func:`helpers.integrity.check_file`: the LFS SHA256 of a large file,
+    it against the digest the hub lists for it (:func:`helpers.hub.integrity.check_file`: the LFS SHA256 of a large file,
     the git blob id of a small one); a file that does not match is removed, so the next call downloads it afresh.
 
     Raises:

@@ -2,9 +2,9 @@
 
 :func:`fetch_all` downloads a repo's files with ``huggingface_hub`` (resumable, into its cache), several at once,
 largest first, and checks each against the hub's digest without a pass of its own over the weights: a large file
-is hashed as its bytes are written (:class:`helpers.integrity.GrowingFileHash` follows the download's temporary
+is hashed as its bytes are written (:class:`helpers.hub.integrity.GrowingFileHash` follows the download's temporary
 file; the digest counts only for a file written front to back once, which the download's progress bar and the
-file itself attest), anything else right after it finished, by a :class:`helpers.integrity.Verifier` while the
+file itself attest), anything else right after it finished, by a :class:`helpers.hub.integrity.Verifier` while the
 other files download. What a failing mirror does is answered as follows; everything that is still wrong afterwards is one :class:`~helpers.util.UserError` naming the mirror and
 ``HF_ENDPOINT`` (or the setting to change):
 
@@ -19,7 +19,7 @@ other files download. What a failing mirror does is answered as follows; everyth
   instead of minutes of silent retries;
 - **a dropped connection**: ``huggingface_hub`` resumes the file with a ``Range`` request, in the same run; a run
   that still fails keeps every finished file in the cache, and the rerun downloads only the rest;
-- **a damaged byte**: :func:`helpers.integrity.check_file`.
+- **a damaged byte**: :func:`helpers.hub.integrity.check_file`.
 
 ``huggingface_hub``'s own retry lines are silenced (:func:`quiet_hub_logs`, its public verbosity setting);
 :func:`retrying` prints one ``note:`` line per retry instead.
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from .integrity import GrowingFileHash, Verifier, cached_blob, check_file, verification_enabled
-from .util import UserError
+from ..util import UserError
 
 T = TypeVar("T")
 
@@ -259,7 +259,7 @@ def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> Fetch
 
     A file not yet in the cache is first asked for with one HEAD (``huggingface_hub``'s own retries, the timeout
     :func:`head_timeout`), so that a stalled mirror is reported as such, and its bytes are hashed as they are
-    written where that can be vouched for (:class:`helpers.integrity.GrowingFileHash`); not verified here (see
+    written where that can be vouched for (:class:`helpers.hub.integrity.GrowingFileHash`); not verified here (see
     :func:`fetch_all`).
 
     Raises:

@@ -10,9 +10,9 @@
    ``https://hf-mirror.com`` (read at each call, so setting it in a notebook cell takes effect at once).
 
 Repos that moved on the hub (the v1 LoRAs went from ``ziqingyang/`` to ``hfl/``) are downloaded from
-their current id whichever id is given. Downloads go through :mod:`helpers.hubfetch` (several files at once,
+their current id whichever id is given. Downloads go through :mod:`helpers.hub.fetch` (several files at once,
 bounded retries of an overloaded mirror) and every downloaded file is checked against the hub's own digest
-(:mod:`helpers.integrity`) while the next ones download; so are the files whose SHA256 the release's authors
+(:mod:`helpers.hub.integrity`) while the next ones download; so are the files whose SHA256 the release's authors
 published (catalog ``sha256``). A mismatch is one :class:`~helpers.util.UserError` and the bad copy is removed
 from the cache. ``HELPERS_VERIFY_SHA256=0`` skips both checks. A published sum is the real release's: the one
 exception is a download from the project's hub twin on this machine that is byte for byte a demo stand-in built
@@ -27,13 +27,13 @@ import os
 import sys
 from pathlib import Path
 
-from .catalog import ModelEntry, find
-from .env import get_secret
-from .hubenv import (LOCAL_MODELS_ENV, cache_not_writable, demo_dir, loopback_endpoint, offline_error,
+from ..catalog import ModelEntry, find
+from ..env import get_secret
+from .environment import (LOCAL_MODELS_ENV, cache_not_writable, demo_dir, loopback_endpoint, offline_error,
                      offline_setting, token_rejected, unreachable_error)
-from .hubfetch import Remote, RemoteFile, fetch_all, fetch_verified, quiet_hub_logs, retrying
+from .fetch import Remote, RemoteFile, fetch_all, fetch_verified, quiet_hub_logs, retrying
 from .integrity import VERIFY_ENV, Digest, cached_blob, is_verified, remove_cached, verification_enabled
-from .util import UserError, sha256_file
+from ..util import UserError, sha256_file
 
 
 def looks_like_hub_id(ref: str) -> bool:
@@ -232,8 +232,8 @@ def verify_published(entry: ModelEntry, folder: Path) -> int:
 
 def twin_standin(path: Path, sha256: str) -> bool:
     """True when ``path``, downloaded from ``HF_ENDPOINT``, is byte for byte a demo stand-in this machine built: the
-    endpoint is on this machine (the project's hub twin, :func:`~helpers.hubenv.loopback_endpoint`) and the demo
-    folder here (:func:`~helpers.hubenv.demo_dir`, built by :func:`helpers.demo.build_demo`) holds a file of the same
+    endpoint is on this machine (the project's hub twin, :func:`~helpers.hub.environment.loopback_endpoint`) and the demo
+    folder here (:func:`~helpers.hub.environment.demo_dir`, built by :func:`helpers.demo.build_demo`) holds a file of the same
     name and size whose SHA256 is ``sha256``.
 
     This is how a by-hand run through the twin merges the v1 releases, whose stand-ins cannot match the authors'

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .util import UserError
+from ..util import UserError
 
 VERIFY_ENV = "HELPERS_VERIFY_SHA256"  # "0": trust downloads unchecked
 RECORD_DIR = ".cllama-verified"  # in a repo's cache folder: one record per verified blob
