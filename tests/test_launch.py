@@ -55,16 +55,16 @@ def test_deepspeed_presets_follow_the_authors_zero2(tmp_path):
 
 def test_config_to_args_round_trips(demo, tmp_path):
     from helpers.__main__ import build_parser
-    from helpers.train.args import config_to_args
-    from helpers.train.cli import config_from_args
+    from helpers.train import FinetuneConfig
+    from helpers.util.params import from_arguments, to_arguments
 
     for cfg in (_config(demo, tmp_path / "o"),
                 _config(demo, tmp_path / "o", mode="pt", data=str(demo / "data" / "pt_zh.txt"), load_in_4bit=True,
                         precision="bf16", modules_to_save=(), target_modules="q_proj,v_proj", resume="no",
                         gradient_checkpointing=False, check_memory=False, embedding_stage_steps=1, streaming=True,
                         deepspeed="zero2", data_workers=2, text_column="content")):
-        args = build_parser("finetune").parse_args(["finetune", *config_to_args(cfg)])
-        assert config_from_args(args) == cfg
+        args = build_parser("finetune").parse_args(["finetune", *to_arguments(cfg)])
+        assert from_arguments(FinetuneConfig, args, live_plot=False) == cfg
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "zero2", "zero3", "fsdp"])

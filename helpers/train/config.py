@@ -1,13 +1,14 @@
 """The settings of a fine-tuning run: :class:`FinetuneConfig`, with the releases' recipes as defaults."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..hub import looks_like_hub_id
 from ..tokens import get_template
 from ..util import UserError
+from ..util.params import param
 from ..checkpoint import LORA_TARGETS
 
 DEFAULT_LR = {"sft": 1e-4, "pt": 2e-4}
@@ -18,11 +19,11 @@ DATA_SUFFIXES = (".json", ".jsonl", ".txt", ".parquet", ".csv")
 
 
 def _names(value: Any) -> tuple[str, ...] | None:
-    """A comma-separated string or a sequence of module names as a tuple (None stays None)."""
+    """A comma-separated string or a sequence of module names as a tuple (None stays None; ``none`` is none)."""
     if value is None:
         return None
     if isinstance(value, str):
-        value = [v for v in value.replace(" ", "").split(",") if v]
+        value = [v for v in value.replace(" ", "").split(",") if v and v.lower() != "none"]
     return tuple(str(v) for v in value)
 
 
@@ -41,91 +42,64 @@ def is_hub_dataset(data: str) -> bool:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Settings of one fine-tuning run (defaults: the releases' recipes).
+    """Settings of one fine-tuning run (defaults: the releases' recipes); ``python -m helpers finetune``'s flags are
+    made from these declarations, and :func:`~helpers.util.params.to_arguments` gives a config back as flags (what a
+    launch script passes to every process)."""
 
-    Attributes:
-        base: base model folder or hub id (resolved with :func:`helpers.hub.resolve_model`).
-        data: SFT: an Alpaca JSON/JSONL file or a folder of ``*.json``; PT: a ``.txt`` file or folder of them;
-            or a hub data set id (``org/name``: Alpaca columns for SFT, a ``text`` column for PT), read with
-            ``datasets``.
-        out: output folder (adapter, tokenizer, loss.csv, loss.png, checkpoints/).
-        mode: ``sft`` or ``pt``.
-        template: prompt template id for SFT; ``None`` picks the model's own (catalog, tokenizer files).
-        tokenizer: tokenizer folder when it is not the base's (e.g. an expanded Chinese vocabulary).
-        max_steps: optimizer steps; ``None`` trains ``epochs`` epochs (required when ``streaming``).
-        epochs: passes over the data when ``max_steps`` is ``None``.
-        lr: learning rate; ``None``: 1e-4 (SFT) or 2e-4 (PT) as released.
-        lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout.
-        target_modules: projections that get LoRA.
-        modules_to_save: fully trained modules; ``None``: ``embed_tokens,lm_head`` only when the tokenizer is
-            larger than the model's vocabulary.
-        batch_size, grad_accum: per-process batch and gradient accumulation; the global batch is their product
-            times the number of processes, and the loss is averaged over all its tokens.
-        max_seq_length: SFT truncation length; block_size: PT block length.
-        warmup_ratio: share of steps with linear warmup; ``None``: 0.03 (SFT) / 0.05 (PT).
-        load_in_4bit: QLoRA (NF4, double quant); needs a CUDA GPU.
-        gradient_checkpointing: ``None``: on with a GPU, off on CPU.
-        precision: ``bf16``, ``fp16`` or ``fp32``; ``None``: bf16/fp16 on GPU, fp32 on CPU.
-        seed, save_steps, save_total_limit, logging_steps: trainer settings.
-        shuffle: ``False`` keeps the data in file order (with ``lora_dropout=0`` the run is deterministic, and N
-            processes give the adapter one process gives with an N times larger batch).
-        resume: ``auto``: resume from OUT/checkpoints only when they belong to the same job (data, base, LoRA
-            settings, steps...), else start fresh, saying what changed; ``yes``: resume, refusing when there is
-            no checkpoint or the job differs; ``no``: start fresh, removing the old checkpoints and outputs.
-        deepspeed: ``zero2``, ``zero3`` or a DeepSpeed JSON config (under torchrun / accelerate launch).
-        streaming: read ``data`` with ``datasets`` streaming (a corpus larger than the disk); needs ``max_steps``.
-        text_column: the column PT reads from a hub data set or Parquet/JSON shards.
-        data_workers: data loader processes that tokenize on the fly (streaming).
-        embedding_stage_steps: the authors' two-stage recipe for a new vocabulary: the first N steps train only
-            the new rows of embed_tokens/lm_head, then LoRA and the whole embed_tokens/lm_head (0: off).
-        check_memory: refuse before loading when the estimate exceeds the device memory.
-        live_plot: ``None``: live loss plot in a notebook, log lines elsewhere.
-        plot_every: steps between live plot updates / log lines.
-        max_samples: use only the first N records (SFT) or blocks (PT).
-        extra: more ``transformers.TrainingArguments`` keywords (e.g. ``{"optim": "paged_adamw_8bit"}``).
-        job_key: the id a notebook gave this job (:func:`.jobs.planned_job_key`), recorded in ``finetune.json`` so a
-            later plan recognises the finished run without loading anything; not part of what is trained.
-    """
-
-    base: str
-    data: str
-    out: str
-    mode: str = "sft"
-    template: str | None = None
-    tokenizer: str | None = None
-    max_steps: int | None = None
-    epochs: float = 1.0
-    lr: float | None = None
-    lora_r: int = 64
-    lora_alpha: float = 128.0
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = LORA_TARGETS
-    modules_to_save: tuple[str, ...] | None = None
-    batch_size: int = 1
-    grad_accum: int = 8
-    max_seq_length: int = 512
-    block_size: int = 512
-    warmup_ratio: float | None = None
-    load_in_4bit: bool = False
-    gradient_checkpointing: bool | None = None
-    precision: str | None = None
-    seed: int = 42
-    save_steps: int = 100
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    shuffle: bool = True
-    resume: str = "auto"
-    deepspeed: str | None = None
-    streaming: bool = False
-    text_column: str = "text"
-    data_workers: int = 0
-    embedding_stage_steps: int = 0
-    check_memory: bool = True
-    live_plot: bool | None = None
-    plot_every: int = 10
-    max_samples: int | None = None
-    extra: dict = field(default_factory=dict, compare=False)
-    job_key: str | None = None
+    base: str = param(MISSING, "base model folder or hub id (e.g. hfl/chinese-alpaca-2-7b)")
+    data: str = param(MISSING, "SFT: Alpaca JSON/JSONL file or folder; PT: .txt file or folder; or a hub data set id "
+                      "(org/name: Alpaca columns for SFT, a text column for PT)")
+    out: str = param(MISSING, "output folder (adapter, tokenizer, loss.csv, loss.png, checkpoints/)")
+    mode: str = param("sft", "instruction tuning (sft) or continued pre-training (pt)", choices=("sft", "pt"))
+    template: str | None = param(None, "prompt template for SFT (default: the model's own)")
+    tokenizer: str | None = param(None, "tokenizer folder when not the base's (an expanded vocabulary)")
+    max_steps: int | None = param(None, "optimizer steps (default: --epochs over the data; needed with --streaming)",
+                                  parse=int)
+    epochs: float = param(1.0, "passes over the data when --max-steps is not given", parse=float)
+    lr: float | None = param(None, "learning rate (default 1e-4 SFT, 2e-4 PT, as released)", parse=float)
+    lora_r: int = param(64, "LoRA rank", parse=int)
+    lora_alpha: float = param(128.0, "LoRA scaling numerator", parse=float)
+    lora_dropout: float = param(0.05, "LoRA dropout", parse=float)
+    target_modules: tuple[str, ...] = param(LORA_TARGETS, "comma-separated projections that get LoRA", text=",".join)
+    modules_to_save: tuple[str, ...] | None = param(
+        None, "comma-separated fully trained modules ('none' for none; default: embed_tokens,lm_head only when the "
+        "tokenizer is larger than the model's vocabulary)", text=lambda v: ",".join(v) or "none")
+    batch_size: int = param(1, "per process (global batch: x grad-accum x processes; the loss is averaged over all "
+                            "its tokens)", parse=int)
+    grad_accum: int = param(8, "gradient accumulation steps", parse=int)
+    max_seq_length: int = param(512, "SFT truncation length", parse=int)
+    block_size: int = param(512, "PT block length", parse=int)
+    warmup_ratio: float | None = param(None, "share of steps with linear warmup (default 0.03 SFT, 0.05 PT)",
+                                       parse=float)
+    load_in_4bit: bool = param(False, "QLoRA: NF4 base weights, double quant (CUDA GPU)", flag="--4bit")
+    gradient_checkpointing: bool | None = param(None, "gradient checkpointing (default: on with a GPU, off on CPU)")
+    precision: str | None = param(None, "default: bf16/fp16 on GPU, fp32 on CPU", choices=("bf16", "fp16", "fp32"))
+    seed: int = param(42, "random seed", parse=int)
+    save_steps: int = param(100, "steps between checkpoints", parse=int)
+    save_total_limit: int = param(2, "checkpoints kept", cli=False)
+    logging_steps: int = param(1, "steps between logged losses", cli=False)
+    shuffle: bool = param(True, "data in file order when off (with --lora-dropout 0 the run is deterministic, and N "
+                          "processes give the adapter one process gives with an N times larger batch)")
+    resume: str = param("auto", "auto: resume the checkpoints of the same job (data, base, LoRA settings, steps...), "
+                        "start other jobs fresh, saying what changed; yes (also bare --resume): resume or refuse; "
+                        "no: start fresh, removing the old checkpoints and outputs", choices=RESUME_CHOICES,
+                        nargs="?", const="yes")
+    deepspeed: str | None = param(None, "zero2, zero3 or a DeepSpeed JSON config (under torchrun)")
+    streaming: bool = param(False, "stream --data (a hub id or local shards larger than the disk); needs --max-steps")
+    text_column: str = param("text", "PT: the text column of a data set or Parquet/JSON shards")
+    data_workers: int = param(0, "data loader processes tokenizing a stream", parse=int)
+    embedding_stage_steps: int = param(0, "two-stage recipe for a new vocabulary: the first N steps train only the "
+                                       "new embedding rows, then LoRA + embed_tokens/lm_head", parse=int)
+    check_memory: bool = param(True, "refuse before loading when the memory estimate exceeds the device",
+                               flag="--no-memory-check")
+    live_plot: bool | None = param(None, "live loss plot (default: in a notebook; log lines elsewhere)", cli=False)
+    plot_every: int = param(10, "steps between live plot updates / log lines", cli=False)
+    max_samples: int | None = param(None, "use only the first N records (SFT) or blocks (PT)", parse=int)
+    extra: dict = param({}, "more transformers.TrainingArguments keywords (e.g. optim=paged_adamw_8bit)", cli=False,
+                        compare=False)
+    job_key: str | None = param(None, "the id a notebook gave this job (jobs.planned_job_key), recorded in "
+                                "finetune.json so a later plan recognises the finished run; not part of what is "
+                                "trained", cli=False)
 
     def __post_init__(self) -> None:
         for name in ("base", "data", "out"):

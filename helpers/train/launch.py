@@ -138,13 +138,13 @@ def _write(path: Path, text: str, *, mode: int = 0o644) -> Path:
 
 def _script(config: FinetuneConfig, strategy: str, *, nproc: int, ds_file: str | None, yaml_file: str,
             memory: MemoryEstimate | None) -> str:
-    from .args import config_to_args
+    from ..util.params import to_arguments
 
     launcher = (f'accelerate launch --config_file "$HERE/{yaml_file}" --num_processes "$NPROC" -m helpers finetune'
                 if strategy == "fsdp" else
                 '"$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m helpers finetune')
     ds_args = f' --deepspeed "$HERE/{ds_file}"' if ds_file else ""
-    args, pairs = config_to_args(config), []
+    args, pairs = to_arguments(config), []
     for a in args:  # one flag (and its value) per line
         if a.startswith("--") or not pairs:
             pairs.append([a])
