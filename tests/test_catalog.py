@@ -393,3 +393,12 @@ def test_cli_table_filters_and_errors(capsys):
     assert main(["catalog", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown model") and len(err.strip().splitlines()) == 1
+
+
+def test_every_release_template_is_a_template_the_renderer_knows():
+    from helpers.catalog import get, names
+    from helpers.catalog.entry import RELEASE_TEMPLATES
+    from helpers.tokens import TEMPLATES
+
+    assert set(RELEASE_TEMPLATES) <= set(TEMPLATES)
+    assert {get(name).template for name in names()} <= set(RELEASE_TEMPLATES)

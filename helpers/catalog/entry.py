@@ -9,7 +9,7 @@ from typing import Any
 KINDS = ("lora", "full", "patch", "gguf")
 GENERATIONS = ("v1", "v2", "v3", "ocl", "original")
 FAMILIES = ("llama", "llama2", "llama3")
-TEMPLATES = ("alpaca", "llama2-zh", "llama3", "raw")
+RELEASE_TEMPLATES = ("alpaca", "llama2-zh", "llama3", "raw")  # the templates releases are published with
 
 # The licence a release's weights carry is its family's (a LoRA merged into Llama-2 is a Llama-2 derivative; the
 # Chinese-LLaMA-Alpaca projects ask users to follow it): the id a model card's ``license:`` field takes, and its name.
@@ -83,7 +83,7 @@ class ModelEntry:
                 raise bad("sha256 must map file names to 64 lowercase hex digits")
             object.__setattr__(self, "sha256", dict(self.sha256))
         for attr, allowed in (("kind", KINDS), ("generation", GENERATIONS), ("family", FAMILIES),
-                              ("template", TEMPLATES)):
+                              ("template", RELEASE_TEMPLATES)):
             if getattr(self, attr) not in allowed:
                 raise bad(f"{attr} {getattr(self, attr)!r} is not one of {', '.join(allowed)}")
         if not _SIZE_RE.match(self.size):

@@ -24,7 +24,7 @@ API_KEY_ENV = "HELPERS_API_KEY"  # the one name of the server's key variable (th
 DEFAULT_TIMEOUT = 600.0  # seconds one generation may run before it ends (``--timeout``)
 DEFAULT_QUEUE = 16  # requests waiting behind the one being generated before new ones get 503
 FIRST_ESTIMATE = 2.0  # seconds per request assumed before any was served
-MAX_RETRY_AFTER = 60
+LONGEST_RETRY_AFTER = 60  # the most seconds a 503's Retry-After asks a client to wait
 
 
 async def send_json(send: Callable[[dict], Awaitable[None]], status: int, error: dict,
@@ -75,7 +75,7 @@ class Admission:
         per request served so far."""
         busy = self.busy_seconds + (time.monotonic() - self._busy_since if self.active else 0.0)
         per_request = busy / self.served if self.served else FIRST_ESTIMATE
-        return max(1, min(MAX_RETRY_AFTER, math.ceil(per_request * self.active)))
+        return max(1, min(LONGEST_RETRY_AFTER, math.ceil(per_request * self.active)))
 
     def admit(self) -> Callable[[], None] | int:
         """Admit one request: its ``release`` (call it once the answer is sent; more calls do nothing), or, when the

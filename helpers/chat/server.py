@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..disk import disk_errors
+from ..gguf import server_extras_missing
 from ..util import UserError, log_dir
 from .admission import API_KEY_ENV, DEFAULT_QUEUE, DEFAULT_TIMEOUT
 from .llamacpp import DEFAULT_N_CTX
 from .load import resolve
-
-SERVER_MODULES = ("llama_cpp", "fastapi", "uvicorn")  # what the server process imports (llama-cpp-python[server]
-# brings the last two)
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding ``helpers``, for the server process
 
@@ -110,7 +108,7 @@ def start_openai_server(gguf_path: str | Path, *, port: int = 8000, host: str = 
             the server exits or never answers (the error quotes the end of its log).
     """
     check_exposure(host, api_key)
-    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("llama_cpp",) if importlib.util.find_spec(m) is None] + server_extras_missing()
     if missing:
         raise UserError(f"the OpenAI-compatible server needs llama-cpp-python's server extras (missing: "
                         f"{', '.join(missing)}); install them with: pip install 'llama-cpp-python[server]'")

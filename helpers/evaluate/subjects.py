@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from ..util import UserError
-
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+from ..util.files import DATA_DIR
 LETTERS = "ABCD"
 
 

@@ -29,12 +29,12 @@ def llama_cpp_available() -> bool:
     return True
 
 
-# what llama-cpp-python's OpenAI-compatible server imports beyond the wheel (its ``[server]`` extra)
-SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+# what ``helpers serve`` imports beyond the llama-cpp-python wheel (its ``[server]`` extra brings them)
+SERVER_MODULES = ("fastapi", "uvicorn")
 
 
 def server_extras_missing() -> list[str]:
-    """The modules of llama-cpp-python's ``[server]`` extra that are not installed."""
+    """The modules ``helpers serve`` needs beyond llama-cpp-python (its ``[server]`` extra) that are not installed."""
     import importlib.util
 
     return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
