@@ -339,7 +339,7 @@ def test_05_evaluates_8b_and_13b_on_a_t4_in_4_bit_as_03_chats_with_them(monkeypa
 
 
 def test_quantized_outputs_never_replace_their_input(tmp_path):
-    from helpers.stages.quantize import quant_target
+    from helpers.stages.names import quant_target
 
     for name in ("m-f16.gguf", "m-bf16.gguf", "m-f32.gguf", "model.gguf"):
         src = tmp_path / name

@@ -154,8 +154,8 @@ def test_a_jobs_names_read_back(base, mode, data):
     """Round trip: every name made parses back to the same parts, and the workspace names the notebook and the
     form values that make it."""
     from helpers.gguf import WRITE_TYPES
-    from helpers.stages.jobname import FinetuneName
-    from helpers.stages.workspace import output_maker
+    from helpers.stages.names import FinetuneName
+    from helpers.stages.names import output_maker
 
     name = FinetuneName.of(base, mode, data, "0f1e2d3c")
     assert FinetuneName.parse(name.adapter) == (name, None)
@@ -171,8 +171,8 @@ def test_a_jobs_names_read_back(base, mode, data):
 def test_other_notebooks_names_are_not_finetune_names():
     from helpers.catalog.releases import CATALOG
     from helpers.stages.merge import release_target
-    from helpers.stages.jobname import FinetuneName
-    from helpers.stages.workspace import output_maker
+    from helpers.stages.names import FinetuneName
+    from helpers.stages.names import output_maker
 
     for entry in [e for e in CATALOG.values() if e.kind == "lora"]:
         target = release_target(entry, ".", "gguf", "q4_k_m").name

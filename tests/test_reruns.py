@@ -25,7 +25,7 @@ from helpers import catalog
 from helpers.gguf import WRITE_TYPES
 from helpers.stages import STAGES, MergeStage, QuantizeStage
 from helpers.stages.names import parse_release_file, release_file_name
-from helpers.stages.workspace import output_maker
+from helpers.stages.names import output_maker
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = (".safetensors", ".bin", ".gguf", ".pth")

@@ -1,7 +1,7 @@
 """Notebook 04: LoRA / QLoRA fine-tuning (instructions or continued pre-training) on a free T4, the adapter merged
 into a GGUF with the same streaming merge as notebook 01, and the same training written out for N GPUs.
 
-Every job has its own names (:mod:`.jobname`: the base, the mode, the data's name and a key of the data's content
+Every job has its own names (:mod:`.names`: the base, the mode, the data's name and a key of the data's content
 and the settings), printed by the check, so a run with other data never lands on another job's adapter or GGUF. The
 plan reads and checks ``DATA`` before anything is downloaded (:mod:`.finetune_data`), checks what QLoRA needs (a
 CUDA GPU, bitsandbytes), the training memory, the access to a gated base, the download, the GGUF merge (the merge
@@ -31,7 +31,7 @@ from ..util import UserError, human_bytes, read_json, write_json
 from .base import Plan, Stage
 from .finetune_data import data_report
 from .form import param
-from .jobname import FinetuneName
+from .names import FinetuneName
 from .needs import GET_GPU, GET_LLAMA, MORE_DISK, MORE_RAM, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 

@@ -34,7 +34,7 @@ from ..util import UserError, human_bytes
 from .base import Plan, Stage, form_path
 from .form import param
 from .merge import release_inputs
-from .names import release_stem, release_target
+from .names import quant_target, release_stem, release_target
 from .needs import GET_LLAMA, MORE_DISK, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
@@ -53,19 +53,6 @@ def parse_types(text: str) -> tuple[str, ...]:
         raise UserError(f"give one or more quantization types such as q4_k_m,q8_0 (not {text!r}): the float GGUF is "
                         "made anyway")
     return types
-
-
-def float_stem(path: Path) -> str:
-    """The name of a float GGUF without its type: ``chinese-alpaca-2-7b`` for ``chinese-alpaca-2-7b-f16.gguf``."""
-    stem = path.name.removesuffix(".gguf")
-    for t in FLOAT_TYPES:
-        stem = stem.removesuffix(f"-{t}")
-    return stem
-
-
-def quant_target(source: Path, out_dir: str | Path, qtype: str) -> Path:
-    """Where the ``qtype`` quant of the float GGUF ``source`` goes: ``<stem>-<qtype>.gguf`` in ``out_dir``."""
-    return Path(out_dir).expanduser() / f"{float_stem(source)}-{qtype}.gguf"
 
 
 def published_file(entry: ModelEntry, qtype: str, suffix: str) -> tuple[str, str, int] | None:

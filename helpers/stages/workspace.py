@@ -16,12 +16,10 @@ from typing import Any, Iterable
 
 from ..colab import NO, Need
 from ..env import get_secret, in_colab
-from ..gguf import DRIVE_ROOT, FLOAT_TYPES, JOB_KEY, gguf_sidecars, read_metadata
+from ..gguf import DRIVE_ROOT, JOB_KEY, gguf_sidecars, read_metadata
 from ..publish import NO_TOKEN, ReleaseCard, Saved, copy_to_workspace, push_to_hub
 from ..util import UserError, read_json
-from .form import assignment
-from .jobname import FinetuneName
-from .names import parse_release_file
+from .names import output_maker
 
 AUTO = "auto"
 DRIVE_FOLDER = "chinese-llama-notebooks"  # under MyDrive
@@ -122,25 +120,6 @@ def push(paths: list[Path], repo_id: str, card: ReleaseCard) -> Any:
     result = push_to_hub(paths, repo_id, card=card)
     print(result)
     return result
-
-
-def output_maker(name: str) -> str | None:
-    """Which notebook, with which form values, makes an output called ``name`` (None: not a notebook output)."""
-    finetuned = FinetuneName.parse(name)
-    if finetuned is not None:
-        names, kind = finetuned
-        values = [assignment("base_model", names.base), assignment("mode", names.mode),
-                  f"{'data'.upper()} naming your '{names.data}' data", f"the settings of job {names.key}"]
-        return f"04_finetune_lora ({', '.join(values + ([assignment('outtype', kind)] if kind else []))})"
-    parsed = parse_release_file(name)
-    if parsed is None:
-        return None
-    release, fmt, kind = parsed
-    model = assignment("model", release.name)
-    if fmt == "gguf":
-        also = "" if kind in FLOAT_TYPES else f", or 02_quantize_gguf ({model}, {assignment('quant_types', kind)})"
-        return f"01_merge_lora ({model}, {assignment('outtype', kind)}){also}"
-    return f"01_merge_lora ({model}, {assignment('output_format', fmt)})"
 
 
 def locate(ref: str, workspace: Workspace) -> str:
