@@ -29,6 +29,7 @@ from ..gguf import JOB_KEY, GGUFSink, ModelCard, describe_model, gguf_sidecars, 
 from ..hub import is_local
 from ..tokens import get_template, jinja_chat_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
+from .awq import AwqAdjustment, prepare_awq
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import already_done, job_identity, void_outputs_of_damaged_inputs
 from .options import DTYPES, MergeOptions, MergeResult, Recipe
@@ -124,11 +125,13 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
         return None
     sources = gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None)
+    if options.awq is not None:  # checked against the model's outline before the weights are downloaded
+        print(prepare_awq(options.awq, {t.name: t.shape for t in sources.tensors}).summary())
     return checked_plan(sources, options=options, out=target)
 
 
-def _write(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, options: MergeOptions
-           ) -> tuple[list[Path], int, int]:
+def _write(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, options: MergeOptions,
+           awq: AwqAdjustment | None = None) -> tuple[list[Path], int, int]:
     """Open the sink, stream every tensor, close it; returns ``(outputs, written, resumed)``.
 
     A bad input (:class:`UserError`) fails the same way next time, so its partial output is deleted; any other
@@ -136,7 +139,8 @@ def _write(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, options: 
     """
     try:
         sink.open(config=layout.config, tokenizer_dir=layout.tokenizer_dir, tensors=layout.tensors)
-        written, resumed = stream(layout, inputs, sink, outtype=options.outtype, show_progress=options.progress)
+        written, resumed = stream(layout, inputs, sink, outtype=options.outtype, show_progress=options.progress,
+                                  awq=awq)
         return sink.close(), written, resumed
     except BaseException as exc:
         sink.abort(keep_partial=not isinstance(exc, UserError))
@@ -146,11 +150,14 @@ def _write(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, options: 
 def _merge_into(target: Path, layout: MergeLayout, inputs: MergeInputs, options: MergeOptions, job: dict,
                 resources: ResourcePlan | None, *, name: str) -> tuple[list[Path], int, int]:
     """The checked merge written into ``target`` (a GGUF with its Modelfile); returns ``(outputs, written, resumed)``."""
+    awq = prepare_awq(options.awq, {t.name: t.shape for t in layout.tensors}) if options.awq is not None else None
     sink = make_sink(options, target, layout, inputs, job=job, name=name)
     planned = (resources.output_bytes, resources.ram_bytes) if resources is not None else None
     print(describe(layout, inputs, target, check_resources(layout, target, options, partial=sink.partial, planned=planned)))
     with disk_errors(target.parent, needed=output_bytes(layout, options), what=f"the merged model ({options.fmt})"):
-        outputs, written, resumed = _write(layout, inputs, sink, options)
+        if awq is not None:
+            print(awq.summary())
+        outputs, written, resumed = _write(layout, inputs, sink, options, awq)
         if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports one file with its Modelfile
             outputs.append(write_modelfile(outputs[0], template=sink.card.template or "raw"))
     return outputs, written, resumed

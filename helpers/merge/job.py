@@ -31,6 +31,7 @@ from ..hub import DamagedDownload
 from ..tokens import tokenizer_files
 from ..util import UserError, partial_path, read_json, remove, sample_digest
 from .inputs import MergeInputs
+from .awq import is_hub_file
 from .options import MergeOptions
 from .sources import SourceFiles
 
@@ -84,6 +85,8 @@ def job_options(options: MergeOptions) -> dict:
         opts["pth_shards"] = options.pth_shards
     if options.imatrix is not None:
         opts["imatrix"] = sample_digest(Path(options.imatrix))
+    if options.awq is not None:  # a hub file by name (its bytes are checked against the hub's digest when fetched)
+        opts["awq"] = str(options.awq) if is_hub_file(options.awq) else sample_digest(Path(options.awq).expanduser())
     return opts
 
 

@@ -61,6 +61,8 @@ class MergeOptions:
         outtype: ``f32``, ``f16``, ``bf16`` (any format) or, for gguf, any llama.cpp quantization type
             (``q8_0``, ``q4_k_m``, ...; case and the aliases ``q4_k`` etc. are normalised), quantized in the same pass.
         imatrix: importance matrix for a quantized GGUF (required by ``iq*`` and ``q2_k_s``).
+        awq: AWQ search results applied to the merged weights (:mod:`.awq`): llm-awq's ``.pt`` dump, as a file or
+            a hub file ``owner/repo/file.pt`` (the authors': ``hfl/chinese-llama-alpaca-2-awq/<model>-w4-g128.pt``).
         low_disk: fetch a hub base one safetensors shard at a time, deleting each before the next (peak disk: the
             largest shard + the LoRAs + the output); ``None``: only when the planner says the full download would
             not fit.
@@ -79,6 +81,9 @@ class MergeOptions:
                          f"in the same pass (no F16 file): {_QUANTS}", parse=str.lower, metavar="TYPE")
     imatrix: str | Path | None = param(None, "importance matrix from llama-imatrix for a quantized GGUF (needed for "
                                        "the iq* types and q2_k_s)", metavar="FILE")
+    awq: str | Path | None = param(None, "AWQ search results to apply before quantizing (llm-awq's .pt dump, e.g. "
+                                   "hfl/chinese-llama-alpaca-2-awq/chinese-alpaca-2-7b-w4-g128.pt)",
+                                   metavar="FILE_OR_HUB_FILE")
     low_disk: bool | None = param(None, "fetch a hub base one shard at a time, deleting each once merged (peak disk: "
                                   "the largest shard + the LoRAs + the output); default: only when the full "
                                   "download would not fit")
@@ -101,6 +106,14 @@ class MergeOptions:
         elif self.outtype not in FLOAT_TYPES:
             raise UserError(f"--outtype {self.outtype} is not available for --format {self.fmt}; use f16, bf16 or f32"
                             " (quantization types are for gguf)")
+        if self.awq is not None and not str(self.awq).strip():
+            object.__setattr__(self, "awq", None)
+        if self.awq is not None:
+            from .awq import is_hub_file
+
+            if not is_hub_file(self.awq) and not Path(self.awq).expanduser().is_file():
+                raise UserError(f"AWQ results {self.awq} not found; give llm-awq's .pt file or a hub file "
+                                "(owner/repo/file.pt)")
         if self.imatrix is not None:
             if self.outtype in FLOAT_TYPES:
                 raise UserError("--imatrix is used only when quantizing: choose a quantized --outtype with --format gguf")

@@ -6,7 +6,8 @@ For every tensor of the layout, in order:
    expanded ``embed_tokens`` / ``lm_head``: its row count becomes the vocabulary);
 2. add ``scaling * B @ A`` of every later LoRA, in the order given (Alpaca-Plus: LLaMA-Plus first);
 3. add the patch tensor (Open-Chinese-LLaMA: ``patched = base + patch``);
-4. check for NaN/Inf and values beyond the output type, and write it.
+4. apply the AWQ search results when given (:mod:`.awq`: the scales folded in, the clipping ranges applied);
+5. check for NaN/Inf and values beyond the output type, and write it.
 
 Peak memory is about one tensor plus the LoRAs, whatever the depth of the model.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..checkpoint import TensorSink
 from ..util import UserError, progress
+from .awq import AwqAdjustment
 from .inputs import MergeInputs
 from .preflight import MergeLayout
 
@@ -59,9 +61,10 @@ def check_values(name: str, w: "torch.Tensor", outtype: str) -> None:
                         "use --outtype bf16 or f32")
 
 
-def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtype: str, show_progress: bool
-           ) -> tuple[int, int]:
-    """Compute and write every tensor the sink does not already hold; returns ``(written, resumed)``."""
+def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtype: str, show_progress: bool,
+           awq: AwqAdjustment | None = None) -> tuple[int, int]:
+    """Compute (and AWQ-adjust, given ``awq``) every tensor the sink does not already hold and write it; returns
+    ``(written, resumed)``."""
     written = resumed = 0
     limit = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
     for tp in progress(layout.tensors, total=len(layout.tensors), desc="merge", unit="tensor",
@@ -70,6 +73,8 @@ def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtyp
             resumed += 1
             continue
         w = merged_tensor(tp.name, inputs)
+        if awq is not None:
+            w = awq.apply(tp.name, w)
         if tuple(w.shape) != tp.shape:
             raise RuntimeError(f"{tp.name}: computed {tuple(w.shape)}, planned {tp.shape}")
         check_values(tp.name, w, outtype)
