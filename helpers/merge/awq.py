@@ -25,6 +25,7 @@ pickle that holds code is refused), and checked against the model's tensors befo
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -114,12 +115,14 @@ def load_awq_results(path: str | Path) -> dict:
         raise UserError(f"AWQ results {path} not found; give llm-awq's .pt file or a hub file "
                         f"({AWQ_REPO}/<model>-w4-g128.pt)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol: refused below anyway
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"AWQ results {path} hold more than tensors and lists ({first[:160]}); they were not loaded "
                         "(a pickle can run code): use llm-awq's own dump of the search results") from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever else a file that is not a torch file makes torch raise
         raise UserError(f"AWQ results {path} are not a torch file ({type(exc).__name__}: "
                         f"{str(exc).strip()[:160]}); download them again") from None
     if not isinstance(data, dict) or not {"scale", "clip"} <= set(data):
@@ -174,8 +177,8 @@ def awq_adjustment(data: Mapping, shapes: Mapping[str, tuple[int, ...]], *, sour
         name = f"{module}.weight"
         shape = shapes.get(name)
         if shape is None:
-            raise UserError(f"{where}{what} names {module}, which this model does not have (no {name}): the "
-                            "results belong to another model; use the file made for this one")
+            raise UserError(f"{where}{what}: this model has no {name}; the results belong to another model, use "
+                            "the file made for this one")
         if len(shape) not in dims:
             raise UserError(f"{where}{what} names {module}, whose weight is {list(shape)}, not a "
                             f"{' or '.join(f'{d}-D' for d in dims)} layer that AWQ can scale")
