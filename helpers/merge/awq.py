@@ -36,6 +36,18 @@ if TYPE_CHECKING:
     import torch
 
 AWQ_REPO = "hfl/chinese-llama-alpaca-2-awq"  # the authors' published search results (one .pt per model)
+# the models with a file <name>-w4-g128.pt there (W4, group 128), from the repo's listing (main, 6 commits)
+AWQ_PUBLISHED = frozenset({
+    "chinese-llama-2-1.3b", "chinese-llama-2-7b", "chinese-llama-2-13b", "chinese-llama-2-7b-16k",
+    "chinese-llama-2-13b-16k", "chinese-alpaca-2-1.3b", "chinese-alpaca-2-7b", "chinese-alpaca-2-13b",
+    "chinese-alpaca-2-7b-16k", "chinese-alpaca-2-13b-16k", "chinese-alpaca-2-1.3b-rlhf", "chinese-alpaca-2-7b-rlhf",
+})
+
+
+def published_awq(model: str) -> str | None:
+    """The authors' AWQ results for the merged model ``model`` (e.g. ``chinese-alpaca-2-7b``) as a hub file
+    reference, or None when they published none for it."""
+    return f"{AWQ_REPO}/{model}-w4-g128.pt" if model in AWQ_PUBLISHED else None
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,6 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
         return None
     sources = gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None)
-    if options.awq is not None:  # checked against the model's outline before the weights are downloaded
-        print(prepare_awq(options.awq, {t.name: t.shape for t in sources.tensors}).summary())
     return checked_plan(sources, options=options, out=target)
 
 
@@ -185,6 +183,8 @@ def merge(recipe: Recipe, out: str | Path, options: MergeOptions = MergeOptions(
     with claim_output(target, what=f"the merged model ({fmt})", sidecars=gguf_sidecars(target) if fmt == "gguf" else ()):
         if plan is None:
             plan = plan_hub_merge(base, loras, patch, options, target)
+        if options.awq is not None and plan is not None:  # checked against the model's outline before any download
+            prepare_awq(options.awq, {t.name: tuple(t.shape) for t in plan.tensors})
         with void_outputs_of_damaged_inputs(target, fmt):
             inputs = open_inputs(base, loras, patch, stream_base=plan is not None and plan.low_disk)
         try:

@@ -47,6 +47,8 @@ class ResourcePlan:
         free_ram: available RAM (None: unknown).
         out_dir: where the output goes.
         low_disk: the mode chosen (:func:`resource_plan`): stream the base one shard at a time.
+        tensors: the merged model's outline (names and shapes), against which AWQ results are checked before any
+            download.
     """
 
     sources: list[SourceFiles]
@@ -57,6 +59,7 @@ class ResourcePlan:
     free_ram: int | None
     out_dir: Path
     low_disk: bool = False
+    tensors: tuple = ()
 
     @property
     def download_bytes(self) -> int:
@@ -179,7 +182,8 @@ def resource_plan(sources: Sources, *, options: MergeOptions, out: str | Path, f
     size = output_size(sources.config, sources.tensors, options, sources.tokenizer_bytes)
     plan = ResourcePlan(sources=sources.files, options=options, output_bytes=max(size - written, 0),
                         ram_bytes=peak_ram(sources.config, sources.tensors, options), free_disk=free_disk,
-                        free_ram=available_ram_bytes() if free_ram is None else free_ram, out_dir=target)
+                        free_ram=available_ram_bytes() if free_ram is None else free_ram, out_dir=target,
+                        tensors=tuple(sources.tensors))
     requested = options.low_disk
     low = bool(requested) or (requested is None and not plan.fits and plan.fits_low_disk)
     if low and not sources.files[0].missing:  # the base is on this machine already: nothing to stream
