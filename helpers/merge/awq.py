@@ -184,70 +184,82 @@ def awq_adjustment(data: Mapping, shapes: Mapping[str, tuple[int, ...]], *, sour
     """
     steps: dict[str, list[AwqStep]] = {}
     where = f"AWQ results {source}: " if source else "AWQ results: "
-
-    def weight(module: str, what: str, *, dims: tuple[int, ...] = (1, 2)) -> tuple[int, ...]:
-        name = f"{module}.weight"
-        shape = shapes.get(name)
-        if shape is None:
-            raise UserError(f"{where}{what}: this model has no {name}; the results belong to another model, use "
-                            "the file made for this one")
-        if len(shape) not in dims:
-            raise UserError(f"{where}{what} names {module}, whose weight is {list(shape)}, not a "
-                            f"{' or '.join(f'{d}-D' for d in dims)} layer that AWQ can scale")
-        return tuple(shape)
-
-    def add(name: str, kind: str, values: "torch.Tensor", entry: str) -> None:
-        steps.setdefault(name, []).append(AwqStep(kind, values, entry))
-
     for i, raw in enumerate(_list(data, "scale", where), 1):
-        what = f"scale entry {i}"
-        prev, layers, scales = _entry(raw, 3, f"{where}{what}")
-        if not isinstance(prev, str):
-            raise UserError(f"{where}{what} should start with the previous op's name")
-        what = f"scale entry {i} ({prev})"
-        layers = _names(layers, f"{where}{what}")
-        s = _tensor(scales, f"{where}{what}'s scales", dims=(1,))
-        if not bool((s > 0).all()):
-            raise UserError(f"{where}{what}'s scales are not all positive; the file is damaged")
-        n = s.numel()
-        prev_shape = weight(prev, what)
-        if len(prev_shape) == 1:  # a norm: scale_ln_fcs
-            if prev_shape[0] != n:
-                raise UserError(f"{where}{what} has {n} scales but {prev}.weight has {prev_shape[0]}: the results "
-                                "belong to another model size")
-            add(f"{prev}.weight", "divide", s, what)
-        else:  # a linear: scale_fc_fc (its last n output rows)
-            if len(layers) != 1 or prev_shape[0] < n:
-                raise UserError(f"{where}{what} scales a linear layer's {n} outputs into {len(layers)} layers, but "
-                                f"{prev}.weight has {prev_shape[0]} rows; a linear scales into one layer of as many "
-                                "inputs")
-            add(f"{prev}.weight", "divide_rows", s, what)
-        if f"{prev}.bias" in shapes:
-            if shapes[f"{prev}.bias"] != (n,):
-                raise UserError(f"{where}{what} has {n} scales but {prev}.bias is {list(shapes[prev + '.bias'])}")
-            add(f"{prev}.bias", "divide", s, what)
-        for layer in layers:
-            shape = weight(layer, what, dims=(2,))
-            if shape[1] != n:
-                raise UserError(f"{where}{what} has {n} scales but {layer} takes {shape[1]} inputs: the results "
-                                "belong to another model size")
-            add(f"{layer}.weight", "scale_columns", s, what)
+        for name, step in _scale_steps(i, raw, shapes, where):
+            steps.setdefault(name, []).append(step)
     for i, raw in enumerate(_list(data, "clip", where), 1):
-        what = f"clip entry {i}"
-        layer, max_val = _entry(raw, 2, f"{where}{what}")
-        if not isinstance(layer, str):
-            raise UserError(f"{where}{what} should start with the layer's name")
-        what = f"clip entry {i} ({layer})"
-        m = _tensor(max_val, f"{where}{what}'s max_val", dims=(3,))
-        rows, cols = weight(layer, what, dims=(2,))
-        groups = m.shape[1]
-        if m.shape[0] != rows or groups == 0 or cols % groups or m.shape[2] != 1:
-            raise UserError(f"{where}{what}'s max_val is {list(m.shape)}, which does not divide {layer}.weight "
-                            f"[{rows}, {cols}] into [rows, groups, 1]: the results belong to another model size")
-        if bool((m < 0).any()):
-            raise UserError(f"{where}{what}'s max_val has negative values; the file is damaged")
-        add(f"{layer}.weight", "clip", m, what)
+        name, step = _clip_step(i, raw, shapes, where)
+        steps.setdefault(name, []).append(step)
     return AwqAdjustment({k: tuple(v) for k, v in steps.items()}, source)
+
+
+def _weight(shapes: Mapping, module: str, what: str, *, dims: tuple[int, ...] = (1, 2)) -> tuple[int, ...]:
+    """The shape of ``module``'s weight, refused when the model lacks it or it is not ``dims``-D."""
+    name = f"{module}.weight"
+    shape = shapes.get(name)
+    if shape is None:
+        raise UserError(f"{what}: this model has no {name}; the results belong to another model, use the file made "
+                        "for this one")
+    if len(shape) not in dims:
+        raise UserError(f"{what} names {module}, whose weight is {list(shape)}, not a "
+                        f"{' or '.join(f'{d}-D' for d in dims)} layer that AWQ can scale")
+    return tuple(shape)
+
+
+def _scale_steps(i: int, raw: Any, shapes: Mapping, where: str) -> list[tuple[str, AwqStep]]:
+    """The steps of scale entry ``i`` (``scale_ln_fcs`` after a norm, ``scale_fc_fc`` after a linear)."""
+    what = f"{where}scale entry {i}"
+    prev, layers, scales = _entry(raw, 3, what)
+    if not isinstance(prev, str):
+        raise UserError(f"{what} should start with the previous op's name")
+    label = f"scale entry {i} ({prev})"
+    what = f"{where}{label}"
+    layers = _names(layers, what)
+    s = _tensor(scales, f"{what}'s scales", dims=(1,))
+    if not bool((s > 0).all()):
+        raise UserError(f"{what}'s scales are not all positive; the file is damaged")
+    n = s.numel()
+    prev_shape = _weight(shapes, prev, what)
+    if len(prev_shape) == 1:  # a norm
+        if prev_shape[0] != n:
+            raise UserError(f"{what} has {n} scales but {prev}.weight has {prev_shape[0]}: the results belong to "
+                            "another model size")
+        out = [(f"{prev}.weight", AwqStep("divide", s, label))]
+    else:  # a linear: its last n output rows
+        if len(layers) != 1 or prev_shape[0] < n:
+            raise UserError(f"{what} scales a linear layer's {n} outputs into {len(layers)} layers, but "
+                            f"{prev}.weight has {prev_shape[0]} rows; a linear scales into one layer of as many inputs")
+        out = [(f"{prev}.weight", AwqStep("divide_rows", s, label))]
+    if f"{prev}.bias" in shapes:
+        if tuple(shapes[f"{prev}.bias"]) != (n,):
+            raise UserError(f"{what} has {n} scales but {prev}.bias is {list(shapes[prev + '.bias'])}")
+        out.append((f"{prev}.bias", AwqStep("divide", s, label)))
+    for layer in layers:
+        shape = _weight(shapes, layer, what, dims=(2,))
+        if shape[1] != n:
+            raise UserError(f"{what} has {n} scales but {layer} takes {shape[1]} inputs: the results belong to "
+                            "another model size")
+        out.append((f"{layer}.weight", AwqStep("scale_columns", s, label)))
+    return out
+
+
+def _clip_step(i: int, raw: Any, shapes: Mapping, where: str) -> tuple[str, AwqStep]:
+    """The step of clip entry ``i`` (``apply_clip``: ``max_val`` is ``[rows, groups, 1]``)."""
+    what = f"{where}clip entry {i}"
+    layer, max_val = _entry(raw, 2, what)
+    if not isinstance(layer, str):
+        raise UserError(f"{what} should start with the layer's name")
+    label = f"clip entry {i} ({layer})"
+    what = f"{where}{label}"
+    m = _tensor(max_val, f"{what}'s max_val", dims=(3,))
+    rows, cols = _weight(shapes, layer, what, dims=(2,))
+    groups = m.shape[1]
+    if m.shape[0] != rows or groups == 0 or cols % groups or m.shape[2] != 1:
+        raise UserError(f"{what}'s max_val is {list(m.shape)}, which does not divide {layer}.weight [{rows}, {cols}] "
+                        "into [rows, groups, 1]: the results belong to another model size")
+    if bool((m < 0).any()):
+        raise UserError(f"{what}'s max_val has negative values; the file is damaged")
+    return f"{layer}.weight", AwqStep("clip", m, label)
 
 
 def _list(data: Mapping, key: str, where: str) -> Sequence:
