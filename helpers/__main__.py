@@ -1,8 +1,9 @@
 """Command-line interface: ``python -m helpers <command> ...``.
 
-Each command lives in a module of its sub-package, which provides ``add_arguments(parser)`` and ``run(args)``.
-Only the chosen command's module is imported, so ``--help`` stays fast and a command never pays
-for another's imports.
+Each command names a module of its sub-package, which provides ``OPTIONS`` (the frozen dataclasses whose
+:func:`~helpers.util.params.param` fields are its flags, or :class:`~helpers.util.params.Flags` for some of them) and
+``main(*options) -> int``, called with one instance of each, built from the command line. Only the chosen command's
+module is imported, so ``--help`` stays fast and a command never pays for another's imports.
 
 Contract for every command: exit 0 on success; on bad input one line ``error: ...`` on stderr and
 a non-zero exit, with a traceback only under ``--debug``.
@@ -17,36 +18,44 @@ from typing import Sequence
 
 from .disk import disk_error_message
 from .util import UserError
+from .util.params import Flags, add_arguments, from_arguments
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("helpers.demo.cli", "build the offline demo models (tiny, deterministic, in the released layouts)"),
-    "catalog": ("helpers.catalog.cli", "list the released models this project knows"),
-    "colab-check": ("helpers.stages.cli", "before any download: what a notebook's parameters need (GPU, RAM, disk, "
+    "demo": ("helpers.demo.command", "build the offline demo models (tiny, deterministic, in the released layouts)"),
+    "catalog": ("helpers.catalog.command", "list the released models this project knows"),
+    "colab-check": ("helpers.stages.command", "before any download: what a notebook's parameters need (GPU, RAM, disk, "
                                           "wheels) against this runtime or free Colab's"),
-    "run": ("helpers.stages.run_cli", "a notebook's step from a terminal: its check, then its run (--set NAME=VALUE)"),
-    "plan": ("helpers.merge.plan_cli", "what a merge will download, write and hold, and whether it fits here"),
-    "merge": ("helpers.merge.cli", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
-    "to-gguf": ("helpers.gguf.convert_cli", "convert a merged Hugging Face model folder to GGUF"),
-    "quantize": ("helpers.gguf.quantize_cli", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
-    "chat": ("helpers.chat.cli", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
-    "serve": ("helpers.chat.serve_cli", "the OpenAI-compatible server (like llama-server) on a GGUF, a catalog name "
+    "run": ("helpers.stages.command", "a notebook's step from a terminal: its check, then its run (--set NAME=VALUE)"),
+    "plan": ("helpers.merge.plan_command", "what a merge will download, write and hold, and whether it fits here"),
+    "merge": ("helpers.merge.command", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
+    "to-gguf": ("helpers.gguf.convert_command", "convert a merged Hugging Face model folder to GGUF"),
+    "quantize": ("helpers.gguf.quantize_command", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
+    "chat": ("helpers.chat.command", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
+    "serve": ("helpers.chat.serve_command", "the OpenAI-compatible server (like llama-server) on a GGUF, a catalog name "
                                         "or a hub id"),
-    "finetune": ("helpers.train.cli", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
-    "expand-vocab": ("helpers.tokens.vocab_cli", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
-    "imatrix": ("helpers.imatrix.cli", "llama.cpp's importance matrix of a GGUF on a text (for low-bit types), "
+    "finetune": ("helpers.train.command", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
+    "expand-vocab": ("helpers.tokens.vocab_command", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
+    "imatrix": ("helpers.imatrix.command", "llama.cpp's importance matrix of a GGUF on a text (for low-bit types), "
                                        "computed by llama.cpp itself"),
-    "evaluate": ("helpers.evaluate.cli", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
-    "save": ("helpers.publish.save_cli", "copy outputs to a workspace folder (Google Drive): progress, SHA256 "
+    "evaluate": ("helpers.evaluate.eval_command", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
+    "save": ("helpers.publish.save_command", "copy outputs to a workspace folder (Google Drive): progress, SHA256 "
                                           "verified, atomic, skipping what is already saved"),
-    "push": ("helpers.publish.cli", "upload outputs (adapter, merged folder, GGUF) to your hub account with a "
+    "push": ("helpers.publish.push_command", "upload outputs (adapter, merged folder, GGUF) to your hub account with a "
                                     "model card"),
-    "ceval": ("helpers.evaluate.exam_cli", "C-Eval as the releases score it: summary.json / submission.json; "
+    "ceval": ("helpers.evaluate.exam_command", "C-Eval as the releases score it: summary.json / submission.json; "
                                            "--compare A B for a paired comparison"),
-    "cmmlu": ("helpers.evaluate.exam_cli", "CMMLU as the releases score it: summary.json / submission.json; "
+    "cmmlu": ("helpers.evaluate.exam_command", "CMMLU as the releases score it: summary.json / submission.json; "
                                            "--compare A B for a paired comparison"),
-    "pipeline": ("helpers.pipeline.cli", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
+    "pipeline": ("helpers.pipeline.command", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
 }
+# option values a command sets itself (two commands of one module)
+PRESETS: dict[str, dict[str, object]] = {"run": {"execute": True}, "ceval": {"benchmark": "ceval"},
+                                         "cmmlu": {"benchmark": "cmmlu"}}
+
+
+def _flags(module: str) -> list[Flags]:
+    return [o if isinstance(o, Flags) else Flags(o) for o in importlib.import_module(module).OPTIONS]
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -61,7 +70,9 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         if name == command:
-            importlib.import_module(module).add_arguments(p)
+            for flags in _flags(module):
+                add_arguments(p, flags.cls, only=flags.only, defaults=flags.defaults)
+            p.set_defaults(**PRESETS.get(name, {}))
     return parser
 
 
@@ -85,8 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 0
-        rc = importlib.import_module(COMMANDS[args.command][0]).run(args)
-        return int(rc or 0)
+        module = COMMANDS[args.command][0]
+        options = [from_arguments(flags.cls, args) for flags in _flags(module)]
+        return int(importlib.import_module(module).main(*options) or 0)
     except UserError as exc:
         if debug:
             raise

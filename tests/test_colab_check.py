@@ -22,7 +22,7 @@ from helpers.gguf import BITS_PER_WEIGHT
 from helpers.merge import MergeOptions, plan_resources
 from helpers.stages import STAGES, ChatStage, EvalStage, FinetuneStage, MergeStage
 from helpers.stages.merge import release_target
-from helpers.stages.cli import find_stage
+from helpers.stages import find_stage
 from helpers.util import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

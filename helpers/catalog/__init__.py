@@ -9,7 +9,7 @@ the LLaMA-Plus LoRA first); :func:`check_family` refuses a LoRA from another gen
 - :mod:`.lookup`: :func:`find`, :func:`get`, :func:`names`, :func:`release_recipe`;
 - :mod:`.family`: :func:`family_of_config`, :func:`family_of_lora`, :func:`check_family`;
 - :mod:`.shapes`: the architectures of the released sizes (:func:`config_of`);
-- :mod:`.cli`: ``python -m helpers catalog``.
+- :mod:`.command`: ``python -m helpers catalog``.
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ strings, which never appear in the reply.
   server process is :mod:`.openai_app` (routes :mod:`.openai_routes`, requests and errors :mod:`.openai_types`, the
   worker thread :mod:`.openai_service`, the token loop :mod:`.engine`; bounded queue and API key in
   :mod:`.admission`);
-- :mod:`.cli` / :mod:`.serve_cli`: ``python -m helpers chat`` and ``python -m helpers serve``.
+- :mod:`.options`: the settings of a load, a reply and the server, declared once; :mod:`.command` /
+  :mod:`.serve_command`: ``python -m helpers chat`` and ``python -m helpers serve``.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 - :mod:`.weights` / :mod:`.tokenizers` / :mod:`.data`: the pieces (tiny LLaMA weights and LoRAs, trained
   tokenizers, instruction and evaluation data);
 - :mod:`.assets`: :func:`use_demo_assets`, smoke mode's wiring of the hub ids to the stand-ins;
-- :mod:`.cli`: ``python -m helpers demo``.
+- :mod:`.command`: ``python -m helpers demo``.
 """
 from __future__ import annotations
 

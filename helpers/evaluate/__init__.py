@@ -14,7 +14,8 @@ a GGUF file (llama-cpp-python), or an already loaded model.
 - :mod:`.llama_chunks`: :class:`ChunkRunner`, a GGUF run over a text in chunks as llama-perplexity and
   llama-imatrix run it;
 - :mod:`.choice`: :func:`multiple_choice` (one CSV of your own, scored the same way);
-- :mod:`.cli`, :mod:`.exam_cli`: ``python -m helpers evaluate``, ``ceval``, ``cmmlu``.
+- :mod:`.eval_command`, :mod:`.exam_command`: ``python -m helpers evaluate``, ``ceval``, ``cmmlu`` (their options:
+  :class:`~.eval_command.EvalOptions`, :class:`~.exam_command.ExamOptions`).
 """
 from __future__ import annotations
 

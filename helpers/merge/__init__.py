@@ -10,7 +10,7 @@
 - :mod:`.stream`: the tensor-by-tensor pass;
 - :mod:`.job`: what makes two merges the same job;
 - :mod:`.writers`: the HF safetensors and Meta ``.pth`` sinks (the GGUF sink is :class:`helpers.gguf.GGUFSink`);
-- :mod:`.cli`: ``python -m helpers merge``.
+- :mod:`.command`: ``python -m helpers merge``; :mod:`.plan_command`: ``python -m helpers plan``.
 """
 from __future__ import annotations
 

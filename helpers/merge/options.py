@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Collection, Mapping
 
@@ -43,9 +43,10 @@ class Recipe:
         patch: a full-weight delta checkpoint (Open-Chinese-LLaMA), added last.
     """
 
-    base: str | Path
-    loras: tuple[str | Path, ...] = ()
-    patch: str | Path | None = None
+    base: str | Path = param(MISSING, "base model: folder or hub id (HF or Meta .pth layout)")
+    loras: tuple[str | Path, ...] = param((), "LoRA folder or hub id; repeat to apply several, in order (Plus: "
+                                          "LLaMA-Plus first)", flag="--lora", many=True, metavar="LORA")
+    patch: str | Path | None = param(None, "full-weight delta to add (Open-Chinese-LLaMA patch)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(self.loras))

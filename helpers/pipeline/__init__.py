@@ -5,7 +5,7 @@ quantized GGUF tensor by tensor, with no F16 file in between), then the llama.cp
 (``meta-llama/Llama-2-7b-hf`` + ``hfl/chinese-alpaca-2-lora-7b``) resolved to the tiny demo stand-ins through
 ``HELPERS_LOCAL_MODELS``. On CPU it takes a few seconds after setup; a second run reuses the merge.
 
-- :func:`run_pipeline`; :mod:`.cli`: ``python -m helpers pipeline``.
+- :func:`run_pipeline`; :mod:`.command`: ``python -m helpers pipeline``.
 """
 from __future__ import annotations
 

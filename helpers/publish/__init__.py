@@ -4,7 +4,7 @@
   atomically, skipping what is already saved; returns :class:`Saved`.
 - :mod:`.card`: :class:`ReleaseCard` and :func:`model_card`, the ``README.md`` of a pushed model.
 - :mod:`.push`: :func:`push_to_hub` uploads adapters, merged folders and GGUFs to the user's account.
-- :mod:`.cli`: ``python -m helpers push`` and ``python -m helpers save``.
+- :mod:`.push_command`, :mod:`.save_command`: ``python -m helpers push`` and ``python -m helpers save``.
 """
 from __future__ import annotations
 

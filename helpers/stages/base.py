@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Mapping, TypeVar
@@ -51,6 +52,14 @@ class Plan(Generic[JobT]):
     @property
     def fits(self) -> bool:
         return all(n.status != NO for n in self.needs)
+
+    def to_json(self) -> str:
+        """The report as JSON: notebook, settings, verdict, runtime, needs, notes and fixes (by form name)."""
+        return json.dumps({"notebook": self.stage.NOTEBOOK, "settings": self.stage.settings(), "fits": self.fits,
+                           "runtime": dataclasses.asdict(self.runtime),
+                           "needs": [dataclasses.asdict(n) for n in self.needs], "notes": self.notes,
+                           "fixes": [{k.upper(): v for k, v in fix.items()} for fix in self.fixes]},
+                          indent=2, ensure_ascii=False, default=str)
 
     def fix_text(self) -> str:
         """The fixes as the user types them: ``set NAME='value', or OTHER=2``."""

@@ -15,7 +15,7 @@
 - :mod:`.callbacks`: ``loss.csv``, ``loss.png``, the progress bar and the live plot;
 - :mod:`.setup`: template and precision choice, the base model, saving the adapter;
 - :mod:`.compare`: the same prompt before and after;
-- :mod:`.cli`: ``python -m helpers finetune``.
+- :mod:`.command`: ``python -m helpers finetune`` (:class:`~.command.LaunchOptions`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,13 @@
-"""What ``python -m helpers finetune`` does with its settings: train, only check (``--check-only``, what each of
-``--nproc`` processes would check), or write the files of an N-GPU launch (``--write-launch DIR``)."""
+"""``python -m helpers finetune --base BASE --data FILE --out DIR [--mode sft|pt] [--4bit] ...``: one flag per
+:class:`~.config.FinetuneConfig` and :class:`LaunchOptions` setting, made from their declarations; what the command
+does with them: train, only check (``--check-only``, what each of ``--nproc`` processes would check), or write the
+files of an N-GPU launch (``--write-launch DIR``).
+
+The same command runs under ``torchrun --nproc_per_node N -m helpers finetune ...`` and ``accelerate launch``.
+"""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +33,14 @@ class LaunchOptions:
                                      "against (e.g. 80)", parse=float, metavar="GiB")
 
 
-def run_command(config: FinetuneConfig, launch: LaunchOptions) -> int:
+OPTIONS = (FinetuneConfig, LaunchOptions)
+
+
+def main(config: FinetuneConfig, launch: LaunchOptions) -> int:
     """Train (or check, or write the launch files), print the outcome and the merge command; the exit status."""
     from .finetune import finetune
+
+    config = dataclasses.replace(config, live_plot=False)
 
     try:
         if launch.write_launch:

@@ -4,7 +4,9 @@ command's flags (:func:`add_arguments`, read back by :func:`from_arguments`).
 
 Flags: ``--name`` (underscores become dashes) unless ``flag`` says otherwise; a ``False`` default is a switch, a
 ``True`` default a ``--no-...`` switch, a ``bool | None`` field a ``--name`` / ``--no-name`` pair (None: neither
-given); ``parse`` turns the command line's text into the value (argparse's ``type``).
+given); ``parse`` turns the command line's text into the value (argparse's ``type``). A ``flag`` without dashes
+is a positional argument (``nargs="?"`` when it has a default, ``+`` / ``*`` for ``many``). A command takes the flags
+of whole classes, or of some fields with other defaults (:class:`Flags`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ class Entry:
         help: one line for the user (a form's comment above the entry; a flag's help).
         choices: the allowed values (a form's dropdown); empty for a free entry.
         allow_input: a dropdown that also accepts other values (Colab's ``allow-input``).
-        flag: the command-line flag, when not ``--<name>`` (or ``--no-<name>`` for a ``True`` default).
+        flag: the command-line flag, when not ``--<name>`` (or ``--no-<name>`` for a ``True`` default); without
+            dashes, a positional argument shown as ``flag``.
         parse: the command line's text -> the value (default: the text).
         metavar: the value's name in ``--help``.
         many: the flag may be repeated; the value is the list of what was given, in order.
@@ -57,6 +60,12 @@ def param(default: Any, help: str, *, choices: Iterable = (), allow_input: bool 
     return field(default=default, metadata={"form": entry}, compare=compare)
 
 
+def param_like(cls: type, name: str, default: Any) -> Any:
+    """The setting ``name`` of dataclass ``cls`` (its help, flag, choices...) with another default, for another
+    dataclass."""
+    return field(default=default, metadata={"form": next(e for f, e in entries(cls) if f.name == name)})
+
+
 def entries(cls: type) -> list[tuple[dataclasses.Field, Entry]]:
     """The :func:`param` fields of dataclass ``cls``, in order, with their entries."""
     return [(f, f.metadata["form"]) for f in dataclasses.fields(cls) if "form" in f.metadata]
@@ -71,6 +80,16 @@ def _is_optional_bool(f: dataclasses.Field) -> bool:
     return f.default is None and str(f.type).replace(" ", "").startswith("bool|")
 
 
+@dataclass(frozen=True)
+class Flags:
+    """The flags a command takes from ``cls``: ``only`` these fields (all by default), ``defaults`` overriding the
+    dataclass's own (an entry of a command's ``OPTIONS`` where the whole class with its defaults is not meant)."""
+
+    cls: type
+    only: tuple[str, ...] | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[str] | None = None,
                   defaults: Mapping[str, Any] | None = None) -> None:
     """Add one flag per :func:`param` field of ``cls`` (``only`` these attributes; ``defaults`` overriding the
@@ -81,7 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[
             continue
         default = (defaults or {}).get(f.name, default_of(f))
         name = f.name.replace("_", "-")
-        if _is_optional_bool(f):
+        if entry.flag and not entry.flag.startswith("-"):
+            _add_positional(parser, f, entry, default)
+        elif _is_optional_bool(f):
             pair = parser.add_mutually_exclusive_group()
             pair.add_argument(entry.flag or f"--{name}", dest=f.name, action="store_true", default=default,
                               help=entry.help)
@@ -105,6 +126,14 @@ def _add_valued(parser: argparse.ArgumentParser, f: dataclasses.Field, entry: En
                         choices=entry.choices or None, metavar=entry.metavar, help=entry.help + shown, **extra)
 
 
+def _add_positional(parser: argparse.ArgumentParser, f: dataclasses.Field, entry: Entry, default: Any) -> None:
+    required = default is dataclasses.MISSING
+    nargs = ("+" if required else "*") if entry.many else entry.nargs or (None if required else "?")
+    parser.add_argument(f.name, type=entry.parse, nargs=nargs, choices=entry.choices or None,
+                        metavar=entry.metavar or (entry.flag if entry.flag != f.name else None), help=entry.help,
+                        **({} if required else {"default": default}))
+
+
 def _text(entry: Entry, value: Any) -> str:
     return entry.text(value) if entry.text else str(value)
 
@@ -124,7 +153,9 @@ def to_arguments(options: Any) -> list[str]:
         if not entry.cli or value == default:
             continue
         name = f.name.replace("_", "-")
-        if _is_optional_bool(f):
+        if entry.flag and not entry.flag.startswith("-"):
+            out += [_text(entry, item) for item in value] if entry.many or entry.nargs else [_text(entry, value)]
+        elif _is_optional_bool(f):
             out.append((entry.flag or f"--{name}") if value else f"--no-{name}")
         elif isinstance(default, bool):
             out.append(entry.flag or (f"--no-{name}" if default else f"--{name}"))

@@ -1,21 +1,27 @@
 """``python -m helpers demo --out DIR``: build the offline demo assets."""
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import MISSING, dataclass
 
+from ..util.params import param
 from .build import build_demo
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m helpers demo``."""
-    parser.add_argument("--out", required=True, help="folder to write the demo assets to")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild even if the folder is complete")
+@dataclass(frozen=True)
+class DemoOptions:
+    """Where the demo assets go."""
+
+    out: str = param(MISSING, "folder to write the demo assets to")
+    overwrite: bool = param(False, "rebuild even if the folder is complete")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``python -m helpers demo``."""
-    out = build_demo(args.out, overwrite=args.overwrite)
+OPTIONS = (DemoOptions,)
+
+
+def main(options: DemoOptions) -> int:
+    """Build the assets; list them."""
+    out = build_demo(options.out, overwrite=options.overwrite)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     for name, info in manifest["assets"].items():
         print(f"{name:40s} {info['kind']:6s} vocab {info['vocab']}")

@@ -3,38 +3,43 @@ write and hold, and whether it fits here, before anything is downloaded; for a G
 4096-token context needs and which laptops it fits (:mod:`.laptop`)."""
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 
 from ..catalog import get, release_recipe
 from ..gguf import NEEDS_IMATRIX, gguf_outtype
+from ..util import UserError
+from ..util.params import param, param_like
 from .laptop import LAPTOPS_GB, sources_fit
-from ..util.params import add_arguments as add_options
 from .options import MergeOptions
 from .planner import plan_resources
 
 GB = 1 << 30  # the --disk-gb and --ram-gb unit (GiB)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m helpers plan``."""
-    parser.add_argument("model", nargs="?", help="catalog name of a LoRA or patch release (its base and order come "
-                                                 "from the catalog); or give --base / --lora")
-    parser.add_argument("--base", help="base model: folder or hub id (default: the release's)")
-    parser.add_argument("--lora", action="append", default=None, metavar="LORA", help="LoRA folder or hub id, in order")
-    add_options(parser, MergeOptions, only=("fmt", "outtype"), defaults={"fmt": "gguf", "outtype": "q4_k_m"})
-    parser.add_argument("--out", default=".", help="where the output would go (its free space counts)")
-    parser.add_argument("--offline", action="store_true", help="estimate catalog releases from their architectures "
-                                                                "instead of reading the hub's file listing")
-    parser.add_argument("--disk-gb", type=float, help="assume this much free disk (GiB) instead of measuring it")
-    parser.add_argument("--ram-gb", type=float, help="assume this much available RAM (GiB) instead of measuring it")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+@dataclass(frozen=True)
+class PlanRequest:
+    """The merge to plan (a catalog release, or a base and LoRAs) and the machine to plan it for."""
+
+    model: str | None = param(None, "catalog name of a LoRA or patch release (its base and order come from the "
+                              "catalog); or give --base / --lora", flag="model")
+    base: str | None = param(None, "base model: folder or hub id (default: the release's)")
+    lora: list[str] = param([], "LoRA folder or hub id, in order", many=True, metavar="LORA")
+    fmt: str = param_like(MergeOptions, "fmt", "gguf")
+    outtype: str = param_like(MergeOptions, "outtype", "q4_k_m")
+    out: str = param(".", "where the output would go (its free space counts)")
+    offline: bool = param(False, "estimate catalog releases from their architectures instead of reading the hub's "
+                          "file listing")
+    disk_gb: float | None = param(None, "assume this much free disk (GiB) instead of measuring it", parse=float)
+    ram_gb: float | None = param(None, "assume this much available RAM (GiB) instead of measuring it", parse=float)
+    json: bool = param(False, "print the plan as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``python -m helpers plan``: print the plan; exit 1 when it does not fit, even in low-disk mode."""
-    from ..util import UserError
+OPTIONS = (PlanRequest,)
 
+
+def main(args: PlanRequest) -> int:
+    """Print the plan; exit 1 when it does not fit, even in low-disk mode."""
     patch = None
     if args.model:
         entry = get(args.model)
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         base, loras = args.base, []
     else:
         raise UserError("give a release (python -m helpers plan chinese-alpaca-2-7b-lora) or --base [--lora ...]")
-    base, loras = args.base or base, args.lora if args.lora is not None else loras
+    base, loras = args.base or base, args.lora or loras
     outtype = gguf_outtype(args.outtype, imatrix=True) if args.fmt == "gguf" else args.outtype
     route = outtype in NEEDS_IMATRIX  # made through the importance-matrix route: a Q8_0 merge first
     options = MergeOptions(fmt=args.fmt, outtype="q8_0" if route else outtype)

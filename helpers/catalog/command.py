@@ -1,20 +1,26 @@
 """``python -m helpers catalog [NAME] [--kind K] [--generation G] [--json]``: print the catalog."""
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 
+from ..util.params import param
 from .entry import GENERATIONS, KINDS
 from .lookup import get, release_recipe, names
 from .releases import CATALOG
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m helpers catalog``."""
-    parser.add_argument("name", nargs="?", help="show one model (catalog name or hub id) and its merge plan")
-    parser.add_argument("--kind", choices=KINDS, help="only this kind of release")
-    parser.add_argument("--generation", choices=GENERATIONS, help="only this generation")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+@dataclass(frozen=True)
+class CatalogQuery:
+    """Which releases to show, and how."""
+
+    name: str | None = param(None, "show one model (catalog name or hub id) and its merge plan", flag="name")
+    kind: str | None = param(None, "only this kind of release", choices=KINDS)
+    generation: str | None = param(None, "only this generation", choices=GENERATIONS)
+    json: bool = param(False, "print JSON instead of a table")
+
+
+OPTIONS = (CatalogQuery,)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -22,9 +28,9 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: CatalogQuery) -> int:
     """Print the catalog (or one entry) as a table or JSON."""
-    if getattr(args, "name", None):
+    if args.name:
         entry = get(args.name)
         data = entry.to_dict()
         if entry.base:
