@@ -64,3 +64,40 @@ def test_unknown_argument_is_a_usage_error():
     r = cli("merge", "--no-such-flag")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
+
+
+def _options(command: str) -> list:
+    """Non-default options of ``command``: positionals, repeated flags, two-value flags, --no- switches, presets."""
+    from helpers.catalog.command import CatalogQuery
+    from helpers.evaluate.exam_command import ExamOptions
+    from helpers.merge.plan_command import PlanRequest
+    from helpers.publish.push_command import PushOptions
+    from helpers.publish.save_command import SaveOptions
+    from helpers.stages.command import NotebookRun
+
+    return {"save": [SaveOptions(paths=["a b", "c"], to="d", progress=False, replace=True)],
+            "push": [PushOptions(paths=["x.gguf"], repo="me/r", base="b", lora=["l1", "l2"], kind="gguf", public=True)],
+            "cmmlu": [ExamOptions(out="o", compare=("a", "b"), shots=0, quant="4bit", benchmark="cmmlu")],
+            "catalog": [CatalogQuery(name="chinese-alpaca-2-7b", generation="v2", json=True)],
+            "run": [NotebookRun(notebook="01", sets=["BASE=x", "OUTTYPE=f16"], execute=True)],
+            "plan": [PlanRequest(base="b", lora=["l1", "l2"], fmt="hf", outtype="f32", disk_gb=1.5)]}[command]
+
+
+@pytest.mark.parametrize("command", ["save", "push", "cmmlu", "catalog", "run", "plan"])
+def test_options_round_trip_through_their_flags(command):
+    """A command's options, written as flags and read back by the command's parser, are the same value."""
+    from helpers.__main__ import build_parser
+    from helpers.util.params import from_arguments, to_arguments
+
+    for options in _options(command):
+        args = build_parser(command).parse_args([command, *to_arguments(options)])
+        assert from_arguments(type(options), args) == options
+
+
+def test_exclusive_flags_are_one_error_line():
+    for args, message in [(["evaluate", "--model", "m", "--ppl", "a", "--mc", "b"], "one of --ppl"),
+                          (["ceval", "--out", "o"], "--model MODEL, or --compare"),
+                          (["run", "01", "--colab", "t4"], "drop --colab")]:
+        r = cli(*args)
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1

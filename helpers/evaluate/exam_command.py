@@ -47,6 +47,8 @@ class ExamOptions:
         benchmark(self.benchmark)
         if (self.model is None) == (self.compare is None):
             raise UserError("give --model MODEL, or --compare A B for two models")
+        if self.compare is not None:
+            object.__setattr__(self, "compare", tuple(self.compare))
         if self.compare is not None and self.compare[0] == self.compare[1]:
             raise UserError("--compare needs two different models or folders")
 
