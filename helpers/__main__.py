@@ -25,29 +25,30 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("helpers.demo.command", "build the offline demo models (tiny, deterministic, in the released layouts)"),
     "catalog": ("helpers.catalog.command", "list the released models this project knows"),
     "colab-check": ("helpers.stages.command", "before any download: what a notebook's parameters need (GPU, RAM, disk, "
-                                          "wheels) against this runtime or free Colab's"),
+                                              "wheels) against this runtime or free Colab's"),
     "run": ("helpers.stages.command", "a notebook's step from a terminal: its check, then its run (--set NAME=VALUE)"),
     "plan": ("helpers.merge.plan_command", "what a merge will download, write and hold, and whether it fits here"),
     "merge": ("helpers.merge.command", "merge LoRA(s) or a patch into a base model -> HF, Meta .pth or GGUF"),
     "to-gguf": ("helpers.gguf.convert_command", "convert a merged Hugging Face model folder to GGUF"),
     "quantize": ("helpers.gguf.quantize_command", "quantize a GGUF (or an HF folder) with llama.cpp's quantizer"),
     "chat": ("helpers.chat.command", "one reply or an interactive chat with an HF folder, a GGUF or a catalog model"),
-    "serve": ("helpers.chat.serve_command", "the OpenAI-compatible server (like llama-server) on a GGUF, a catalog name "
-                                        "or a hub id"),
+    "serve": ("helpers.chat.serve_command", "the OpenAI-compatible server (like llama-server) on a GGUF, a catalog "
+                                            "name or a hub id"),
     "finetune": ("helpers.train.command", "LoRA / QLoRA fine-tuning (SFT on Alpaca JSON, or PT on text)"),
     "expand-vocab": ("helpers.tokens.vocab_command", "add a Chinese sentencepiece vocabulary to a LLaMA tokenizer"),
     "imatrix": ("helpers.imatrix.command", "llama.cpp's importance matrix of a GGUF on a text (for low-bit types), "
-                                       "computed by llama.cpp itself"),
+                                           "computed by llama.cpp itself"),
     "evaluate": ("helpers.evaluate.eval_command", "perplexity, KL divergence of quants, C-Eval-style multiple choice"),
     "save": ("helpers.publish.save_command", "copy outputs to a workspace folder (Google Drive): progress, SHA256 "
-                                          "verified, atomic, skipping what is already saved"),
+                                             "verified, atomic, skipping what is already saved"),
     "push": ("helpers.publish.push_command", "upload outputs (adapter, merged folder, GGUF) to your hub account with a "
-                                    "model card"),
+                                             "model card"),
     "ceval": ("helpers.evaluate.exam_command", "C-Eval as the releases score it: summary.json / submission.json; "
-                                           "--compare A B for a paired comparison"),
+                                               "--compare A B for a paired comparison"),
     "cmmlu": ("helpers.evaluate.exam_command", "CMMLU as the releases score it: summary.json / submission.json; "
-                                           "--compare A B for a paired comparison"),
-    "pipeline": ("helpers.pipeline.command", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a reply"),
+                                               "--compare A B for a paired comparison"),
+    "pipeline": ("helpers.pipeline.command", "the offline demo job: demo assets -> merge -> GGUF -> quantize -> a "
+                                             "reply"),
 }
 # option values a command sets itself (two commands of one module)
 PRESETS: dict[str, dict[str, object]] = {"run": {"execute": True}, "ceval": {"benchmark": "ceval"},

@@ -23,7 +23,8 @@ class EvalOptions:
                          choices=("auto", "transformers", "llama.cpp"))
     n_ctx: int | None = param(None, "context window (default 512; 2048 for --mc)", parse=int)
     stride: int | None = param(None, "sliding windows moved by this many tokens for --ppl / --kld-ref (default: "
-                               "llama-perplexity's chunks of --n-ctx tokens, the second half of each scored)", parse=int)
+                               "llama-perplexity's chunks of --n-ctx tokens, the second half of each scored)",
+                               parse=int)
     chunks: int | None = param(None, "at most this many chunks (without --stride)", parse=int)
     shots: int = param(0, "few-shot examples for --mc (the releases used 0 and 5)", parse=int)
     dev: str | None = param(None, "few-shot examples for --mc (default: other items of --mc)", metavar="CSV")
