@@ -103,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
+        from .train.dist import quiet_unless_main
+
+        quiet_unless_main(exc)  # under torchrun every rank meets the same bad input: rank 0 alone says so
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early

@@ -6,7 +6,10 @@
 - exported names: the sum of the ``__all__`` lengths of ``helpers/**/__init__.py``, and how many of them are used
   outside their own package only by tests or benchmarks, or nowhere (a word match in the other packages,
   notebooks/src, scripts, tests and benchmarks; ``--names`` lists them);
-- hand-written CLI lines: ``find helpers -name 'cli.py' -o -name '*_cli.py' | xargs wc -l``;
+- hand-written CLI lines: the source lines of hand-written argparse calls (``ArgumentParser``, ``add_argument``,
+  ``add_parser``, ``add_subparsers``, ``add_mutually_exclusive_group``, ``add_argument_group``, ``set_defaults``)
+  outside ``util/params.py`` (which generates the flags from the options dataclasses); and, beside it, the modules
+  named ``cli.py`` / ``*_cli.py`` and the command modules (a module-level ``OPTIONS``) with their lines;
 - places that spell ``.partial``: string literals (not docstrings) that contain ``.partial``;
 - "Plan" names: classes whose name contains ``Plan``, functions whose name contains ``plan``;
 - module-level assignments of the same upper-case name in more than one module (``OUTTYPES`` and the like).
@@ -21,6 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "helpers"
+
+
+ARGPARSE = {"ArgumentParser", "add_argument", "add_parser", "add_subparsers", "add_mutually_exclusive_group",
+            "add_argument_group", "set_defaults"}
 
 
 def _modules() -> list[Path]:
@@ -72,6 +79,8 @@ def measures() -> dict[str, object]:
     mods = _modules()
     lines = sum(len(p.read_text().splitlines()) for p in mods)
     cli = [p for p in mods if p.name == "cli.py" or p.name.endswith("_cli.py")]
+    commands = [p for p in mods if re.search(r"^OPTIONS\b", p.read_text(), re.M)]
+    argparse_lines: set[tuple[str, int]] = set()
     partial, plan_classes, plan_functions = [], [], []
     constants: dict[str, list[str]] = defaultdict(list)
     for p in mods:
@@ -82,6 +91,9 @@ def measures() -> dict[str, object]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs \
                     and ".partial" in node.value:
                 partial.append(f"{rel}:{node.lineno}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ARGPARSE \
+                    and p.name != "params.py":
+                argparse_lines.update((rel, n) for n in range(node.lineno, node.end_lineno + 1))
             elif isinstance(node, ast.ClassDef) and "Plan" in node.name:
                 plan_classes.append(f"{rel}:{node.name}")
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "plan" in node.name.lower() \
@@ -101,8 +113,9 @@ def measures() -> dict[str, object]:
         "exported names": sum(len(v) for v in exports.values()),
         "exported, used outside their package only by tests/benchmarks": only_tests,
         "exported, used nowhere outside their package": unused,
-        "hand-written CLI lines": sum(len(p.read_text().splitlines()) for p in cli),
-        "CLI modules": len(cli),
+        "hand-written CLI lines": len(argparse_lines),
+        "cli.py modules (lines)": f"{len(cli)} ({sum(len(p.read_text().splitlines()) for p in cli)})",
+        "command modules with OPTIONS (lines)": f"{len(commands)} ({sum(len(p.read_text().splitlines()) for p in commands)})",
         "places that spell .partial": partial,
         "classes named *Plan*": plan_classes,
         "public functions named *plan*": plan_functions,

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..util import UserError
 from ..util.params import param
 from .config import FinetuneConfig
-from .dist import Launch, launch_context, quiet_unless_main
+from .dist import Launch, launch_context
 from .launch import STRATEGIES
 
 
@@ -42,15 +42,11 @@ def main(config: FinetuneConfig, launch: LaunchOptions) -> int:
 
     config = dataclasses.replace(config, live_plot=False)
 
-    try:
-        if launch.write_launch:
-            return _write_launch(config, launch)
-        if launch.check_only:
-            return _check_only(config, launch.nproc)
-        result = finetune(config)
-    except UserError as exc:
-        quiet_unless_main(exc)
-        raise
+    if launch.write_launch:
+        return _write_launch(config, launch)
+    if launch.check_only:
+        return _check_only(config, launch.nproc)
+    result = finetune(config)  # a bad input under torchrun: rank 0 alone says so (helpers.__main__)
     if not launch_context().is_main:
         return 0
     losses = f", loss {result.first_loss:.4f} -> {result.last_loss:.4f}" if result.losses else ""
