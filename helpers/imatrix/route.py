@@ -101,6 +101,8 @@ class RouteOptions:
         settings: chunk size, number of chunks, threads, GPU layers of the importance-matrix run (default: chunks
             of 512 tokens over the whole text).
         low_disk: the merge's low-disk mode when no plan is given (None: only when the planner says it is needed).
+        awq: AWQ search results the merge applies to the intermediate (:mod:`helpers.merge.awq`), so the matrix is
+            computed on, and the low-bit type quantized from, the AWQ-adjusted weights.
         progress: progress bars.
     """
 
@@ -110,6 +112,8 @@ class RouteOptions:
                                            "hfl/cmrc2019)", metavar="FILE")
     settings: ChunkSettings = ChunkSettings()
     low_disk: bool | None = param(None, "the merge's low-disk mode (default: as the planner decides)")
+    awq: str | Path | None = param(None, "AWQ search results applied by the merge (llm-awq's .pt dump)",
+                                   metavar="FILE_OR_HUB_FILE")
     progress: bool = param(True, "no progress bars")
 
 
@@ -140,7 +144,7 @@ def imatrix_route(recipe: Recipe, out: str | Path, options: RouteOptions, plan: 
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"imatrix route: merge to {intermediate}, importance matrix, then {outtype}", file=sys.stderr)
     merge(recipe, middle, MergeOptions(fmt="gguf", outtype=intermediate, write_sha256=False, progress=options.progress,
-                                       low_disk=options.low_disk), plan)
+                                       low_disk=options.low_disk, awq=options.awq), plan)
     dataset = None
     if calibration is None:
         from .calibration import CALIBRATION_NAME, calibration_text

@@ -124,7 +124,7 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
         if options.low_disk:
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
         return None
-    sources = gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None)
+    sources = gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None, awq=options.awq)
     return checked_plan(sources, options=options, out=target)
 
 

@@ -1,6 +1,6 @@
-"""``python -m helpers plan MODEL [--outtype TYPE] [--format FORMAT] [--out PATH]``: what a merge will download,
-write and hold, and whether it fits here, before anything is downloaded; for a GGUF, also what running it at a
-4096-token context needs and which laptops it fits (:mod:`.laptop`)."""
+"""``python -m helpers plan MODEL [--outtype TYPE] [--format FORMAT] [--awq FILE] [--out PATH]``: what a merge
+will download (the AWQ results too), write and hold, and whether it fits here, before anything is downloaded; for a
+GGUF, also what running it at a 4096-token context needs and which laptops it fits (:mod:`.laptop`)."""
 from __future__ import annotations
 
 import json
@@ -27,6 +27,7 @@ class PlanRequest:
     lora: list[str] = param([], "LoRA folder or hub id, in order", many=True, metavar="LORA")
     fmt: str = param_like(MergeOptions, "fmt", "gguf")
     outtype: str = param_like(MergeOptions, "outtype", "q4_k_m")
+    awq: str | None = param_like(MergeOptions, "awq", None)
     out: str = param(".", "where the output would go (its free space counts)")
     offline: bool = param(False, "estimate catalog releases from their architectures instead of reading the hub's "
                           "file listing")
@@ -53,7 +54,7 @@ def main(args: PlanRequest) -> int:
     base, loras = args.base or base, args.lora or loras
     outtype = gguf_outtype(args.outtype, imatrix=True) if args.fmt == "gguf" else args.outtype
     route = outtype in NEEDS_IMATRIX  # made through the importance-matrix route: a Q8_0 merge first
-    options = MergeOptions(fmt=args.fmt, outtype="q8_0" if route else outtype)
+    options = MergeOptions(fmt=args.fmt, outtype="q8_0" if route else outtype, awq=args.awq)
     plan = plan_resources(base, loras, patch, options=options, out=args.out, offline=args.offline,
                           free_disk=int(args.disk_gb * GB) if args.disk_gb else None,
                           free_ram=int(args.ram_gb * GB) if args.ram_gb else None)
@@ -61,11 +62,12 @@ def main(args: PlanRequest) -> int:
     if args.json:
         run = {"run_ctx": fit.n_ctx, "run_file_bytes": fit.file_bytes, "run_ram_bytes": fit.ram_bytes,
                "run_fits_laptops_gb": [g for g in LAPTOPS_GB if fit.fits(g)]} if fit else {}
+        awq = {"awq_bytes": plan.awq.total, "awq_to_download": plan.awq.to_download} if plan.awq else {}
         print(json.dumps({"download_bytes": plan.download_bytes, "output_bytes": plan.output_bytes,
                           "peak_disk": plan.peak_disk, "peak_disk_low_disk": plan.peak_disk_low,
                           "peak_ram": plan.ram_bytes, "free_disk": plan.free_disk, "free_ram": plan.free_ram,
                           "fits": plan.fits, "fits_low_disk": plan.fits_low_disk, "ram_fits": plan.ram_fits,
-                          **run}, indent=2))
+                          **awq, **run}, indent=2))
     else:
         print(plan.summary())
         if route:

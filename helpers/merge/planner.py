@@ -49,6 +49,7 @@ class ResourcePlan:
         low_disk: the mode chosen (:func:`resource_plan`): stream the base one shard at a time.
         tensors: the merged model's outline (names and shapes), against which AWQ results are checked before any
             download.
+        awq: the AWQ results file (downloaded first, counted in the download), None without one.
     """
 
     sources: list[SourceFiles]
@@ -60,10 +61,16 @@ class ResourcePlan:
     out_dir: Path
     low_disk: bool = False
     tensors: tuple = ()
+    awq: SourceFiles | None = None
+
+    @property
+    def inputs(self) -> list[SourceFiles]:
+        """Everything the merge reads: the sources, then the AWQ results when there are some."""
+        return [*self.sources, *([self.awq] if self.awq is not None else [])]
 
     @property
     def download_bytes(self) -> int:
-        return sum(s.to_download for s in self.sources)
+        return sum(s.to_download for s in self.inputs)
 
     @property
     def peak_disk(self) -> int:
@@ -96,8 +103,8 @@ class ResourcePlan:
         o = self.options
         lines = [f"plan: {self.sources[0].ref}" + "".join(f" + {s.ref}" for s in self.sources[1:])
                  + f" -> {o.fmt.upper()} {o.outtype}" + (" (sizes estimated from the catalog)"
-                                                        if any(s.estimated for s in self.sources) else "")]
-        for s in self.sources:
+                                                        if any(s.estimated for s in self.inputs) else "")]
+        for s in self.inputs:
             w = s.weights
             shards = f" in {len(w)} files, largest {human_bytes(max(w.values()))}" if len(w) > 1 else ""
             lines.append(f"  {s.role:8s} {human_bytes(s.total):>9s}{shards}; to download {human_bytes(s.to_download)}"
@@ -183,7 +190,7 @@ def resource_plan(sources: Sources, *, options: MergeOptions, out: str | Path, f
     plan = ResourcePlan(sources=sources.files, options=options, output_bytes=max(size - written, 0),
                         ram_bytes=peak_ram(sources.config, sources.tensors, options), free_disk=free_disk,
                         free_ram=available_ram_bytes() if free_ram is None else free_ram, out_dir=target,
-                        tensors=tuple(sources.tensors))
+                        tensors=tuple(sources.tensors), awq=sources.awq)
     requested = options.low_disk
     low = bool(requested) or (requested is None and not plan.fits and plan.fits_low_disk)
     if low and not sources.files[0].missing:  # the base is on this machine already: nothing to stream
@@ -220,5 +227,5 @@ def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *
         fresh: count every hub file as still to download (planning for a new runtime).
         free_disk, free_ram: assume these instead of measuring (e.g. free Colab's 78 GB and 12.7 GB).
     """
-    return resource_plan(gather_sources(base, loras, patch, offline=offline, fresh=fresh), options=options, out=out,
-                         free_disk=free_disk, free_ram=free_ram)
+    sources = gather_sources(base, loras, patch, offline=offline, fresh=fresh, awq=options.awq)
+    return resource_plan(sources, options=options, out=out, free_disk=free_disk, free_ram=free_ram)

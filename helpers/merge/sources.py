@@ -63,19 +63,21 @@ class Sources:
         config: the merged model's config (the base's, with the vocabulary the LoRAs set).
         tensors: its tensors, in the order they are merged (the hub base's shard order).
         tokenizer_bytes: the tokenizer files that go with the output.
+        awq: the AWQ results file applied to the merge (:mod:`.awq_plan`), None without one.
     """
 
     files: list[SourceFiles]
     config: dict
     tensors: list[TensorSpec]
     tokenizer_bytes: int
+    awq: SourceFiles | None = None
 
 
 def gather_sources(base: str, loras: list[str] = (), patch: str | None = None, *, offline: bool = False,
-                   fresh: bool = False) -> Sources:
+                   fresh: bool = False, awq: str | Path | None = None) -> Sources:
     """The :class:`Sources` of a merge, from the local files or the hub (listings, headers, ``config.json``); with
     ``offline`` catalog releases are estimated from their architectures; with ``fresh`` every hub file counts as
-    still to download (a new runtime, where nothing is cached yet).
+    still to download (a new runtime, where nothing is cached yet); ``awq``: the AWQ results file, sized too.
 
     Raises:
         UserError: an input that cannot be found or listed, or a base whose architecture is unknown here.
@@ -84,7 +86,11 @@ def gather_sources(base: str, loras: list[str] = (), patch: str | None = None, *
     if fresh:
         files = [dataclasses.replace(f, missing=dict(f.files)) if not is_local(f.ref) else f for f in files]
     config, tensors, tokenizer = merged_layout(files)
-    return Sources(files, config, tensors, tokenizer)
+    if awq is None:
+        return Sources(files, config, tensors, tokenizer)
+    from .awq_plan import awq_source
+
+    return Sources(files, config, tensors, tokenizer, awq_source(awq, tensors, offline=offline, fresh=fresh))
 
 
 def source_files(ref: str | Path, role: str) -> SourceFiles:

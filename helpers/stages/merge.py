@@ -24,12 +24,13 @@ from ..imatrix import (CALIBRATION_NAME, IMATRIX_CHUNK, INTERMEDIATES, RouteOpti
                        imatrix_seconds, intermediate_path, offload_layers, route_recommended)
 from ..merge import (FORMATS, MergeOptions, MergeResult, Recipe, ResourcePlan, made_from, merge, plan_resources,
                      merged_layout, sources_fit)
+from ..merge.awq import AWQ_REPO, is_hub_file, published_awq
 from ..publish import ReleaseCard
 from ..tokens import piece_count
 from ..util import UserError, human_bytes, human_seconds, read_json
 from .base import Plan, Stage, form_path
 from .form import param
-from .names import release_target
+from .names import release_stem, release_target
 from .needs import GET_LLAMA, MORE_DISK, MORE_RAM, access_needs, listing_fallback
 from .workspace import AUTO, PUSH_HELP, WORKSPACE_HELP, Workspace, locate, push, push_needs
 
@@ -38,6 +39,7 @@ OUTTYPE_CHOICES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "iq4_xs", "q3_k_m
                    "bf16", "f32")
 LOW_DISK = {"auto": None, "yes": True, "no": False}
 IMATRIX = ("auto", "yes", "no")
+AWQ = ("", "auto")  # notebook 01's AWQ dropdown (an llm-awq .pt file or hub file can be typed in)
 
 
 def release_inputs(entry: ModelEntry, base: str = "") -> tuple[str, list[str], str | None]:
@@ -112,6 +114,9 @@ class MergeStage(Stage[MergeJob]):
     imatrix_chunks: int = param(100, f"chunks of {IMATRIX_CHUNK} tokens of calibration text (0: the whole text)")
     intermediate: str = param("q8_0", "the route's intermediate GGUF, deleted at the end: q8_0 (half the disk) or "
                               "f16 (exactly what llama-quantize makes from the F16)", choices=INTERMEDIATES)
+    awq: str = param("", "AWQ search results applied to each tensor as it is merged, so a 4-bit GGUF keeps more "
+                     f"quality (auto: the authors' file in {AWQ_REPO} for this release, downloaded first, when they "
+                     "published one; or an llm-awq .pt file or hub file; empty: none)", choices=AWQ, allow_input=True)
     low_disk: str = param("auto", "fetch the base one shard at a time, deleting each once merged (auto: only when "
                           "the full download does not fit)", choices=tuple(LOW_DISK))
     output_dir: str = param("/content/merged", "where the merge is written on this runtime")
@@ -121,7 +126,8 @@ class MergeStage(Stage[MergeJob]):
 
     def settings(self) -> str:
         route = f" (importance matrix via {self.intermediate})" if self.uses_route() else ""
-        return f"{self.model} -> {self.output_format} {self.outtype}{route}"
+        awq = f", AWQ {self.awq}" if self.awq else ""
+        return f"{self.model} -> {self.output_format} {self.outtype}{route}{awq}"
 
     def smoke_values(self, demo: Path) -> dict[str, Any]:
         return {"outtype": "iq3_xxs", "imatrix_chunks": 4}  # the importance-matrix route, on the calibration stand-in
@@ -161,9 +167,11 @@ class MergeStage(Stage[MergeJob]):
         if refused := self._imatrix_refusal():
             return Plan(self, runtime, [refused], job)
         intermediate = self.intermediate if self.uses_route() else self.outtype
-        options = MergeOptions(fmt=self.output_format, outtype=intermediate, low_disk=LOW_DISK[self.low_disk])
-        written = intermediate_path(target, intermediate) if self.uses_route() else target
         notes: list[str] = []
+        awq = self.awq_results(entry, notes)
+        options = MergeOptions(fmt=self.output_format, outtype=intermediate, low_disk=LOW_DISK[self.low_disk],
+                               awq=awq)
+        written = intermediate_path(target, intermediate) if self.uses_route() else target
         resources = listing_fallback(notes, lambda offline: plan_resources(
             base, loras, patch, options=options, out=written, offline=offline, fresh=runtime.assumed,
             free_disk=runtime.disk, free_ram=runtime.ram))
@@ -186,7 +194,23 @@ class MergeStage(Stage[MergeJob]):
             needs.append(wheel_need("llama.cpp", runtime.llama_cpp, fix=GET_LLAMA))
         if self.output_format == "gguf":
             notes.append("on a laptop: " + fit.summary())
+        if resources.awq is not None:
+            notes.append(awq_note(resources))
         return Plan(self, runtime, needs, job, notes + [resources.summary()])
+
+    def awq_results(self, entry: ModelEntry, notes: list[str]) -> str | None:
+        """The AWQ results the merge applies (a hub file or a path), None for none; ``auto`` is the authors'
+        published file for this release, and a note says when they published none."""
+        if not self.awq.strip():
+            return None
+        if self.awq == "auto":
+            ref = published_awq(release_stem(entry))
+            if ref is None:
+                notes.append(f"AWQ: the authors published no AWQ results for {release_stem(entry)} ({AWQ_REPO} has "
+                             "them for the Chinese-LLaMA-2/Alpaca-2 1.3B, 7B, 13B, 16K and RLHF models): merged "
+                             "without AWQ")
+            return ref
+        return self.awq if is_hub_file(self.awq) else locate(self.awq, self.workspace_folder())
 
     def _imatrix_refusal(self) -> Need | None:
         """A type that cannot be made without an importance matrix, with the route turned off."""
@@ -325,6 +349,17 @@ class MergeStage(Stage[MergeJob]):
         browser download; the same for a merge made now and one found in the workspace."""
         if self.output_format == "gguf" and output.is_file():
             export_file(output, download=self.download)
+
+
+def awq_note(resources: ResourcePlan) -> str:
+    """What the check says of the AWQ results: the file, its size, when it is downloaded and what it does."""
+    awq = resources.awq
+    size = human_bytes(awq.total)
+    size = f"about {size}, estimated from the model's shape" if awq.estimated else size
+    when = ("downloaded at the start of the run, before the weights" if awq.missing
+            else "already on this runtime")
+    return (f"AWQ: {awq.ref} ({size}), {when}; its scales and clipping ranges are applied to each tensor as it is "
+            "merged, before quantizing (the authors searched theirs for 4-bit weights)")
 
 
 def output_vocab(output: Path) -> int:
