@@ -10,7 +10,8 @@ downloaded.
   the folder's repo name), plus what the real repos also hold: the Llama-2 weights again as ``.bin`` shards,
   the Llama-3 weights again as Meta's ``original/consolidated.00.pth``, and a GGUF release repo
   (``hfl/chinese-alpaca-2-7b-gguf``: F16, Q8_0, Q4_K and the importance-matrix ``Q4_K-im``, made from the demo
-  model with this project's converter and llama.cpp's quantizer). Weights, tokenizers and GGUFs are Git LFS
+  model with this project's converter and llama.cpp's quantizer), and the authors' AWQ results repo
+  (``hfl/chinese-llama-alpaca-2-awq``: a stand-in ``<model>-w4-g128.pt`` per published model, ``tests/awqstandin.py``). Weights, tokenizers and GGUFs are Git LFS
   pointers with their objects under ``.git/lfs/objects``, where olah reads them, as on the hub.
 - :func:`add_dataset` adds a hub *data set* repo (a test's stand-in files) to a built or running twin; the demo
   twin serves :func:`calibration_standin` as the default calibration set (``hfl/cmrc2019``);
@@ -148,8 +149,11 @@ def stand_in_of(entry, served: dict[str, Path]) -> str:
 def _stage(demo: Path, stage: Path) -> dict[str, Path]:
     """Every repo's files in a plain folder, ``{hub id: folder}``: the demo assets under the ids they stand for,
     the copies real repos also hold, the GGUF releases, and every other catalog release under a stand-in of its
-    kind (:func:`stand_in_of`)."""
+    kind (:func:`stand_in_of`), and the AWQ results of the models the authors published them for."""
+    from awqstandin import stage_awq_repo
+
     from helpers.catalog.releases import CATALOG
+    from helpers.merge.awq import AWQ_REPO
 
     repos: dict[str, Path] = {}
     for hub_id, src in demo_hub_ids(demo).items():
@@ -165,6 +169,7 @@ def _stage(demo: Path, stage: Path) -> dict[str, Path]:
         if entry.hub_id not in repos:
             repos[entry.hub_id] = stage / entry.hub_id
             shutil.copytree(repos[stand_in_of(entry, repos)], repos[entry.hub_id], copy_function=_link_or_copy)
+    repos[AWQ_REPO] = stage_awq_repo(stage / AWQ_REPO, repos, stage.parent)
     for hub_id, folder in repos.items():
         (folder / "README.md").write_text(f"---\nlicense: other\n---\n# {hub_id}\n\nA tiny random stand-in served by "
                                           "the hub twin for tests; not the released model.\n", encoding="utf-8")

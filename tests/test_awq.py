@@ -14,70 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference import torch_state
+from awqstandin import standin_results
+from reference import reference_awq, torch_state
 
 from helpers.merge import MergeOptions, Recipe, merge
 from helpers.merge.awq import awq_adjustment, load_awq_results
 from helpers.util import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUP = 128
 CASES = {  # (base, LoRA): Llama-2 (v_proj -> o_proj is scaled) and Llama-3 (grouped-query attention: it is not)
     "v2": ("Llama-2-7b-hf", "chinese-alpaca-2-lora-7b"),
     "v3-gqa": ("Meta-Llama-3-8B-Instruct", "llama-3-chinese-8b-instruct-v2-lora"),
 }
-
-
-def standin_results(sd: dict[str, torch.Tensor], *, clip: bool = True, seed: int = 0) -> dict:
-    """Search results in llm-awq's format for the model ``sd``: its four Llama scale groups per layer (v -> o only
-    when the shapes match, as llm-awq's ``auto_scale_block``), random positive float16 scales, and clipping ranges
-    [rows, groups, 1] that cut the largest values of v/o/gate/up/down (as ``auto_clip_block``: not q/k)."""
-    g = torch.Generator().manual_seed(seed)
-    layers = sorted({int(n.split(".")[2]) for n in sd if n.startswith("model.layers.")})
-    scale, clips = [], []
-
-    def scales(n: int) -> torch.Tensor:
-        return torch.exp(0.5 * torch.randn(n, generator=g)).half()
-
-    for i in layers:
-        p = f"model.layers.{i}."
-        hidden = sd[p + "input_layernorm.weight"].shape[0]
-        scale.append((p + "input_layernorm", tuple(p + f"self_attn.{x}_proj" for x in "qkv"), scales(hidden)))
-        v, o = sd[p + "self_attn.v_proj.weight"], sd[p + "self_attn.o_proj.weight"]
-        if v.shape == o.shape:
-            scale.append((p + "self_attn.v_proj", (p + "self_attn.o_proj",), scales(v.shape[0])))
-        scale.append((p + "post_attention_layernorm", (p + "mlp.gate_proj", p + "mlp.up_proj"), scales(hidden)))
-        up = sd[p + "mlp.up_proj.weight"]
-        scale.append((p + "mlp.up_proj", (p + "mlp.down_proj",), scales(up.shape[0])))
-        for name in ("self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
-            w = sd[p + name + ".weight"]
-            amax = w.reshape(w.shape[0], -1, GROUP).abs().amax(dim=-1, keepdim=True)
-            clips.append((p + name, (0.7 * amax).half()))
-    return {"scale": scale, "clip": clips if clip else []}
-
-
-def reference_awq(folder: Path, results: dict):
-    """llm-awq's apply_scale then apply_clip on the transformers model loaded from ``folder`` (float32)."""
-    from transformers import AutoModelForCausalLM
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    with torch.no_grad():
-        for prev_name, layer_names, s in results["scale"]:
-            prev = model.get_submodule(prev_name)
-            if isinstance(prev, torch.nn.Linear):
-                prev.weight[-s.size(0):].div_(s.view(-1, 1))
-            else:
-                assert isinstance(prev, LlamaRMSNorm)
-                prev.weight.div_(s)
-            for name in layer_names:
-                model.get_submodule(name).weight.mul_(s.view(1, -1))
-        for name, max_val in results["clip"]:
-            layer = model.get_submodule(name)
-            shape = layer.weight.shape
-            w = layer.weight.data.reshape(*max_val.shape[:2], -1)
-            layer.weight.data = torch.clamp(w, -max_val, max_val).reshape(shape)
-    return model
 
 
 def logits(model, vocab: int) -> torch.Tensor:
