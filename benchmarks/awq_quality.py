@@ -29,14 +29,13 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from assets import licence_text, llama_tools_dir, smollm2_gguf  # noqa: E402
-from awq_search import awq_search  # noqa: E402
+from awq_search import awq_search, search_record  # noqa: E402
 from imatrix_quality import CALIBRATION, HELD_OUT, bits_per_weight  # noqa: E402
 
 TYPES = ("q4_0", "q4_k_m")
@@ -131,10 +130,9 @@ def main() -> None:
     calib.write_text(licence_text(*CALIBRATION), encoding="utf-8")
     held.write_text(licence_text(*HELD_OUT), encoding="utf-8")
     hf = smollm2_hf(work)
-    t0 = time.perf_counter()
-    results = awq_search(hf, calib.read_text(encoding="utf-8"), work / f"smollm2-w4-g{args.group}.pt",
-                         samples=args.samples, seqlen=args.seqlen, group=args.group)
-    search_s = time.perf_counter() - t0
+    pt = work / f"smollm2-w4-g{args.group}.pt"
+    results = awq_search(hf, calib.read_text(encoding="utf-8"), pt, samples=args.samples, seqlen=args.seqlen,
+                         group=args.group)
     awq_hf = work / "smollm2-awq-hf"
     if not (awq_hf / "config.json").is_file():
         merge(Recipe(hf), awq_hf, MergeOptions(outtype="f32", awq=results, progress=False, write_sha256=False))
@@ -145,20 +143,24 @@ def main() -> None:
                                                     held.read_text(encoding="utf-8"),
                                                     ChunkSettings(n_ctx=args.ctx, chunks=args.eval_chunks,
                                                                   threads=args.threads))))
+    print("\n".join(table(reports, paths, json.loads(search_record(pt).read_text()))))
+
+
+def table(reports: dict, paths: dict, search: dict) -> list[str]:
+    """The figures as a Markdown table: per type and variant, the file, bits per weight, perplexity and KL."""
     first = reports["f32", "awq"]
-    lines = [f"SmolLM2-135M-Instruct (dequantized Q4_1, F32 reference PPL {first.ppl_ref:.4f}; {first.n_tokens} "
-             f"held-out tokens); AWQ searched on {args.samples}x{args.seqlen} tokens, group {args.group}, "
-             f"in {search_s:.0f} s",
+    lines = [f"SmolLM2-135M-Instruct (dequantized Q4_1): F32 reference PPL {first.ppl_ref:.4f} on "
+             f"{first.n_tokens} held-out tokens; AWQ searched on {search['samples']}x{search['seqlen']} tokens, "
+             f"group {search['group']}, in {search['seconds']:.0f} s",
              f"F32 with AWQ applied: PPL {first.ppl_quant:.4f}, KL {first.mean_kld:.2e} (scaling is an identity "
-             "before quantization; the clipping is not)",
-             f"{'type':7s} {'bpw':>5s} | " + " ".join(f"{'PPL ' + v:>15s}" for v in VARIANTS) + " | "
-             + " ".join(f"{'KL ' + v:>14s}" for v in VARIANTS)]
+             "before quantization; the clipping is not)", "",
+             "| type | variant | file | bits/weight | PPL | KL vs F32 |", "|---|---|---:|---:|---:|---:|"]
     for qtype in TYPES:
-        r = [reports[qtype, v] for v in VARIANTS]
-        lines.append(f"{qtype.upper():7s} {bits_per_weight(paths[qtype, 'none']):5.2f} | "
-                     + " ".join(f"{x.ppl_quant:15.4f}" for x in r) + " | "
-                     + " ".join(f"{x.mean_kld:14.5f}" for x in r))
-    print("\n".join(lines))
+        for v in VARIANTS:
+            r, path = reports[qtype, v], paths[qtype, v]
+            lines.append(f"| {qtype.upper()} | {v} | {path.stat().st_size / 1e6:.1f} MB | {bits_per_weight(path):.3f} "
+                         f"| {r.ppl_quant:.4f} | {r.mean_kld:.5f} |")
+    return lines
 
 
 if __name__ == "__main__":

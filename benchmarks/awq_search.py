@@ -20,6 +20,7 @@ instead of a broadcast ``[rows, tokens, groups, group]`` product per grid point;
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -194,13 +195,22 @@ def awq_search(hf: Path, text: str, out: Path, *, samples: int, seqlen: int, gro
         raise SystemExit(f"error: calibration text has {len(ids)} tokens, fewer than {samples} x {seqlen}")
     results: dict = {"scale": [], "clip": []}
     layers = model.model.layers
+    t0 = time.perf_counter()
     with torch.inference_mode():
         x, kwargs = first_layer_inputs(model, ids[: samples * seqlen].view(samples, seqlen))
         for i, layer in enumerate(layers):
             t0 = time.perf_counter()
             x = search_layer(layer, f"model.layers.{i}.", x, kwargs, group, results)
             print(f"  AWQ search: layer {i + 1}/{len(layers)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    record = {"samples": samples, "seqlen": seqlen, "group": group, "seconds": time.perf_counter() - t0,
+              "threads": torch.get_num_threads()}
+    search_record(out).write_text(json.dumps(record))
     partial = out.with_name(out.name + ".partial")
     torch.save(results, partial)
     partial.replace(out)
     return out
+
+
+def search_record(out: Path) -> Path:
+    """Where the search's settings and time are kept beside its results (a later run reports them)."""
+    return out.with_suffix(".json")

@@ -22,6 +22,11 @@
 # runtime the matrix takes about 50 minutes for 7B at the default 100 chunks (a T4 runtime: a few minutes);
 # the check cell states the time, and which laptops the result runs on.
 #
+# `AWQ = "auto"` applies the authors' AWQ search results (`hfl/chinese-llama-alpaca-2-awq`, published for the
+# Chinese-LLaMA-2/Alpaca-2 7B, 13B and 16K releases) to each tensor as it is merged, before quantizing; the check
+# cell names the file and its size, downloaded first. Whether it beats the importance matrix: see the README's AWQ
+# section.
+#
 # The check cell says before any download whether it fits; when only low-disk mode fits (the base
 # fetched one shard at a time, each deleted once merged), the merge switches to it by itself.
 # The result keeps the LoRA's tokenizer: never mix the LLaMA and Alpaca tokenizers.
