@@ -326,7 +326,7 @@ class MergeStage(Stage[MergeJob]):
         route = job.route
         options = RouteOptions(outtype=self.outtype, intermediate=route.intermediate, calibration=route.calibration,
                                settings=ChunkSettings(n_ctx=IMATRIX_CHUNK, chunks=route.chunks,
-                                                      n_gpu_layers=route.gpu_layers))
+                                                      n_gpu_layers=route.gpu_layers), awq=job.options.awq)
         done = imatrix_route(Recipe(job.base, job.loras, job.patch), job.target, options, job.resources)
         return MergeResult([done.output, done.imatrix], output_vocab(done.output), 0)
 
