@@ -87,3 +87,18 @@ def test_plan_cli_counts_the_results_file(twin_env, tmp_path):
     with_awq, without = plan("--awq", f"{AWQ_REPO}/{RELEASE_AWQ}"), plan()
     assert with_awq["awq_bytes"] == with_awq["awq_to_download"] == size and "awq_bytes" not in without
     assert with_awq["download_bytes"] - without["download_bytes"] == size
+
+
+def test_the_route_merges_its_intermediate_with_the_results(twin_env, tmp_path):
+    """A low-bit type with AWQ: the importance matrix is computed on, and the type quantized from, the AWQ merge (the
+    job the GGUF records holds the results; without them it would be another job)."""
+    from helpers.merge import made_from
+
+    stage = MergeStage(awq="auto", outtype="iq3_xxs", imatrix_chunks=2, output_dir=str(tmp_path / "out"),
+                       workspace=str(tmp_path / "drive"))
+    plan = stage.plan()
+    assert plan.job.route is not None and plan.job.options.awq == f"{AWQ_REPO}/{RELEASE_AWQ}"
+    plan.run()
+    options, sources = plan.job.options, plan.job.resources.sources
+    assert made_from(plan.job.target, options, sources)
+    assert not made_from(plan.job.target, dataclasses.replace(options, awq=None), sources)
