@@ -195,14 +195,14 @@ def awq_search(hf: Path, text: str, out: Path, *, samples: int, seqlen: int, gro
         raise SystemExit(f"error: calibration text has {len(ids)} tokens, fewer than {samples} x {seqlen}")
     results: dict = {"scale": [], "clip": []}
     layers = model.model.layers
-    t0 = time.perf_counter()
+    start = time.perf_counter()
     with torch.inference_mode():
         x, kwargs = first_layer_inputs(model, ids[: samples * seqlen].view(samples, seqlen))
         for i, layer in enumerate(layers):
             t0 = time.perf_counter()
             x = search_layer(layer, f"model.layers.{i}.", x, kwargs, group, results)
             print(f"  AWQ search: layer {i + 1}/{len(layers)} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    record = {"samples": samples, "seqlen": seqlen, "group": group, "seconds": time.perf_counter() - t0,
+    record = {"samples": samples, "seqlen": seqlen, "group": group, "seconds": time.perf_counter() - start,
               "threads": torch.get_num_threads()}
     search_record(out).write_text(json.dumps(record))
     partial = out.with_name(out.name + ".partial")
