@@ -13,7 +13,7 @@ from ..util import UserError
 from .awq import is_hub_file
 from .sources import SourceFiles
 
-ROLE = "AWQ"
+ROLE = "AWQ file"  # the role the plan names it by
 SCALE_BYTES = 2  # llm-awq searches a float16 model: its scales and clipping ranges are float16 tensors
 CLIP_GROUP = 128  # the published results' group size (``-w4-g128``): a clipping range per row and 128 inputs
 CLIPPED = ("self_attn.v_proj.weight", "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
