@@ -4,6 +4,7 @@ it. The merge downloads it first, before the weights (:func:`helpers.merge.core.
 at once)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterable
 
@@ -11,7 +12,7 @@ from ..checkpoint import TensorSpec
 from ..hub import cached_files, file_listing
 from ..util import UserError
 from .awq import is_hub_file
-from .sources import SourceFiles
+from .sources import SourceFiles, Sources
 
 ROLE = "AWQ file"  # the role the plan names it by
 SCALE_BYTES = 2  # llm-awq searches a float16 model: its scales and clipping ranges are float16 tensors
@@ -61,3 +62,10 @@ def awq_source(ref: str | Path, tensors: Iterable[TensorSpec], *, offline: bool 
     cached = set() if fresh else cached_files(repo_id, [name])
     return SourceFiles(ROLE, str(ref), {name: size}, {} if name in cached else {name: size},
                        digests={name: sha} if sha else {})
+
+
+def with_awq(sources: Sources, awq: str | Path | None, *, offline: bool = False, fresh: bool = False) -> Sources:
+    """``sources`` with the AWQ results file ``awq`` as one more input (:func:`awq_source`); unchanged without one."""
+    if awq is None:
+        return sources
+    return dataclasses.replace(sources, awq=awq_source(awq, sources.tensors, offline=offline, fresh=fresh))

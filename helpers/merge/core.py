@@ -35,6 +35,7 @@ from .job import already_done, job_identity, void_outputs_of_damaged_inputs
 from .options import DTYPES, MergeOptions, MergeResult, Recipe
 from .planner import ResourcePlan, checked_plan
 from .preflight import MergeLayout, check_resources, describe, output_bytes, merge_layout
+from .awq_plan import with_awq
 from .sources import gather_sources
 from .stream import stream
 from .writers import DEFAULT_SHARD_BYTES, HFSink, PthSink
@@ -124,7 +125,7 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
         if options.low_disk:
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
         return None
-    sources = gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None, awq=options.awq)
+    sources = with_awq(gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None), options.awq)
     return checked_plan(sources, options=options, out=target)
 
 

@@ -28,6 +28,7 @@ from ..hub import hub_cache_dir
 from ..util import UserError, human_bytes, partial_path, tree_bytes
 from .options import MergeOptions
 from .sizes import output_size, peak_ram
+from .awq_plan import with_awq
 from .sources import SourceFiles, Sources, gather_sources
 
 
@@ -227,5 +228,6 @@ def plan_resources(base: str, loras: list[str] = (), patch: str | None = None, *
         fresh: count every hub file as still to download (planning for a new runtime).
         free_disk, free_ram: assume these instead of measuring (e.g. free Colab's 78 GB and 12.7 GB).
     """
-    sources = gather_sources(base, loras, patch, offline=offline, fresh=fresh, awq=options.awq)
+    sources = with_awq(gather_sources(base, loras, patch, offline=offline, fresh=fresh), options.awq, offline=offline,
+                       fresh=fresh)
     return resource_plan(sources, options=options, out=out, free_disk=free_disk, free_ram=free_ram)

@@ -74,10 +74,11 @@ class Sources:
 
 
 def gather_sources(base: str, loras: list[str] = (), patch: str | None = None, *, offline: bool = False,
-                   fresh: bool = False, awq: str | Path | None = None) -> Sources:
+                   fresh: bool = False) -> Sources:
     """The :class:`Sources` of a merge, from the local files or the hub (listings, headers, ``config.json``); with
     ``offline`` catalog releases are estimated from their architectures; with ``fresh`` every hub file counts as
-    still to download (a new runtime, where nothing is cached yet); ``awq``: the AWQ results file, sized too.
+    still to download (a new runtime, where nothing is cached yet). An AWQ results file is added by
+    :func:`.awq_plan.with_awq`.
 
     Raises:
         UserError: an input that cannot be found or listed, or a base whose architecture is unknown here.
@@ -86,11 +87,7 @@ def gather_sources(base: str, loras: list[str] = (), patch: str | None = None, *
     if fresh:
         files = [dataclasses.replace(f, missing=dict(f.files)) if not is_local(f.ref) else f for f in files]
     config, tensors, tokenizer = merged_layout(files)
-    if awq is None:
-        return Sources(files, config, tensors, tokenizer)
-    from .awq_plan import awq_source
-
-    return Sources(files, config, tensors, tokenizer, awq_source(awq, tensors, offline=offline, fresh=fresh))
+    return Sources(files, config, tensors, tokenizer)
 
 
 def source_files(ref: str | Path, role: str) -> SourceFiles:
