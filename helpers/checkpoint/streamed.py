@@ -1,18 +1,28 @@
-"""A hub base model read one safetensors shard at a time, for low-disk merges.
+"""A hub base model read shard by shard as its safetensors shards arrive: the merge overlaps the download.
 
-:class:`StreamedCheckpoint` knows every tensor's name and shape from the shards' headers (HTTP range requests)
-before any shard is downloaded. A shard is fetched when its first tensor is asked for, and deleted from the hub
-cache when the stream moves on to the next one, so the disk holds one shard at a time. Tensors come in the order
-of a fully downloaded checkpoint (shard by shard, by position in the file), which is the order a merge asks for
-them. Shards that were already in the cache before are left there; nothing outside the hub cache is ever deleted.
+:class:`StreamedCheckpoint` knows every tensor's name and shape from the shards' headers (read off the hub) before
+any shard is downloaded. :meth:`StreamedCheckpoint.prefetch` starts downloading the shards the merge will read, in
+the order it reads them, in the background (:class:`~.arrivals.Arrivals`); each is verified against the hub's
+digest before its first tensor is read, and checked against the header the hub gave. Tensors come in the order of a
+fully downloaded checkpoint (shard by shard, by position in the file), which is the order a merge asks for them.
+
+Two modes:
+
+* ``keep=True`` (a normal hub merge): every shard stays in the hub cache, as a full download leaves it;
+* ``keep=False`` (low-disk mode): a shard is deleted from the hub cache once the merge moves on, and at most
+  ``ahead`` shards download beyond the one in use (1: the next one downloads while this one merges; 0: one shard
+  on disk at a time). Shards that were in the cache before this run are left there; nothing outside the hub cache
+  is ever deleted.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from ..hub import cached_files, download_small_files, fetch_file, file_listing, forget_file, safetensors_headers
+from ..hub import (Meter, cached_files, download_small_files, fetch_file, file_listing, forget_file,
+                   safetensors_headers)
 from ..util import UserError, read_json
+from .arrivals import Arrivals
 from .files import SafetensorsFile
 from .model import Checkpoint
 
@@ -20,17 +30,18 @@ INDEX = "model.safetensors.index.json"
 
 
 class StreamedCheckpoint(Checkpoint):
-    """A hub repo's safetensors shards, downloaded and released one at a time.
+    """A hub repo's safetensors shards, read as they arrive (see the module's docstring for ``keep`` and ``ahead``).
 
     Attributes (besides :class:`Checkpoint`'s):
         repo_id: the hub repo.
         shards: the shard file names, in reading order.
+        meter: the bytes the shards' downloads received (the merge's progress line).
         remote_files: ``[name, size, sha256]`` of each shard from the hub's listing (what identifies the weights
             without downloading them).
         fetched: shards downloaded so far in this run.
     """
 
-    def __init__(self, repo_id: str, *, what: str = "base model") -> None:
+    def __init__(self, repo_id: str, *, what: str = "base model", keep: bool = False, ahead: int = 0) -> None:
         folder = download_small_files(repo_id, what=what)
         if not (folder / INDEX).is_file():
             raise UserError(f"low-disk mode needs a base in several safetensors shards; {repo_id} has no {INDEX}: "
@@ -48,16 +59,36 @@ class StreamedCheckpoint(Checkpoint):
         listing = file_listing(repo_id, what=what)
         self.remote_files = [[s, *listing.get(s, (0, ""))] for s in self.shards]
         self._digests = {s: sha for s, _size, sha in self.remote_files}  # each fetched shard is checked
+        self._sizes = {s: size for s, size, _sha in self.remote_files}
         self._kept = cached_files(repo_id, self.shards)  # already here before this run: never deleted
+        self.keep, self.ahead, self.what = keep, ahead, what
+        self.meter = Meter()
         self._current: tuple[str, SafetensorsFile] | None = None
+        self._arrivals: Arrivals | None = None
         self.fetched: list[str] = []
-        self.what = what
+        for shard in sorted(self._kept):  # an earlier download is checked before anything is merged from it
+            self._fetch(shard)
+
+    def _fetch(self, shard: str) -> Path:
+        """Download ``shard`` (or find it in the cache) and verify it; the bytes count into :attr:`meter`."""
+        return fetch_file(self.repo_id, shard, what=self.what, sha256=self._digests.get(shard, ""), meter=self.meter)
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Start downloading, in the background, the shards holding ``names`` (the tensors the merge will read from
+        the base), in the order of their first tensor."""
+        order = list(dict.fromkeys(self._where[n] for n in names if n in self._where))
+        self.meter.total = sum(self._sizes.get(s, 0) for s in order if s not in self._kept)
+        self._arrivals = Arrivals(order, self._fetch, ahead=None if self.keep else self.ahead,
+                                  on_stop=self.meter.cancel)
 
     def get(self, name: str, *, dtype: Any = None):
         shard = self._where[name]
+        if self._arrivals is not None:
+            self._arrivals.check()  # a shard that failed to arrive stops the merge now
         if self._current is None or self._current[0] != shard:
             self._release()
-            path = fetch_file(self.repo_id, shard, what=self.what, sha256=self._digests.get(shard, ""))
+            arriving = self._arrivals is not None and shard in self._arrivals.order
+            path = self._arrivals.wait(shard) if arriving else self._fetch(shard)
             self.fetched.append(shard)
             self._current = (shard, self._open(shard, path))
         return self._current[1].get(name, dtype=dtype)
@@ -80,19 +111,24 @@ class StreamedCheckpoint(Checkpoint):
         return reader
 
     def _release(self) -> None:
-        """Close the current shard and, unless it was in the cache before this run, delete it."""
+        """Close the current shard and, in low-disk mode, unless it was in the cache before this run, delete it."""
         if self._current is None:
             return
         shard, reader = self._current
         self._current = None
         reader.close()
         self._drop(shard, reader.path)
+        if self._arrivals is not None and shard in self._arrivals.order:
+            self._arrivals.release()
 
     def _drop(self, shard: str, path: Path) -> None:
-        if shard not in self._kept:
+        if not self.keep and shard not in self._kept:
             forget_file(path)
 
     def close(self) -> None:
-        """Release the shard in use (a finished or interrupted merge never leaves a fetched shard behind)."""
+        """Release the shard in use and stop the downloads still going; in low-disk mode a finished or interrupted
+        merge never leaves a fetched shard behind."""
         self._release()
-
+        if self._arrivals is not None:
+            for path in self._arrivals.stop():
+                self._drop(path.name, path)

@@ -6,20 +6,22 @@ The package's face is what the rest of :mod:`helpers` uses; tests and tools may 
   listings and safetensors headers read without downloading the weights;
 * :mod:`~helpers.hub.fetch`: downloads, several files at once, bounded retries of an overloaded mirror;
 * :mod:`~helpers.hub.integrity`: every downloaded file checked against the hub's digest or a published SHA256;
+* :mod:`~helpers.hub.meter`: the bytes a job's downloads received (its progress line), and stopping them;
 * :mod:`~helpers.hub.access`: gated repos and data sets (what access a plan needs, one file of a data set);
 * :mod:`~helpers.hub.environment`: endpoint, offline mode, token and cache settings, and their error messages.
 """
 from .access import access_problem, fetch_dataset_file, resolve_dataset
 from .environment import TOKENS_PAGE, demo_dir, token_origin, token_rejected
 from .integrity import DamagedDownload
+from .meter import DownloadCancelled, Meter
 from .resolve import (LOCAL_MODELS_ENV, cached_files, current_hub_id, download_small_files, fetch_file, file_listing,
                       file_sizes, forget_file, hub_cache_dir, hub_endpoint, hub_errors, is_local, list_files,
                       looks_like_hub_id, require_online, resolve_model, safetensors_file_header, safetensors_headers)
 
 __all__ = [
-    "LOCAL_MODELS_ENV", "TOKENS_PAGE", "DamagedDownload", "access_problem", "cached_files", "current_hub_id",
-    "demo_dir", "download_small_files", "fetch_dataset_file", "fetch_file", "file_listing", "file_sizes",
-    "forget_file", "hub_cache_dir", "hub_endpoint", "hub_errors", "is_local", "list_files", "looks_like_hub_id",
+    "LOCAL_MODELS_ENV", "TOKENS_PAGE", "DamagedDownload", "DownloadCancelled", "Meter", "access_problem",
+    "cached_files", "current_hub_id", "demo_dir", "download_small_files", "fetch_dataset_file", "fetch_file",
+    "file_listing", "file_sizes", "forget_file", "hub_cache_dir", "hub_endpoint", "hub_errors", "is_local", "list_files", "looks_like_hub_id",
     "require_online", "resolve_dataset", "resolve_model", "safetensors_file_header", "safetensors_headers",
     "token_origin", "token_rejected",
 ]

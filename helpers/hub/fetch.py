@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from .integrity import GrowingFileHash, Verifier, cached_blob, check_file, verification_enabled
+from .meter import Meter
 from ..util import UserError
+from ..util.timings import note, phase
 
 T = TypeVar("T")
 
@@ -220,8 +222,8 @@ class _Received:
     """What a download's progress bar was told: bytes received in all (a byte received twice means a part of the
     file was written again, so a digest taken while it was written cannot be trusted)."""
 
-    def __init__(self) -> None:
-        self.total, self.rewound = 0, False
+    def __init__(self, meter: Meter | None = None) -> None:
+        self.total, self.rewound, self.meter = 0, False, meter
 
     def bar(self) -> type:
         """A ``huggingface_hub`` progress bar class (``tqdm_class=``) that counts into this object."""
@@ -233,6 +235,8 @@ class _Received:
             def update(self, n: float | None = 1) -> bool | None:
                 received.total += int(n or 0)
                 received.rewound |= bool(n is not None and n < 0)
+                if received.meter is not None:
+                    received.meter.add(int(n or 0))
                 return super().update(n)
 
         return CountingBar
@@ -254,13 +258,13 @@ def _follow(repo_id: str, meta, remote: Remote) -> GrowingFileHash | None:
     return GrowingFileHash(find)
 
 
-def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> Fetched:
+def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: Meter | None = None) -> Fetched:
     """Download one file into the hub cache (or find it there).
 
     A file not yet in the cache is first asked for with one HEAD (``huggingface_hub``'s own retries, the timeout
     :func:`head_timeout`), so that a stalled mirror is reported as such, and its bytes are hashed as they are
     written where that can be vouched for (:class:`helpers.hub.integrity.GrowingFileHash`); not verified here (see
-    :func:`fetch_all`).
+    :func:`fetch_all`). Each piece received is counted by ``meter`` (whose :meth:`~Meter.cancel` stops it).
 
     Raises:
         UserError: the mirror failed in a way :func:`transport_problem` explains.
@@ -268,14 +272,16 @@ def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> Fetch
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     what = f"{repo_id}/{name}"
-    follower, received = None, _Received()
+    follower, received = None, _Received(meter)
     cached = _in_cache(repo_id, name, digest, remote)
     if not cached:
         url = hf_hub_url(repo_id, name, endpoint=remote.endpoint)
-        meta = retrying(lambda: get_hf_file_metadata(url, token=remote.token, timeout=head_timeout(),
-                                                     endpoint=remote.endpoint, retry_on_errors=True),
-                        remote=remote, what=what, retries=0)  # huggingface_hub retried it already
+        with phase("HEAD", what):
+            meta = retrying(lambda: get_hf_file_metadata(url, token=remote.token, timeout=head_timeout(),
+                                                         endpoint=remote.endpoint, retry_on_errors=True),
+                            remote=remote, what=what, retries=0)  # huggingface_hub retried it already
         follower = _follow(repo_id, meta, remote) if verification_enabled() else None
+    t0 = time.monotonic()
     try:
         path = Path(retrying(lambda: hf_hub_download(repo_id, name, token=remote.token, endpoint=remote.endpoint,
                                                      cache_dir=remote.cache_dir, etag_timeout=head_timeout(),
@@ -285,19 +291,22 @@ def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> Fetch
         if follower is not None:
             follower.finish(os.devnull)
         raise
+    spent = time.monotonic() - t0
+    note("download" if not cached else "cached", what, spent,
+         f"{received.total / 1e6:.0f} MB, {received.total / 1e6 / max(spent, 1e-9):.1f} MB/s" if not cached else "")
     sha256 = follower.finish(path) if follower is not None else None
     once = not received.rewound and received.total == path.stat().st_size
     return Fetched(path, not cached, sha256 if sha256 and once else "")
 
 
-def fetch_verified(repo_id: str, name: str, *, remote: Remote, digest: str = "") -> Path:
+def fetch_verified(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: Meter | None = None) -> Path:
     """:func:`fetch` one file and check it against the hub's digest before returning it (one file: nothing to
     overlap the hash with).
 
     Raises:
         UserError: the download failed; DamagedDownload: its bytes do not match (the blob is removed).
     """
-    got = fetch(repo_id, name, remote=remote, digest=digest)
+    got = fetch(repo_id, name, remote=remote, digest=digest, meter=meter)
     check_file(got.path, repo_id=repo_id, name=name, endpoint=remote.name, expected=digest, fresh=got.fresh,
                known=got.sha256)
     return got.path

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from ..util import UserError
+from ..util.timings import phase
 
 VERIFY_ENV = "HELPERS_VERIFY_SHA256"  # "0": trust downloads unchecked
 RECORD_DIR = ".cllama-verified"  # in a repo's cache folder: one record per verified blob
@@ -190,7 +191,8 @@ def check_file(path: str | Path, *, repo_id: str, name: str, endpoint: str, expe
     if want is None:
         raise UserError(f"{repo_id}: {name} cannot be checked: {endpoint} gave no digest for it (its ETag is "
                         f"{blob.name!r}, and the listing none); use another mirror (HF_ENDPOINT) or {VERIFY_ENV}=0")
-    got = Digest(want.algo, known if known and want.algo == "sha256" else hash_file(path, want.algo))
+    with phase("verify", f"{repo_id}/{name}" + (" (hashed as it arrived)" if known else "")):
+        got = Digest(want.algo, known if known and want.algo == "sha256" else hash_file(path, want.algo))
     if got != want or (named is not None and named != want):
         remove_cached(path)
         raise DamagedDownload(repo_id, name, want, got, endpoint=endpoint, fresh=fresh)

@@ -32,8 +32,10 @@ from ..env import get_secret
 from .environment import (LOCAL_MODELS_ENV, cache_not_writable, demo_dir, loopback_endpoint, offline_error,
                      offline_setting, token_rejected, unreachable_error)
 from .fetch import Remote, RemoteFile, fetch_all, fetch_verified, quiet_hub_logs, retrying
+from .meter import Meter
 from .integrity import VERIFY_ENV, Digest, cached_blob, is_verified, remove_cached, verification_enabled
 from ..util import UserError, sha256_file
+from ..util.timings import phase
 
 
 def looks_like_hub_id(ref: str) -> bool:
@@ -255,9 +257,11 @@ def standin_note() -> str:
     return f"HF_ENDPOINT={hub_endpoint()}, stand-ins in {demo_dir()}"
 
 
-def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str = "") -> Path:
+def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str = "", meter: Meter | None = None
+               ) -> Path:
     """Download one file of a hub repo into the hub cache (resumable; nothing else of the repo), check it against the
-    hub's digest (and ``sha256``, the listing's, when given) and return its path.
+    hub's digest (and ``sha256``, the listing's, when given) and return its path; ``meter`` counts the bytes received
+    (and can stop the download: :class:`~helpers.hub.meter.DownloadCancelled`).
 
     Raises:
         UserError: offline, unreachable, gated, missing or damaged (one line, as :func:`resolve_model`).
@@ -265,7 +269,7 @@ def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str 
     hub_id = current_hub_id(repo_id)
     require_online(hub_id, what)
     with quiet_hub_logs(), _hub_errors(hub_id, what):
-        return fetch_verified(hub_id, filename, remote=_remote(), digest=sha256)
+        return fetch_verified(hub_id, filename, remote=_remote(), digest=sha256, meter=meter)
 
 
 def forget_file(path: str | Path) -> None:
@@ -323,7 +327,7 @@ def _read_header(hub_id: str, filename: str, *, what: str) -> dict:
     """The JSON header of a safetensors file on the hub (retried as every hub call is)."""
     require_online(hub_id, what)
     remote = _remote()
-    with quiet_hub_logs(), _hub_errors(hub_id, what):
+    with quiet_hub_logs(), _hub_errors(hub_id, what), phase("header", f"{hub_id}/{filename}"):
         return retrying(lambda: _header_bytes(hub_id, filename, remote), remote=remote,
                         what=f"the header of {hub_id}/{filename}")
 
@@ -436,7 +440,8 @@ def _tree(repo_id: str, remote: Remote) -> dict[str, RemoteFile]:
                                                              getattr(e, "blob_id", "") or ""))
                 for e in entries if getattr(e, "size", None) is not None}
 
-    return retrying(listing, remote=remote, what=f"the file list of {repo_id}", retries=0)  # paged: retried inside
+    with phase("listing", repo_id):
+        return retrying(listing, remote=remote, what=f"the file list of {repo_id}", retries=0)  # paged: retried inside
 
 
 def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,

@@ -30,6 +30,7 @@ from ..hub import is_local
 from ..tokens import get_template, jinja_chat_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
 from .awq import AwqAdjustment, prepare_awq
+from ..util.timings import phase, report as report_timings
 from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import already_done, job_identity, void_outputs_of_damaged_inputs
 from .options import DTYPES, MergeOptions, MergeResult, Recipe
@@ -125,7 +126,9 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
         if options.low_disk:
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
         return None
-    sources = with_awq(gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None), options.awq)
+    with phase("plan", "listings, config.json, safetensors headers"):
+        sources = with_awq(gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None),
+                           options.awq)
     return checked_plan(sources, options=options, out=target)
 
 
@@ -138,8 +141,9 @@ def _write(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, options: 
     """
     try:
         sink.open(config=layout.config, tokenizer_dir=layout.tokenizer_dir, tensors=layout.tensors)
-        written, resumed = stream(layout, inputs, sink, outtype=options.outtype, show_progress=options.progress,
-                                  awq=awq)
+        with phase("merge", f"{len(layout.tensors)} tensors"):
+            written, resumed = stream(layout, inputs, sink, outtype=options.outtype, show_progress=options.progress,
+                                      awq=awq)
         return sink.close(), written, resumed
     except BaseException as exc:
         sink.abort(keep_partial=not isinstance(exc, UserError))
@@ -186,8 +190,10 @@ def merge(recipe: Recipe, out: str | Path, options: MergeOptions = MergeOptions(
             plan = plan_hub_merge(base, loras, patch, options, target)
         if options.awq is not None and plan is not None:  # checked against the model's outline before any download
             prepare_awq(options.awq, {t.name: tuple(t.shape) for t in plan.tensors})
-        with void_outputs_of_damaged_inputs(target, fmt):
-            inputs = open_inputs(base, loras, patch, stream_base=plan is not None and plan.low_disk)
+        with void_outputs_of_damaged_inputs(target, fmt), phase("inputs", "LoRAs, patch, the base's small files"):
+            inputs = open_inputs(base, loras, patch, stream_base=plan is not None and (plan.low_disk or plan.streams_base),
+                                 keep_shards=plan is None or not plan.low_disk,
+                                 ahead=plan.low_disk_ahead if plan is not None else 0)
         try:
             job = job_identity(inputs, options)
             if not options.overwrite and already_done(target, fmt, job, replace=options.replace):
@@ -202,6 +208,7 @@ def merge(recipe: Recipe, out: str | Path, options: MergeOptions = MergeOptions(
         finally:
             inputs.close()
     result = MergeResult(list(outputs), layout.vocab_size, written, resumed, time.time() - t0, peak_rss())
+    report_timings()
     print(f"merged into {target}: {written} tensors written" + (f", {resumed} resumed" if resumed else "")
           + f", vocabulary {layout.vocab_size}, {result.seconds:.1f} s, peak RSS {human_bytes(result.peak_rss_bytes)}")
     return result

@@ -38,13 +38,16 @@ class MergeInputs:
 
 
 def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | None, *,
-                stream_base: bool = False) -> MergeInputs:
-    """Resolve (download when needed) and open the base, the LoRAs and the patch.
+                stream_base: bool = False, keep_shards: bool = False, ahead: int = 0) -> MergeInputs:
+    """Resolve (download when needed) and open the LoRAs and the patch first (every tensor needs them), then the
+    base.
 
     Args:
         base, loras, patch: folders or hub ids.
-        stream_base: read a hub base one safetensors shard at a time (:class:`StreamedCheckpoint`, low-disk mode)
-            instead of downloading it whole.
+        stream_base: read a hub base shard by shard as its shards arrive (:class:`StreamedCheckpoint`) instead of
+            downloading it whole first.
+        keep_shards: keep the streamed shards in the hub cache (a normal merge); else each is deleted once merged
+            (low-disk mode), with ``ahead`` shards downloading beyond the one merging.
 
     Raises:
         UserError: a reference cannot be resolved, or a file is missing, truncated or unsafe.
@@ -52,7 +55,7 @@ def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | N
     lora_dirs = [resolve_model(x, what="LoRA") for x in loras]
     patch_dir = resolve_model(patch, what="patch") if patch else None
     if stream_base:
-        checkpoint: Checkpoint = StreamedCheckpoint(str(base), what="base model")
+        checkpoint: Checkpoint = StreamedCheckpoint(str(base), what="base model", keep=keep_shards, ahead=ahead)
         base_dir = checkpoint.path
     else:
         base_dir = resolve_model(base, what="base model")

@@ -65,6 +65,7 @@ def main(args: PlanRequest) -> int:
         awq = {"awq_bytes": plan.awq.total, "awq_to_download": plan.awq.to_download} if plan.awq else {}
         print(json.dumps({"download_bytes": plan.download_bytes, "output_bytes": plan.output_bytes,
                           "peak_disk": plan.peak_disk, "peak_disk_low_disk": plan.peak_disk_low,
+                          "low_disk_shards_at_once": 1 + plan.low_disk_ahead,
                           "peak_ram": plan.ram_bytes, "free_disk": plan.free_disk, "free_ram": plan.free_ram,
                           "fits": plan.fits, "fits_low_disk": plan.fits_low_disk, "ram_fits": plan.ram_fits,
                           **awq, **run}, indent=2))

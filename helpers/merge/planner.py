@@ -6,8 +6,10 @@ headers, or the local files, or the catalog's architectures):
 - **download**: the files of the base, the LoRAs and the patch that are not on this machine yet (duplicate
   weight copies left out, as the download leaves them out);
 - **output**: the finished output, exactly as the writers lay it out (GGUF at any type, HF or ``.pth``);
-- **peak disk**: downloads + output normally; in *low-disk mode* (the base fetched and deleted one shard at a
-  time) the largest base shard + the rest of the downloads + output;
+- **peak disk**: downloads + output normally; in *low-disk mode* (each base shard deleted once merged) the two
+  largest base shards (the one merging and the next one downloading meanwhile) + the rest of the downloads +
+  output, or only the largest shard (one at a time, the download waiting for the merge) when two do not fit the
+  free disk or would save nothing (a base of two shards);
 - **peak RAM** (:mod:`.sizes`): about 250 MB of libraries, then at the worst moment a tensor in float32 and
   as written (its float16 copy, or its quantized bytes; two neighbours for a quantized GGUF); flat in depth.
 
@@ -30,6 +32,8 @@ from .options import MergeOptions
 from .sizes import output_size, peak_ram
 from .awq_plan import with_awq
 from .sources import SourceFiles, Sources, gather_sources
+
+INDEX = "model.safetensors.index.json"  # a sharded safetensors base's index: what streaming it needs
 
 
 SMALLER_TYPES = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k")  # what a refusal offers, largest first
@@ -78,14 +82,34 @@ class ResourcePlan:
         """New bytes on disk at the peak: every download, then the output beside them."""
         return self.download_bytes + self.output_bytes
 
-    @property
-    def peak_disk_low(self) -> int | None:
-        """The same in low-disk mode (None when the base cannot be streamed: it is local, or not safetensors)."""
+    def _low_peak(self, held: int) -> int | None:
+        """The peak disk in low-disk mode with ``held`` base shards on disk at once (the largest ones), or None
+        when the base cannot be streamed (it is local, or not safetensors)."""
         base = self.sources[0]
         if not base.streamable:
             return None
-        shards = {n: b for n, b in base.missing.items() if n.endswith(".safetensors")}
-        return self.peak_disk - sum(shards.values()) + max(shards.values())
+        shards = sorted((b for n, b in base.missing.items() if n.endswith(".safetensors")), reverse=True)
+        return self.peak_disk - sum(shards) + sum(shards[:held])
+
+    @property
+    def low_disk_ahead(self) -> int:
+        """Base shards low-disk mode downloads ahead of the one merging: 1 when two shards at once fit the free disk
+        and still hold less than the whole download (a base of three shards or more), else 0."""
+        two = self._low_peak(2)
+        return int(two is not None and two <= self.free_disk and two < self.peak_disk)
+
+    @property
+    def peak_disk_low(self) -> int | None:
+        """The same in low-disk mode, with :attr:`low_disk_ahead` shards downloading beside the one merging (None
+        when the base cannot be streamed: it is local, or not safetensors)."""
+        return self._low_peak(1 + self.low_disk_ahead)
+
+    @property
+    def streams_base(self) -> bool:
+        """True when the merge reads the base as its shards arrive (a hub base in safetensors shards with an index,
+        shards still to download) instead of downloading it whole first; low-disk mode deletes each once merged."""
+        base = self.sources[0]
+        return base.streamable and INDEX in base.files
 
     @property
     def fits(self) -> bool:
@@ -112,12 +136,13 @@ class ResourcePlan:
                          f"  ({s.ref})")
         lines.append(f"  output   {human_bytes(self.output_bytes):>9s}  ({self.out_dir})")
         low = self.peak_disk_low
+        held = "two base shards at a time" if self.low_disk_ahead else "one base shard at a time"
         lines.append(f"  disk     {human_bytes(self.peak_disk):>9s} at the peak"
-                     + (f", {human_bytes(low)} in low-disk mode" if low is not None else "")
+                     + (f", {human_bytes(low)} in low-disk mode ({held})" if low is not None else "")
                      + f"; {human_bytes(self.free_disk)} free")
         lines.append(f"  RAM      {human_bytes(self.ram_bytes):>9s} at the peak"
                      + (f"; {human_bytes(self.free_ram)} available" if self.free_ram is not None else ""))
-        verdict = ("fits" if self.fits else "fits in low-disk mode (one base shard at a time)" if self.fits_low_disk
+        verdict = ("fits" if self.fits else f"fits in low-disk mode ({held})" if self.fits_low_disk
                    else "does NOT fit the disk")
         lines.append(f"  -> {verdict}" + ("" if self.ram_fits else "; does NOT fit the RAM"))
         return "\n".join(lines)

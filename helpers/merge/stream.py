@@ -61,14 +61,32 @@ def check_values(name: str, w: "torch.Tensor", outtype: str) -> None:
                         "use --outtype bf16 or f32")
 
 
+def reads_base(name: str, inputs: MergeInputs) -> bool:
+    """True when :func:`merged_tensor` reads ``name`` from the base (no LoRA saves a replacement of it)."""
+    return name in inputs.base and not any(name in a.saved for _, a in inputs.adapters)
+
+
+def _start_downloads(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, bar) -> None:
+    """A base that arrives while it is merged (:class:`~helpers.checkpoint.StreamedCheckpoint`): start downloading
+    the shards of the tensors still to write that are read from it, and show its bytes beside the tensors."""
+    prefetch, meter = getattr(inputs.base, "prefetch", None), getattr(inputs.base, "meter", None)
+    if prefetch is None:
+        return
+    prefetch([tp.name for tp in layout.tensors if not sink.done(tp.name) and reads_base(tp.name, inputs)])
+    if meter is not None:
+        meter.listener = lambda: bar.set_postfix_str(meter.text())
+
+
 def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtype: str, show_progress: bool,
            awq: AwqAdjustment | None = None) -> tuple[int, int]:
     """Compute (and AWQ-adjust, given ``awq``) every tensor the sink does not already hold and write it; returns
     ``(written, resumed)``."""
     written = resumed = 0
     limit = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
-    for tp in progress(layout.tensors, total=len(layout.tensors), desc="merge", unit="tensor",
-                       disable=not show_progress or None):
+    bar = progress(layout.tensors, total=len(layout.tensors), desc="merge", unit="tensor",
+                   disable=not show_progress or None)
+    _start_downloads(layout, inputs, sink, bar)
+    for tp in bar:
         if sink.done(tp.name):
             resumed += 1
             continue
