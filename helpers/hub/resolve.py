@@ -294,12 +294,19 @@ def download_small_files(repo_id: str, *, what: str = "model") -> Path:
 
 HEADER_FIRST_BYTES = 100_000  # what the first request asks for: most headers fit (huggingface_hub's own guess)
 HEADER_LIMIT = 100_000_000  # safetensors' own bound on a header's length
+HEADER_WORKERS = 8  # headers read at once (each is a round trip or two, mostly waiting)
+_HEADERS: dict[tuple[str, str, str, str], dict] = {}  # (endpoint, repo, file, its SHA256) -> header, read once
 
 
 def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[str, tuple[str, tuple[int, ...], int]]]:
     """``{shard: {tensor: (dtype, shape, data start)}}`` of a hub repo's safetensors files (its shards, or its one
-    ``model.safetensors``), each read from the start of the file (:func:`safetensors_file_header`), before any shard
-    is downloaded."""
+    ``model.safetensors``), each read from the start of the file (:func:`safetensors_file_header`), several at once,
+    before any shard is downloaded.
+
+    A header is read once a process for a file the listing names by the same SHA256 (the planner and the merge
+    both need them: a mirror such as olah takes seconds per read, reading the whole file for it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     hub_id = current_hub_id(repo_id)
     names = file_listing(hub_id, what=what)
     if "model.safetensors.index.json" in names:
@@ -307,7 +314,23 @@ def safetensors_headers(repo_id: str, *, what: str = "model") -> dict[str, dict[
         shards = sorted(set((index.get("weight_map") or {}).values()))
     else:
         shards = sorted(n for n in names if n.endswith(".safetensors") and "/" not in n)
-    return {shard: _tensors(_read_header(hub_id, shard, what=what)) for shard in shards}
+
+    def header(shard: str) -> dict:
+        return _known_header(hub_id, shard, names.get(shard, (0, ""))[1], what=what)
+
+    with quiet_hub_logs(), ThreadPoolExecutor(max(1, min(HEADER_WORKERS, len(shards)))) as pool:
+        return {shard: _tensors(h) for shard, h in zip(shards, pool.map(header, shards))}
+
+
+def _known_header(hub_id: str, filename: str, sha256: str, *, what: str) -> dict:
+    """:func:`_read_header`, remembered for a file whose SHA256 the listing gives."""
+    key = (hub_endpoint() or "", hub_id, filename, sha256)
+    if not sha256 or key not in _HEADERS:
+        header = _read_header(hub_id, filename, what=what)
+        if not sha256:
+            return header
+        _HEADERS[key] = header
+    return _HEADERS[key]
 
 
 def safetensors_file_header(repo_id: str, filename: str, *, what: str = "model") -> dict[str, tuple[int, ...]]:

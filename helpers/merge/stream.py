@@ -18,7 +18,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..checkpoint import TensorSink
-from ..util import UserError, progress
+from ..util import UserError, fault_point, progress
 from .awq import AwqAdjustment
 from .inputs import MergeInputs
 from .preflight import MergeLayout
@@ -99,6 +99,7 @@ def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtyp
         sink.write(tp.name, w)
         del w
         written += 1
+        fault_point("merge.tensor")
         if limit and written >= limit:
             raise KeyboardInterrupt
     if written + resumed != len(layout.tensors):

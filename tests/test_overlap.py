@@ -1,0 +1,170 @@
+"""A hub merge reads the base as its shards arrive (the next shards download while the ones here merge), through the
+hub twin: a base in four shards (the demo's Llama-2 stand-in cut into four, so low-disk mode holds two at a time)
+and the Alpaca-2 LoRA. The output has the local merge's tensors and the same bytes however it was made (normal,
+low-disk, from a warm cache); a kill in the middle resumes; a shard damaged on the way stops the merge in one line
+and leaves nothing behind."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from faultproxy import Fault, FaultProxy
+from faults import FAULT_ENV, assert_error_line, cli, hidden
+from helpers.merge import MergeOptions, Recipe, merge
+from test_mirror_faults import bad_blobs, sign_byte
+
+BASE4, LORA = "cllama-tests/llama-2-four-shards", "hfl/chinese-alpaca-2-lora-7b"
+SHARDS = [f"model-0000{k}-of-00004.safetensors" for k in range(1, 5)]
+Q4 = MergeOptions(fmt="gguf", outtype="q4_k_m", progress=False)
+
+
+def tensors(path: Path) -> dict:
+    import gguf
+
+    return {t.name: bytes(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+
+
+@pytest.fixture(scope="module")
+def four_shards(hub_twin, demo, tmp_path_factory) -> Path:
+    """The demo's Llama-2 base cut into four safetensors shards (in its own tensor order), served by the twin as
+    :data:`BASE4`; returns the folder."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    import hubtwin
+    from helpers.checkpoint import open_checkpoint
+
+    src, folder = demo / "Llama-2-7b-hf", tmp_path_factory.mktemp("four") / "base"
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.index.json"))
+    with open_checkpoint(src) as ckpt:
+        names = ckpt.names()
+    weights = {k: v for f in sorted(src.glob("*.safetensors")) for k, v in load_file(f).items()}
+    cut = [names[i * len(names) // 4:(i + 1) * len(names) // 4] for i in range(4)]
+    for shard, part in zip(SHARDS, cut):
+        save_file({n: weights[n] for n in part}, str(folder / shard), metadata={"format": "pt"})
+    weight_map = {n: shard for shard, part in zip(SHARDS, cut) for n in part}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    hubtwin.add_model_repo(hub_twin.mirror, BASE4, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(demo, four_shards, tmp_path_factory) -> dict:
+    """The tensors of the same merge from the local folders."""
+    out = tmp_path_factory.mktemp("ref") / "m.gguf"
+    merge(Recipe(four_shards, [demo / "chinese-alpaca-2-lora-7b"]), out, Q4)
+    return tensors(out)
+
+
+def cached_shards() -> list[str]:
+    from helpers.hub import hub_cache_dir
+
+    return sorted(p.name for p in hub_cache_dir().rglob("model-*-of-00004.safetensors") if p.exists())
+
+
+@pytest.fixture
+def shards_seen(monkeypatch):
+    """Each shard fetch, with the shards in the hub cache at that moment."""
+    from helpers.checkpoint import streamed
+
+    seen: list[tuple[str, list[str]]] = []
+    real = streamed.fetch_file
+
+    def fetch(repo_id, filename, **kw):
+        seen.append((filename, cached_shards()))
+        return real(repo_id, filename, **kw)
+
+    monkeypatch.setattr(streamed, "fetch_file", fetch)
+    return seen
+
+
+def test_overlapped_merges_equal_the_local_one_byte_for_byte(hub_env, four_shards, reference, shards_seen,
+                                                             tmp_path, monkeypatch):
+    from helpers.merge import plan_resources
+
+    normal = merge(Recipe(BASE4, [LORA]), tmp_path / "normal.gguf", Q4).outputs[0]
+    assert tensors(normal) == reference
+    assert [f for f, _ in shards_seen] == SHARDS and cached_shards() == SHARDS  # in order, kept in the cache
+    since = hub_env.log_size()
+    warm = merge(Recipe(BASE4, [LORA]), tmp_path / "warm.gguf", Q4).outputs[0]  # every file here already
+    assert [f for f in hub_env.downloads(since) if f[1] in SHARDS] == []
+    assert warm.read_bytes() == normal.read_bytes()
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "another-home"))  # a fresh runtime, in low-disk mode
+    plan = plan_resources(BASE4, [LORA], options=MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=True),
+                          out=tmp_path / "low.gguf")
+    assert plan.low_disk_ahead == 1 and "two base shards at a time" in plan.summary()
+    shards_seen.clear()
+    low = merge(Recipe(BASE4, [LORA]), tmp_path / "low.gguf",
+                MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False)).outputs[0]
+    assert low.read_bytes() == normal.read_bytes()
+    assert [f for f, _ in shards_seen] == SHARDS
+    assert all(len(cached) <= 1 for _, cached in shards_seen)  # the one merging, beside the one downloading
+    assert cached_shards() == []
+
+
+def env_for(endpoint: str, home: Path, **extra: str) -> dict[str, str]:
+    """A fresh runtime pointed at ``endpoint``: empty hub cache, online, no local mirror."""
+    import hubtwin
+
+    return {"HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_OFFLINE": "0", "HELPERS_LOCAL_MODELS": "",
+            "NO_PROXY": hubtwin.no_proxy_for_loopback(), "HF_HUB_DISABLE_PROGRESS_BARS": "1", **extra}
+
+
+def merge_args(out: Path, *extra: str) -> list:
+    return ["merge", "--base", BASE4, "--lora", LORA, "--out", out, "--format", "gguf", "--outtype", "q4_k_m", *extra]
+
+
+WHOLE_OR_RESUMED = r"^$|^bytes=[1-9]"  # a download or its resumption, not a header read (bytes=0-...)
+
+
+@pytest.fixture
+def proxy(hub_twin):
+    p = FaultProxy(hub_twin.endpoint)
+    yield p
+    p.stop()
+
+
+@pytest.mark.parametrize("mode", [(), ("--low-disk",)], ids=["normal", "low-disk"])
+def test_a_kill_in_the_middle_resumes(proxy, four_shards, reference, tmp_path, mode):
+    """Killed (``kill -9``) just after the first tensor of the third shard, which came 3 s late (so the partial
+    output had recorded its progress: it does every 2 s, once a tensor is complete; the sink quantizes in the
+    background, so the kill comes one tensor later): the rerun resumes there and downloads neither of the finished
+    shards."""
+    weight_map = json.loads((four_shards / "model.safetensors.index.json").read_text())["weight_map"]
+    first_of_third = 1 + sum(shard in SHARDS[:2] for shard in weight_map.values())  # merged in shard order
+    proxy.add(Fault("delay", path=f"{BASE4}/resolve/.*/{SHARDS[2]}", range=WHOLE_OR_RESUMED, seconds=3))
+    out, home = tmp_path / "m.gguf", tmp_path / "home"
+    kill = {FAULT_ENV: f"merge.tensor:{first_of_third + 1}"}
+    r = cli(*merge_args(out, *mode), env=env_for(proxy.endpoint, home, **kill))
+    assert r.returncode == -9, r.stderr
+    assert not out.exists()
+    proxy.clear()
+    r = cli(*merge_args(out, *mode), env=env_for(proxy.endpoint, home))
+    assert r.returncode == 0, r.stderr
+    resumed = re.search(r", (\d+) resumed", r.stdout)
+    assert resumed and first_of_third <= int(resumed[1]) <= first_of_third + 1, r.stdout
+    gets = {e.path.rsplit("/", 1)[1] for e in proxy.requests("GET", f"{BASE4}/resolve/") if re.search(WHOLE_OR_RESUMED,
+                                                                                                    e.range)}
+    assert not gets & set(SHARDS[:2]), gets
+    assert tensors(out) == reference and bad_blobs(home) == []
+
+
+def test_a_corrupt_shard_arriving_while_another_merges_is_one_line_and_no_output(hub_twin, four_shards, tmp_path):
+    shard = four_shards / SHARDS[2]
+    want = hashlib.sha256(shard.read_bytes()).hexdigest()
+    proxy = FaultProxy(hub_twin.endpoint)
+    try:
+        proxy.add(Fault("corrupt", path=f"{BASE4}/resolve/.*/{SHARDS[2]}", offset=sign_byte(shard), xor=0x80))
+        out, home = tmp_path / "m.gguf", tmp_path / "home"
+        r = cli(*merge_args(out), env=env_for(proxy.endpoint, home))
+    finally:
+        proxy.stop()
+    assert_error_line(r, SHARDS[2], want, proxy.endpoint)
+    assert not out.exists() and hidden(out.parent) == [], hidden(out.parent)
+    assert bad_blobs(home) == [] and not list((home / "hub").glob(f"models--*/blobs/{want}"))
