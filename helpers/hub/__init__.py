@@ -3,7 +3,8 @@
 The package's face is what the rest of :mod:`helpers` uses; tests and tools may import the modules directly:
 
 * :mod:`~helpers.hub.resolve`: a model reference (local folder, offline mirror folder, hub id) to files on disk,
-  listings and safetensors headers read without downloading the weights;
+  listings read without downloading the weights;
+* :mod:`~helpers.hub.headers`: safetensors headers read off the hub before any download;
 * :mod:`~helpers.hub.fetch`: downloads, several files at once, bounded retries of an overloaded mirror;
 * :mod:`~helpers.hub.integrity`: every downloaded file checked against the hub's digest or a published SHA256;
 * :mod:`~helpers.hub.meter`: the bytes a job's downloads received (its progress line), and stopping them;
@@ -16,7 +17,8 @@ from .integrity import DamagedDownload
 from .meter import DownloadCancelled, Meter
 from .resolve import (LOCAL_MODELS_ENV, cached_files, current_hub_id, download_small_files, fetch_file, file_listing,
                       file_sizes, forget_file, hub_cache_dir, hub_endpoint, hub_errors, is_local, list_files,
-                      looks_like_hub_id, require_online, resolve_model, safetensors_file_header, safetensors_headers)
+                      looks_like_hub_id, require_online, resolve_model)
+from .headers import safetensors_file_header, safetensors_headers
 
 __all__ = [
     "LOCAL_MODELS_ENV", "TOKENS_PAGE", "DamagedDownload", "DownloadCancelled", "Meter", "access_problem",
