@@ -85,9 +85,9 @@ class MergeOptions:
     awq: str | Path | None = param(None, "AWQ search results to apply before quantizing (llm-awq's .pt dump, e.g. "
                                    "hfl/chinese-llama-alpaca-2-awq/chinese-alpaca-2-7b-w4-g128.pt)",
                                    metavar="FILE_OR_HUB_FILE")
-    low_disk: bool | None = param(None, "fetch a hub base one shard at a time, deleting each once merged (peak disk: "
-                                  "the largest shard + the LoRAs + the output); default: only when the full "
-                                  "download would not fit")
+    low_disk: bool | None = param(None, "delete each hub base shard once merged, the next one downloading meanwhile "
+                                  "(peak disk: the two largest shards, or the largest where two do not fit, + the "
+                                  "LoRAs + the output); default: only when the full download would not fit")
     overwrite: bool = param(False, "replace an existing output")
     replace: bool = param(False, "replace an output another merge made (the same merge is still kept)")
     verify_sha256: Mapping[str, str | Collection[str]] | None = param(

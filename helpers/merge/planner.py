@@ -99,6 +99,12 @@ class ResourcePlan:
         return int(two is not None and two <= self.free_disk and two < self.peak_disk)
 
     @property
+    def low_disk_held(self) -> str:
+        """How low-disk mode holds the base, in words (the check cell and the summary show it)."""
+        return ("two base shards at a time: one merging, the next downloading" if self.low_disk_ahead
+                else "one base shard at a time")
+
+    @property
     def peak_disk_low(self) -> int | None:
         """The same in low-disk mode, with :attr:`low_disk_ahead` shards downloading beside the one merging (None
         when the base cannot be streamed: it is local, or not safetensors)."""
@@ -136,7 +142,7 @@ class ResourcePlan:
                          f"  ({s.ref})")
         lines.append(f"  output   {human_bytes(self.output_bytes):>9s}  ({self.out_dir})")
         low = self.peak_disk_low
-        held = "two base shards at a time" if self.low_disk_ahead else "one base shard at a time"
+        held = self.low_disk_held
         lines.append(f"  disk     {human_bytes(self.peak_disk):>9s} at the peak"
                      + (f", {human_bytes(low)} in low-disk mode ({held})" if low is not None else "")
                      + f"; {human_bytes(self.free_disk)} free")

@@ -117,8 +117,8 @@ class MergeStage(Stage[MergeJob]):
     awq: str = param("", "AWQ search results applied to each tensor as it is merged, so a 4-bit GGUF keeps more "
                      f"quality (auto: the authors' file in {AWQ_REPO} for this release, downloaded first, when they "
                      "published one; or an llm-awq .pt file or hub file; empty: none)", choices=AWQ, allow_input=True)
-    low_disk: str = param("auto", "fetch the base one shard at a time, deleting each once merged (auto: only when "
-                          "the full download does not fit)", choices=tuple(LOW_DISK))
+    low_disk: str = param("auto", "delete each base shard once merged, the next one downloading meanwhile (auto: "
+                          "only when the full download does not fit)", choices=tuple(LOW_DISK))
     output_dir: str = param("/content/merged", "where the merge is written on this runtime")
     workspace: str = param(AUTO, WORKSPACE_HELP)
     push_to_hub: str = param("", PUSH_HELP)
@@ -266,7 +266,7 @@ class MergeStage(Stage[MergeJob]):
 
     def _disk_need(self, job: MergeJob) -> Need:
         resources, route = job.resources, job.route
-        mode = ", low-disk mode" if resources.low_disk else ""
+        mode = f", low-disk mode ({resources.low_disk_held})" if resources.low_disk else ""
         written, peak = f"{human_bytes(resources.output_bytes)} output", resources.chosen_peak_disk
         if route is not None:
             written = (f"{human_bytes(resources.output_bytes)} {route.intermediate} + "

@@ -132,8 +132,8 @@ class QuantizeStage(Stage[QuantizeJob]):
     published: str = param("plain", "take the authors' own GGUF of a type when they publish one (plain, or im: their "
                            "importance-matrix variant) instead of converting the model here; no: always convert",
                            choices=tuple(PUBLISHED))
-    low_disk: str = param("auto", "for a LoRA or patch release: merge straight into each type, fetching the base one "
-                          "shard at a time and deleting each once merged, with no F16 file (as 01_merge_lora does; "
+    low_disk: str = param("auto", "for a LoRA or patch release: merge straight into each type, deleting each base "
+                          "shard once merged (the next one downloading meanwhile), with no F16 file (as 01_merge_lora does; "
                           "no quality table then); auto: only when the F16 route does not fit the disk",
                           choices=("auto", "yes", "no"))
     quality_table: bool = param(False, "measure each type: size, perplexity and KL divergence on EVAL_TEXT")
@@ -278,8 +278,8 @@ class QuantizeStage(Stage[QuantizeJob]):
             streamable = resources.sources[0].streamable
             only_fit = streamable and f16_peak > runtime.disk and direct_peak(direct) <= runtime.disk
             if self.low_disk == "yes" or only_fit:
-                notes.append("low-disk mode: each type merged straight from the release (no F16 file), the base "
-                             "fetched one shard at a time and each shard deleted once merged")
+                notes.append("low-disk mode: each type merged straight from the release (no F16 file), each base "
+                             f"shard deleted once merged ({resources.low_disk_held})")
                 notes.append(next(iter(direct.values())).summary())
                 saved = {t: c for t, c in self._in_workspace(outputs).items() if same_release(c, t, resources)}
                 job = QuantizeJob("direct", entry.name, None, outputs, resources, entry, saved=saved, direct=direct)

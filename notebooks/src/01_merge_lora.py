@@ -27,8 +27,9 @@
 # cell names the file and its size, downloaded first. Whether it beats the importance matrix: see the README's AWQ
 # section.
 #
-# The check cell says before any download whether it fits; when only low-disk mode fits (the base
-# fetched one shard at a time, each deleted once merged), the merge switches to it by itself.
+# The merge starts as soon as the LoRA and the base's first shard are here, and merges each shard while the
+# next ones download. The check cell says before any download whether it fits; when only low-disk mode fits
+# (each base shard deleted once merged, the next one downloading meanwhile), the merge switches to it by itself.
 # The result keeps the LoRA's tokenizer: never mix the LLaMA and Alpaca tokenizers.
 # To compare quantization types, `02_quantize_gguf.ipynb`; to chat, `03_inference_chat.ipynb`.
 
@@ -49,8 +50,8 @@
 # Before anything is downloaded: the release (its base and LoRAs in order), the output's name and size, the
 # peak disk (normally, and in low-disk mode) and the peak RAM, against what this runtime has, and whether a
 # gated base can be downloaded with your token. It stops here, naming the parameters to change, when the merge
-# will not fit; when only low-disk mode fits (the base fetched one shard at a time, each deleted once merged),
-# the plan switches to it. (From a terminal: `python -m helpers colab-check 01 --colab cpu --set MODEL=...`.)
+# will not fit; when only low-disk mode fits (each base shard deleted once merged; two shards on disk at a time
+# where they fit, one merging and the next downloading, else one), the plan switches to it. (From a terminal: `python -m helpers colab-check 01 --colab cpu --set MODEL=...`.)
 
 # %%
 from helpers.stages import MergeStage
