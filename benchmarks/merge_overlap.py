@@ -65,8 +65,7 @@ class CdnProxy:
         class Handler(_Handler):
             owner = proxy
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
@@ -87,6 +86,13 @@ class CdnProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # a client that hung up (a header read): expected
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -298,21 +304,25 @@ def at_rate(twin, rate_mb: float, work: Path, local: tuple[float, Path], logs: P
                                   logs / f"{mode}-{rate_mb:g}.log")
             row[f"{mode} disk"] = disk.peak
             row[f"{mode} same"] = same_tensors(out / "m.gguf", local[1])
-        row["budget"], row["shards"] = budget(proxy, hub_env(proxy.endpoint, home), out / "m.gguf", logs)
+        row["budget"], row["shards"] = budget(proxy, home, out / "m.gguf", logs)
     finally:
         proxy.stop()
     return row
 
 
-def table(rows: list[dict], local: float, total: int) -> str:
+def table(rows: list[dict], local: float, total: int, lora: int) -> str:
+    """The figures side by side; ``floor``: the LoRA's download (nothing merges before all of it is here and
+    verified) + the local merge."""
     gb = 1e9
-    lines = [f"link MB/s | download | local merge | serial | overlapped (x max) | low-disk (x max) | "
-             f"low-disk peak disk / budget | tensors = local",
-             "---|---|---|---|---|---|---|---"]
+    lines = ["link MB/s | download | local merge | serial | floor | overlapped (x max) | low-disk (x max) | "
+             "low-disk peak disk / budget | tensors = local",
+             "---|---|---|---|---|---|---|---|---"]
     for r in rows:
         top = max(r["download"], local)
+        floor = lora / (r["rate"] * 1e6) + local
         lines.append(
             f"{r['rate']:g} | {r['download']:.0f} s | {local:.0f} s | {r['download'] + local:.0f} s | "
+            f"{floor:.0f} s ({floor / top:.2f}x) | "
             f"{r['overlapped']:.0f} s ({r['overlapped'] / top:.2f}x) | {r['low-disk']:.0f} s "
             f"({r['low-disk'] / top:.2f}x) | {r['low-disk disk'] / gb:.2f} / {r['budget'] / gb:.2f} GB "
             f"({r['shards']} shards at once) | {r['overlapped same'] and r['low-disk same']}")
@@ -342,7 +352,7 @@ def main() -> None:
         for rate in rates:
             rows.append(at_rate(twin, rate, work, (local, local_out), logs))
             print(json.dumps(rows[-1]), flush=True)
-        print(table(rows, local, total))
+        print(table(rows, local, total, sum(f.stat().st_size for f in lora.iterdir() if f.name != "done")))
     finally:
         twin.stop()
 

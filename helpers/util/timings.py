@@ -38,8 +38,14 @@ def note(kind: str, what: str, seconds: float, extra: str = "") -> None:
         total[0] += seconds
         total[1] += 1
     if enabled():
-        print(f"timing: [{elapsed():7.1f} s] {kind:9s} {seconds:6.2f} s  {what}{'  ' + extra if extra else ''}",
-              file=sys.stderr, flush=True)
+        _say(f"{kind:9s} {seconds:6.2f} s  {what}{'  ' + extra if extra else ''}")
+
+
+def _say(text: str) -> None:
+    """One ``timing:`` line on stderr, written whole (several threads report at once)."""
+    with _lock:
+        sys.stderr.write(f"timing: [{elapsed():7.1f} s] {text}\n")
+        sys.stderr.flush()
 
 
 @contextlib.contextmanager
@@ -61,5 +67,4 @@ def totals() -> dict[str, tuple[float, int]]:
 def report() -> None:
     """Print the sums by kind (when enabled)."""
     if enabled():
-        parts = ", ".join(f"{k} {s:.1f} s ({n})" for k, (s, n) in sorted(totals().items()))
-        print(f"timing: [{elapsed():7.1f} s] totals: {parts}", file=sys.stderr, flush=True)
+        _say("totals: " + ", ".join(f"{k} {s:.1f} s ({n})" for k, (s, n) in sorted(totals().items())))
