@@ -173,23 +173,28 @@ class DiskPeak:
 
     def __init__(self, *folders: Path) -> None:
         self.folders, self.peak, self._stop = folders, 0, threading.Event()
+        self.at_peak: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def size(self) -> int:
-        total = 0
+    def files(self) -> dict[str, int]:
+        """``{path: bytes}`` of the regular files under the folders now (links not counted)."""
+        found = {}
         for folder in self.folders:
             for root, _dirs, files in os.walk(folder):
                 for f in files:
+                    path = os.path.join(root, f)
                     try:
-                        st = os.lstat(os.path.join(root, f))
+                        if not os.path.islink(path):
+                            found[path] = os.lstat(path).st_size
                     except OSError:
                         continue
-                    total += st.st_size if not os.path.islink(os.path.join(root, f)) else 0
-        return total
+        return found
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.size())
+            files = self.files()
+            if sum(files.values()) > self.peak:
+                self.peak, self.at_peak = sum(files.values()), files
             time.sleep(0.05)
 
     def __enter__(self) -> DiskPeak:
@@ -303,6 +308,7 @@ def at_rate(twin, rate_mb: float, work: Path, local: tuple[float, Path], logs: P
                 row[mode] = timed(merge_cmd(BASE_ID, LORA_ID, out / "m.gguf", *extra), env,
                                   logs / f"{mode}-{rate_mb:g}.log")
             row[f"{mode} disk"] = disk.peak
+            (logs / f"{mode}-{rate_mb:g}-peak.json").write_text(json.dumps(disk.at_peak, indent=1))
             row[f"{mode} same"] = same_tensors(out / "m.gguf", local[1])
         row["budget"], row["shards"] = budget(proxy, home, out / "m.gguf", logs)
     finally:
