@@ -23,7 +23,8 @@ from .headers import safetensors_file_header, safetensors_headers
 __all__ = [
     "LOCAL_MODELS_ENV", "TOKENS_PAGE", "DamagedDownload", "DownloadCancelled", "Meter", "access_problem",
     "cached_files", "current_hub_id", "demo_dir", "download_small_files", "fetch_dataset_file", "fetch_file",
-    "file_listing", "file_sizes", "forget_file", "hub_cache_dir", "hub_endpoint", "hub_errors", "is_local", "list_files", "looks_like_hub_id",
+    "file_listing", "file_sizes", "forget_file", "hub_cache_dir", "hub_endpoint", "hub_errors", "is_local",
+    "list_files", "looks_like_hub_id",
     "require_online", "resolve_dataset", "resolve_model", "safetensors_file_header", "safetensors_headers",
     "token_origin", "token_rejected",
 ]

@@ -132,6 +132,15 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
     return checked_plan(sources, options=options, out=target)
 
 
+def open_hub_inputs(base: str | Path, loras: list, patch: str | Path | None, plan: ResourcePlan | None
+                    ) -> MergeInputs:
+    """The inputs opened as ``plan`` says: a hub base in safetensors shards read as its shards arrive (kept in the
+    hub cache, or in low-disk mode deleted once merged, with the plan's shards downloading ahead)."""
+    streamed = plan is not None and (plan.low_disk or plan.streams_base)
+    return open_inputs(base, loras, patch, stream_base=streamed, keep_shards=plan is None or not plan.low_disk,
+                       ahead=plan.low_disk_ahead if plan is not None else 0)
+
+
 def _write(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, options: MergeOptions,
            awq: AwqAdjustment | None = None) -> tuple[list[Path], int, int]:
     """Open the sink, stream every tensor, close it; returns ``(outputs, written, resumed)``.
@@ -191,9 +200,7 @@ def merge(recipe: Recipe, out: str | Path, options: MergeOptions = MergeOptions(
         if options.awq is not None and plan is not None:  # checked against the model's outline before any download
             prepare_awq(options.awq, {t.name: tuple(t.shape) for t in plan.tensors})
         with void_outputs_of_damaged_inputs(target, fmt), phase("inputs", "LoRAs, patch, the base's small files"):
-            inputs = open_inputs(base, loras, patch, stream_base=plan is not None and (plan.low_disk or plan.streams_base),
-                                 keep_shards=plan is None or not plan.low_disk,
-                                 ahead=plan.low_disk_ahead if plan is not None else 0)
+            inputs = open_hub_inputs(base, loras, patch, plan)
         try:
             job = job_identity(inputs, options)
             if not options.overwrite and already_done(target, fmt, job, replace=options.replace):

@@ -133,8 +133,9 @@ class QuantizeStage(Stage[QuantizeJob]):
                            "importance-matrix variant) instead of converting the model here; no: always convert",
                            choices=tuple(PUBLISHED))
     low_disk: str = param("auto", "for a LoRA or patch release: merge straight into each type, deleting each base "
-                          "shard once merged (the next one downloading meanwhile), with no F16 file (as 01_merge_lora does; "
-                          "no quality table then); auto: only when the F16 route does not fit the disk",
+                          "shard once merged (the next one downloading meanwhile), with no F16 file (as "
+                          "01_merge_lora does; no quality table then); auto: only when the F16 route does not fit "
+                          "the disk",
                           choices=("auto", "yes", "no"))
     quality_table: bool = param(False, "measure each type: size, perplexity and KL divergence on EVAL_TEXT")
     eval_text: str = param("", "a UTF-8 text file to score the quants on (empty: a Chinese sample)")

@@ -51,7 +51,8 @@
 # peak disk (normally, and in low-disk mode) and the peak RAM, against what this runtime has, and whether a
 # gated base can be downloaded with your token. It stops here, naming the parameters to change, when the merge
 # will not fit; when only low-disk mode fits (each base shard deleted once merged; two shards on disk at a time
-# where they fit, one merging and the next downloading, else one), the plan switches to it. (From a terminal: `python -m helpers colab-check 01 --colab cpu --set MODEL=...`.)
+# where they fit, one merging and the next downloading, else one), the plan switches to it. (From a terminal:
+# `python -m helpers colab-check 01 --colab cpu --set MODEL=...`.)
 
 # %%
 from helpers.stages import MergeStage
