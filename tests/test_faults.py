@@ -268,12 +268,12 @@ WRITE_FAILURES = {
 def test_write_failures_map_to_one_line(case, monkeypatch, capsys):
     """Wherever a write fails for lack of space or a read-only disk, the CLI says so in one line."""
     import helpers.__main__ as cli_main
-    from helpers.catalog import cli as catalog_cli
+    from helpers.catalog import command as catalog_command
 
-    def fail(_args):
+    def fail(_query):
         raise WRITE_FAILURES[case]
 
-    monkeypatch.setattr(catalog_cli, "run", fail)
+    monkeypatch.setattr(catalog_command, "main", fail)
     assert cli_main.main(["catalog"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("read-only" if case == "EROFS" else "disk is full") in err[0], err

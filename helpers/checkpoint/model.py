@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..tokens import find_tokenizer_dir
+from ..tokens import find_tokenizer_dir, tokenizer_files
 from ..util import UserError, read_json
 from .files import SafetensorsFile
 from .names import meta_split_dim, meta_to_hf_name, rope_to_hf
@@ -32,6 +32,7 @@ class Checkpoint:
         config: HF ``config.json`` dict (synthesized from ``params.json`` for Meta checkpoints).
         files: every file read (weights, index, config), for checksums and change detection.
         tokenizer_dir: folder holding the tokenizer files, or ``None``.
+        tokenizer_files: the tokenizer files there (none without a tokenizer).
         format: ``safetensors``, ``bin`` or ``meta``.
     """
 
@@ -39,6 +40,7 @@ class Checkpoint:
         self.path, self.config, self.files, self.format = path, config, files, fmt
         folder = path if path.is_dir() else path.parent
         self.tokenizer_dir = find_tokenizer_dir(folder)
+        self.tokenizer_files = tokenizer_files(self.tokenizer_dir) if self.tokenizer_dir else []
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._where: dict[str, Any] = {}
 

@@ -2,6 +2,7 @@
 
 The package's face is what the rest of :mod:`helpers` uses; tests and tools may import the modules directly:
 
+* :mod:`~helpers.hub.ref`: a model reference classified once (:class:`ModelRef`: local, mirror or hub id);
 * :mod:`~helpers.hub.resolve`: a model reference (local folder, offline mirror folder, hub id) to files on disk,
   listings read without downloading the weights;
 * :mod:`~helpers.hub.headers`: safetensors headers read off the hub before any download;
@@ -12,16 +13,16 @@ The package's face is what the rest of :mod:`helpers` uses; tests and tools may 
 * :mod:`~helpers.hub.environment`: endpoint, offline mode, token and cache settings, and their error messages.
 """
 from .access import access_problem, fetch_dataset_file, resolve_dataset
-from .environment import TOKENS_PAGE, demo_dir, token_origin, token_rejected
+from .environment import LOCAL_MODELS_ENV, TOKENS_PAGE, demo_dir, token_origin, token_rejected
 from .integrity import DamagedDownload
-from .meter import DownloadCancelled, Meter
-from .resolve import (LOCAL_MODELS_ENV, cached_files, current_hub_id, download_small_files, fetch_file, file_listing,
-                      file_sizes, forget_file, hub_cache_dir, hub_endpoint, hub_errors, is_local, list_files,
-                      looks_like_hub_id, require_online, resolve_model)
+from .meter import Meter
+from .ref import ModelRef, current_hub_id, looks_like_hub_id
+from .resolve import (cached_files, download_small_files, fetch_file, file_listing, file_sizes, forget_file,
+                      hub_cache_dir, hub_endpoint, hub_errors, is_local, list_files, require_online, resolve_model)
 from .headers import safetensors_file_header, safetensors_headers
 
 __all__ = [
-    "LOCAL_MODELS_ENV", "TOKENS_PAGE", "DamagedDownload", "DownloadCancelled", "Meter", "access_problem",
+    "LOCAL_MODELS_ENV", "TOKENS_PAGE", "DamagedDownload", "ModelRef", "Meter", "access_problem",
     "cached_files", "current_hub_id", "demo_dir", "download_small_files", "fetch_dataset_file", "fetch_file",
     "file_listing", "file_sizes", "forget_file", "hub_cache_dir", "hub_endpoint", "hub_errors", "is_local",
     "list_files", "looks_like_hub_id",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ..catalog import find
 from ..env import get_secret
-from .resolve import (check_reachable, current_hub_id, hub_cache_dir, hub_endpoint, hub_errors, is_local, looks_like_hub_id,
-                  require_online)
+from .ref import current_hub_id, looks_like_hub_id
+from .resolve import check_reachable, hub_cache_dir, hub_endpoint, hub_errors, is_local, require_online
 from .environment import offline_setting
 from .fetch import quiet_hub_logs
 from .integrity import check_file, remove_cached

@@ -12,7 +12,8 @@ import json
 from ..util import UserError
 from ..util.timings import phase
 from .fetch import Remote, quiet_hub_logs, retrying
-from .resolve import _hub_errors, _remote, current_hub_id, fetch_file, file_listing, hub_endpoint, require_online
+from .ref import current_hub_id
+from .resolve import _hub_errors, _remote, fetch_file, file_listing, hub_endpoint, require_online
 
 HEADER_FIRST_BYTES = 100_000  # what the first request asks for: most headers fit (huggingface_hub's own guess)
 HEADER_LIMIT = 100_000_000  # safetensors' own bound on a header's length

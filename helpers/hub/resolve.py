@@ -28,19 +28,14 @@ from pathlib import Path
 
 from ..catalog import ModelEntry, find
 from ..env import get_secret
-from .environment import (LOCAL_MODELS_ENV, cache_not_writable, demo_dir, loopback_endpoint, offline_error,
-                     offline_setting, token_rejected, unreachable_error)
+from .environment import (cache_not_writable, demo_dir, loopback_endpoint, offline_error, offline_setting,
+                          token_rejected, unreachable_error)
 from .fetch import Remote, RemoteFile, fetch_all, fetch_verified, quiet_hub_logs, retrying
 from .meter import Meter
 from .integrity import VERIFY_ENV, Digest, cached_blob, is_verified, remove_cached, verification_enabled
 from ..util import UserError, sha256_file
+from .ref import ModelRef, current_hub_id
 from ..util.timings import phase
-
-
-def looks_like_hub_id(ref: str) -> bool:
-    """True for ``owner/name`` references (not a path such as ``./x/y`` or ``/x``)."""
-    parts = ref.split("/")
-    return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
 
 
 def hub_endpoint() -> str | None:
@@ -48,14 +43,7 @@ def hub_endpoint() -> str | None:
     return (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
 
 
-def current_hub_id(ref: str) -> str:
-    """The id to download ``ref`` from: a catalog repo's current hub id when ``ref`` is its former id,
-    a catalog name's hub id, else ``ref`` unchanged."""
-    entry = find(ref)
-    return ref if entry is None else entry.hub_id
-
-
-def resolve_model(ref: str | Path, *, allow_patterns: list[str] | None = None, what: str = "model") -> Path:
+def resolve_model(ref: str | Path | ModelRef, *, allow_patterns: list[str] | None = None, what: str = "model") -> Path:
     """Return a local directory (or file) for ``ref``: a path, a mirrored repo or a hub download.
 
     Args:
@@ -66,38 +54,30 @@ def resolve_model(ref: str | Path, *, allow_patterns: list[str] | None = None, w
     Raises:
         UserError: not found, offline, gated, or a download that does not match its published SHA256.
     """
-    ref_s = str(ref)
-    path = Path(ref_s).expanduser()
-    if path.exists():
-        return path
-    hub_id = current_hub_id(ref_s.strip())
-    if hub_id.lower() != ref_s.strip().lower() and looks_like_hub_id(ref_s.strip()):
-        print(f"note: {ref_s} moved to {hub_id} on the hub; using {hub_id}", file=sys.stderr)
-    mirror = os.environ.get(LOCAL_MODELS_ENV)
-    if mirror and looks_like_hub_id(hub_id):
-        candidate = Path(mirror) / hub_id.split("/")[-1]
-        if candidate.exists():
-            return candidate
-    if not looks_like_hub_id(hub_id):
-        raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id like 'hfl/chinese-alpaca-2-lora-7b'")
+    model = ModelRef.of(ref)
+    if model.kind == "local":
+        return model.path
+    hub_id = model.require_hub_id(what)
+    if model.moved:
+        print(f"note: {model} moved to {hub_id} on the hub; using {hub_id}", file=sys.stderr)
+    if model.path is not None:  # the offline mirror's copy
+        return model.path
     require_online(hub_id, what)
     return _download(hub_id, allow_patterns=allow_patterns, what=what)
 
 
-def list_files(ref: str | Path, *, what: str = "model") -> list[str]:
+def list_files(ref: str | Path | ModelRef, *, what: str = "model") -> list[str]:
     """Names (relative, ``/``-separated) of the files in ``ref``: a local folder, a mirrored repo or a hub repo.
 
     Lists without downloading, so a caller can choose one file of a repo that holds several (GGUF quants).
     """
-    ref_s = str(ref)
-    path = _local_path(ref_s)
-    hub_id = current_hub_id(ref_s.strip())
+    model = ModelRef.of(ref)
+    path = model.path
     if path is not None and path.is_dir():
         return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
     if path is not None:
         return [path.name]
-    if not looks_like_hub_id(hub_id):
-        raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id like 'hfl/chinese-alpaca-2-lora-7b'")
+    hub_id = model.require_hub_id(what)
     require_online(hub_id, what)
     from huggingface_hub import HfApi
 
@@ -107,7 +87,7 @@ def list_files(ref: str | Path, *, what: str = "model") -> list[str]:
                                remote=remote, what=f"the file list of {hub_id}", retries=0))  # paged: retried inside
 
 
-def file_sizes(ref: str | Path, *, what: str = "model") -> dict[str, int]:
+def file_sizes(ref: str | Path | ModelRef, *, what: str = "model") -> dict[str, int]:
     """``{file name: bytes}`` of the files a :func:`resolve_model` of ``ref`` would fetch or read (duplicate
     weight copies left out), from the local folder or the hub's listing; nothing is downloaded.
 
@@ -117,20 +97,18 @@ def file_sizes(ref: str | Path, *, what: str = "model") -> dict[str, int]:
     return {n: size for n, (size, _sha) in file_listing(ref, what=what).items()}
 
 
-def file_listing(ref: str | Path, *, what: str = "model") -> dict[str, tuple[int, str]]:
+def file_listing(ref: str | Path | ModelRef, *, what: str = "model") -> dict[str, tuple[int, str]]:
     """``{file name: (bytes, sha256)}`` as :func:`file_sizes`; the sha256 is the hub's LFS digest (``""`` for
     small files and local folders)."""
-    ref_s = str(ref)
-    path = _local_path(ref_s)
+    model = ModelRef.of(ref)
+    path = model.path
     if path is not None and path.is_dir():
         names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
         listing = {n: ((path / n).stat().st_size, "") for n in names}
     elif path is not None:
         return {path.name: (path.stat().st_size, "")}
     else:
-        hub_id = current_hub_id(ref_s.strip())
-        if not looks_like_hub_id(hub_id):
-            raise UserError(f"{what} {ref_s!r} not found: give an existing folder or a hub id")
+        hub_id = model.require_hub_id(what)
         require_online(hub_id, what)
         with quiet_hub_logs(), _hub_errors(hub_id, what):
             tree = _tree(hub_id, _remote())
@@ -148,7 +126,7 @@ def hub_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def cached_files(repo_id: str, names: list[str]) -> set[str]:
+def cached_files(repo_id: str | ModelRef, names: list[str]) -> set[str]:
     """Which of ``names`` of hub repo ``repo_id`` are already complete in the hub cache (nothing is downloaded)."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -160,21 +138,9 @@ def cached_files(repo_id: str, names: list[str]) -> set[str]:
     return found
 
 
-def is_local(ref: str | Path) -> bool:
+def is_local(ref: str | Path | ModelRef) -> bool:
     """True when ``ref`` is a file or folder on this machine (directly or through ``$HELPERS_LOCAL_MODELS``)."""
-    return _local_path(str(ref)) is not None
-
-
-def _local_path(ref: str) -> Path | None:
-    """The local file or folder ``ref`` names, directly or through the ``$HELPERS_LOCAL_MODELS`` mirror."""
-    path = Path(ref).expanduser()
-    if path.exists():
-        return path
-    hub_id = current_hub_id(ref.strip())
-    mirror = os.environ.get(LOCAL_MODELS_ENV)
-    if mirror and looks_like_hub_id(hub_id) and (Path(mirror) / hub_id.split("/")[-1]).exists():
-        return Path(mirror) / hub_id.split("/")[-1]
-    return None
+    return ModelRef.of(ref).is_local
 
 
 # Weight formats in order of preference; a repo often carries the same weights in several.

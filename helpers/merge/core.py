@@ -25,8 +25,9 @@ from typing import Any
 
 from ..checkpoint import TensorSink
 from ..disk import claim_output, disk_errors
+from ..env import available_ram_bytes
 from ..gguf import JOB_KEY, GGUFSink, ModelCard, describe_model, gguf_sidecars, write_modelfile
-from ..hub import is_local
+from ..hub import ModelRef
 from ..tokens import get_template, jinja_chat_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
 from .awq import AwqAdjustment, prepare_awq
@@ -35,7 +36,7 @@ from .inputs import MergeInputs, label, open_inputs, verify_inputs
 from .job import already_done, job_identity, void_outputs_of_damaged_inputs
 from .options import DTYPES, MergeOptions, MergeResult, Recipe
 from .planner import ResourcePlan, checked_plan
-from .preflight import MergeLayout, check_resources, describe, output_bytes, merge_layout
+from .preflight import MergeLayout, check_resources, output_bytes, merge_layout
 from .awq_plan import with_awq
 from .sources import gather_sources
 from .stream import stream
@@ -113,7 +114,7 @@ def chat_template_file(layout: MergeLayout, card: ModelCard | None) -> str | Non
     return jinja_chat_template(card.template)
 
 
-def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, options: MergeOptions,
+def plan_hub_merge(base: ModelRef, loras: list[ModelRef], patch: ModelRef | None, options: MergeOptions,
                    target: Path) -> ResourcePlan | None:
     """The merge's resource plan, before anything is downloaded, when something must be (None: every input is
     here, or the hub is off): printed, with low-disk mode decided as ``options.low_disk`` asks.
@@ -122,17 +123,16 @@ def plan_hub_merge(base: str | Path, loras: list, patch: str | Path | None, opti
         UserError: what cannot fit, with a line naming what would.
     """
     refs = [base, *loras, *([patch] if patch else [])]
-    if all(is_local(r) for r in refs) or os.environ.get("HF_HUB_OFFLINE") == "1":
+    if all(r.is_local for r in refs) or os.environ.get("HF_HUB_OFFLINE") == "1":
         if options.low_disk:
             print("note: low-disk mode streams a base from the hub; this one is already on this machine")
         return None
     with phase("plan", "listings, config.json, safetensors headers"):
-        sources = with_awq(gather_sources(str(base), [str(x) for x in loras], str(patch) if patch else None),
-                           options.awq)
+        sources = with_awq(gather_sources(base, list(loras), patch), options.awq)
     return checked_plan(sources, options=options, out=target)
 
 
-def open_hub_inputs(base: str | Path, loras: list, patch: str | Path | None, plan: ResourcePlan | None
+def open_hub_inputs(base: ModelRef, loras: list[ModelRef], patch: ModelRef | None, plan: ResourcePlan | None
                     ) -> MergeInputs:
     """The inputs opened as ``plan`` says: a hub base in safetensors shards read as its shards arrive (kept in the
     hub cache, or in low-disk mode deleted once merged, with the plan's shards downloading ahead)."""
@@ -219,3 +219,11 @@ def merge(recipe: Recipe, out: str | Path, options: MergeOptions = MergeOptions(
     print(f"merged into {target}: {written} tensors written" + (f", {resumed} resumed" if resumed else "")
           + f", vocabulary {layout.vocab_size}, {result.seconds:.1f} s, peak RSS {human_bytes(result.peak_rss_bytes)}")
     return result
+
+
+def describe(layout: MergeLayout, inputs: MergeInputs, target: Path, ram_estimate: int) -> str:
+    """The one line printed before the merge starts."""
+    avail = available_ram_bytes()
+    return (f"merging {len(layout.tensors)} tensors: {len(inputs.adapters)} LoRA(s){' + patch' if inputs.patch else ''}, "
+            f"vocabulary {layout.base_vocab} -> {layout.vocab_size}; estimated peak RAM {human_bytes(ram_estimate)}"
+            + (f" ({human_bytes(avail)} available)" if avail else "") + f"; output {target}")

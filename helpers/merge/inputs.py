@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Collection, Mapping
 
 from ..checkpoint import Adapter, Checkpoint, StreamedCheckpoint, open_adapter, open_checkpoint
-from ..hub import resolve_model
+from ..hub import ModelRef, resolve_model
 from ..util import UserError, read_utf8, sha256_file
 
 
@@ -52,13 +52,13 @@ def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | N
     Raises:
         UserError: a reference cannot be resolved, or a file is missing, truncated or unsafe.
     """
-    lora_dirs = [resolve_model(x, what="LoRA") for x in loras]
-    patch_dir = resolve_model(patch, what="patch") if patch else None
+    lora_dirs = [_folder(x, "LoRA") for x in loras]
+    patch_dir = _folder(patch, "patch") if patch else None
     if stream_base:
         checkpoint: Checkpoint = StreamedCheckpoint(str(base), what="base model", keep=keep_shards, ahead=ahead)
         base_dir = checkpoint.path
     else:
-        base_dir = resolve_model(base, what="base model")
+        base_dir = _folder(base, "base model")
         checkpoint = open_checkpoint(base_dir)
     inputs = MergeInputs(base=checkpoint, base_dir=base_dir)
     try:
@@ -70,6 +70,14 @@ def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | N
         inputs.close()
         raise
     return inputs
+
+
+def _folder(ref: str | Path | ModelRef, what: str) -> Path:
+    """The files of ``ref``: where a classified reference already points on this machine, else resolved (and
+    downloaded) by :func:`~helpers.hub.resolve_model`."""
+    if isinstance(ref, ModelRef) and ref.is_local:
+        return ref.path
+    return resolve_model(ref, what=what)
 
 
 def parse_sha256_file(path: str | Path) -> dict[str, set[str]]:

@@ -28,7 +28,6 @@ from typing import Iterator
 
 from ..gguf import JOB_KEY, gguf_sidecars, read_metadata
 from ..hub import DamagedDownload
-from ..tokens import tokenizer_files
 from ..util import UserError, partial_path, read_json, remove, sample_digest
 from .inputs import MergeInputs
 from .awq import is_hub_file
@@ -58,7 +57,7 @@ def _files(root: Path, files: list[Path], remote: list[list] = ()) -> list[list]
 def input_fingerprint(inputs: MergeInputs) -> list[dict]:
     """Every input file by content, per input (``base``, ``lora 1``..., ``patch``), in merge order."""
     base = inputs.base
-    extra = tokenizer_files(base.tokenizer_dir) if base.tokenizer_dir else []
+    extra = base.tokenizer_files
     remote = getattr(base, "remote_files", [])  # a base streamed from the hub: its shards by the hub's sha256
     roles = [("base", inputs.base_dir, [*base.files, *extra, inputs.base_dir / "generation_config.json"], remote)]
     roles += [(f"lora {i}", a.path, [*a.files, a.path / "config.json"], [])

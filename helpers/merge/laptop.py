@@ -101,7 +101,7 @@ def run_fit(base: str, loras: list[str] = (), patch: str | None = None, *, outty
         n_ctx: the context to run at.
         offline: estimate catalog releases from their architectures (no hub listing).
     """
-    return sources_fit(inputs_of(str(base), [str(x) for x in loras], str(patch) if patch else None,
+    return sources_fit(inputs_of(base, list(loras), patch,
                                  offline=offline), outtype=outtype, n_ctx=n_ctx)
 
 

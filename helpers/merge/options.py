@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Collection, Mapping
 
 from ..gguf import FLOAT_TYPES, WRITE_TYPES, gguf_outtype
+from ..hub import ModelRef
 from ..util import UserError, human_bytes, human_seconds
 from ..util.params import param
 
@@ -41,6 +42,9 @@ class Recipe:
         base: base model folder or hub id (HF safetensors / .bin shards, or Meta .pth).
         loras: LoRA folders or hub ids, applied in this order.
         patch: a full-weight delta checkpoint (Open-Chinese-LLaMA), added last.
+
+    Given as text (or paths), each is classified once on creation (:class:`~helpers.hub.ModelRef`: a folder here,
+    the offline mirror's copy or a hub id) and the :class:`~helpers.hub.ModelRef` is what the merge carries down.
     """
 
     base: str | Path = param(MISSING, "base model: folder or hub id (HF or Meta .pth layout)")
@@ -48,8 +52,10 @@ class Recipe:
                                           "LLaMA-Plus first)", flag="--lora", many=True, metavar="LORA")
     patch: str | Path | None = param(None, "full-weight delta to add (Open-Chinese-LLaMA patch)")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "loras", tuple(self.loras))
+    def __post_init__(self) -> None:  # each reference classified once, here, and carried down (hub.ModelRef)
+        object.__setattr__(self, "base", ModelRef.of(self.base))
+        object.__setattr__(self, "loras", tuple(ModelRef.of(x) for x in self.loras))
+        object.__setattr__(self, "patch", ModelRef.of(self.patch) if self.patch else None)
 
 
 @dataclass(frozen=True)

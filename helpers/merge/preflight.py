@@ -11,10 +11,9 @@ from pathlib import Path
 
 from ..catalog import check_family, family_of_config, family_of_lora
 from ..checkpoint import Adapter, TensorSpec
-from ..env import available_ram_bytes
 from ..tokens import tokenizer_files, tokenizer_vocab_size
 from ..disk import require_free_disk
-from ..util import UserError, human_bytes, read_json, tree_bytes
+from ..util import UserError, read_json, tree_bytes
 from .inputs import MergeInputs
 from .options import MergeOptions
 from .sizes import output_size, peak_ram
@@ -218,11 +217,3 @@ def check_resources(layout: MergeLayout, target: Path, options: MergeOptions, *,
         ram = peak_ram(layout.config, layout.tensors, options)
     require_free_disk(target.parent, max(need, 1 << 20), what=f"the merged model ({options.fmt}){resuming}")
     return ram
-
-
-def describe(layout: MergeLayout, inputs: MergeInputs, target: Path, ram_estimate: int) -> str:
-    """The one line printed before the merge starts."""
-    avail = available_ram_bytes()
-    return (f"merging {len(layout.tensors)} tensors: {len(inputs.adapters)} LoRA(s){' + patch' if inputs.patch else ''}, "
-            f"vocabulary {layout.base_vocab} -> {layout.vocab_size}; estimated peak RAM {human_bytes(ram_estimate)}"
-            + (f" ({human_bytes(avail)} available)" if avail else "") + f"; output {target}")

@@ -13,14 +13,17 @@ from .writers import WRITE_CHUNK_ELEMENTS
 MERGE_PROCESS_BYTES = 256 << 20  # torch, numpy, gguf and the interpreter: what a merge holds before its first tensor
 HF_CHUNK = WRITE_CHUNK_ELEMENTS * 4  # HF / .pth writers convert a tensor in chunks of this many values
 METADATA = 64 << 10  # configs, checksums, Modelfile, a GGUF's keys besides the vocabulary
+# a GGUF stores each token as an 8-byte length + its text, a float32 score and an int32 type (16 bytes besides the
+# text), where sentencepiece's tokenizer.model spends about 8 bytes of framing: the vocabulary outgrows the file
+GGUF_TOKEN_EXTRA = 8
 
 
 def output_size(config: dict, tensors: list[TensorSpec], options: MergeOptions, tokenizer_bytes: int) -> int:
     """Bytes of the finished output: a GGUF exactly as the writer lays it out, HF / ``.pth`` tensors in their dtype
     (twice for ``.pth``: staged pieces, then the shards), plus the tokenizer and :data:`METADATA`."""
-    if options.fmt == "gguf":  # the header holds the vocabulary: about the tokenizer's size
+    if options.fmt == "gguf":  # the header holds the vocabulary: the tokenizer's size and a little per token
         data = data_bytes(config, tensors, options.outtype, has_imatrix=options.imatrix is not None)
-        return data + tokenizer_bytes + METADATA
+        return data + tokenizer_bytes + GGUF_TOKEN_EXTRA * int(config.get("vocab_size", 0)) + METADATA
     data = sum(tp.numel for tp in tensors) * (4 if options.outtype == "f32" else 2)
     return data * (2 if options.fmt == "pth" else 1) + tokenizer_bytes + METADATA
 

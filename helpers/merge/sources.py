@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ..catalog import ModelEntry, config_of, find
 from ..checkpoint import TensorSpec, llama_tensors
-from ..hub import (cached_files, current_hub_id, fetch_file, file_listing, is_local, safetensors_file_header,
-                   safetensors_headers)
+from ..hub import ModelRef, cached_files, fetch_file, file_listing, safetensors_file_header, safetensors_headers
 from ..tokens import tokenizer_files
 from ..util import UserError, read_json
 
@@ -28,7 +27,7 @@ class SourceFiles:
     """One input of a merge: its files with their sizes and which of them still have to be downloaded."""
 
     role: str  # "base", "LoRA 1", ..., "patch"
-    ref: str
+    ref: ModelRef  # text is classified on creation
     files: dict[str, int]
     missing: dict[str, int] = field(default_factory=dict)
     estimated: bool = False  # sizes from the catalog's architectures (no listing was available)
@@ -52,6 +51,9 @@ class SourceFiles:
         """True when low-disk mode can fetch this base one shard at a time: safetensors shards still on the hub."""
         shards = [n for n in self.missing if n.endswith(".safetensors")]
         return len(shards) > 1 and not any(n.endswith(WEIGHTS[1:]) for n in self.weights)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref", ModelRef.of(self.ref))
 
 
 @dataclass(frozen=True)
@@ -83,20 +85,20 @@ def gather_sources(base: str, loras: list[str] = (), patch: str | None = None, *
     Raises:
         UserError: an input that cannot be found or listed, or a base whose architecture is unknown here.
     """
-    files = inputs_of(str(base), [str(x) for x in loras], str(patch) if patch else None, offline=offline)
+    files = inputs_of(base, list(loras), patch, offline=offline)
     if fresh:
-        files = [dataclasses.replace(f, missing=dict(f.files)) if not is_local(f.ref) else f for f in files]
+        files = [dataclasses.replace(f, missing=dict(f.files)) if not f.ref.is_local else f for f in files]
     config, tensors, tokenizer = merged_layout(files)
     return Sources(files, config, tensors, tokenizer)
 
 
-def source_files(ref: str | Path, role: str) -> SourceFiles:
+def source_files(ref: str | Path | ModelRef, role: str) -> SourceFiles:
     """The files ``ref`` (a folder, a mirrored repo or a hub repo) holds and which are not on this machine yet,
     from the local files or the hub's listing; nothing is downloaded."""
-    ref = str(ref)
+    ref = ModelRef.of(ref)
     listing = file_listing(ref, what=role)
     files = {n: size for n, (size, _sha) in listing.items()}
-    if is_local(ref):
+    if ref.is_local:
         return SourceFiles(role, ref, files)
     present = cached_files(ref, list(files))
     return SourceFiles(role, ref, files, {n: b for n, b in files.items() if n not in present},
@@ -127,14 +129,15 @@ def estimated_source(entry: ModelEntry, role: str, *, lora_rank: int = 64) -> So
     return SourceFiles(role, entry.hub_id, files, dict(files), estimated=True)
 
 
-def inputs_of(base: str, loras: list[str], patch: str | None, *, offline: bool = False) -> list[SourceFiles]:
+def inputs_of(base: str | ModelRef, loras: list, patch: str | ModelRef | None, *, offline: bool = False) -> list[SourceFiles]:
     """The :class:`SourceFiles` of every input; with ``offline`` (or when a listing fails) catalog releases are
     estimated from their architectures."""
     refs = [("base", base)] + [(f"LoRA {i}" if len(loras) > 1 else "LoRA", x) for i, x in enumerate(loras, 1)]
     refs += [("patch", patch)] if patch else []
     out = []
     for role, ref in refs:
-        entry = find(str(ref)) if not is_local(ref) else None
+        ref = ModelRef.of(ref)
+        entry = ref.entry
         if offline and entry is not None:
             out.append(estimated_source(entry, role))
             continue
@@ -152,7 +155,7 @@ def merged_layout(sources: list[SourceFiles]) -> tuple[dict, list[TensorSpec], i
     Raises:
         UserError: a base neither local nor in the catalog.
     """
-    if all(is_local(s.ref) for s in sources):
+    if all(s.ref.is_local for s in sources):
         from .inputs import open_inputs
         from .preflight import merge_layout
 
@@ -182,11 +185,11 @@ def source_config(source: SourceFiles) -> dict:
     Raises:
         UserError: a base neither local nor on the hub nor in the catalog.
     """
-    if is_local(source.ref):
+    if source.ref.is_local:
         return _local_config(source)
     if not source.estimated and "config.json" in source.files:
         return read_json(fetch_file(source.ref, "config.json", what="base model"))
-    entry = find(current_hub_id(source.ref))
+    entry = source.ref.entry
     config = config_of(entry) if entry is not None else None
     if config is None:
         raise UserError(f"cannot plan {source.ref}: it has no config.json and is not a catalog release")
@@ -196,7 +199,7 @@ def source_config(source: SourceFiles) -> dict:
 def _lora_vocab(source: SourceFiles) -> int | None:
     """The vocabulary a LoRA sets: the rows of its saved embeddings (from its files, or from the safetensors
     header on the hub), else its catalog entry's."""
-    if is_local(source.ref):
+    if source.ref.is_local:
         from ..checkpoint import open_adapter
         from ..hub import resolve_model
 
@@ -209,14 +212,14 @@ def _lora_vocab(source: SourceFiles) -> int | None:
         shapes = safetensors_file_header(source.ref, "adapter_model.safetensors", what=source.role)
         rows = [s[0] for n, s in shapes.items() if ("embed_tokens" in n or "lm_head" in n) and "lora_" not in n]
         return max(rows) if rows else None
-    entry = find(current_hub_id(source.ref))
+    entry = source.ref.entry
     return entry.vocab_size if entry is not None and entry.kind == "lora" else None
 
 
 def _hub_order(source: SourceFiles, tensors: list[TensorSpec]) -> list[TensorSpec]:
     """``tensors`` in the order the hub base's safetensors shards hold them (the order they are merged in), read
     from the shards' headers; unchanged when the base has no safetensors or its headers cannot be read."""
-    if source.estimated or is_local(source.ref) or not any(n.endswith(".safetensors") for n in source.files):
+    if source.estimated or source.ref.is_local or not any(n.endswith(".safetensors") for n in source.files):
         return tensors
     try:
         headers = safetensors_headers(source.ref, what=source.role)
@@ -229,7 +232,7 @@ def _hub_order(source: SourceFiles, tensors: list[TensorSpec]) -> list[TensorSpe
 
 def _local_config(source: SourceFiles) -> dict | None:
     """The config.json of a local base (or of a Meta checkpoint's params.json), read from disk."""
-    if not is_local(source.ref):
+    if not source.ref.is_local:
         return None
     from ..checkpoint import open_checkpoint
     from ..hub import resolve_model
