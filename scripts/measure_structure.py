@@ -103,7 +103,7 @@ def measures() -> dict[str, object]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
                 if isinstance(node, ast.AnnAssign) and node.value is not None else []
             for t in targets:
-                if isinstance(t, ast.Name) and t.id.isupper() and len(t.id) > 3:
+                if isinstance(t, ast.Name) and t.id.isupper() and len(t.id) > 3 and t.id != "OPTIONS":  # protocol
                     constants[t.id].append(rel)
     exports = _exports()
     only_tests, unused = _usage(exports)

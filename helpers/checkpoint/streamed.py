@@ -26,7 +26,7 @@ from .arrivals import Arrivals
 from .files import SafetensorsFile
 from .model import Checkpoint
 
-INDEX = "model.safetensors.index.json"
+INDEX = "model.safetensors.index.json"  # a sharded safetensors base's index: what streaming it needs
 
 
 class StreamedCheckpoint(Checkpoint):

@@ -23,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint.streamed import INDEX
 from ..disk import free_disk_bytes
 from ..env import available_ram_bytes
 from ..gguf import BITS_PER_WEIGHT
@@ -33,7 +34,6 @@ from .sizes import output_size, peak_ram
 from .awq_plan import with_awq
 from .sources import SourceFiles, Sources, gather_sources
 
-INDEX = "model.safetensors.index.json"  # a sharded safetensors base's index: what streaming it needs
 
 
 SMALLER_TYPES = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k")  # what a refusal offers, largest first

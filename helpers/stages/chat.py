@@ -16,6 +16,7 @@ from typing import Any
 from .. import catalog
 from ..chat import Backend, chat_widget, load_backend, serve, speculative_generate
 from ..chat.docqa import DOCQA_PACKAGES, DocAnswer, document_qa, missing_docqa_packages
+from ..chat.options import BACKENDS
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import CHAT_CONTEXT, GGUFFile, gguf_file, model_files
 from ..env import in_colab
@@ -27,7 +28,6 @@ from .memory import llama_cpp_needs, quantization_note, quantization_param, quan
 from .needs import MORE_DISK, access_needs
 from .workspace import AUTO, WORKSPACE_HELP, Workspace, locate
 
-BACKENDS = ("auto", "transformers", "llama.cpp")
 ROPES = ("none", "auto", "ntk")
 SERVER_PORT = 8000
 
