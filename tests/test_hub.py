@@ -167,7 +167,8 @@ def test_a_moved_repo_downloads_from_its_current_id_and_verifies(hub_env, demo, 
     assert verify_published(CATALOG[entry.name], folder) == 2
 
 
-def test_a_download_that_differs_from_the_published_sum_is_refused(hub_env, demo):
+def test_a_download_that_differs_from_the_published_sum_is_refused(hub_env, demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("HELPERS_DEMO_DIR", str(tmp_path / "no-stand-ins"))  # whatever another test built
     entry = catalog.get("chinese-alpaca-7b-lora")
     assert entry.sha256["adapter_model.bin"] != sha256_file(demo / "chinese-alpaca-lora-7b" / "adapter_model.bin")
     with pytest.raises(UserError) as err:
@@ -181,7 +182,8 @@ def test_a_download_that_differs_from_the_published_sum_is_refused(hub_env, demo
 
 def test_the_cli_prints_one_error_line_for_a_published_sum_mismatch(hub_env, tmp_path):
     env = {**os.environ, "HF_ENDPOINT": hub_env.endpoint, "HF_HOME": str(tmp_path / "home"),
-           "HELPERS_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+           "HELPERS_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT),
+           "HELPERS_DEMO_DIR": str(tmp_path / "no-stand-ins")}  # whatever another test built there
     env.pop("HF_HUB_OFFLINE", None)
     out = tmp_path / "merged.gguf"
     r = subprocess.run([sys.executable, "-m", "helpers", "merge", "--base", "huggyllama/llama-7b",
