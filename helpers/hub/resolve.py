@@ -337,15 +337,16 @@ def _tree(repo_id: str, remote: Remote) -> dict[str, RemoteFile]:
 
 def _download(repo_id: str, *, allow_patterns: list[str] | None, what: str,
               ignore_patterns: list[str] | None = None) -> Path:
-    """Download (verified) the files of a hub repo that the patterns select; by default every file but duplicate
-    weight copies (:func:`redundant_weights`). Returns the snapshot folder."""
+    """Download (verified) the files of a hub repo that the patterns select (``allow_patterns``), else every file
+    but duplicate weight copies (:func:`redundant_weights`) and ``ignore_patterns``. Returns the snapshot folder."""
     from huggingface_hub.utils import filter_repo_objects
 
     check_reachable(repo_id)
     remote = _remote()
     with quiet_hub_logs(), _hub_errors(repo_id, what):
         tree = _tree(repo_id, remote)
-        ignore = ignore_patterns if ignore_patterns is not None or allow_patterns else redundant_weights(list(tree))
+        redundant = redundant_weights(list(tree))  # other formats' copies of the weights, and their indexes
+        ignore = None if allow_patterns else [*(ignore_patterns or []), *redundant]
         names = filter_repo_objects(list(tree), allow_patterns=allow_patterns, ignore_patterns=ignore)
         folder = fetch_all(repo_id, [tree[n] for n in names], remote=remote)
     entry = find(repo_id)
