@@ -3,8 +3,10 @@ hub twin (``tests/hubtwin.py``) and misbehaves as a flaky mirror does, on the re
 
 - :class:`Fault` ``kind``: ``status`` (answer 503, 429 ... with an optional ``Retry-After``), ``drop`` (send the
   headers and ``after_bytes`` bytes of the body, then close the connection), ``delay`` (wait ``seconds`` before
-  forwarding: a slow HEAD), ``corrupt`` (XOR the byte at ``offset`` of the file with ``xor``, sizes intact; a ranged answer
-  is changed where it covers that byte, and only answers that held the byte count towards ``times``); with
+  forwarding: a slow HEAD), ``stall`` (send ``after_bytes`` bytes of the body, wait ``seconds``, send the rest: a
+  download caught half-way), ``corrupt`` (XOR the byte at ``offset`` of the file with ``xor``, sizes intact; a ranged answer
+  is changed where it covers that byte, and only answers that held the byte count towards ``times``; with ``seconds``
+  it also stalls as ``stall`` does); with
   ``ignore_range`` a rule also answers a ``Range`` request with the whole file and 200, as some servers do;
 - a rule applies to the next ``times`` requests whose method is ``method`` (``*``: any), whose path matches the
   ``path`` regular expression and whose ``Range`` header (``""`` when none) matches ``range`` (``re.search``);
@@ -28,7 +30,7 @@ from urllib.parse import urlsplit
 
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
         "content-length", "host"}
-_KINDS = ("status", "drop", "delay", "corrupt")
+_KINDS = ("status", "drop", "delay", "stall", "corrupt")
 _PIECE = 64 * 1024
 
 
@@ -191,13 +193,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        stalls = fault is not None and (fault.kind == "stall" or fault.kind == "corrupt" and fault.seconds > 0)
+        stall = fault.after_bytes if stalls else -1
         for at in range(0, len(body), _PIECE):
+            end = min(at + _PIECE, len(body))
             try:
-                self.wfile.write(body[at:at + _PIECE])
+                if at <= stall < end:
+                    self.wfile.write(body[at:stall])
+                    self.wfile.flush()
+                    time.sleep(fault.seconds)
+                    at = stall
+                self.wfile.write(body[at:end])
             except OSError:  # the client hung up
                 self.close_connection = True
                 return
-            entry.sent = at + len(body[at:at + _PIECE])
+            entry.sent = end
 
     def _answer_status(self, fault: Fault) -> None:
         body = b'{"error": "injected fault"}' if self.command != "HEAD" else b""

@@ -1,8 +1,9 @@
 """A hub merge reads the base as its shards arrive (the next shards download while the ones here merge), through the
 hub twin: a base in four shards (the demo's Llama-2 stand-in cut into four, so low-disk mode holds two at a time)
 and the Alpaca-2 LoRA. The output has the local merge's tensors and the same bytes however it was made (normal,
-low-disk, from a warm cache); a kill in the middle resumes; a shard damaged on the way stops the merge in one line
-and leaves nothing behind."""
+low-disk, from a warm cache); a kill in the middle resumes; a shard is merged while it arrives, and what was made
+from it before its check passed is not resumed from; a shard damaged on the way stops the merge in one line and
+leaves nothing behind."""
 from __future__ import annotations
 
 import hashlib
@@ -136,8 +137,7 @@ def test_a_kill_in_the_middle_resumes(proxy, four_shards, reference, tmp_path, m
     output had recorded its progress: it does every 2 s, once a tensor is complete; the sink quantizes in the
     background, so the kill comes one tensor later): the rerun resumes there and downloads neither of the finished
     shards."""
-    weight_map = json.loads((four_shards / "model.safetensors.index.json").read_text())["weight_map"]
-    first_of_third = 1 + sum(shard in SHARDS[:2] for shard in weight_map.values())  # merged in shard order
+    first_of_third = first_of_third_shard(four_shards)
     proxy.add(Fault("delay", path=f"{BASE4}/resolve/.*/{SHARDS[2]}", range=WHOLE_OR_RESUMED, seconds=3))
     out, home = tmp_path / "m.gguf", tmp_path / "home"
     kill = {FAULT_ENV: f"merge.tensor:{first_of_third + 1}"}
@@ -148,11 +148,96 @@ def test_a_kill_in_the_middle_resumes(proxy, four_shards, reference, tmp_path, m
     r = cli(*merge_args(out, *mode), env=env_for(proxy.endpoint, home))
     assert r.returncode == 0, r.stderr
     resumed = re.search(r", (\d+) resumed", r.stdout)
-    assert resumed and first_of_third <= int(resumed[1]) <= first_of_third + 1, r.stdout
+    # the third shard's first tensor counts when its download was verified before the kill (it is small and fast)
+    assert resumed and first_of_third - 1 <= int(resumed[1]) <= first_of_third + 1, r.stdout
     gets = {e.path.rsplit("/", 1)[1] for e in proxy.requests("GET", f"{BASE4}/resolve/") if re.search(WHOLE_OR_RESUMED,
                                                                                                     e.range)}
     assert not gets & set(SHARDS[:2]), gets
     assert tensors(out) == reference and bad_blobs(home) == []
+
+
+def file_order(path: Path) -> list[tuple[str, int]]:
+    """A safetensors file's tensors in the order of their data, each with the byte just past it."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = {k: v["data_offsets"] for k, v in json.loads(raw[8:8 + n]).items() if k != "__metadata__"}
+    return sorted(((k, 8 + n + end) for k, (_, end) in header.items()), key=lambda item: item[1])
+
+
+def after_tensor(path: Path, k: int) -> int:
+    """The byte of a safetensors file just past its ``k``-th tensor's data (in file order)."""
+    return file_order(path)[k - 1][1]
+
+
+def first_of_third_shard(four_shards: Path) -> int:
+    """The position (from 1) of the third shard's first tensor in the merge (merged in shard order)."""
+    weight_map = json.loads((four_shards / "model.safetensors.index.json").read_text())["weight_map"]
+    return 1 + sum(shard in SHARDS[:2] for shard in weight_map.values())
+
+
+STALL = 6.0  # seconds the third shard's download stops half-way
+
+
+@pytest.fixture
+def stalled(proxy, four_shards, hub_twin, tmp_path, monkeypatch):
+    """A fresh runtime whose downloads go through ``proxy``, with ``huggingface_hub`` writing what it receives in
+    64 kB pieces (its own are 10 MB, more than these shards), so that a shard's first part is on disk while the
+    rest is stalled; returns a function that stalls the third shard after the ``k``-th tensor (and corrupts a byte
+    before it with ``corrupt=offset``)."""
+    from huggingface_hub import constants
+
+    from conftest import _online
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 << 10)
+    _online(monkeypatch, proxy.endpoint, tmp_path / "home")
+
+    def stall(k: int, corrupt: int | None = None) -> None:
+        where = dict(path=f"{BASE4}/resolve/.*/{SHARDS[2]}", range=WHOLE_OR_RESUMED, seconds=STALL,
+                     after_bytes=after_tensor(four_shards / SHARDS[2], k))
+        proxy.add(Fault("stall", **where) if corrupt is None else Fault("corrupt", offset=corrupt, xor=0x80, **where))
+
+    return stall
+
+
+def test_a_shard_is_merged_as_it_arrives_and_an_interrupted_run_resumes_before_it(stalled, four_shards, reference,
+                                                                                   tmp_path, monkeypatch):
+    """The third shard's download stops for a while after its first three tensors; the merge takes them meanwhile
+    and is interrupted after the second: the partial output's record trusts only the tensors before the first one
+    read from that shard (which shows it was made before the shard was verified), and the rerun makes them again
+    from verified bytes."""
+    from helpers.merge.provisional import PROVISIONAL
+    from helpers.merge.stream import INTERRUPT_ENV
+    from helpers.util.files import partial_path
+
+    first = first_of_third_shard(four_shards)
+    stalled(3)
+    out = tmp_path / "m.gguf"
+    monkeypatch.setenv(INTERRUPT_ENV, str(first + 1))
+    with pytest.raises(KeyboardInterrupt):
+        merge(Recipe(BASE4, [LORA]), out, Q4)
+    replaced = {"model.embed_tokens.weight", "lm_head.weight"}  # the LoRA's own: nothing read from the base
+    read_first = first - 1 + next(i for i, (name, _) in enumerate(file_order(four_shards / SHARDS[2]))
+                                  if name not in replaced)  # merged in shard order, then the file's
+    assert json.loads((partial_path(out) / PROVISIONAL).read_text()) == {"trusted": read_first}
+    monkeypatch.delenv(INTERRUPT_ENV)
+    result = merge(Recipe(BASE4, [LORA]), out, Q4)
+    assert result.tensors_resumed <= read_first
+    assert tensors(out) == reference and not partial_path(out).exists()
+
+
+def test_a_damaged_byte_merged_before_its_check_is_one_error_and_no_output(stalled, four_shards, tmp_path):
+    """The damaged byte lies in a tensor the merge takes while the rest of the shard is stalled: the merge goes on
+    until the shard's check fails, then stops with the check's message and leaves nothing behind."""
+    from helpers.hub import DamagedDownload
+    from helpers.util.files import partial_path
+
+    shard = four_shards / SHARDS[2]
+    stalled(3, corrupt=sign_byte(shard))
+    out = tmp_path / "m.gguf"
+    with pytest.raises(DamagedDownload, match=SHARDS[2]):
+        merge(Recipe(BASE4, [LORA]), out, Q4)
+    assert not out.exists() and not partial_path(out).exists()
+    assert bad_blobs(tmp_path / "home") == []
 
 
 def test_a_corrupt_shard_arriving_while_another_merges_is_one_line_and_no_output(hub_twin, four_shards, tmp_path):

@@ -69,6 +69,11 @@ class Arrivals:
             self.check()  # the earlier failure that stopped the downloads
             raise RuntimeError(f"{shard} was not downloaded") from None
 
+    def verified(self, shard: str) -> bool:
+        """True once ``shard`` is downloaded and its check has passed."""
+        future = self._futures[shard]
+        return future.done() and not future.cancelled() and future.exception() is None
+
     def check(self) -> None:
         """Raise the first failure of a download or check (in order), if one has happened."""
         for future in self._futures.values():

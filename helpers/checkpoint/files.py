@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import struct
@@ -19,6 +20,8 @@ from ..util import UserError
 
 if TYPE_CHECKING:
     import torch
+
+    from ..hub import Arriving
 
 CHUNK_BYTES = 64 << 20  # conversion buffer for float32 reads
 _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -77,20 +80,26 @@ def read_tensor(fh: BinaryIO, path: Path, pos: int, shape: tuple[int, ...], src:
 
 
 class SafetensorsFile:
-    """One ``.safetensors`` file: header parsed at open, tensors read on demand (no memory map)."""
+    """One ``.safetensors`` file: header parsed at open, tensors read on demand (no memory map).
 
-    def __init__(self, path: str | Path) -> None:
+    With ``arriving`` (:class:`~helpers.hub.Arriving`, opened), the file is one still downloading: each read waits
+    for its bytes, and the size checked is the final one the hub listed.
+    """
+
+    def __init__(self, path: str | Path, *, arriving: "Arriving | None" = None) -> None:
         self.path = Path(path)
-        size = self.path.stat().st_size
+        self._arriving = arriving
+        self._fh: BinaryIO | None = arriving.open() if arriving is not None else None
+        size = arriving.size if arriving is not None else self.path.stat().st_size
         try:
-            with open(self.path, "rb") as f:
-                head = f.read(8)
+            with contextlib.nullcontext(self._fh) if self._fh is not None else open(self.path, "rb") as f:
+                head = self._read(f, 0, 8)
                 if len(head) < 8:
                     raise ValueError("shorter than a safetensors header")
                 (n,) = struct.unpack("<Q", head)
                 if n > size - 8 or n > 256 << 20:
                     raise ValueError("header runs past the end of the file")
-                header = json.loads(f.read(n))
+                header = json.loads(self._read(f, 8, n))
         except (ValueError, UnicodeDecodeError) as exc:
             raise UserError(corrupt_message(self.path, exc)) from None
         self.metadata = header.pop("__metadata__", None) or {}
@@ -108,7 +117,20 @@ class SafetensorsFile:
             raise UserError(corrupt_message(self.path, f"bad header entry {exc}")) from None
         if self._start + end > size:
             raise UserError(corrupt_message(self.path, f"{size} bytes, the header promises {self._start + end}"))
-        self._fh = None
+
+    def _wait(self, end: int) -> None:
+        """For a file still arriving, wait until its first ``end`` bytes are written."""
+        if self._arriving is not None:
+            try:
+                self._arriving.wait(end)
+            except EOFError as exc:
+                raise UserError(corrupt_message(self.path, exc)) from None
+
+    def _read(self, f: BinaryIO, pos: int, n: int) -> bytes:
+        """``n`` bytes at ``pos`` (waiting for a file still arriving)."""
+        self._wait(pos + n)
+        f.seek(pos)
+        return f.read(n)
 
     def keys(self) -> list[str]:
         return list(self.entries)
@@ -131,9 +153,13 @@ class SafetensorsFile:
             raise UserError(corrupt_message(self.path, f"{name} takes {e - b} bytes, not those of {list(shape)} {sdt}"))
         if self._fh is None:
             self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open between reads, closed in close()
+        self._wait(self._start + e)
         return read_tensor(self._fh, self.path, self._start + b, shape, src, dtype=dtype)
 
     def close(self) -> None:
+        if self._arriving is not None:
+            self._arriving.close()  # owns the file object
+            self._arriving, self._fh = None, None
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -46,6 +46,10 @@ class TensorSink(Protocol):
     def done(self, name: str) -> bool:
         """True when ``name`` is already safely on disk from an earlier, interrupted run (resume)."""
 
+    def resume_until(self, count: int) -> None:
+        """Count at most the first ``count`` tensors of the layout as written by the earlier run (those after them
+        were made from inputs not verified by the time it stopped); the rest are written again."""
+
     def write(self, name: str, tensor: "torch.Tensor") -> None:
         """Receive one finished float32 tensor, in layout order (the sink may keep it until the next call, so the
         caller must not change it afterwards)."""

@@ -58,6 +58,14 @@ class Checkpoint:
         """One tensor. With ``dtype`` the result is a fresh tensor of that type, owned by the caller."""
         raise NotImplementedError
 
+    def unverified(self) -> list[str]:
+        """Files read before their download was verified whose check has not passed yet (none: every file here was
+        complete and checked when opened)."""
+        return []
+
+    def settle(self) -> None:
+        """Wait until :meth:`unverified` is empty; a failed check raises (a :class:`~helpers.util.UserError`)."""
+
     def close(self) -> None:
         """Release open files and loaded shards."""
 

@@ -2,9 +2,13 @@
 
 :class:`StreamedCheckpoint` knows every tensor's name and shape from the shards' headers (read off the hub) before
 any shard is downloaded. :meth:`StreamedCheckpoint.prefetch` starts downloading the shards the merge will read, in
-the order it reads them, in the background (:class:`~.arrivals.Arrivals`); each is verified against the hub's
-digest before its first tensor is read, and checked against the header the hub gave. Tensors come in the order of a
-fully downloaded checkpoint (shard by shard, by position in the file), which is the order a merge asks for them.
+the order it reads them, in the background (:class:`~.arrivals.Arrivals`). A shard downloading front to back is
+read while it arrives, each tensor as soon as its bytes are written (:class:`~helpers.hub.Arriving`); its digest is
+checked when its download ends, and the merge moves to the next shard only after that. Until then what was made
+from it is provisional (:meth:`StreamedCheckpoint.unverified` names such shards; :meth:`StreamedCheckpoint.settle`
+waits for their checks). A shard that cannot be read early (found in the cache, or fetched over Xet) is verified
+before its first tensor is read. Each shard is checked against the header the hub gave. Tensors come in the order of
+a fully downloaded checkpoint (shard by shard, by position in the file), which is the order a merge asks for them.
 
 Two modes:
 
@@ -17,9 +21,9 @@ Two modes:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NoReturn
 
-from ..hub import (Meter, cached_files, download_small_files, fetch_file, file_listing, forget_file,
+from ..hub import (Arriving, Meter, cached_files, download_small_files, fetch_file, file_listing, forget_file,
                    safetensors_headers)
 from ..util import UserError, read_json
 from .arrivals import Arrivals
@@ -65,19 +69,23 @@ class StreamedCheckpoint(Checkpoint):
         self.meter = Meter()
         self._current: tuple[str, SafetensorsFile] | None = None
         self._arrivals: Arrivals | None = None
+        self._arriving: dict[str, Arriving] = {}  # shards downloading in the background, followed for early reads
+        self._early: list[str] = []  # shards read before their download was verified, in order
         self.fetched: list[str] = []
         for shard in sorted(self._kept):  # an earlier download is checked before anything is merged from it
             self._fetch(shard)
 
     def _fetch(self, shard: str) -> Path:
         """Download ``shard`` (or find it in the cache) and verify it; the bytes count into :attr:`meter`."""
-        return fetch_file(self.repo_id, shard, what=self.what, sha256=self._digests.get(shard, ""), meter=self.meter)
+        return fetch_file(self.repo_id, shard, what=self.what, sha256=self._digests.get(shard, ""), meter=self.meter,
+                          arriving=self._arriving.get(shard))
 
     def prefetch(self, names: Iterable[str]) -> None:
         """Start downloading, in the background, the shards holding ``names`` (the tensors the merge will read from
         the base), in the order of their first tensor."""
         order = list(dict.fromkeys(self._where[n] for n in names if n in self._where))
         self.meter.total = sum(self._sizes.get(s, 0) for s in order if s not in self._kept)
+        self._arriving = {s: Arriving(f"{self.repo_id}/{s}", self._sizes.get(s, 0)) for s in order if s not in self._kept}
         self._arrivals = Arrivals(order, self._fetch, ahead=None if self.keep else self.ahead,
                                   on_stop=self.meter.cancel)
 
@@ -87,11 +95,61 @@ class StreamedCheckpoint(Checkpoint):
             self._arrivals.check()  # a shard that failed to arrive stops the merge now
         if self._current is None or self._current[0] != shard:
             self._release()
-            arriving = self._arrivals is not None and shard in self._arrivals.order
-            path = self._arrivals.wait(shard) if arriving else self._fetch(shard)
             self.fetched.append(shard)
-            self._current = (shard, self._open(shard, path))
-        return self._current[1].get(name, dtype=dtype)
+            self._current = (shard, self._open_arriving(shard) or self._open(shard, self._wait(shard)))
+        if shard not in self._early:
+            return self._current[1].get(name, dtype=dtype)
+        try:
+            return self._current[1].get(name, dtype=dtype)
+        except UserError as exc:
+            self._damaged(shard, exc)
+
+    def _damaged(self, shard: str, exc: UserError) -> NoReturn:
+        """A shard read early turned out damaged: the download's own verdict first (a download that failed its
+        check is reported as such); else the file went bad on this disk and is removed like any damaged shard."""
+        path = self._wait(shard)
+        self._drop(shard, path)
+        raise UserError(f"{exc}; it was removed from the hub cache: run again to download it afresh") from None
+
+    def _wait(self, shard: str) -> Path:
+        """The shard downloaded and verified (waiting for it), or fetched now when it is not among those arriving."""
+        arriving = self._arrivals is not None and shard in self._arrivals.order
+        return self._arrivals.wait(shard) if arriving else self._fetch(shard)
+
+    def _open_arriving(self, shard: str) -> SafetensorsFile | None:
+        """The shard read while it downloads, or None when it cannot be (see :class:`~helpers.hub.Arriving`)."""
+        arriving = self._arriving.get(shard)
+        if arriving is None or arriving.open() is None:
+            return None
+        self._early.append(shard)
+        try:
+            reader = SafetensorsFile(Path(self.repo_id) / shard, arriving=arriving)
+        except UserError as exc:
+            self._damaged(shard, exc)
+        wrong = self._mismatch(shard, reader)
+        if wrong:
+            reader.close()
+            self._damaged(shard, UserError(f"{self.repo_id}: the downloaded {shard} does not hold what its header on "
+                                           f"the hub said ({wrong})"))
+        return reader
+
+    def _mismatch(self, shard: str, reader: SafetensorsFile) -> str | None:
+        """The first tensor the hub's header puts in ``shard`` that ``reader`` lacks or shapes otherwise."""
+        return next((n for n, s in self._shapes.items() if self._where[n] == shard
+                     and (n not in reader.entries or reader.shape(n) != s)), None)
+
+    def unverified(self) -> list[str]:
+        """Shards read before their download was verified whose check has not passed yet."""
+        return [s for s in self._early if self._arrivals is None or not self._arrivals.verified(s)]
+
+    def settle(self) -> None:
+        """Wait until every shard read early is verified.
+
+        Raises:
+            UserError: a shard's download or check failed (its bytes are then not the hub's).
+        """
+        for shard in self.unverified():
+            self._wait(shard)
 
     def _open(self, shard: str, path: Path) -> SafetensorsFile:
         """The downloaded shard, checked against the header the hub gave; a damaged one is removed from the cache
@@ -101,23 +159,26 @@ class StreamedCheckpoint(Checkpoint):
         except UserError as exc:
             self._drop(shard, path)
             raise UserError(f"{exc}; it was removed from the hub cache: run again to download it afresh") from None
-        wrong = [n for n, s in self._shapes.items() if self._where[n] == shard
-                 and (n not in reader.entries or reader.shape(n) != s)]
+        wrong = self._mismatch(shard, reader)
         if wrong:
             reader.close()
             self._drop(shard, path)
             raise UserError(f"{self.repo_id}: the downloaded {shard} does not hold what its header on the hub said "
-                            f"({wrong[0]}); it was removed from the hub cache: run again to download it afresh")
+                            f"({wrong}); it was removed from the hub cache: run again to download it afresh")
         return reader
 
-    def _release(self) -> None:
-        """Close the current shard and, in low-disk mode, unless it was in the cache before this run, delete it."""
+    def _release(self, *, stopping: bool = False) -> None:
+        """Close the current shard and, in low-disk mode, unless it was in the cache before this run, delete it; a
+        shard read early is verified first (unless ``stopping``: then the downloads' stop deals with it)."""
         if self._current is None:
             return
         shard, reader = self._current
         self._current = None
         reader.close()
-        self._drop(shard, reader.path)
+        if shard in self._early and stopping:
+            return
+        path = self._wait(shard) if shard in self._early else reader.path  # verified before the merge moves on
+        self._drop(shard, path)
         if self._arrivals is not None and shard in self._arrivals.order:
             self._arrivals.release()
 
@@ -128,7 +189,7 @@ class StreamedCheckpoint(Checkpoint):
     def close(self) -> None:
         """Release the shard in use and stop the downloads still going; in low-disk mode a finished or interrupted
         merge never leaves a fetched shard behind."""
-        self._release()
+        self._release(stopping=True)
         if self._arrivals is not None:
             for path in self._arrivals.stop():
                 self._drop(path.name, path)

@@ -99,6 +99,12 @@ class PartialGGUF:
             self._record()
         self._synced_at = time.monotonic()
 
+    def rewind(self, done: int) -> None:
+        """Count at most ``done`` tensors as complete (and record it): the later slots are written again."""
+        if done < self._done:
+            self._done = done
+            self._record()
+
     def _record(self) -> None:
         write_json(self.folder / GGUF_STATE, {"key": self.key, "done": self._done})
 

@@ -226,6 +226,13 @@ class GGUFSink:
         """True for the tensors an interrupted run of the same job already wrote (they come first in the layout)."""
         return self._index[name] < self._resumed
 
+    def resume_until(self, count: int) -> None:
+        """At most the first ``count`` tensors count as written by the earlier run (:class:`TensorSink`)."""
+        if self._files is None:
+            raise RuntimeError("GGUFSink.resume_until called before open")
+        self._files.rewind(count)
+        self._pos = self._resumed = self._files.done
+
     def write(self, name: str, tensor: "torch.Tensor") -> None:
         """Convert one tensor (permute q/k, cast or quantize), write it into its slot and record it.
 

@@ -8,10 +8,12 @@ The package's face is what the rest of :mod:`helpers` uses; tests and tools may 
 * :mod:`~helpers.hub.headers`: safetensors headers read off the hub before any download;
 * :mod:`~helpers.hub.fetch`: downloads, several files at once, bounded retries of an overloaded mirror;
 * :mod:`~helpers.hub.integrity`: every downloaded file checked against the hub's digest or a published SHA256;
+* :mod:`~helpers.hub.arriving`: a file read while it downloads (its bytes as they are written);
 * :mod:`~helpers.hub.meter`: the bytes a job's downloads received (its progress line), and stopping them;
 * :mod:`~helpers.hub.access`: gated repos and data sets (what access a plan needs, one file of a data set);
 * :mod:`~helpers.hub.environment`: endpoint, offline mode, token and cache settings, and their error messages.
 """
+from .arriving import Arriving
 from .access import access_problem, fetch_dataset_file, resolve_dataset
 from .environment import LOCAL_MODELS_ENV, TOKENS_PAGE, demo_dir, token_origin, token_rejected
 from .integrity import DamagedDownload
@@ -22,7 +24,7 @@ from .resolve import (cached_files, download_small_files, fetch_file, file_listi
 from .headers import safetensors_file_header, safetensors_headers
 
 __all__ = [
-    "LOCAL_MODELS_ENV", "TOKENS_PAGE", "DamagedDownload", "ModelRef", "Meter", "access_problem",
+    "LOCAL_MODELS_ENV", "TOKENS_PAGE", "Arriving", "DamagedDownload", "ModelRef", "Meter", "access_problem",
     "cached_files", "current_hub_id", "demo_dir", "download_small_files", "fetch_dataset_file", "fetch_file",
     "file_listing", "file_sizes", "forget_file", "hub_cache_dir", "hub_endpoint", "hub_errors", "is_local",
     "list_files", "looks_like_hub_id",

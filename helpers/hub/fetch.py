@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
+from .arriving import Arriving
 from .integrity import GrowingFileHash, Verifier, cached_blob, check_file, verification_enabled
 from .meter import Meter
 from ..util import UserError
@@ -220,10 +221,12 @@ class Fetched:
 
 class _Received:
     """What a download's progress bar was told: bytes received in all (a byte received twice means a part of the
-    file was written again, so a digest taken while it was written cannot be trusted)."""
+    file was written again, so a digest taken while it was written cannot be trusted). With ``arriving``, the
+    first bytes start it (``find`` names the file they go to) and a step back rewinds it."""
 
-    def __init__(self, meter: Meter | None = None) -> None:
+    def __init__(self, meter: Meter | None = None, arriving: Arriving | None = None) -> None:
         self.total, self.rewound, self.meter = 0, False, meter
+        self.arriving, self.find = arriving, None
 
     def bar(self) -> type:
         """A ``huggingface_hub`` progress bar class (``tqdm_class=``) that counts into this object."""
@@ -237,34 +240,41 @@ class _Received:
                 received.rewound |= bool(n is not None and n < 0)
                 if received.meter is not None:
                     received.meter.add(int(n or 0))
+                if received.arriving is not None and received.find is not None:
+                    if n is not None and n < 0:
+                        received.arriving.rewind()
+                    elif n:
+                        received.arriving.start(received.find)
                 return super().update(n)
 
         return CountingBar
 
 
-def _follow(repo_id: str, meta, remote: Remote) -> GrowingFileHash | None:
-    """Hash a download as ``huggingface_hub`` writes it: its temporary file in the repo's ``blobs`` folder (named
-    after the digest, as the cache layout names blobs) is followed from the first byte. Only for an LFS file large
-    enough to matter, fetched over plain HTTP (a Xet download may write out of order)."""
+def _sequential(repo_id: str, meta, remote: Remote) -> Callable[[], Path | None] | None:
+    """How to find the temporary file of a download ``huggingface_hub`` writes front to back (its repo's ``blobs``
+    folder, named after the digest, as the cache layout names blobs), or None: a file not in LFS, or fetched over
+    Xet (which may write out of order)."""
     etag = (meta.etag or "").lower()
-    if len(etag) != 64 or meta.xet_file_data is not None or (meta.size or 0) < FOLLOW_MIN_BYTES:
+    if len(etag) != 64 or meta.xet_file_data is not None:
         return None
     blobs = remote.cache_dir / f"models--{repo_id.replace('/', '--')}" / "blobs"
 
     def find() -> Path | None:
         found = [p for p in blobs.glob(f"{etag}*.incomplete") if p.is_file()] if blobs.is_dir() else []
-        return found[0] if len(found) == 1 else None  # another process downloading it too: hash afterwards
+        return found[0] if len(found) == 1 else None  # another process downloading it too: not followed
 
-    return GrowingFileHash(find)
+    return find
 
 
-def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: Meter | None = None) -> Fetched:
+def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: Meter | None = None,
+          arriving: Arriving | None = None) -> Fetched:
     """Download one file into the hub cache (or find it there).
 
     A file not yet in the cache is first asked for with one HEAD (``huggingface_hub``'s own retries, the timeout
     :func:`head_timeout`), so that a stalled mirror is reported as such, and its bytes are hashed as they are
     written where that can be vouched for (:class:`helpers.hub.integrity.GrowingFileHash`); not verified here (see
-    :func:`fetch_all`). Each piece received is counted by ``meter`` (whose :meth:`~Meter.cancel` stops it).
+    :func:`fetch_all`). Each piece received is counted by ``meter`` (whose :meth:`~Meter.cancel` stops it);
+    ``arriving`` is told where the bytes are written while they arrive (:class:`~helpers.hub.arriving.Arriving`).
 
     Raises:
         UserError: the mirror failed in a way :func:`transport_problem` explains.
@@ -272,7 +282,7 @@ def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: M
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     what = f"{repo_id}/{name}"
-    follower, received = None, _Received(meter)
+    follower, received = None, _Received(meter, arriving)
     cached = _in_cache(repo_id, name, digest, remote)
     if not cached:
         url = hf_hub_url(repo_id, name, endpoint=remote.endpoint)
@@ -280,33 +290,40 @@ def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: M
             meta = retrying(lambda: get_hf_file_metadata(url, token=remote.token, timeout=head_timeout(),
                                                          endpoint=remote.endpoint, retry_on_errors=True),
                             remote=remote, what=what, retries=0)  # huggingface_hub retried it already
-        follower = _follow(repo_id, meta, remote) if verification_enabled() else None
+        received.find = find = _sequential(repo_id, meta, remote)
+        large = (meta.size or 0) >= FOLLOW_MIN_BYTES
+        follower = GrowingFileHash(find) if find is not None and large and verification_enabled() else None
     t0 = time.monotonic()
     try:
         path = Path(retrying(lambda: hf_hub_download(repo_id, name, token=remote.token, endpoint=remote.endpoint,
                                                      cache_dir=remote.cache_dir, etag_timeout=head_timeout(),
                                                      tqdm_class=received.bar()),
                              remote=remote, what=what, statuses=GET_RETRY_STATUS))
-    except BaseException:
+    except BaseException as exc:
         if follower is not None:
             follower.finish(os.devnull)
+        if arriving is not None:
+            arriving.fail(exc)
         raise
     spent = time.monotonic() - t0
     note("download" if not cached else "cached", what, spent,
          f"{received.total / 1e6:.0f} MB, {received.total / 1e6 / max(spent, 1e-9):.1f} MB/s" if not cached else "")
     sha256 = follower.finish(path) if follower is not None else None
     once = not received.rewound and received.total == path.stat().st_size
+    if arriving is not None:
+        arriving.finish(path)
     return Fetched(path, not cached, sha256 if sha256 and once else "")
 
 
-def fetch_verified(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: Meter | None = None) -> Path:
+def fetch_verified(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: Meter | None = None,
+                   arriving: Arriving | None = None) -> Path:
     """:func:`fetch` one file and check it against the hub's digest before returning it (one file: nothing to
     overlap the hash with).
 
     Raises:
         UserError: the download failed; DamagedDownload: its bytes do not match (the blob is removed).
     """
-    got = fetch(repo_id, name, remote=remote, digest=digest, meter=meter)
+    got = fetch(repo_id, name, remote=remote, digest=digest, meter=meter, arriving=arriving)
     check_file(got.path, repo_id=repo_id, name=name, endpoint=remote.name, expected=digest, fresh=got.fresh,
                known=got.sha256)
     return got.path

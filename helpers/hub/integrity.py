@@ -29,6 +29,7 @@ from typing import BinaryIO, Callable
 
 from ..util import UserError
 from ..util.timings import phase
+from .arriving import POLL_SECONDS
 
 VERIFY_ENV = "HELPERS_VERIFY_SHA256"  # "0": trust downloads unchecked
 RECORD_DIR = ".cllama-verified"  # in a repo's cache folder: one record per verified blob
@@ -209,7 +210,7 @@ class GrowingFileHash:
     very file that was read (same inode) and every byte of it was read.
     """
 
-    POLL = 0.02  # seconds between looks at a file that has not grown
+    POLL = POLL_SECONDS  # seconds between looks at a file that has not grown
 
     def __init__(self, find: Callable[[], Path | None], *, wait: float = 30.0) -> None:
         self._find, self._wait = find, wait

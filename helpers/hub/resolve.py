@@ -31,6 +31,7 @@ from ..env import get_secret
 from .environment import (cache_not_writable, demo_dir, loopback_endpoint, offline_error, offline_setting,
                           token_rejected, unreachable_error)
 from .fetch import Remote, RemoteFile, fetch_all, fetch_verified, quiet_hub_logs, retrying
+from .arriving import Arriving
 from .meter import Meter
 from .integrity import VERIFY_ENV, Digest, cached_blob, is_verified, remove_cached, verification_enabled
 from ..util import UserError, sha256_file
@@ -222,11 +223,12 @@ def standin_note() -> str:
     return f"HF_ENDPOINT={hub_endpoint()}, stand-ins in {demo_dir()}"
 
 
-def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str = "", meter: Meter | None = None
-               ) -> Path:
+def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str = "", meter: Meter | None = None,
+               arriving: Arriving | None = None) -> Path:
     """Download one file of a hub repo into the hub cache (resumable; nothing else of the repo), check it against the
     hub's digest (and ``sha256``, the listing's, when given) and return its path; ``meter`` counts the bytes received
-    (and can stop the download: :class:`~helpers.hub.meter.DownloadCancelled`).
+    (and can stop the download: :class:`~helpers.hub.meter.DownloadCancelled`); ``arriving`` follows the download
+    for a reader of its first bytes (:class:`~helpers.hub.arriving.Arriving`).
 
     Raises:
         UserError: offline, unreachable, gated, missing or damaged (one line, as :func:`resolve_model`).
@@ -234,7 +236,7 @@ def fetch_file(repo_id: str, filename: str, *, what: str = "model", sha256: str 
     hub_id = current_hub_id(repo_id)
     require_online(hub_id, what)
     with quiet_hub_logs(), _hub_errors(hub_id, what):
-        return fetch_verified(hub_id, filename, remote=_remote(), digest=sha256, meter=meter)
+        return fetch_verified(hub_id, filename, remote=_remote(), digest=sha256, meter=meter, arriving=arriving)
 
 
 def forget_file(path: str | Path) -> None:

@@ -30,6 +30,14 @@ class MergeInputs:
         files = list(self.base.files) + [f for _, a in self.adapters for f in a.files]
         return files + (list(self.patch.files) if self.patch is not None else [])
 
+    def unverified(self) -> list[str]:
+        """Input files read before their downloads were verified whose checks have not passed yet."""
+        return self.base.unverified()
+
+    def settle(self) -> None:
+        """Wait for the checks of every input file read early (a failed one raises a UserError)."""
+        self.base.settle()
+
     def close(self) -> None:
         """Close every open file."""
         for obj in [self.base, self.patch, *(a for _, a in self.adapters)]:

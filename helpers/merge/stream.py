@@ -9,6 +9,9 @@ For every tensor of the layout, in order:
 4. apply the AWQ search results when given (:mod:`.awq`: the scales folded in, the clipping ranges applied);
 5. check for NaN/Inf and values beyond the output type, and write it.
 
+A base read while it downloads makes provisional tensors until its shards' checks pass (:mod:`.provisional`): the
+pass ends only once every input read is verified, and a resume trusts only what was made from verified bytes.
+
 Peak memory is about one tensor plus the LoRAs, whatever the depth of the model.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..util import UserError, fault_point, progress
 from .awq import AwqAdjustment
 from .inputs import MergeInputs
 from .preflight import MergeLayout
+from .provisional import Provisional
 
 if TYPE_CHECKING:
     import torch
@@ -83,10 +87,12 @@ def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtyp
     ``(written, resumed)``."""
     written = resumed = 0
     limit = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
+    provisional = Provisional(sink, inputs.unverified)
+    provisional.resume()
     bar = progress(layout.tensors, total=len(layout.tensors), desc="merge", unit="tensor",
                    disable=not show_progress or None)
     _start_downloads(layout, inputs, sink, bar)
-    for tp in bar:
+    for index, tp in enumerate(bar):
         if sink.done(tp.name):
             resumed += 1
             continue
@@ -96,6 +102,7 @@ def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtyp
         if tuple(w.shape) != tp.shape:
             raise RuntimeError(f"{tp.name}: computed {tuple(w.shape)}, planned {tp.shape}")
         check_values(tp.name, w, outtype)
+        provisional.made(index)
         sink.write(tp.name, w)
         del w
         written += 1
@@ -104,4 +111,5 @@ def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtyp
             raise KeyboardInterrupt
     if written + resumed != len(layout.tensors):
         raise RuntimeError(f"only {written + resumed} of {len(layout.tensors)} tensors were written")
+    provisional.settle(inputs.settle)
     return written, resumed

@@ -192,6 +192,15 @@ class HFSink(_FolderSink):
     def done(self, name: str) -> bool:
         return self.shards[self._shard_of[name]][0] in self.state["shards"]
 
+    def resume_until(self, count: int) -> None:
+        """Forget the finished shards holding any tensor past the first ``count`` (:class:`TensorSink`)."""
+        seen = 0
+        for fname, group in self.shards:
+            seen += len(group)
+            if seen > count:
+                self.state["shards"].pop(fname, None)
+        self._save_state()
+
     def _header(self, group: list[TensorSpec]) -> bytes:
         header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
         off, item = 0, self.dtype.itemsize
@@ -316,6 +325,13 @@ class PthSink(_FolderSink):
 
     def done(self, name: str) -> bool:
         return name in self._staged
+
+    def resume_until(self, count: int) -> None:
+        """Forget the staged tensors past the first ``count`` (:class:`TensorSink`)."""
+        later = {tp.name for tp in self.tensors[count:]}
+        self._staged -= later
+        self.state["staged"] = [n for n in self.state["staged"] if n not in later]
+        self._save_state()
 
     def write(self, name: str, tensor: "torch.Tensor") -> None:
         for i, piece in enumerate(self._pieces(name, tensor)):
