@@ -49,7 +49,7 @@ class Adapter:
         files: files read (config, weights), for checksums.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, weights: SafetensorsFile | None = None) -> None:
         self.path = path
         cfg_path = path / "adapter_config.json"
         if not cfg_path.is_file():
@@ -67,7 +67,11 @@ class Adapter:
         self.fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
         self.scaling = self._scale(self.r, self.alpha)
         st, binf = path / "adapter_model.safetensors", path / "adapter_model.bin"
-        if st.is_file():
+        self.remote_files: list[list] = []  # [name, size, sha256] of weights still downloading (the job's record)
+        if weights is not None:  # still arriving (helpers.checkpoint.streamed.AdapterDownload)
+            self._store = weights
+            self.weights_file = st
+        elif st.is_file():
             self._store: SafetensorsFile | TorchZipFile | LoadedPickle = SafetensorsFile(st)
             self.weights_file = st
         elif binf.is_file():
@@ -185,6 +189,11 @@ class Adapter:
     def saved_shape(self, name: str) -> tuple[int, ...]:
         return self.key_shape(self.saved[name])
 
+    def saved_in_file_order(self) -> list[str]:
+        """The names of :attr:`saved`, in the order the weights file holds their data."""
+        keys = list(self._store.keys())
+        return sorted(self.saved, key=lambda n: keys.index(self.saved[n]))
+
     def get_saved(self, name: str) -> "torch.Tensor":
         """The ``modules_to_save`` replacement for ``name``, as a fresh float32 tensor."""
         import torch
@@ -219,8 +228,9 @@ def _matches(pattern: str, module: str) -> bool:
     return re.match(rf"(.*\.)?({pattern})$", module) is not None
 
 
-def open_adapter(path: str | Path) -> Adapter:
-    """Open a PEFT LoRA folder (``adapter_config.json`` + ``adapter_model.{safetensors,bin}``).
+def open_adapter(path: str | Path, weights: SafetensorsFile | None = None) -> Adapter:
+    """Open a PEFT LoRA folder (``adapter_config.json`` + ``adapter_model.{safetensors,bin}``, or ``weights``: its
+    ``adapter_model.safetensors`` opened while it downloads).
 
     Raises:
         UserError: missing config or weights, pickled code in ``adapter_model.bin``, a corrupt file.
@@ -228,4 +238,4 @@ def open_adapter(path: str | Path) -> Adapter:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"LoRA folder {path} not found")
-    return Adapter(path)
+    return Adapter(path, weights)

@@ -3,7 +3,8 @@
 :class:`Arrivals` runs one download thread: it fetches each shard in turn (``fetch``: download *and* verify, so a
 shard is handed over only once its bytes match the hub's digest) and keeps at most ``ahead`` shards beyond the one
 in use (:meth:`Arrivals.release` frees a place), or every shard when ``ahead`` is None. One shard downloads at a
-time: the link is shared, so the shard needed next arrives soonest when it has the link to itself.
+time: the link is shared, so the shard needed next arrives soonest when it has the link to itself (``after``: what
+must end first, another :class:`Arrivals`' downloads).
 
 The first failure stops the thread; :meth:`Arrivals.wait` for that shard raises it, and so does
 :meth:`Arrivals.check` at once, so a merge stops at the next tensor instead of when it reaches the damaged shard.
@@ -22,9 +23,9 @@ class Arrivals:
     """Shards in ``order``, fetched one after the other in a background thread (see the module's docstring)."""
 
     def __init__(self, order: list[str], fetch: Callable[[str], Path], *, ahead: int | None,
-                 on_stop: Callable[[], None] = lambda: None) -> None:
+                 on_stop: Callable[[], None] = lambda: None, after: Callable[[], None] = lambda: None) -> None:
         self.order = list(order)
-        self._fetch, self._on_stop = fetch, on_stop
+        self._fetch, self._on_stop, self._after = fetch, on_stop, after
         self._slots = threading.Semaphore(ahead + 1) if ahead is not None else None
         self._futures: dict[str, Future] = {s: Future() for s in self.order}
         self._taken: set[str] = set()
@@ -40,6 +41,7 @@ class Arrivals:
         return not self._stop.is_set()
 
     def _run(self) -> None:
+        self._after()  # another download that has the link first
         for shard in self.order:
             future = self._futures[shard]
             if not self._take_slot() or not future.set_running_or_notify_cancel():
@@ -84,6 +86,10 @@ class Arrivals:
         """One shard is no longer on disk: the next may download."""
         if self._slots is not None:
             self._slots.release()
+
+    def join(self) -> None:
+        """Wait until the downloads have ended (done, failed or stopped)."""
+        self._thread.join()
 
     def stop(self) -> list[Path]:
         """Stop downloading (the one in progress stops at its next piece, through ``on_stop``) and return the shards

@@ -21,12 +21,13 @@ Two modes:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, NoReturn
+from typing import Any, Callable, Iterable, NoReturn
 
 from ..hub import (Arriving, Meter, cached_files, download_small_files, fetch_file, file_listing, forget_file,
                    safetensors_headers)
 from ..util import UserError, read_json
 from .arrivals import Arrivals
+from .adapter import open_adapter
 from .files import SafetensorsFile
 from .model import Checkpoint
 
@@ -45,7 +46,8 @@ class StreamedCheckpoint(Checkpoint):
         fetched: shards downloaded so far in this run.
     """
 
-    def __init__(self, repo_id: str, *, what: str = "base model", keep: bool = False, ahead: int = 0) -> None:
+    def __init__(self, repo_id: str, *, what: str = "base model", keep: bool = False, ahead: int = 0,
+                 meter: Meter | None = None, after: Callable[[], None] = lambda: None) -> None:
         folder = download_small_files(repo_id, what=what)
         if not (folder / INDEX).is_file():
             raise UserError(f"low-disk mode needs a base in several safetensors shards; {repo_id} has no {INDEX}: "
@@ -66,7 +68,8 @@ class StreamedCheckpoint(Checkpoint):
         self._sizes = {s: size for s, size, _sha in self.remote_files}
         self._kept = cached_files(repo_id, self.shards)  # already here before this run: never deleted
         self.keep, self.ahead, self.what = keep, ahead, what
-        self.meter = Meter()
+        self.meter = meter or Meter()
+        self._after = after  # downloads that have the link first (the LoRAs')
         self._current: tuple[str, SafetensorsFile] | None = None
         self._arrivals: Arrivals | None = None
         self._arriving: dict[str, Arriving] = {}  # shards downloading in the background, followed for early reads
@@ -84,10 +87,10 @@ class StreamedCheckpoint(Checkpoint):
         """Start downloading, in the background, the shards holding ``names`` (the tensors the merge will read from
         the base), in the order of their first tensor."""
         order = list(dict.fromkeys(self._where[n] for n in names if n in self._where))
-        self.meter.total = sum(self._sizes.get(s, 0) for s in order if s not in self._kept)
+        self.meter.total += sum(self._sizes.get(s, 0) for s in order if s not in self._kept)
         self._arriving = {s: Arriving(f"{self.repo_id}/{s}", self._sizes.get(s, 0)) for s in order if s not in self._kept}
         self._arrivals = Arrivals(order, self._fetch, ahead=None if self.keep else self.ahead,
-                                  on_stop=self.meter.cancel)
+                                  on_stop=self.meter.cancel, after=self._after)
 
     def get(self, name: str, *, dtype: Any = None):
         shard = self._where[name]
@@ -193,3 +196,62 @@ class StreamedCheckpoint(Checkpoint):
         if self._arrivals is not None:
             for path in self._arrivals.stop():
                 self._drop(path.name, path)
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class AdapterDownload:
+    """A hub LoRA whose weights download in the background from now on and are read while they arrive: its small
+    files (config, tokenizer) first, then :attr:`adapter` opened on ``adapter_model.safetensors`` as it is written
+    (once it is verified, when it cannot be read early). A base's shards wait for it (:meth:`join`): one download at
+    a time. Until its check passes, what is made from it is provisional (:meth:`unverified`, :meth:`settle`).
+
+    Raises:
+        UserError: the LoRA cannot be listed or downloaded, or its weights are damaged.
+    """
+
+    def __init__(self, repo_id: str, *, meter: Meter, what: str = "LoRA") -> None:
+        folder = download_small_files(repo_id, what=what)
+        size, sha = file_listing(repo_id, what=what)[ADAPTER_WEIGHTS]
+        self.label, self.meter = f"{repo_id}/{ADAPTER_WEIGHTS}", meter
+        meter.total += size
+        self._arriving = Arriving(self.label, size)
+        self._arrivals = Arrivals([ADAPTER_WEIGHTS], lambda name: fetch_file(
+            repo_id, name, what=what, sha256=sha, meter=meter, arriving=self._arriving), ahead=None,
+                                  on_stop=meter.cancel)
+        self._early = self._arriving.open() is not None
+        try:
+            weights = SafetensorsFile(folder / ADAPTER_WEIGHTS, arriving=self._arriving) if self._early else None
+            if weights is None:
+                self._arrivals.wait(ADAPTER_WEIGHTS)
+            self.adapter = open_adapter(folder, weights)
+        except UserError:
+            self.close()
+            if self._early:
+                self._arrivals.wait(ADAPTER_WEIGHTS)  # a damaged download is reported as such
+            raise
+        self.adapter.remote_files = [[ADAPTER_WEIGHTS, size, sha]]
+
+    @staticmethod
+    def streams(repo_id: str, *, what: str = "LoRA") -> bool:
+        """True when ``repo_id``'s weights are one safetensors file still to download (what this class reads)."""
+        files = file_listing(repo_id, what=what)
+        weights = [n for n in files if n.endswith((".safetensors", ".bin", ".pt", ".pth"))]
+        return weights == [ADAPTER_WEIGHTS] and not cached_files(repo_id, weights)
+
+    def unverified(self) -> list[str]:
+        """The weights, when read before their download was verified and its check has not passed yet."""
+        return [self.label] if self._early and not self._arrivals.verified(ADAPTER_WEIGHTS) else []
+
+    def settle(self) -> None:
+        """Wait for the weights' check (raising its failure)."""
+        self._arrivals.wait(ADAPTER_WEIGHTS)
+
+    def join(self) -> None:
+        """Wait until the download has ended, however it ended."""
+        self._arrivals.join()
+
+    def close(self) -> None:
+        """Stop the download if it still runs."""
+        self._arrivals.stop()

@@ -208,6 +208,7 @@ def merge(recipe: Recipe, out: str | Path, options: MergeOptions = MergeOptions(
                 return MergeResult([target], 0, 0, seconds=time.time() - t0, peak_rss_bytes=peak_rss(),
                                    already_merged=True)
             if options.verify_sha256:
+                inputs.settle()  # the LoRAs still arriving: the listing checks whole files
                 print(f"verified SHA256 of {verify_inputs(inputs, options.verify_sha256)} input files")
             layout = merge_layout(inputs)
             outputs, written, resumed = _merge_into(target, layout, inputs, options, job, plan,

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Collection, Mapping
 
 from ..checkpoint import Adapter, Checkpoint, StreamedCheckpoint, open_adapter, open_checkpoint
-from ..hub import ModelRef, resolve_model
+from ..checkpoint.streamed import AdapterDownload
+from ..hub import Meter, ModelRef, resolve_model
 from ..util import UserError, read_utf8, sha256_file
 
 
@@ -24,6 +25,7 @@ class MergeInputs:
     adapters: list[tuple[str, Adapter]] = field(default_factory=list)
     patch: Checkpoint | None = None
     patch_label: str = ""
+    downloads: list[AdapterDownload] = field(default_factory=list)  # LoRAs still arriving
 
     def files(self) -> list[Path]:
         """Every input file (weights, configs, tokenizers), for checksums and change detection."""
@@ -32,15 +34,17 @@ class MergeInputs:
 
     def unverified(self) -> list[str]:
         """Input files read before their downloads were verified whose checks have not passed yet."""
-        return self.base.unverified()
+        return [f for d in self.downloads for f in d.unverified()] + self.base.unverified()
 
     def settle(self) -> None:
         """Wait for the checks of every input file read early (a failed one raises a UserError)."""
+        for d in self.downloads:
+            d.settle()
         self.base.settle()
 
     def close(self) -> None:
-        """Close every open file."""
-        for obj in [self.base, self.patch, *(a for _, a in self.adapters)]:
+        """Close every open file and stop the downloads still going."""
+        for obj in [self.base, self.patch, *(a for _, a in self.adapters), *self.downloads]:
             if obj is not None:
                 obj.close()
 
@@ -48,7 +52,7 @@ class MergeInputs:
 def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | None, *,
                 stream_base: bool = False, keep_shards: bool = False, ahead: int = 0) -> MergeInputs:
     """Resolve (download when needed) and open the LoRAs and the patch first (every tensor needs them), then the
-    base.
+    base; a streamed base's hub LoRAs are read while their weights download, ahead of its shards.
 
     Args:
         base, loras, patch: folders or hub ids.
@@ -60,24 +64,43 @@ def open_inputs(base: str | Path, loras: list[str | Path], patch: str | Path | N
     Raises:
         UserError: a reference cannot be resolved, or a file is missing, truncated or unsafe.
     """
-    lora_dirs = [_folder(x, "LoRA") for x in loras]
+    meter = Meter()
+    downloads: list[AdapterDownload] = []
+    try:
+        opened = [_open_lora(x, meter, downloads, stream=stream_base) for x in loras]
+    except BaseException:
+        for d in downloads:
+            d.close()
+        raise
     patch_dir = _folder(patch, "patch") if patch else None
     if stream_base:
-        checkpoint: Checkpoint = StreamedCheckpoint(str(base), what="base model", keep=keep_shards, ahead=ahead)
+        checkpoint: Checkpoint = StreamedCheckpoint(str(base), what="base model", keep=keep_shards, ahead=ahead,
+                                                    meter=meter, after=lambda: [d.join() for d in downloads])
         base_dir = checkpoint.path
     else:
         base_dir = _folder(base, "base model")
         checkpoint = open_checkpoint(base_dir)
-    inputs = MergeInputs(base=checkpoint, base_dir=base_dir)
+    inputs = MergeInputs(base=checkpoint, base_dir=base_dir, downloads=downloads)
     try:
-        for ref, d in zip(loras, lora_dirs):
-            inputs.adapters.append((label(ref), open_adapter(d)))
+        for ref, adapter in zip(loras, opened):
+            inputs.adapters.append((label(ref), adapter))
         if patch_dir is not None:
             inputs.patch, inputs.patch_label = open_checkpoint(patch_dir), label(patch)
     except BaseException:
         inputs.close()
         raise
     return inputs
+
+
+def _open_lora(ref: str | Path | ModelRef, meter: Meter, downloads: list[AdapterDownload], *, stream: bool
+               ) -> Adapter:
+    """A LoRA opened: read while its weights download (:class:`~helpers.checkpoint.streamed.AdapterDownload`, added
+    to ``downloads``) when ``stream`` and it is a hub repo whose weights are not here yet, else from its files."""
+    ref = ModelRef.of(ref)
+    if stream and ref.kind == "hub" and AdapterDownload.streams(ref.require_hub_id("LoRA")):
+        downloads.append(AdapterDownload(ref.require_hub_id("LoRA"), meter=meter))
+        return downloads[-1].adapter
+    return open_adapter(_folder(ref, "LoRA"))
 
 
 def _folder(ref: str | Path | ModelRef, what: str) -> Path:

@@ -60,7 +60,7 @@ def input_fingerprint(inputs: MergeInputs) -> list[dict]:
     extra = base.tokenizer_files
     remote = getattr(base, "remote_files", [])  # a base streamed from the hub: its shards by the hub's sha256
     roles = [("base", inputs.base_dir, [*base.files, *extra, inputs.base_dir / "generation_config.json"], remote)]
-    roles += [(f"lora {i}", a.path, [*a.files, a.path / "config.json"], [])
+    roles += [(f"lora {i}", a.path, [*a.files, a.path / "config.json"], a.remote_files)  # remote: still arriving
               for i, (_, a) in enumerate(inputs.adapters, 1)]
     if inputs.patch is not None:
         roles.append(("patch", inputs.patch.path, list(inputs.patch.files), []))

@@ -169,6 +169,16 @@ def _merged_config(inputs: MergeInputs, vocab: int) -> dict:
     return config
 
 
+def replaced_first(inputs: MergeInputs) -> list[str]:
+    """The tensors a LoRA replaces whole (its saved embeddings and head), in the order its weights file holds them:
+    they are merged first, so that a LoRA read while it downloads is merged from as its bytes come (the rest needs
+    its LoRA pairs, at the file's end, and the base's shards, which download after it)."""
+    names: dict[str, None] = {}
+    for _, ad in reversed(inputs.adapters):
+        names.update((n, None) for n in ad.saved_in_file_order() if n not in names)
+    return list(names)
+
+
 def merge_layout(inputs: MergeInputs) -> MergeLayout:
     """Check the inputs against each other and plan the output (nothing is read but headers and configs).
 
@@ -192,7 +202,9 @@ def merge_layout(inputs: MergeInputs) -> MergeLayout:
                         "a LoRA saves only one of them: check the LoRA order")
     if inputs.patch is not None:
         _fit_patch(inputs, shapes, family)
-    return MergeLayout(tensors=[TensorSpec(n, tuple(s)) for n, s in shapes.items()],
+    first = [n for n in replaced_first(inputs) if n in shapes]
+    order = [*first, *(n for n in shapes if n not in first)]
+    return MergeLayout(tensors=[TensorSpec(n, tuple(shapes[n])) for n in order],
                      config=_merged_config(inputs, vocab), tokenizer_dir=_pick_tokenizer(inputs, vocab, vocab_from),
                      vocab_size=vocab, base_vocab=base_vocab)
 
