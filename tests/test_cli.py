@@ -69,7 +69,8 @@ def test_unknown_argument_is_a_usage_error():
 def _options(command: str) -> list:
     """Non-default options of ``command``: positionals, repeated flags, two-value flags, --no- switches, presets."""
     from helpers.catalog.command import CatalogQuery
-    from helpers.evaluate.exam_command import ExamOptions
+    from helpers.evaluate import ExamOptions
+    from helpers.evaluate.exam_command import ExamModels
     from helpers.merge.plan_command import PlanRequest
     from helpers.publish.push_command import PushOptions
     from helpers.publish.save_command import SaveOptions
@@ -77,7 +78,8 @@ def _options(command: str) -> list:
 
     return {"save": [SaveOptions(paths=["a b", "c"], to="d", progress=False, replace=True)],
             "push": [PushOptions(paths=["x.gguf"], repo="me/r", base="b", lora=["l1", "l2"], kind="gguf", public=True)],
-            "cmmlu": [ExamOptions(out="o", compare=("a", "b"), shots=0, quant="4bit", benchmark="cmmlu")],
+            "cmmlu": [ExamModels(out="o", compare=("a", "b")),
+                      ExamOptions(shots=0, quantization="4bit", subjects=("law", "art"), benchmark="cmmlu")],
             "catalog": [CatalogQuery(name="chinese-alpaca-2-7b", generation="v2", json=True)],
             "run": [NotebookRun(notebook="01", sets=["BASE=x", "OUTTYPE=f16"], execute=True)],
             "plan": [PlanRequest(base="b", lora=["l1", "l2"], fmt="hf", outtype="f32", disk_gb=1.5)]}[command]
@@ -89,8 +91,9 @@ def test_options_round_trip_through_their_flags(command):
     from helpers.__main__ import build_parser
     from helpers.util.params import from_arguments, to_arguments
 
-    for options in _options(command):
-        args = build_parser(command).parse_args([command, *to_arguments(options)])
+    given = _options(command)  # a command's options classes together, as its command line holds them
+    args = build_parser(command).parse_args([command, *(flag for options in given for flag in to_arguments(options))])
+    for options in given:
         assert from_arguments(type(options), args) == options
 
 

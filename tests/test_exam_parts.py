@@ -185,18 +185,19 @@ def test_archives_unpack_only_their_csv_files(tmp_path, monkeypatch):
 
 def test_plan_before_loading_the_model(tmp_path):
     """The notebook's estimate before a run: style, size and weights from the catalog, nothing loaded."""
-    from helpers.evaluate import benchmark, load_exam, estimate_exam, write_standin
+    from helpers.evaluate import ExamOptions, benchmark, load_exam, estimate_exam, write_standin
     from helpers.evaluate.prompts import PromptStyle
     from helpers.evaluate.timing import estimate_time
 
     data = write_standin(tmp_path / "d", "ceval", questions=4)
-    gguf = estimate_exam("chinese-alpaca-2-13b-gguf", data=data, runtime="cpu")
+    gguf = estimate_exam("chinese-alpaca-2-13b-gguf", ExamOptions(data=data), runtime="cpu")
     exam = load_exam(benchmark("ceval"), data, shots=5)
     assert gguf == estimate_time(exam, PromptStyle("v2", benchmark("ceval")), params_b=13, runtime="cpu", weights="gguf")
-    v3 = estimate_exam("llama-3-chinese-8b-instruct", data=data, with_prompt=True, quantization="4bit")
+    v3 = estimate_exam("llama-3-chinese-8b-instruct", ExamOptions(data=data, with_prompt=True,
+                                                                     quantization="4bit"))
     assert v3 == estimate_time(exam, PromptStyle("v3", benchmark("ceval"), with_prompt=True), params_b=8,
                                weights="4bit")
-    assert estimate_exam(tmp_path / "my-model", data=data).weights == "f16"
+    assert estimate_exam(tmp_path / "my-model", ExamOptions(data=data)).weights == "f16"
 
 
 @pytest.mark.parametrize("shots", [0, 5])

@@ -137,7 +137,7 @@ CASES = [  # (benchmark, model, shots, with_prompt)
 @pytest.mark.parametrize("backend", ["transformers", "llama.cpp"])
 @pytest.mark.parametrize("bench,kind,shots,with_prompt", CASES)
 def test_predictions_match_the_naive_method(models, data, backend, bench, kind, shots, with_prompt):
-    from helpers.evaluate import benchmark, run_exam
+    from helpers.evaluate import ExamOptions, benchmark, run_exam
 
     subjects = CEVAL_SUBJECTS if bench == "ceval" else CMMLU_SUBJECTS
     spec = benchmark(bench)
@@ -145,8 +145,8 @@ def test_predictions_match_the_naive_method(models, data, backend, bench, kind, 
              if (kind, bench) == ("v3", "ceval") else None)
     gguf = backend == "llama.cpp"
     model = models[kind + "-gguf"] if gguf else models[kind]
-    result = run_exam(model, bench, data=data[bench], shots=shots, with_prompt=with_prompt, dtype="float16",
-                      show_progress=False)
+    result = run_exam(model, ExamOptions(benchmark=bench, data=data[bench], shots=shots, with_prompt=with_prompt,
+                                         dtype="float16", show_progress=False))
     assert (result.style, result.backend, result.shots) == (kind, backend, shots)
     tokens = ref.JsonTokens(models[kind]) if kind == "v3" else ref.SentencePieceTokens(models[kind])
     logits = _gguf_reference(model) if gguf else _hf_reference(model)
@@ -218,7 +218,7 @@ def test_bitsandbytes_models_score_like_the_naive_method(models, data, bits):
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from helpers.evaluate import run_exam
+    from helpers.evaluate import ExamOptions, run_exam
     from helpers.tokens import load_tokenizer
 
     config = (BitsAndBytesConfig(load_in_8bit=True) if bits == "8bit" else
@@ -227,8 +227,8 @@ def test_bitsandbytes_models_score_like_the_naive_method(models, data, bits):
                                                  device_map={"": "cpu"}).eval()
     assert any("bit" in type(m).__name__ for m in model.modules())  # Linear8bitLt / Linear4bit
     subjects = CEVAL_SUBJECTS[:2]
-    result = run_exam((model, load_tokenizer(models["v2"])), "ceval", data=data["ceval"], subjects=subjects,
-                      shots=5, style="v2", show_progress=False)
+    result = run_exam((model, load_tokenizer(models["v2"])), ExamOptions(data=data["ceval"], subjects=subjects,
+                                                                         shots=5, style="v2", show_progress=False))
     expected = ref.reference(lambda ids: ref.hf_last_logits(model, ids), ref.SentencePieceTokens(models["v2"]),
                              data["ceval"], "ceval", subjects, split="val", shots=5, with_prompt=False, style="v2")
     # LLM.int8 picks its outlier columns per forward pass, so a question run after a cached prefix is not rounded
@@ -284,7 +284,7 @@ def _v1_prompts(folder: Path, subject: str, shots: int) -> list[str]:
 
 @pytest.mark.parametrize("bits", ["8bit", "4bit"])
 def test_quant_option_loads_through_bitsandbytes(models, data, monkeypatch, bits):
-    """``--quant 8bit|4bit`` (``run_exam(quantization=...)``) loads through helpers.chat's bitsandbytes path (a GPU
+    """``--quant 8bit|4bit`` (``ExamOptions(quantization=...)``) loads through helpers.chat's bitsandbytes path (a GPU
     path: CUDA is faked here, and bitsandbytes' CPU back end computes), and the quantized model is scored as
     the naive method scores that same model."""
     import torch

@@ -87,7 +87,7 @@ def _check_summary(out: Path, bench: str, subjects: list[str]) -> dict:
 def test_ceval_and_cmmlu_from_the_hub(exam_hub, standins, demo, tmp_path, capsys):
     """Without --data the data sets come from the hub (here its twin), in their hub layouts; the predictions are
     those of the same stand-ins read from the official CSV layout."""
-    from helpers.evaluate import load_result, run_exam
+    from helpers.evaluate import ExamOptions, load_result, run_exam
 
     model = demo / "chinese-alpaca-2-7b"
     for bench, subjects in (("ceval", CEVAL), ("cmmlu", CMMLU)):
@@ -96,7 +96,7 @@ def test_ceval_and_cmmlu_from_the_hub(exam_hub, standins, demo, tmp_path, capsys
         printed = capsys.readouterr().out
         _check_summary(out, bench, subjects)
         assert "All" in printed and "published for chinese-alpaca-2-7b" in printed
-        from_csv = run_exam(model, bench, data=standins[bench], shots=5, show_progress=False)
+        from_csv = run_exam(model, ExamOptions(benchmark=bench, data=standins[bench], shots=5, show_progress=False))
         assert [(a.subject, a.index, a.pred) for a in load_result(out).answers] == \
                [(a.subject, a.index, a.pred) for a in from_csv.answers]
     fetched = [r.path.split("?")[0] for r in exam_hub.requests() if r.method == "GET" and r.status == 200

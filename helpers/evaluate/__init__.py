@@ -8,20 +8,20 @@ a GGUF file (llama-cpp-python), or an already loaded model.
 - :mod:`.subjects`, :mod:`.examdata`, :mod:`.cells`: the benchmarks as data, read from any layout they ship in;
 - :mod:`.prompts`: the releases' prompts (v1, v2, v3 scripts); :mod:`.engine`: constrained decoding on processed
   first-step scores, each subject's shared prefix evaluated once;
-- :mod:`.exam`: :func:`run_exam`; :mod:`.results`: :class:`ExamResult` (``summary.json``, ``submission.json``);
+- :mod:`.exam`: :func:`run_exam` and its :class:`ExamOptions`; :mod:`.results`: :class:`ExamResult` (``summary.json``, ``submission.json``);
   :mod:`.paired`: :func:`compare_results`; :mod:`.published`: :func:`published_row`; :mod:`.timing`:
   :func:`estimate_time`, :func:`estimate_exam`; :mod:`.standin`: :func:`write_standin`;
 - :mod:`.llama_chunks`: :class:`ChunkRunner`, a GGUF run over a text in chunks as llama-perplexity and
   llama-imatrix run it;
 - :mod:`.choice`: :func:`multiple_choice` (one CSV of your own, scored the same way);
 - :mod:`.eval_command`, :mod:`.exam_command`: ``python -m helpers evaluate``, ``ceval``, ``cmmlu`` (their options:
-  :class:`~.eval_command.EvalOptions`, :class:`~.exam_command.ExamOptions`).
+  :class:`~.eval_command.EvalOptions`; :class:`~.exam_command.ExamModels` with :class:`ExamOptions`).
 """
 from __future__ import annotations
 
 from .llama_chunks import ChunkRunner, ChunkSettings, chunk_count
 from .choice import MC_WINDOW, multiple_choice
-from .exam import run_exam
+from .exam import ExamOptions, run_exam
 from .examdata import ExamData, load_exam
 from .paired import compare_results
 from .perplexity import compare_quants, default_eval_text, perplexity, plot_quant_table, read_text
@@ -32,7 +32,7 @@ from .standin import write_standin
 from .subjects import benchmark
 from .timing import estimate_exam
 
-__all__ = ["ChunkRunner", "ChunkSettings", "chunk_count", "MC_WINDOW", "PPL_WINDOW", "PREDICTIONS", "ExamData",
+__all__ = ["ExamOptions", "ChunkRunner", "ChunkSettings", "chunk_count", "MC_WINDOW", "PPL_WINDOW", "PREDICTIONS", "ExamData",
            "ExamResult", "benchmark", "compare_quants", "compare_results", "default_eval_text", "load_exam",
            "load_result", "multiple_choice", "estimate_exam", "perplexity", "plot_quant_table", "published_row",
            "read_text", "run_exam", "write_standin"]

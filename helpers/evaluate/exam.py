@@ -10,14 +10,58 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
 
 from ..util import UserError, progress
+from ..util.params import param
 from .engine import ExamScorer, HFExamScorer, LlamaCppExamScorer, letter_scores, predict
 from .examdata import ExamData, load_exam
 from .prompts import STYLES, PromptStyle, style_for
 from .results import Answer, ExamResult
 from .subjects import benchmark
+
+
+def _subject_keys(text: str) -> tuple[str, ...] | None:
+    return tuple(s.strip() for s in text.split(",") if s.strip()) or None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExamOptions:
+    """How :func:`run_exam` runs a benchmark: its data, the model's loading, the prompts (the flags of
+    ``python -m helpers ceval`` / ``cmmlu``, which preset ``benchmark``)."""
+
+    benchmark: str = param("ceval", "ceval or cmmlu", cli=False)
+    data: str | Path | None = param(None, "folder of the data (official CSV layout, the hub's parquet layout or an "
+                                    "archive of it) or a hub data set id (default: ceval/ceval-exam, haonan-li/cmmlu)")
+    split: str | None = param(None, "default: val for C-Eval, test for CMMLU (the splits the releases report)",
+                              choices=("val", "test"))
+    shots: int = param(5, "solved dev examples per prompt (the releases: 0, 5)", parse=int)
+    with_prompt: bool = param(False, "wrap prompts in the instruction template (the releases did for Alpaca / "
+                              "Instruct models)")
+    style: str = param("auto", "whose scripts to follow: v1, v2, v3 (auto: from the model)", choices=("auto", *STYLES))
+    backend: str = param("auto", "transformers or llama.cpp (auto: llama.cpp for a GGUF)",
+                         choices=("auto", "transformers", "llama.cpp"))
+    quantization: str | None = param(None, "bitsandbytes quantization (transformers, GPU)", flag="--quant",
+                                     choices=("8bit", "4bit"))
+    dtype: str | None = param(None, "transformers weights dtype (default: float16 on GPU as the scripts, float32 "
+                              "on CPU)")
+    gguf_quant: str = param("q4_k", "which GGUF of a catalog GGUF repo")
+    subjects: tuple[str, ...] | None = param(None, "comma-separated subject keys (default: all)",
+                                             parse=_subject_keys, text=",".join)
+    n_ctx: int | None = param(None, "llama.cpp context (default: the model's, at most 4096)", parse=int)
+    batch_size: int | None = param(None, "questions per forward pass on transformers (default 8 on GPU, 1 on CPU)",
+                                   parse=int)
+    submission_only: bool = param(False, "a split without answers (C-Eval test): write only submission.json")
+    show_progress: bool = param(True, "show a progress bar", cli=False)
+
+    def __post_init__(self) -> None:
+        benchmark(self.benchmark)
+        if self.style not in ("auto", *STYLES):
+            raise UserError(f"unknown prompt style {self.style!r}; use auto, {', '.join(STYLES)}")
+        if self.subjects is not None:
+            object.__setattr__(self, "subjects", tuple(self.subjects) or None)
 
 
 def _is_llama(obj: Any) -> bool:
@@ -96,43 +140,25 @@ def score_exam(scorer: ExamScorer, exam: ExamData, prompts: PromptStyle, *, mode
                       answers=tuple(answers), seconds=time.perf_counter() - start)
 
 
-def run_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: str | None = None, shots: int = 5,
-             with_prompt: bool = False, style: str = "auto", subjects: Iterable[str] | None = None,
-             backend: str = "auto", quantization: str | None = None, dtype: Any = None, n_ctx: int | None = None,
-             batch_size: int | None = None, gguf_quant: str = "q4_k", submission_only: bool = False,
-             show_progress: bool = True) -> ExamResult:
+def run_exam(model: Any, options: ExamOptions = ExamOptions()) -> ExamResult:
     """Run a benchmark on ``model`` as the releases did and return the :class:`~.results.ExamResult`.
 
     Args:
         model: an HF folder, a ``.gguf`` file, a hub id or a catalog name (or a loaded model, see
             :func:`open_scorer`).
-        bench: ``ceval`` or ``cmmlu``.
-        data: the data: a folder (official CSV layout, the hub's parquet layout, or an archive of them) or a
-            hub data set id; default: the benchmark's hub data set (``ceval/ceval-exam``, ``haonan-li/cmmlu``).
-        split: ``val`` or ``test`` (default: C-Eval ``val``, CMMLU ``test``, the splits the releases report).
-        shots: solved dev examples before each question (the releases report 0 and 5).
-        with_prompt: wrap the prompts in the instruction template (the releases did for Alpaca models).
-        style: ``v1``, ``v2``, ``v3`` (which generation's scripts to follow) or ``auto`` (from the model).
-        subjects: subject keys to run (default: all).
-        backend: ``auto``, ``transformers`` or ``llama.cpp``.
-        quantization: ``None``, ``"8bit"`` or ``"4bit"`` (transformers, bitsandbytes, GPU).
-        dtype: transformers weights dtype (default: float16 on GPU as the scripts, float32 on CPU).
-        n_ctx: llama.cpp context (default: the model's, at most 4096).
-        batch_size: questions per forward pass on transformers (default 8 on GPU, 1 on CPU).
-        gguf_quant: which GGUF of a catalog GGUF repo.
-        submission_only: the split has no answers (C-Eval test): only predictions, no accuracy.
-        show_progress: show a progress bar.
+        options: the benchmark, its data (default: the benchmark's hub data set, ``ceval/ceval-exam``,
+            ``haonan-li/cmmlu``) and split, the shots and prompts, how the model loads (:class:`ExamOptions`).
 
     Raises:
         UserError: bad data (see :func:`~.examdata.load_exam`), a model that cannot be loaded, a prompt that
             does not fit llama.cpp's context.
     """
-    if style not in ("auto", *STYLES):
-        raise UserError(f"unknown prompt style {style!r}; use auto, {', '.join(STYLES)}")
-    spec = benchmark(bench)
-    exam = load_exam(spec, data, split=split, subjects=subjects, shots=shots, need_answers=not submission_only)
-    with open_scorer(model, backend=backend, quantization=quantization, dtype=dtype, n_ctx=n_ctx,
-                     batch_size=batch_size, gguf_quant=gguf_quant) as (scorer, template, name):
-        chosen = style if style != "auto" else style_for(template, llama3_vocab=_llama3_vocab(scorer))
-        return score_exam(scorer, exam, PromptStyle(chosen, spec, with_prompt), model=name,
-                          show_progress=show_progress)
+    o = options
+    spec = benchmark(o.benchmark)
+    exam = load_exam(spec, o.data, split=o.split, subjects=o.subjects, shots=o.shots,
+                     need_answers=not o.submission_only)
+    with open_scorer(model, backend=o.backend, quantization=o.quantization, dtype=o.dtype, n_ctx=o.n_ctx,
+                     batch_size=o.batch_size, gguf_quant=o.gguf_quant) as (scorer, template, name):
+        chosen = o.style if o.style != "auto" else style_for(template, llama3_vocab=_llama3_vocab(scorer))
+        return score_exam(scorer, exam, PromptStyle(chosen, spec, o.with_prompt), model=name,
+                          show_progress=o.show_progress)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..util import UserError, human_seconds
+from .exam import ExamOptions
 from .examdata import ExamData
 from .prompts import PromptStyle
 
@@ -93,19 +94,19 @@ def estimate_time(exam: ExamData, prompts: PromptStyle, *, params_b: float = 7.0
                         runtime=runtime, weights=weights)
 
 
-def estimate_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: str | None = None, shots: int = 5,
-              with_prompt: bool = False, style: str = "auto", subjects: Any = None, quantization: str | None = None,
-              runtime: str = "t4", params_b: float | None = None, exam: ExamData | None = None) -> TimeEstimate:
-    """:func:`estimate_time` for a run of :func:`~.exam.run_exam` with these arguments, before loading the model:
+def estimate_exam(model: Any, options: ExamOptions = ExamOptions(), *, runtime: str = "t4", params_b: float | None = None,
+                  exam: ExamData | None = None) -> TimeEstimate:
+    """:func:`estimate_time` for ``run_exam(model, options)`` (:func:`~.exam.run_exam`), before loading the model:
     the data is read (downloaded if needed: a few MB), the prompt style and size come from the catalog (size 7B
     and v2 prompts when the model is not a catalog release), tokens are estimated from characters.
 
     Args:
         model: as for ``run_exam`` (a ``.gguf`` file or a catalog GGUF repo counts as llama.cpp weights).
+        options: :class:`~.exam.ExamOptions`.
         runtime: ``t4`` or ``cpu``.
         params_b: model size in billions (default: the catalog's, else 7).
-        exam: the data already read (:func:`~.examdata.load_exam`); then ``data``, ``split``, ``shots`` and
-            ``subjects`` are not used.
+        exam: the data already read (:func:`~.examdata.load_exam`); then the options' ``data``, ``split``,
+            ``shots`` and ``subjects`` are not used.
     """
     from ..catalog import find
     from .examdata import load_exam
@@ -113,13 +114,15 @@ def estimate_exam(model: Any, bench: str = "ceval", *, data: Any = None, split: 
     from .published import release_name
     from .subjects import benchmark
 
-    spec = benchmark(bench)
+    o = options
+    spec = benchmark(o.benchmark)
     if exam is None:
-        exam = load_exam(spec, data, split=split, subjects=subjects, shots=shots, need_answers=False)
+        exam = load_exam(spec, o.data, split=o.split, subjects=o.subjects, shots=o.shots, need_answers=False)
     entry = find(str(model)) or find(release_name(model))
-    if style == "auto":
-        style = style_for(entry.template if entry else None, llama3_vocab=bool(entry and entry.family == "llama3"))
+    style = o.style if o.style != "auto" else style_for(entry.template if entry else None,
+                                                        llama3_vocab=bool(entry and entry.family == "llama3"))
     gguf = str(model).lower().endswith(".gguf") or bool(entry and entry.kind == "gguf")
-    weights = "gguf" if gguf else (quantization or "f16")
+    weights = "gguf" if gguf else (o.quantization or "f16")
     size = params_b or (float(entry.size.rstrip("B")) if entry else 7.0)
-    return estimate_time(exam, PromptStyle(style, spec, with_prompt), params_b=size, runtime=runtime, weights=weights)
+    return estimate_time(exam, PromptStyle(style, spec, o.with_prompt), params_b=size, runtime=runtime,
+                         weights=weights)

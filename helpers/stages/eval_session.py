@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..evaluate import (benchmark, compare_results, default_eval_text, load_result, multiple_choice, perplexity,
-                        published_row, run_exam)
+from ..evaluate import (ExamOptions, benchmark, compare_results, default_eval_text, load_result, multiple_choice,
+                        perplexity, published_row, run_exam)
 from ..hub import resolve_model
 from ..tokens import expand_vocab
 from ..util import UserError, atomic_path, read_utf8, sha256_file
@@ -66,15 +66,15 @@ def exam_folder(bench: str, model: str, shots: int, *, with_prompt: bool = True,
 class EvalJob:
     """What is measured: the model (found in the workspace, or as given), how it runs (``llama.cpp`` for a GGUF,
     else ``transformers``, with the quantization really used), the text and questions (files in the workspace, or as
-    given), and ``COMPARE_WITH``: a second model with its own quantization, or (``earlier``) an earlier run's
-    results folder, which is read, not scored again."""
+    given), the benchmark's options (None when ``BENCH`` is none), and ``COMPARE_WITH``: a second model with its own
+    quantization, or (``earlier``) an earlier run's results folder, which is read, not scored again."""
 
     model: str
     backend: str
     quantization: str | None
     eval_text: str
     mc_csv: str
-    exam_data: str | None = None
+    exam: ExamOptions | None = None
     compare_with: str = ""
     compare_quantization: str | None = None
     earlier: bool = False
@@ -116,18 +116,19 @@ class EvalSession:
         """``BENCH`` on the model (or ``model``, ``COMPARE_WITH``'s) as the releases score it, with a progress bar:
         the category table beside the release's published row, the files ``summary.json`` / ``submission.json``
         written and saved to the workspace. None when ``BENCH`` is none."""
-        s = self.stage
-        if s.bench == "none":
+        s, options = self.stage, self.job.exam
+        if options is None:
             return None
-        model, quant = (self.job.model, self.job.quantization) if model is None else (model,
-                                                                                       self.job.compare_quantization)
-        result = run_exam(model, s.bench, data=self.job.exam_data, shots=s.shots, with_prompt=s.with_prompt,
-                          subjects=s.subject_list(), quantization=quant)
+        if model is None:
+            model = self.job.model
+        else:
+            options = replace(options, quantization=self.job.compare_quantization)
+        result = run_exam(model, options)
         out = Path(s.output_dir).expanduser() / exam_folder(s.bench, model, s.shots, with_prompt=s.with_prompt,
-                                                             subjects=s.subject_list(), data=self.job.exam_data)
+                                                             subjects=s.subject_list(), data=options.data)
         result.write(out)
         self.written.append(out)
-        settings = [s.bench, model, s.shots, s.with_prompt, s.subject_list(), self.job.exam_data]  # the exam's job
+        settings = [s.bench, model, s.shots, s.with_prompt, s.subject_list(), options.data]  # the exam's job
         Workspace.of(s.workspace, s.output_dir).save([out], job=json.dumps(settings, default=str))
         print("\n".join(exam_table(result)))
         published = published_row(model, s.bench, split=result.split)

@@ -18,8 +18,8 @@ from typing import Any
 from .. import catalog
 from ..colab import Need, Runtime, bytes_need
 from ..colab.sizing import gguf_file
-from ..evaluate import (MC_WINDOW, PPL_WINDOW, PREDICTIONS, ExamData, ExamResult, benchmark, load_exam, load_result,
-                        estimate_exam)
+from ..evaluate import (MC_WINDOW, PPL_WINDOW, PREDICTIONS, ExamData, ExamOptions, ExamResult, benchmark, load_exam,
+                        load_result, estimate_exam)
 from ..hub import require_online
 from ..util import UserError
 from .base import Plan, Stage
@@ -107,7 +107,10 @@ class EvalStage(Stage[EvalJob]):
         download = sized.download + (other.download if other else 0)
         needs.insert(0, bytes_need("disk", download, runtime.disk, fix=MORE_DISK,
                                    detail="downloads; the tokenizers and benchmark data are a few MB"))
-        job = EvalJob(model, sized.backend, sized.quantization, text, mc, data or None, compare,
+        options = None if self.bench == "none" else ExamOptions(
+            benchmark=self.bench, data=data or None, shots=self.shots, with_prompt=self.with_prompt,
+            subjects=self.subject_list(), quantization=sized.quantization)
+        job = EvalJob(model, sized.backend, sized.quantization, text, mc, options, compare,
                       other.quantization if other else None, earlier)
         needs += access_needs(("model", model), ("model", compare if other else None),
                               ("tokenizer", self.base_tokenizer))
@@ -192,11 +195,10 @@ class EvalStage(Stage[EvalJob]):
 
     def _time_note(self, job: EvalJob, exam: ExamData, runtime: Runtime) -> str:
         """How long the benchmark will take here (from its data and the model's size), before the model loads."""
-        estimate = estimate_exam(job.model, self.bench, exam=exam, with_prompt=self.with_prompt,
-                             quantization=job.quantization, runtime="t4" if runtime.gpu else "cpu")
+        estimate = estimate_exam(job.model, job.exam, exam=exam, runtime="t4" if runtime.gpu else "cpu")
         twice = job.compare_with and not job.earlier
         folders = [exam_folder(self.bench, m, self.shots, with_prompt=self.with_prompt, subjects=self.subject_list(),
-                               data=job.exam_data) for m in (job.model, job.compare_with if twice else None) if m]
+                               data=job.exam.data) for m in (job.model, job.compare_with if twice else None) if m]
         return (f"{self.bench}: {estimate.text()}" + (f" (twice: {self.compare_with} too)" if twice else "")
                 + f"; results in {', '.join(folders)}")
 
