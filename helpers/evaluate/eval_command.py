@@ -5,7 +5,8 @@ from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 from ..util import UserError, write_json
-from ..util.params import param
+from ..chat.options import LoadOptions
+from ..util.params import param, param_like
 from .choice import multiple_choice
 from .perplexity import kl_divergence, perplexity
 
@@ -19,8 +20,7 @@ class EvalOptions:
     mc: str | None = param(None, "multiple choice on a CSV with columns id,question,A,B,C,D,answer", metavar="CSV")
     kld_ref: str | None = param(None, "KL divergence of --model from this reference GGUF", metavar="F16_GGUF")
     text: str | None = param(None, "text for --kld-ref", metavar="FILE")
-    backend: str = param("auto", "transformers or llama.cpp (auto: llama.cpp for a GGUF)",
-                         choices=("auto", "transformers", "llama.cpp"))
+    backend: str = param_like(LoadOptions, "backend", "auto")
     n_ctx: int | None = param(None, "context window (default 512; 2048 for --mc)", parse=int)
     stride: int | None = param(None, "sliding windows moved by this many tokens for --ppl / --kld-ref (default: "
                                "llama-perplexity's chunks of --n-ctx tokens, the second half of each scored)",

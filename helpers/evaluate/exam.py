@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..util import UserError, progress
-from ..util.params import param
+from ..chat.options import LoadOptions, ServeOptions
+from ..util.params import param, param_like
 from .engine import ExamScorer, HFExamScorer, LlamaCppExamScorer, letter_scores, predict
 from .examdata import ExamData, load_exam
 from .prompts import STYLES, PromptStyle, style_for
@@ -41,13 +42,12 @@ class ExamOptions:
     with_prompt: bool = param(False, "wrap prompts in the instruction template (the releases did for Alpaca / "
                               "Instruct models)")
     style: str = param("auto", "whose scripts to follow: v1, v2, v3 (auto: from the model)", choices=("auto", *STYLES))
-    backend: str = param("auto", "transformers or llama.cpp (auto: llama.cpp for a GGUF)",
-                         choices=("auto", "transformers", "llama.cpp"))
+    backend: str = param_like(LoadOptions, "backend", "auto")
     quantization: str | None = param(None, "bitsandbytes quantization (transformers, GPU)", flag="--quant",
                                      choices=("8bit", "4bit"))
     dtype: str | None = param(None, "transformers weights dtype (default: float16 on GPU as the scripts, float32 "
                               "on CPU)")
-    gguf_quant: str = param("q4_k", "which GGUF of a catalog GGUF repo")
+    gguf_quant: str = param_like(ServeOptions, "gguf_quant", "q4_k")
     subjects: tuple[str, ...] | None = param(None, "comma-separated subject keys (default: all)",
                                              parse=_subject_keys, text=",".join)
     n_ctx: int | None = param(None, "llama.cpp context (default: the model's, at most 4096)", parse=int)
