@@ -290,7 +290,8 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
     import torch
 
     from helpers.checkpoint import TensorSpec
-    from helpers.gguf import GGUFSink, describe_model
+    from helpers.gguf import GGUFSink
+    from helpers.gguf.card import describe_model
 
     cfg = tiny_config(vocab, **config_extra)
     h, f = 64, 128

@@ -112,7 +112,7 @@ def write_imatrix(f16_path: Path, out: Path, *, seed: int = 0, skip: str | None 
 
 def llama_quantize(src: Path, dst: Path, qtype: str, imatrix: Path | None = None) -> Path:
     """llama.cpp's quantizer on ``src``, with the ``quantize.imatrix.*`` keys the llama-quantize tool adds."""
-    from helpers.gguf import quiet_llama_log
+    from helpers.gguf.llamacpp import quiet_llama_log
     from helpers.gguf.types import FTYPES
     from helpers.gguf.imatrix import imatrix_struct, read_imatrix
 

@@ -30,7 +30,7 @@ def _config(path: Path) -> dict:
 def _llama_buffers(path: Path, n_ctx: int) -> tuple[float, float]:
     """llama.cpp's own KV cache and compute buffer (MiB) for ``path`` at ``n_ctx`` (no flash attention), from its
     log."""
-    from helpers.gguf import quiet_llama_log
+    from helpers.gguf.llamacpp import quiet_llama_log
 
     with quiet_llama_log() as log:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, flash_attn=False, verbose=True)

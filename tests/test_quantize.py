@@ -83,7 +83,7 @@ def test_binary_backend_command_line(f16, tmp_path, monkeypatch):
     import gguf
     import numpy as np
 
-    from helpers.gguf import ImatrixStats, write_imatrix
+    from helpers.gguf.imatrix import ImatrixStats, write_imatrix
 
     blocks = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(str(f16)).tensors
               if t.name.startswith("blk.") and len(t.shape) == 2}
@@ -423,7 +423,7 @@ def test_the_quantizer_log_drives_a_progress_bar(f16, tmp_path, monkeypatch):
 def test_requantized_bytes_is_the_quantizers_data_to_the_byte(smollm2, tmp_path, qtype):
     """The size the plans use for llama.cpp's quantizer's output: its tensor data exactly, on a real 30-layer model
     (per-tensor rules, a tied output, widths that force fallbacks), float targets included."""
-    from helpers.gguf import requantized_bytes
+    from helpers.gguf.layout import requantized_bytes
 
     out = hq.quantize(smollm2, tmp_path / f"{qtype}.gguf",
                       QuantizeOptions(qtype=qtype, requantize=True, modelfile=False))

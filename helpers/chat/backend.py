@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..tokens import build_prompt, generation_defaults, get_template, truncate_history
+from ..tokens import build_prompt, generation_defaults, get_template
+from ..tokens.templates import truncate_history
 from ..util import UserError
 from .guidance import OFF, check_scale, negative_chat_text
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from .adapter import Adapter, open_adapter
 from .model import Checkpoint, open_checkpoint
-from .names import LORA_TARGETS, hf_to_meta_name, meta_split_dim, rope_to_meta
+from .names import LORA_TARGETS, rope_to_meta
 from .layout import TensorSpec, TensorSink, llama_tensors
 from .streamed import StreamedCheckpoint
 
-__all__ = ["LORA_TARGETS", "Adapter", "Checkpoint", "StreamedCheckpoint", "TensorSpec", "TensorSink", "hf_to_meta_name",
-           "llama_tensors", "meta_split_dim", "open_adapter", "open_checkpoint", "rope_to_meta"]
+__all__ = ["LORA_TARGETS", "Adapter", "Checkpoint", "StreamedCheckpoint", "TensorSpec", "TensorSink", "llama_tensors",
+           "open_adapter", "open_checkpoint", "rope_to_meta"]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..tokens import has_tokenizer, tokenizer_files, tokenizer_vocab_size
+from ..tokens import tokenizer_files, tokenizer_vocab_size
+from ..tokens.files import has_tokenizer
 from ..util import UserError, read_json
 from .files import SafetensorsFile, corrupt_message
 from .torchzip import LoadedPickle, TorchZipFile, open_pickle

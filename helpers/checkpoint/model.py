@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..tokens import find_tokenizer_dir, tokenizer_files
+from ..tokens import tokenizer_files
+from ..tokens.files import find_tokenizer_dir
 from ..util import UserError, read_json
 from .files import SafetensorsFile
 from .names import meta_split_dim, meta_to_hf_name, rope_to_hf

@@ -10,7 +10,8 @@ from ..chat import DEFAULT_N_CTX, choose_gguf
 from ..checkpoint import llama_tensors
 from ..gguf import BITS_PER_WEIGHT, qtype_name, read_metadata
 from ..hub import file_sizes, looks_like_hub_id
-from ..merge import SourceFiles, estimated_source, source_config, source_files
+from ..merge import SourceFiles
+from ..merge.sources import estimated_source, source_config, source_files
 from ..util import UserError
 from .runtime import GIB
 

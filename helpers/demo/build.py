@@ -25,7 +25,7 @@ folder                                 stands in for
 
 All widths are multiples of 256 so llama.cpp's K-quants apply. The sentencepiece tokenizers are
 trained from text shipped in ``helpers/data``; the Chinese ones are merged into the base with
-:func:`helpers.tokens.merge_sentencepiece`, as the Chinese-LLaMA releases did.
+:func:`helpers.tokens.sentencepiece.merge_sentencepiece`, as the Chinese-LLaMA releases did.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..merge import MergeOptions, Recipe, merge
-from ..tokens import merge_sentencepiece, piece_count
+from ..tokens import piece_count
+from ..tokens.sentencepiece import merge_sentencepiece
 from ..disk import claim_output, disk_errors, require_free_disk
 from ..util import atomic_path, fault_point, write_json
 from .data import write_data

@@ -4,7 +4,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..tokens import LLAMA3_PRE_PATTERN, jinja_chat_template, write_sp_tokenizer_files
+from ..tokens import LLAMA3_PRE_PATTERN, jinja_chat_template
+from ..tokens.sentencepiece import write_sp_tokenizer_files
 from ..util import DATA_DIR, write_json
 
 LLAMA3_SPECIAL = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 6: "<|start_header_id|>", 7: "<|end_header_id|>", 9: "<|eot_id|>"}

@@ -19,12 +19,12 @@ a GGUF file (llama-cpp-python), or an already loaded model.
 """
 from __future__ import annotations
 
-from .llama_chunks import ChunkRunner, ChunkSettings, chunk_count
+from .llama_chunks import ChunkRunner, ChunkSettings
 from .choice import MC_WINDOW, multiple_choice
 from .exam import ExamOptions, run_exam
 from .examdata import ExamData, load_exam
 from .paired import compare_results
-from .perplexity import compare_quants, default_eval_text, perplexity, plot_quant_table, read_text
+from .perplexity import compare_quants, default_eval_text, perplexity, plot_quant_table
 from .published import published_row
 from .results import PREDICTIONS, ExamResult, load_result
 from .scorers import PPL_WINDOW
@@ -32,7 +32,7 @@ from .standin import write_standin
 from .subjects import benchmark
 from .timing import estimate_exam
 
-__all__ = ["ExamOptions", "ChunkRunner", "ChunkSettings", "chunk_count", "MC_WINDOW", "PPL_WINDOW", "PREDICTIONS", "ExamData",
+__all__ = ["ExamOptions", "ChunkRunner", "ChunkSettings", "MC_WINDOW", "PPL_WINDOW", "PREDICTIONS", "ExamData",
            "ExamResult", "benchmark", "compare_quants", "compare_results", "default_eval_text", "load_exam",
            "load_result", "multiple_choice", "estimate_exam", "perplexity", "plot_quant_table", "published_row",
-           "read_text", "run_exam", "write_standin"]
+           "run_exam", "write_standin"]

@@ -258,7 +258,7 @@ def data_root(bench: Benchmark, data: str | Path | None) -> Path:
     """A local folder for ``data``: a folder as given, else a hub data set id (default: the benchmark's own),
     downloaded (or taken from the hub cache) with every LFS file checked against the hub's SHA256."""
     from ..hub import looks_like_hub_id
-    from ..hub import resolve_dataset
+    from ..hub.access import resolve_dataset
 
     if data is not None and Path(data).expanduser().is_dir():
         return Path(data).expanduser()

@@ -92,7 +92,9 @@ class ChunkRunner:
     """
 
     def __init__(self, model: str | Path, settings: ChunkSettings, *, cb_eval: Any = None) -> None:
-        from ..gguf import check_gguf, llama_cpp_available, install_hint, quiet_llama_log
+        from ..gguf import llama_cpp_available
+        from ..gguf.llamacpp import install_hint, quiet_llama_log
+        from ..gguf.metadata import check_gguf
         from ..util import log_dir
 
         if not llama_cpp_available():
@@ -142,7 +144,7 @@ class ChunkRunner:
 
     def close(self) -> None:
         """Free the context and the model (llama.cpp's farewell lines are not printed)."""
-        from ..gguf import quiet_llama_log
+        from ..gguf.llamacpp import quiet_llama_log
 
         with quiet_llama_log():
             if self.ctx:

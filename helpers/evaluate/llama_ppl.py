@@ -72,7 +72,7 @@ def chunked_perplexity(model: str | Path, text: str, settings: ChunkSettings | N
 
     Args:
         model: a GGUF file.
-        text: the text itself (read a file with :func:`helpers.evaluate.read_text`).
+        text: the text itself (read a file with :func:`helpers.evaluate.perplexity.read_text`).
         settings: chunk size (default 512, the tool's), chunks, batch, threads, GPU layers.
 
     Raises:

@@ -3,7 +3,8 @@
 - :mod:`.sink`: :class:`GGUFSink`, the writer the merge and ``to-gguf`` stream tensors into (float types, or any
   llama.cpp quantization type in the same pass, with :mod:`.ggml` (llama.cpp's kernels) and :mod:`.quant_rules`
   (its per-tensor type choice)); resumable after an interruption;
-- :mod:`.card`: :class:`ModelCard` (name, chat template, catalog RoPE scaling), resolved by :func:`describe_model`;
+- :mod:`.card`: :class:`ModelCard` (name, chat template, catalog RoPE scaling), resolved by
+  :func:`~.card.describe_model`;
 - :mod:`.hparams`, :mod:`.vocab`: the hyper-parameter keys and the tokenizer, as llama.cpp's converter writes them;
 - :mod:`.convert`: ``to-gguf`` (an HF folder to GGUF);
 - :mod:`.llama_quantize`: ``quantize`` with llama.cpp's quantizer;
@@ -16,20 +17,17 @@
 """
 from __future__ import annotations
 
-from .card import ModelCard, describe_model
+from .card import ModelCard
 from .convert import convert_hf_to_gguf, gguf_sidecars
-from .export import DRIVE_ROOT, export_file, write_modelfile
-from .imatrix import ImatrixStats, write_imatrix
-from .layout import data_bytes, gguf_names, requantized_bytes, tensor_nbytes, tensor_types
-from .llamacpp import colab_install_llama_cpp, install_hint, llama_cpp_available, quiet_llama_log, server_extras_missing
-from .metadata import JOB_KEY, check_gguf, gguf_type, read_metadata
+from .export import export_file, write_modelfile
+from .layout import data_bytes
+from .llamacpp import colab_install_llama_cpp, llama_cpp_available, server_extras_missing
+from .metadata import JOB_KEY, gguf_type, read_metadata
 from .llama_quantize import QuantizeOptions, quantize
 from .sink import GGUFSink
 from .types import BITS_PER_WEIGHT, FLOAT_TYPES, NEEDS_IMATRIX, WRITE_TYPES, gguf_outtype, qtype_name
 
-__all__ = ["BITS_PER_WEIGHT", "DRIVE_ROOT", "FLOAT_TYPES", "GGUFSink", "ImatrixStats", "JOB_KEY", "ModelCard",
-           "write_imatrix", "NEEDS_IMATRIX", "WRITE_TYPES", "check_gguf", "colab_install_llama_cpp",
-           "convert_hf_to_gguf", "data_bytes", "describe_model", "export_file", "gguf_names", "gguf_outtype",
-           "gguf_sidecars", "gguf_type", "install_hint", "llama_cpp_available", "qtype_name", "QuantizeOptions",
-           "quantize", "quiet_llama_log", "read_metadata", "requantized_bytes", "server_extras_missing",
-           "tensor_nbytes", "tensor_types", "write_modelfile"]
+__all__ = ["BITS_PER_WEIGHT", "FLOAT_TYPES", "GGUFSink", "JOB_KEY", "ModelCard", "NEEDS_IMATRIX", "WRITE_TYPES",
+           "colab_install_llama_cpp", "convert_hf_to_gguf", "data_bytes", "export_file", "gguf_outtype",
+           "gguf_sidecars", "gguf_type", "llama_cpp_available", "qtype_name", "QuantizeOptions", "quantize",
+           "read_metadata", "server_extras_missing", "write_modelfile"]

@@ -91,7 +91,7 @@ class GGUFSink:
         out_path: the final ``.gguf`` path (shards, if any, are named ``<stem>-00001-of-0000N.gguf``).
         outtype: ``f32``, ``f16``, ``bf16``, or any llama.cpp quantization type (``q8_0``, ``q4_k_m``,
             ``q6_k``, ...; ``iq*`` and ``q2_k_s`` need ``imatrix``).
-        card: name, chat template and catalog RoPE scaling (:func:`helpers.gguf.describe_model`).
+        card: name, chat template and catalog RoPE scaling (:func:`helpers.gguf.card.describe_model`).
         split_max_size: start a new shard before this many bytes of tensor data (0: one file).
         sha256: write ``<file>.sha256`` beside each finished file.
         imatrix: an importance matrix (llama-imatrix's output, GGUF tensor names) for the quantized types.

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..tokens import LLAMA3_PRE_PATTERN, gguf_chat_template, is_sentencepiece
+from ..tokens import LLAMA3_PRE_PATTERN, gguf_chat_template
+from ..tokens.sentencepiece import is_sentencepiece
 from ..util import UserError, read_json
 
 

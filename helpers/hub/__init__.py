@@ -14,20 +14,16 @@ The package's face is what the rest of :mod:`helpers` uses; tests and tools may 
 * :mod:`~helpers.hub.environment`: endpoint, offline mode, token and cache settings, and their error messages.
 """
 from .arriving import Arriving
-from .access import access_problem, fetch_dataset_file, resolve_dataset
-from .environment import LOCAL_MODELS_ENV, TOKENS_PAGE, demo_dir, token_origin, token_rejected
+from .access import access_problem
+from .environment import LOCAL_MODELS_ENV, demo_dir
 from .integrity import DamagedDownload
 from .meter import Meter
 from .ref import ModelRef, current_hub_id, looks_like_hub_id
 from .resolve import (cached_files, download_small_files, fetch_file, file_listing, file_sizes, forget_file,
-                      hub_cache_dir, hub_endpoint, hub_errors, is_local, list_files, require_online, resolve_model)
+                      hub_cache_dir, hub_endpoint, is_local, list_files, require_online, resolve_model)
 from .headers import safetensors_file_header, safetensors_headers
 
-__all__ = [
-    "LOCAL_MODELS_ENV", "TOKENS_PAGE", "Arriving", "DamagedDownload", "ModelRef", "Meter", "access_problem",
-    "cached_files", "current_hub_id", "demo_dir", "download_small_files", "fetch_dataset_file", "fetch_file",
-    "file_listing", "file_sizes", "forget_file", "hub_cache_dir", "hub_endpoint", "hub_errors", "is_local",
-    "list_files", "looks_like_hub_id",
-    "require_online", "resolve_dataset", "resolve_model", "safetensors_file_header", "safetensors_headers",
-    "token_origin", "token_rejected",
-]
+__all__ = ["LOCAL_MODELS_ENV", "Arriving", "DamagedDownload", "ModelRef", "Meter", "access_problem", "cached_files",
+           "current_hub_id", "demo_dir", "download_small_files", "fetch_file", "file_listing", "file_sizes",
+           "forget_file", "hub_cache_dir", "hub_endpoint", "is_local", "list_files", "looks_like_hub_id",
+           "require_online", "resolve_model", "safetensors_file_header", "safetensors_headers"]

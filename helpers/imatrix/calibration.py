@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from ..hub import fetch_dataset_file
+from ..hub.access import fetch_dataset_file
 from ..util import UserError, atomic_path
 
 CALIBRATION_REPO = "hfl/cmrc2019"  # hub data set

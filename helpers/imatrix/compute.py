@@ -4,7 +4,7 @@
 the same tokenization and chunks (:class:`~helpers.evaluate.llama_chunks.ChunkRunner`), the same statistics
 collected from inside llama.cpp's graph by its eval callback (:class:`~helpers.imatrix.collect.ActivationCollector`:
 per block weight, the sums of squared activations per input column and the number of rows), written in its GGUF
-format (:func:`helpers.gguf.write_imatrix`), so ``llama-quantize --imatrix``, the ``quantize`` command and the
+format (:func:`helpers.gguf.imatrix.write_imatrix`), so ``llama-quantize --imatrix``, the ``quantize`` command and the
 streaming merge (``merge --imatrix``) read it. On the CPU, with the same threads, the file is the tool's byte for
 byte (``tests/test_imatrix.py``). With a CUDA build of llama-cpp-python the model runs on the GPU (the activations
 are copied to the host for the sums).
@@ -19,8 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..evaluate import ChunkRunner, ChunkSettings, chunk_count, read_text
-from ..gguf import ImatrixStats, write_imatrix
+from ..evaluate import ChunkRunner, ChunkSettings
+from ..evaluate.llama_chunks import chunk_count
+from ..evaluate.perplexity import read_text
+from ..gguf.imatrix import ImatrixStats, write_imatrix
 from ..util import UserError, human_bytes, progress
 from .collect import ActivationCollector
 

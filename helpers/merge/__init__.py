@@ -19,8 +19,7 @@ from .job import made_from
 from .laptop import sources_fit
 from .options import FORMATS, MergeOptions, MergeResult, Recipe
 from .planner import ResourcePlan, plan_resources, resource_plan
-from .sources import SourceFiles, Sources, estimated_source, gather_sources, merged_layout, source_config, source_files
+from .sources import SourceFiles, Sources, gather_sources, merged_layout
 
-__all__ = ["estimated_source", "FORMATS", "gather_sources", "made_from", "merge", "MergeOptions", "MergeResult",
-           "plan_resources", "merged_layout", "Recipe", "resource_plan", "ResourcePlan", "source_config",
-           "source_files", "SourceFiles", "Sources", "sources_fit"]
+__all__ = ["FORMATS", "gather_sources", "made_from", "merge", "MergeOptions", "MergeResult", "plan_resources",
+           "merged_layout", "Recipe", "resource_plan", "ResourcePlan", "SourceFiles", "Sources", "sources_fit"]

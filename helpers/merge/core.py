@@ -26,7 +26,8 @@ from typing import Any
 from ..checkpoint import TensorSink
 from ..disk import claim_output, disk_errors
 from ..env import available_ram_bytes
-from ..gguf import JOB_KEY, GGUFSink, ModelCard, describe_model, gguf_sidecars, write_modelfile
+from ..gguf import JOB_KEY, GGUFSink, ModelCard, gguf_sidecars, write_modelfile
+from ..gguf.card import describe_model
 from ..hub import ModelRef
 from ..tokens import get_template, jinja_chat_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json

@@ -6,7 +6,8 @@ say the same.
 from __future__ import annotations
 
 from ..checkpoint import TensorSpec
-from ..gguf import FLOAT_TYPES, data_bytes, gguf_names, tensor_nbytes, tensor_types
+from ..gguf import FLOAT_TYPES, data_bytes
+from ..gguf.layout import gguf_names, tensor_nbytes, tensor_types
 from .options import MergeOptions
 from .writers import WRITE_CHUNK_ELEMENTS
 

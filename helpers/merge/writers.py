@@ -23,7 +23,8 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import TensorSpec, hf_to_meta_name, meta_split_dim, rope_to_meta
+from ..checkpoint import TensorSpec, rope_to_meta
+from ..checkpoint.names import hf_to_meta_name, meta_split_dim
 from ..tokens import tokenizer_files
 from ..util import (UserError, atomic_path, fault_point, partial_path, remove, tmp_name, write_json,
                     write_sha256_listing)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..env import get_secret
-from ..hub import hub_endpoint, hub_errors
-from ..hub import TOKENS_PAGE, token_origin, token_rejected
+from ..hub import hub_endpoint
+from ..hub.resolve import hub_errors
+from ..hub.environment import TOKENS_PAGE, token_origin, token_rejected
 from ..util import UserError, sha256_file
 from .card import ReleaseCard, model_card
 
@@ -154,7 +155,7 @@ def _quiet_bars() -> Iterator[None]:
 @contextlib.contextmanager
 def _upload_errors(repo_id: str, endpoint: str | None, token: str) -> Iterator[None]:
     """The hub's answers to an upload as one line: a rejected token, a token that may not write, a mirror
-    (``HF_ENDPOINT``) that takes no uploads; the rest as for downloads (:func:`helpers.hub.hub_errors`)."""
+    (``HF_ENDPOINT``) that takes no uploads; the rest as for downloads (:func:`helpers.hub.resolve.hub_errors`)."""
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     origin = token_origin() if token in (os.environ.get("HF_TOKEN"), get_secret("HF_TOKEN")) else "the token given"

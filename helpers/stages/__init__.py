@@ -40,4 +40,5 @@ def find_stage(ref: str) -> type[Stage]:
     names = ", ".join(STAGES)
     raise UserError(f"{ref!r} {'matches several notebooks' if found else 'is no notebook'}; the notebooks are: {names}")
 
-__all__ = ["STAGES", "ChatStage", "EvalStage", "FinetuneStage", "MergeStage", "QuantizeStage", "Stage"]
+
+__all__ = ["STAGES", "ChatStage", "EvalStage", "FinetuneStage", "MergeStage", "QuantizeStage"]

@@ -22,8 +22,8 @@ from ..chat import choose_gguf
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import TORCH_PROCESS_BYTES
 from ..evaluate import compare_quants, default_eval_text, plot_quant_table
-from ..gguf import (FLOAT_TYPES, QuantizeOptions, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize,
-                   requantized_bytes)
+from ..gguf import FLOAT_TYPES, QuantizeOptions, convert_hf_to_gguf, export_file, gguf_type, qtype_name, quantize
+from ..gguf.layout import requantized_bytes
 from ..gguf.llama_quantize import already_quantized
 from ..hub import file_sizes, resolve_model
 from ..merge import (MergeOptions, Recipe, ResourcePlan, SourceFiles, Sources, gather_sources, made_from, merge,

@@ -16,7 +16,8 @@ from typing import Any, Iterable
 
 from ..colab import NO, Need
 from ..env import get_secret, in_colab
-from ..gguf import DRIVE_ROOT, JOB_KEY, gguf_sidecars, read_metadata
+from ..gguf import JOB_KEY, gguf_sidecars, read_metadata
+from ..gguf.export import DRIVE_ROOT
 from ..publish import NO_TOKEN, ReleaseCard, Saved, copy_to_workspace, push_to_hub
 from ..util import UserError, read_json
 from .names import output_maker

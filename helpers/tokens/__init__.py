@@ -12,16 +12,14 @@
 from __future__ import annotations
 
 from .detect import template_for_model, template_from_chat_template
-from .files import (LLAMA3_PRE_PATTERN, copy_tokenizer_files, find_tokenizer_dir, has_tokenizer, tokenizer_files,
-                    tokenizer_vocab_size)
-from .sentencepiece import is_sentencepiece, merge_sentencepiece, piece_count, write_sp_tokenizer_files
+from .files import LLAMA3_PRE_PATTERN, tokenizer_files, tokenizer_vocab_size
+from .sentencepiece import piece_count
 from .templates import (TEMPLATES, Template, build_prompt, generation_defaults, get_template, gguf_chat_template,
-                        jinja_chat_template, ollama_template, truncate_history)
+                        jinja_chat_template, ollama_template)
 from .tokenizer import load_tokenizer
 from .vocab import expand_vocab
 
-__all__ = ["LLAMA3_PRE_PATTERN", "TEMPLATES", "Template", "build_prompt", "copy_tokenizer_files", "expand_vocab",
-           "find_tokenizer_dir", "generation_defaults", "get_template", "gguf_chat_template", "has_tokenizer", "is_sentencepiece",
-           "jinja_chat_template", "load_tokenizer", "merge_sentencepiece", "ollama_template", "piece_count",
-           "template_for_model", "template_from_chat_template", "tokenizer_files", "tokenizer_vocab_size",
-           "truncate_history", "write_sp_tokenizer_files"]
+__all__ = ["LLAMA3_PRE_PATTERN", "TEMPLATES", "Template", "build_prompt", "expand_vocab", "generation_defaults",
+           "get_template", "gguf_chat_template", "jinja_chat_template", "load_tokenizer", "ollama_template",
+           "piece_count", "template_for_model", "template_from_chat_template", "tokenizer_files",
+           "tokenizer_vocab_size"]

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..disk import claim_output
-from ..tokens import copy_tokenizer_files
+from ..tokens.files import copy_tokenizer_files
 from ..util import write_json
 from .callbacks import in_notebook, read_loss_csv, save_loss_plot, trainer_callbacks, write_loss_csv
 from .config import FinetuneConfig
