@@ -35,8 +35,9 @@ def gguf(alpaca2_gguf) -> Path:
 @pytest.fixture(scope="module")
 def server(gguf):
     from helpers.chat import serve
+    from helpers.chat.options import ServeOptions
 
-    with serve(gguf, port=free_port(), n_ctx=2048) as s:
+    with serve(ServeOptions(model=gguf, port=free_port(), n_ctx=2048)) as s:
         yield s
 
 

@@ -110,9 +110,10 @@ def _cmdlines() -> list[str]:
 
 def test_serve_refuses_a_model_that_is_not_a_gguf(demo):
     from helpers.chat import serve
+    from helpers.chat.options import ServeOptions
 
     with pytest.raises(UserError, match="not a GGUF"):
-        serve(demo / "Meta-Llama-3-8B-Instruct", port=free_port())
+        serve(ServeOptions(model=demo / "Meta-Llama-3-8B-Instruct", port=free_port()))
 
 
 # ------------------------------------------------------------------------------------------------ under load
@@ -120,8 +121,9 @@ def test_many_clients_each_get_an_answer_or_503_and_the_server_stays_up(gguf):
     """24 clients at once (streaming and not, and some malformed bodies) against a queue of 2: every well-formed
     request is answered in full or refused with 503 and a Retry-After; malformed ones get 400 whatever the load."""
     from helpers.chat import serve
+    from helpers.chat.options import ServeOptions
 
-    with serve(gguf, port=free_port(), n_ctx=256, max_queue=2) as server:
+    with serve(ServeOptions(model=gguf, port=free_port(), n_ctx=256, max_queue=2)) as server:
         port = int(server.url.rsplit(":", 1)[1].split("/")[0])
         for _ in range(3):  # the clients race; a round where none was refused proves nothing about the queue
             results: list[tuple[str, int, dict, bytes]] = []
@@ -159,9 +161,10 @@ def test_many_clients_each_get_an_answer_or_503_and_the_server_stays_up(gguf):
 # ------------------------------------------------------------------------------------------------ from the hub
 def test_serve_a_catalog_name_through_the_hub_twin(hub_env):
     from helpers.chat import serve
+    from helpers.chat.options import ServeOptions
 
     since = hub_env.log_size()
-    with serve("chinese-alpaca-2-7b-gguf", port=free_port(), n_ctx=256) as server:
+    with serve(ServeOptions(model="chinese-alpaca-2-7b-gguf", port=free_port(), n_ctx=256)) as server:
         assert server.model.name == "ggml-model-q4_k.gguf"
         assert isinstance(server.chat(USER, max_tokens=4), str)
     assert ("hfl/chinese-alpaca-2-7b-gguf", "ggml-model-q4_k.gguf") in hub_env.downloads(since)

@@ -43,8 +43,9 @@ def gguf(alpaca2_gguf) -> Path:
 @pytest.fixture(scope="module")
 def server(gguf):
     from helpers.chat import serve
+    from helpers.chat.options import ServeOptions
 
-    with serve(gguf, port=free_port(), n_ctx=2048) as s:
+    with serve(ServeOptions(model=gguf, port=free_port(), n_ctx=2048)) as s:
         yield s
 
 
@@ -146,8 +147,9 @@ def test_a_client_that_hangs_up_cancels_its_generation(server, stream):
 
 def test_no_generation_runs_past_the_timeout(gguf):
     from helpers.chat import serve
+    from helpers.chat.options import ServeOptions
 
-    with serve(gguf, port=free_port(), n_ctx=4096, timeout=1.0) as s:
+    with serve(ServeOptions(model=gguf, port=free_port(), n_ctx=4096, timeout=1.0)) as s:
         c = openai.OpenAI(base_url=s.url, api_key="none", max_retries=0)
         t0 = time.monotonic()
         reply = c.chat.completions.create(model=s.model_id, messages=HELLO, logit_bias=NO_EOS)

@@ -19,7 +19,7 @@ OPTIONS = (ServeOptions,)
 def main(options: ServeOptions) -> int:
     """Start the server, print where it is, serve until Ctrl-C or SIGTERM."""
     key = options.api_key or os.environ.get(API_KEY_ENV) or None
-    server = serve(**{**dataclasses.asdict(options), "api_key": key})
+    server = serve(dataclasses.replace(options, api_key=key))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on the way out, as Ctrl-C does
     try:
         print(f"serving {server.model.name} as '{server.model_id}' at {server.url} (OpenAI API: /chat/completions, "

@@ -31,6 +31,7 @@ from ..util import UserError, log_dir
 from .admission import API_KEY_ENV, DEFAULT_QUEUE, DEFAULT_TIMEOUT
 from .llamacpp import DEFAULT_N_CTX
 from .load import resolve
+from .options import ServeOptions
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding ``helpers``, for the server process
 
@@ -239,19 +240,17 @@ class Server:
         self.stop()
 
 
-def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          gguf_quant: str = "q4_k", n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | None = None,
-          template: str | None = None, max_queue: int = DEFAULT_QUEUE, wait: float = 120.0,
-          log_path: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT) -> Server:
-    """Serve ``model`` with the OpenAI API and return once it answers.
+def serve(options: ServeOptions, *, wait: float = 120.0, log_path: str | Path | None = None) -> Server:
+    """Serve ``options.model`` with the OpenAI API and return once it answers.
 
     Args:
-        model: a ``.gguf`` file, a folder holding GGUFs, a catalog name (``chinese-alpaca-2-7b-gguf``) or a hub id
-            (downloaded and verified; ``gguf_quant`` picks the file of a repo that holds several).
-        host: the interface: 127.0.0.1 (this machine only) unless told otherwise; any other needs ``api_key``.
-        port: the TCP port. api_key: what clients must send as ``Authorization: Bearer <api_key>``.
-        n_ctx, n_gpu_layers, template, wait, log_path, timeout: as :func:`start_openai_server`.
-        max_queue: generation requests that may wait behind the one being answered; more get 503 with Retry-After.
+        options: the model (a ``.gguf`` file, a folder holding GGUFs, a catalog name such as
+            ``chinese-alpaca-2-7b-gguf`` or a hub id, downloaded and verified; ``gguf_quant`` picks the file of a repo
+            that holds several), the interface (``host``: 127.0.0.1, this machine only, unless told otherwise; any
+            other needs ``api_key``, what clients must send as ``Authorization: Bearer <api_key>``), ``port``,
+            ``n_ctx``, ``n_gpu_layers``, ``template``, ``timeout`` (as :func:`start_openai_server`) and ``max_queue``
+            (generation requests that may wait behind the one being answered; more get 503 with Retry-After).
+        wait, log_path: as :func:`start_openai_server`.
 
     The model's id for clients is the name it was asked for when that is a catalog name or hub id, else the file name
     (never a path).
@@ -259,15 +258,16 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_k
     Raises:
         UserError: a public ``host`` without ``api_key``, a model that is not a GGUF, or the server did not start.
     """
-    check_exposure(host, api_key)  # before any download
-    path, _entry = resolve(model, gguf_quant=gguf_quant)
+    o = options
+    check_exposure(o.host, o.api_key)  # before any download
+    path, _entry = resolve(o.model, gguf_quant=o.gguf_quant)
     if not (path.is_file() and path.suffix.lower() == ".gguf"):
-        raise UserError(f"{model} is not a GGUF ({path}): the server runs GGUF files; convert it first "
+        raise UserError(f"{o.model} is not a GGUF ({path}): the server runs GGUF files; convert it first "
                         "(python -m helpers to-gguf, or merge --format gguf) or give a GGUF release")
-    model_id = path.name if Path(str(model)).exists() else str(model)
-    proc = start_openai_server(path, port=port, host=host, template=template, n_ctx=n_ctx,
-                               n_gpu_layers=n_gpu_layers, wait=wait, log_path=log_path, api_key=api_key,
-                               max_queue=max_queue, model_id=model_id, timeout=timeout)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    model_id = path.name if Path(str(o.model)).exists() else str(o.model)
+    proc = start_openai_server(path, port=o.port, host=o.host, template=o.template, n_ctx=o.n_ctx,
+                               n_gpu_layers=o.n_gpu_layers, wait=wait, log_path=log_path, api_key=o.api_key,
+                               max_queue=o.max_queue, model_id=model_id, timeout=o.timeout)
+    shown = "127.0.0.1" if o.host in ("0.0.0.0", "::", "") else o.host
     shown = f"[{shown}]" if ":" in shown else shown
-    return Server(f"http://{shown}:{port}/v1", path, api_key, proc, getattr(proc, "log_path", None), model_id)
+    return Server(f"http://{shown}:{o.port}/v1", path, o.api_key, proc, getattr(proc, "log_path", None), model_id)

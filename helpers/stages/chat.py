@@ -16,7 +16,7 @@ from typing import Any
 from .. import catalog
 from ..chat import Backend, chat_widget, load_backend, serve, speculative_generate
 from ..chat.docqa import DOCQA_PACKAGES, DocAnswer, document_qa, missing_docqa_packages
-from ..chat.options import BACKENDS
+from ..chat.options import BACKENDS, ServeOptions
 from ..colab import NO, Need, Runtime, bytes_need, wheel_need
 from ..colab.sizing import CHAT_CONTEXT, GGUFFile, gguf_file, model_files
 from ..env import in_colab
@@ -74,7 +74,8 @@ class ChatSession:
         if self.job.server is None:
             print(f"no server ({self.stage.assignment('start_server', True)} starts one)")
             return None
-        with serve(self.bot.path if self.job.server == "model" else self.job.server, port=SERVER_PORT) as server:
+        served = str(self.bot.path) if self.job.server == "model" else self.job.server
+        with serve(ServeOptions(model=served, port=SERVER_PORT)) as server:
             print(f"serving {server.model.name} at {server.url} (OpenAI API)")
             reply = server.chat([{"role": "user", "content": self.stage.prompt}], max_tokens=self.stage.max_new_tokens)
             print(f"its reply to PROMPT: {reply}")
