@@ -16,11 +16,9 @@ from .cells import render_column
 from .engine import LetterIds, letter_scores, predict
 from .exam import open_scorer
 from .examdata import Item, read_csv_table
-from .prompts import CUE, HEADER, PromptStyle, body
+from .prompts import CUE, PromptStyle, body
 from .subjects import LETTERS, Subject, benchmark
 
-MC_HEADER = HEADER.replace("{name}", "{subject}")
-ANSWER_CUE = CUE
 MC_WINDOW = 2048  # llama.cpp context the questions (and their shots) are scored in
 _TEMPLATE_STYLE = {"alpaca": "v1", "llama2-zh": "v2", "llama3": "v3"}
 

@@ -21,6 +21,7 @@ from .engine import ExamScorer, HFExamScorer, LlamaCppExamScorer, letter_scores,
 from .examdata import ExamData, load_exam
 from .prompts import STYLES, PromptStyle, style_for
 from .results import Answer, ExamResult
+from .scorers import is_llama
 from .subjects import benchmark
 
 
@@ -64,10 +65,6 @@ class ExamOptions:
             object.__setattr__(self, "subjects", tuple(self.subjects) or None)
 
 
-def _is_llama(obj: Any) -> bool:
-    return type(obj).__name__ == "Llama" and type(obj).__module__.startswith("llama_cpp")
-
-
 def _llama3_vocab(scorer: ExamScorer) -> bool:
     """Whether the vocabulary is Llama-3's (``<|eot_id|>`` is one token)."""
     return len(scorer.prompt_ids("<|eot_id|>")) <= 2  # (BOS +) one special token; sentencepiece splits it up
@@ -89,7 +86,7 @@ def open_scorer(model: Any, *, backend: str = "auto", quantization: str | None =
     if isinstance(model, tuple) and len(model) == 2:
         yield HFExamScorer(*model, batch_size=batch_size), None, type(model[0]).__name__
         return
-    if _is_llama(model):
+    if is_llama(model):
         yield LlamaCppExamScorer(model), None, str(getattr(model, "model_path", "llama.cpp"))
         return
     import torch

@@ -107,7 +107,8 @@ def scoring(model: Any, **kwargs: Any) -> Iterator[HFScorer | LlamaCppScorer]:
         scorer.close()
 
 
-def _is_llama(obj: Any) -> bool:
+def is_llama(obj: Any) -> bool:
+    """Whether ``obj`` is a ``llama_cpp.Llama`` (checked without importing llama_cpp)."""
     return type(obj).__name__ == "Llama" and type(obj).__module__.startswith("llama_cpp")
 
 
@@ -130,8 +131,8 @@ def open_model(model: Any, *, backend: str = "auto", n_ctx: int = PPL_WINDOW, dt
         return model
     if isinstance(model, tuple) and len(model) == 2:
         return HFScorer(*model)
-    llm = model if _is_llama(model) else next(
-        (getattr(model, a) for a in ("llm", "llama", "_llm") if _is_llama(getattr(model, a, None))), None)
+    llm = model if is_llama(model) else next(
+        (getattr(model, a) for a in ("llm", "llama", "_llm") if is_llama(getattr(model, a, None))), None)
     if llm is not None:  # a Llama, or a helpers.infer back end holding one
         if getattr(llm, "_logits_all", True) or not getattr(llm, "model_path", None):
             return LlamaCppScorer(llm)

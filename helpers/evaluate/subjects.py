@@ -96,5 +96,3 @@ def benchmark(name: str) -> Benchmark:
                          groups=groups, subjects=subjects, test_has_answers=True)
     raise UserError(f"unknown benchmark {name!r}; use ceval or cmmlu")
 
-
-BENCHMARKS = ("ceval", "cmmlu")

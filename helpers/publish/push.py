@@ -26,7 +26,6 @@ from .card import ReleaseCard, model_card
 
 NO_TOKEN = ("no Hugging Face token to push with: add a token with the Write role as the HF_TOKEN secret (Colab: the "
             f"key icon) or environment variable; make one at {TOKENS_PAGE}")
-SKIPPED = (".*", "*/.*")  # hidden files: the workspace's records, temporaries, locks
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ the pieces the old tokenizer splits the new piece into (the starting point for P
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..device import dtype_kwarg
@@ -60,12 +60,6 @@ class VocabReport:
     def ratio(self) -> float:
         """How many times fewer tokens the expanded tokenizer needs on the sample."""
         return self.tokens_before / max(self.tokens_after, 1)
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d.update(tokens_per_char_before=round(self.tokens_per_char_before, 4),
-                 tokens_per_char_after=round(self.tokens_per_char_after, 4), ratio=round(self.ratio, 3))
-        return d
 
 
 def expand_vocab(base: str | Path, add_model: str | Path, out_dir: str | Path, *,
