@@ -113,7 +113,6 @@ def _usage(prompt: int, completion: int) -> dict:
 # ---------------------------------------------------------------------------------------------- routes
 async def prompt(service: Service, request: Request) -> Any:
     """``POST /helpers/prompt``: the prompt text and token ids a chat request is fed."""
-    engine = service.engine
     req = parse(ChatRequest, await request.body())
     text, tokens = _chat_prompt(service, req)
     return {"prompt": text, "tokens": tokens}
