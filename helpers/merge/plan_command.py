@@ -10,11 +10,9 @@ from ..catalog import get, release_recipe
 from ..gguf import NEEDS_IMATRIX, gguf_outtype
 from ..util import UserError
 from ..util.params import param, param_like
-from .laptop import LAPTOPS_GB, sources_fit
+from .laptop import GB, LAPTOPS_GB, sources_fit  # GB: the --disk-gb and --ram-gb unit (GiB)
 from .options import MergeOptions
 from .planner import plan_resources
-
-GB = 1 << 30  # the --disk-gb and --ram-gb unit (GiB)
 
 
 @dataclass(frozen=True)
