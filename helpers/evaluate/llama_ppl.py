@@ -46,7 +46,8 @@ def tool_text(text: str) -> str:
     return text[:-1] if text.endswith("\n") else text
 
 
-def _log_softmax(logits: Any):
+def log_softmax(logits: Any):
+    """``log(softmax(logits))`` over the last axis, in float64."""
     import numpy as np
 
     x = np.asarray(logits, dtype=np.float64)
@@ -88,7 +89,7 @@ def chunked_perplexity(model: str | Path, text: str, settings: ChunkSettings | N
         n_chunks = chunk_count(len(tokens), settings, what="perplexity")
 
         def score(chunk: int, logits) -> None:
-            lp = _log_softmax(logits[:n_scored])
+            lp = log_softmax(logits[:n_scored])
             v = -lp[np.arange(n_scored), _targets(tokens, chunk, settings)]
             totals["nll"] += float(v.sum())
             totals["nll2"] += float((v * v).sum())
@@ -132,7 +133,7 @@ def chunked_kl_divergences(reference: str | Path, quants: list, text: str, setti
                                               shape=(n_chunks * n_scored, runner.n_vocab))
 
             def keep(chunk: int, logits) -> None:
-                store[chunk * n_scored:(chunk + 1) * n_scored] = _log_softmax(logits[:n_scored])
+                store[chunk * n_scored:(chunk + 1) * n_scored] = log_softmax(logits[:n_scored])
 
             runner.run(tokens, n_chunks, outputs="scored", on_chunk=keep,
                        progress=lambda it: progress(it, desc="reference", unit="batch"))
@@ -155,7 +156,7 @@ def _compare(store, quant: str | Path, reference: str | Path, tokens: list[int],
 
         def compare(chunk: int, logits) -> None:
             lp = np.asarray(store[chunk * n_scored:(chunk + 1) * n_scored], dtype=np.float64)
-            lq = _log_softmax(logits[:n_scored])
+            lq = log_softmax(logits[:n_scored])
             kld = np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
             idx = np.arange(n_scored), _targets(tokens, chunk, settings)
             acc["kl"] += float(kld.sum())

@@ -19,6 +19,8 @@ from typing import Any, Iterator, Sequence
 from ..gguf import gguf_type
 from ..util import DATA_DIR, UserError, progress, read_utf8
 from .klreport import KLReport
+from .llama_chunks import ChunkSettings, chunk_count
+from .llama_ppl import chunked_kl_divergence, chunked_perplexity, log_softmax, tool_text
 from .scorers import PPL_WINDOW, scoring
 
 
@@ -63,14 +65,6 @@ def windows(n: int, n_ctx: int, stride: int) -> Iterator[tuple[int, int, int]]:
         if end >= n:
             return
         begin, first = end - context, end
-
-
-def log_softmax(x):
-    import numpy as np
-
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def _token_ids(scorer, text: str) -> list[int]:
@@ -132,9 +126,6 @@ def _chunked(model: Any, text: str, *, backend: str, n_ctx: int, chunks: int | N
              quantization: str | None = None) -> float:
     """llama-perplexity's figure: the tool's exact run on a GGUF file, its chunks through a scorer otherwise."""
     import numpy as np
-
-    from .llama_chunks import ChunkSettings, chunk_count
-    from .llama_ppl import chunked_perplexity, tool_text
 
     settings = ChunkSettings(n_ctx=n_ctx, chunks=chunks)
     path = Path(model) if isinstance(model, (str, Path)) else None
@@ -248,9 +239,6 @@ def kl_divergence(reference_gguf: Any, quant_gguf: Any, text: str | Path, *, n_c
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     text = read_text(text)
     if method == "llama.cpp":
-        from .llama_chunks import ChunkSettings
-        from .llama_ppl import chunked_kl_divergence
-
         return chunked_kl_divergence(reference_gguf, quant_gguf, text, ChunkSettings(n_ctx=n_ctx, chunks=chunks))
     with tempfile.TemporaryDirectory(prefix="kld-") as tmp:
         with scoring(reference_gguf, backend=backend, n_ctx=n_ctx) as scorer:
