@@ -316,23 +316,32 @@ def at_rate(twin, rate_mb: float, work: Path, local: tuple[float, Path], logs: P
     return row
 
 
-def table(rows: list[dict], local: float, total: int, lora: int) -> str:
-    """The figures side by side; ``floor``: the LoRA's download (nothing merges before all of it is here and
-    verified) + the local merge."""
+def table(rows: list[dict], local: float, total: int, first: int) -> str:
+    """The figures side by side; ``first``: the bytes the merge's first tensor needs (the LoRA's head, which it
+    merges first), before which it can only wait."""
     gb = 1e9
-    lines = ["link MB/s | download | local merge | serial | floor | overlapped (x max) | low-disk (x max) | "
-             "low-disk peak disk / budget | tensors = local",
+    lines = ["link MB/s | download | local merge | serial | first tensor's bytes in | overlapped (x max) | "
+             "low-disk (x max) | low-disk peak disk / budget | tensors = local",
              "---|---|---|---|---|---|---|---|---"]
     for r in rows:
         top = max(r["download"], local)
-        floor = lora / (r["rate"] * 1e6) + local
+        wait = first / (r["rate"] * 1e6)
         lines.append(
-            f"{r['rate']:g} | {r['download']:.0f} s | {local:.0f} s | {r['download'] + local:.0f} s | "
-            f"{floor:.0f} s ({floor / top:.2f}x) | "
+            f"{r['rate']:g} | {r['download']:.0f} s | {local:.0f} s | {r['download'] + local:.0f} s | {wait:.0f} s | "
             f"{r['overlapped']:.0f} s ({r['overlapped'] / top:.2f}x) | {r['low-disk']:.0f} s "
             f"({r['low-disk'] / top:.2f}x) | {r['low-disk disk'] / gb:.2f} / {r['budget'] / gb:.2f} GB "
             f"({r['shards']} shards at once) | {r['overlapped same'] and r['low-disk same']}")
     return "\n".join(lines) + f"\n(total download {total / gb:.2f} GB)"
+
+
+def first_tensor_bytes(lora: Path) -> int:
+    """The bytes of the LoRA's weights file up to the end of its first tensor (the header included)."""
+    raw = (lora / "adapter_model.safetensors").open("rb")
+    with raw:
+        n = int.from_bytes(raw.read(8), "little")
+        header = json.loads(raw.read(n))
+    header.pop("__metadata__", None)
+    return 8 + n + min(end for _, end in (v["data_offsets"] for v in header.values()) if end > 0)
 
 
 def main() -> None:
@@ -358,7 +367,7 @@ def main() -> None:
         for rate in rates:
             rows.append(at_rate(twin, rate, work, (local, local_out), logs))
             print(json.dumps(rows[-1]), flush=True)
-        print(table(rows, local, total, sum(f.stat().st_size for f in lora.iterdir() if f.name != "done")))
+        print(table(rows, local, total, first_tensor_bytes(lora)))
     finally:
         twin.stop()
 

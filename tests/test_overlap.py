@@ -70,14 +70,16 @@ def cached_shards() -> list[str]:
 
 @pytest.fixture
 def shards_seen(monkeypatch):
-    """Each file fetch (the LoRA's weights, then the shards), with the shards in the hub cache at that moment."""
+    """Each shard fetch (not the LoRA's, which a streamed base fetches too), with the shards in the hub cache at that
+    moment."""
     from helpers.checkpoint import streamed
 
     seen: list[tuple[str, list[str]]] = []
     real = streamed.fetch_file
 
     def fetch(repo_id, filename, **kw):
-        seen.append((filename, cached_shards()))
+        if filename in SHARDS:
+            seen.append((filename, cached_shards()))
         return real(repo_id, filename, **kw)
 
     monkeypatch.setattr(streamed, "fetch_file", fetch)
@@ -90,7 +92,7 @@ def test_overlapped_merges_equal_the_local_one_byte_for_byte(hub_env, four_shard
 
     normal = merge(Recipe(BASE4, [LORA]), tmp_path / "normal.gguf", Q4).outputs[0]
     assert tensors(normal) == reference
-    assert [f for f, _ in shards_seen if f in SHARDS] == SHARDS and cached_shards() == SHARDS  # in order, kept
+    assert [f for f, _ in shards_seen] == SHARDS and cached_shards() == SHARDS  # in order, kept in the cache
     since = hub_env.log_size()
     warm = merge(Recipe(BASE4, [LORA]), tmp_path / "warm.gguf", Q4).outputs[0]  # every file here already
     assert [f for f in hub_env.downloads(since) if f[1] in SHARDS] == []
@@ -104,7 +106,7 @@ def test_overlapped_merges_equal_the_local_one_byte_for_byte(hub_env, four_shard
     low = merge(Recipe(BASE4, [LORA]), tmp_path / "low.gguf",
                 MergeOptions(fmt="gguf", outtype="q4_k_m", low_disk=True, progress=False)).outputs[0]
     assert low.read_bytes() == normal.read_bytes()
-    assert [f for f, _ in shards_seen if f in SHARDS] == SHARDS
+    assert [f for f, _ in shards_seen] == SHARDS
     assert all(len(cached) <= 1 for _, cached in shards_seen)  # the one merging, beside the one downloading
     assert cached_shards() == []
 
@@ -152,7 +154,8 @@ def test_a_kill_in_the_middle_resumes(proxy, four_shards, first_of_third, refere
     gets = {e.path.rsplit("/", 1)[1] for e in proxy.requests("GET", f"{BASE4}/resolve/") if re.search(WHOLE_OR_RESUMED,
                                                                                                     e.range)}
     assert not gets & set(SHARDS[:2]), gets
-    assert tensors(out) == reference and bad_blobs(home) == []
+    # huggingface_hub's temporary file of a download the kill cut short (a per-process name, never reused) may stay
+    assert tensors(out) == reference and [b for b in bad_blobs(home) if not b.endswith(".incomplete")] == []
 
 
 def file_order(path: Path) -> list[tuple[str, int]]:

@@ -4,7 +4,7 @@
 shard is handed over only once its bytes match the hub's digest) and keeps at most ``ahead`` shards beyond the one
 in use (:meth:`Arrivals.release` frees a place), or every shard when ``ahead`` is None. One shard downloads at a
 time: the link is shared, so the shard needed next arrives soonest when it has the link to itself (``after``: what
-must end first, another :class:`Arrivals`' downloads).
+must end first, another :class:`Arrivals`' downloads). ``on_cancel`` hears of each shard that will never be fetched.
 
 The first failure stops the thread; :meth:`Arrivals.wait` for that shard raises it, and so does
 :meth:`Arrivals.check` at once, so a merge stops at the next tensor instead of when it reaches the damaged shard.
@@ -23,9 +23,10 @@ class Arrivals:
     """Shards in ``order``, fetched one after the other in a background thread (see the module's docstring)."""
 
     def __init__(self, order: list[str], fetch: Callable[[str], Path], *, ahead: int | None,
-                 on_stop: Callable[[], None] = lambda: None, after: Callable[[], None] = lambda: None) -> None:
+                 on_stop: Callable[[], None] = lambda: None, after: Callable[[], None] = lambda: None,
+                 on_cancel: Callable[[str], None] = lambda name: None) -> None:
         self.order = list(order)
-        self._fetch, self._on_stop, self._after = fetch, on_stop, after
+        self._fetch, self._on_stop, self._after, self._on_cancel = fetch, on_stop, after, on_cancel
         self._slots = threading.Semaphore(ahead + 1) if ahead is not None else None
         self._futures: dict[str, Future] = {s: Future() for s in self.order}
         self._taken: set[str] = set()
@@ -51,8 +52,9 @@ class Arrivals:
             except BaseException as exc:  # noqa: BLE001 - handed to the merge, which reports it
                 future.set_exception(exc)
                 break
-        for future in self._futures.values():
-            future.cancel()  # what was never started
+        for name, future in self._futures.items():
+            if future.cancel():  # never started
+                self._on_cancel(name)
 
     def wait(self, shard: str) -> Path:
         """The downloaded, verified ``shard`` (waiting for it).

@@ -90,7 +90,12 @@ class StreamedCheckpoint(Checkpoint):
         self.meter.total += sum(self._sizes.get(s, 0) for s in order if s not in self._kept)
         self._arriving = {s: Arriving(f"{self.repo_id}/{s}", self._sizes.get(s, 0)) for s in order if s not in self._kept}
         self._arrivals = Arrivals(order, self._fetch, ahead=None if self.keep else self.ahead,
-                                  on_stop=self.meter.cancel, after=self._after)
+                                  on_stop=self.meter.cancel, after=self._after, on_cancel=self._never)
+
+    def _never(self, shard: str) -> None:
+        """``shard`` will not be downloaded (an earlier one failed, or the merge stopped): no reader waits for it."""
+        if shard in self._arriving:
+            self._arriving[shard].fail(RuntimeError(f"{self.repo_id}/{shard} was not downloaded"))
 
     def get(self, name: str, *, dtype: Any = None):
         shard = self._where[name]
@@ -100,11 +105,11 @@ class StreamedCheckpoint(Checkpoint):
             self._release()
             self.fetched.append(shard)
             self._current = (shard, self._open_arriving(shard) or self._open(shard, self._wait(shard)))
-        if shard not in self._early:
-            return self._current[1].get(name, dtype=dtype)
         try:
             return self._current[1].get(name, dtype=dtype)
         except UserError as exc:
+            if shard not in self._early:
+                raise
             self._damaged(shard, exc)
 
     def _damaged(self, shard: str, exc: UserError) -> NoReturn:

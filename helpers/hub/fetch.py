@@ -260,8 +260,15 @@ def _sequential(repo_id: str, meta, remote: Remote) -> Callable[[], Path | None]
     blobs = remote.cache_dir / f"models--{repo_id.replace('/', '--')}" / "blobs"
 
     def find() -> Path | None:
-        found = [p for p in blobs.glob(f"{etag}*.incomplete") if p.is_file()] if blobs.is_dir() else []
-        return found[0] if len(found) == 1 else None  # another process downloading it too: not followed
+        found = []
+        for p in blobs.glob(f"{etag}*.incomplete") if blobs.is_dir() else ():
+            try:
+                found.append((p.stat().st_mtime, p))
+            except FileNotFoundError:
+                continue
+        # the newest: one left by a killed run is older (a follower checks, when the download ends, that the file
+        # it followed is the one in the cache)
+        return max(found)[1] if found else None
 
     return find
 
@@ -279,6 +286,17 @@ def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: M
     Raises:
         UserError: the mirror failed in a way :func:`transport_problem` explains.
     """
+    try:
+        return _fetch(repo_id, name, remote=remote, digest=digest, meter=meter, arriving=arriving)
+    except BaseException as exc:
+        if arriving is not None:
+            arriving.fail(exc)  # a reader waiting for the first bytes hears of it
+        raise
+
+
+def _fetch(repo_id: str, name: str, *, remote: Remote, digest: str, meter: Meter | None,
+           arriving: Arriving | None) -> Fetched:
+    """:func:`fetch`'s work."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     what = f"{repo_id}/{name}"
@@ -299,11 +317,9 @@ def fetch(repo_id: str, name: str, *, remote: Remote, digest: str = "", meter: M
                                                      cache_dir=remote.cache_dir, etag_timeout=head_timeout(),
                                                      tqdm_class=received.bar()),
                              remote=remote, what=what, statuses=GET_RETRY_STATUS))
-    except BaseException as exc:
+    except BaseException:
         if follower is not None:
             follower.finish(os.devnull)
-        if arriving is not None:
-            arriving.fail(exc)
         raise
     spent = time.monotonic() - t0
     note("download" if not cached else "cached", what, spent,
