@@ -37,6 +37,8 @@ class Checkpoint:
         format: ``safetensors``, ``bin`` or ``meta``.
     """
 
+    arrives = False  # read while it downloads (StreamedCheckpoint: unverified() and settle())
+
     def __init__(self, path: Path, config: dict, files: list[Path], fmt: str) -> None:
         self.path, self.config, self.files, self.format = path, config, files, fmt
         folder = path if path.is_dir() else path.parent
@@ -58,14 +60,6 @@ class Checkpoint:
     def get(self, name: str, *, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
         """One tensor. With ``dtype`` the result is a fresh tensor of that type, owned by the caller."""
         raise NotImplementedError
-
-    def unverified(self) -> list[str]:
-        """Files read before their download was verified whose check has not passed yet (none: every file here was
-        complete and checked when opened)."""
-        return []
-
-    def settle(self) -> None:
-        """Wait until :meth:`unverified` is empty; a failed check raises (a :class:`~helpers.util.UserError`)."""
 
     def close(self) -> None:
         """Release open files and loaded shards."""

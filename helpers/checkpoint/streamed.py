@@ -46,6 +46,8 @@ class StreamedCheckpoint(Checkpoint):
         fetched: shards downloaded so far in this run.
     """
 
+    arrives = True
+
     def __init__(self, repo_id: str, *, what: str = "base model", keep: bool = False, ahead: int = 0,
                  meter: Meter | None = None, after: Callable[[], None] = lambda: None) -> None:
         folder = download_small_files(repo_id, what=what)

@@ -8,6 +8,7 @@ from typing import Collection, Mapping
 from ..checkpoint import Adapter, Checkpoint, StreamedCheckpoint, open_adapter, open_checkpoint
 from ..checkpoint.streamed import AdapterDownload
 from ..hub import Meter, ModelRef, resolve_model
+from .provisional import ArrivingInput
 from ..util import UserError, read_utf8, sha256_file
 
 
@@ -32,15 +33,14 @@ class MergeInputs:
         files = list(self.base.files) + [f for _, a in self.adapters for f in a.files]
         return files + (list(self.patch.files) if self.patch is not None else [])
 
-    def unverified(self) -> list[str]:
-        """Input files read before their downloads were verified whose checks have not passed yet."""
-        return [f for d in self.downloads for f in d.unverified()] + self.base.unverified()
+    def arriving(self) -> list[ArrivingInput]:
+        """The inputs read while they download: the LoRAs still arriving, then a streamed base."""
+        return [*self.downloads, *([self.base] if self.base.arrives else [])]
 
     def settle(self) -> None:
         """Wait for the checks of every input file read early (a failed one raises a UserError)."""
-        for d in self.downloads:
-            d.settle()
-        self.base.settle()
+        for a in self.arriving():
+            a.settle()
 
     def close(self) -> None:
         """Close every open file and stop the downloads still going."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
 from ..checkpoint import TensorSink
 from ..util import remove, write_json
@@ -20,16 +20,27 @@ from ..util import remove, write_json
 PROVISIONAL = ".provisional.json"
 
 
+class ArrivingInput(Protocol):
+    """An input read while it downloads (:class:`~helpers.checkpoint.StreamedCheckpoint`,
+    :class:`~helpers.checkpoint.streamed.AdapterDownload`)."""
+
+    def unverified(self) -> list[str]:
+        """Its files read before their checks passed."""
+
+    def settle(self) -> None:
+        """Wait for its checks; a failed one raises."""
+
+
 class Provisional:
     """The provisional tensors of one merge (see the module's docstring).
 
     Args:
         sink: the opened sink (its :attr:`~helpers.checkpoint.TensorSink.partial` folder holds the record).
-        unverified: the input files read early whose checks have not passed yet.
+        arriving: the inputs read while they download (none: nothing is ever provisional).
     """
 
-    def __init__(self, sink: TensorSink, unverified: Callable[[], list[str]]) -> None:
-        self.sink, self.path, self._unverified = sink, Path(sink.partial) / PROVISIONAL, unverified
+    def __init__(self, sink: TensorSink, arriving: list[ArrivingInput]) -> None:
+        self.sink, self.path, self._arriving = sink, Path(sink.partial) / PROVISIONAL, arriving
         self._made: list[tuple[int, frozenset[str]]] = []  # (tensor index, inputs unverified when it was made)
         self._trusted: int | None = None  # what the record on disk says (None: no record)
 
@@ -51,10 +62,14 @@ class Provisional:
             self._made.append((index, frozenset(pending)))
         self._update(set(pending))
 
-    def settle(self, settle: Callable[[], None]) -> None:
-        """Wait for every check (``settle``, which raises on a failed one), then drop the record."""
-        settle()
+    def settle(self) -> None:
+        """Wait for every check (a failed one raises), then drop the record."""
+        for a in self._arriving:
+            a.settle()
         self._update(set(self._unverified()))
+
+    def _unverified(self) -> list[str]:
+        return [f for a in self._arriving for f in a.unverified()]
 
     def _update(self, pending: set[str]) -> None:
         self._made = [(i, inputs) for i, inputs in self._made if inputs & pending]

@@ -87,7 +87,7 @@ def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtyp
     ``(written, resumed)``."""
     written = resumed = 0
     limit = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
-    provisional = Provisional(sink, inputs.unverified)
+    provisional = Provisional(sink, inputs.arriving())
     provisional.resume()
     bar = progress(layout.tensors, total=len(layout.tensors), desc="merge", unit="tensor",
                    disable=not show_progress or None)
@@ -111,5 +111,5 @@ def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtyp
             raise KeyboardInterrupt
     if written + resumed != len(layout.tensors):
         raise RuntimeError(f"only {written + resumed} of {len(layout.tensors)} tensors were written")
-    provisional.settle(inputs.settle)
+    provisional.settle()
     return written, resumed
