@@ -285,8 +285,9 @@ def tiny_config(vocab: int, **extra) -> dict:
 
 
 def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = None, template: str | None = None,
-              split_max_size: int = 0, **config_extra) -> list[Path]:
-    """A 1-layer, 64-wide GGUF with ``tokenizer_dir``'s vocabulary (zero weights: for vocab / metadata checks)."""
+              split_max_size: int = 0, outtype: str = "f16", parts: int = 0, **config_extra) -> list[Path]:
+    """A 1-layer, 64-wide GGUF with ``tokenizer_dir``'s vocabulary (random weights, seeded: for vocab / metadata
+    checks); with ``parts`` the embeddings and the head are written that many rows at a time."""
     import torch
 
     from helpers.checkpoint import TensorSpec
@@ -302,11 +303,27 @@ def tiny_gguf(tokenizer_dir: Path, out: Path, vocab: int, *, name: str | None = 
         shapes[f"model.layers.0.{k}.weight"] = s
     shapes.update({"model.norm.weight": (h,), "lm_head.weight": (vocab, h)})
     card = describe_model(cfg, tokenizer_dir, name=name, template=template)
-    sink = GGUFSink(out, outtype="f16", card=card, split_max_size=split_max_size)
+    sink = GGUFSink(out, outtype=outtype, card=card, split_max_size=split_max_size)
     sink.open(config=cfg, tokenizer_dir=tokenizer_dir, tensors=[TensorSpec(k, s) for k, s in shapes.items()])
+    torch.manual_seed(0)
     for k, s in shapes.items():
-        sink.write(k, torch.ones(s) if len(s) == 1 else torch.randn(s) * 0.02)
+        w = torch.ones(s) if len(s) == 1 else torch.randn(s) * 0.02
+        if parts and k in ("model.embed_tokens.weight", "lm_head.weight"):
+            for first in range(0, s[0], parts):
+                sink.write_rows(k, first, w[first:first + parts], last=first + parts >= s[0])
+        else:
+            sink.write(k, w)
     return sink.close()
+
+
+@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0", "q4_k_m", "q6_k"])
+def test_rows_written_in_parts_give_the_bytes_of_the_whole_tensor(demo, tmp_path, outtype):
+    """What a merge does with a LoRA's saved head while it downloads (GGUFSink.write_rows): the same file."""
+    tok = demo / "chinese-alpaca-2-lora-7b"
+    vocab = sp_vocab_size(tok)
+    (whole,) = tiny_gguf(tok, tmp_path / "whole.gguf", vocab, outtype=outtype, name="tiny")
+    (parts,) = tiny_gguf(tok, tmp_path / "parts.gguf", vocab, outtype=outtype, name="tiny", parts=500)
+    assert parts.read_bytes() == whole.read_bytes()
 
 
 def sp_vocab_size(tokenizer_dir: Path) -> int:

@@ -195,13 +195,16 @@ STALL = 6.0  # seconds the third shard's download stops half-way
 def stalled(proxy, four_shards, hub_twin, tmp_path, monkeypatch):
     """A fresh runtime whose downloads go through ``proxy``, with ``huggingface_hub`` writing what it receives in
     64 kB pieces (its own are 10 MB, more than these shards), so that a shard's first part is on disk while the
-    rest is stalled; returns a function that stalls the third shard after the ``k``-th tensor (and corrupts a byte
+    rest is stalled, and the LoRA's saved tensors written a part of their rows at a time as they arrive; returns a function that stalls the third shard after the ``k``-th tensor (and corrupts a byte
     before it with ``corrupt=offset``)."""
     from huggingface_hub import constants
 
     from conftest import _online
 
+    from helpers.merge import stream
+
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 << 10)
+    monkeypatch.setattr(stream, "ROWS_BYTES", 256 << 10)  # the LoRA's saved tensors in several parts
     _online(monkeypatch, proxy.endpoint, tmp_path / "home")
 
     def stall(k: int, corrupt: int | None = None) -> None:

@@ -195,11 +195,19 @@ class Adapter:
         keys = list(self._store.keys())
         return sorted(self.saved, key=lambda n: keys.index(self.saved[n]))
 
-    def get_saved(self, name: str) -> "torch.Tensor":
-        """The ``modules_to_save`` replacement for ``name``, as a fresh float32 tensor."""
+    def get_saved(self, name: str, rows: tuple[int, int] | None = None) -> "torch.Tensor":
+        """The ``modules_to_save`` replacement for ``name`` (or its rows ``[first, end)``, :attr:`reads_rows`), as a
+        fresh float32 tensor."""
         import torch
 
+        if rows is not None:
+            return self._store.get(self.saved[name], dtype=torch.float32, rows=rows)
         return self._get(self.saved[name], torch.float32)
+
+    @property
+    def reads_rows(self) -> bool:
+        """True when :meth:`get_saved` can read a tensor's rows apart (a safetensors file)."""
+        return isinstance(self._store, SafetensorsFile)
 
     def add_delta(self, w: "torch.Tensor", name: str) -> None:
         """``w += scaling * B @ A`` in place (transposed for fan_in_fan_out / embedding LoRAs)."""

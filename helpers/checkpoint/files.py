@@ -143,14 +143,19 @@ class SafetensorsFile:
 
         return getattr(torch, self.entries[name][0])
 
-    def get(self, name: str, *, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
-        """Read one tensor; with ``dtype``, convert chunk by chunk (peak: the result + 64 MB)."""
+    def get(self, name: str, *, dtype: "torch.dtype | None" = None, rows: tuple[int, int] | None = None
+            ) -> "torch.Tensor":
+        """Read one tensor, or its rows ``[first, end)`` (along its first dimension); with ``dtype``, convert chunk
+        by chunk (peak: the result + 64 MB)."""
         import torch
 
         sdt, shape, b, e = self.entries[name]
         src = getattr(torch, sdt)
         if e - b != math.prod(shape) * src.itemsize:
             raise UserError(corrupt_message(self.path, f"{name} takes {e - b} bytes, not those of {list(shape)} {sdt}"))
+        if rows is not None:
+            row = math.prod(shape[1:]) * src.itemsize
+            b, e, shape = b + rows[0] * row, b + rows[1] * row, (rows[1] - rows[0], *shape[1:])
         if self._fh is None:
             self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open between reads, closed in close()
         self._wait(self._start + e)

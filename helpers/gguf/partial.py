@@ -108,13 +108,15 @@ class PartialGGUF:
     def _record(self) -> None:
         write_json(self.folder / GGUF_STATE, {"key": self.key, "done": self._done})
 
-    def put(self, shard: int, offset: int, data: Any) -> None:
-        """Write one tensor's bytes (any C-contiguous buffer) at ``offset`` of file ``shard``, then its padding."""
+    def put(self, shard: int, offset: int, data: Any, *, pad: bool = True) -> None:
+        """Write one tensor's bytes (any C-contiguous buffer) at ``offset`` of file ``shard``, then its padding
+        (not for a part of a tensor: ``pad=False``)."""
         fh = self._files[shard]
         view = memoryview(data).cast("B")
         fh.seek(offset)
         fh.write(view)
-        fh.write(b"\0" * (-len(view) % ALIGNMENT))
+        if pad:
+            fh.write(b"\0" * (-len(view) % ALIGNMENT))
 
     def advance(self) -> None:
         """One more tensor is complete (after its :meth:`put`, or a tensor that has no data); record the progress

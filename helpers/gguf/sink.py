@@ -240,18 +240,10 @@ class GGUFSink:
         at a time, so memory holds two tensors); the sink keeps a reference to ``tensor`` until then.
         """
         import gguf
-        import torch
 
-        if self._files is None:
-            raise RuntimeError("GGUFSink.write called before open")
-        if self._pos >= len(self._entries) or self._entries[self._pos].hf != name:
-            want = self._entries[self._pos].hf if self._pos < len(self._entries) else "nothing"
-            raise RuntimeError(f"GGUFSink got {name!r}, expected {want!r} (tensors must come in layout order)")
-        e = self._entries[self._pos]
+        e = self._next(name)
         if e.name:
-            t = tensor.detach().to("cpu", torch.float32)
-            if tuple(t.shape) != e.shape:
-                raise UserError(f"tensor {name} has shape {tuple(t.shape)}, the layout said {e.shape}")
+            t = self._rows_of(e, tensor, None)
             if name.endswith(("q_proj.weight", "q_proj.bias")):
                 t = permute_qk(t, self._heads[0])
             elif name.endswith(("k_proj.weight", "k_proj.bias")):
@@ -262,12 +254,7 @@ class GGUFSink:
                 self._pending = self._background().submit(self._quantize, e, t)
                 self._pos += 1
                 return
-            if e.qtype == T.F32:
-                out = t.contiguous().numpy()
-            elif e.qtype == T.F16:  # torch's cast is several times faster than numpy's
-                out = t.to(torch.float16).contiguous().numpy()
-            else:
-                out = gguf.quants.quantize(t.contiguous().numpy(), e.qtype)
+            out = self._convert(e, t)
             del t
             self._wait()
             self._files.put(e.shard, e.offset, out)
@@ -276,12 +263,68 @@ class GGUFSink:
         self._pos += 1
         self._files.advance()
 
-    def _quantize(self, e: _Entry, t: "torch.Tensor") -> None:
-        """Quantize one tensor with llama.cpp's kernels from its float16 values, write and record it."""
+    def write_rows(self, name: str, first: int, rows: "torch.Tensor", *, last: bool) -> None:
+        """Write rows ``[first, first + len(rows))`` of the tensor :meth:`write` expects next, converted as the whole
+        tensor would be (every type converts and quantizes each row on its own); with ``last`` the tensor is
+        complete. For a large tensor whose rows arrive one part at a time (a LoRA's saved head while it downloads);
+        not for the q/k projections, whose rows are reordered."""
+        import gguf
+
+        e = self._next(name)
+        if name.endswith(("q_proj.weight", "k_proj.weight")):
+            raise RuntimeError(f"GGUFSink.write_rows: {name}'s rows are reordered; write it whole")
+        self._wait()
+        if e.name:
+            block, size = gguf.GGML_QUANT_SIZES[e.qtype]
+            row_bytes = e.shape[-1] // block * size
+            self._files.put(e.shard, e.offset + first * row_bytes, self._convert(e, self._rows_of(e, rows, first)),
+                            pad=False)
+        if last:
+            self._pos += 1
+            self._files.advance()
+
+    def _next(self, name: str) -> _Entry:
+        """The entry of the tensor expected now (tensors come in layout order)."""
+        if self._files is None:
+            raise RuntimeError("GGUFSink.write called before open")
+        if self._pos >= len(self._entries) or self._entries[self._pos].hf != name:
+            want = self._entries[self._pos].hf if self._pos < len(self._entries) else "nothing"
+            raise RuntimeError(f"GGUFSink got {name!r}, expected {want!r} (tensors must come in layout order)")
+        return self._entries[self._pos]
+
+    @staticmethod
+    def _rows_of(e: _Entry, tensor: "torch.Tensor", first: int | None) -> "torch.Tensor":
+        """``tensor`` as float32 on the CPU, checked against the layout: the whole tensor (``first`` None), or rows
+        from ``first``."""
+        import torch
+
+        t = tensor.detach().to("cpu", torch.float32)
+        fits = (tuple(t.shape) == e.shape if first is None
+                else tuple(t.shape[1:]) == e.shape[1:] and first + t.shape[0] <= e.shape[0])
+        if not fits:
+            raise UserError(f"tensor {e.hf} has shape {tuple(t.shape)}, the layout said {e.shape}")
+        return t
+
+    def _convert(self, e: _Entry, t: "torch.Tensor") -> Any:
+        """The bytes of ``t`` (float32, converted as :meth:`write` converts) in ``e``'s type."""
+        import gguf
+        import torch
+
         from .ggml import quantize
 
-        out = quantize(t.reshape(-1, e.shape[-1]), int(e.qtype), imatrix=e.imatrix, via_f16=True,
-                       threads=self.threads)
+        T = gguf.GGMLQuantizationType
+        if e.qtype == T.F32:
+            return t.contiguous().numpy()
+        if e.qtype == T.F16:  # torch's cast is several times faster than numpy's
+            return t.to(torch.float16).contiguous().numpy()
+        if e.qtype == T.BF16:
+            return gguf.quants.quantize(t.contiguous().numpy(), e.qtype)
+        return quantize(t.reshape(-1, e.shape[-1]), int(e.qtype), imatrix=e.imatrix, via_f16=True,
+                        threads=self.threads)
+
+    def _quantize(self, e: _Entry, t: "torch.Tensor") -> None:
+        """Quantize one tensor with llama.cpp's kernels from its float16 values, write and record it."""
+        out = self._convert(e, t)
         del t
         self._files.put(e.shard, e.offset, out)
         self._files.advance()

@@ -10,7 +10,9 @@ For every tensor of the layout, in order:
 5. check for NaN/Inf and values beyond the output type, and write it.
 
 A base read while it downloads makes provisional tensors until its shards' checks pass (:mod:`.provisional`): the
-pass ends only once every input read is verified, and a resume trusts only what was made from verified bytes.
+pass ends only once every input read is verified, and a resume trusts only what was made from verified bytes. A
+LoRA's saved tensor read while the LoRA downloads is written a part of its rows at a time as they arrive
+(:func:`rows_from`), when nothing else adds to it and the sink takes rows.
 
 Peak memory is about one tensor plus the LoRAs, whatever the depth of the model.
 """
@@ -20,7 +22,7 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from ..checkpoint import TensorSink
+from ..checkpoint import Adapter, TensorSink, TensorSpec
 from ..util import UserError, fault_point, progress
 from .awq import AwqAdjustment
 from .inputs import MergeInputs
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
 INTERRUPT_ENV = "HELPERS_MERGE_INTERRUPT_AFTER"  # tests: simulate Ctrl-C after N tensors
+ROWS_BYTES = 64 << 20  # a saved tensor written as its rows arrive: parts of about this many float32 bytes
 
 
 def merged_tensor(name: str, inputs: MergeInputs) -> "torch.Tensor":
@@ -65,6 +68,28 @@ def check_values(name: str, w: "torch.Tensor", outtype: str) -> None:
                         "use --outtype bf16 or f32")
 
 
+def rows_from(name: str, inputs: MergeInputs, sink: TensorSink, awq: AwqAdjustment | None) -> Adapter | None:
+    """The LoRA still downloading whose saved replacement of ``name`` is written a part of its rows at a time (as
+    its bytes arrive), or None: the tensor is computed whole (another LoRA, the patch or AWQ changes it, or the
+    sink takes whole tensors only)."""
+    ads = [a for _, a in inputs.adapters]
+    start = max((i for i, a in enumerate(ads) if name in a.saved), default=-1)
+    if start < 0 or awq is not None or getattr(sink, "write_rows", None) is None:
+        return None
+    arriving = ads[start] in [d.adapter for d in inputs.downloads] and ads[start].reads_rows
+    changed = any(name in a.lora for a in ads[start:]) or (inputs.patch is not None and name in inputs.patch)
+    return ads[start] if arriving and not changed else None
+
+
+def _write_rows(name: str, shape: tuple[int, ...], adapter: Adapter, sink: TensorSink, outtype: str) -> None:
+    """Write ``adapter``'s saved ``name`` a part of its rows at a time (:data:`ROWS_BYTES`), each checked."""
+    step = max(1, ROWS_BYTES // (4 * math.prod(shape[1:])))
+    for first in range(0, shape[0], step):
+        w = adapter.get_saved(name, rows=(first, min(shape[0], first + step)))
+        check_values(name, w, outtype)
+        sink.write_rows(name, first, w, last=first + step >= shape[0])  # type: ignore[attr-defined]
+
+
 def reads_base(name: str, inputs: MergeInputs) -> bool:
     """True when :func:`merged_tensor` reads ``name`` from the base (no LoRA saves a replacement of it)."""
     return name in inputs.base and not any(name in a.saved for _, a in inputs.adapters)
@@ -79,6 +104,19 @@ def _start_downloads(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink,
     prefetch([tp.name for tp in layout.tensors if not sink.done(tp.name) and reads_base(tp.name, inputs)])
     if meter is not None:
         meter.listener = lambda: bar.set_postfix_str(meter.text())
+
+
+def _write(tp: TensorSpec, inputs: MergeInputs, sink: TensorSink, outtype: str, awq: AwqAdjustment | None,
+           provisional: Provisional, index: int) -> None:
+    """Compute tensor ``tp`` whole (AWQ-adjusted, given ``awq``), check it and write it."""
+    w = merged_tensor(tp.name, inputs)
+    if awq is not None:
+        w = awq.apply(tp.name, w)
+    if tuple(w.shape) != tp.shape:
+        raise RuntimeError(f"{tp.name}: computed {tuple(w.shape)}, planned {tp.shape}")
+    check_values(tp.name, w, outtype)
+    provisional.made(index)
+    sink.write(tp.name, w)
 
 
 def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtype: str, show_progress: bool,
@@ -96,15 +134,12 @@ def stream(layout: MergeLayout, inputs: MergeInputs, sink: TensorSink, *, outtyp
         if sink.done(tp.name):
             resumed += 1
             continue
-        w = merged_tensor(tp.name, inputs)
-        if awq is not None:
-            w = awq.apply(tp.name, w)
-        if tuple(w.shape) != tp.shape:
-            raise RuntimeError(f"{tp.name}: computed {tuple(w.shape)}, planned {tp.shape}")
-        check_values(tp.name, w, outtype)
-        provisional.made(index)
-        sink.write(tp.name, w)
-        del w
+        adapter = rows_from(tp.name, inputs, sink, awq)
+        if adapter is not None:
+            provisional.made(index)
+            _write_rows(tp.name, tp.shape, adapter, sink, outtype)
+        else:
+            _write(tp, inputs, sink, outtype, awq, provisional, index)
         written += 1
         fault_point("merge.tensor")
         if limit and written >= limit:
