@@ -29,6 +29,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -206,6 +207,13 @@ class DiskPeak:
         self._thread.join()
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds so far: this process (the link: :class:`CdnProxy`, and the disk poller) and its finished
+    children (the commands :func:`timed` ran)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
     """Run ``cmd`` (its output into ``log``) and return its wall time; exit when it fails."""
     t0 = time.perf_counter()
@@ -304,9 +312,12 @@ def at_rate(twin, rate_mb: float, work: Path, local: tuple[float, Path], logs: P
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             env = hub_env(proxy.endpoint, home)
+            before = cpu_seconds()
             with DiskPeak(home, out) as disk:
                 row[mode] = timed(merge_cmd(BASE_ID, LORA_ID, out / "m.gguf", *extra), env,
                                   logs / f"{mode}-{rate_mb:g}.log")
+            (own0, kids0), (own1, kids1) = before, cpu_seconds()
+            row[f"{mode} cpu"], row[f"{mode} link cpu"] = kids1 - kids0, own1 - own0
             row[f"{mode} disk"] = disk.peak
             (logs / f"{mode}-{rate_mb:g}-peak.json").write_text(json.dumps(disk.at_peak, indent=1))
             row[f"{mode} same"] = same_tensors(out / "m.gguf", local[1])
@@ -360,14 +371,20 @@ def main() -> None:
         (work / "local").mkdir()
         local_out = work / "local" / "m.gguf"
         env = {"HELPERS_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        before = cpu_seconds()[1]
         local = timed(merge_cmd(str(base), str(lora), local_out), env, logs / "local.log")
-        print(f"local merge {local:.1f} s; {total / 1e9:.2f} GB to download", flush=True)
+        local_cpu = cpu_seconds()[1] - before
+        print(f"local merge {local:.1f} s ({local_cpu:.0f} CPU s); {total / 1e9:.2f} GB to download", flush=True)
         rates = args.rates or [round(total / local / 1e6, 1), round(total / local / 2e6, 1)]
         rows = []
         for rate in rates:
             rows.append(at_rate(twin, rate, work, (local, local_out), logs))
             print(json.dumps(rows[-1]), flush=True)
         print(table(rows, local, total, first_tensor_bytes(lora)))
+        for r in rows:
+            print(f"CPU seconds at {r['rate']:g} MB/s: the local merge {local_cpu:.0f}; the overlapped merge's process "
+                  f"{r['overlapped cpu']:.0f} (its download included) and the link simulator {r['overlapped link cpu']:.0f}; "
+                  f"low-disk {r['low-disk cpu']:.0f} and {r['low-disk link cpu']:.0f}")
     finally:
         twin.stop()
 
