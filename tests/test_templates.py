@@ -7,7 +7,7 @@ import re
 import pytest
 
 from helpers import tokens as T
-from helpers.tokens.templates import TEMPLATES, GenerationDefaults
+from helpers.tokens.templates import TEMPLATES, GenerationDefaults, truncate_history
 from helpers.util import UserError
 
 HEADER = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
@@ -91,14 +91,14 @@ def test_truncate_history_drops_oldest_first():
 
     full = len(T.build_prompt("llama2-zh", Q, history=history))
     limit = full - 30  # just too long for all six turns
-    kept = T.truncate_history("llama2-zh", Q, history, count_tokens=count, max_tokens=limit)
+    kept = truncate_history("llama2-zh", Q, history, count_tokens=count, max_tokens=limit)
     assert kept == history[1:]
     assert count(T.build_prompt("llama2-zh", Q, history=kept)) <= limit
-    kept = T.truncate_history("llama3", Q, history, count_tokens=count, max_tokens=len(T.build_prompt("llama3", Q)) + 1)
+    kept = truncate_history("llama3", Q, history, count_tokens=count, max_tokens=len(T.build_prompt("llama3", Q)) + 1)
     assert kept == []
     # the current question is kept even when it alone is too long
-    assert T.truncate_history("alpaca", Q * 100, history, count_tokens=count, max_tokens=10) == []
-    assert T.truncate_history("alpaca", Q, history, count_tokens=count, max_tokens=10**6) == history
+    assert truncate_history("alpaca", Q * 100, history, count_tokens=count, max_tokens=10) == []
+    assert truncate_history("alpaca", Q, history, count_tokens=count, max_tokens=10**6) == history
 
 
 # ----------------------------------------------------------------------------- Jinja export
