@@ -106,7 +106,7 @@ class StreamedCheckpoint(Checkpoint):
         if self._current is None or self._current[0] != shard:
             self._release()
             self.fetched.append(shard)
-            self._current = (shard, self._open_arriving(shard) or self._open(shard, self._wait(shard)))
+            self._current = (shard, self._open(shard))
         try:
             return self._current[1].get(name, dtype=dtype)
         except UserError as exc:
@@ -114,11 +114,11 @@ class StreamedCheckpoint(Checkpoint):
                 raise
             self._damaged(shard, exc)
 
-    def _damaged(self, shard: str, exc: UserError) -> NoReturn:
-        """A shard read early turned out damaged: the download's own verdict first (a download that failed its
-        check is reported as such); else the file went bad on this disk and is removed like any damaged shard."""
-        path = self._wait(shard)
-        self._drop(shard, path)
+    def _damaged(self, shard: str, exc: UserError, path: Path | None = None) -> NoReturn:
+        """A shard turned out damaged: for one read early, the download's own verdict first (a download that failed
+        its check is reported as such); else the file went bad on this disk and is removed from the cache (so that
+        the next run downloads it afresh, instead of trusting it)."""
+        self._drop(shard, path or self._wait(shard))
         raise UserError(f"{exc}; it was removed from the hub cache: run again to download it afresh") from None
 
     def _wait(self, shard: str) -> Path:
@@ -126,21 +126,25 @@ class StreamedCheckpoint(Checkpoint):
         arriving = self._arrivals is not None and shard in self._arrivals.order
         return self._arrivals.wait(shard) if arriving else self._fetch(shard)
 
-    def _open_arriving(self, shard: str) -> SafetensorsFile | None:
-        """The shard read while it downloads, or None when it cannot be (see :class:`~helpers.hub.Arriving`)."""
+    def _open(self, shard: str) -> SafetensorsFile:
+        """The shard read while it downloads (see :class:`~helpers.hub.Arriving`), or once it is downloaded and
+        verified; checked against the header the hub gave (a damaged one: :meth:`_damaged`)."""
         arriving = self._arriving.get(shard)
-        if arriving is None or arriving.open() is None:
-            return None
-        self._early.append(shard)
+        early = arriving is not None and arriving.open() is not None
+        path = None
+        if early:
+            self._early.append(shard)
+        else:
+            path = self._wait(shard)
         try:
-            reader = SafetensorsFile(Path(self.repo_id) / shard, arriving=arriving)
+            reader = SafetensorsFile(Path(self.repo_id) / shard, arriving=arriving) if early else SafetensorsFile(path)
         except UserError as exc:
-            self._damaged(shard, exc)
+            self._damaged(shard, exc, path)
         wrong = self._mismatch(shard, reader)
         if wrong:
             reader.close()
             self._damaged(shard, UserError(f"{self.repo_id}: the downloaded {shard} does not hold what its header on "
-                                           f"the hub said ({wrong})"))
+                                           f"the hub said ({wrong})"), path)
         return reader
 
     def _mismatch(self, shard: str, reader: SafetensorsFile) -> str | None:
@@ -160,22 +164,6 @@ class StreamedCheckpoint(Checkpoint):
         """
         for shard in self.unverified():
             self._wait(shard)
-
-    def _open(self, shard: str, path: Path) -> SafetensorsFile:
-        """The downloaded shard, checked against the header the hub gave; a damaged one is removed from the cache
-        (so that the next run downloads it afresh, instead of trusting it) and reported in one line."""
-        try:
-            reader = SafetensorsFile(path)
-        except UserError as exc:
-            self._drop(shard, path)
-            raise UserError(f"{exc}; it was removed from the hub cache: run again to download it afresh") from None
-        wrong = self._mismatch(shard, reader)
-        if wrong:
-            reader.close()
-            self._drop(shard, path)
-            raise UserError(f"{self.repo_id}: the downloaded {shard} does not hold what its header on the hub said "
-                            f"({wrong}); it was removed from the hub cache: run again to download it afresh")
-        return reader
 
     def _release(self, *, stopping: bool = False) -> None:
         """Close the current shard and, in low-disk mode, unless it was in the cache before this run, delete it; a

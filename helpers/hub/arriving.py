@@ -68,8 +68,10 @@ class Arriving:
         self._final = path
         self._ended.set()
         self._started.set()
-        fh = self._fh
-        elsewhere = fh is not None and os.fstat(fh.fileno()).st_ino != path.stat().st_ino
+        try:
+            elsewhere = self._fh is not None and os.fstat(self._fh.fileno()).st_ino != path.stat().st_ino
+        except (OSError, ValueError):  # the reader closed it meanwhile (a merge that stopped)
+            elsewhere = self.read_early
         if self._rewritten or (elsewhere and self.read_early):
             raise UserError(f"the download of {self.label} started over while its first part was being merged, so "
                             "what was merged may differ from the file now downloaded; run again (the file is kept "
