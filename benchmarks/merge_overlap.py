@@ -306,8 +306,10 @@ def at_rate(twin, rate_mb: float, work: Path, local: tuple[float, Path], logs: P
     try:
         script = ("import sys; from huggingface_hub import snapshot_download as s; "
                   f"[s(r) for r in ({BASE_ID!r}, {LORA_ID!r})]")
+        before = cpu_seconds()[1]
         row["download"] = timed([sys.executable, "-c", script], hub_env(proxy.endpoint, home),
                                  logs / f"download-{rate_mb:g}.log")
+        row["download cpu"] = cpu_seconds()[1] - before
         for mode, extra in (("overlapped", ()), ("low-disk", ("--low-disk",))):
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
@@ -382,7 +384,8 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
         print(table(rows, local, total, first_tensor_bytes(lora)))
         for r in rows:
-            print(f"CPU seconds at {r['rate']:g} MB/s: the local merge {local_cpu:.0f}; the overlapped merge's process "
+            print(f"CPU seconds at {r['rate']:g} MB/s: the download alone {r['download cpu']:.0f}; the local merge "
+                  f"{local_cpu:.0f}; the overlapped merge's process "
                   f"{r['overlapped cpu']:.0f} (its download included) and the link simulator {r['overlapped link cpu']:.0f}; "
                   f"low-disk {r['low-disk cpu']:.0f} and {r['low-disk link cpu']:.0f}")
     finally:

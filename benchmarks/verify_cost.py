@@ -37,17 +37,22 @@ GB = 1e9
 
 
 class Link:
-    """A shared byte budget of ``rate`` bytes per second (0: unlimited), as one network link."""
+    """A shared byte budget of ``rate`` bytes per second (0: unlimited), as one network link.
 
-    def __init__(self, rate: float) -> None:
-        self.rate, self.lock, self.next = rate, threading.Lock(), time.monotonic()
+    A token bucket ``burst`` seconds deep: a sender that fell behind (descheduled, a slow write) may catch up by that
+    much, as a link's queue keeps the line busy meanwhile, so its long-run rate is ``rate``; without the depth each
+    delay of the sending thread would be lost from the link, which a CPU-busy machine would then be charged for.
+    """
+
+    def __init__(self, rate: float, burst: float = 0.1) -> None:
+        self.rate, self.burst, self.lock, self.next = rate, burst, threading.Lock(), time.monotonic()
 
     def take(self, n: int) -> None:
         if not self.rate:
             return
         with self.lock:
             now = time.monotonic()
-            self.next = max(self.next, now) + n / self.rate
+            self.next = max(self.next, now - self.burst) + n / self.rate
             wait = self.next - now
         time.sleep(max(0.0, wait))
 

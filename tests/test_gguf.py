@@ -424,6 +424,16 @@ def test_rope_scaling(demo, tmp_path, name, scaling, ctx, expect):
     assert f["llama.rope.scaling.type"] == kind and f["llama.rope.scaling.factor"] == factor
     assert f.get("llama.rope.scaling.original_context_length") == orig
     assert f["llama.context_length"] == n_ctx
+    # the merge tells the Modelfile the context it wrote instead of reading the GGUF back: the same line
+    from helpers.gguf import write_modelfile
+    from helpers.gguf.card import describe_model
+    from helpers.gguf.hparams import context_length
+
+    cfg = tiny_config(sp_vocab_size(tok), rope_scaling=scaling, max_position_embeddings=ctx)
+    told = context_length(cfg, describe_model(cfg, tok, name=name))
+    assert told == n_ctx
+    assert (write_modelfile(p, template="llama2-zh", context_length=told).read_text()
+            == write_modelfile(p, template="llama2-zh").read_text())
 
 
 def test_bad_inputs_leave_nothing(demo, tmp_path):

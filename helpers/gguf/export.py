@@ -18,11 +18,13 @@ from .metadata import read_metadata
 
 
 # ---------------------------------------------------------------------------------------------- Modelfile, checksum
-def write_modelfile(gguf_path: str | Path, *, template: str, system: str | None = None) -> Path:
+def write_modelfile(gguf_path: str | Path, *, template: str, system: str | None = None,
+                    context_length: int | None = None) -> Path:
     """Write an Ollama Modelfile ``<stem>.Modelfile`` beside ``gguf_path``; returns its path.
 
     ``ollama create NAME -f <stem>.Modelfile`` then imports the model with its prompt template, stop tokens,
-    default system prompt and the releases' sampling settings.
+    default system prompt and the releases' sampling settings. ``context_length``: the model's, when the caller
+    wrote the file and knows it (else it is read back from the GGUF, which takes seconds for a large vocabulary).
     """
     gguf_path = Path(gguf_path)
     t = get_template(template)
@@ -35,10 +37,12 @@ def write_modelfile(gguf_path: str | Path, *, template: str, system: str | None 
     g = generation_defaults(t.name)
     lines += [f"PARAMETER temperature {g.temperature}", f"PARAMETER top_k {g.top_k}", f"PARAMETER top_p {g.top_p}",
               f"PARAMETER repeat_penalty {g.repetition_penalty}"]
-    try:
-        ctx = read_metadata(gguf_path, ("llama.context_length",)).get("llama.context_length")
-    except Exception:  # noqa: BLE001 - a shard or a file being written: leave Ollama's default
-        ctx = None
+    ctx = context_length
+    if ctx is None:
+        try:
+            ctx = read_metadata(gguf_path, ("llama.context_length",)).get("llama.context_length")
+        except Exception:  # noqa: BLE001 - a shard or a file being written: leave Ollama's default
+            ctx = None
     if ctx:
         lines.append(f"PARAMETER num_ctx {min(int(ctx), 8192)}")
     out = modelfile_path(gguf_path)

@@ -16,19 +16,24 @@ def rope_settings(config: dict) -> tuple[float | None, dict]:
     return theta, scaling
 
 
+def context_length(config: dict, card: ModelCard) -> int:
+    """The context length a GGUF of ``config`` declares: the config's, or the catalog's for a RoPE-scaled model
+    (what llama.cpp and Ollama should use for a model tuned to a longer context)."""
+    ctx = int(config.get("max_position_embeddings") or 2048)
+    scaled = rope_settings(config)[1] or card.rope_scaling
+    return int(card.context_length) if scaled and (card.context_length or 0) > ctx else ctx
+
+
 def add_hparams(w, config: dict, n_layers: int, n_head: int, n_kv: int, vocab_size: int, card: ModelCard) -> None:
     """The converter's LLaMA hyper-parameter keys (plus catalog RoPE scaling for long-context models)."""
     import gguf
 
     hidden = int(config["hidden_size"])
-    ctx = int(config.get("max_position_embeddings") or 2048)
     theta, scaling = rope_settings(config)
     if not scaling and card.rope_scaling:
         scaling = dict(card.rope_scaling)
-    if scaling and (card.context_length or 0) > ctx:
-        ctx = int(card.context_length)  # scaled models: tell llama.cpp / Ollama the context they were tuned for
     w.add_block_count(n_layers)
-    w.add_context_length(ctx)
+    w.add_context_length(context_length(config, card))
     w.add_embedding_length(hidden)
     w.add_feed_forward_length(int(config["intermediate_size"]))
     w.add_head_count(n_head)

@@ -28,6 +28,7 @@ from ..disk import claim_output, disk_errors
 from ..env import available_ram_bytes
 from ..gguf import JOB_KEY, GGUFSink, ModelCard, gguf_sidecars, write_modelfile
 from ..gguf.card import describe_model
+from ..gguf.hparams import context_length
 from ..hub import ModelRef
 from ..tokens import get_template, jinja_chat_template, load_tokenizer
 from ..util import UserError, human_bytes, read_json
@@ -172,7 +173,8 @@ def _merge_into(target: Path, layout: MergeLayout, inputs: MergeInputs, options:
             print(awq.summary())
         outputs, written, resumed = _write(layout, inputs, sink, options, awq)
         if isinstance(sink, GGUFSink) and len(outputs) == 1:  # Ollama imports one file with its Modelfile
-            outputs.append(write_modelfile(outputs[0], template=sink.card.template or "raw"))
+            outputs.append(write_modelfile(outputs[0], template=sink.card.template or "raw",
+                                           context_length=context_length(layout.config, sink.card)))
     return outputs, written, resumed
 
 
