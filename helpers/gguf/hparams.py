@@ -6,22 +6,22 @@ import sys
 from .card import ModelCard
 
 
-def rope_settings(config: dict) -> tuple[float | None, dict]:
-    """(rope theta, scaling dict with ``type``/``factor``/...) from an HF config (old or transformers-5 keys)."""
+def rope_settings(config: dict, card: ModelCard) -> tuple[float | None, dict]:
+    """(rope theta, scaling dict with ``type``/``factor``/...) from an HF config (old or transformers-5 keys), the
+    scaling from the catalog (``card``) where the config has none."""
     params = config.get("rope_parameters") or config.get("rope_scaling") or {}
     params = dict(params) if isinstance(params, dict) else {}
     theta = config.get("rope_theta", params.get("rope_theta"))
     kind = params.get("rope_type", params.get("type"))
     scaling = {} if kind in (None, "default") else {**params, "type": kind}
-    return theta, scaling
+    return theta, scaling or dict(card.rope_scaling or {})
 
 
 def context_length(config: dict, card: ModelCard) -> int:
     """The context length a GGUF of ``config`` declares: the config's, or the catalog's for a RoPE-scaled model
     (what llama.cpp and Ollama should use for a model tuned to a longer context)."""
     ctx = int(config.get("max_position_embeddings") or 2048)
-    scaled = rope_settings(config)[1] or card.rope_scaling
-    return int(card.context_length) if scaled and (card.context_length or 0) > ctx else ctx
+    return int(card.context_length) if rope_settings(config, card)[1] and (card.context_length or 0) > ctx else ctx
 
 
 def add_hparams(w, config: dict, n_layers: int, n_head: int, n_kv: int, vocab_size: int, card: ModelCard) -> None:
@@ -29,9 +29,7 @@ def add_hparams(w, config: dict, n_layers: int, n_head: int, n_kv: int, vocab_si
     import gguf
 
     hidden = int(config["hidden_size"])
-    theta, scaling = rope_settings(config)
-    if not scaling and card.rope_scaling:
-        scaling = dict(card.rope_scaling)
+    theta, scaling = rope_settings(config, card)
     w.add_block_count(n_layers)
     w.add_context_length(context_length(config, card))
     w.add_embedding_length(hidden)
