@@ -477,7 +477,12 @@ def test_cli_modelfile_uses_the_embedded_template(demo, tmp_path):
     out = tmp_path / "m.gguf"
     assert main(["to-gguf", "--model", str(model), "--out", str(out)]) == 0
     assert fields(out)["tokenizer.chat_template"] == gguf_chat_template("llama2-zh")
-    assert ollama_template("llama2-zh") in (tmp_path / "m.Modelfile").read_text(encoding="utf-8")
+    modelfile = (tmp_path / "m.Modelfile").read_text(encoding="utf-8")
+    assert ollama_template("llama2-zh") in modelfile
+    assert f"PARAMETER num_ctx {min(fields(out)['llama.context_length'], 8192)}\n" in modelfile
+    # quantizing it keeps both: the template and context the GGUF carries, read from the quantized file
+    assert main(["quantize", "--model", str(out), "--out", str(tmp_path / "q.gguf"), "--type", "q8_0"]) == 0
+    assert (tmp_path / "q.Modelfile").read_text(encoding="utf-8") == modelfile.replace("./m.gguf", "./q.gguf")
 
 
 # ------------------------------------------------------------------------------------------------ Modelfile, split

@@ -115,8 +115,8 @@ def test_quantize_hf_folder_modelfile_matches_embedded_template(demo, tmp_path):
     pytest.importorskip("llama_cpp")
     import shutil
 
-    from helpers.gguf.metadata import gguf_template
-    from helpers.tokens import ollama_template
+    from helpers.gguf.metadata import read_metadata
+    from helpers.tokens import ollama_template, template_from_chat_template
 
     model = tmp_path / "my-merged-model"
     shutil.copytree(demo / "chinese-alpaca-2-7b", model)
@@ -124,7 +124,8 @@ def test_quantize_hf_folder_modelfile_matches_embedded_template(demo, tmp_path):
     config["_name_or_path"] = "hfl/chinese-alpaca-2-7b"
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
     out = hq.quantize(model, tmp_path / "q" / "m-q8_0.gguf", QuantizeOptions(qtype="q8_0", threads=2))
-    assert gguf_template(out) == "llama2-zh"
+    embedded = read_metadata(out, ("tokenizer.chat_template",))["tokenizer.chat_template"]
+    assert template_from_chat_template(embedded) == "llama2-zh"
     assert ollama_template("llama2-zh") in (tmp_path / "q" / "m-q8_0.Modelfile").read_text(encoding="utf-8")
 
 

@@ -44,10 +44,7 @@ def main(o: ConvertOptions) -> int:
                            imatrix=o.imatrix)
         for f in files:
             print(f"wrote {f} ({human_bytes(f.stat().st_size)})")
-        if len(files) == 1:
-            from .metadata import gguf_template
-
-            template = gguf_template(files[0]) or "raw"  # the Modelfile uses the template embedded in the GGUF
+        if len(files) == 1:  # the Modelfile uses the template embedded in the GGUF
             with disk_errors(out.parent, what="the Modelfile"):
-                print(f"wrote {write_modelfile(files[0], template=template)} (template {template})")
+                print(f"wrote {write_modelfile(files[0])}")
     return 0

@@ -12,21 +12,24 @@ from pathlib import Path
 
 from ..env import in_colab
 from ..publish import copy_to_workspace
-from ..tokens import generation_defaults, get_template, ollama_template
+from ..tokens import generation_defaults, get_template, ollama_template, template_from_chat_template
 from ..util import UserError, atomic_path, human_bytes, remove, tmp_name, write_sha256_listing
 from .metadata import read_metadata
 
 
 # ---------------------------------------------------------------------------------------------- Modelfile, checksum
-def write_modelfile(gguf_path: str | Path, *, template: str, system: str | None = None,
+def write_modelfile(gguf_path: str | Path, *, template: str | None = None, system: str | None = None,
                     context_length: int | None = None) -> Path:
     """Write an Ollama Modelfile ``<stem>.Modelfile`` beside ``gguf_path``; returns its path.
 
     ``ollama create NAME -f <stem>.Modelfile`` then imports the model with its prompt template, stop tokens,
-    default system prompt and the releases' sampling settings. ``context_length``: the model's, when the caller
-    wrote the file and knows it (else it is read back from the GGUF, which takes seconds for a large vocabulary).
+    default system prompt and the releases' sampling settings. ``template``: a template id (default: the one the
+    GGUF carries, else ``raw``); ``context_length``: the model's, when the caller wrote the file and knows it. What
+    is not given is read from the GGUF, in one read (seconds for a large vocabulary).
     """
     gguf_path = Path(gguf_path)
+    if template is None or context_length is None:
+        template, context_length = _modelfile_metadata(gguf_path, template, context_length)
     t = get_template(template)
     system = t.default_system if system is None else system
     lines = [f"FROM ./{gguf_path.name}", f'TEMPLATE """{ollama_template(t)}"""']
@@ -37,18 +40,23 @@ def write_modelfile(gguf_path: str | Path, *, template: str, system: str | None 
     g = generation_defaults(t.name)
     lines += [f"PARAMETER temperature {g.temperature}", f"PARAMETER top_k {g.top_k}", f"PARAMETER top_p {g.top_p}",
               f"PARAMETER repeat_penalty {g.repetition_penalty}"]
-    ctx = context_length
-    if ctx is None:
-        try:
-            ctx = read_metadata(gguf_path, ("llama.context_length",)).get("llama.context_length")
-        except Exception:  # noqa: BLE001 - a shard or a file being written: leave Ollama's default
-            ctx = None
-    if ctx:
-        lines.append(f"PARAMETER num_ctx {min(int(ctx), 8192)}")
+    if context_length:
+        lines.append(f"PARAMETER num_ctx {min(int(context_length), 8192)}")
     out = modelfile_path(gguf_path)
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+def _modelfile_metadata(gguf_path: Path, template: str | None, ctx: int | None) -> tuple[str, int | None]:
+    """``template`` (else the GGUF's, else ``raw``) and ``ctx`` (else the GGUF's; None where unreadable, as for a
+    shard or a file being written: Ollama's default then)."""
+    try:
+        meta = read_metadata(gguf_path, ("tokenizer.chat_template", "llama.context_length"))
+    except Exception:  # noqa: BLE001 - see above
+        meta = {}
+    found = template_from_chat_template(meta.get("tokenizer.chat_template"))
+    return template or found or "raw", ctx if ctx is not None else meta.get("llama.context_length")
 
 
 def modelfile_path(gguf_path: str | Path) -> Path:

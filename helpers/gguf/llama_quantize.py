@@ -35,7 +35,7 @@ from .export import write_checksum, write_modelfile
 from .imatrix import check_imatrix_fits, imatrix_metadata, imatrix_struct, read_imatrix
 from .layout import requantized_bytes
 from .llamacpp import LLAMA_CPP_LOGGER, install_hint, llama_cpp_available, quantize_binary, quiet_llama_log
-from .metadata import JOB_KEY, check_gguf, gguf_template, gguf_type, read_metadata
+from .metadata import JOB_KEY, check_gguf, gguf_type, read_metadata
 from .types import DEFAULT_QUANT, FTYPES, NEEDS_IMATRIX, qtype_name
 
 SOURCE_TYPES = frozenset({FTYPES["f32"], FTYPES["f16"], FTYPES["bf16"]})  # the file types llama.cpp quantizes from
@@ -317,13 +317,12 @@ def quantize(model: str | Path, out: str | Path, options: QuantizeOptions = Quan
                 fault_point("quantize.f16")
             else:
                 src = model
-            found = template or gguf_template(src)  # the Modelfile uses the template the GGUF carries
             _quantize_source(src, out, q)
         finally:
             if temp_f16 is not None:
                 remove(temp_f16)
         if options.modelfile:
             with disk_errors(out.parent, what="the Modelfile and checksum"):
-                write_modelfile(out, template=found or "raw")
+                write_modelfile(out, template=template)  # default: the template the GGUF carries (from src)
                 write_checksum(out)
     return out

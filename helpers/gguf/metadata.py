@@ -1,4 +1,4 @@
-"""Reading a GGUF's key/value metadata back: one reader for every caller, and what it says (template, type);
+"""Reading a GGUF's key/value metadata back: one reader for every caller, and the quantization type it says;
 :func:`check_gguf` tells a truncated or corrupt GGUF from a complete one."""
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..tokens import template_from_chat_template
 from ..util import UserError
 
 
@@ -46,11 +45,6 @@ def read_metadata(path: str | Path, keys: tuple[str, ...] | None = None) -> dict
             continue
         out[key] = value.item() if hasattr(value, "item") else value
     return out
-
-
-def gguf_template(path: str | Path) -> str | None:
-    """The template id a GGUF's ``tokenizer.chat_template`` corresponds to (None: none or unknown)."""
-    return template_from_chat_template(read_metadata(path, ("tokenizer.chat_template",)).get("tokenizer.chat_template"))
 
 
 def gguf_type(path: str | Path) -> str:
