@@ -53,7 +53,7 @@ def _modelfile_metadata(gguf_path: Path, template: str | None, ctx: int | None) 
     shard or a file being written: Ollama's default then)."""
     try:
         meta = read_metadata(gguf_path, ("tokenizer.chat_template", "llama.context_length"))
-    except Exception:  # noqa: BLE001 - see above
+    except Exception:  # noqa: BLE001 - a shard or a file being written: not worth failing the Modelfile for
         meta = {}
     found = template_from_chat_template(meta.get("tokenizer.chat_template"))
     return template or found or "raw", ctx if ctx is not None else meta.get("llama.context_length")
