@@ -40,7 +40,7 @@ from ..util import UserError, partial_path, remove
 from .card import ModelCard
 from .export import write_checksum
 from .hparams import add_hparams
-from .layout import ALIGNMENT, gguf_names, tensor_types
+from .layout import ALIGNMENT, gguf_names, tensor_nbytes, tensor_types
 from .imatrix import add_imatrix_keys, imatrix_weights, read_imatrix
 from .partial import PartialGGUF, render_headers
 from .types import FLOAT_TYPES, FTYPES, gguf_outtype
@@ -200,8 +200,8 @@ class GGUFSink:
 
             order.sort(key=lambda item: order_key(item[1]))
         for p, new in order:
-            block, size = gguf.GGML_QUANT_SIZES[types[new]]
-            w.add_tensor_info(new, p.shape, np.dtype(np.float32), p.numel // block * size, raw_dtype=types[new])
+            w.add_tensor_info(new, p.shape, np.dtype(np.float32), tensor_nbytes(p.shape, types[new]),
+                              raw_dtype=types[new])
         total = sum(p.numel for p, _ in order)
         w.add_size_label(gguf.size_label(total, total, 0, 0))
         return order
@@ -268,17 +268,13 @@ class GGUFSink:
         tensor would be (every type converts and quantizes each row on its own); with ``last`` the tensor is
         complete. For a large tensor whose rows arrive one part at a time (a LoRA's saved head while it downloads);
         not for the q/k projections, whose rows are reordered."""
-        import gguf
-
         e = self._next(name)
         if name.endswith(("q_proj.weight", "k_proj.weight")):
             raise RuntimeError(f"GGUFSink.write_rows: {name}'s rows are reordered; write it whole")
         self._wait()
         if e.name:
-            block, size = gguf.GGML_QUANT_SIZES[e.qtype]
-            row_bytes = e.shape[-1] // block * size
-            self._files.put(e.shard, e.offset + first * row_bytes, self._convert(e, self._rows_of(e, rows, first)),
-                            pad=False)
+            at = e.offset + first * tensor_nbytes(e.shape[1:], e.qtype)
+            self._files.put(e.shard, at, self._convert(e, self._rows_of(e, rows, first)), pad=False)
         if last:
             self._pos += 1
             self._files.advance()
